@@ -1,0 +1,29 @@
+# The two commands a newcomer needs: `make demo` (the whole story on the local lab) and `make test`.
+PY := .venv/bin/python
+
+.PHONY: setup demo test lab-up lab-down lab-status lint bench
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m bluegreen.lab.demo
+
+test: setup
+	$(PY) -m pytest -q
+
+lab-up: setup
+	$(PY) -m bluegreen.lab up
+
+lab-down:
+	@if [ -x $(PY) ]; then $(PY) -m bluegreen.lab down; fi
+
+lab-status:
+	$(PY) -m bluegreen.lab status
+
+lint:
+	.venv/bin/ruff check .
+	.venv/bin/mypy bluegreen components __main__.py
+
+bench: setup
+	$(PY) benchmarks/run_all.py

@@ -1,0 +1,497 @@
+"""The whole estate of stack `lab` on this machine, brought up and down as one.
+
+Each container is a loopback address with its own sshd and its own root directory; Proxmox is
+fakepve; the database container runs a real PostgreSQL. After the processes are up, the estate's
+configuration is applied exactly as `pulumi up` would (`providers.apply_estate`), which also
+starts HAProxy and writes the PM2 ecosystems. Every process is stopped by its PID; the lab's
+data stays on disk between `down` and `up` so the next `up` is fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError, HostKeyError
+from ..executor import SshExecutor, connect, known_hosts_line, trust_host
+from ..sensitive import Sensitive
+from ..topology import Container, Topology, load_stack
+from .services import (
+    SSH_KEYGEN,
+    LabError,
+    ManagedProcess,
+    host_public_key,
+    start_postgres,
+    start_sshd,
+)
+
+log = logging.getLogger("bluegreen.lab")
+
+LAB_DIR = Path("/var/tmp/jw-lab")
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+PM2 = "pm2"
+
+
+@dataclass(frozen=True)
+class LabPaths:
+    root: Path
+
+    @property
+    def ssh(self) -> Path:
+        return self.root / "ssh"
+
+    @property
+    def identity(self) -> Path:
+        return self.ssh / "id_ed25519"
+
+    @property
+    def public_key(self) -> Path:
+        return self.ssh / "id_ed25519.pub"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.ssh / "known_hosts"
+
+    @property
+    def pve(self) -> Path:
+        return self.root / "pve"
+
+    @property
+    def pids(self) -> Path:
+        return self.root / "pids"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def db_password(self) -> Path:
+        return self.secrets / "db_password"
+
+    @property
+    def sample_repo(self) -> Path:
+        return self.root / "sample-app.git"
+
+    @property
+    def registry(self) -> Path:
+        """Processes started through other modules (fakepve): how to find and stop them again."""
+        return self.pids / "registry.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lab.lock"
+
+    @property
+    def leases(self) -> Path:
+        return self.root / "leases"
+
+    @property
+    def started_by_session(self) -> Path:
+        return self.pids / "started-by-session"
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    name: str
+    pid: int | None
+    running: bool
+    pid_file: str
+    listen: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LabInfo:
+    lab_dir: str
+    stack: str
+    public_url: str
+    preview_url: str
+    proxmox_endpoint: str
+    ssh_hosts: list[str]
+    started: list[str]
+    reused: list[str]
+    applied: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _pm2_home(t: Topology, host: Container) -> Path:
+    home = t.app.pm2_home or ("/root/.pm2" if t.app.deploy_user == "root"
+                              else f"/home/{t.app.deploy_user}/.pm2")
+    return Path(host.path(home))
+
+
+def check_loopback_only(t: Topology) -> None:
+    """The lab must never reach a real server: every address it uses has to be in 127.0.0.0/8."""
+    loopback = ipaddress.IPv4Network("127.0.0.0/8")
+    outside = [c.label for c in t.containers if c.interface.ip not in loopback]
+    endpoint_host = urlsplit(t.proxmox.endpoint).hostname or ""
+    try:
+        endpoint_ok = ipaddress.ip_address(endpoint_host) in loopback
+    except ValueError:
+        endpoint_ok = False
+    if not endpoint_ok:
+        outside.append(f"proxmox endpoint {t.proxmox.endpoint}")
+    if outside:
+        raise ConfigError(f"stack {t.stack!r} is not a lab stack: {', '.join(outside)} "
+                          f"not on 127.0.0.0/8 (the lab only runs on loopback addresses)")
+
+
+class Lab:
+    """up/down/status of the local lab; safe to call from several processes (a file lock)."""
+
+    def __init__(self, project_dir: Path | None = None, stack: str = "lab", lab_dir: Path = LAB_DIR) -> None:
+        self.project_dir = Path(project_dir or PROJECT_DIR)
+        self.topology = load_stack(self.project_dir, stack)
+        self.paths = LabPaths(lab_dir)
+        check_loopback_only(self.topology)
+        self._check_stack_matches_lab_dir()
+
+    def _check_stack_matches_lab_dir(self) -> None:
+        t, p = self.topology, self.paths
+        expected = {
+            "ssh.identityFile": (t.ssh.identity_file, p.identity),
+            "ssh.knownHosts": (t.ssh.known_hosts, p.known_hosts),
+            "app.repo": (t.app.repo, p.sample_repo),
+        }
+        wrong = [f"{key} is {actual!r}, expected {str(want)!r}" for key, (actual, want) in expected.items()
+                 if actual is None or Path(actual) != want]
+        wrong += [f"container {c.vmid} has root {c.root!r}, expected a directory under {p.root}"
+                  for c in t.containers if not Path(c.root).is_relative_to(p.root)]
+        if wrong:
+            raise ConfigError(f"stack {t.stack!r} does not match the lab in {p.root}: " + "; ".join(wrong))
+
+    # ------------------------------------------------------------------ the processes
+
+    def sshd(self, host: Container) -> ManagedProcess:
+        config = Path(host.path("/etc/ssh")) / "sshd_config"
+        return ManagedProcess(f"sshd {host.name}", self.paths.pids / f"sshd-{host.vmid}.pid",
+                              expect=f"/usr/sbin/sshd -f {config}")
+
+    def postgres(self) -> ManagedProcess:
+        return ManagedProcess(f"postgres {self.topology.database_host.name}",
+                              self.paths.pids / "postgres.pid", stop_signal=signal.SIGINT)
+
+    def haproxy(self) -> ManagedProcess:
+        lb = self.topology.load_balancer
+        return ManagedProcess(f"haproxy {lb.name}", Path(lb.path(self.topology.haproxy.pid_file)),
+                              expect=lb.path(self.topology.haproxy.config_path))
+
+    def pm2_daemons(self) -> list[tuple[Path, ManagedProcess]]:
+        result = []
+        for color, host in sorted(self.topology.app_hosts.items()):
+            home = _pm2_home(self.topology, host)
+            result.append((home, ManagedProcess(f"pm2 {color} ({host.name})", home / "pm2.pid",
+                                                expect="God Daemon", expect_env={"PM2_HOME": str(home)})))
+        return result
+
+    def registered(self) -> list[ManagedProcess]:
+        try:
+            entries = json.loads(self.paths.registry.read_text())
+        except FileNotFoundError:
+            return []
+        except ValueError as exc:
+            raise LabError(f"{self.paths.registry} is corrupt ({exc}); stop its processes by hand") from None
+        return [ManagedProcess(e["name"], Path(e["pid_file"]), e.get("expect"),
+                               int(e.get("stop_signal", signal.SIGTERM)), e.get("expect_env"))
+                for e in entries]
+
+    def _registered_listen(self) -> dict[str, str]:
+        try:
+            entries = json.loads(self.paths.registry.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {e["name"]: e["listen"] for e in entries if e.get("listen")}
+
+    def _register(self, process: ManagedProcess, listen: str | None) -> None:
+        try:
+            entries = json.loads(self.paths.registry.read_text())
+        except FileNotFoundError:
+            entries = []
+        except ValueError as exc:
+            raise LabError(f"{self.paths.registry} is corrupt ({exc}); stop its processes by hand") from None
+        entries = [e for e in entries if e["name"] != process.name]
+        entries.append({"name": process.name, "pid_file": str(process.pid_file), "expect": process.expect,
+                        "stop_signal": int(process.stop_signal),
+                        "expect_env": dict(process.expect_env) if process.expect_env else None,
+                        "listen": listen})
+        data = entries
+        tmp = self.paths.registry.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, self.paths.registry)
+
+    def _listen(self) -> dict[str, str]:
+        t = self.topology
+        result = {self.sshd(c).name: f"{c.ip}:{t.ssh.port}" for c in t.containers}
+        result[self.postgres().name] = f"{t.database_host.ip}:{t.database.port}"
+        lb = t.load_balancer.ip
+        result[self.haproxy().name] = (f"{lb}:{t.haproxy.public_port},{t.haproxy.preview_port},"
+                                       f"{t.haproxy.stats_port}")
+        result.update(self._registered_listen())
+        return result
+
+    def processes(self) -> list[ManagedProcess]:
+        """Every process the lab may have started, in the order they are stopped."""
+        return [*(p for _, p in self.pm2_daemons()), self.haproxy(), self.postgres(),
+                *(self.sshd(c) for c in self.topology.containers), *self.registered()]
+
+    def status(self) -> list[ProcessStatus]:
+        listen = self._listen()
+        result = []
+        for p in self.processes():
+            pid = p.pid()
+            result.append(ProcessStatus(p.name, pid, pid is not None, str(p.pid_file), listen.get(p.name)))
+        return result
+
+    def is_running(self) -> bool:
+        """True when every process `up` starts itself (not PM2, which only deploys start) runs."""
+        core = [self.haproxy(), self.postgres(), *(self.sshd(c) for c in self.topology.containers),
+                *self.registered()]
+        return bool(self.registered()) and all(p.alive() for p in core)
+
+    # ------------------------------------------------------------------ up
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        self.paths.root.chmod(0o755)  # the postgres user must be able to reach its data dir
+        with open(self.paths.lock, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def up(self) -> LabInfo:
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root: it runs an sshd per host, PostgreSQL and HAProxy")
+        with self._locked():
+            return self._up()
+
+    def _up(self) -> LabInfo:
+        t, p = self.topology, self.paths
+        for directory in (p.ssh, p.pve, p.pids, p.logs, p.secrets):
+            directory.mkdir(parents=True, exist_ok=True)
+        for private in (p.ssh, p.secrets):
+            private.chmod(0o700)
+        self._ensure_client_key()
+        started: list[str] = []
+        reused: list[str] = []
+
+        def note(process: ManagedProcess, was_running: bool) -> None:
+            (reused if was_running else started).append(process.name)
+
+        for host in t.containers:
+            process = self.sshd(host)
+            was_running = process.alive()
+            state_dir = Path(host.path("/etc/ssh"))
+            start_sshd(name=host.name, address=host.ip, port=t.ssh.port, state_dir=state_dir,
+                       authorized_keys=p.public_key, log_file=p.logs / f"sshd-{host.vmid}.log",
+                       pid_file=process.pid_file)
+            self._pin_host_key(host, host_public_key(state_dir))
+            note(process, was_running)
+
+        from .pve import start_fakepve
+
+        previous = {q.name: q.alive() for q in self.registered()}
+        fakepve = start_fakepve(p.root, t)
+        endpoint = urlsplit(t.proxmox.endpoint)
+        self._register(fakepve, f"{endpoint.hostname}:{endpoint.port or 8006}")
+        note(fakepve, previous.get(fakepve.name, False))
+
+        db = t.database_host
+        postgres = self.postgres()
+        was_running = postgres.alive()
+        start_postgres(name=db.name, data_dir=Path(db.path("/var/lib/postgresql/15/main")),
+                       address=db.ip, port=t.database.port,
+                       socket_dir=Path(db.path("/var/run/postgresql")),
+                       hba_file=Path(db.path("/etc/postgresql/15/main/pg_hba.conf")),
+                       log_file=p.logs / "postgres.log", pid_file=postgres.pid_file)
+        note(postgres, was_running)
+
+        password = self._db_password()
+        from .repo import build_sample_repo
+
+        build_sample_repo(p.sample_repo, self.project_dir / "sample-app")
+        self._write_app_env(password)
+
+        from ..providers import apply_estate
+
+        haproxy_was_running = self.haproxy().alive()
+        executors = {c.vmid: self.executor(c) for c in t.containers}
+        try:
+            applied = apply_estate(t, executors, password)
+        finally:
+            for executor in executors.values():
+                executor.close()
+        if not self.haproxy().alive():
+            raise LabError(f"HAProxy is not running after applying the estate (pid file "
+                           f"{self.haproxy().pid_file}); see {t.load_balancer.path('/var/log')}")
+        note(self.haproxy(), haproxy_was_running)
+        log.info("lab up: %d started, %d reused", len(started), len(reused))
+        return LabInfo(lab_dir=str(p.root), stack=t.stack, public_url=t.public_url,
+                       preview_url=t.preview_url, proxmox_endpoint=t.proxmox.endpoint,
+                       ssh_hosts=[f"{c.name} {c.ip}:{t.ssh.port}" for c in t.containers],
+                       started=started, reused=reused, applied=list(applied))
+
+    def _ensure_client_key(self) -> None:
+        p = self.paths
+        if p.identity.exists() and p.public_key.exists():
+            return
+        for stale in (p.identity, p.public_key):
+            stale.unlink(missing_ok=True)
+        proc = subprocess.run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", "jw-lab-client",
+                               "-f", str(p.identity)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise LabError(f"cannot create the lab's client key: {proc.stderr.strip()}")
+
+    def _pin_host_key(self, host: Container, public_key: str) -> None:
+        known_hosts = str(self.paths.known_hosts)
+        port = self.topology.ssh.port
+        try:
+            trust_host(known_hosts, host.ip, port, public_key)
+        except HostKeyError:
+            # The lab owns this file and just generated the key itself: a mismatch means the
+            # host's root was wiped, not an attack, so the old pin is replaced.
+            log.warning("host key of %s changed (its root was recreated); re-pinning it", host.label)
+            marker = known_hosts_line(host.ip, port, "x", "x").split()[0]
+            kept = [line for line in self.paths.known_hosts.read_text().splitlines()
+                    if line.split()[:1] != [marker]]
+            self.paths.known_hosts.write_text("".join(f"{line}\n" for line in kept))
+            trust_host(known_hosts, host.ip, port, public_key)
+
+    def _db_password(self) -> Sensitive:
+        path = self.paths.db_password
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(24) + "\n")
+        path.chmod(0o600)
+        value = path.read_text().strip()
+        if not value:
+            raise LabError(f"{path} is empty; delete it to have a new password generated")
+        return Sensitive(value)
+
+    def db_password(self) -> Sensitive:
+        return self._db_password()
+
+    def database_url(self, password: Sensitive) -> Sensitive:
+        t = self.topology
+        return Sensitive(f"postgresql://{t.database.user}:{password.reveal()}@{t.database_host.ip}:"
+                         f"{t.database.port}/{t.database.name}")
+
+    def _write_app_env(self, password: Sensitive) -> None:
+        content = f"DATABASE_URL={self.database_url(password).reveal()}\n"
+        for host in self.topology.app_hosts.values():
+            path = Path(host.path(f"{self.topology.app.dir}/shared/.env"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists() and path.read_text() == content:
+                path.chmod(0o600)
+                continue
+            tmp = path.with_name(".env.tmp")
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(content)
+            os.replace(tmp, path)
+
+    def executor(self, host: Container | str | int) -> SshExecutor:
+        """An SSH executor for one lab host (by Container, vmid, name, colour or role)."""
+        container = host if isinstance(host, Container) else self.topology.find_host(str(host))
+        known = [self._db_password()] if self.paths.db_password.exists() else []
+        return connect(self.topology, container, secrets=known)
+
+    # ------------------------------------------------------------------ down
+
+    def down(self) -> list[str]:
+        with self._locked():
+            return self._down()
+
+    def _down(self) -> list[str]:
+        stopped: list[str] = []
+        for home, daemon in self.pm2_daemons():
+            pid = daemon.pid()
+            if pid is None:
+                continue
+            # `pm2 kill` stops the apps with their daemon; it only talks to the daemon of this home.
+            proc = subprocess.run([PM2, "kill"], capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, "PM2_HOME": str(home)}, errors="replace")
+            if proc.returncode != 0:
+                log.warning("pm2 kill for %s failed: %s", home, proc.stderr.strip()[-500:])
+            daemon.stop()
+            stopped.append(f"{daemon.name} (pid {pid})")
+        rest = self.processes()[len(self.pm2_daemons()):]
+        for process in rest:
+            pid = process.pid()
+            if process.stop():
+                stopped.append(f"{process.name} (pid {pid})")
+        self.paths.started_by_session.unlink(missing_ok=True)
+        log.info("lab down: stopped %d processes", len(stopped))
+        return stopped
+
+    def destroy(self) -> list[str]:
+        """down(), then remove every file of the lab."""
+        with self._locked():
+            stopped = self._down()
+            for child in self.paths.root.iterdir():
+                if child == self.paths.lock:
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        return stopped
+
+    # ------------------------------------------------------------------ shared sessions
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[LabInfo | None]:
+        """Use the lab for the duration of a block (a test session), sharing it with others.
+
+        Brings the lab up if it is not running. Stops it at the end only if a session started
+        it and no other session is still using it; a lab started by hand is never stopped.
+        """
+        lease = self.paths.leases / f"{os.getpid()}.json"
+        info: LabInfo | None = None
+        with self._locked():
+            if not self.is_running():
+                info = self._up()
+                self.paths.started_by_session.write_text(f"{os.getpid()}\n")
+            self.paths.leases.mkdir(exist_ok=True)
+            lease.write_text(json.dumps({"pid": os.getpid(), "cmd": _own_cmdline()}) + "\n")
+        try:
+            yield info
+        finally:
+            with self._locked():
+                lease.unlink(missing_ok=True)
+                others = [f for f in self.paths.leases.glob("*.json")
+                          if ManagedProcess("lease", f).alive()]
+                if not others and self.paths.started_by_session.exists():
+                    self._down()
+                for stale in self.paths.leases.glob("*.json"):
+                    if stale not in others:
+                        stale.unlink(missing_ok=True)
+
+
+def _own_cmdline() -> str:
+    return Path("/proc/self/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()

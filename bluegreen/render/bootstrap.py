@@ -1,0 +1,161 @@
+"""A bash script per host role that brings a fresh Debian container to what deploys expect.
+
+The script is idempotent: it installs a package only when its command is missing, creates what
+does not exist and corrects ownership only where it differs. It prints one `bootstrap: ...` line
+per change, so a run that prints nothing changed nothing. Every path goes through
+`container.path()`, so the lab's hosts (each under its own root) get the same script.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+
+from ..errors import ConfigError
+from ..topology import Container, Topology
+from . import GENERATED_BY
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+PG_SOCKET_DIR = "/var/run/postgresql"
+PM2_PACKAGE = "pm2@7"
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+# (command whose absence means "install", Debian package)
+PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
+    "database": ((f"{PG_BIN}/postgres", "postgresql-15"),),
+    "app": (("node", "nodejs"), ("npm", "npm"), ("git", "git")),
+    "loadbalancer": (("haproxy", "haproxy"), ("socat", "socat")),
+}
+
+_PRELUDE = r"""set -euo pipefail
+
+changed() { printf 'bootstrap: %s\n' "$*"; }
+
+ensure_packages() {  # probe:package ...
+  local pair
+  local -a missing=()
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    changed "installed ${missing[*]}"
+  fi
+}
+
+ensure_user() {  # name
+  if [ "$1" != root ] && ! id -u "$1" >/dev/null 2>&1; then
+    useradd --system --create-home --home-dir "/home/$1" --shell /bin/bash "$1"
+    changed "created user $1"
+  fi
+}
+
+# A directory we own outright: created if missing, owner and mode corrected if they drifted.
+ensure_dir() {  # path owner mode(octal, no leading zero)
+  local path=$1 owner=$2 mode=$3 group
+  group=$(id -gn "$owner")
+  if [ ! -d "$path" ]; then
+    install -d -o "$owner" -g "$group" -m "$mode" "$path"
+    changed "created $path"
+  elif [ "$(stat -c '%U:%G %a' "$path")" != "$owner:$group $mode" ]; then
+    chown "$owner:$group" "$path"
+    # The explicit leading zero also clears set-id bits GNU chmod would otherwise keep.
+    chmod "0$mode" "$path"
+    changed "set $owner:$group $mode on $path"
+  fi
+}
+
+# A directory other packages may own too (/etc/haproxy, node-exporter's textfile dir): only
+# created when missing, never re-owned.
+ensure_dir_exists() {  # path
+  if [ ! -d "$1" ]; then
+    install -d -m 755 "$1"
+    changed "created $1"
+  fi
+}"""
+
+
+def _q(value: str) -> str:
+    return shlex.quote(value)
+
+
+def _deploy_user(t: Topology) -> str:
+    user = t.app.deploy_user
+    if not _USER.match(user):
+        raise ConfigError(f"app.deployUser: {user!r} is not a valid Unix user name")
+    return user
+
+
+def _pm2_startup_home(t: Topology, host: Container) -> str | None:
+    """The `--hp` for `pm2 startup` (its unit sets PM2_HOME=<hp>/.pm2), or None for the user's home."""
+    if t.app.pm2_home is None:
+        return None
+    home = posixpath.normpath(t.app.pm2_home)
+    if posixpath.basename(home) != ".pm2":
+        raise ConfigError(
+            f"app.pm2Home: {t.app.pm2_home!r} must end in /.pm2: `pm2 startup` can only resurrect "
+            "the processes of a PM2 home named .pm2 inside the directory it is given")
+    return host.path(posixpath.dirname(home))
+
+
+def _database(t: Topology, host: Container) -> list[str]:
+    return [
+        f"ensure_dir {_q(host.path(t.database.backup_dir))} postgres 700",
+        f"ensure_dir {_q(host.path(PG_SOCKET_DIR))} postgres 2775",
+    ]
+
+
+def _app(t: Topology, host: Container) -> list[str]:
+    user = _deploy_user(t)
+    app_dir = t.app.dir.rstrip("/")
+    hp = _pm2_startup_home(t, host)
+    home = _q(hp) if hp else f'"$(getent passwd {_q(user)} | cut -d: -f6)"'
+    service = f"pm2-{user}.service"
+    return [
+        f"command -v pm2 >/dev/null 2>&1 || {{ npm install -g {PM2_PACKAGE}; changed {_q('installed ' + PM2_PACKAGE)}; }}",
+        f"ensure_user {_q(user)}",
+        f"ensure_dir {_q(host.path(app_dir))} {_q(user)} 755",
+        f"ensure_dir {_q(host.path(app_dir + '/releases'))} {_q(user)} 755",
+        # shared/ holds .env with the database password.
+        f"ensure_dir {_q(host.path(app_dir + '/shared'))} {_q(user)} 750",
+        f"ensure_dir {_q(host.path(app_dir + '/logs'))} {_q(user)} 755",
+        # Only a host booted by systemd can resurrect PM2 at boot; elsewhere (the lab) a no-op.
+        "if [ -d /run/systemd/system ]; then",
+        f"  if ! systemctl is-enabled --quiet {_q(service)} 2>/dev/null; then",
+        f"    pm2 startup systemd -u {_q(user)} --hp {home}",
+        f"    changed {_q('enabled ' + service)}",
+        "  fi",
+        "fi",
+    ]
+
+
+def _loadbalancer(t: Topology, host: Container) -> list[str]:
+    hp, jn = t.haproxy, t.journal
+    files = (hp.config_path, hp.map_path, hp.admin_socket, hp.master_socket,
+             jn.path, jn.lock_path, jn.metrics_path)
+    dirs = sorted({host.path(posixpath.dirname(f)) for f in files})
+    return [f"ensure_dir_exists {_q(d)}" for d in dirs]
+
+
+_ROLES = {"database": _database, "app": _app, "loadbalancer": _loadbalancer}
+
+
+def render_bootstrap(t: Topology, container: Container) -> str:
+    if container.role not in _ROLES:
+        raise ConfigError(f"no bootstrap for role {container.role!r} of {container.label}")
+    if container not in t.containers:
+        raise ConfigError(f"{container.label} is not a container of stack {t.stack!r}")
+    packages = " ".join(_q(f"{probe}:{package}") for probe, package in PACKAGES[container.role])
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# {GENERATED_BY}",
+        f"# stack {t.stack}: bootstrap of {container.label}, role {container.role}; safe to run again.",
+        _PRELUDE,
+        "",
+        f"ensure_packages {packages}",
+        *_ROLES[container.role](t, container),
+    ]
+    return "\n".join(lines) + "\n"

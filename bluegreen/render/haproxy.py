@@ -1,0 +1,106 @@
+"""haproxy.cfg and the live-colour map for the load balancer.
+
+Both colour backends are always present and health-checked; which one the public frontend uses
+is decided per request by the map file, so a flip is a runtime `set map` and never a reload.
+"""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from ..topology import COLORS, Topology, other_color
+from . import GENERATED_BY, http_path, plain_path, plain_word
+
+# Old workers otherwise linger forever on a client that never closes its connection, and each
+# reload would add one more; five minutes is far beyond any request the app serves.
+HARD_STOP_AFTER = "5m"
+MAP_KEYS = ("live", "preview")
+
+
+def backend_name(color: str) -> str:
+    if color not in COLORS:
+        raise ConfigError(f"unknown colour {color!r} (expected one of {', '.join(COLORS)})")
+    return f"bk_{color}"
+
+
+def render_live_map(t: Topology, live_color: str) -> str:
+    """The map file: `live` names the live colour's backend, `preview` the standby's."""
+    live = backend_name(live_color)
+    preview = backend_name(other_color(live_color))
+    return f"{MAP_KEYS[0]} {live}\n{MAP_KEYS[1]} {preview}\n"
+
+
+def render_haproxy_cfg(t: Topology) -> str:
+    lb = t.load_balancer
+    hp = t.haproxy
+    map_path = plain_path(lb.path(hp.map_path), "haproxy.mapPath")
+    admin_socket = plain_path(lb.path(hp.admin_socket), "haproxy.adminSocket")
+    health = http_path(t.app.health_path, "app.healthPath")
+    live_default, preview_default = backend_name(COLORS[0]), backend_name(COLORS[1])
+
+    lines = [
+        f"# {GENERATED_BY}",
+        f"# stack {t.stack}: load balancer {lb.label}, serving {plain_word(hp.server_name, 'haproxy.serverName')}",
+        "# The master CLI and master-worker mode come from the command line (-W -S <masterSocket>).",
+        "",
+        "global",
+        "    log /dev/log local0",
+        f"    maxconn {hp.maxconn}",
+        "    user haproxy",
+        "    group haproxy",
+        f"    stats socket {admin_socket} mode 600 level admin expose-fd listeners",
+        "    stats timeout 30s",
+        f"    hard-stop-after {HARD_STOP_AFTER}",
+        "",
+        "defaults",
+        "    mode http",
+        "    log global",
+        "    option httplog",
+        "    option dontlognull",
+        "    option forwardfor",
+        # Keep-alive on both sides: http-server-close would buy nothing for reloads (it only
+        # closes the server side) and cost a new connection to Node per request. What keeps
+        # keep-alive clients safe across a reload is idle-close-on-response: the old worker
+        # answers in-flight requests with `Connection: close` instead of dropping the idle
+        # connection under a client that is about to reuse it.
+        "    option http-keep-alive",
+        "    option idle-close-on-response",
+        "    option redispatch",
+        "    retries 2",
+        "    timeout connect 5s",
+        "    timeout client 30s",
+        "    timeout server 30s",
+        "    timeout http-request 10s",
+        "    timeout http-keep-alive 10s",
+        "    timeout queue 30s",
+        "    timeout check 3s",
+        # A dead colour is noticed in about four seconds, a recovered one in about two.
+        "    default-server inter 2s fastinter 1s downinter 2s fall 2 rise 2",
+        "",
+        "frontend fe_public",
+        f"    bind {lb.ip}:{hp.public_port}",
+        f"    use_backend %[str({MAP_KEYS[0]}),map({map_path},{live_default})]",
+        "",
+        "frontend fe_preview",
+        f"    bind {lb.ip}:{hp.preview_port}",
+        f"    use_backend %[str({MAP_KEYS[1]}),map({map_path},{preview_default})]",
+        "",
+        "frontend fe_stats",
+        f"    bind {lb.ip}:{hp.stats_port}",
+        # Scrapes every few seconds would drown the request log; failures still show.
+        "    option dontlog-normal",
+        "    http-request use-service prometheus-exporter if { path /metrics }",
+        "    stats enable",
+        "    stats uri /stats",
+        "    stats refresh 10s",
+    ]
+    for color in COLORS:
+        host = t.app_host(color)
+        lines += [
+            "",
+            f"backend {backend_name(color)}",
+            f"    option httpchk GET {health}",
+            "    http-check expect status 200",
+            f"    http-response set-header X-Served-By {color}",
+            f"    server {color} {host.ip}:{t.app.port} check",
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,105 @@
+"""The app's database role and database, and the pg_hba.conf rules that let the app hosts in.
+
+`render_database_sql` is a psql script (it uses `\\gexec`, since CREATE DATABASE cannot run inside
+a DO block) meant for `runuser -u postgres -- psql -X -f -`; running it again changes nothing but
+the password, which it sets to the given one. `render_pg_hba` is a block that
+`merge_managed_block` places at the top of the host's pg_hba.conf, between markers, so the rest
+of the file stays the administrator's.
+"""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from ..sensitive import Sensitive
+from ..topology import COLORS, Topology
+from . import GENERATED_BY
+
+BEGIN_MARKER = "# BEGIN bluegreen managed block"
+END_MARKER = "# END bluegreen managed block"
+
+
+def sql_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sql_literal(value: str) -> str:
+    """A string literal that means the same whatever `standard_conforming_strings` says."""
+    if "\x00" in value:
+        raise ConfigError("a value for PostgreSQL cannot contain a NUL character")
+    escaped = value.replace("\\", "\\\\").replace("'", "''")
+    return f"E'{escaped}'"
+
+
+def render_database_sql(t: Topology, password: Sensitive) -> str:
+    if not isinstance(password, Sensitive):
+        raise ConfigError("the database password must be passed as a Sensitive value")
+    if not password.reveal():
+        raise ConfigError(f"the password of database user {t.database.user!r} is empty")
+    user, db = t.database.user, t.database.name
+    user_id, db_id = sql_identifier(user), sql_identifier(db)
+    return "\n".join([
+        f"-- {GENERATED_BY}",
+        f"-- stack {t.stack}: role {user} and database {db}",
+        r"\set ON_ERROR_STOP on",
+        "",
+        "DO $bluegreen$",
+        "BEGIN",
+        f"  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {sql_literal(user)}) THEN",
+        f"    CREATE ROLE {user_id} LOGIN;",
+        "  END IF;",
+        "END",
+        "$bluegreen$;",
+        "",
+        # The password statement runs in its own transaction with statement logging off, so it
+        # never reaches the server log, even when it fails.
+        "BEGIN;",
+        "SET LOCAL log_statement = 'none';",
+        "SET LOCAL log_min_duration_statement = -1;",
+        "SET LOCAL log_min_error_statement = 'panic';",
+        "SET LOCAL password_encryption = 'scram-sha-256';",
+        f"ALTER ROLE {user_id} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+        f"PASSWORD {sql_literal(password.reveal())};",
+        "COMMIT;",
+        "",
+        f"SELECT {sql_literal(f'CREATE DATABASE {db_id} OWNER {user_id}')}",
+        f"WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = {sql_literal(db)})\\gexec",
+        f"ALTER DATABASE {db_id} OWNER TO {user_id};",
+        # Only the owner (and superusers) may connect: other roles on this server see nothing.
+        f"REVOKE CONNECT, TEMPORARY ON DATABASE {db_id} FROM PUBLIC;",
+        "",
+    ])
+
+
+def render_pg_hba(t: Topology) -> str:
+    """Rules for the managed block: local admin by peer, the app user from exactly the app hosts."""
+    db, user = t.database.name, t.database.user
+    rows = [("local", "all", "postgres", "", "peer")]
+    rows += [("host", db, user, f"{t.app_host(color).ip}/32", "scram-sha-256") for color in COLORS]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [f"# {GENERATED_BY}"]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)] + [row[4]]
+        lines.append(" ".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def merge_managed_block(existing: str, block: str) -> str:
+    """`existing` with the managed block replaced by `block`, or `block` placed first if absent.
+
+    First, because pg_hba.conf is first-match: a catch-all rule further down must not shadow ours.
+    Text outside the markers is kept byte for byte.
+    """
+    for marker in (BEGIN_MARKER, END_MARKER):
+        if marker in block:
+            raise ConfigError(f"the block to merge must not contain the marker {marker!r}")
+    managed = f"{BEGIN_MARKER}\n{block.rstrip(chr(10))}\n{END_MARKER}\n"
+    lines = existing.splitlines(keepends=True)
+    begins = [i for i, line in enumerate(lines) if line.rstrip("\r\n") == BEGIN_MARKER]
+    ends = [i for i, line in enumerate(lines) if line.rstrip("\r\n") == END_MARKER]
+    if not begins and not ends:
+        return managed + existing
+    if len(begins) != 1 or len(ends) != 1 or ends[0] < begins[0]:
+        raise ConfigError(
+            f"the file has {len(begins)} {BEGIN_MARKER!r} and {len(ends)} {END_MARKER!r} lines in the "
+            "wrong order; fix the markers by hand so there is one pair, then retry")
+    return "".join(lines[:begins[0]]) + managed + "".join(lines[ends[0] + 1:])

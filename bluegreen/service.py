@@ -1,0 +1,828 @@
+"""The operations users run: status, deploy, switch, rollback, history, lock, plan.
+
+One service layer under every front-end (CLI, MCP server, lab demo). It orchestrates; the pure
+modules decide (commands, migrations, journal, renderers) and the executor acts. Every result is
+a dataclass with `to_json()`; every foreseeable failure is a `BlueGreenError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import getpass
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import commands as cmd
+from . import haproxy_runtime, health, migrations
+from .errors import (
+    BlueGreenError,
+    ConfigError,
+    DeployError,
+    LockedError,
+    ProxmoxError,
+    RemoteError,
+    SwitchError,
+)
+from .executor import Executor, connect
+from .journal import JournalStore, LockManager, State
+from .metrics import render_metrics
+from .progress import NullProgress, Progress
+from .sensitive import Sensitive, redact
+from .topology import Container, Topology, other_color, set_active_color_in_file
+
+log = logging.getLogger("bluegreen.service")
+
+ExecutorFactory = Callable[[Container], Executor]
+
+
+def whoami() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ------------------------------------------------------------------------ results
+
+
+@dataclass
+class ColorStatus:
+    color: str
+    host: str
+    vmid: int
+    reachable: bool = False
+    healthy: bool = False
+    status_code: int | None = None
+    latency_ms: float | None = None
+    release: str | None = None
+    sha: str | None = None
+    ref: str | None = None
+    pm2: list[dict[str, Any]] = field(default_factory=list)
+    haproxy: str | None = None
+    proxmox: dict[str, Any] | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host, "vmid": self.vmid, "reachable": self.reachable,
+            "healthy": self.healthy, "statusCode": self.status_code, "latencyMs": self.latency_ms,
+            "release": self.release, "sha": self.sha, "ref": self.ref, "pm2": self.pm2,
+            "haproxy": self.haproxy, "proxmox": self.proxmox, "errors": self.errors,
+        }
+
+
+@dataclass
+class StatusReport:
+    stack: str
+    live: str | None
+    declared: str
+    colors: dict[str, ColorStatus]
+    database: dict[str, Any]
+    last_switch: str | None
+    switch_count: int
+    lock: dict[str, Any] | None
+    endpoints: dict[str, str]
+    proxmox: dict[str, Any] | None
+    errors: list[str]
+
+    @property
+    def standby(self) -> str:
+        return other_color(self.live or self.declared)
+
+    @property
+    def drift(self) -> bool:
+        return self.live is not None and self.live != self.declared
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack, "live": self.live, "declared": self.declared,
+            "standby": self.standby, "drift": self.drift,
+            "colors": {c: s.to_json() for c, s in self.colors.items()},
+            "database": self.database, "lastSwitch": self.last_switch,
+            "switchCount": self.switch_count, "lock": self.lock, "endpoints": self.endpoints,
+            "proxmox": self.proxmox, "errors": self.errors,
+        }
+
+
+@dataclass
+class DeployPlan:
+    color: str
+    host: str
+    ref: str
+    migrate: bool
+    allow_destructive: bool
+    live: str
+    steps: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"colour": self.color, "host": self.host, "ref": self.ref, "migrate": self.migrate,
+                "allowDestructive": self.allow_destructive, "live": self.live, "steps": self.steps}
+
+
+@dataclass
+class DeployResult:
+    ok: bool
+    color: str
+    ref: str
+    sha: str | None = None
+    release: str | None = None
+    previous_release: str | None = None
+    dependencies: str | None = None
+    migrations_applied: list[str] = field(default_factory=list)
+    backup: str | None = None
+    snapshot: str | None = None
+    duration_s: float = 0.0
+    failed_step: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "colour": self.color, "ref": self.ref, "sha": self.sha,
+                "release": self.release, "previousRelease": self.previous_release,
+                "dependencies": self.dependencies, "migrationsApplied": self.migrations_applied,
+                "backup": self.backup, "snapshot": self.snapshot,
+                "durationSeconds": round(self.duration_s, 2),
+                "failedStep": self.failed_step, "error": self.error}
+
+
+@dataclass
+class SwitchPlan:
+    from_color: str
+    to_color: str
+    release: str | None
+    sha: str | None
+    emergency: bool
+    path: str
+    checks: list[str]
+    problems: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"from": self.from_color, "colour": self.to_color, "release": self.release,
+                "sha": self.sha, "emergency": self.emergency, "path": self.path,
+                "checks": self.checks, "problems": self.problems}
+
+
+@dataclass
+class SwitchResult:
+    ok: bool
+    color: str
+    from_color: str
+    release: str | None
+    path: str
+    flip_ms: float
+    verified: bool
+    watched_s: float = 0.0
+    rolled_back: bool = False
+    reason: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "colour": self.color, "from": self.from_color,
+                "release": self.release, "path": self.path, "flipMs": round(self.flip_ms, 1),
+                "verified": self.verified, "watchedSeconds": round(self.watched_s, 1),
+                "rolledBack": self.rolled_back, "reason": self.reason, "error": self.error}
+
+
+# ------------------------------------------------------------------------ service
+
+
+class Service:
+    def __init__(self, topology: Topology, *, progress: Progress | None = None,
+                 executor_factory: ExecutorFactory | None = None, pulumi_command: Any = None,
+                 who: str | None = None, secrets: list[Sensitive] | None = None) -> None:
+        self.t = topology
+        self.progress: Progress = progress or NullProgress()
+        self.secrets = secrets or []
+        self._factory = executor_factory or (lambda c: connect(topology, c, self.secrets))
+        self.pulumi_command = pulumi_command
+        self.who = who or whoami()
+
+    # -- plumbing -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _on(self, host: Container) -> Iterator[Executor]:
+        ex = self._factory(host)
+        try:
+            yield ex
+        finally:
+            ex.close()
+
+    def _lock(self, lb: Executor) -> LockManager:
+        return LockManager(lb, self.t.load_balancer.path(self.t.journal.lock_path))
+
+    def _journal(self, lb: Executor) -> JournalStore:
+        return JournalStore(lb, self.t.load_balancer.path(self.t.journal.path))
+
+    def _read_state(self, lb: Executor) -> State:
+        return self._journal(lb).read(default_live=self.t.active_color)
+
+    def _write_state(self, lb: Executor, state: State, live: str) -> None:
+        self._journal(lb).write(state)
+        metrics = render_metrics(state, live=live, generated_at=time.time())
+        with contextlib.suppress(RemoteError):
+            lb.put(self.t.load_balancer.path(self.t.journal.metrics_path), metrics,
+                   step="write metrics", mode=0o644)
+
+    def live_color(self, lb: Executor) -> str:
+        return haproxy_runtime.live_backend(lb, self.t)
+
+    def _pve(self) -> Any:
+        from .pve import PveClient
+
+        return PveClient.from_topology(self.t)
+
+    # -- status -------------------------------------------------------------------
+
+    def status(self) -> StatusReport:
+        t = self.t
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            lb_future = pool.submit(self._status_lb)
+            color_futures = {c: pool.submit(self._status_color, c) for c in t.app_hosts}
+            db_future = pool.submit(self._status_db)
+            pve_future = pool.submit(self._status_pve)
+            lb = lb_future.result()
+            colors = {c: f.result() for c, f in color_futures.items()}
+            database = db_future.result()
+            proxmox = pve_future.result()
+        errors = list(lb["errors"])
+        for color, state in colors.items():
+            state.haproxy = lb["servers"].get(color)
+            if proxmox and not proxmox.get("error"):
+                state.proxmox = proxmox["containers"].get(str(state.vmid))
+        state_obj: State | None = lb["state"]
+        return StatusReport(
+            stack=t.stack, live=lb["live"], declared=t.active_color, colors=colors,
+            database=database,
+            last_switch=state_obj.last_switch if state_obj else None,
+            switch_count=state_obj.switch_count if state_obj else 0,
+            lock=lb["lock"], endpoints={"public": t.public_url, "preview": t.preview_url},
+            proxmox=proxmox, errors=errors,
+        )
+
+    def _status_lb(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"live": None, "servers": {}, "state": None, "lock": None, "errors": []}
+        try:
+            with self._on(self.t.load_balancer) as lb:
+                out["live"] = self.live_color(lb)
+                for color, info in haproxy_runtime.backend_states(lb, self.t).items():
+                    out["servers"][color] = info
+                out["state"] = self._read_state(lb)
+                lock = self._lock(lb).status()
+                out["lock"] = lock.to_json() if lock else None
+        except BlueGreenError as exc:
+            out["errors"].append(str(exc))
+        return out
+
+    def _status_color(self, color: str) -> ColorStatus:
+        t = self.t
+        host = t.app_host(color)
+        result = ColorStatus(color=color, host=host.ip, vmid=host.vmid)
+        probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}", timeout=3.0)
+        result.healthy = probe.ok
+        result.status_code = probe.status
+        result.latency_ms = probe.latency_ms
+        if probe.error and not probe.ok:
+            result.errors.append(f"health: {probe.error}")
+        paths = cmd.AppPaths.of(t, host)
+        try:
+            with self._on(host) as ex:
+                release, sha, ref = ex.run(cmd.read_current(paths), step="read release").stdout.split("\n")[:3]
+                result.reachable = True
+                result.release = release.rsplit("/", 1)[-1] or None
+                result.sha = sha.strip() or None
+                result.ref = ref.strip() or None
+                raw = ex.run(cmd.pm2_jlist(t, paths), step="pm2 jlist", check=False).stdout
+                result.pm2 = _pm2_summary(raw)
+        except BlueGreenError as exc:
+            result.errors.append(str(exc))
+        return result
+
+    def _status_db(self) -> dict[str, Any]:
+        t = self.t
+        db = t.database_host
+        out: dict[str, Any] = {"host": db.ip, "reachable": False, "applied": 0, "pending": [],
+                               "failed": [], "error": None}
+        try:
+            with self._on(db) as ex:
+                rows = self._applied_rows(ex)
+                out["reachable"] = True
+                out["applied"] = len([r for r in rows if r.finished_at])
+                out["failed"] = [r.name for r in migrations.failed(rows)]
+            live_host = t.app_host(t.active_color)
+            with self._on(live_host) as ex:
+                paths = cmd.AppPaths.of(t, live_host)
+                names = ex.run(cmd.list_migrations(paths.current), step="list migrations").stdout.split()
+            out["pending"] = migrations.pending(names, rows)
+        except BlueGreenError as exc:
+            out["error"] = str(exc)
+        return out
+
+    def _status_pve(self) -> dict[str, Any] | None:
+        try:
+            client = self._pve()
+            states = client.statuses([c.vmid for c in self.t.containers])
+        except BlueGreenError as exc:
+            return {"error": str(exc), "containers": {}}
+        return {"node": self.t.proxmox.node, "error": None,
+                "containers": {str(vmid): _jsonable(s) for vmid, s in states.items()}}
+
+    def _applied_rows(self, db_ex: Executor) -> list[migrations.AppliedRow]:
+        result = db_ex.run(cmd.psql(self.t, self.t.database_host, migrations.applied_rows_query()),
+                           step="read applied migrations", check=False)
+        return migrations.parse_applied(result.stdout, result.stderr, result.exit_code)
+
+    # -- history and lock -------------------------------------------------------------
+
+    def history(self, limit: int = 20) -> list[dict[str, Any]]:
+        if limit < 1:
+            raise ConfigError(f"--limit must be at least 1, got {limit}")
+        with self._on(self.t.load_balancer) as lb:
+            return list(reversed(self._read_state(lb).history[-limit:]))
+
+    def lock_status(self) -> dict[str, Any] | None:
+        with self._on(self.t.load_balancer) as lb:
+            lock = self._lock(lb).status()
+            return lock.to_json() if lock else None
+
+    def lock_release(self, *, force: bool) -> dict[str, Any] | None:
+        if not force:
+            raise ConfigError("releasing someone else's lock needs --force")
+        with self._on(self.t.load_balancer) as lb:
+            released = self._lock(lb).force_release()
+            return _jsonable(released) if released else None
+
+    # -- deploy -------------------------------------------------------------------
+
+    def plan_deploy(self, ref: str | None = None, *, migrate: bool = False,
+                    allow_destructive: bool = False) -> DeployPlan:
+        t = self.t
+        ref = cmd.validate_ref(ref or t.app.branch)
+        with self._on(t.load_balancer) as lb:
+            live = self.live_color(lb)
+        standby = other_color(live)
+        steps = [
+            f"lock the estate (on {t.load_balancer.label})",
+            f"snapshot CT {t.app_host(standby).vmid} in Proxmox (keep {t.proxmox.snapshot_keep})",
+            f"fetch {ref} from {t.app.repo} into a new release on {standby}",
+            "link shared .env; install dependencies (reused when package-lock.json is unchanged)",
+            f"build ({t.app.build_command})",
+            ("if migrations are pending: dump the database, refuse destructive changes"
+             + (" (allowed)" if allow_destructive else "") + f", run `{t.app.migrate_command}`")
+            if migrate else "refuse if migrations are pending (run with --migrate)",
+            f"point current at the new release; reload PM2 on {standby}",
+            f"wait for {t.app.health_path} on {standby} (deadline {t.app.health_timeout:g}s)",
+            f"smoke test through the preview frontend {t.preview_url}",
+            f"keep the last {t.app.keep_releases} releases; record the deploy; release the lock",
+        ]
+        return DeployPlan(color=standby, host=t.app_host(standby).label, ref=ref, migrate=migrate,
+                          allow_destructive=allow_destructive, live=live, steps=steps)
+
+    def deploy(self, ref: str | None = None, *, migrate: bool = False,
+               allow_destructive: bool = False, snapshot: bool = True) -> DeployResult:
+        t = self.t
+        ref = cmd.validate_ref(ref or t.app.branch)
+        started = time.monotonic()
+        with self._on(t.load_balancer) as lb, self._lock(lb).hold("deploy", self.who):
+            live = self.live_color(lb)
+            standby = other_color(live)
+            result = DeployResult(ok=False, color=standby, ref=ref)
+            run = _DeployRun(self, lb, standby, ref, result)
+            try:
+                run.execute(migrate=migrate, allow_destructive=allow_destructive, snapshot=snapshot)
+                result.ok = True
+            except BlueGreenError as exc:
+                result.failed_step = run.step_name
+                result.error = redact(str(exc), self.secrets)
+                run.restore()
+            finally:
+                result.duration_s = time.monotonic() - started
+                self._record_deploy(lb, result, live)
+            if not result.ok:
+                if isinstance(run.failure, ConfigError):
+                    raise ConfigError(result.error or "bad input")
+                raise DeployError(result.failed_step or "deploy", result.error or "failed", color=standby)
+            return result
+
+    def _record_deploy(self, lb: Executor, result: DeployResult, live: str) -> None:
+        try:
+            state = self._read_state(lb).with_deploy(
+                color=result.color, ref=result.ref, sha=result.sha, release=result.release,
+                who=self.who, when=iso(utcnow()), duration_ms=int(result.duration_s * 1000),
+                result="ok" if result.ok else "failed", failed_step=result.failed_step,
+                error=result.error, keep=self.t.journal.history_keep)
+            self._write_state(lb, state, live)
+        except BlueGreenError as exc:
+            log.error("could not record the deploy in the journal: %s", exc)
+
+    # -- switch -------------------------------------------------------------------
+
+    def _switch_path(self, emergency: bool, direct: bool) -> str:
+        if emergency:
+            return "emergency"
+        if direct or self.t.switch.mode == "direct":
+            return "direct"
+        return "automation"
+
+    def plan_switch(self, *, emergency: bool = False, direct: bool = False,
+                    to_color: str | None = None) -> SwitchPlan:
+        with self._on(self.t.load_balancer) as lb:
+            return self._plan_switch(lb, emergency=emergency, direct=direct, to_color=to_color)
+
+    def _plan_switch(self, lb: Executor, *, emergency: bool, direct: bool,
+                     to_color: str | None = None) -> SwitchPlan:
+        t = self.t
+        live = self.live_color(lb)
+        target = to_color or other_color(live)
+        if target == live:
+            raise SwitchError(f"{target} is already live")
+        host = t.app_host(target)
+        paths = cmd.AppPaths.of(t, host)
+        release = sha = None
+        problems: list[str] = []
+        try:
+            with self._on(host) as ex:
+                lines = ex.run(cmd.read_current(paths), step="read release").stdout.split("\n")
+                release = lines[0].rsplit("/", 1)[-1] or None
+                sha = lines[1].strip() or None
+        except BlueGreenError as exc:
+            problems.append(str(exc))
+        checks = [f"{target} serves a release", f"{target} answers {t.app.health_path} with 200",
+                  f"HAProxy sees backend bk_{target} UP"]
+        if not emergency:
+            if not release:
+                problems.append(f"{target} ({host.ip}) has no release deployed")
+            probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}")
+            if not probe.ok:
+                problems.append(f"{target} is not healthy: {probe.error or probe.status}")
+            server = haproxy_runtime.backend_states(lb, t).get(target)
+            if server and not str(server.get("status", "")).upper().startswith("UP"):
+                problems.append(f"HAProxy sees bk_{target} as {server.get('status')}")
+        else:
+            checks = ["none (emergency: checks skipped)"]
+        return SwitchPlan(from_color=live, to_color=target, release=release, sha=sha,
+                          emergency=emergency, path=self._switch_path(emergency, direct),
+                          checks=checks, problems=problems)
+
+    def switch(self, *, emergency: bool = False, direct: bool = False, watch: bool = True,
+               to_color: str | None = None, reason: str = "switch") -> SwitchResult:
+        t = self.t
+        with self._on(t.load_balancer) as lb, self._lock(lb).hold(reason, self.who):
+            with self.progress.step("pre-switch checks"):
+                plan = self._plan_switch(lb, emergency=emergency, direct=direct, to_color=to_color)
+                if plan.problems:
+                    raise SwitchError(
+                        f"refusing to switch to {plan.to_color}: " + "; ".join(plan.problems)
+                        + ". Fix the standby (or use --emergency to skip the checks).")
+            flip_started = time.monotonic()
+            with self.progress.step(f"flip live traffic to {plan.to_color} ({plan.path})"):
+                self._flip(lb, plan.to_color, plan.path)
+            flip_ms = (time.monotonic() - flip_started) * 1000
+            result = SwitchResult(ok=True, color=plan.to_color, from_color=plan.from_color,
+                                  release=plan.release, path=plan.path, flip_ms=flip_ms,
+                                  verified=False, reason=reason)
+            with self.progress.step("verify new requests reach the new colour"):
+                result.verified = self._verify_serving(plan.to_color)
+                if not result.verified:
+                    self.progress.note(f"public endpoint did not answer from {plan.to_color}")
+            state = self._read_state(lb).with_switch(
+                from_color=plan.from_color, to_color=plan.to_color, who=self.who, when=iso(utcnow()),
+                reason=reason, emergency=emergency, duration_ms=int(flip_ms),
+                keep=t.journal.history_keep)
+            self._write_state(lb, state, plan.to_color)
+            if watch and t.switch.watch_seconds > 0:
+                breach = self._watch(lb, plan.to_color, result)
+                if breach or not result.verified:
+                    why = breach or f"new requests were not served by {plan.to_color}"
+                    self.progress.note(f"switching back to {plan.from_color}: {why}")
+                    with self.progress.step(f"automatic switch back to {plan.from_color}"):
+                        self._flip(lb, plan.from_color, "direct" if plan.path == "automation" else plan.path)
+                    state = self._read_state(lb).with_switch(
+                        from_color=plan.to_color, to_color=plan.from_color, who=self.who,
+                        when=iso(utcnow()), reason=f"automatic switch back: {why}", emergency=True,
+                        duration_ms=0, keep=t.journal.history_keep)
+                    self._write_state(lb, state, plan.from_color)
+                    result.ok = False
+                    result.rolled_back = True
+                    result.error = f"switched back to {plan.from_color}: {why}"
+            return result
+
+    def rollback(self, *, emergency: bool = False, direct: bool = False,
+                 watch: bool = False) -> SwitchResult:
+        """Back to the colour that was live before the last switch (it still runs its release)."""
+        with self._on(self.t.load_balancer) as lb:
+            live = self.live_color(lb)
+            state = self._read_state(lb)
+        previous = state.previous_live(live) or other_color(live)
+        if previous == live:
+            raise SwitchError(f"nothing to roll back to: {live} is live and was live before")
+        return self.switch(emergency=emergency, direct=direct, watch=watch, to_color=previous,
+                           reason="rollback")
+
+    def _flip(self, lb: Executor, color: str, path: str) -> None:
+        t = self.t
+        if path == "automation":
+            from .pulumi_seam import PulumiSeam
+
+            seam = PulumiSeam(t.project_dir, t.stack, pulumi_command=self.pulumi_command)
+            seam.switch_to(color, on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
+            live = self.live_color(lb)
+            if live != color:
+                raise SwitchError(f"pulumi up finished but HAProxy still routes to {live}")
+            return
+        haproxy_runtime.flip(lb, t, color)
+        # The declared colour follows the runtime flip, so a later `pulumi up` changes nothing.
+        set_active_color_in_file(t.project_dir, t.stack, color)
+        self.t = dataclasses.replace(t, active_color=color)
+
+    def _verify_serving(self, color: str, attempts: int = 5) -> bool:
+        url = f"{self.t.public_url}{self.t.app.health_path}"
+        for _ in range(attempts):
+            probe = health.http_probe(url, headers={"Connection": "close"})
+            if probe.ok and probe.served_by == color:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def _watch(self, lb: Executor, color: str, result: SwitchResult) -> str | None:
+        """Watch the new live backend; return why it breached, or None if it held."""
+        t = self.t
+        host = t.app_host(color)
+        window = health.ErrorWindow(max_ratio=t.switch.max_error_ratio, min_requests=t.switch.min_requests)
+        started = time.monotonic()
+        baseline = haproxy_runtime.backend_counters(lb, t, color)
+        failures = 0
+        with self.progress.step(f"watch {color} for {t.switch.watch_seconds:g}s", long=True):
+            while time.monotonic() - started < t.switch.watch_seconds:
+                probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}")
+                failures = 0 if probe.ok else failures + 1
+                if failures >= 3:
+                    result.watched_s = time.monotonic() - started
+                    return f"{color} failed 3 health checks in a row ({probe.error or probe.status})"
+                counters = haproxy_runtime.backend_counters(lb, t, color)
+                total = counters.total - baseline.total
+                errors = counters.http_5xx - baseline.http_5xx
+                verdict = window.breach(total=total, errors=errors)
+                if verdict:
+                    result.watched_s = time.monotonic() - started
+                    return verdict
+                time.sleep(0.5)
+        result.watched_s = time.monotonic() - started
+        return None
+
+    # -- rebuild, snapshots -------------------------------------------------------------
+
+    def rollback_snapshot(self) -> dict[str, Any]:
+        """Restore the standby container from its newest deploy snapshot."""
+        with self._on(self.t.load_balancer) as lb, self._lock(lb).hold("rollback --snapshot", self.who):
+            standby = other_color(self.live_color(lb))
+            vmid = self.t.app_host(standby).vmid
+            client = self._pve()
+            ours = [s for s in client.snapshots(vmid) if s.name.startswith("bluegreen-")]
+            if not ours:
+                raise ProxmoxError(f"CT {vmid} ({standby}) has no bluegreen snapshot to restore")
+            newest = max(ours, key=lambda s: s.snaptime or 0)
+            with self.progress.step(f"restore CT {vmid} from snapshot {newest.name}", long=True):
+                client.rollback(vmid, newest.name)
+            return {"ok": True, "colour": standby, "vmid": vmid, "snapshot": newest.name}
+
+    def rebuild_standby(self) -> dict[str, Any]:
+        """Replace the standby container from scratch, configure it, deploy the live release."""
+        from .pulumi_seam import PulumiSeam
+
+        t = self.t
+        with self._on(t.load_balancer) as lb:
+            live = self.live_color(lb)
+        standby = other_color(live)
+        live_host = t.app_host(live)
+        with self._on(live_host) as ex:
+            lines = ex.run(cmd.read_current(cmd.AppPaths.of(t, live_host)), step="read release").stdout
+        sha = lines.split("\n")[1].strip()
+        if not sha:
+            raise SwitchError(f"the live colour {live} serves no release to copy")
+        seam = PulumiSeam(t.project_dir, t.stack, pulumi_command=self.pulumi_command)
+        with self.progress.step(f"replace CT {t.app_host(standby).vmid} ({standby})", long=True):
+            seam.replace_container(t.app_host(standby).vmid,
+                                   on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
+        result = self.deploy(sha, migrate=False, snapshot=False)
+        return {"ok": result.ok, "colour": standby, "release": result.release, "sha": result.sha}
+
+
+# ------------------------------------------------------------------------ deploy run
+
+
+class _DeployRun:
+    """One deploy to the standby: each step recorded, so a failure can be undone precisely."""
+
+    def __init__(self, service: Service, lb: Executor, color: str, ref: str,
+                 result: DeployResult) -> None:
+        self.s = service
+        self.t = service.t
+        self.lb = lb
+        self.color = color
+        self.host = self.t.app_host(color)
+        self.paths = cmd.AppPaths.of(self.t, self.host)
+        self.ref = ref
+        self.result = result
+        self.step_name = "start"
+        self.failure: BlueGreenError | None = None
+        self.release: str | None = None
+        self.previous: str | None = None
+        self.pointed = False
+        self.reloaded = False
+
+    @contextlib.contextmanager
+    def step(self, name: str, *, long: bool = False) -> Iterator[None]:
+        self.step_name = name
+        try:
+            with self.s.progress.step(name, long=long):
+                yield
+        except BlueGreenError as exc:
+            self.failure = exc
+            raise
+
+    def execute(self, *, migrate: bool, allow_destructive: bool, snapshot: bool) -> None:
+        t, paths, r = self.t, self.paths, self.result
+        if snapshot:
+            with self.step(f"snapshot CT {self.host.vmid}", long=True):
+                r.snapshot = self._snapshot()
+        with self.s._on(self.host) as ex:
+            with self.step(f"fetch {self.ref}", long=True):
+                out = ex.run(cmd.fetch_ref(t, paths, self.ref), step="fetch", check=False)
+                if out.exit_code != 0:
+                    detail = out.stderr.strip()
+                    if not detail:
+                        raise ConfigError(f"unknown git ref {self.ref!r} in {t.app.repo}")
+                    raise RemoteError(self.host.label, "fetch", detail)
+                sha = out.stdout.strip().splitlines()[-1]
+                r.sha = sha
+                current = ex.run(cmd.read_current(paths), step="read release").stdout.split("\n")
+                self.previous = current[0] or None
+                r.previous_release = self.previous.rsplit("/", 1)[-1] if self.previous else None
+                name = cmd.release_name(sha, utcnow())
+                self.release = paths.release(name)
+                r.release = name
+                ex.run(cmd.export_release(paths, self.release, sha, self.ref), step="export release")
+            with self.step("install dependencies", long=True):
+                out = ex.run(cmd.install_dependencies(t, paths, self.release, self.previous),
+                             step="install dependencies")
+                r.dependencies = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else None
+            with self.step("build", long=True):
+                ex.run(cmd.build(t, self.release), step="build")
+            with self.step("migrations"):
+                self._migrations(ex, migrate=migrate, allow_destructive=allow_destructive)
+            with self.step("point current at the new release"):
+                ex.run(cmd.point_current(paths, self.release), step="point current")
+                self.pointed = True
+            with self.step(f"reload PM2 on {self.color}"):
+                self.reloaded = True
+                ex.run(cmd.pm2_reload(t, paths), step="pm2 reload")
+            with self.step(f"wait for health on {self.color}", long=True):
+                self._wait_healthy(sha)
+            with self.step("smoke test through the preview frontend", long=True):
+                self._smoke(sha)
+            with self.step("prune old releases"):
+                ex.run(cmd.prune_releases(paths, t.app.keep_releases,
+                                          [self.release, self.previous or ""]),
+                       step="prune releases")
+
+    def _snapshot(self) -> str:
+        client = self.s._pve()
+        name = f"bluegreen-{utcnow().strftime('%Y%m%d%H%M%S')}"
+        client.snapshot(self.host.vmid, name, f"before deploy of {self.ref} by {self.s.who}")
+        client.prune_snapshots(self.host.vmid, keep=self.t.proxmox.snapshot_keep)
+        return name
+
+    def _migrations(self, ex: Executor, *, migrate: bool, allow_destructive: bool) -> None:
+        t = self.t
+        assert self.release is not None
+        names = ex.run(cmd.list_migrations(self.release), step="list migrations").stdout.split()
+        with self.s._on(t.database_host) as db:
+            rows = self.s._applied_rows(db)
+            blocked = migrations.failed(rows)
+            if blocked:
+                raise DeployError("migrations", f"migration {blocked[0].name} failed earlier and blocks "
+                                  "every later one (Prisma P3009); resolve it with `prisma migrate resolve` first")
+            pending = migrations.pending(names, rows)
+            if not pending:
+                self.s.progress.note("no pending migrations")
+                return
+            if not migrate:
+                raise DeployError("migrations", f"{len(pending)} migration(s) pending ({', '.join(pending)}); "
+                                  "run the deploy with --migrate to back up the database and apply them")
+            findings: list[migrations.Finding] = []
+            for name in pending:
+                sql = ex.get(f"{self.release}/prisma/migrations/{name}/migration.sql", step="read migration")
+                findings += migrations.analyze(name, (sql or b"").decode(errors="replace"))
+            if findings and not allow_destructive:
+                raise DeployError("migrations", migrations.explain(findings))
+            target = cmd.backup_path(t, t.database_host, self.color, self.result.sha or "unknown", utcnow())
+            with self.s.progress.step("back up the database", long=True):
+                db.run(cmd.dump_database(t, t.database_host, target), step="back up the database")
+                self.result.backup = target
+                db.run(cmd.prune_backups(t, t.database_host), step="prune backups")
+        with self.s.progress.step(f"apply {len(pending)} migration(s)", long=True):
+            ex.run(cmd.migrate(t, self.release), step="migrate")
+        self.result.migrations_applied = pending
+
+    def _wait_healthy(self, sha: str) -> None:
+        t = self.t
+        url = f"http://{self.host.ip}:{t.app.port}{t.app.health_path}"
+        result = health.poll(lambda: _expect_commit(health.http_probe(url), sha),
+                             deadline_s=t.app.health_timeout, interval_s=0.5)
+        if not result.ok:
+            raise DeployError("health", f"{self.color} did not become healthy on {sha[:7]} within "
+                              f"{t.app.health_timeout:g}s: {result.error or result.status}", color=self.color)
+
+    def _smoke(self, sha: str) -> None:
+        t = self.t
+        url = f"{t.preview_url}{t.app.health_path}"
+
+        def probe() -> health.ProbeResult:
+            res = _expect_commit(health.http_probe(url, headers={"Connection": "close"}), sha)
+            if res.ok and res.served_by != self.color:
+                return health.ProbeResult(ok=False, status=res.status, latency_ms=res.latency_ms,
+                                          body=res.body, error=f"served by {res.served_by}",
+                                          served_by=res.served_by)
+            return res
+
+        result = health.poll(probe, deadline_s=max(10.0, t.app.health_timeout / 2), interval_s=0.5)
+        if not result.ok:
+            raise DeployError("smoke test", f"the preview frontend {t.preview_url} did not serve "
+                              f"{self.color} at {sha[:7]}: {result.error or result.status}", color=self.color)
+
+    def restore(self) -> None:
+        """Put the standby back on its previous release; the live colour was never touched."""
+        t, paths = self.t, self.paths
+        try:
+            with self.s._on(self.host) as ex:
+                if self.pointed:
+                    if self.previous:
+                        ex.run(cmd.point_current(paths, self.previous), step="restore current")
+                    else:
+                        ex.run(f"rm -f {cmd.sh(paths.current)}", step="restore current")
+                if self.reloaded:
+                    if self.previous:
+                        ex.run(cmd.pm2_reload(t, paths), step="reload previous release")
+                    else:
+                        ex.run(cmd.pm2_stop(t, paths), step="stop failed first release")
+                if self.release:
+                    ex.run(cmd.remove_release(self.release), step="remove failed release")
+        except BlueGreenError as exc:
+            log.error("could not fully restore %s: %s", self.host.label, exc)
+            self.result.error = f"{self.result.error}; restoring the previous release also failed: {exc}"
+
+
+def _expect_commit(probe: health.ProbeResult, sha: str) -> health.ProbeResult:
+    if not probe.ok:
+        return probe
+    commit = probe.body.get("commit") if isinstance(probe.body, dict) else None
+    if commit and commit != sha:
+        return health.ProbeResult(ok=False, status=probe.status, latency_ms=probe.latency_ms,
+                                  body=probe.body, error=f"still serving {str(commit)[:7]}",
+                                  served_by=probe.served_by)
+    return probe
+
+
+def _pm2_summary(raw: str) -> list[dict[str, Any]]:
+    """Only what status needs from `pm2 jlist`: its env holds every secret, never pass it on."""
+    start = raw.find("[")
+    try:
+        items = json.loads(raw[start:]) if start >= 0 else []
+    except ValueError:
+        return [{"error": "unreadable pm2 jlist output"}]
+    summary = []
+    for item in items if isinstance(items, list) else []:
+        env = item.get("pm2_env", {}) if isinstance(item, dict) else {}
+        summary.append({"name": item.get("name"), "id": item.get("pm_id"), "pid": item.get("pid"),
+                        "status": env.get("status"), "restarts": env.get("restart_time"),
+                        "uptimeSince": env.get("pm_uptime"),
+                        "memory": (item.get("monit") or {}).get("memory")})
+    return summary
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    return value
+
+
+__all__ = ["ColorStatus", "DeployPlan", "DeployResult", "LockedError", "Service", "StatusReport",
+           "SwitchPlan", "SwitchResult"]
