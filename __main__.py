@@ -7,12 +7,14 @@ as one message naming every bad key and no traceback (`pulumi.RunError`).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pulumi
 import pulumi_proxmoxve as proxmoxve
 
 from bluegreen.errors import BlueGreenError, ConfigError
+from bluegreen.pve import TOKEN_ENV, read_token
 from bluegreen.topology import Topology, from_config, pulumi_getter, read_public_keys
 from components.estate import build_estate, stack_outputs
 
@@ -25,28 +27,19 @@ def load_topology() -> Topology:
     return from_config(get, stack=pulumi.get_stack(), project_dir=PROJECT_DIR)
 
 
-def token_from_file_text(token_id: str, text: str) -> str:
-    """A token file holds the secret alone or the whole `USER@REALM!NAME=SECRET` (as PVE prints it)."""
-    text = text.strip()
-    return text if text.startswith(f"{token_id}=") else f"{token_id}={text}"
-
-
 def api_token(topology: Topology) -> pulumi.Output[str]:
-    """`proxmoxve:apiToken` (a secret), else `proxmox.tokenId` + `proxmox.tokenFile` (the lab
-    writes its token to a file, as the automation reads it)."""
+    """`proxmoxve:apiToken` (a secret), else the token the automation uses: `PROXMOX_VE_API_TOKEN`
+    or `proxmox.tokenId` + `proxmox.tokenFile` (the lab writes its token to a file)."""
     configured = pulumi.Config("proxmoxve").get_secret("apiToken")
     if configured is not None:
         return configured
-    px = topology.proxmox
-    if px.token_id and px.token_file:
-        try:
-            text = Path(px.token_file).read_text()
-        except OSError as exc:
-            raise ConfigError(f"proxmox.tokenFile: cannot read {px.token_file}: {exc.strerror}") from None
-        return pulumi.Output.secret(token_from_file_text(px.token_id, text))
-    raise ConfigError(
-        f"proxmoxve:apiToken is not set for stack {topology.stack!r}: run "
-        f"pulumi config set --secret proxmoxve:apiToken 'USER@REALM!NAME=SECRET' --stack {topology.stack}")
+    if not os.environ.get(TOKEN_ENV) and not topology.proxmox.token_file:
+        stack = topology.stack
+        raise ConfigError(
+            f"proxmoxve:apiToken is not set for stack {stack!r}: run pulumi config set --secret "
+            f"proxmoxve:apiToken 'USER@REALM!NAME=SECRET' --stack {stack} (or set {TOKEN_ENV})")
+    token_id, secret = read_token(topology)
+    return pulumi.Output.secret(f"{token_id}={secret.reveal()}")
 
 
 def main() -> None:

@@ -32,15 +32,24 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--cwd", metavar="DIR", help="the Pulumi project directory (default: .)")
-    common.add_argument("--stack", "-s", metavar="NAME",
-                        help=f"stack name (default: ${DEFAULT_STACK_ENV} or prod)")
-    common.add_argument("--json", action="store_true", help="machine-readable result on stdout")
-    common.add_argument("--verbose", "-v", action="store_true", help="debug logging on stderr")
+    def global_options(parser: argparse.ArgumentParser, top: bool) -> argparse.ArgumentParser:
+        # Global options are accepted before or after the command; the copies on each command
+        # default to SUPPRESS so they never overwrite a value given before the command.
+        extra: dict[str, object] = {} if top else {"default": argparse.SUPPRESS}
+        parser.add_argument("--cwd", metavar="DIR", help="the Pulumi project directory (default: .)",
+                            **extra)  # type: ignore[arg-type]
+        parser.add_argument("--stack", "-s", metavar="NAME",
+                            help=f"stack name (default: ${DEFAULT_STACK_ENV} or prod)",
+                            **extra)  # type: ignore[arg-type]
+        flag: dict[str, object] = {"action": "store_true", **extra}
+        parser.add_argument("--json", help="machine-readable result on stdout", **flag)  # type: ignore[arg-type]
+        parser.add_argument("--verbose", "-v", help="debug logging on stderr", **flag)  # type: ignore[arg-type]
+        return parser
 
-    p = _Parser(prog="bluegreen", parents=[common],
-                description="Blue-green deploys of the JW Attendant Scheduler on Proxmox.")
+    common = global_options(argparse.ArgumentParser(add_help=False), top=False)
+    p = global_options(_Parser(prog="bluegreen",
+                               description="Blue-green deploys of the JW Attendant Scheduler on Proxmox."),
+                       top=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     sub.add_parser("status", parents=[common], help="live and standby colours, health, releases")

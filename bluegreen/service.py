@@ -544,6 +544,7 @@ class Service:
             live = self.live_color(lb)
             if live != color:
                 raise SwitchError(f"pulumi up finished but HAProxy still routes to {live}")
+            self.t = dataclasses.replace(t, active_color=color)
             return
         haproxy_runtime.flip(lb, t, color)
         # The declared colour follows the runtime flip, so a later `pulumi up` changes nothing.

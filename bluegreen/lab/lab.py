@@ -286,6 +286,9 @@ class Lab:
         if os.geteuid() != 0:
             raise LabError("the lab needs root: it runs an sshd per host, PostgreSQL and HAProxy")
         with self._locked():
+            if not self._live_leases():
+                # Brought up by hand: no test session may stop it when it ends.
+                self.paths.started_by_session.unlink(missing_ok=True)
             return self._up()
 
     def _up(self) -> LabInfo:
@@ -445,13 +448,14 @@ class Lab:
             pid = process.pid()
             if process.stop():
                 stopped.append(f"{process.name} (pid {pid})")
-        self.paths.started_by_session.unlink(missing_ok=True)
         log.info("lab down: stopped %d processes", len(stopped))
         return stopped
 
     def destroy(self) -> list[str]:
         """down(), then remove every file of the lab."""
         with self._locked():
+            if self._live_leases():
+                raise LabError("test sessions are using the lab right now; destroy it when they are done")
             stopped = self._down()
             for child in self.paths.root.iterdir():
                 if child == self.paths.lock:
@@ -484,13 +488,24 @@ class Lab:
         finally:
             with self._locked():
                 lease.unlink(missing_ok=True)
-                others = [f for f in self.paths.leases.glob("*.json")
-                          if ManagedProcess("lease", f).alive()]
-                if not others and self.paths.started_by_session.exists():
+                if not self._live_leases() and self.paths.started_by_session.exists():
                     self._down()
-                for stale in self.paths.leases.glob("*.json"):
-                    if stale not in others:
-                        stale.unlink(missing_ok=True)
+                    self.paths.started_by_session.unlink(missing_ok=True)
+
+    def _live_leases(self) -> list[Path]:
+        """Leases of sessions still running; those of crashed sessions are removed."""
+        live = []
+        for lease in sorted(self.paths.leases.glob("*.json")):
+            if ManagedProcess("lease", lease).alive():
+                live.append(lease)
+            else:
+                lease.unlink(missing_ok=True)
+        return live
+
+    def other_sessions(self) -> list[int]:
+        """Pids of other processes using the lab through `session()` right now."""
+        own = self.paths.leases / f"{os.getpid()}.json"
+        return [int(p.stem) for p in self._live_leases() if p != own]
 
 
 def _own_cmdline() -> str:

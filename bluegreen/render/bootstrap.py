@@ -19,7 +19,7 @@ from . import GENERATED_BY
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_SOCKET_DIR = "/var/run/postgresql"
 PM2_PACKAGE = "pm2@7"
-_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 # (command whose absence means "install", Debian package)
 PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -84,7 +84,7 @@ def _q(value: str) -> str:
 
 def _deploy_user(t: Topology) -> str:
     user = t.app.deploy_user
-    if not _USER.match(user):
+    if not _USER.fullmatch(user):
         raise ConfigError(f"app.deployUser: {user!r} is not a valid Unix user name")
     return user
 
@@ -115,7 +115,8 @@ def _app(t: Topology, host: Container) -> list[str]:
     home = _q(hp) if hp else f'"$(getent passwd {_q(user)} | cut -d: -f6)"'
     service = f"pm2-{user}.service"
     return [
-        f"command -v pm2 >/dev/null 2>&1 || {{ npm install -g {PM2_PACKAGE}; changed {_q('installed ' + PM2_PACKAGE)}; }}",
+        f"command -v pm2 >/dev/null 2>&1 || "
+        f"{{ npm install -g {PM2_PACKAGE}; changed {_q('installed ' + PM2_PACKAGE)}; }}",
         f"ensure_user {_q(user)}",
         f"ensure_dir {_q(host.path(app_dir))} {_q(user)} 755",
         f"ensure_dir {_q(host.path(app_dir + '/releases'))} {_q(user)} 755",

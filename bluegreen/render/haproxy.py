@@ -35,11 +35,12 @@ def render_haproxy_cfg(t: Topology) -> str:
     map_path = plain_path(lb.path(hp.map_path), "haproxy.mapPath")
     admin_socket = plain_path(lb.path(hp.admin_socket), "haproxy.adminSocket")
     health = http_path(t.app.health_path, "app.healthPath")
+    server_name = plain_word(hp.server_name, "haproxy.serverName")
     live_default, preview_default = backend_name(COLORS[0]), backend_name(COLORS[1])
 
     lines = [
         f"# {GENERATED_BY}",
-        f"# stack {t.stack}: load balancer {lb.label}, serving {plain_word(hp.server_name, 'haproxy.serverName')}",
+        f"# stack {t.stack}: load balancer {lb.label}, serving {server_name}",
         "# The master CLI and master-worker mode come from the command line (-W -S <masterSocket>).",
         "",
         "global",

@@ -1,0 +1,387 @@
+"""The journal (user's state.json format) and the deployment lock, on real files via LocalExecutor."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bluegreen.errors import ConfigError, LockedError, RemoteError, ValidationError
+from bluegreen.executor import LocalExecutor
+from bluegreen.journal import (
+    DeployRecord,
+    JournalStore,
+    LockInfo,
+    LockManager,
+    State,
+    SwitchRecord,
+    create_exclusive_command,
+    lock_status,
+    parse_state,
+)
+
+SEED = Path(__file__).resolve().parents[1] / "fixtures" / "state.seed.json"
+T0 = 1_757_883_791.0  # 2025-09-14T21:03:11Z
+
+
+def seed_text() -> str:
+    return SEED.read_text()
+
+
+def deploy(color: str = "green", result: str = "ok", sha: str = "a" * 40, **kw: object) -> DeployRecord:
+    fields: dict[str, object] = dict(color=color, ref="v2", sha=sha, release=f"20250915120000-{sha[:7]}",
+                                     who="alice@laptop", when="2025-09-15T12:00:00Z", duration_ms=84_000,
+                                     result=result)
+    fields.update(kw)
+    return DeployRecord(**fields)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- pure state
+
+
+def test_seed_reads_as_is_and_old_entries_are_switches() -> None:
+    state = parse_state(seed_text())
+    assert (state.prod, state.standby, state.switch_count) == ("blue", "green", 7)
+    assert state.last_switch == "2025-09-14T21:03:11Z"
+    records = state.records()
+    assert len(records) == 3 and all(isinstance(r, SwitchRecord) for r in records)
+    first = records[0]
+    assert isinstance(first, SwitchRecord)
+    assert (first.from_color, first.to_color, first.who, first.emergency) == ("green", "blue", None, False)
+
+
+def test_round_trip_keeps_the_file_identical_in_content_and_key_order() -> None:
+    original = json.loads(seed_text())
+    again = json.loads(parse_state(seed_text()).to_json())
+    assert again == original
+    assert list(again) == list(original)
+    assert list(again["history"][0]) == list(original["history"][0])
+
+
+def test_unknown_keys_survive_top_level_and_inside_entries() -> None:
+    data = json.loads(seed_text())
+    data["operator"] = {"team": "av", "pager": "+1 555"}
+    data["history"][1]["ticket"] = "JW-42"
+    state = parse_state(json.dumps(data)).with_switch("green", when=T0 + 60, who="bob@desk")
+    written = json.loads(state.to_json())
+    assert written["operator"] == {"team": "av", "pager": "+1 555"}
+    assert written["history"][2]["ticket"] == "JW-42"
+
+
+def test_switch_flips_colours_counts_and_prepends_an_extended_record() -> None:
+    state = parse_state(seed_text()).with_switch("green", when=T0 + 3600, who="bob@desk",
+                                                 reason="release v2", emergency=True, duration_ms=412)
+    assert (state.prod, state.standby, state.switch_count) == ("green", "blue", 8)
+    assert state.last_switch == "2025-09-14T22:03:11Z"
+    newest = state.to_dict()["history"][0]
+    assert newest == {"type": "switch", "from": "blue", "to": "green", "timestamp": "2025-09-14T22:03:11Z",
+                      "reason": "release v2", "who": "bob@desk", "emergency": True, "durationMs": 412}
+    # The old entries are not rewritten into the new shape.
+    assert "type" not in state.to_dict()["history"][1]
+
+
+def test_switch_to_an_unknown_colour_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="purple"):
+        parse_state(seed_text()).with_switch("purple", when=T0, who="x")
+
+
+def test_deploys_are_recorded_and_the_last_one_per_colour_is_found() -> None:
+    state = parse_state(seed_text())
+    assert state.last_deploy("green") is None
+    first = deploy("green", sha="1" * 40)
+    failed = deploy("green", result="failed", sha="2" * 40, failed_step="build",
+                    error="npm ERR! code ELIFECYCLE")
+    state = state.with_deploy(first).with_deploy(failed)
+    assert state.last_deploy("green") == failed
+    assert state.last_deploy("blue") is None
+    assert (state.prod, state.switch_count) == ("blue", 7)  # a deploy is not a switch
+    entry = state.to_dict()["history"][0]
+    assert entry == {"type": "deploy", "color": "green", "ref": "v2", "sha": "2" * 40,
+                     "release": "20250915120000-2222222", "who": "alice@laptop",
+                     "when": "2025-09-15T12:00:00Z", "durationMs": 84_000, "result": "failed",
+                     "failedStep": "build", "error": "npm ERR! code ELIFECYCLE"}
+    assert state.deploy_totals() == {"green": {"ok": 1, "failed": 1}}
+
+
+def test_history_keeps_only_the_newest_entries_but_totals_keep_counting() -> None:
+    state = parse_state(seed_text())
+    for i in range(5):
+        state = state.with_deploy(deploy("blue", sha=f"{i}" * 40), keep=4)
+    assert len(state.history) == 4
+    assert [r.sha[0] for r in state.records() if isinstance(r, DeployRecord)] == ["4", "3", "2", "1"]
+    assert state.deploy_totals() == {"blue": {"ok": 5}}
+    reread = parse_state(state.to_json())
+    assert reread.deploy_totals() == {"blue": {"ok": 5}}
+
+
+def test_totals_of_a_journal_without_counts_come_from_its_history() -> None:
+    data = json.loads(seed_text())
+    data["history"].insert(0, deploy("blue", result="failed").to_dict())
+    data["history"].insert(0, deploy("blue").to_dict())
+    assert parse_state(json.dumps(data)).deploy_totals() == {"blue": {"ok": 1, "failed": 1}}
+
+
+def test_a_missing_file_starts_from_the_declared_colour() -> None:
+    state = parse_state(None, declared_color="green")
+    assert (state.prod, state.standby, state.switch_count, state.history) == ("green", "blue", 0, ())
+    assert json.loads(state.to_json())["lastSwitch"] is None
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"prod": "blue", ', r"/srv/state\.json: not valid JSON \(line 1, column 18"),
+    ("   \n", r"/srv/state\.json: the journal file is empty"),
+])
+def test_unreadable_json_names_the_file_and_the_problem(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        parse_state(text, source="/srv/state.json")
+
+
+def test_a_wrong_shape_lists_every_problem_by_key() -> None:
+    bad = {"prod": "red", "switchCount": -1, "history": [1, {"type": 5}], "lastSwitch": "yesterday"}
+    with pytest.raises(ValidationError) as err:
+        parse_state(json.dumps(bad), source="haproxy:/var/lib/bluegreen/state.json")
+    message = str(err.value)
+    assert message.startswith("haproxy:/var/lib/bluegreen/state.json: 5 problems")
+    for key in ("prod:", "switchCount:", "history[0]:", "history[1].type:", "lastSwitch:"):
+        assert key in message
+
+
+def test_prod_and_standby_cannot_be_the_same_colour() -> None:
+    with pytest.raises(ValidationError, match="standby: is the same colour as prod"):
+        parse_state('{"prod": "blue", "standby": "blue"}')
+
+
+def test_deploy_record_rejects_an_unknown_result() -> None:
+    with pytest.raises(ConfigError, match="result must be one of ok, failed"):
+        deploy(result="maybe")
+
+
+# --------------------------------------------------------------------------- store on real files
+
+
+def test_store_reads_fresh_then_writes_atomically_and_reads_back(tmp_path: Path) -> None:
+    path = tmp_path / "var/lib/bluegreen/state.json"
+    store = JournalStore(LocalExecutor(host="haproxy"), str(path), declared_color="blue")
+    state = store.read()
+    assert state == State.fresh("blue")
+    store.write(state.with_switch("green", when=T0, who="bob@desk"))
+    assert json.loads(path.read_text())["prod"] == "green"
+    assert store.read().prod == "green"
+    assert os.listdir(path.parent) == ["state.json"]  # no temporary file left behind
+
+
+def test_store_update_keeps_the_users_file_intact(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(seed_text())
+    store = JournalStore(LocalExecutor(host="haproxy"), str(path))
+    store.update(lambda s: s.with_deploy(deploy("green")))
+    data = json.loads(path.read_text())
+    assert data["history"][1:] == json.loads(seed_text())["history"]
+
+
+def test_store_names_the_host_and_path_of_a_corrupt_journal(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ConfigError, match=f"haproxy:{path}: not UTF-8"):
+        JournalStore(LocalExecutor(host="haproxy"), str(path)).read()
+
+
+# --------------------------------------------------------------------------- lock
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+        self._guard = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._guard:
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._guard:
+            self.now += seconds
+
+
+def manager(path: Path, clock: Clock | None = None, **kw: object) -> LockManager:
+    return LockManager(LocalExecutor(host="haproxy"), str(path), clock=clock or Clock(), **kw)  # type: ignore[arg-type]
+
+
+def test_acquire_writes_who_what_and_when(tmp_path: Path) -> None:
+    lock = tmp_path / "lock.json"
+    info = manager(lock, holder="alice@laptop").acquire("deploy green v2")
+    on_disk = LockInfo.from_json(lock.read_text())
+    assert on_disk == info
+    assert (info.holder, info.pid, info.operation, info.started) == ("alice@laptop", os.getpid(),
+                                                                       "deploy green v2", T0)
+    assert json.loads(lock.read_text())["startedAt"] == "2025-09-14T21:03:11Z"
+
+
+def test_a_second_operation_is_refused_with_a_message_naming_the_holder(tmp_path: Path) -> None:
+    lock = tmp_path / "lock.json"
+    manager(lock, holder="alice@laptop").acquire("deploy green v2")
+    with pytest.raises(LockedError) as err:
+        manager(lock, holder="bob@desk").acquire("switch")
+    message = str(err.value)
+    for part in ("alice@laptop", socket.gethostname(), "deploy green v2", "2025-09-14T21:03:11Z",
+                 "looks alive", "bluegreen lock release --force"):
+        assert part in message
+    assert "STALE" not in message
+
+
+def test_only_one_of_many_racing_processes_gets_the_lock(tmp_path: Path) -> None:
+    lock = tmp_path / "lock.json"
+    contenders = 8
+    for _round in range(5):
+        barrier = threading.Barrier(contenders)
+        winners: list[LockManager] = []
+        refused: list[LockedError] = []
+        unexpected: list[BaseException] = []
+
+        def contend(i: int, barrier: threading.Barrier = barrier, winners: list[LockManager] = winners,
+                    refused: list[LockedError] = refused, unexpected: list[BaseException] = unexpected) -> None:
+            mgr = manager(lock, holder=f"user{i}@host")
+            barrier.wait()
+            try:
+                mgr.acquire("deploy")
+                winners.append(mgr)
+            except LockedError as exc:
+                refused.append(exc)
+            except BaseException as exc:  # reported below, not swallowed
+                unexpected.append(exc)
+
+        threads = [threading.Thread(target=contend, args=(i,)) for i in range(contenders)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert unexpected == []
+        assert len(winners) == 1 and len(refused) == contenders - 1
+        assert LockInfo.from_json(lock.read_text()).holder == winners[0].holder
+        assert winners[0].release() is True
+        assert not lock.exists()
+
+
+def test_release_never_removes_someone_elses_lock(tmp_path: Path) -> None:
+    lock = tmp_path / "lock.json"
+    first = manager(lock, holder="alice@laptop")
+    first.acquire("deploy")
+    breaker = manager(lock, holder="bob@desk")
+    assert breaker.release() is False  # bob holds nothing
+    assert breaker.force_release() is not None
+    breaker.acquire("switch")
+    assert first.release() is False
+    assert LockInfo.from_json(lock.read_text()).holder == "bob@desk"
+
+
+def test_heartbeat_refreshes_the_lock_and_stale_detection_follows_it(tmp_path: Path) -> None:
+    lock = tmp_path / "lock.json"
+    clock = Clock()
+    holder = manager(lock, clock, holder="alice@laptop", stale_after=120.0)
+    info = holder.acquire("deploy")
+    clock.advance(100)
+    beat = holder.heartbeat()
+    assert (beat.started, beat.heartbeat) == (info.started, T0 + 100)
+    assert LockInfo.from_json(lock.read_text()) == beat
+    clock.advance(100)
+    status = holder.status()
+    assert status is not None and not status.stale
+    clock.advance(21)
+    status = holder.status()
+    assert status is not None and status.stale and "no heartbeat for 121s" in (status.reason or "")
+    with pytest.raises(LockedError, match="It looks STALE: no heartbeat for 121s"):
+        manager(lock, clock, holder="bob@desk").acquire("switch")
+
+
+def test_a_lock_whose_local_process_died_is_stale(tmp_path: Path) -> None:
+    lock = tmp_path / "lock.json"
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: that pid names no process now
+    dead = LockInfo(holder="alice@laptop", host=socket.gethostname(), pid=child.pid, operation="deploy",
+                    started=T0, heartbeat=T0)
+    lock.write_text(dead.to_json())
+    status = manager(lock).status()
+    assert status is not None and status.stale
+    assert f"process {child.pid} on {socket.gethostname()} is no longer running" == status.reason
+
+
+def test_a_dead_pid_on_another_machine_proves_nothing() -> None:
+    info = LockInfo(holder="alice@laptop", host="laptop", pid=4242, operation="deploy",
+                    started=T0, heartbeat=T0)
+    elsewhere = lock_status(info, now=T0 + 5, stale_after=120, this_machine="ci-runner",
+                            alive=lambda pid: False)
+    here = lock_status(info, now=T0 + 5, stale_after=120, this_machine="laptop", alive=lambda pid: False)
+    assert (elsewhere.stale, here.stale) == (False, True)
+
+
+def test_heartbeat_after_the_lock_was_broken_reports_the_loss(tmp_path: Path) -> None:
+    lock = tmp_path / "lock.json"
+    holder = manager(lock, holder="alice@laptop")
+    holder.acquire("deploy green")
+    manager(lock, holder="bob@desk").force_release()
+    with pytest.raises(LockedError, match="broken while 'deploy green' ran"):
+        holder.heartbeat()
+    assert holder.lost is not None and holder.held is None
+    assert not lock.exists()  # a lost heartbeat never recreates the lock
+
+
+def test_hold_heartbeats_in_the_background_and_releases_on_exit(tmp_path: Path) -> None:
+    lock = tmp_path / "lock.json"
+    clock = Clock()
+    holder = manager(lock, clock, heartbeat_every=0.01)
+    with holder.hold("deploy") as info:
+        clock.advance(30)
+        deadline = time.monotonic() + 30
+        while LockInfo.from_json(lock.read_text()).heartbeat == info.heartbeat:
+            assert time.monotonic() < deadline, "the heartbeat thread never refreshed the lock"
+            time.sleep(0.01)
+        assert LockInfo.from_json(lock.read_text()).heartbeat == T0 + 30
+    assert not lock.exists()
+    assert not [t for t in threading.enumerate() if t.name == "bluegreen-lock-heartbeat"]
+
+
+def test_hold_releases_when_the_operation_fails(tmp_path: Path) -> None:
+    lock = tmp_path / "lock.json"
+    with pytest.raises(RuntimeError, match="build failed"), manager(lock).hold("deploy"):
+        assert lock.exists()
+        raise RuntimeError("build failed")
+    assert not lock.exists()
+
+
+def test_an_unreadable_lock_counts_as_stale_and_blocks(tmp_path: Path) -> None:
+    lock = tmp_path / "lock.json"
+    lock.write_text("{half a lock")
+    status = manager(lock).status()
+    assert status is not None and status.stale and status.reason == "the lock file is unreadable"
+    with pytest.raises(LockedError, match="STALE"):
+        manager(lock).acquire("deploy")
+    assert manager(lock).force_release() is not None
+    assert not lock.exists()
+
+
+def test_force_release_without_a_lock_returns_none(tmp_path: Path) -> None:
+    assert manager(tmp_path / "lock.json").force_release() is None
+
+
+def test_a_lock_that_cannot_be_created_is_a_remote_error_not_a_locked_one(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    with pytest.raises(RemoteError, match="take the deployment lock failed: cannot create"):
+        manager(blocker / "lock.json").acquire("deploy")
+
+
+def test_the_create_command_quotes_hostile_paths(tmp_path: Path) -> None:
+    odd = tmp_path / "it's $(touch pwned) here" / "lock.json"
+    result = LocalExecutor().run(create_exclusive_command(str(odd)), step="t", input="{}")
+    assert result.ok and odd.read_text() == "{}"
+    assert not (Path.cwd() / "pwned").exists() and not (tmp_path / "pwned").exists()
+    again = LocalExecutor().run(create_exclusive_command(str(odd)), step="t", input="{}", check=False)
+    assert again.exit_code == 3
+    assert sorted(os.listdir(odd.parent)) == ["lock.json"]
