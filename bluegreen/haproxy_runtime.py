@@ -445,11 +445,50 @@ def live_color(executor: Executor, where: Topology | HaproxyPaths) -> str:
     return color
 
 
-def backend_states(executor: Executor, where: Topology | HaproxyPaths) -> StatSnapshot:
+def stat_snapshot(executor: Executor, where: Topology | HaproxyPaths) -> StatSnapshot:
     step = "read HAProxy statistics"
     (answer,) = ask(executor, _paths(where).admin_socket, [SHOW_STAT], step=step)
     snapshot: StatSnapshot = _parse(executor, step, parse_stat_csv, answer)
     return snapshot
+
+
+def backend_summary(backend: BackendStat) -> dict[str, Any]:
+    """One colour backend as plain JSON (status reports, MCP answers)."""
+    return {
+        "backend": backend.name,
+        "status": backend.status,
+        "servers_up": backend.servers_up,
+        "servers": [{"name": s.name, "status": s.status, "check": s.check_status,
+                     "check_description": s.check_description, "address": s.address}
+                    for s in backend.servers],
+        "current_sessions": backend.current_sessions,
+        "requests_total": backend.requests_total,
+        "hrsp_5xx": backend.hrsp_5xx,
+    }
+
+
+def backend_states(executor: Executor, where: Topology | HaproxyPaths) -> dict[str, dict[str, Any]]:
+    """Each colour's backend as HAProxy sees it now, keyed by colour (see `backend_summary`)."""
+    snapshot = stat_snapshot(executor, where)
+    return {b.color: backend_summary(b) for b in snapshot.backends.values() if b.color is not None}
+
+
+@dataclass(frozen=True)
+class BackendCounters:
+    total: int
+    http_5xx: int
+    current_sessions: int
+
+
+def backend_counters(executor: Executor, where: Topology | HaproxyPaths, color: str) -> BackendCounters:
+    """Cumulative request and 5xx counters of one colour's backend (diff two reads for a rate)."""
+    name = backend_for(color)
+    backend = stat_snapshot(executor, where).backends.get(name)
+    if backend is None:
+        raise RemoteError(executor.host, "read HAProxy statistics",
+                          f"the running HAProxy has no backend {name}")
+    return BackendCounters(total=backend.requests_total, http_5xx=backend.hrsp_5xx,
+                           current_sessions=backend.current_sessions)
 
 
 def servers_state(executor: Executor, where: Topology | HaproxyPaths) -> list[dict[str, str]]:

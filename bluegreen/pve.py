@@ -234,6 +234,14 @@ class PveClient:
         self._api = ProxmoxAPI(host, port=port, user=user, token_name=token_name,
                                token_value=token_secret.reveal(), verify_ssl=verify, timeout=timeout)
 
+    @classmethod
+    def from_topology(cls, t: Topology, *, environ: Mapping[str, str] | None = None,
+                      ca_file: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                      task_timeout: float = DEFAULT_TASK_TIMEOUT) -> PveClient:
+        """The stack's node, token and TLS settings (see the module-level `from_topology`)."""
+        return from_topology(t, environ=environ, ca_file=ca_file, timeout=timeout,
+                             task_timeout=task_timeout)
+
     def __repr__(self) -> str:
         return f"PveClient({self.endpoint!r}, node={self.node!r}, token_id={self.token_id!r})"
 
@@ -331,8 +339,9 @@ class PveClient:
                 detail += f" (the API token {self.token_id} was refused)"
             raise self._error(what, detail) from None
         except requests.exceptions.SSLError as exc:
+            hint = "give the node's CA bundle as proxmox.caFile, or set proxmox.insecure: true"
             raise self._error(what, f"TLS verification of {self.endpoint} failed: {_root_cause(exc)} "
-                                    "(set the node's CA bundle, or proxmox.insecure: true)") from None
+                                    f"({hint})") from None
         except requests.exceptions.Timeout:
             raise self._error(what, f"no answer from {self.endpoint} within {self.timeout:g}s") from None
         except requests.exceptions.ConnectionError as exc:

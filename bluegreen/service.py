@@ -597,7 +597,7 @@ class Service:
             ours = [s for s in client.snapshots(vmid) if s.name.startswith("bluegreen-")]
             if not ours:
                 raise ProxmoxError(f"CT {vmid} ({standby}) has no bluegreen snapshot to restore")
-            newest = max(ours, key=lambda s: s.snaptime or 0)
+            newest = ours[-1]  # snapshots() is oldest first, ties broken by parent links
             with self.progress.step(f"restore CT {vmid} from snapshot {newest.name}", long=True):
                 client.rollback(vmid, newest.name)
             return {"ok": True, "colour": standby, "vmid": vmid, "snapshot": newest.name}
@@ -704,7 +704,9 @@ class _DeployRun:
 
     def _snapshot(self) -> str:
         client = self.s._pve()
-        name = f"bluegreen-{utcnow().strftime('%Y%m%d%H%M%S')}"
+        from .pve import snapshot_name
+
+        name = snapshot_name(f"{self.color}-{self.ref}", utcnow())
         client.snapshot(self.host.vmid, name, f"before deploy of {self.ref} by {self.s.who}")
         client.prune_snapshots(self.host.vmid, keep=self.t.proxmox.snapshot_keep)
         return name

@@ -90,6 +90,7 @@ class ProxmoxSettings:
     token_id: str | None
     token_file: str | None
     snapshot_keep: int
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -369,6 +370,7 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         token_id=r.opt_str(px, "tokenId", "proxmox"),
         token_file=resolve(r.opt_str(px, "tokenFile", "proxmox")),
         snapshot_keep=r.num(px, "snapshotKeep", "proxmox", 3),
+        ca_file=resolve(r.opt_str(px, "caFile", "proxmox")),
     )
     try:
         gateway_ip: ipaddress.IPv4Address | None = ipaddress.IPv4Address(gateway) if gateway else None

@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bluegreen.lab",
                                      description="The local lab: the stack `lab` on loopback addresses.")
     parser.add_argument("command", choices=("up", "down", "status", "destroy"))
+    parser.add_argument("--stack", default="lab", help="the stack to run locally (default: lab)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step to stderr")
     args = parser.parse_args(argv)
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("paramiko").setLevel(logging.WARNING)
     try:
-        lab = Lab()
+        lab = Lab(stack=args.stack)
         if args.command == "up":
             info = lab.up()
             if args.json:

@@ -26,14 +26,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, HostKeyError
-from ..executor import SshExecutor, connect, known_hosts_line, trust_host
+from ..executor import Executor, SshExecutor, connect, known_hosts_line, trust_host
+from ..providers import apply_estate
 from ..sensitive import Sensitive
 from ..topology import Container, Topology, load_stack
+from .pve import start_fakepve
+from .repo import build_sample_repo
 from .services import (
     SSH_KEYGEN,
     LabError,
     ManagedProcess,
     host_public_key,
+    sshd_process,
     start_postgres,
     start_sshd,
 )
@@ -184,9 +188,7 @@ class Lab:
     # ------------------------------------------------------------------ the processes
 
     def sshd(self, host: Container) -> ManagedProcess:
-        config = Path(host.path("/etc/ssh")) / "sshd_config"
-        return ManagedProcess(f"sshd {host.name}", self.paths.pids / f"sshd-{host.vmid}.pid",
-                              expect=f"/usr/sbin/sshd -f {config}")
+        return sshd_process(host.name, Path(host.path("/etc/ssh")), self.paths.pids / f"sshd-{host.vmid}.pid")
 
     def postgres(self) -> ManagedProcess:
         return ManagedProcess(f"postgres {self.topology.database_host.name}",
@@ -205,39 +207,28 @@ class Lab:
                                                 expect="God Daemon", expect_env={"PM2_HOME": str(home)})))
         return result
 
-    def registered(self) -> list[ManagedProcess]:
+    def _registry(self) -> list[dict[str, Any]]:
         try:
             entries = json.loads(self.paths.registry.read_text())
         except FileNotFoundError:
             return []
         except ValueError as exc:
             raise LabError(f"{self.paths.registry} is corrupt ({exc}); stop its processes by hand") from None
+        return list(entries)
+
+    def registered(self) -> list[ManagedProcess]:
         return [ManagedProcess(e["name"], Path(e["pid_file"]), e.get("expect"),
                                int(e.get("stop_signal", signal.SIGTERM)), e.get("expect_env"))
-                for e in entries]
-
-    def _registered_listen(self) -> dict[str, str]:
-        try:
-            entries = json.loads(self.paths.registry.read_text())
-        except (OSError, ValueError):
-            return {}
-        return {e["name"]: e["listen"] for e in entries if e.get("listen")}
+                for e in self._registry()]
 
     def _register(self, process: ManagedProcess, listen: str | None) -> None:
-        try:
-            entries = json.loads(self.paths.registry.read_text())
-        except FileNotFoundError:
-            entries = []
-        except ValueError as exc:
-            raise LabError(f"{self.paths.registry} is corrupt ({exc}); stop its processes by hand") from None
-        entries = [e for e in entries if e["name"] != process.name]
+        entries = [e for e in self._registry() if e["name"] != process.name]
         entries.append({"name": process.name, "pid_file": str(process.pid_file), "expect": process.expect,
                         "stop_signal": int(process.stop_signal),
                         "expect_env": dict(process.expect_env) if process.expect_env else None,
                         "listen": listen})
-        data = entries
         tmp = self.paths.registry.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.write_text(json.dumps(entries, indent=2) + "\n")
         os.replace(tmp, self.paths.registry)
 
     def _listen(self) -> dict[str, str]:
@@ -247,7 +238,7 @@ class Lab:
         lb = t.load_balancer.ip
         result[self.haproxy().name] = (f"{lb}:{t.haproxy.public_port},{t.haproxy.preview_port},"
                                        f"{t.haproxy.stats_port}")
-        result.update(self._registered_listen())
+        result.update({e["name"]: e["listen"] for e in self._registry() if e.get("listen")})
         return result
 
     def processes(self) -> list[ManagedProcess]:
@@ -314,8 +305,6 @@ class Lab:
             self._pin_host_key(host, host_public_key(state_dir))
             note(process, was_running)
 
-        from .pve import start_fakepve
-
         previous = {q.name: q.alive() for q in self.registered()}
         fakepve = start_fakepve(p.root, t)
         endpoint = urlsplit(t.proxmox.endpoint)
@@ -333,17 +322,13 @@ class Lab:
         note(postgres, was_running)
 
         password = self._db_password()
-        from .repo import build_sample_repo
-
         build_sample_repo(p.sample_repo, self.project_dir / "sample-app")
         self._write_app_env(password)
 
-        from ..providers import apply_estate
-
         haproxy_was_running = self.haproxy().alive()
-        executors = {c.vmid: self.executor(c) for c in t.containers}
+        executors: dict[int, Executor] = {c.vmid: self.executor(c) for c in t.containers}
         try:
-            applied = apply_estate(t, executors, password)
+            applied = apply_estate(t, password, executor_for=executors)
         finally:
             for executor in executors.values():
                 executor.close()
@@ -479,7 +464,15 @@ class Lab:
         info: LabInfo | None = None
         with self._locked():
             if not self.is_running():
-                info = self._up()
+                already = {p.name for p in self.processes() if p.alive()}
+                try:
+                    info = self._up()
+                except BaseException:
+                    # A test session must not leave behind what it started, even half-way.
+                    for process in self.processes():
+                        if process.name not in already:
+                            process.stop()
+                    raise
                 self.paths.started_by_session.write_text(f"{os.getpid()}\n")
             self.paths.leases.mkdir(exist_ok=True)
             lease.write_text(json.dumps({"pid": os.getpid(), "cmd": _own_cmdline()}) + "\n")

@@ -86,7 +86,11 @@ def lab_client(lab_dir: Path, t: Topology, *, timeout: float = DEFAULT_TIMEOUT) 
 
 def start_fakepve(lab_dir: Path, topology: Topology, *, timeout: float = START_TIMEOUT,
                   time_scale: float | None = None) -> ManagedProcess:
-    """Start the lab node (or keep the one running) and wait until all its containers run."""
+    """Start the lab node (or keep the one running) and wait until all its containers run.
+
+    The server reads the stack file itself; the endpoint's host and port and the token file are
+    passed from `topology`, so a test can move them (a free port, a private token file).
+    """
     argv = server_argv(lab_dir, topology, time_scale=time_scale)
     process = ManagedProcess(NAME, pid_file(lab_dir))
     already = process.alive()
@@ -197,10 +201,19 @@ def serve_fakepve(work_dir: Path, topology: Topology, *, host: str | None = None
         from fakepve import settle
 
         try:
-            for coro in (settle(), pve.stop()):
+            for coro in (settle(), pve.stop(), _cancel_tasks()):
                 asyncio.run_coroutine_threadsafe(coro, loop).result(_LOOP_CALL_TIMEOUT)
         finally:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(_LOOP_CALL_TIMEOUT)
             if not thread.is_alive():
                 loop.close()
+
+
+async def _cancel_tasks() -> None:
+    """Cancel PVE tasks still running (a test may leave one that would take hours)."""
+    current = asyncio.current_task()
+    pending = [task for task in asyncio.all_tasks() if task is not current]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)

@@ -64,6 +64,8 @@ def _git_env(date: str | None) -> dict[str, str]:
         "GIT_CONFIG_GLOBAL": os.devnull,
         "GIT_TERMINAL_PROMPT": "0",
         "LC_ALL": "C",
+        # Paths given to us name files, never patterns.
+        "GIT_LITERAL_PATHSPECS": "1",
     })
     if date is not None:
         env.update({

@@ -302,6 +302,14 @@ def render_sshd_config(*, address: str, port: int, host_key: Path, pid_file: Pat
     ])
 
 
+def sshd_process(name: str, state_dir: Path, pid_file: Path | None = None) -> ManagedProcess:
+    """The sshd of one lab host (running or not), as `start_sshd` starts it."""
+    # The listener retitles itself "sshd: /usr/sbin/sshd -f <config> [listener] ...": the config
+    # path tells this host's sshd apart from every other one.
+    return ManagedProcess(f"sshd {name}", pid_file or state_dir / "sshd.pid",
+                          expect=f"{SSHD} -f {state_dir / 'sshd_config'}")
+
+
 def start_sshd(*, name: str, address: str, port: int, state_dir: Path, authorized_keys: Path,
                log_file: Path, pid_file: Path | None = None, timeout: float = 15.0) -> ManagedProcess:
     """An sshd for one lab host, reusing a running one (reloaded if its config changed)."""
@@ -317,9 +325,7 @@ def start_sshd(*, name: str, address: str, port: int, state_dir: Path, authorize
     changed = not config.exists() or config.read_text() != text
     if changed:
         config.write_text(text)
-    # The listener retitles itself "sshd: /usr/sbin/sshd -f <config> [listener] ...": the config
-    # path tells this host's sshd apart from every other one.
-    process = ManagedProcess(f"sshd {name}", pid_path, expect=f"{SSHD} -f {config}")
+    process = sshd_process(name, state_dir, pid_path)
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
     _run([SSHD, "-t", "-f", str(config)], f"checking the sshd config of {name}")
     pid = process.pid()

@@ -71,10 +71,17 @@ def render_database_sql(t: Topology, password: Sensitive) -> str:
 
 
 def render_pg_hba(t: Topology) -> str:
-    """Rules for the managed block: local admin by peer, the app user from exactly the app hosts."""
+    """Rules for the managed block: local admin by peer, the app user from exactly the app hosts.
+
+    Hosts on loopback addresses (the lab) reach a loopback server from 127.0.0.1, whatever
+    address they listen on, so for them 127.0.0.1 is admitted too (still by password).
+    """
     db, user = t.database.name, t.database.user
+    sources = [f"{t.app_host(color).interface.ip}/32" for color in COLORS]
+    if any(t.app_host(color).interface.ip.is_loopback for color in COLORS):
+        sources.append("127.0.0.1/32")
     rows = [("local", "all", "postgres", "", "peer")]
-    rows += [("host", db, user, f"{t.app_host(color).ip}/32", "scram-sha-256") for color in COLORS]
+    rows += [("host", db, user, source, "scram-sha-256") for source in dict.fromkeys(sources)]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [f"# {GENERATED_BY}"]
     for row in rows:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import socket
 import stat
 from collections.abc import Iterator
@@ -17,15 +16,17 @@ from pathlib import Path
 import pytest
 from proxmoxer import ProxmoxAPI
 
-from bluegreen.errors import BlueGreenError, ConfigError, ProxmoxError
+from bluegreen.errors import ConfigError, ProxmoxError
 from bluegreen.lab import pve as lab_pve
 from bluegreen.lab.pve import InProcessPve, lab_client, serve_fakepve, start_fakepve
 from bluegreen.lab.pve_server import container_create_params
+from bluegreen.lab.services import LabError, ManagedProcess
 from bluegreen.pve import (
     TOKEN_ENV,
     PveClient,
     Snapshot,
     from_topology,
+    parse_endpoint,
     read_token,
     snapshot_name,
     snapshots_to_prune,
@@ -47,12 +48,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def lab_topology(work: Path, *, port: int | None = None, **proxmox: object) -> Topology:
+def lab_topology(work: Path) -> Topology:
     """The lab stack, moved to a free port and a private token file."""
     t = load_stack(PROJECT, "lab")
-    settings = dataclasses.replace(
-        t.proxmox, endpoint=f"https://{HOST}:{port or free_port()}/", token_file=str(work / "token"),
-        insecure=False, **proxmox)
+    settings = dataclasses.replace(t.proxmox, endpoint=f"https://{HOST}:{free_port()}/",
+                                   token_file=str(work / "token"), insecure=False)
     return dataclasses.replace(t, proxmox=settings)
 
 
@@ -105,7 +105,7 @@ def test_the_four_containers_run_as_the_topology_describes(lab: tuple[Path, Topo
         assert state.mem_bytes > 0
         assert state.uptime_s >= 0
         assert state.lock is None
-        assert client.container_status(c.vmid) .name == c.name
+        assert client.container_status(c.vmid).name == c.name
     config = api_of(lab).nodes("pve").lxc(134).config.get()
     assert "ip=127.0.3.24/24" in config["net0"]
     assert config["tags"] == "app;green;jw-attendant"
@@ -246,15 +246,19 @@ def test_a_restart_keeps_the_token_and_nothing_else(tmp_path: Path) -> None:
 
 
 def test_start_fakepve_reports_a_server_that_cannot_start(tmp_path: Path) -> None:
-    t = load_stack(PROJECT, "lab")
-    bad = dataclasses.replace(t, proxmox=dataclasses.replace(
-        t.proxmox, endpoint=f"https://{HOST}:{free_port()}/", token_file=str(tmp_path / "token"),
-        template=dataclasses.replace(t.proxmox.template, storage="no-such-storage")))
-    with pytest.raises(BlueGreenError, match="no-such-storage") as err:
-        start_fakepve(tmp_path, bad, timeout=30)
-    assert "fakepve exited" in str(err.value)
-    assert not lab_pve.pid_file(tmp_path).exists() or not lab_pve.ManagedProcess(
-        "fakepve", lab_pve.pid_file(tmp_path)).alive()
+    t = lab_topology(tmp_path)
+    _, port = parse_endpoint(t.proxmox.endpoint)
+    with socket.socket() as busy:
+        busy.bind((HOST, port))
+        busy.listen()
+        try:
+            with pytest.raises(LabError, match="fakepve exited before answering") as err:
+                start_fakepve(tmp_path, t, timeout=30)
+        finally:
+            # Whatever happened, nothing this test started may outlive it.
+            ManagedProcess("fakepve", lab_pve.pid_file(tmp_path)).stop()
+    assert "address already in use" in str(err.value).lower()
+    assert not lab_pve.pid_file(tmp_path).exists()
 
 
 def test_start_fakepve_refuses_a_node_off_loopback(tmp_path: Path) -> None:
@@ -325,13 +329,14 @@ def test_a_task_that_outlasts_its_deadline_is_reported(fake: InProcessPve) -> No
 
 
 def test_an_api_that_does_not_answer_times_out(fake: InProcessPve) -> None:
-    fake.call(fake.pve.flaky_network, hang_rate=1.0, hang_secs=100)
+    fake.call(fake.pve.flaky_network, hang_rate=1.0, hang_secs=20)
     client = fake.client(timeout=0.5)
     with pytest.raises(ProxmoxError, match=r"status of CT 134: no answer from .* within 0\.5s"):
         client.container_status(134)
 
 
-def test_the_token_never_appears_in_errors_or_logs(fake: InProcessPve, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_token_never_appears_in_errors_or_logs(fake: InProcessPve,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     secret = fake.token_secret.reveal()
     client = fake.client()
@@ -356,11 +361,14 @@ def test_the_token_never_appears_in_errors_or_logs(fake: InProcessPve, caplog: p
 
 
 def test_from_topology_reads_the_token_from_the_environment(fake: InProcessPve, tmp_path: Path) -> None:
-    t = dataclasses.replace(lab_topology(tmp_path), proxmox=dataclasses.replace(
-        lab_topology(tmp_path).proxmox, endpoint=fake.endpoint, token_file=None))
+    t = lab_topology(tmp_path)
+    t = dataclasses.replace(t, proxmox=dataclasses.replace(t.proxmox, endpoint=fake.endpoint,
+                                                           token_file=None))
     env = {TOKEN_ENV: f"{fake.token_id}={fake.token_secret.reveal()}"}
     client = from_topology(t, environ=env, ca_file=str(fake.ca_file))
     assert client.statuses(VMIDS)[132].running
+    same = PveClient.from_topology(t, environ=env, ca_file=str(fake.ca_file))
+    assert same.container_status(132).name == "jw-blue"
 
     mismatched = {TOKEN_ENV: f"root@pam!other={fake.token_secret.reveal()}"}
     with pytest.raises(ConfigError) as err:
@@ -386,7 +394,7 @@ def test_from_topology_reads_either_form_of_token_file(fake: InProcessPve, tmp_p
 
     bare = dataclasses.replace(t, proxmox=dataclasses.replace(t.proxmox, token_id=None))
     token_file.write_text(fake.token_secret.reveal())
-    with pytest.raises(ConfigError, match="holds only a secret: set proxmox.tokenId"):
+    with pytest.raises(ConfigError, match=r"holds only a secret: set proxmox\.tokenId"):
         from_topology(bare, environ={})
     token_file.write_text("")
     with pytest.raises(ConfigError, match="the file is empty"):
@@ -396,6 +404,7 @@ def test_from_topology_reads_either_form_of_token_file(fake: InProcessPve, tmp_p
         from_topology(t, environ={})
 
 
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_only_insecure_turns_verification_off(fake: InProcessPve, tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
     t = lab_topology(tmp_path)
@@ -420,7 +429,8 @@ def test_create_params_follow_the_topology(tmp_path: Path) -> None:
     assert params["rootfs"] == "local-lvm:16"
     assert params["tags"] == "app;blue;jw-attendant"
     assert params["ostemplate"] == "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
-    assert (params["hostname"], params["cores"], params["memory"], params["swap"]) == ("jw-blue", 2, 2048, 512)
+    assert (params["hostname"], params["cores"], params["memory"], params["swap"]) == (
+        "jw-blue", 2, 2048, 512)
 
 
 def test_snapshot_names_fit_pve_limits() -> None:
@@ -438,8 +448,3 @@ def test_pruning_orders_same_second_snapshots_by_their_chain() -> None:
     assert [s.name for s in snapshots_to_prune(snaps, keep=1)] == ["bluegreen-a", "bluegreen-b"]
     assert snapshots_to_prune(snaps, keep=5) == []
 
-
-def test_no_test_here_left_a_server_behind() -> None:
-    # Every server above was started on a port of its own; none may still be listening there
-    # once its fixture ended. This guards the fixtures, not PVE.
-    assert os.path.exists(f"/proc/{os.getpid()}")

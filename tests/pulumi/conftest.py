@@ -94,7 +94,7 @@ class RecordingMonitor(MockMonitor):
         self.registrations: list[Registration] = []
         self.component_outputs: dict[str, dict[str, Any]] = {}
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+    def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             self.registrations.append(Registration(
@@ -106,7 +106,7 @@ class RecordingMonitor(MockMonitor):
                 dependencies=list(request.dependencies), id=response.id))
         return response
 
-    def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+    def RegisterResourceOutputs(self, request: Any) -> Any:
         self.component_outputs[request.urn] = rpc.deserialize_properties(request.outputs)
         return super().RegisterResourceOutputs(request)
 

@@ -1,0 +1,515 @@
+"""Prisma migrations against a database both colours share: what is pending, what is broken, and
+which statements the colour still serving could not survive.
+
+Both colours run against one PostgreSQL database, so a migration applied for the standby runs
+under the live colour's feet. `analyze` flags the statements that break old code (drops, renames,
+type changes, new NOT NULL constraints); everything else here mirrors `prisma migrate deploy`'s
+own bookkeeping in `_prisma_migrations`, read through psql. All pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .errors import BlueGreenError, ConfigError
+
+ALLOW_FLAG = "--allow-destructive"
+MIGRATIONS_TABLE = "_prisma_migrations"
+
+
+class MigrationTableError(BlueGreenError):
+    """The `_prisma_migrations` rows could not be read back (psql printed something unexpected)."""
+
+
+# --------------------------------------------------------------------------- lexing
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # word | ident | string | number | punct
+    value: str  # words upper-cased, quoted identifiers unquoted
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class _Statement:
+    text: str
+    tokens: tuple[_Token, ...]
+
+
+def _line_of(sql: str, pos: int) -> int:
+    return sql.count("\n", 0, pos) + 1
+
+
+def _is_word_start(ch: str) -> bool:
+    return ch.isalpha() or ch == "_" or ord(ch) > 127
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch in "_$" or ord(ch) > 127
+
+
+def _dollar_tag(sql: str, pos: int) -> str | None:
+    """`$tag$` (or `$$`) starting at pos, else None (`$1` is a parameter, not a quote)."""
+    end = pos + 1
+    if end < len(sql) and sql[end] == "$":
+        return "$$"
+    if end < len(sql) and _is_word_start(sql[end]):
+        while end < len(sql) and (sql[end].isalnum() or sql[end] == "_" or ord(sql[end]) > 127):
+            end += 1
+        if end < len(sql) and sql[end] == "$":
+            return sql[pos:end + 1]
+    return None
+
+
+def _scan(sql: str) -> list[_Statement]:
+    statements: list[_Statement] = []
+    tokens: list[_Token] = []
+
+    def close() -> None:
+        if tokens:
+            statements.append(_Statement(sql[tokens[0].start:tokens[-1].end], tuple(tokens)))
+            tokens.clear()
+
+    i, n = 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch.isspace():
+            i += 1
+        elif sql.startswith("--", i):
+            newline = sql.find("\n", i)
+            i = n if newline < 0 else newline + 1
+        elif sql.startswith("/*", i):
+            # PostgreSQL block comments nest.
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if sql.startswith("/*", j):
+                    depth, j = depth + 1, j + 2
+                elif sql.startswith("*/", j):
+                    depth, j = depth - 1, j + 2
+                else:
+                    j += 1
+            if depth:
+                raise ConfigError(f"unterminated /* comment starting on line {_line_of(sql, i)}")
+            i = j
+        elif ch == ";":
+            close()
+            i += 1
+        elif ch == "'":
+            # E'...' strings take backslash escapes; the E is the word token just before the quote.
+            backslashes = bool(tokens) and tokens[-1].end == i and tokens[-1].value == "E"
+            j = i + 1
+            while True:
+                if j >= n:
+                    raise ConfigError(f"unterminated string starting on line {_line_of(sql, i)}")
+                if backslashes and sql[j] == "\\":
+                    j += 2
+                elif sql[j] == "'":
+                    if j + 1 < n and sql[j + 1] == "'":
+                        j += 2
+                    else:
+                        break
+                else:
+                    j += 1
+            tokens.append(_Token("string", sql[i + 1:j], i, j + 1))
+            i = j + 1
+        elif ch == '"':
+            j = i + 1
+            while True:
+                end = sql.find('"', j)
+                if end < 0:
+                    raise ConfigError(f"unterminated quoted identifier starting on line {_line_of(sql, i)}")
+                if end + 1 < n and sql[end + 1] == '"':
+                    j = end + 2
+                    continue
+                break
+            tokens.append(_Token("ident", sql[i + 1:end].replace('""', '"'), i, end + 1))
+            i = end + 1
+        elif ch == "$" and (tag := _dollar_tag(sql, i)) is not None:
+            body_end = sql.find(tag, i + len(tag))
+            if body_end < 0:
+                raise ConfigError(f"unterminated {tag}-quoted body starting on line {_line_of(sql, i)}")
+            tokens.append(_Token("string", sql[i + len(tag):body_end], i, body_end + len(tag)))
+            i = body_end + len(tag)
+        elif _is_word_start(ch):
+            j = i + 1
+            while j < n and _is_word_char(sql[j]):
+                j += 1
+            tokens.append(_Token("word", sql[i:j].upper(), i, j))
+            i = j
+        elif ch.isdigit():
+            j = i + 1
+            while j < n and (sql[j].isalnum() or sql[j] in "._"):
+                j += 1
+            tokens.append(_Token("number", sql[i:j], i, j))
+            i = j
+        else:
+            tokens.append(_Token("punct", ch, i, i + 1))
+            i += 1
+    close()
+    return statements
+
+
+def split_statements(sql: str) -> list[str]:
+    """The statements of a SQL script, split on top-level semicolons.
+
+    Quotes, quoted identifiers, `--` and nested `/* */` comments and dollar-quoted bodies are
+    respected; comments before a statement and comment-only pieces are left out.
+    """
+    return [s.text for s in _scan(sql)]
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+@dataclass(frozen=True)
+class Finding:
+    file: str
+    statement: str
+    kind: str
+    explanation: str
+
+
+DROP_TABLE = "drop table"
+DROP_COLUMN = "drop column"
+RENAME_TABLE = "rename table"
+RENAME_COLUMN = "rename column"
+ALTER_TYPE = "alter column type"
+ADD_NOT_NULL = "add NOT NULL column without default"
+SET_NOT_NULL = "set NOT NULL"
+DROP_SCHEMA = "drop schema"
+TRUNCATE = "truncate"
+
+_CONSTRAINT_WORDS = {"CONSTRAINT", "PRIMARY", "UNIQUE", "FOREIGN", "CHECK", "EXCLUDE"}
+_SERIAL_TYPES = {"SERIAL", "BIGSERIAL", "SMALLSERIAL", "SERIAL2", "SERIAL4", "SERIAL8"}
+
+
+def _is(tok: _Token | None, *words: str) -> bool:
+    return tok is not None and tok.kind == "word" and tok.value in words
+
+
+def _at(tokens: Sequence[_Token], i: int) -> _Token | None:
+    return tokens[i] if 0 <= i < len(tokens) else None
+
+
+def _name(tokens: Sequence[_Token], i: int) -> tuple[str, int]:
+    """A possibly schema-qualified name starting at i, and the index after it."""
+    parts: list[str] = []
+    while i < len(tokens) and tokens[i].kind in ("word", "ident"):
+        tok = tokens[i]
+        parts.append(f'"{tok.value}"' if tok.kind == "ident" else tok.value.lower())
+        if _at(tokens, i + 1) is not None and tokens[i + 1].value == "." and tokens[i + 1].kind == "punct":
+            i += 2
+            continue
+        i += 1
+        break
+    return ".".join(parts), i
+
+
+def _names(tokens: Sequence[_Token], i: int) -> list[str]:
+    names: list[str] = []
+    while i < len(tokens):
+        if _is(tokens[i], "CASCADE", "RESTRICT", "CONTINUE", "RESTART", "IDENTITY"):
+            break
+        name, i = _name(tokens, i)
+        if not name:
+            i += 1
+            continue
+        names.append(name)
+    return names
+
+
+def _skip(tokens: Sequence[_Token], i: int, *words: str) -> int:
+    """Skip the optional keyword sequence `words` (like IF EXISTS) if it is there."""
+    if all(_is(_at(tokens, i + k), w) for k, w in enumerate(words)):
+        return i + len(words)
+    return i
+
+
+def _split_actions(tokens: Sequence[_Token]) -> list[list[_Token]]:
+    actions: list[list[_Token]] = [[]]
+    depth = 0
+    for tok in tokens:
+        if tok.kind == "punct" and tok.value == "(":
+            depth += 1
+        elif tok.kind == "punct" and tok.value == ")":
+            depth -= 1
+        elif tok.kind == "punct" and tok.value == "," and depth == 0:
+            actions.append([])
+            continue
+        actions[-1].append(tok)
+    return [a for a in actions if a]
+
+
+def _has_sequence(tokens: Sequence[_Token], *words: str) -> bool:
+    return any(all(_is(_at(tokens, i + k), w) for k, w in enumerate(words)) for i in range(len(tokens)))
+
+
+_WHY = {
+    DROP_TABLE: "the live colour still queries {target}; its requests fail the moment it is gone",
+    DROP_COLUMN: "the live colour's queries still name {target} (Prisma lists every column it selects "
+                 "or inserts), so they fail once it is dropped",
+    RENAME_TABLE: "the live colour still uses the old name {target}; every query on it fails after "
+                  "the rename",
+    RENAME_COLUMN: "the live colour still uses the old column name {target}; its queries fail after "
+                   "the rename",
+    ALTER_TYPE: "changing the type of {target} rewrites the table under an exclusive lock, and the live "
+                "colour still reads and writes values of the old type",
+    ADD_NOT_NULL: "{target} is NOT NULL with no default: the statement fails on a table that has rows, and "
+                  "the live colour's inserts, which do not know the column, violate the constraint",
+    SET_NOT_NULL: "the live colour may still insert rows without a value for {target}, which then fail "
+                  "(and the check scans the whole table under an exclusive lock)",
+    DROP_SCHEMA: "everything in schema {target} disappears under the live colour",
+    TRUNCATE: "it deletes every row of {target} that the live colour is serving",
+}
+
+
+def _finding(file: str, stmt: _Statement, kind: str, target: str) -> Finding:
+    return Finding(file=file, statement=stmt.text, kind=kind, explanation=_WHY[kind].format(target=target))
+
+
+def _alter_table(file: str, stmt: _Statement) -> list[Finding]:
+    toks = stmt.tokens
+    i = _skip(toks, 2, "IF", "EXISTS")
+    i = _skip(toks, i, "ONLY")
+    table, i = _name(toks, i)
+    if not table:
+        return []
+    if _at(toks, i) is not None and toks[i].value == "*":
+        i += 1
+    found: list[Finding] = []
+    for action in _split_actions(toks[i:]):
+        found.extend(_alter_action(file, stmt, table, action))
+    return found
+
+
+def _alter_action(file: str, stmt: _Statement, table: str, a: list[_Token]) -> list[Finding]:
+    head = _at(a, 0)
+    if _is(head, "RENAME"):
+        if _is(_at(a, 1), "TO"):
+            new, _ = _name(a, 2)
+            return [_finding(file, stmt, RENAME_TABLE, f"{table} (renamed to {new})")]
+        if _is(_at(a, 1), "CONSTRAINT"):
+            return []
+        j = _skip(a, 1, "COLUMN")
+        old, j = _name(a, j)
+        new, _ = _name(a, j + 1)
+        return [_finding(file, stmt, RENAME_COLUMN, f"{table}.{old} (renamed to {new})")]
+    if _is(head, "DROP"):
+        if _is(_at(a, 1), "CONSTRAINT"):
+            return []
+        j = _skip(a, 1, "COLUMN")
+        j = _skip(a, j, "IF", "EXISTS")
+        column, _ = _name(a, j)
+        return [_finding(file, stmt, DROP_COLUMN, f"{table}.{column}")]
+    if _is(head, "ALTER"):
+        if _is(_at(a, 1), "CONSTRAINT"):
+            return []
+        j = _skip(a, 1, "COLUMN")
+        column, j = _name(a, j)
+        rest = a[j:]
+        if _is(_at(rest, 0), "TYPE") or _has_sequence(rest[:3], "SET", "DATA", "TYPE"):
+            return [_finding(file, stmt, ALTER_TYPE, f"{table}.{column}")]
+        if _has_sequence(rest[:3], "SET", "NOT", "NULL"):
+            return [_finding(file, stmt, SET_NOT_NULL, f"{table}.{column}")]
+        return []
+    if _is(head, "ADD"):
+        if _is(_at(a, 1), *_CONSTRAINT_WORDS):
+            return []
+        j = _skip(a, 1, "COLUMN")
+        j = _skip(a, j, "IF", "NOT", "EXISTS")
+        column, j = _name(a, j)
+        definition = a[j:]
+        not_null = _has_sequence(definition, "NOT", "NULL") or _has_sequence(definition, "PRIMARY", "KEY")
+        filled = (_has_sequence(definition, "DEFAULT") or _has_sequence(definition, "GENERATED")
+                  or _is(_at(definition, 0), *_SERIAL_TYPES))
+        if not_null and not filled:
+            return [_finding(file, stmt, ADD_NOT_NULL, f"{table}.{column}")]
+    return []
+
+
+def analyze(name: str, sql: str) -> list[Finding]:
+    """Statements of one migration file that the live colour could not survive."""
+    try:
+        statements = _scan(sql)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    found: list[Finding] = []
+    for stmt in statements:
+        t = stmt.tokens
+        if _is(_at(t, 0), "DROP") and _is(_at(t, 1), "TABLE"):
+            targets = _names(t, _skip(t, 2, "IF", "EXISTS"))
+            found.append(_finding(name, stmt, DROP_TABLE, ", ".join(targets) or "the table"))
+        elif _is(_at(t, 0), "DROP") and _is(_at(t, 1), "SCHEMA"):
+            targets = _names(t, _skip(t, 2, "IF", "EXISTS"))
+            found.append(_finding(name, stmt, DROP_SCHEMA, ", ".join(targets) or "the schema"))
+        elif _is(_at(t, 0), "TRUNCATE"):
+            targets = _names(t, _skip(t, _skip(t, 1, "TABLE"), "ONLY"))
+            found.append(_finding(name, stmt, TRUNCATE, ", ".join(targets) or "the table"))
+        elif _is(_at(t, 0), "ALTER") and _is(_at(t, 1), "TABLE"):
+            found.extend(_alter_table(name, stmt))
+    return found
+
+
+def _one_line(statement: str, limit: int = 160) -> str:
+    flat = " ".join(statement.split())
+    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
+
+
+def explain(findings: Sequence[Finding]) -> str:
+    """One message for the user: each file and statement, why, and how to do it safely."""
+    if not findings:
+        return ""
+    by_statement: dict[tuple[str, str], list[Finding]] = {}
+    for f in findings:
+        by_statement.setdefault((f.file, f.statement), []).append(f)
+    files = sorted({f.file for f in findings})
+    noun = "statement" if len(by_statement) == 1 else "statements"
+    lines = [f"refusing to migrate: {len(by_statement)} {noun} in {', '.join(files)} would break the "
+             f"colour that is still live (both colours share one database):"]
+    for (file, statement), group in by_statement.items():
+        lines.append(f"  - {file}: {_one_line(statement)}")
+        lines.extend(f"      {f.kind}: {f.explanation}" for f in group)
+    lines += [
+        "Change the schema in expand/contract steps instead, so every step works for the old and the "
+        "new code at once:",
+        "  1. expand: add the new table or column (nullable, or NOT NULL with a DEFAULT) and leave the "
+        "old one in place;",
+        "  2. deploy code that writes both the old and the new shape and reads the new one;",
+        "  3. backfill the new shape from the old data;",
+        "  4. switch, and let the old colour go idle;",
+        "  5. contract in a later release: drop or rename the old table or column once no colour uses it.",
+        f"If you have checked that the live colour does not use what changes (or you accept its errors "
+        f"until the switch), rerun the deploy with {ALLOW_FLAG}.",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- _prisma_migrations
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    """One row of `_prisma_migrations` (timestamps as ISO UTC text, None when NULL)."""
+
+    id: str
+    checksum: str
+    migration_name: str
+    started_at: str | None
+    finished_at: str | None
+    rolled_back_at: str | None
+    applied_steps_count: int
+    logs: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.finished_at is None and self.rolled_back_at is None
+
+    @property
+    def applied(self) -> bool:
+        return self.finished_at is not None and self.rolled_back_at is None
+
+
+def pending(local_names: Iterable[str], applied_rows: Iterable[AppliedMigration]) -> list[str]:
+    """Migration directories Prisma would apply: no row of that name that was not rolled back."""
+    present = {r.migration_name for r in applied_rows if r.rolled_back_at is None}
+    return sorted({n for n in local_names if n not in present})
+
+
+def failed(applied_rows: Iterable[AppliedMigration]) -> list[AppliedMigration]:
+    """Rows that block every deploy (Prisma's P3009) until `prisma migrate resolve`."""
+    return [r for r in applied_rows if r.failed]
+
+
+def applied_not_local(local_names: Iterable[str], applied_rows: Iterable[AppliedMigration]) -> list[str]:
+    """Migrations the database has but the release does not: that code is older than the schema."""
+    local = set(local_names)
+    return sorted({r.migration_name for r in applied_rows if r.applied and r.migration_name not in local})
+
+
+def migration_checksum(sql: str | bytes) -> str:
+    data = sql.encode() if isinstance(sql, str) else sql
+    return hashlib.sha256(data).hexdigest()
+
+
+def checksum_matches(sql: str | bytes, checksum: str) -> bool:
+    """Like Prisma, a file checked out with other line endings (git autocrlf) still matches."""
+    data = sql.encode() if isinstance(sql, str) else sql
+    lf = data.replace(b"\r\n", b"\n")
+    variants = (data, lf, lf.replace(b"\n", b"\r\n"))
+    wanted = checksum.strip().lower()
+    return any(migration_checksum(v) == wanted for v in variants)
+
+
+def checksum_drift(local: Mapping[str, str | bytes], applied_rows: Iterable[AppliedMigration]) -> list[str]:
+    """Applied migrations whose file changed since (Prisma itself never notices)."""
+    drifted = {r.migration_name for r in applied_rows
+               if r.applied and r.migration_name in local
+               and not checksum_matches(local[r.migration_name], r.checksum)}
+    return sorted(drifted)
+
+
+# psql prints fields and records NUL-separated: a NUL can never occur inside PostgreSQL text, so
+# no migration name or log line can shift the columns.
+PSQL_ARGS = ("--no-psqlrc", "--quiet", "--no-align", "--tuples-only", "--field-separator-zero",
+             "--record-separator-zero", "--set", "ON_ERROR_STOP=1", "--file", "-")
+_COLUMNS = 8
+_TS = "YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\""
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def applied_rows_query(schema: str = "public") -> str:
+    """A psql script (feed it on stdin with `PSQL_ARGS`) printing the rows of `_prisma_migrations`.
+
+    A database Prisma never migrated has no table: the script then prints nothing instead of failing.
+    """
+    table = f"{_quote_ident(schema)}.{_quote_ident(MIGRATIONS_TABLE)}"
+    literal = "'" + table.replace("'", "''") + "'"
+
+    def ts(column: str) -> str:
+        return f"to_char({column} AT TIME ZONE 'UTC', '{_TS}')"
+
+    return (
+        f"SELECT to_regclass({literal}) IS NOT NULL AS bluegreen_has_migrations \\gset\n"
+        f"\\if :bluegreen_has_migrations\n"
+        f"SELECT id, checksum, migration_name, {ts('started_at')}, {ts('finished_at')}, "
+        f"{ts('rolled_back_at')}, applied_steps_count, coalesce(logs, '')\n"
+        f"  FROM {table} ORDER BY started_at, migration_name;\n"
+        f"\\endif\n"
+    )
+
+
+def parse_applied(psql_output: str) -> list[AppliedMigration]:
+    """Rows printed by `applied_rows_query()`; "relation ... does not exist" means nothing applied."""
+    # Only an error message lacks the NUL separators; a failed migration's logs may quote this text.
+    if "\0" not in psql_output and f'{MIGRATIONS_TABLE}" does not exist' in psql_output:
+        return []
+    if not psql_output.strip("\0\r\n "):
+        return []
+    fields = psql_output.split("\0")
+    if len(fields) % _COLUMNS == 1 and fields[-1].strip() == "":
+        fields = fields[:-1]  # the separator psql prints after the last record
+    if len(fields) % _COLUMNS:
+        raise MigrationTableError(
+            f"unexpected psql output reading {MIGRATIONS_TABLE}: {len(fields)} fields is not a whole "
+            f"number of {_COLUMNS}-column rows (was it run with the NUL separators of PSQL_ARGS?)")
+    rows: list[AppliedMigration] = []
+    for k in range(0, len(fields), _COLUMNS):
+        rid, checksum, name, started, finished, rolled_back, steps, logs = fields[k:k + _COLUMNS]
+        try:
+            step_count = int(steps)
+        except ValueError:
+            raise MigrationTableError(
+                f"unexpected psql output reading {MIGRATIONS_TABLE}: applied_steps_count {steps!r} "
+                f"of {name!r} is not a number") from None
+        rows.append(AppliedMigration(id=rid, checksum=checksum, migration_name=name,
+                                     started_at=started or None, finished_at=finished or None,
+                                     rolled_back_at=rolled_back or None,
+                                     applied_steps_count=step_count, logs=logs))
+    return rows
