@@ -43,8 +43,9 @@ class Approval:
 
     def to_json(self) -> dict[str, Any]:
         """What the client needs to redeem it; the digest stays on the server."""
+        seconds = round(self.ttl_seconds, 1)
         return {"token": self.token, "tool": self.tool, "arguments": dict(self.args),
-                "expiresInSeconds": round(self.ttl_seconds)}
+                "expiresInSeconds": int(seconds) if seconds.is_integer() else seconds}
 
 
 def canonical(value: Any) -> str:
@@ -59,7 +60,8 @@ def digest(value: Any) -> str:
 def describe_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
     """`key: old -> new` for every fact that differs, for the refusal message."""
     changes = []
-    for key in sorted(set(before) | set(after)):
+    # In the order the facts were given: the caller lists the most telling first.
+    for key in [*before, *(k for k in after if k not in before)]:
         old, new = before.get(key), after.get(key)
         if canonical(old) != canonical(new):
             changes.append(f"{key}: {_short(old)} -> {_short(new)}")

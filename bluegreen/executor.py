@@ -205,7 +205,7 @@ class SshExecutor(_Base):
                 client.load_host_keys(known_hosts)
             try:
                 client.connect(hostname, port=port, username=user,
-                               key_filename=identities or None,
+                               key_filename=identities or None,  # type: ignore[arg-type]
                                timeout=self.target.connect_timeout,
                                banner_timeout=self.target.connect_timeout,
                                auth_timeout=self.target.connect_timeout,

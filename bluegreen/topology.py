@@ -247,9 +247,9 @@ class _Reader:
              *, required: bool = False) -> str:
         value = m.get(key)
         full = f"{path}.{key}" if path else key
-        if value is None:
+        if value is None or (required and isinstance(value, str) and not value.strip()):
             if required:
-                self.problem(full, "is required (expected a string)")
+                self.problem(full, "is required (expected a non-empty string)")
             return default if default is not None else ""
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             self.problem(full, f"expected a string, got {_kind(value)}")
@@ -355,6 +355,14 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         checksum_algorithm=r.opt_str(tpl, "checksumAlgorithm", "proxmox.template"),
         storage=r.str_(tpl, "storage", "proxmox.template", "local"),
     )
+    algorithms = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
+    if template.checksum is not None and template.checksum_algorithm is None:
+        r.problem("proxmox.template.checksumAlgorithm", "is required when checksum is given")
+    elif template.checksum is None and template.checksum_algorithm is not None:
+        r.problem("proxmox.template.checksum", "is required when checksumAlgorithm is given")
+    elif template.checksum_algorithm is not None and template.checksum_algorithm not in algorithms:
+        r.problem("proxmox.template.checksumAlgorithm",
+                  f"expected one of {', '.join(algorithms)}, got {template.checksum_algorithm!r}")
     endpoint = get("endpoint@proxmoxve") or r.str_(px, "endpoint", "proxmox", required=True)
     gateway = r.str_(px, "gateway", "proxmox", required=True)
     proxmox = ProxmoxSettings(
@@ -500,15 +508,19 @@ def _read_containers(r: _Reader, raw: Any, gateway: ipaddress.IPv4Address | None
     if not isinstance(raw, list):
         r.problem("containers", f"expected a list, got {_kind(raw)}")
         return ()
+    if not raw:
+        r.problem("containers", "is empty (expected the database, two app and the load balancer containers)")
+        return ()
     result: list[Container] = []
     seen_ids: dict[int, str] = {}
     seen_ips: dict[str, str] = {}
     seen_names: dict[str, str] = {}
     for i, item in enumerate(raw):
         path = f"containers[{i}]"
-        m = r.obj(item, path)
-        if not m:
+        if not isinstance(item, Mapping):
+            r.problem(path, f"expected a mapping, got {_kind(item)}")
             continue
+        m = item
         known = {"id", "name", "role", "color", "ip", "cores", "memory", "swap", "disk",
                  "existing", "root", "tags"}
         for extra in sorted(set(m) - known):
@@ -574,11 +586,11 @@ def _read_containers(r: _Reader, raw: Any, gateway: ipaddress.IPv4Address | None
         result.append(container)
     roles = [c.role for c in result]
     for role in ("database", "loadbalancer"):
-        if roles and roles.count(role) != 1:
+        if roles.count(role) != 1:
             r.problem("containers", f"expected exactly one {role} container, found {roles.count(role)}")
     colors = [c.color for c in result if c.role == "app"]
     for color in COLORS:
-        if roles and colors.count(color) != 1:
+        if colors.count(color) != 1:
             r.problem("containers", f"expected exactly one app container of colour {color}, found {colors.count(color)}")
     return tuple(result)
 

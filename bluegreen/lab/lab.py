@@ -168,6 +168,7 @@ class Lab:
         self.project_dir = Path(project_dir or PROJECT_DIR)
         self.topology = load_stack(self.project_dir, stack)
         self.paths = LabPaths(lab_dir)
+        self._lock_depth = 0
         check_loopback_only(self.topology)
         self._check_stack_matches_lab_dir()
 
@@ -263,20 +264,34 @@ class Lab:
     # ------------------------------------------------------------------ up
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def exclusive(self) -> Iterator[None]:
+        """Hold the lab's lock: no other process brings it up, down or into a session meanwhile.
+
+        Re-entrant within one Lab object, so `up()`/`down()` can be called inside it (a test
+        that takes the lab down and up again without another session slipping in between).
+        """
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self.paths.root.chmod(0o755)  # the postgres user must be able to reach its data dir
         with open(self.paths.lock, "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
+            self._lock_depth = 1
             try:
                 yield
             finally:
+                self._lock_depth = 0
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def up(self) -> LabInfo:
         if os.geteuid() != 0:
             raise LabError("the lab needs root: it runs an sshd per host, PostgreSQL and HAProxy")
-        with self._locked():
+        with self.exclusive():
             if not self._live_leases():
                 # Brought up by hand: no test session may stop it when it ends.
                 self.paths.started_by_session.unlink(missing_ok=True)
@@ -412,7 +427,7 @@ class Lab:
     # ------------------------------------------------------------------ down
 
     def down(self) -> list[str]:
-        with self._locked():
+        with self.exclusive():
             return self._down()
 
     def _down(self) -> list[str]:
@@ -438,7 +453,7 @@ class Lab:
 
     def destroy(self) -> list[str]:
         """down(), then remove every file of the lab."""
-        with self._locked():
+        with self.exclusive():
             if self._live_leases():
                 raise LabError("test sessions are using the lab right now; destroy it when they are done")
             stopped = self._down()
@@ -462,7 +477,7 @@ class Lab:
         """
         lease = self.paths.leases / f"{os.getpid()}.json"
         info: LabInfo | None = None
-        with self._locked():
+        with self.exclusive():
             if not self.is_running():
                 already = {p.name for p in self.processes() if p.alive()}
                 try:
@@ -479,7 +494,7 @@ class Lab:
         try:
             yield info
         finally:
-            with self._locked():
+            with self.exclusive():
                 lease.unlink(missing_ok=True)
                 if not self._live_leases() and self.paths.started_by_session.exists():
                     self._down()

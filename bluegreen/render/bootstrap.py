@@ -54,15 +54,15 @@ ensure_user() {  # name
 }
 
 # A directory we own outright: created if missing, owner and mode corrected if they drifted.
-ensure_dir() {  # path owner mode(octal, no leading zero)
+ensure_dir() {  # path owner mode(four octal digits)
   local path=$1 owner=$2 mode=$3 group
   group=$(id -gn "$owner")
   if [ ! -d "$path" ]; then
     install -d -o "$owner" -g "$group" -m "$mode" "$path"
     changed "created $path"
-  elif [ "$(stat -c '%U:%G %a' "$path")" != "$owner:$group $mode" ]; then
+  elif [ "$(stat -c '%U:%G %04a' "$path")" != "$owner:$group $mode" ]; then
     chown "$owner:$group" "$path"
-    # The explicit leading zero also clears set-id bits GNU chmod would otherwise keep.
+    # Five digits: GNU chmod keeps a directory's set-id bits unless they are spelled out.
     chmod "0$mode" "$path"
     changed "set $owner:$group $mode on $path"
   fi
@@ -72,7 +72,7 @@ ensure_dir() {  # path owner mode(octal, no leading zero)
 # created when missing, never re-owned.
 ensure_dir_exists() {  # path
   if [ ! -d "$1" ]; then
-    install -d -m 755 "$1"
+    install -d -m 0755 "$1"
     changed "created $1"
   fi
 }"""
@@ -103,7 +103,7 @@ def _pm2_startup_home(t: Topology, host: Container) -> str | None:
 
 def _database(t: Topology, host: Container) -> list[str]:
     return [
-        f"ensure_dir {_q(host.path(t.database.backup_dir))} postgres 700",
+        f"ensure_dir {_q(host.path(t.database.backup_dir))} postgres 0700",
         f"ensure_dir {_q(host.path(PG_SOCKET_DIR))} postgres 2775",
     ]
 
@@ -118,11 +118,11 @@ def _app(t: Topology, host: Container) -> list[str]:
         f"command -v pm2 >/dev/null 2>&1 || "
         f"{{ npm install -g {PM2_PACKAGE}; changed {_q('installed ' + PM2_PACKAGE)}; }}",
         f"ensure_user {_q(user)}",
-        f"ensure_dir {_q(host.path(app_dir))} {_q(user)} 755",
-        f"ensure_dir {_q(host.path(app_dir + '/releases'))} {_q(user)} 755",
+        f"ensure_dir {_q(host.path(app_dir))} {_q(user)} 0755",
+        f"ensure_dir {_q(host.path(app_dir + '/releases'))} {_q(user)} 0755",
         # shared/ holds .env with the database password.
-        f"ensure_dir {_q(host.path(app_dir + '/shared'))} {_q(user)} 750",
-        f"ensure_dir {_q(host.path(app_dir + '/logs'))} {_q(user)} 755",
+        f"ensure_dir {_q(host.path(app_dir + '/shared'))} {_q(user)} 0750",
+        f"ensure_dir {_q(host.path(app_dir + '/logs'))} {_q(user)} 0755",
         # Only a host booted by systemd can resurrect PM2 at boot; elsewhere (the lab) a no-op.
         "if [ -d /run/systemd/system ]; then",
         f"  if ! systemctl is-enabled --quiet {_q(service)} 2>/dev/null; then",

@@ -219,20 +219,21 @@ def test_secrets_are_private_and_the_app_env_points_at_the_database(lab: Lab) ->
 
 def test_down_stops_exactly_what_the_lab_started_and_up_brings_it_back(
         lab: Lab, sleeper: subprocess.Popen[bytes]) -> None:
-    if lab.other_sessions():
-        pytest.skip(f"other test sessions use the lab right now (pids {lab.other_sessions()})")
-    running = {s.name: s.pid for s in lab.status() if s.running}
-    assert len(running) >= len(lab.topology.containers) + 3
-    try:
-        stopped = lab.down()
-        assert sorted(stopped) == sorted(f"{name} (pid {pid})" for name, pid in running.items())
-        for name, pid in running.items():
-            assert pid is not None and _is_gone(pid), f"{name} still running"
-        assert not any(s.running for s in lab.status())
-        assert sleeper.poll() is None, "down() touched a process it did not start"
-        assert lab.down() == []
-    finally:
-        info = lab.up()
+    with lab.exclusive():  # no other test session may start or use the lab in between
+        if lab.other_sessions():
+            pytest.skip(f"other test sessions use the lab right now (pids {lab.other_sessions()})")
+        running = {s.name: s.pid for s in lab.status() if s.running}
+        assert len(running) >= len(lab.topology.containers) + 3
+        try:
+            stopped = lab.down()
+            assert sorted(stopped) == sorted(f"{name} (pid {pid})" for name, pid in running.items())
+            for name, pid in running.items():
+                assert pid is not None and _is_gone(pid), f"{name} still running"
+            assert not any(s.running for s in lab.status())
+            assert sleeper.poll() is None, "down() touched a process it did not start"
+            assert lab.down() == []
+        finally:
+            info = lab.up()
     assert sorted(info.started) == sorted(running)
     assert all(s.running for s in lab.status() if s.name in running)
     with closing(lab.executor("blue")) as executor:

@@ -143,7 +143,8 @@ def test_public_json_carries_no_digest() -> None:
     ({"live": "blue"}, {"live": "green"}, "live: blue -> green"),
     ({"live": "blue", "switchCount": 1}, {"live": "blue", "switchCount": 2}, "switchCount: 1 -> 2"),
     ({"standbySha": None}, {"standbySha": "abc"}, "standbySha: none -> abc"),
-    ({"a": 1, "b": 2}, {"a": 3, "b": 4}, "a: 1 -> 3; b: 2 -> 4"),
+    ({"b": 1, "a": 2}, {"a": 4, "b": 3}, "b: 1 -> 3; a: 2 -> 4"),
+    ({"live": "blue"}, {"live": "blue", "extra": 1}, "extra: none -> 1"),
     ({"last": {"type": "switch"}}, {"last": {"type": "deploy"}},
      'last: {"type":"switch"} -> {"type":"deploy"}'),
     ({"live": "blue"}, {"live": "blue"}, "the plan differs from the one approved"),
@@ -156,3 +157,8 @@ def test_describe_changes(before: dict[str, Any], after: dict[str, Any], expecte
 def test_digest_is_order_independent() -> None:
     assert digest({"a": 1, "b": [1, 2]}) == digest({"b": [1, 2], "a": 1})
     assert digest({"a": 1}) != digest({"a": 2})
+
+
+def test_fractional_ttl_is_shown_as_given() -> None:
+    approval = ApprovalBook(clock=FakeClock(), ttl=0.5).issue("rollback", {}, PLAN)
+    assert approval.to_json()["expiresInSeconds"] == 0.5

@@ -10,11 +10,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from bluegreen.errors import ConfigError, LockedError, RemoteError, ValidationError
-from bluegreen.executor import LocalExecutor
+from bluegreen.executor import Executor, LocalExecutor
 from bluegreen.journal import (
     DeployRecord,
     JournalStore,
@@ -35,12 +36,15 @@ def seed_text() -> str:
     return SEED.read_text()
 
 
-def deploy(color: str = "green", result: str = "ok", sha: str = "a" * 40, **kw: object) -> DeployRecord:
-    fields: dict[str, object] = dict(color=color, ref="v2", sha=sha, release=f"20250915120000-{sha[:7]}",
-                                     who="alice@laptop", when="2025-09-15T12:00:00Z", duration_ms=84_000,
-                                     result=result)
-    fields.update(kw)
-    return DeployRecord(**fields)  # type: ignore[arg-type]
+def deploy(color: str = "green", result: str = "ok", sha: str = "a" * 40, *, failed_step: str | None = None,
+           error: str | None = None) -> DeployRecord:
+    return DeployRecord(color=color, ref="v2", sha=sha, release=f"20250915120000-{sha[:7]}",
+                        who="alice@laptop", when="2025-09-15T12:00:00Z", duration_ms=84_000,
+                        result=result, failed_step=failed_step, error=error)
+
+
+def local(host: str = "haproxy") -> Executor:
+    return cast(Executor, LocalExecutor(host=host))
 
 
 # --------------------------------------------------------------------------- pure state
@@ -168,7 +172,7 @@ def test_deploy_record_rejects_an_unknown_result() -> None:
 
 def test_store_reads_fresh_then_writes_atomically_and_reads_back(tmp_path: Path) -> None:
     path = tmp_path / "var/lib/bluegreen/state.json"
-    store = JournalStore(LocalExecutor(host="haproxy"), str(path), declared_color="blue")
+    store = JournalStore(local(), str(path), declared_color="blue")
     state = store.read()
     assert state == State.fresh("blue")
     store.write(state.with_switch("green", when=T0, who="bob@desk"))
@@ -180,7 +184,7 @@ def test_store_reads_fresh_then_writes_atomically_and_reads_back(tmp_path: Path)
 def test_store_update_keeps_the_users_file_intact(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_text(seed_text())
-    store = JournalStore(LocalExecutor(host="haproxy"), str(path))
+    store = JournalStore(local(), str(path))
     store.update(lambda s: s.with_deploy(deploy("green")))
     data = json.loads(path.read_text())
     assert data["history"][1:] == json.loads(seed_text())["history"]
@@ -190,7 +194,7 @@ def test_store_names_the_host_and_path_of_a_corrupt_journal(tmp_path: Path) -> N
     path = tmp_path / "state.json"
     path.write_bytes(b"\xff\xfe{}")
     with pytest.raises(ConfigError, match=f"haproxy:{path}: not UTF-8"):
-        JournalStore(LocalExecutor(host="haproxy"), str(path)).read()
+        JournalStore(local(), str(path)).read()
 
 
 # --------------------------------------------------------------------------- lock
@@ -210,8 +214,10 @@ class Clock:
             self.now += seconds
 
 
-def manager(path: Path, clock: Clock | None = None, **kw: object) -> LockManager:
-    return LockManager(LocalExecutor(host="haproxy"), str(path), clock=clock or Clock(), **kw)  # type: ignore[arg-type]
+def manager(path: Path, clock: Clock | None = None, *, holder: str | None = None, stale_after: float = 120.0,
+            heartbeat_every: float = 10.0) -> LockManager:
+    return LockManager(local(), str(path), clock=clock or Clock(), holder=holder, stale_after=stale_after,
+                       heartbeat_every=heartbeat_every)
 
 
 def test_acquire_writes_who_what_and_when(tmp_path: Path) -> None:
@@ -246,7 +252,8 @@ def test_only_one_of_many_racing_processes_gets_the_lock(tmp_path: Path) -> None
         unexpected: list[BaseException] = []
 
         def contend(i: int, barrier: threading.Barrier = barrier, winners: list[LockManager] = winners,
-                    refused: list[LockedError] = refused, unexpected: list[BaseException] = unexpected) -> None:
+                    refused: list[LockedError] = refused,
+                    unexpected: list[BaseException] = unexpected) -> None:
             mgr = manager(lock, holder=f"user{i}@host")
             barrier.wait()
             try:

@@ -112,7 +112,8 @@ def test_statements_the_live_colour_cannot_survive_are_flagged(sql: str, kinds: 
 
 
 @pytest.mark.parametrize("sql", [
-    'CREATE TABLE "Post" ("id" TEXT NOT NULL, "title" TEXT NOT NULL, CONSTRAINT "Post_pkey" PRIMARY KEY ("id"))',
+    'CREATE TABLE "Post" ("id" TEXT NOT NULL, "title" TEXT NOT NULL, '
+    'CONSTRAINT "Post_pkey" PRIMARY KEY ("id"))',
     'ALTER TABLE "User" ADD COLUMN "nickname" TEXT',
     "ALTER TABLE \"User\" ADD COLUMN \"role\" TEXT NOT NULL DEFAULT 'ATTENDANT'",
     'ALTER TABLE "User" ADD COLUMN "seq" SERIAL NOT NULL',
@@ -168,7 +169,8 @@ def test_explain_names_files_statements_the_pattern_and_the_override() -> None:
 # --------------------------------------------------------------------------- Prisma bookkeeping
 
 
-def row(name: str, *, checksum: str = "", finished: bool = True, rolled_back: bool = False) -> AppliedMigration:
+def row(name: str, *, checksum: str = "", finished: bool = True,
+        rolled_back: bool = False) -> AppliedMigration:
     return AppliedMigration(id=f"id-{name}", checksum=checksum, migration_name=name,
                             started_at="2025-09-01T10:00:00.000000Z",
                             finished_at="2025-09-01T10:00:01.000000Z" if finished else None,
@@ -222,7 +224,8 @@ def test_psql_output_of_the_wrong_shape_is_a_clear_error() -> None:
 
 
 def test_relation_does_not_exist_means_nothing_applied() -> None:
-    message = 'ERROR:  relation "_prisma_migrations" does not exist\nLINE 1: SELECT id FROM _prisma_migrations'
+    message = ('ERROR:  relation "_prisma_migrations" does not exist\n'
+               "LINE 1: SELECT id FROM _prisma_migrations")
     assert parse_applied(message) == []
     assert parse_applied("") == []
 
@@ -323,7 +326,7 @@ INSERT INTO "_prisma_migrations" VALUES
     assert checksum_drift(local, rows) == [names[1]]
     assert second.applied
 
-    psql(db, f"""UPDATE "_prisma_migrations" SET rolled_back_at = '2025-09-15 09:00:00+00'
+    psql(db, """UPDATE "_prisma_migrations" SET rolled_back_at = '2025-09-15 09:00:00+00'
                             WHERE id = '0a1d';""")
     rows = parse_applied(psql(db, applied_rows_query()))
     assert failed(rows) == [] and pending(names, rows) == [names[2]]

@@ -69,10 +69,10 @@ def test_app_host_gets_its_release_layout_owned_by_the_deploy_user() -> None:
     script = render_bootstrap(t, t.app_host("green"))
     assert calls(script, "ensure_user") == [["jwapp"]]
     assert dirs_of(script) == {
-        "/opt/jw-attendant-scheduler": ("jwapp", "755"),
-        "/opt/jw-attendant-scheduler/releases": ("jwapp", "755"),
-        "/opt/jw-attendant-scheduler/shared": ("jwapp", "750"),
-        "/opt/jw-attendant-scheduler/logs": ("jwapp", "755"),
+        "/opt/jw-attendant-scheduler": ("jwapp", "0755"),
+        "/opt/jw-attendant-scheduler/releases": ("jwapp", "0755"),
+        "/opt/jw-attendant-scheduler/shared": ("jwapp", "0750"),
+        "/opt/jw-attendant-scheduler/logs": ("jwapp", "0755"),
     }
 
 
@@ -103,7 +103,7 @@ def test_load_balancer_gets_the_dirs_of_every_file_it_keeps() -> None:
 def test_database_host_gets_backup_and_socket_dirs_for_postgres() -> None:
     t = stack("prod")
     assert dirs_of(render_bootstrap(t, t.database_host)) == {
-        "/var/backups/jw-attendant": ("postgres", "700"),
+        "/var/backups/jw-attendant": ("postgres", "0700"),
         "/var/run/postgresql": ("postgres", "2775"),
     }
 
@@ -112,14 +112,14 @@ def test_database_host_gets_backup_and_socket_dirs_for_postgres() -> None:
 def test_invalid_deploy_user_is_a_config_error(user: str) -> None:
     t = stack("prod")
     t = dataclasses.replace(t, app=dataclasses.replace(t.app, deploy_user=user))
-    with pytest.raises(ConfigError, match="app.deployUser"):
+    with pytest.raises(ConfigError, match=r"app\.deployUser"):
         render_bootstrap(t, t.app_host("blue"))
 
 
 def test_pm2_home_not_named_dot_pm2_is_a_config_error() -> None:
     t = stack("lab")
     t = dataclasses.replace(t, app=dataclasses.replace(t.app, pm2_home="/srv/pm2"))
-    with pytest.raises(ConfigError, match="app.pm2Home"):
+    with pytest.raises(ConfigError, match=r"app\.pm2Home"):
         render_bootstrap(t, t.app_host("blue"))
 
 

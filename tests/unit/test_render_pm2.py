@@ -96,7 +96,7 @@ def test_quoted_start_args_become_separate_words() -> None:
 def test_unbalanced_quotes_in_start_args_are_a_config_error() -> None:
     t = stack("prod")
     t = dataclasses.replace(t, app=dataclasses.replace(t.app, start_args="start 'oops"))
-    with pytest.raises(ConfigError, match="app.startArgs"):
+    with pytest.raises(ConfigError, match=r"app\.startArgs"):
         render_ecosystem(t, "blue")
 
 
@@ -108,5 +108,5 @@ def test_unknown_colour_is_a_config_error() -> None:
 def test_app_name_that_would_escape_the_logs_dir_is_refused() -> None:
     t = stack("prod")
     t = dataclasses.replace(t, app=dataclasses.replace(t.app, name="../../etc/x"))
-    with pytest.raises(ConfigError, match="app.name"):
+    with pytest.raises(ConfigError, match=r"app\.name"):
         render_ecosystem(t, "blue")

@@ -1,0 +1,252 @@
+"""Host configuration as Pulumi dynamic resources: bootstrap, PostgreSQL, HAProxy, routing, PM2.
+
+The CRUD logic lives in `bluegreen.providers` (plain dicts in and out, no Pulumi); the classes
+here only translate to and from `pulumi.dynamic`. The engine pickles each provider object with
+dill and runs it in a separate process, so the providers hold nothing but a reference to their
+logic class (importable from the installed package) and connect over SSH inside each call.
+
+`HostConfiguration` builds them all for a topology. The routing resource is the exception to
+`parent=self`: it is top-level and always named `live-color-routing`, so the switch can target
+its URN (`ROUTING_TYPE` below) in a `pulumi up --target` without knowing the component tree.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pulumi
+import pulumi.dynamic as dyn
+
+from bluegreen import providers as logic
+from bluegreen.errors import ConfigError
+from bluegreen.sensitive import Sensitive
+from bluegreen.topology import COLORS, Topology
+
+if TYPE_CHECKING:
+    from .estate import Estate
+
+HOST_CONFIGURATION_TYPE = "bluegreen:hosts:HostConfiguration"
+ROUTING_RESOURCE_NAME = "live-color-routing"
+# dynamic.Resource registers `pulumi-python:dynamic/<module>:<name>`.
+ROUTING_TYPE = "pulumi-python:dynamic/bluegreen:LiveColorRouting"
+
+
+def routing_urn(stack: str, project: str) -> str:
+    """The routing resource's URN (top-level, so no parent type in it)."""
+    return f"urn:pulumi:{stack}::{project}::{ROUTING_TYPE}::{ROUTING_RESOURCE_NAME}"
+
+
+# --------------------------------------------------------------------------- providers
+
+
+class _HostDynamicProvider(dyn.ResourceProvider):
+    """Adapts a `bluegreen.providers.HostProvider` to the engine's calls."""
+
+    logic_class: ClassVar[type[logic.HostProvider]]
+
+    def _logic(self) -> logic.HostProvider:
+        return self.logic_class()
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
+        failures = [dyn.CheckFailure(self.logic_class.kind, problem) for problem in self._logic().check(news)]
+        return dyn.CheckResult(news, failures)
+
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
+        report = self._logic().diff(id_, olds, news)
+        return dyn.DiffResult(changes=report.changes, replaces=report.replaces,
+                              delete_before_replace=report.delete_before_replace)
+
+    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
+        created = self._logic().create(props)
+        return dyn.CreateResult(id_=created.id, outs=created.outs)
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
+        return dyn.UpdateResult(outs=self._logic().update(id_, olds, news))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        self._logic().delete(id_, props)
+
+    def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
+        found = self._logic().read(id_, props)
+        return dyn.ReadResult(id_=found.id, outs=found.outs)
+
+
+class BootstrapDynamicProvider(_HostDynamicProvider):
+    logic_class = logic.BootstrapProvider
+
+
+class PostgresDatabaseDynamicProvider(_HostDynamicProvider):
+    logic_class = logic.PostgresDatabaseProvider
+
+
+class HaproxyConfigDynamicProvider(_HostDynamicProvider):
+    logic_class = logic.HaproxyConfigProvider
+
+
+class LiveColorRoutingDynamicProvider(_HostDynamicProvider):
+    logic_class = logic.LiveColorRoutingProvider
+
+
+class Pm2EcosystemDynamicProvider(_HostDynamicProvider):
+    logic_class = logic.Pm2EcosystemProvider
+
+
+# --------------------------------------------------------------------------- resources
+
+
+class Bootstrap(dyn.Resource, module="bluegreen", name="Bootstrap"):
+    """The host's bootstrap script, re-run whenever it changes."""
+
+    script_sha256: pulumi.Output[str]
+
+    def __init__(self, name: str, props: Mapping[str, Any],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(BootstrapDynamicProvider(), name, {**props, "script_sha256": None}, opts)
+
+
+class PostgresDatabase(dyn.Resource, module="bluegreen", name="PostgresDatabase"):
+    """The app's role and database (SQL, secret) and the managed pg_hba block."""
+
+    sql: pulumi.Output[str]
+    hba: pulumi.Output[str]
+
+    def __init__(self, name: str, props: Mapping[str, Any],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        # The SQL carries the password: keep it encrypted in the state, not only in the inputs.
+        secret = pulumi.ResourceOptions(additional_secret_outputs=["sql"])
+        super().__init__(PostgresDatabaseDynamicProvider(), name, dict(props),
+                         pulumi.ResourceOptions.merge(opts, secret))
+
+
+class HaproxyConfig(dyn.Resource, module="bluegreen", name="HaproxyConfig"):
+    """haproxy.cfg, validated by HAProxy before it replaces the live file; reloaded hitlessly."""
+
+    config_sha256: pulumi.Output[str]
+
+    def __init__(self, name: str, props: Mapping[str, Any],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(HaproxyConfigDynamicProvider(), name, {**props, "config_sha256": None}, opts)
+
+
+class LiveColorRouting(dyn.Resource, module="bluegreen", name="LiveColorRouting"):
+    """Which colour serves: a runtime `set map` plus the map file. Refresh reads HAProxy's memory."""
+
+    live_color: pulumi.Output[str]
+    live_backend: pulumi.Output[str]
+
+    def __init__(self, name: str, props: Mapping[str, Any],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(LiveColorRoutingDynamicProvider(), name, {**props, "live_backend": None}, opts)
+
+
+class Pm2Ecosystem(dyn.Resource, module="bluegreen", name="Pm2Ecosystem"):
+    """One colour's PM2 ecosystem file; PM2 reloads it when a release is deployed there."""
+
+    ecosystem_sha256: pulumi.Output[str]
+
+    def __init__(self, name: str, props: Mapping[str, Any],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(Pm2EcosystemDynamicProvider(), name, {**props, "ecosystem_sha256": None}, opts)
+
+
+# --------------------------------------------------------------------------- the component
+
+
+def _render_sql(t: Topology, password: str) -> str:
+    from bluegreen.render.postgres import render_database_sql
+
+    return render_database_sql(t, Sensitive(password))
+
+
+def postgres_inputs(t: Topology, db_password: pulumi.Input[str]) -> dict[str, Any]:
+    """`providers.postgres_props` with the SQL rendered from a (secret) Pulumi input."""
+    from bluegreen.render.postgres import render_pg_hba
+
+    db = t.database_host
+    rendered: pulumi.Output[str] = pulumi.Output.from_input(db_password).apply(lambda p: _render_sql(t, p))
+    sql: pulumi.Output[str] = pulumi.Output.secret(rendered)
+    return {"connection": logic.connection_props(t, db), "sql": sql, "hba": render_pg_hba(t),
+            "socket_dir": db.path(logic.PG_SOCKET_DIR), "port": t.database.port}
+
+
+@dataclass(frozen=True)
+class HostConfigurationArgs:
+    topology: Topology
+    db_password: pulumi.Input[str]
+    # What each host's configuration waits for (its container), by vmid.
+    hosts: Mapping[int, pulumi.Resource] = field(default_factory=dict)
+
+
+class HostConfiguration(pulumi.ComponentResource):
+    bootstraps: dict[int, Bootstrap]
+    database: PostgresDatabase
+    haproxy: HaproxyConfig
+    routing: LiveColorRouting
+    ecosystems: dict[str, Pm2Ecosystem]
+
+    def __init__(self, name: str, args: HostConfigurationArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(HOST_CONFIGURATION_TYPE, name, None, opts)
+        t = args.topology
+
+        def after(*resources: pulumi.Resource | None) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, depends_on=[r for r in resources if r is not None])
+
+        self.bootstraps = {
+            c.vmid: Bootstrap(f"{c.name}-bootstrap", logic.bootstrap_props(t, c),
+                              after(args.hosts.get(c.vmid)))
+            for c in t.containers
+        }
+        db, lb = t.database_host, t.load_balancer
+        self.database = PostgresDatabase(f"{db.name}-database", postgres_inputs(t, args.db_password),
+                                         after(self.bootstraps[db.vmid]))
+        self.haproxy = HaproxyConfig(f"{lb.name}-haproxy", logic.haproxy_config_props(t),
+                                     after(self.bootstraps[lb.vmid]))
+        self.ecosystems = {
+            color: Pm2Ecosystem(f"{t.app_host(color).name}-pm2-ecosystem", logic.ecosystem_props(t, color),
+                                after(self.bootstraps[t.app_host(color).vmid], self.database))
+            for color in COLORS
+        }
+        # Top-level on purpose (no parent): its URN must not depend on this component's name.
+        self.routing = LiveColorRouting(ROUTING_RESOURCE_NAME, logic.routing_props(t),
+                                        pulumi.ResourceOptions(depends_on=[self.haproxy]))
+        self.register_outputs({
+            "live_color": self.routing.live_color,
+            "live_backend": self.routing.live_backend,
+            "haproxy_config_sha256": self.haproxy.config_sha256,
+            "bootstrap_sha256": {str(vmid): b.script_sha256 for vmid, b in self.bootstraps.items()},
+            "ecosystem_sha256": {color: e.ecosystem_sha256 for color, e in self.ecosystems.items()},
+        })
+
+
+def database_password(t: Topology) -> pulumi.Output[str]:
+    """`bluegreen:databasePassword` (secret config), else the environment variable `database.passwordEnv`."""
+    configured = pulumi.Config("bluegreen").get_secret("databasePassword")
+    if configured is not None:
+        return configured
+    value = os.environ.get(t.database.password_env)
+    if not value:
+        raise ConfigError(
+            f"no database password: run pulumi config set --secret bluegreen:databasePassword ... "
+            f"--stack {t.stack}, or set {t.database.password_env}")
+    return pulumi.Output.secret(value)
+
+
+def configure_hosts(t: Topology, estate: Estate, db_password: pulumi.Input[str] | None = None,
+                    opts: pulumi.ResourceOptions | None = None) -> HostConfiguration:
+    """The host configuration of `estate`, each host waiting for its container."""
+    hosts: dict[int, pulumi.Resource] = {t.database_host.vmid: estate.database,
+                                         t.load_balancer.vmid: estate.load_balancer}
+    hosts.update({t.app_host(color).vmid: estate.apps[color] for color in COLORS})
+    password = db_password if db_password is not None else database_password(t)
+    return HostConfiguration(f"{t.stack}-hosts", HostConfigurationArgs(t, password, hosts), opts)
+
+
+__all__: Sequence[str] = (
+    "ROUTING_RESOURCE_NAME", "ROUTING_TYPE", "Bootstrap", "HaproxyConfig", "HostConfiguration",
+    "HostConfigurationArgs", "LiveColorRouting", "Pm2Ecosystem", "PostgresDatabase", "configure_hosts",
+    "database_password", "routing_urn",
+)
