@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 from .errors import HostKeyError, RemoteError
 from .sensitive import Sensitive, redact
@@ -93,7 +93,7 @@ class _Base:
             raise RemoteError(self.host, step, f"exit code {code}: {self._clean(detail)}")
         return result
 
-    def __enter__(self) -> _Base:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,10 +7,12 @@ used while watching a colour after a switch.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -30,6 +32,13 @@ class ProbeResult:
     body: str  # the first BODY_LIMIT characters
     error: str | None
     served_by: str | None  # which colour answered, from HAProxy's X-Served-By header
+
+    def json(self) -> Any:
+        """The body parsed as JSON (a health endpoint's `{status, commit, ...}`), None if it is not."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
 
     def describe(self) -> str:
         if self.error is not None:
@@ -97,16 +106,16 @@ def poll(probe: Callable[[], ProbeResult], *, deadline_s: float, interval_s: flo
 @dataclass
 class ErrorWindow:
     """Failed requests seen while watching a colour: breaches when, with at least `min_requests`
-    requests seen, more than `max_error_ratio` of them were 5xx (or got no answer at all)."""
+    requests seen, more than `max_ratio` of them were 5xx (or got no answer at all)."""
 
-    max_error_ratio: float
+    max_ratio: float
     min_requests: int
     total: int = 0
     errors: int = 0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.max_error_ratio <= 1:
-            raise ConfigError(f"max error ratio must be between 0 and 1, got {self.max_error_ratio}")
+        if not 0 <= self.max_ratio <= 1:
+            raise ConfigError(f"max error ratio must be between 0 and 1, got {self.max_ratio}")
         if self.min_requests < 1:
             raise ConfigError(f"minimum request count must be at least 1, got {self.min_requests}")
 
@@ -130,6 +139,13 @@ class ErrorWindow:
         self.total += requests
         self.errors += errors
 
+    def breach(self, *, total: int, errors: int) -> str | None:
+        """Judge cumulative counts (e.g. HAProxy counters since the switch): why it breached, or None."""
+        if total < 0 or errors < 0 or errors > total:
+            raise ValueError(f"bad counters: {errors} errors of {total} requests")
+        self.total, self.errors = total, errors
+        return self.describe() if self.breached else None
+
     @property
     def ratio(self) -> float:
         return self.errors / self.total if self.total else 0.0
@@ -140,11 +156,11 @@ class ErrorWindow:
 
     @property
     def breached(self) -> bool:
-        return self.enough and self.ratio > self.max_error_ratio
+        return self.enough and self.ratio > self.max_ratio
 
     def describe(self) -> str:
         seen = (f"{self.errors} of {self.total} requests failed ({self.ratio:.1%}, "
-                f"limit {self.max_error_ratio:.1%})")
+                f"limit {self.max_ratio:.1%})")
         if not self.enough:
             return f"{seen}; too few requests to judge (need {self.min_requests})"
         return seen

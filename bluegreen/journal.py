@@ -85,8 +85,8 @@ class SwitchRecord:
 class DeployRecord:
     color: str
     ref: str
-    sha: str
-    release: str
+    sha: str | None  # None when the deploy failed before the ref resolved
+    release: str | None
     who: str
     when: str
     duration_ms: int
@@ -118,8 +118,8 @@ class DeployRecord:
         color, result = entry.get("color"), entry.get("result")
         if color not in COLORS or result not in DEPLOY_RESULTS:
             return None
-        return cls(color=str(color), ref=str(entry.get("ref") or ""), sha=str(entry.get("sha") or ""),
-                   release=str(entry.get("release") or ""), who=str(entry.get("who") or ""),
+        return cls(color=str(color), ref=str(entry.get("ref") or ""), sha=_opt_str(entry.get("sha")),
+                   release=_opt_str(entry.get("release")), who=str(entry.get("who") or ""),
                    when=str(entry.get("when") or ""), duration_ms=_opt_int(entry.get("durationMs")) or 0,
                    result=str(result), failed_step=_opt_str(entry.get("failedStep")),
                    error=_opt_str(entry.get("error")))
@@ -164,19 +164,29 @@ class State:
             raise ConfigError(f"unknown colour {declared_color!r} (expected one of {', '.join(COLORS)})")
         return cls(prod=declared_color, standby=other_color(declared_color))
 
-    def with_switch(self, to: str, *, when: float, who: str | None, reason: str = "",
+    def with_switch(self, to_color: str, *, when: str | float, who: str | None, reason: str = "",
                     emergency: bool = False, duration_ms: int | None = None,
                     from_color: str | None = None, keep: int = DEFAULT_HISTORY_KEEP) -> State:
-        if to not in COLORS:
-            raise ConfigError(f"cannot record a switch to {to!r} (expected one of {', '.join(COLORS)})")
-        stamp = iso_utc(when)
-        record = SwitchRecord(from_color=from_color or self.prod, to_color=to, timestamp=stamp,
+        """`when` is epoch seconds or an ISO timestamp; `from_color` defaults to the journal's prod."""
+        if to_color not in COLORS:
+            raise ConfigError(f"cannot record a switch to {to_color!r} (expected one of {', '.join(COLORS)})")
+        stamp = _stamp(when)
+        record = SwitchRecord(from_color=from_color or self.prod, to_color=to_color, timestamp=stamp,
                               reason=reason, who=who, emergency=emergency, duration_ms=duration_ms)
-        return replace(self, prod=to, standby=other_color(to), last_switch=stamp,
+        return replace(self, prod=to_color, standby=other_color(to_color), last_switch=stamp,
                        switch_count=self.switch_count + 1,
                        history=_trim((record.to_dict(), *self.history), keep))
 
-    def with_deploy(self, record: DeployRecord, *, keep: int = DEFAULT_HISTORY_KEEP) -> State:
+    def with_deploy(self, *, color: str, ref: str, sha: str | None, release: str | None, who: str,
+                    when: str | float, duration_ms: int, result: str, failed_step: str | None = None,
+                    error: str | None = None, keep: int = DEFAULT_HISTORY_KEEP) -> State:
+        """Record a deploy to `color`; `error` must already be redacted."""
+        return self.with_deploy_record(
+            DeployRecord(color=color, ref=ref, sha=sha, release=release, who=who, when=_stamp(when),
+                         duration_ms=duration_ms, result=result, failed_step=failed_step, error=error),
+            keep=keep)
+
+    def with_deploy_record(self, record: DeployRecord, *, keep: int = DEFAULT_HISTORY_KEEP) -> State:
         counts = {c: dict(r) for c, r in self.deploy_totals().items()}
         counts.setdefault(record.color, {})
         counts[record.color][record.result] = counts[record.color].get(record.result, 0) + 1
@@ -195,6 +205,17 @@ class State:
                 if deploy is not None:
                     out.append(deploy)
         return out
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The newest `limit` history entries, newest first, as plain dicts."""
+        return [dict(e) for e in self.history[:max(0, limit)]]
+
+    def previous_live(self, live: str) -> str | None:
+        """The colour that was live before `live` became live (from the newest switch to it)."""
+        for record in self.records():
+            if isinstance(record, SwitchRecord) and record.to_color == live:
+                return record.from_color if record.from_color in COLORS else None
+        return None
 
     def last_deploy(self, color: str) -> DeployRecord | None:
         for record in self.records():
@@ -230,6 +251,15 @@ class State:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+
+def _stamp(when: str | float) -> str:
+    if isinstance(when, str):
+        epoch = parse_iso(when)
+        if epoch is None:
+            raise ConfigError(f"expected an ISO timestamp, got {when!r}")
+        return iso_utc(epoch)
+    return iso_utc(when)
 
 
 def _trim(history: tuple[Mapping[str, Any], ...], keep: int) -> tuple[Mapping[str, Any], ...]:
@@ -320,16 +350,18 @@ class JournalStore:
     def source(self) -> str:
         return f"{self.executor.host}:{self.path}"
 
-    def read(self) -> State:
+    def read(self, *, default_live: str | None = None) -> State:
+        """The journal; a missing one starts from `default_live` (else the store's declared colour)."""
+        declared = default_live or self.declared_color
         raw = self.executor.get(self.path, step="read the deployment journal")
         if raw is None:
-            return parse_state(None, source=self.source, declared_color=self.declared_color)
+            return parse_state(None, source=self.source, declared_color=declared)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{self.source}: not UTF-8 text (byte {exc.start}); "
                               f"fix the file by hand or move it aside to start a fresh journal") from None
-        return parse_state(text, source=self.source, declared_color=self.declared_color)
+        return parse_state(text, source=self.source, declared_color=declared)
 
     def write(self, state: State) -> None:
         self.executor.put(self.path, state.to_json(), step="write the deployment journal", mode=0o644)
@@ -355,16 +387,17 @@ class LockInfo:
     def same_owner(self, other: LockInfo) -> bool:
         return (self.holder, self.pid, self.started) == (other.holder, other.pid, other.started)
 
-    def to_json(self) -> str:
+    def to_json(self) -> dict[str, Any]:
         # Epoch floats compare exactly (the ownership token); the ISO copies are for people.
-        return json.dumps({
-            "holder": self.holder, "host": self.host, "pid": self.pid, "operation": self.operation,
-            "started": self.started, "heartbeat": self.heartbeat,
-            "startedAt": iso_utc(self.started), "heartbeatAt": iso_utc(self.heartbeat),
-        }, indent=2) + "\n"
+        return {"holder": self.holder, "host": self.host, "pid": self.pid, "operation": self.operation,
+                "started": self.started, "heartbeat": self.heartbeat,
+                "startedAt": iso_utc(self.started), "heartbeatAt": iso_utc(self.heartbeat)}
+
+    def to_file(self) -> str:
+        return json.dumps(self.to_json(), indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, *, source: str = "lock file") -> LockInfo:
+    def from_file(cls, text: str, *, source: str = "lock file") -> LockInfo:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -396,6 +429,10 @@ class LockStatus:
     stale: bool
     reason: str | None  # why it looks stale
     heartbeat_age: float  # seconds since the holder last proved it is alive
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.info.to_json(), "stale": self.stale, "staleReason": self.reason,
+                "heartbeatAgeSeconds": round(self.heartbeat_age, 1)}
 
 
 def default_holder() -> str:
@@ -504,7 +541,7 @@ class LockManager:
         if raw is None:
             return None
         try:
-            return LockInfo.from_json(raw.decode("utf-8", errors="replace"),
+            return LockInfo.from_file(raw.decode("utf-8", errors="replace"),
                                       source=f"{self.executor.host}:{self.path}")
         except ConfigError:
             return UNREADABLE_LOCK
@@ -515,15 +552,16 @@ class LockManager:
             return None
         return lock_status(info, now=self.clock(), stale_after=self.stale_after, this_machine=self.machine)
 
-    def acquire(self, operation: str) -> LockInfo:
+    def acquire(self, operation: str, who: str | None = None) -> LockInfo:
+        """Take the lock for `operation`; `who` overrides the holder name (e.g. an MCP client)."""
         step = "take the deployment lock"
         now = self.clock()
-        info = LockInfo(holder=self.holder, host=self.machine, pid=os.getpid(), operation=operation,
+        info = LockInfo(holder=who or self.holder, host=self.machine, pid=os.getpid(), operation=operation,
                         started=now, heartbeat=now)
         # A lock released between our failed create and our read is worth one more try.
         for _attempt in range(3):
             result = self.executor.run(create_exclusive_command(self.path), step=step, check=False,
-                                       input=info.to_json())
+                                       input=info.to_file())
             if result.exit_code == 0:
                 with self._mutex:
                     self._held = info
@@ -551,7 +589,7 @@ class LockManager:
                 self._held = None
                 raise LockedError(self.lost)
             refreshed = replace(held, heartbeat=self.clock())
-            self.executor.put(self.path, refreshed.to_json(), step="refresh the deployment lock")
+            self.executor.put(self.path, refreshed.to_file(), step="refresh the deployment lock")
             self._held = refreshed
             return refreshed
 
@@ -586,9 +624,9 @@ class LockManager:
             return current
 
     @contextlib.contextmanager
-    def hold(self, operation: str) -> Iterator[LockInfo]:
+    def hold(self, operation: str, who: str | None = None) -> Iterator[LockInfo]:
         """Hold the lock for the block, heartbeating from a daemon thread; released on any exit."""
-        info = self.acquire(operation)
+        info = self.acquire(operation, who)
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat_loop, args=(stop,), daemon=True,
                                 name="bluegreen-lock-heartbeat")

@@ -230,7 +230,8 @@ class DeployTools:
         plan_digest = digest({"plan": planned, "estate": facts})
         if token is None:
             if self._can_elicit(ctx):
-                asked = await self._ask_person(ctx, tool, args, planned, facts, plan_digest)
+                asked = await self._ask_person(ctx, tool, args, planned, facts, plan_digest,
+                                               plan=plan, run=run)
                 if asked is not None:
                     return asked
             approval = self.book.issue(tool, args, plan_digest, facts=facts)
@@ -275,7 +276,9 @@ class DeployTools:
         return bool(session.can_send_request)
 
     async def _ask_person(self, ctx: Context, tool: str, args: dict[str, Any], planned: dict[str, Any],
-                          facts: dict[str, Any], plan_digest: str) -> CallToolResult | None:
+                          facts: dict[str, Any], plan_digest: str, *,
+                          plan: Callable[[Service], dict[str, Any]],
+                          run: Callable[[Service], dict[str, Any]]) -> CallToolResult | None:
         """Ask through the client; None means the client could not ask, so use a token instead."""
         # The token binds the answer to this plan, so the estate is re-checked after the person
         # took their time to answer, exactly as in the token flow.
@@ -292,11 +295,11 @@ class DeployTools:
             return ok_result({"approved": False, "changed": False, "tool": tool, "arguments": args,
                               "plan": planned, "estate": facts, "answer": answer.action},
                              f"Not approved ({answer.action}): nothing was changed.")
-        replanned, refacts = await self._plan(ctx, _replanner(tool, args))
+        replanned, refacts = await self._plan(ctx, plan)
         self.book.redeem(approval.token, tool, args, digest({"plan": replanned, "estate": refacts}),
                          facts=refacts)
         log.info("%s: approved by the person through the client; running", tool)
-        return await self._execute(ctx, tool, _runner(tool, args))
+        return await self._execute(ctx, tool, run)
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -356,22 +359,6 @@ class DeployTools:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s", redact("".join(traceback.format_exception(exc)), self.secrets))
             return error_result(f"internal error: {type(exc).__name__}")
-
-
-def _replanner(tool: str, args: Mapping[str, Any]) -> Callable[[Service], dict[str, Any]]:
-    if tool == "deploy_to_standby":
-        return lambda svc: svc.plan_deploy(args["ref"], migrate=args["migrate"]).to_json()
-    if tool == "switch_traffic":
-        return lambda svc: svc.plan_switch(emergency=args["emergency"]).to_json()
-    return lambda svc: svc.plan_switch().to_json()
-
-
-def _runner(tool: str, args: Mapping[str, Any]) -> Callable[[Service], dict[str, Any]]:
-    if tool == "deploy_to_standby":
-        return lambda svc: svc.deploy(args["ref"], migrate=args["migrate"]).to_json()
-    if tool == "switch_traffic":
-        return lambda svc: svc.switch(emergency=args["emergency"]).to_json()
-    return lambda svc: svc.rollback().to_json()
 
 
 # ------------------------------------------------------------------------ server

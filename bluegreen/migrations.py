@@ -392,7 +392,7 @@ def explain(findings: Sequence[Finding]) -> str:
 
 
 @dataclass(frozen=True)
-class AppliedMigration:
+class AppliedRow:
     """One row of `_prisma_migrations` (timestamps as ISO UTC text, None when NULL)."""
 
     id: str
@@ -405,6 +405,10 @@ class AppliedMigration:
     logs: str = ""
 
     @property
+    def name(self) -> str:
+        return self.migration_name
+
+    @property
     def failed(self) -> bool:
         return self.finished_at is None and self.rolled_back_at is None
 
@@ -413,18 +417,18 @@ class AppliedMigration:
         return self.finished_at is not None and self.rolled_back_at is None
 
 
-def pending(local_names: Iterable[str], applied_rows: Iterable[AppliedMigration]) -> list[str]:
+def pending(local_names: Iterable[str], applied_rows: Iterable[AppliedRow]) -> list[str]:
     """Migration directories Prisma would apply: no row of that name that was not rolled back."""
     present = {r.migration_name for r in applied_rows if r.rolled_back_at is None}
     return sorted({n for n in local_names if n not in present})
 
 
-def failed(applied_rows: Iterable[AppliedMigration]) -> list[AppliedMigration]:
+def failed(applied_rows: Iterable[AppliedRow]) -> list[AppliedRow]:
     """Rows that block every deploy (Prisma's P3009) until `prisma migrate resolve`."""
     return [r for r in applied_rows if r.failed]
 
 
-def applied_not_local(local_names: Iterable[str], applied_rows: Iterable[AppliedMigration]) -> list[str]:
+def applied_not_local(local_names: Iterable[str], applied_rows: Iterable[AppliedRow]) -> list[str]:
     """Migrations the database has but the release does not: that code is older than the schema."""
     local = set(local_names)
     return sorted({r.migration_name for r in applied_rows if r.applied and r.migration_name not in local})
@@ -444,7 +448,7 @@ def checksum_matches(sql: str | bytes, checksum: str) -> bool:
     return any(migration_checksum(v) == wanted for v in variants)
 
 
-def checksum_drift(local: Mapping[str, str | bytes], applied_rows: Iterable[AppliedMigration]) -> list[str]:
+def checksum_drift(local: Mapping[str, str | bytes], applied_rows: Iterable[AppliedRow]) -> list[str]:
     """Applied migrations whose file changed since (Prisma itself never notices)."""
     drifted = {r.migration_name for r in applied_rows
                if r.applied and r.migration_name in local
@@ -452,10 +456,11 @@ def checksum_drift(local: Mapping[str, str | bytes], applied_rows: Iterable[Appl
     return sorted(drifted)
 
 
-# psql prints fields and records NUL-separated: a NUL can never occur inside PostgreSQL text, so
-# no migration name or log line can shift the columns.
+# Logs are read hex-encoded, so no field can hold a newline or a separator: the rows parse the same
+# with psql's NUL separators (PSQL_ARGS, -z -0) or with `-A -t -F $'\x1f'` and newline records.
 PSQL_ARGS = ("--no-psqlrc", "--quiet", "--no-align", "--tuples-only", "--field-separator-zero",
-             "--record-separator-zero", "--set", "ON_ERROR_STOP=1", "--file", "-")
+             "--record-separator-zero", "--set", "ON_ERROR_STOP=1")
+UNIT_SEPARATOR = "\x1f"
 _COLUMNS = 8
 _TS = "YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\""
 
@@ -465,51 +470,65 @@ def _quote_ident(name: str) -> str:
 
 
 def applied_rows_query(schema: str = "public") -> str:
-    """A psql script (feed it on stdin with `PSQL_ARGS`) printing the rows of `_prisma_migrations`.
+    """One SELECT (fits `psql -c`) of every `_prisma_migrations` row, oldest first.
 
-    A database Prisma never migrated has no table: the script then prints nothing instead of failing.
+    On a database Prisma never migrated psql fails with `relation ... does not exist`; give its
+    stderr and exit code to `parse_applied`, which reads that as nothing applied.
     """
     table = f"{_quote_ident(schema)}.{_quote_ident(MIGRATIONS_TABLE)}"
-    literal = "'" + table.replace("'", "''") + "'"
 
     def ts(column: str) -> str:
         return f"to_char({column} AT TIME ZONE 'UTC', '{_TS}')"
 
-    return (
-        f"SELECT to_regclass({literal}) IS NOT NULL AS bluegreen_has_migrations \\gset\n"
-        f"\\if :bluegreen_has_migrations\n"
-        f"SELECT id, checksum, migration_name, {ts('started_at')}, {ts('finished_at')}, "
-        f"{ts('rolled_back_at')}, applied_steps_count, coalesce(logs, '')\n"
-        f"  FROM {table} ORDER BY started_at, migration_name;\n"
-        f"\\endif\n"
-    )
+    return (f"SELECT id, checksum, migration_name, {ts('started_at')}, {ts('finished_at')}, "
+            f"{ts('rolled_back_at')}, applied_steps_count, "
+            f"encode(convert_to(coalesce(logs, ''), 'UTF8'), 'hex') "
+            f"FROM {table} ORDER BY started_at, migration_name")
 
 
-def parse_applied(psql_output: str) -> list[AppliedMigration]:
-    """Rows printed by `applied_rows_query()`; "relation ... does not exist" means nothing applied."""
-    # Only an error message lacks the NUL separators; a failed migration's logs may quote this text.
-    if "\0" not in psql_output and f'{MIGRATIONS_TABLE}" does not exist' in psql_output:
-        return []
-    if not psql_output.strip("\0\r\n "):
-        return []
-    fields = psql_output.split("\0")
-    if len(fields) % _COLUMNS == 1 and fields[-1].strip() == "":
-        fields = fields[:-1]  # the separator psql prints after the last record
-    if len(fields) % _COLUMNS:
-        raise MigrationTableError(
-            f"unexpected psql output reading {MIGRATIONS_TABLE}: {len(fields)} fields is not a whole "
-            f"number of {_COLUMNS}-column rows (was it run with the NUL separators of PSQL_ARGS?)")
-    rows: list[AppliedMigration] = []
-    for k in range(0, len(fields), _COLUMNS):
-        rid, checksum, name, started, finished, rolled_back, steps, logs = fields[k:k + _COLUMNS]
+def _missing_table(text: str) -> bool:
+    return "relation" in text and f'{MIGRATIONS_TABLE}" does not exist' in text
+
+
+def _unexpected(detail: str) -> MigrationTableError:
+    return MigrationTableError(f"unexpected psql output reading {MIGRATIONS_TABLE}: {detail}")
+
+
+def _records(stdout: str) -> list[list[str]]:
+    if "\0" in stdout:
+        fields = stdout.split("\0")
+        if len(fields) % _COLUMNS == 1 and fields[-1].strip() == "":
+            fields = fields[:-1]  # the separator psql prints after the last record
+        if len(fields) % _COLUMNS:
+            raise _unexpected(f"{len(fields)} fields is not a whole number of {_COLUMNS}-column rows")
+        return [fields[k:k + _COLUMNS] for k in range(0, len(fields), _COLUMNS)]
+    records = [line.split(UNIT_SEPARATOR) for line in stdout.split("\n") if line.strip()]
+    for record in records:
+        if len(record) != _COLUMNS:
+            raise _unexpected(f"a row of {len(record)} fields instead of {_COLUMNS} "
+                              f"(run psql with -A -t and the NUL or unit separator)")
+    return records
+
+
+def parse_applied(stdout: str, stderr: str = "", exit_code: int = 0) -> list[AppliedRow]:
+    """The rows printed for `applied_rows_query()`; a missing table means nothing was applied."""
+    if exit_code != 0:
+        if _missing_table(stderr) or _missing_table(stdout):
+            return []
+        detail = (stderr.strip() or stdout.strip() or "no output")[-500:]
+        raise MigrationTableError(f"reading {MIGRATIONS_TABLE} failed (psql exit code {exit_code}): "
+                                  f"{detail}")
+    if UNIT_SEPARATOR not in stdout and "\0" not in stdout and _missing_table(stdout):
+        return []  # the error text, from a caller that merged stderr into stdout
+    rows: list[AppliedRow] = []
+    for rid, checksum, name, started, finished, rolled_back, steps, logs_hex in _records(stdout):
         try:
             step_count = int(steps)
+            logs = bytes.fromhex(logs_hex).decode("utf-8", errors="replace")
         except ValueError:
-            raise MigrationTableError(
-                f"unexpected psql output reading {MIGRATIONS_TABLE}: applied_steps_count {steps!r} "
-                f"of {name!r} is not a number") from None
-        rows.append(AppliedMigration(id=rid, checksum=checksum, migration_name=name,
-                                     started_at=started or None, finished_at=finished or None,
-                                     rolled_back_at=rolled_back or None,
-                                     applied_steps_count=step_count, logs=logs))
+            raise _unexpected(f"the row of {name!r} does not parse (applied_steps_count {steps!r})") from None
+        rows.append(AppliedRow(id=rid, checksum=checksum, migration_name=name,
+                               started_at=started or None, finished_at=finished or None,
+                               rolled_back_at=rolled_back or None, applied_steps_count=step_count,
+                               logs=logs))
     return rows

@@ -281,7 +281,15 @@ def apply_haproxy_config(executor: Executor, paths: hr.HaproxyPaths, config: str
         executor.run(sh("mv", "-f", candidate, paths.config), step="install the HAProxy configuration")
         changes.append(f"installed {paths.config}")
         if running:
-            table = hr.reload(executor, paths)
+            try:
+                table = hr.reload(executor, paths)
+            except RemoteError as exc:
+                # `haproxy -c` cannot see everything (a port taken by another program): the old
+                # workers still serve, and the file must match them again for the next restart.
+                if current is not None:
+                    executor.put(paths.config, current, step="restore the previous HAProxy configuration")
+                raise RemoteError(exc.host, exc.step, f"{exc.detail}; {paths.config} is back to its "
+                                  "previous content") from None
             changes.append(f"reloaded HAProxy (worker {', '.join(map(str, sorted(table.worker_pids)))})")
     if hr.ensure_running(executor, paths):
         changes.append("started HAProxy")

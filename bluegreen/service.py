@@ -353,7 +353,7 @@ class Service:
         if limit < 1:
             raise ConfigError(f"--limit must be at least 1, got {limit}")
         with self._on(self.t.load_balancer) as lb:
-            return list(reversed(self._read_state(lb).history[-limit:]))
+            return self._read_state(lb).recent(limit)
 
     def lock_status(self) -> dict[str, Any] | None:
         with self._on(self.t.load_balancer) as lb:

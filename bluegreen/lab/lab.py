@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigError, HostKeyError
 from ..executor import Executor, SshExecutor, connect, known_hosts_line, trust_host
-from ..providers import apply_estate
+from ..providers import apply_estate, pm2_home
 from ..sensitive import Sensitive
 from ..topology import Container, Topology, load_stack
 from .pve import start_fakepve
@@ -139,12 +139,6 @@ class LabInfo:
         return asdict(self)
 
 
-def _pm2_home(t: Topology, host: Container) -> Path:
-    home = t.app.pm2_home or ("/root/.pm2" if t.app.deploy_user == "root"
-                              else f"/home/{t.app.deploy_user}/.pm2")
-    return Path(host.path(home))
-
-
 def check_loopback_only(t: Topology) -> None:
     """The lab must never reach a real server: every address it uses has to be in 127.0.0.0/8."""
     loopback = ipaddress.IPv4Network("127.0.0.0/8")
@@ -203,7 +197,7 @@ class Lab:
     def pm2_daemons(self) -> list[tuple[Path, ManagedProcess]]:
         result = []
         for color, host in sorted(self.topology.app_hosts.items()):
-            home = _pm2_home(self.topology, host)
+            home = Path(pm2_home(self.topology, host))
             result.append((home, ManagedProcess(f"pm2 {color} ({host.name})", home / "pm2.pid",
                                                 expect="God Daemon", expect_env={"PM2_HOME": str(home)})))
         return result
@@ -347,10 +341,11 @@ class Lab:
         finally:
             for executor in executors.values():
                 executor.close()
-        if not self.haproxy().alive():
-            raise LabError(f"HAProxy is not running after applying the estate (pid file "
-                           f"{self.haproxy().pid_file}); see {t.load_balancer.path('/var/log')}")
-        note(self.haproxy(), haproxy_was_running)
+        haproxy = self.haproxy()
+        if not haproxy.alive():
+            raise LabError(f"HAProxy is not running after applying the estate: {haproxy.pid_file} names "
+                           f"no live process whose command line contains {haproxy.expect}")
+        note(haproxy, haproxy_was_running)
         log.info("lab up: %d started, %d reused", len(started), len(reused))
         return LabInfo(lab_dir=str(p.root), stack=t.stack, public_url=t.public_url,
                        preview_url=t.preview_url, proxmox_endpoint=t.proxmox.endpoint,

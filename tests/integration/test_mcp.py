@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,6 +21,7 @@ import httpx
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp import types as mcp_types
+from mcp.client.session import ClientRequestContext, ElicitationFnT
 
 from bluegreen.lab.lab import Lab
 from bluegreen.service import Service
@@ -34,15 +35,12 @@ BLUEGREEN = REPO / ".venv" / "bin" / "bluegreen"
 TOOLS = {"get_deployment_status", "get_deployment_history", "deploy_to_standby", "switch_traffic",
          "rollback"}
 
-ElicitationCallback = Callable[..., Awaitable[mcp_types.ElicitResult | mcp_types.ErrorData]]
-
-
 # ------------------------------------------------------------------------ helpers
 
 
 @contextlib.asynccontextmanager
 async def mcp_session(errlog: TextIO, *, env: dict[str, str] | None = None,
-                      elicitation: ElicitationCallback | None = None) -> AsyncIterator[ClientSession]:
+                      elicitation: ElicitationFnT | None = None) -> AsyncIterator[ClientSession]:
     params = StdioServerParameters(
         command=str(PYTHON), args=["-m", "bluegreen.cli", "mcp", "--stack", "lab", "--cwd", str(REPO)],
         env=env, cwd=str(REPO))
@@ -135,9 +133,11 @@ def test_tools_and_their_input_schemas(errlog: TextIO) -> None:
     assert (limit["type"], limit["default"], limit["minimum"]) == ("integer", 20, 1)
     assert tools["get_deployment_status"].input_schema["properties"] == {}
     for name in ("get_deployment_status", "get_deployment_history"):
-        assert tools[name].annotations and tools[name].annotations.read_only_hint is True
+        annotations = tools[name].annotations
+        assert annotations is not None and annotations.read_only_hint is True
     for name in ("switch_traffic", "rollback"):
-        assert tools[name].annotations and tools[name].annotations.destructive_hint is True
+        annotations = tools[name].annotations
+        assert annotations is not None and annotations.destructive_hint is True
     assert "approval_token" in (tools["deploy_to_standby"].description or "")
 
 
@@ -213,10 +213,10 @@ def test_ungated_calls_change_nothing_and_return_plan_and_token(estate: Topology
 def test_approved_deploy_runs_for_real_with_progress(estate: Topology, errlog: TextIO) -> None:
     standby = other_color(fingerprint(estate)["live"])
     expected_sha = tag_sha(estate, "v2")
-    progress: list[str] = []
+    messages: list[str] = []
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append(message or "")
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message or "")
 
     async def main() -> dict[str, Any]:
         async with mcp_session(errlog) as session:
@@ -233,9 +233,9 @@ def test_approved_deploy_runs_for_real_with_progress(estate: Topology, errlog: T
     after = fingerprint(estate)
     assert after["colours"][standby] == (result["release"], expected_sha)
     assert after["lastEntry"]["sha"] == expected_sha
-    assert "fetch v2 ..." in progress
-    assert any(m.startswith("ok: build (") for m in progress)
-    assert any(m.startswith("ok: smoke test through the preview frontend") for m in progress)
+    assert "fetch v2 ..." in messages
+    assert any(m.startswith("ok: build (") for m in messages)
+    assert any(m.startswith("ok: smoke test through the preview frontend") for m in messages)
 
 
 def test_approved_switch_then_reuse_then_rollback_through_elicitation(estate: Topology,
@@ -244,7 +244,8 @@ def test_approved_switch_then_reuse_then_rollback_through_elicitation(estate: To
     old, new = before["live"], other_color(before["live"])
     asked: list[str] = []
 
-    async def approve(context: Any, params: mcp_types.ElicitRequestParams) -> mcp_types.ElicitResult:
+    async def approve(context: ClientRequestContext,
+                        params: mcp_types.ElicitRequestParams) -> mcp_types.ElicitResult:
         asked.append(params.message)
         return mcp_types.ElicitResult(action="accept", content={"approve": True})
 
@@ -277,7 +278,8 @@ def test_approved_switch_then_reuse_then_rollback_through_elicitation(estate: To
 def test_declined_elicitation_changes_nothing(estate: Topology, errlog: TextIO) -> None:
     before = fingerprint(estate)
 
-    async def decline(context: Any, params: mcp_types.ElicitRequestParams) -> mcp_types.ElicitResult:
+    async def decline(context: ClientRequestContext,
+                        params: mcp_types.ElicitRequestParams) -> mcp_types.ElicitResult:
         return mcp_types.ElicitResult(action="decline")
 
     async def main() -> dict[str, Any]:

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from mcp.types import TextContent
 
 from bluegreen.approval import ApprovalBook, ApprovalError, canonical, describe_changes, digest
-from bluegreen.errors import BlueGreenError
+from bluegreen.errors import BlueGreenError, ConfigError, DeployError, LockedError
+from bluegreen.mcp_server import (
+    ELICITATION_ENV,
+    TTL_ENV,
+    DeployTools,
+    approval_ttl,
+    describe_plan,
+    elicitation_enabled,
+    estate_facts,
+)
+from bluegreen.sensitive import Sensitive
+from bluegreen.topology import load_stack
 
 
 class FakeClock:
@@ -162,3 +176,98 @@ def test_digest_is_order_independent() -> None:
 def test_fractional_ttl_is_shown_as_given() -> None:
     approval = ApprovalBook(clock=FakeClock(), ttl=0.5).issue("rollback", {}, PLAN)
     assert approval.to_json()["expiresInSeconds"] == 0.5
+
+
+# ------------------------------------------------------------------------ the MCP server's side
+
+
+@pytest.mark.parametrize(("environ", "expected"), [
+    ({}, 300.0), ({TTL_ENV: ""}, 300.0), ({TTL_ENV: "60"}, 60.0), ({TTL_ENV: " 0.5 "}, 0.5),
+])
+def test_approval_ttl(environ: dict[str, str], expected: float) -> None:
+    assert approval_ttl(environ) == expected
+
+
+@pytest.mark.parametrize("raw", ["0", "-5", "soon", "nan", "inf"])
+def test_bad_approval_ttl_is_a_config_error(raw: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"{TTL_ENV}={raw!r}: expected a positive number")):
+        approval_ttl({TTL_ENV: raw})
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("on", True), ("OFF", False), ("0", False), ("yes", True)])
+def test_elicitation_setting(raw: str, expected: bool) -> None:
+    assert elicitation_enabled({ELICITATION_ENV: raw}) is expected
+    assert elicitation_enabled({}) is True
+
+
+def test_bad_elicitation_setting() -> None:
+    with pytest.raises(ConfigError, match="expected on or off"):
+        elicitation_enabled({ELICITATION_ENV: "sometimes"})
+
+
+STATUS: dict[str, Any] = {
+    "live": "blue", "standby": "green", "switchCount": 4,
+    "colors": {"blue": {"release": "r1", "sha": "1" * 40, "latencyMs": 3.2},
+               "green": {"release": "r2", "sha": "2" * 40, "latencyMs": 9.9}},
+}
+
+
+def test_estate_facts_keep_what_an_approval_depends_on() -> None:
+    last = {"type": "switch", "from": "green", "to": "blue"}
+    assert estate_facts(STATUS, last) == {
+        "live": "blue", "standby": "green", "standbyRelease": "r2", "standbySha": "2" * 40,
+        "switchCount": 4, "lastHistoryEntry": last}
+
+
+def test_estate_facts_ignore_volatile_readings() -> None:
+    jittered = {**STATUS, "colors": {c: {**s, "latencyMs": 50.0} for c, s in STATUS["colors"].items()}}
+    assert estate_facts(jittered, None) == estate_facts(STATUS, None)
+    redeployed = {**STATUS, "colors": {**STATUS["colors"], "green": {"release": "r3", "sha": "3" * 40}}}
+    assert describe_changes(estate_facts(STATUS, None), estate_facts(redeployed, None)) == (
+        f"standbyRelease: r2 -> r3; standbySha: {'2' * 40} -> {'3' * 40}")
+
+
+@pytest.mark.parametrize(("tool", "plan", "expected"), [
+    ("deploy_to_standby", {"ref": "v2", "colour": "green", "host": "jw-green", "live": "blue",
+                           "steps": ["fetch v2", "build"]},
+     "Deploy v2 to the standby colour green (jw-green); blue stays live and untouched.\n"
+     "  - fetch v2\n  - build"),
+    ("switch_traffic", {"from": "blue", "colour": "green", "release": "r2", "sha": "abcdef0123",
+                        "path": "direct", "emergency": False, "checks": ["green is healthy"],
+                        "problems": []},
+     "Switch live traffic from blue to green (release r2, commit abcdef0, via direct).\n"
+     "  check: green is healthy"),
+    ("rollback", {"from": "green", "colour": "blue", "release": None, "sha": None, "path": "emergency",
+                  "emergency": True, "checks": [], "problems": ["blue has no release deployed"]},
+     "Roll back live traffic from green to blue (release none, commit unknown, via emergency). "
+     "EMERGENCY: checks skipped.\n  PROBLEM: blue has no release deployed"),
+])
+def test_describe_plan(tool: str, plan: dict[str, Any], expected: str) -> None:
+    assert describe_plan(tool, plan) == expected
+
+
+def _tools() -> DeployTools:
+    topology = load_stack(Path(__file__).resolve().parents[2], "lab")
+    return DeployTools(topology, book=ApprovalBook(), secrets=[Sensitive("hunter2-secret")])
+
+
+async def _raise(exc: Exception) -> Any:
+    raise exc
+
+
+@pytest.mark.parametrize(("exc", "message"), [
+    (LockedError("lock held by ops@host since 12:00"), "lock held by ops@host since 12:00"),
+    (DeployError("build", "npm said hunter2-secret", color="green"),
+     "deploy on green failed at step 'build': npm said [REDACTED]"),
+    (ApprovalError("approval token expired"), "approval token expired"),
+    (RuntimeError("password=hunter2-secret in a crash"), "internal error: RuntimeError"),
+    (KeyError("hunter2-secret"), "internal error: KeyError"),
+])
+def test_failures_become_tool_errors_without_secrets(exc: Exception, message: str,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    result = anyio.run(_tools()._guard, "deploy_to_standby", _raise(exc))
+    assert result.is_error is True
+    assert [c.text for c in result.content if isinstance(c, TextContent)] == [message]
+    assert "deploy_to_standby" in caplog.text
+    assert "hunter2-secret" not in caplog.text
+    assert "Traceback" not in caplog.text

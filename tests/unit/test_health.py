@@ -84,6 +84,7 @@ def test_a_healthy_answer_carries_status_body_and_colour(app: AppServer) -> None
     result = http_probe(f"{app.url}/api/health")
     assert (result.ok, result.status, result.error, result.served_by) == (True, 200, None, "green")
     assert json.loads(result.body) == {"status": "ok", "commit": "abc1234"}
+    assert result.json() == {"status": "ok", "commit": "abc1234"}
     assert result.describe().startswith("HTTP 200 from green in ")
 
 
@@ -92,6 +93,7 @@ def test_a_5xx_answer_is_not_ok_and_says_why(app: AppServer) -> None:
     assert (result.ok, result.status, result.served_by) == (False, 503, "blue")
     assert result.error == f"{app.url}/broken: HTTP 503"
     assert "no server is available" in result.body
+    assert result.json() is None
 
 
 def test_the_body_is_truncated(app: AppServer) -> None:
@@ -228,7 +230,7 @@ def test_poll_rejects_nonsense_settings(deadline: float, interval: float) -> Non
 
 
 def test_too_few_requests_never_breach() -> None:
-    window = ErrorWindow(max_error_ratio=0.05, min_requests=20)
+    window = ErrorWindow(max_ratio=0.05, min_requests=20)
     window.record_all([500] * 19)
     assert not window.breached and window.ratio == 1.0
     assert window.describe() == ("19 of 19 requests failed (100.0%, limit 5.0%); "
@@ -238,7 +240,7 @@ def test_too_few_requests_never_breach() -> None:
 
 
 def test_the_threshold_itself_is_tolerated_and_anything_above_breaches() -> None:
-    window = ErrorWindow(max_error_ratio=0.05, min_requests=20)
+    window = ErrorWindow(max_ratio=0.05, min_requests=20)
     window.record_all([200] * 19 + [503])
     assert window.ratio == pytest.approx(0.05) and not window.breached
     window.record(None)  # no answer at all counts as a failure
@@ -247,13 +249,13 @@ def test_the_threshold_itself_is_tolerated_and_anything_above_breaches() -> None
 
 
 def test_client_errors_are_not_the_new_colours_fault() -> None:
-    window = ErrorWindow(max_error_ratio=0.0, min_requests=3)
+    window = ErrorWindow(max_ratio=0.0, min_requests=3)
     window.record_all([404, 401, 429, 302])
     assert window.errors == 0 and not window.breached
 
 
 def test_counter_deltas_from_haproxy_stats_add_up() -> None:
-    window = ErrorWindow(max_error_ratio=0.1, min_requests=50)
+    window = ErrorWindow(max_ratio=0.1, min_requests=50)
     window.add_counts(40, 2)
     window.add_counts(20, 5)
     assert (window.total, window.errors, window.breached) == (60, 7, True)
@@ -261,7 +263,16 @@ def test_counter_deltas_from_haproxy_stats_add_up() -> None:
         window.add_counts(3, 4)
 
 
+def test_breach_judges_cumulative_counters_and_says_why() -> None:
+    window = ErrorWindow(max_ratio=0.05, min_requests=20)
+    assert window.breach(total=10, errors=10) is None  # too few to judge
+    assert window.breach(total=40, errors=2) is None
+    assert window.breach(total=60, errors=4) == "4 of 60 requests failed (6.7%, limit 5.0%)"
+    with pytest.raises(ValueError, match="bad counters"):
+        window.breach(total=5, errors=6)
+
+
 @pytest.mark.parametrize("ratio, minimum", [(1.5, 10), (-0.1, 10), (0.05, 0)])
 def test_window_rejects_nonsense_settings(ratio: float, minimum: int) -> None:
     with pytest.raises(ConfigError):
-        ErrorWindow(max_error_ratio=ratio, min_requests=minimum)
+        ErrorWindow(max_ratio=ratio, min_requests=minimum)

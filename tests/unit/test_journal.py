@@ -102,7 +102,7 @@ def test_deploys_are_recorded_and_the_last_one_per_colour_is_found() -> None:
     first = deploy("green", sha="1" * 40)
     failed = deploy("green", result="failed", sha="2" * 40, failed_step="build",
                     error="npm ERR! code ELIFECYCLE")
-    state = state.with_deploy(first).with_deploy(failed)
+    state = state.with_deploy_record(first).with_deploy_record(failed)
     assert state.last_deploy("green") == failed
     assert state.last_deploy("blue") is None
     assert (state.prod, state.switch_count) == ("blue", 7)  # a deploy is not a switch
@@ -117,9 +117,9 @@ def test_deploys_are_recorded_and_the_last_one_per_colour_is_found() -> None:
 def test_history_keeps_only_the_newest_entries_but_totals_keep_counting() -> None:
     state = parse_state(seed_text())
     for i in range(5):
-        state = state.with_deploy(deploy("blue", sha=f"{i}" * 40), keep=4)
+        state = state.with_deploy_record(deploy("blue", sha=f"{i}" * 40), keep=4)
     assert len(state.history) == 4
-    assert [r.sha[0] for r in state.records() if isinstance(r, DeployRecord)] == ["4", "3", "2", "1"]
+    assert [(r.sha or "")[:1] for r in state.records() if isinstance(r, DeployRecord)] == ["4", "3", "2", "1"]
     assert state.deploy_totals() == {"blue": {"ok": 5}}
     reread = parse_state(state.to_json())
     assert reread.deploy_totals() == {"blue": {"ok": 5}}
@@ -130,6 +130,38 @@ def test_totals_of_a_journal_without_counts_come_from_its_history() -> None:
     data["history"].insert(0, deploy("blue", result="failed").to_dict())
     data["history"].insert(0, deploy("blue").to_dict())
     assert parse_state(json.dumps(data)).deploy_totals() == {"blue": {"ok": 1, "failed": 1}}
+
+
+def test_with_deploy_takes_plain_fields_and_normalises_the_timestamp() -> None:
+    state = State.fresh("blue").with_deploy(
+        color="green", ref="main", sha=None, release=None, who="mcp:alice", when="2025-09-15T12:00:00+00:00",
+        duration_ms=900, result="failed", failed_step="fetch", error="git: unknown ref")
+    entry = state.recent(1)[0]
+    assert (entry["when"], entry["sha"], entry["release"]) == ("2025-09-15T12:00:00Z", None, None)
+    again = parse_state(state.to_json()).last_deploy("green")
+    assert again is not None and again.sha is None and again.failed_step == "fetch" and not again.ok
+
+
+def test_switch_times_may_be_iso_text_but_must_parse() -> None:
+    state = State.fresh("blue").with_switch("green", when="2025-09-15T12:00:00.250Z", who="x")
+    assert state.last_switch == "2025-09-15T12:00:00Z"
+    with pytest.raises(ConfigError, match="expected an ISO timestamp, got 'soon'"):
+        State.fresh("blue").with_switch("green", when="soon", who="x")
+
+
+def test_previous_live_is_where_the_newest_switch_to_it_came_from() -> None:
+    state = parse_state(seed_text())  # newest: green -> blue
+    assert state.previous_live("blue") == "green"
+    assert state.previous_live("green") == "blue"  # blue -> green on 2025-09-14T20:41:57Z
+    assert State.fresh("blue").previous_live("blue") is None
+
+
+def test_recent_is_newest_first() -> None:
+    state = parse_state(seed_text()).with_deploy_record(deploy("green"))
+    recent = state.recent(2)
+    assert [e.get("type", "switch") for e in recent] == ["deploy", "switch"]
+    assert recent[1]["timestamp"] == "2025-09-14T21:03:11Z"
+    assert state.recent(0) == []
 
 
 def test_a_missing_file_starts_from_the_declared_colour() -> None:
@@ -181,11 +213,16 @@ def test_store_reads_fresh_then_writes_atomically_and_reads_back(tmp_path: Path)
     assert os.listdir(path.parent) == ["state.json"]  # no temporary file left behind
 
 
+def test_store_read_can_override_the_colour_of_a_fresh_journal(tmp_path: Path) -> None:
+    store = JournalStore(local(), str(tmp_path / "state.json"), declared_color="blue")
+    assert store.read(default_live="green").prod == "green"
+
+
 def test_store_update_keeps_the_users_file_intact(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_text(seed_text())
     store = JournalStore(local(), str(path))
-    store.update(lambda s: s.with_deploy(deploy("green")))
+    store.update(lambda s: s.with_deploy_record(deploy("green")))
     data = json.loads(path.read_text())
     assert data["history"][1:] == json.loads(seed_text())["history"]
 
@@ -223,11 +260,25 @@ def manager(path: Path, clock: Clock | None = None, *, holder: str | None = None
 def test_acquire_writes_who_what_and_when(tmp_path: Path) -> None:
     lock = tmp_path / "lock.json"
     info = manager(lock, holder="alice@laptop").acquire("deploy green v2")
-    on_disk = LockInfo.from_json(lock.read_text())
+    on_disk = LockInfo.from_file(lock.read_text())
     assert on_disk == info
     assert (info.holder, info.pid, info.operation, info.started) == ("alice@laptop", os.getpid(),
                                                                        "deploy green v2", T0)
     assert json.loads(lock.read_text())["startedAt"] == "2025-09-14T21:03:11Z"
+
+
+def test_the_caller_can_name_the_holder_and_status_is_json_ready(tmp_path: Path) -> None:
+    lock = tmp_path / "lock.json"
+    mgr = manager(lock, holder="root@ops")
+    mgr.acquire("switch", who="mcp:alice@laptop")
+    status = mgr.status()
+    assert status is not None
+    data = status.to_json()
+    assert json.loads(json.dumps(data)) == data
+    assert (data["holder"], data["operation"], data["stale"], data["staleReason"]) == (
+        "mcp:alice@laptop", "switch", False, None)
+    assert data["startedAt"] == "2025-09-14T21:03:11Z"
+    assert mgr.release() is True
 
 
 def test_a_second_operation_is_refused_with_a_message_naming_the_holder(tmp_path: Path) -> None:
@@ -271,7 +322,7 @@ def test_only_one_of_many_racing_processes_gets_the_lock(tmp_path: Path) -> None
             t.join()
         assert unexpected == []
         assert len(winners) == 1 and len(refused) == contenders - 1
-        assert LockInfo.from_json(lock.read_text()).holder == winners[0].holder
+        assert LockInfo.from_file(lock.read_text()).holder == winners[0].holder
         assert winners[0].release() is True
         assert not lock.exists()
 
@@ -285,7 +336,7 @@ def test_release_never_removes_someone_elses_lock(tmp_path: Path) -> None:
     assert breaker.force_release() is not None
     breaker.acquire("switch")
     assert first.release() is False
-    assert LockInfo.from_json(lock.read_text()).holder == "bob@desk"
+    assert LockInfo.from_file(lock.read_text()).holder == "bob@desk"
 
 
 def test_heartbeat_refreshes_the_lock_and_stale_detection_follows_it(tmp_path: Path) -> None:
@@ -296,7 +347,7 @@ def test_heartbeat_refreshes_the_lock_and_stale_detection_follows_it(tmp_path: P
     clock.advance(100)
     beat = holder.heartbeat()
     assert (beat.started, beat.heartbeat) == (info.started, T0 + 100)
-    assert LockInfo.from_json(lock.read_text()) == beat
+    assert LockInfo.from_file(lock.read_text()) == beat
     clock.advance(100)
     status = holder.status()
     assert status is not None and not status.stale
@@ -313,7 +364,7 @@ def test_a_lock_whose_local_process_died_is_stale(tmp_path: Path) -> None:
     child.wait()  # reaped: that pid names no process now
     dead = LockInfo(holder="alice@laptop", host=socket.gethostname(), pid=child.pid, operation="deploy",
                     started=T0, heartbeat=T0)
-    lock.write_text(dead.to_json())
+    lock.write_text(dead.to_file())
     status = manager(lock).status()
     assert status is not None and status.stale
     assert f"process {child.pid} on {socket.gethostname()} is no longer running" == status.reason
@@ -346,10 +397,10 @@ def test_hold_heartbeats_in_the_background_and_releases_on_exit(tmp_path: Path) 
     with holder.hold("deploy") as info:
         clock.advance(30)
         deadline = time.monotonic() + 30
-        while LockInfo.from_json(lock.read_text()).heartbeat == info.heartbeat:
+        while LockInfo.from_file(lock.read_text()).heartbeat == info.heartbeat:
             assert time.monotonic() < deadline, "the heartbeat thread never refreshed the lock"
             time.sleep(0.01)
-        assert LockInfo.from_json(lock.read_text()).heartbeat == T0 + 30
+        assert LockInfo.from_file(lock.read_text()).heartbeat == T0 + 30
     assert not lock.exists()
     assert not [t for t in threading.enumerate() if t.name == "bluegreen-lock-heartbeat"]
 

@@ -35,8 +35,8 @@ def deploy(color: str, result: str, when: str, duration_ms: int) -> DeployRecord
 
 def test_the_seed_journal_renders_parseable_metrics() -> None:
     state = (parse_state(SEED.read_text())
-             .with_deploy(deploy("green", "failed", "2025-09-15T11:00:00Z", 30_500))
-             .with_deploy(deploy("green", "ok", "2025-09-15T12:00:00Z", 84_250)))
+             .with_deploy_record(deploy("green", "failed", "2025-09-15T11:00:00Z", 30_500))
+             .with_deploy_record(deploy("green", "ok", "2025-09-15T12:00:00Z", 84_250)))
     text = render_metrics(state, live="blue", generated_at=NOW)
     got = samples(text)
     assert got == {
@@ -77,7 +77,7 @@ def test_live_colour_follows_haproxy_not_the_journal() -> None:
 
 
 def test_a_failed_last_deploy_reports_zero_success() -> None:
-    state = State.fresh("blue").with_deploy(deploy("blue", "failed", "2025-09-15T11:00:00Z", 1_000))
+    state = State.fresh("blue").with_deploy_record(deploy("blue", "failed", "2025-09-15T11:00:00Z", 1_000))
     got = samples(render_metrics(state, live="blue", generated_at=NOW))
     assert got[("bluegreen_last_deploy_success", (("color", "blue"),))] == 0
     assert ("bluegreen_last_deploy_success", (("color", "green"),)) not in got
@@ -95,7 +95,7 @@ def test_a_fresh_journal_reports_only_what_it_knows() -> None:
 def test_counts_survive_history_trimming() -> None:
     state = State.fresh("blue")
     for i in range(6):
-        state = state.with_deploy(deploy("green", "ok", f"2025-09-1{i}T10:00:00Z", 1000), keep=2)
+        state = state.with_deploy_record(deploy("green", "ok", f"2025-09-1{i}T10:00:00Z", 1000), keep=2)
     got = samples(render_metrics(state, live="blue", generated_at=NOW))
     assert got[("bluegreen_deploys_total", (("color", "green"), ("result", "ok")))] == 6
 

@@ -28,7 +28,7 @@ from bluegreen.migrations import (
     RENAME_TABLE,
     SET_NOT_NULL,
     TRUNCATE,
-    AppliedMigration,
+    AppliedRow,
     MigrationTableError,
     analyze,
     applied_not_local,
@@ -170,8 +170,8 @@ def test_explain_names_files_statements_the_pattern_and_the_override() -> None:
 
 
 def row(name: str, *, checksum: str = "", finished: bool = True,
-        rolled_back: bool = False) -> AppliedMigration:
-    return AppliedMigration(id=f"id-{name}", checksum=checksum, migration_name=name,
+        rolled_back: bool = False) -> AppliedRow:
+    return AppliedRow(id=f"id-{name}", checksum=checksum, migration_name=name,
                             started_at="2025-09-01T10:00:00.000000Z",
                             finished_at="2025-09-01T10:00:01.000000Z" if finished else None,
                             rolled_back_at="2025-09-01T11:00:00.000000Z" if rolled_back else None,
@@ -219,15 +219,24 @@ def test_checksum_drift_reports_edited_applied_files_only() -> None:
 def test_psql_output_of_the_wrong_shape_is_a_clear_error() -> None:
     with pytest.raises(MigrationTableError, match="not a whole number of 8-column rows"):
         parse_applied("a\0b\0c\0")
-    with pytest.raises(MigrationTableError, match="applied_steps_count 'x' of 'm' is not a number"):
+    with pytest.raises(MigrationTableError, match="a row of 2 fields instead of 8"):
+        parse_applied("a\x1fb\n")
+    with pytest.raises(MigrationTableError, match="the row of 'm' does not parse"):
         parse_applied("i\0c\0m\0\0\0\0x\0\0")
 
 
 def test_relation_does_not_exist_means_nothing_applied() -> None:
-    message = ('ERROR:  relation "_prisma_migrations" does not exist\n'
-               "LINE 1: SELECT id FROM _prisma_migrations")
-    assert parse_applied(message) == []
+    message = ('ERROR:  relation "public._prisma_migrations" does not exist\n'
+               "LINE 1: ...FROM public._prisma_migrations")
+    assert parse_applied("", message, 1) == []
+    assert parse_applied(message) == []  # stderr merged into the output
     assert parse_applied("") == []
+
+
+def test_any_other_psql_failure_is_reported_with_its_message() -> None:
+    expected = r"psql exit code 2\): psql: error: could not connect to server"
+    with pytest.raises(MigrationTableError, match=expected):
+        parse_applied("", "psql: error: could not connect to server: No such file or directory", 2)
 
 
 # --------------------------------------------------------------------------- real PostgreSQL + psql
@@ -282,29 +291,49 @@ def pg_socket_dir() -> Iterator[str]:
 def db(pg_socket_dir: str, request: pytest.FixtureRequest) -> tuple[str, str]:
     """A fresh database per test, so no test sees another's tables."""
     name = "jw_" + request.node.name.lower().replace("test_", "")[:50]
-    psql((pg_socket_dir, "postgres"), f'DROP DATABASE IF EXISTS "{name}"; CREATE DATABASE "{name}";')
+    psql((pg_socket_dir, "postgres"), f'DROP DATABASE IF EXISTS "{name}"')
+    psql((pg_socket_dir, "postgres"), f'CREATE DATABASE "{name}"')
     return pg_socket_dir, name
 
 
-def psql(db: tuple[str, str], script: str, *, check: bool = True) -> str:
+NUL_ARGS = PSQL_ARGS
+UNIT_ARGS = ("-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-F", "\x1f")  # the shape commands.psql uses
+
+
+def psql(db: tuple[str, str], sql: str, *, args: tuple[str, ...] = NUL_ARGS,
+         check: bool = True) -> tuple[str, str, int]:
     socket_dir, database = db
-    command = sh("runuser", "-u", "postgres", "--", "psql", "-h", socket_dir, "-d", database, *PSQL_ARGS)
-    result = LocalExecutor(host="db").run(command, step="psql", input=script, check=check)
-    return result.stdout if result.ok else result.stderr
+    command = sh("runuser", "-u", "postgres", "--", "psql", "-h", socket_dir, "-d", database, *args,
+                 "-c", sql)
+    result = LocalExecutor(host="db").run(command, step="psql", check=check)
+    return result.stdout, result.stderr, result.exit_code
 
 
 def test_a_database_prisma_never_touched_reads_as_nothing_applied(db: tuple[str, str]) -> None:
-    output = psql(db, applied_rows_query())
-    assert output == ""
-    assert parse_applied(output) == []
-    plain_error = psql(db, "SELECT id FROM _prisma_migrations;", check=False)
-    assert parse_applied(plain_error) == []
+    stdout, stderr, code = psql(db, applied_rows_query(), check=False)
+    assert code != 0 and "does not exist" in stderr  # what psql really says
+    assert parse_applied(stdout, stderr, code) == []
+    assert parse_applied(*psql(db, applied_rows_query("no_such_schema"), check=False)) == []
 
 
-def test_rows_read_through_real_psql_round_trip_exactly(db: tuple[str, str]) -> None:
+def test_a_real_psql_failure_is_not_mistaken_for_an_empty_database(db: tuple[str, str]) -> None:
+    socket_dir, database = db
+    reader = f"reader_{database}"  # roles are cluster-wide: one per test database
+    psql(db, PRISMA_TABLE)
+    psql(db, f'REVOKE ALL ON "_prisma_migrations" FROM PUBLIC; CREATE ROLE "{reader}" LOGIN;')
+    command = sh("runuser", "-u", "postgres", "--", "psql", "-h", socket_dir, "-d", database, "-U", reader,
+                 *NUL_ARGS, "-c", applied_rows_query())
+    result = LocalExecutor(host="db").run(command, step="psql", check=False)
+    with pytest.raises(MigrationTableError, match="permission denied"):
+        parse_applied(result.stdout, result.stderr, result.exit_code)
+
+
+@pytest.mark.parametrize("args", [NUL_ARGS, UNIT_ARGS], ids=["nul-separated", "unit-separated"])
+def test_rows_read_through_real_psql_round_trip_exactly(db: tuple[str, str], args: tuple[str, ...]) -> None:
     local = local_migrations()
     names = list(local)
-    nasty_logs = "P3018\nA migration failed to apply.\tDatabase error: 42703 | column \"x\"\n;'\"$$"
+    nasty_logs = ("P3018\nA migration failed to apply.\tDatabase error: 42703 | column \"x\"\n"
+                  ";'\"$$ \x1f ünïcode")
     psql(db, PRISMA_TABLE + f"""
 INSERT INTO "_prisma_migrations" VALUES
   ('0a1b', '{migration_checksum(local[names[0]])}', '2025-08-01 09:30:02.123456+00', '{names[0]}',
@@ -313,13 +342,13 @@ INSERT INTO "_prisma_migrations" VALUES
    NULL, NULL, '2025-09-10 12:00:04+00', 1),
   ('0a1d', '{"e" * 64}', NULL, '{names[2]}', $logs${nasty_logs}$logs$, NULL, '2025-09-15 08:00:00+00', 0);
 """)
-    rows = parse_applied(psql(db, applied_rows_query()))
-    assert [r.migration_name for r in rows] == names
+    rows = parse_applied(*psql(db, applied_rows_query(), args=args))
+    assert [r.name for r in rows] == names
     first, second, third = rows
-    assert first == AppliedMigration(id="0a1b", checksum=migration_checksum(local[names[0]]),
-                                     migration_name=names[0], started_at="2025-08-01T09:30:01.000000Z",
-                                     finished_at="2025-08-01T09:30:02.123456Z", rolled_back_at=None,
-                                     applied_steps_count=1, logs="")
+    assert first == AppliedRow(id="0a1b", checksum=migration_checksum(local[names[0]]),
+                               migration_name=names[0], started_at="2025-08-01T09:30:01.000000Z",
+                               finished_at="2025-08-01T09:30:02.123456Z", rolled_back_at=None,
+                               applied_steps_count=1, logs="")
     assert third.failed and third.logs == nasty_logs and third.finished_at is None
     assert failed(rows) == [third]
     assert pending(names, rows) == []
@@ -327,18 +356,23 @@ INSERT INTO "_prisma_migrations" VALUES
     assert second.applied
 
     psql(db, """UPDATE "_prisma_migrations" SET rolled_back_at = '2025-09-15 09:00:00+00'
-                            WHERE id = '0a1d';""")
-    rows = parse_applied(psql(db, applied_rows_query()))
+                WHERE id = '0a1d';""")
+    rows = parse_applied(*psql(db, applied_rows_query(), args=args))
     assert failed(rows) == [] and pending(names, rows) == [names[2]]
     assert rows[2].rolled_back_at == "2025-09-15T09:00:00.000000Z"
+
+
+def test_an_empty_table_reads_as_no_rows(db: tuple[str, str]) -> None:
+    psql(db, PRISMA_TABLE)
+    for args in (NUL_ARGS, UNIT_ARGS):
+        assert parse_applied(*psql(db, applied_rows_query(), args=args)) == []
 
 
 def test_a_schema_name_is_quoted_not_pasted(db: tuple[str, str]) -> None:
     psql(db, 'CREATE SCHEMA "odd""schema";' + PRISMA_TABLE.replace(
         'TABLE "_prisma_migrations"', 'TABLE "odd""schema"."_prisma_migrations"'))
     psql(db, """INSERT INTO "odd""schema"."_prisma_migrations"
-                           (id, checksum, migration_name, finished_at, applied_steps_count)
-                           VALUES ('x1', 'abc', '20250101_only', now(), 1);""")
-    rows = parse_applied(psql(db, applied_rows_query('odd"schema')))
-    assert [r.migration_name for r in rows] == ["20250101_only"]
-    assert parse_applied(psql(db, applied_rows_query("no_such_schema"))) == []
+                (id, checksum, migration_name, finished_at, applied_steps_count)
+                VALUES ('x1', 'abc', '20250101_only', now(), 1);""")
+    rows = parse_applied(*psql(db, applied_rows_query('odd"schema')))
+    assert [r.name for r in rows] == ["20250101_only"]
