@@ -13,13 +13,16 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from .errors import BlueGreenError, ConfigError
 from .progress import TerminalProgress
 from .topology import Topology, load_stack
 
 DEFAULT_STACK_ENV = "BLUEGREEN_STACK"
+
+
+_P = TypeVar("_P", bound=argparse.ArgumentParser)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    def global_options(parser: argparse.ArgumentParser, top: bool) -> argparse.ArgumentParser:
+    def global_options(parser: _P, top: bool) -> _P:
         # Global options are accepted before or after the command; the copies on each command
         # default to SUPPRESS so they never overwrite a value given before the command.
         extra: dict[str, object] = {} if top else {"default": argparse.SUPPRESS}
@@ -46,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument("--verbose", "-v", help="debug logging on stderr", **flag)  # type: ignore[arg-type]
         return parser
 
-    common = global_options(argparse.ArgumentParser(add_help=False), top=False)
+    common = global_options(_Parser(add_help=False), top=False)
     p = global_options(_Parser(prog="bluegreen",
                                description="Blue-green deploys of the JW Attendant Scheduler on Proxmox."),
                        top=True)
@@ -200,7 +203,7 @@ def format_status(data: dict[str, Any]) -> str:
     lines.append(f"last switch {data['lastSwitch'] or 'never'}; switches {data['switchCount']}")
     lock = data["lock"]
     lines.append("lock: free" if not lock else
-                 f"lock: held by {lock.get('holder')} ({lock.get('operation')}) since {lock.get('started')}"
+                 f"lock: held by {lock.get('holder')} ({lock.get('operation')}) since {lock.get('startedAt')}"
                  + (" - STALE" if lock.get("stale") else ""))
     lines.append(f"public {data['endpoints']['public']}  preview {data['endpoints']['preview']}")
     for e in data.get("errors", []):
@@ -290,7 +293,7 @@ def cmd_lock(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgre
         lock = svc.lock_status()
         o.result({"lock": lock}, "lock: free" if not lock else
                  f"lock held by {lock['holder']} on {lock['host']} for {lock['operation']} since "
-                 f"{lock['started']}" + (" (STALE: its holder looks dead)" if lock.get("stale") else ""))
+                 f"{lock.get('startedAt')}" + (f" (STALE: {lock.get('staleReason')})" if lock.get("stale") else ""))
         return 0
     released = svc.lock_release(force=args.force)
     o.result({"ok": True, "released": released},

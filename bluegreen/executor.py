@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import socket
 import subprocess
 import time
 import uuid
@@ -263,12 +262,13 @@ class SshExecutor(_Base):
             code = channel.recv_exit_status()
             if code == -1:
                 raise EOFError("connection dropped before the command finished")
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             self._drop()
             raise RemoteError(self.host, step, f"timed out after {limit:g}s") from None
         except (OSError, EOFError, _paramiko_errors()) as exc:
             self._drop()
-            raise RemoteError(self.host, step, f"connection lost: {self._clean(str(exc)) or type(exc).__name__}") from None
+            reason = self._clean(str(exc)) or type(exc).__name__
+            raise RemoteError(self.host, step, f"connection lost: {reason}") from None
         return self._finish(full, code, out.decode(errors="replace"), err.decode(errors="replace"),
                             started, step=step, check=check)
 

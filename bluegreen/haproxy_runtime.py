@@ -180,6 +180,19 @@ def systemd_start_command(service: str) -> str:
     return sh("systemctl", "start", service)
 
 
+def port_in_use_command(address: str, port: int) -> str:
+    """Exit status 0 when something accepts TCP connections on address:port (bash's /dev/tcp)."""
+    return sh("timeout", "3", "bash", "-c", f'exec 3<>"/dev/tcp/{address}/{port}"')
+
+
+_BIND = re.compile(r"^\s*bind\s+(\d{1,3}(?:\.\d{1,3}){3}):(\d+)(?:\s|$)", re.M)
+
+
+def tcp_binds(config: str) -> set[tuple[str, int]]:
+    """The IPv4 `bind address:port` listeners of a config (other bind forms are not listed)."""
+    return {(m.group(1), int(m.group(2))) for m in _BIND.finditer(config)}
+
+
 # --------------------------------------------------------------------------- pure parsers
 
 
@@ -569,6 +582,20 @@ def validate_config(executor: Executor, config_path: str, *, shown_as: str | Non
             message = message.replace(config_path, shown_as)
         raise RemoteError(executor.host, "validate the HAProxy configuration",
                           f"HAProxy rejects {shown_as or config_path}:\n{message}")
+
+
+def check_new_binds_free(executor: Executor, old_config: str, new_config: str) -> None:
+    """Refuse listeners that another program already holds, before anything is reloaded.
+
+    `haproxy -c` does not bind, and a reload whose new worker cannot bind pauses the running
+    listeners while it tries: clients see refused connections for that moment.
+    """
+    taken = [f"{address}:{port}" for address, port in sorted(tcp_binds(new_config) - tcp_binds(old_config))
+             if executor.run(port_in_use_command(address, port), step="check new listeners", check=False).ok]
+    if taken:
+        raise RemoteError(executor.host, "check new listeners",
+                          f"{', '.join(taken)} already in use by another program on this host; "
+                          "the new configuration could not start, so nothing was changed")
 
 
 def show_proc(executor: Executor, where: Topology | HaproxyPaths) -> ProcTable:

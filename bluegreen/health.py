@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -54,13 +55,28 @@ def _network_error(exc: httpx.HTTPError, url: str, timeout: float) -> str:
     return f"{url}: {reason}"
 
 
+_CLIENT: httpx.Client | None = None
+_CLIENT_LOCK = threading.Lock()
+
+
+def _client() -> httpx.Client:
+    """One client for every probe: building one costs an SSL context (tens of ms), which would
+    show up as latency. No keep-alive, so each probe still opens its own connection."""
+    global _CLIENT
+    with _CLIENT_LOCK:
+        if _CLIENT is None:
+            # trust_env=False: an operator's HTTP(S)_PROXY must never sit between us and the estate.
+            _CLIENT = httpx.Client(trust_env=False, follow_redirects=False,
+                                   limits=httpx.Limits(max_keepalive_connections=0))
+        return _CLIENT
+
+
 def http_probe(url: str, *, timeout: float = 3.0, headers: Mapping[str, str] | None = None) -> ProbeResult:
     """GET `url` once; 2xx is healthy. Network failures come back as `ok=False` with the reason."""
+    client = _client()
     started = time.perf_counter()
     try:
-        # trust_env=False: an operator's HTTP(S)_PROXY must never sit between us and the estate.
-        with httpx.Client(timeout=timeout, trust_env=False, follow_redirects=False) as client:
-            response = client.get(url, headers=dict(headers or {}))
+        response = client.get(url, headers=dict(headers or {}), timeout=timeout)
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         raise ConfigError(f"cannot probe {url!r}: {exc}") from None
     except httpx.HTTPError as exc:

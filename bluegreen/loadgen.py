@@ -160,7 +160,8 @@ class RequestLoop:
                     conn = None
             except (OSError, http.client.HTTPException) as exc:
                 error = type(exc).__name__
-                conn.close()
+                if conn is not None:
+                    conn.close()
                 conn = None
             sample = Sample(started, (time.monotonic() - started) * 1000, status, served, error)
             with self._lock:

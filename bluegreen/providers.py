@@ -24,14 +24,13 @@ service down, so it removes only what nothing serving depends on):
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from . import haproxy_runtime as hr
 from .errors import ConfigError, RemoteError
@@ -75,7 +74,7 @@ def _number(value: Any, key: str) -> float:
         raise ConfigError(f"connection.{key}: expected a number, got {value!r}") from None
 
 
-def executor_from_props(props: Mapping[str, Any], secrets: Iterable[Sensitive] = ()) -> Executor:
+def executor_from_props(props: Mapping[str, Any], secrets: Iterable[Sensitive] = ()) -> SshExecutor:
     """A fresh (not yet connected) SSH executor for the resource's host."""
     conn = props.get("connection")
     if not isinstance(conn, Mapping) or not conn.get("address"):
@@ -90,20 +89,9 @@ def executor_from_props(props: Mapping[str, Any], secrets: Iterable[Sensitive] =
         connect_timeout=_number(conn.get("connect_timeout") or 10, "connect_timeout"),
         ssh_config=str(conn.get("ssh_config") or "~/.ssh/config"),
     )
-    executor = SshExecutor(host=str(conn.get("host") or target.address), secrets=list(secrets),
-                           command_timeout=_number(conn.get("command_timeout") or 900, "command_timeout"),
-                           target=target)
-    # SshExecutor implements Executor; the cast only bridges executor.py's `__enter__ -> _Base`.
-    return cast(Executor, executor)
-
-
-@contextlib.contextmanager
-def _connected(props: Mapping[str, Any], secrets: Iterable[Sensitive] = ()) -> Iterator[Executor]:
-    executor = executor_from_props(props, secrets)
-    try:
-        yield executor
-    finally:
-        executor.close()
+    return SshExecutor(host=str(conn.get("host") or target.address), secrets=list(secrets),
+                       command_timeout=_number(conn.get("command_timeout") or 900, "command_timeout"),
+                       target=target)
 
 
 def _sha256(text: str) -> str:
@@ -159,9 +147,12 @@ def sql_secrets(sql: str) -> list[Sensitive]:
 
 
 def psql_command(socket_dir: str, port: int, *extra: str) -> str:
-    """psql as the postgres OS user over the local socket, stopping at the first error."""
-    return sh("runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
-              "-h", socket_dir, "-p", port, "-d", "postgres", *extra)
+    """psql as the postgres OS user over the local socket, stopping at the first error.
+
+    From `/`: psql complains about a working directory the postgres user may not enter (root's).
+    """
+    return "cd / && " + sh("runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                           "-h", socket_dir, "-p", port, "-d", "postgres", *extra)
 
 
 def _query(executor: Executor, socket_dir: str, port: int, sql: str, step: str) -> str:
@@ -278,14 +269,21 @@ def apply_haproxy_config(executor: Executor, paths: hr.HaproxyPaths, config: str
             executor.run(sh("rm", "-f", candidate), step="discard the rejected configuration", check=False)
             raise
         running = hr.master_answers(executor, paths) is not None
+        if running:
+            try:
+                hr.check_new_binds_free(executor, current or "", config)
+            except RemoteError:
+                executor.run(sh("rm", "-f", candidate), step="discard the rejected configuration",
+                             check=False)
+                raise
         executor.run(sh("mv", "-f", candidate, paths.config), step="install the HAProxy configuration")
         changes.append(f"installed {paths.config}")
         if running:
             try:
                 table = hr.reload(executor, paths)
             except RemoteError as exc:
-                # `haproxy -c` cannot see everything (a port taken by another program): the old
-                # workers still serve, and the file must match them again for the next restart.
+                # Some failures only show when the new worker starts: the old workers still serve,
+                # and the file must match them again for the next restart.
                 if current is not None:
                     executor.put(paths.config, current, step="restore the previous HAProxy configuration")
                 raise RemoteError(exc.host, exc.step, f"{exc.detail}; {paths.config} is back to its "
@@ -432,7 +430,7 @@ class HostProvider:
 
     def create(self, props: Mapping[str, Any]) -> Created:
         props = self._validated(props)
-        with _connected(props, self.secrets(props)) as executor:
+        with executor_from_props(props, self.secrets(props)) as executor:
             outs = {**props, **self.apply(executor, props)}
         return Created(self.identity(props), outs)
 
@@ -445,17 +443,17 @@ class HostProvider:
 
     def update(self, _id: str, _olds: Mapping[str, Any], news: Mapping[str, Any]) -> dict[str, Any]:
         news = self._validated(news)
-        with _connected(news, self.secrets(news)) as executor:
+        with executor_from_props(news, self.secrets(news)) as executor:
             return {**news, **self.apply(executor, news)}
 
     def delete(self, _id: str, props: Mapping[str, Any]) -> None:
         if type(self).remove is HostProvider.remove:
             return  # nothing to do on the host: do not even connect
-        with _connected(props, self.secrets(props)) as executor:
+        with executor_from_props(props, self.secrets(props)) as executor:
             self.remove(executor, props)
 
     def read(self, id_: str, props: Mapping[str, Any]) -> Created:
-        with _connected(props, self.secrets(props)) as executor:
+        with executor_from_props(props, self.secrets(props)) as executor:
             return Created(id_, self.observe(executor, props))
 
 
@@ -663,7 +661,7 @@ def apply_estate(t: Topology, db_password: Sensitive, *,
     def on(container: Container) -> Executor:
         if executor_for is None:
             if container.vmid not in own:
-                own[container.vmid] = cast(Executor, connect(t, container, secrets=[db_password]))
+                own[container.vmid] = connect(t, container, secrets=[db_password])
             return own[container.vmid]
         if isinstance(executor_for, Mapping):
             return executor_for[container.vmid]

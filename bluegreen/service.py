@@ -226,6 +226,13 @@ class Service:
     def _lock(self, lb: Executor) -> LockManager:
         return LockManager(lb, self.t.load_balancer.path(self.t.journal.lock_path))
 
+    @contextlib.contextmanager
+    def _holding(self, operation: str) -> Iterator[None]:
+        """Hold the estate lock on its own connection: the heartbeat thread uses it while the
+        operation's own connection may be dropped and reopened."""
+        with self._on(self.t.load_balancer) as lock_ex, self._lock(lock_ex).hold(operation, self.who):
+            yield
+
     def _journal(self, lb: Executor) -> JournalStore:
         return JournalStore(lb, self.t.load_balancer.path(self.t.journal.path))
 
@@ -240,7 +247,7 @@ class Service:
                    step="write metrics", mode=0o644)
 
     def live_color(self, lb: Executor) -> str:
-        return haproxy_runtime.live_backend(lb, self.t)
+        return haproxy_runtime.live_color(lb, self.t)
 
     def _pve(self) -> Any:
         from .pve import PveClient
@@ -398,7 +405,7 @@ class Service:
         t = self.t
         ref = cmd.validate_ref(ref or t.app.branch)
         started = time.monotonic()
-        with self._on(t.load_balancer) as lb, self._lock(lb).hold("deploy", self.who):
+        with self._holding("deploy"), self._on(t.load_balancer) as lb:
             live = self.live_color(lb)
             standby = other_color(live)
             result = DeployResult(ok=False, color=standby, ref=ref)
@@ -408,7 +415,8 @@ class Service:
                 result.ok = True
             except BlueGreenError as exc:
                 result.failed_step = run.step_name
-                result.error = redact(str(exc), self.secrets)
+                detail = exc.detail if isinstance(exc, DeployError) else str(exc)
+                result.error = redact(detail, self.secrets)
                 run.restore()
             finally:
                 result.duration_s = time.monotonic() - started
@@ -482,7 +490,7 @@ class Service:
     def switch(self, *, emergency: bool = False, direct: bool = False, watch: bool = True,
                to_color: str | None = None, reason: str = "switch") -> SwitchResult:
         t = self.t
-        with self._on(t.load_balancer) as lb, self._lock(lb).hold(reason, self.who):
+        with self._holding(reason), self._on(t.load_balancer) as lb:
             with self.progress.step("pre-switch checks"):
                 plan = self._plan_switch(lb, emergency=emergency, direct=direct, to_color=to_color)
                 if plan.problems:
@@ -590,7 +598,7 @@ class Service:
 
     def rollback_snapshot(self) -> dict[str, Any]:
         """Restore the standby container from its newest deploy snapshot."""
-        with self._on(self.t.load_balancer) as lb, self._lock(lb).hold("rollback --snapshot", self.who):
+        with self._holding("rollback --snapshot"), self._on(self.t.load_balancer) as lb:
             standby = other_color(self.live_color(lb))
             vmid = self.t.app_host(standby).vmid
             client = self._pve()
@@ -794,7 +802,8 @@ class _DeployRun:
 def _expect_commit(probe: health.ProbeResult, sha: str) -> health.ProbeResult:
     if not probe.ok:
         return probe
-    commit = probe.body.get("commit") if isinstance(probe.body, dict) else None
+    data = probe.json()
+    commit = data.get("commit") if isinstance(data, dict) else None
     if commit and commit != sha:
         return health.ProbeResult(ok=False, status=probe.status, latency_ms=probe.latency_ms,
                                   body=probe.body, error=f"still serving {str(commit)[:7]}",

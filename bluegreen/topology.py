@@ -25,6 +25,7 @@ COLORS = ("blue", "green")
 ROLES = ("database", "app", "loadbalancer")
 SWITCH_MODES = ("automation", "direct")
 _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_UNSET_IP = ipaddress.IPv4Address(0)  # placeholder while an address is invalid (a problem is recorded)
 _TAG = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
@@ -542,7 +543,7 @@ def _read_containers(r: _Reader, raw: Any, gateway: ipaddress.IPv4Address | None
         elif color is not None and role != "app":
             r.problem(f"{path}.color", f"only app containers have a colour (this one is {role!r})")
         ip_text = r.str_(m, "ip", path, required=True)
-        interface = ipaddress.IPv4Interface("0.0.0.0/32")
+        interface = ipaddress.IPv4Interface(f"{_UNSET_IP}/32")
         if ip_text:
             try:
                 if "/" not in ip_text:
@@ -575,7 +576,7 @@ def _read_containers(r: _Reader, raw: Any, gateway: ipaddress.IPv4Address | None
         if vmid in seen_ids:
             r.problem(f"{path}.id", f"{vmid} is used twice (also by {seen_ids[vmid]})")
         seen_ids.setdefault(vmid, path)
-        if ip_text and container.ip != "0.0.0.0":
+        if ip_text and container.interface.ip != _UNSET_IP:
             if container.ip in seen_ips:
                 r.problem(f"{path}.ip", f"{container.ip} is used twice (also by {seen_ips[container.ip]})")
             seen_ips.setdefault(container.ip, path)
@@ -591,7 +592,8 @@ def _read_containers(r: _Reader, raw: Any, gateway: ipaddress.IPv4Address | None
     colors = [c.color for c in result if c.role == "app"]
     for color in COLORS:
         if colors.count(color) != 1:
-            r.problem("containers", f"expected exactly one app container of colour {color}, found {colors.count(color)}")
+            r.problem("containers",
+                      f"expected exactly one app container of colour {color}, found {colors.count(color)}")
     return tuple(result)
 
 

@@ -89,12 +89,13 @@ def run(clients: int = 16) -> int:
     out.write(f"The lab now serves {release} from {live} at {t.public_url}/\n\n")
     out.write("Where each part runs (all on loopback, files under " f"{info.lab_dir}):\n")
     out.write(f"  Proxmox VE API (fakepve)   {t.proxmox.endpoint}\n")
-    for c in t.containers:
+    for host in t.containers:
         what = {"database": f"PostgreSQL :{t.database.port}",
-                "app": f"PM2 + app :{t.app.port} ({c.color})",
+                "app": f"PM2 + app :{t.app.port} ({host.color})",
                 "loadbalancer": f"HAProxy public :{t.haproxy.public_port}, preview "
-                                f":{t.haproxy.preview_port}, metrics :{t.haproxy.stats_port}/metrics"}[c.role]
-        out.write(f"  CT {c.vmid} {c.name:<12} {c.ip:<11} sshd :{t.ssh.port}, {what}, root {c.root}\n")
+                                f":{t.haproxy.preview_port}, metrics :{t.haproxy.stats_port}/metrics"}[host.role]
+        out.write(f"  CT {host.vmid} {host.name:<12} {host.ip:<11} sshd :{t.ssh.port}, {what}, "
+                  f"root {host.root}\n")
     out.write("\nTry: .venv/bin/bluegreen status --stack lab    |    make lab-down to stop it all\n")
     return 0 if not load.failures else 1
 

@@ -1,0 +1,399 @@
+"""Cutover under load: our switch against the two usual alternatives, side by side, in one run.
+
+A steady request loop (half keep-alive clients, half a new connection per request) runs through
+a public frontend while the live colour changes again and again. Methods:
+
+- ours, normal path: `Service.switch()` as the lab stack does it (`switch.mode: direct`: checks,
+  runtime `set map`, map file, verify, journal). Watching afterwards is off: it is monitoring
+  after the cutover, not part of it, and would only make each switch three seconds longer.
+- ours, emergency: `Service.switch(emergency=True)`: no checks, the same runtime flip.
+- HAProxy config rewrite + reload: the live backend hard-wired with `default_backend`, the file
+  rewritten and the master told to `reload` (validated with `haproxy -c` first). Run on a second
+  HAProxy on the load balancer (ports 18080/18081/18404, its own files) so the lab's own config
+  is never touched; same backends, same app processes. Twice: with a typical config, and with
+  ours (`option idle-close-on-response`).
+- `pm2 reload` of the live colour in place: what a single-colour setup does to ship a release.
+
+Reported per method: failed requests, answers from the old colour for requests sent after the
+cutover call had returned, p50/p99 latency before and during the cutovers, time from the start
+of the cutover to the first answer from the new colour, and how long the cutover call took.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchlib import (
+    Bench,
+    BenchError,
+    LoadProcess,
+    Section,
+    arg_parser,
+    ensure_deployed,
+    fmt_ms,
+    fmt_num,
+    md_table,
+    median,
+    open_bench,
+    percentile,
+    say,
+    setup_logging,
+    when_unlocked,
+)
+
+from bluegreen import commands as cmd
+from bluegreen import haproxy_runtime
+from bluegreen.lab.services import ManagedProcess
+from bluegreen.loadgen import Sample
+from bluegreen.progress import RecordingProgress, StepRecord
+from bluegreen.render.haproxy import render_haproxy_cfg
+from bluegreen.topology import Topology, other_color
+
+ALT_DIR = "/var/lib/bluegreen-bench"
+ALT_PUBLIC, ALT_PREVIEW, ALT_STATS = 18080, 18081, 18404
+BASELINE_S = 3.0
+GAP_S = 0.3  # quiet time after each cutover, so answers after it returned can be counted
+TAIL_S = 1.0
+FLIP_STEP_PREFIX = "flip live traffic"
+
+
+@dataclass(frozen=True)
+class Cutover:
+    called: float  # the method's call began (monotonic seconds)
+    flipped: float  # the routing change itself began (ours: the flip step; others: = called)
+    returned: float
+    old: str | None  # colours, when the method changes colour
+    new: str | None
+
+
+@dataclass
+class MethodRun:
+    key: str
+    name: str
+    url: str
+    samples: list[Sample]
+    events: list[Cutover]
+    baseline: tuple[float, float]
+    end: float
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- analysis (pure)
+
+
+def analyze(run: MethodRun) -> dict[str, Any]:
+    samples = run.samples
+    starts = [s.started for s in samples]
+
+    def between(lo: float, hi: float) -> list[Sample]:
+        return samples[bisect.bisect_left(starts, lo):bisect.bisect_left(starts, hi)]
+
+    base = between(*run.baseline)
+    first = run.events[0].called if run.events else run.baseline[1]
+    last = run.events[-1].returned if run.events else run.end
+    during = between(first, last)
+    window = between(first, run.end)
+    failed = [s for s in window if not s.ok]
+    reasons = Counter(s.error or f"HTTP {s.status}" for s in failed)
+    old_after = 0
+    to_new: list[float] = []
+    for i, ev in enumerate(run.events):
+        following = run.events[i + 1].called if i + 1 < len(run.events) else run.end
+        after = between(ev.returned, following)
+        if ev.old is not None:
+            old_after += sum(1 for s in after if s.served_by == ev.old)
+        if ev.new is not None:
+            arrivals = [s.started + s.latency_ms / 1000 for s in between(ev.flipped, following)
+                        if s.ok and s.served_by == ev.new]
+            if arrivals:
+                to_new.append(min(arrivals) - ev.flipped)
+
+    def latency(group: list[Sample], q: float) -> float | None:
+        value = percentile((s.latency_ms for s in group if s.ok), q)
+        return None if value is None else value / 1000
+
+    return {
+        "method": run.name,
+        "cutovers": len(run.events),
+        "requests": len(window),
+        "requestsBaseline": len(base),
+        "failed": len(failed),
+        "failedBaseline": sum(1 for s in base if not s.ok),
+        "failureReasons": dict(reasons),
+        "failedPer1000": 1000 * len(failed) / len(window) if window else None,
+        "oldColourAfterReturn": old_after if any(e.old for e in run.events) else None,
+        "p50Before": latency(base, 50), "p99Before": latency(base, 99),
+        "p50During": latency(during, 50), "p99During": latency(during, 99),
+        "maxDuring": latency(during, 100),
+        "toNewMedian": median(to_new), "toNewMax": max(to_new) if to_new else None,
+        "toNewMeasured": len(to_new),
+        "callMedian": median(e.returned - e.called for e in run.events),
+        "callMax": max((e.returned - e.called for e in run.events), default=None),
+        "colours": dict(Counter(s.served_by for s in window if s.served_by)),
+        "notes": run.notes,
+    }
+
+
+def hardwire(config: str, live: str, *, idle_close: bool) -> str:
+    """The config rewrite alternative: each frontend's map lookup replaced by a fixed backend."""
+    fixed = {"frontend fe_public": f"bk_{live}", "frontend fe_preview": f"bk_{other_color(live)}"}
+    out: list[str] = []
+    section = ""
+    replaced = 0
+    for line in config.splitlines():
+        if line and not line[0].isspace():
+            section = line.strip()
+        stripped = line.strip()
+        if stripped.startswith("use_backend ") and section in fixed:
+            out.append(f"    default_backend {fixed[section]}")
+            replaced += 1
+        elif stripped == "option idle-close-on-response" and not idle_close:
+            continue
+        else:
+            out.append(line)
+    if replaced != len(fixed):
+        raise BenchError(f"expected one use_backend line in each of {', '.join(fixed)}; found {replaced}")
+    return "\n".join(out) + "\n"
+
+
+def alt_topology(t: Topology) -> Topology:
+    """The lab's load balancer settings moved to other ports and files, for the second HAProxy."""
+    hp = dataclasses.replace(
+        t.haproxy, public_port=ALT_PUBLIC, preview_port=ALT_PREVIEW, stats_port=ALT_STATS,
+        config_path=f"{ALT_DIR}/haproxy.cfg", map_path=f"{ALT_DIR}/live.map",
+        admin_socket=f"{ALT_DIR}/admin.sock", master_socket=f"{ALT_DIR}/master.sock",
+        pid_file=f"{ALT_DIR}/haproxy.pid")
+    return dataclasses.replace(t, haproxy=hp)
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def drive(key: str, name: str, url: str, cutover: Callable[[], Cutover], count: int, clients: int,
+          notes: list[str] | None = None) -> MethodRun:
+    say(f"-- {name}: {count} cutovers under {clients} clients on {url}")
+    with LoadProcess(url, clients=clients) as load:
+        begin = time.monotonic()
+        time.sleep(BASELINE_S)
+        baseline = (begin, time.monotonic())
+        events = []
+        for i in range(count):
+            events.append(cutover())
+            if (i + 1) % 10 == 0:
+                say(f"   {i + 1}/{count}")
+            time.sleep(GAP_S)
+        time.sleep(TAIL_S)
+        end = time.monotonic()
+        samples = load.stop()
+    return MethodRun(key=key, name=name, url=url, samples=samples, events=events, baseline=baseline,
+                     end=end, notes=notes or [])
+
+
+def ours(bench: Bench, *, emergency: bool) -> Callable[[], Cutover]:
+    def cutover() -> Cutover:
+        flips: list[float] = []
+
+        def listener(event: str, record: StepRecord) -> None:
+            if event == "start" and record.name.startswith(FLIP_STEP_PREFIX):
+                flips.append(time.monotonic())
+
+        called = time.monotonic()
+        result = when_unlocked(lambda: bench.service(progress=RecordingProgress(listener=listener))
+                               .switch(emergency=emergency, watch=False))
+        returned = time.monotonic()
+        if not result.ok:
+            raise BenchError(f"switch to {result.color} failed: {result.error}")
+        return Cutover(called=called, flipped=flips[-1] if flips else called, returned=returned,
+                       old=result.from_color, new=result.color)
+
+    return cutover
+
+
+def _pids_running(config_path: str) -> list[int]:
+    """Processes whose command line names `config_path` (only the second HAProxy's do)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"-f {config_path}" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@contextlib.contextmanager
+def second_haproxy(bench: Bench, *, idle_close: bool) -> Iterator[Callable[[], Cutover]]:
+    """A second HAProxy on the load balancer serving the live colour; yields the reload cutover."""
+    t = bench.topology()
+    alt = alt_topology(t)
+    paths = haproxy_runtime.HaproxyPaths.from_topology(alt)
+    base_config = render_haproxy_cfg(alt)
+    state = {"live": bench.live_color()}
+    process = ManagedProcess("benchmark haproxy", Path(paths.pid_file), expect=f"-f {paths.config}")
+    with bench.executor(t.load_balancer) as lb:
+        try:
+            lb.put(paths.config, hardwire(base_config, state["live"], idle_close=idle_close),
+                   step="write the benchmark HAProxy config")
+            haproxy_runtime.ensure_running(lb, paths)
+
+            def cutover() -> Cutover:
+                new = other_color(state["live"])
+                called = time.monotonic()
+                lb.put(paths.config, hardwire(base_config, new, idle_close=idle_close),
+                       step="rewrite haproxy.cfg")
+                haproxy_runtime.reload(lb, paths)
+                returned = time.monotonic()
+                old, state["live"] = state["live"], new
+                return Cutover(called=called, flipped=called, returned=returned, old=old, new=new)
+
+            yield cutover
+        finally:
+            process.stop()
+            # Old workers still draining keep the config path in their command line: ours too.
+            for pid in _pids_running(paths.config):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while _pids_running(paths.config) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            for pid in _pids_running(paths.config):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            lb.run(f"rm -rf -- {cmd.sh(t.load_balancer.path(ALT_DIR))}", step="remove the benchmark files",
+                   check=False)
+
+
+@contextlib.contextmanager
+def pm2_in_place(bench: Bench) -> Iterator[Callable[[], Cutover]]:
+    """`pm2 reload <app>` on the live colour's host: no second colour, the app replaced in place."""
+    t = bench.topology()
+    live = bench.live_color()
+    host = t.app_host(live)
+    paths = cmd.AppPaths.of(t, host)
+    with bench.executor(host) as ex:
+        def cutover() -> Cutover:
+            called = time.monotonic()
+            ex.run(cmd.pm2(t, paths, "reload", t.app.name), step="pm2 reload")
+            return Cutover(called=called, flipped=called, returned=time.monotonic(), old=None, new=None)
+
+        yield cutover
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run(bench: Bench, *, switches: int = 50, reloads: int = 20, clients: int = 16) -> Section:
+    if switches < 2 or switches % 2:
+        raise BenchError(f"--switches must be an even number >= 2 (the lab ends on the colour it "
+                         f"started on), got {switches}")
+    ensure_deployed(bench)
+    t = bench.topology()
+    public = f"{t.public_url}/"
+    alt_url = f"http://{t.load_balancer.ip}:{ALT_PUBLIC}/"
+    runs = [
+        drive("ours", "ours: switch (normal path, direct)", public, ours(bench, emergency=False),
+              switches, clients),
+        drive("emergency", "ours: switch --emergency", public, ours(bench, emergency=True),
+              switches, clients),
+    ]
+    with second_haproxy(bench, idle_close=False) as reload_typical:
+        runs.append(drive("reload", "haproxy.cfg rewrite + reload (typical config)", alt_url,
+                          reload_typical, switches, clients,
+                          ["a second HAProxy with the lab's config minus `option idle-close-on-response`"]))
+    with second_haproxy(bench, idle_close=True) as reload_ours:
+        runs.append(drive("reload-idle-close", "haproxy.cfg rewrite + reload (our config)", alt_url,
+                          reload_ours, switches, clients,
+                          ["a second HAProxy with the lab's config, `option idle-close-on-response` kept"]))
+    with pm2_in_place(bench) as pm2_reload:
+        runs.append(drive("pm2", "pm2 reload of the live colour in place", public, pm2_reload, reloads,
+                          clients, ["one colour, reloaded in place: there is no colour to change"]))
+    results = [analyze(r) for r in runs]
+    return Section("Cutover under load", render(results, clients=clients),
+                   data={"clients": clients, "methods": results}, headline=headline(results))
+
+
+def _ratio(value: float | None, reference: float | None) -> str:
+    if value is None or reference is None:
+        return "n/a"
+    if reference == 0:
+        return "same (0)" if value == 0 else f"{value:g} vs 0"
+    return f"{value / reference:.1f}x"
+
+
+def headline(results: list[dict[str, Any]]) -> list[str]:
+    ours_result = results[0]
+    lines = []
+    for r in results:
+        lines.append(f"{r['method']}: {r['failed']} failed of {r['requests']} requests over "
+                     f"{r['cutovers']} cutovers; p99 during {fmt_ms(r['p99During'])} "
+                     f"({_ratio(r['p99During'], ours_result['p99During'])} ours)")
+    return lines
+
+
+def render(results: list[dict[str, Any]], *, clients: int) -> str:
+    ours_result = results[0]
+    rows = []
+    for r in results:
+        rows.append([
+            r["method"], r["cutovers"], r["requests"], r["failed"],
+            fmt_num(r["failedPer1000"], 2),
+            "n/a" if r["oldColourAfterReturn"] is None else r["oldColourAfterReturn"],
+            f"{fmt_ms(r['p50Before'])} / {fmt_ms(r['p99Before'])}",
+            f"{fmt_ms(r['p50During'])} / {fmt_ms(r['p99During'])}",
+            f"{fmt_ms(r['toNewMedian'])} / {fmt_ms(r['toNewMax'])}",
+            f"{fmt_ms(r['callMedian'], 0)} / {fmt_ms(r['callMax'], 0)}",
+        ])
+    table = md_table(["method", "cutovers", "requests", "failed", "failed per 1000",
+                      "old colour after return", "p50 / p99 before", "p50 / p99 during",
+                      "flip to first new-colour answer (median / max)", "cutover call (median / max)"],
+                     rows)
+    ratios = md_table(["method", "failed vs ours", "p99 during vs ours", "max latency during"],
+                      [[r["method"], _ratio(r["failed"], ours_result["failed"]),
+                        _ratio(r["p99During"], ours_result["p99During"]), fmt_ms(r["maxDuring"])]
+                       for r in results])
+    reasons = "\n".join(f"- {r['method']}: " + (", ".join(f"{k} x{v}" for k, v in r["failureReasons"].items())
+                                                 or "none") for r in results)
+    notes = "\n".join(f"- {r['method']}: {note}" for r in results for note in r["notes"])
+    return "\n\n".join([
+        f"{clients} concurrent clients (half keep-alive, half a new connection per request) through "
+        f"the frontend, {BASELINE_S:g} s of baseline first, {GAP_S:g} s between cutovers. "
+        "\"During\" is from the first cutover call to the last one's return. \"Old colour after "
+        "return\" counts answers from the previous colour to requests sent after the cutover call "
+        "had returned. \"Flip to first new-colour answer\" runs from the start of the routing change "
+        "(our flip step; the config write; for pm2 there is no colour) to the first reply carrying "
+        "the new colour in `X-Served-By`.",
+        table, "Compared with ours (normal path):", ratios, "Why requests failed:", reasons,
+        "Setup notes:\n" + notes if notes else "",
+    ]).strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = arg_parser(__doc__)
+    parser.add_argument("--switches", type=int, default=50, help="cutovers per switching method (even)")
+    parser.add_argument("--reloads", type=int, default=20, help="pm2 reloads")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    with open_bench() as bench:
+        section = run(bench, switches=args.switches, reloads=args.reloads, clients=args.clients)
+    print(f"## {section.title}\n\n{section.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
