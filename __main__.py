@@ -17,6 +17,7 @@ from bluegreen.errors import BlueGreenError, ConfigError
 from bluegreen.pve import TOKEN_ENV, read_token
 from bluegreen.topology import Topology, from_config, pulumi_getter, read_public_keys
 from components.estate import build_estate, stack_outputs
+from components.hostconfig import configure_hosts, database_password
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
@@ -47,6 +48,7 @@ def main() -> None:
         topology = load_topology()
         public_keys = read_public_keys(topology.ssh)
         token = api_token(topology)
+        db_password = database_password(topology)
     except BlueGreenError as err:
         raise pulumi.RunError(str(err)) from None
 
@@ -57,12 +59,10 @@ def main() -> None:
         insecure=topology.proxmox.insecure if configured_insecure is None else configured_insecure,
         api_token=token,
     )
-    build_estate(topology, provider, public_keys=public_keys)
-
-    # ---- HOST CONFIGURATION SLOT --------------------------------------------------------------
-    # The lead adds here: keep the Estate that build_estate returns and call
-    # configure_hosts(topology, estate) from components/hostconfig.py.
-    # -------------------------------------------------------------------------------------------
+    estate = build_estate(topology, provider, public_keys=public_keys)
+    # Each host is configured over SSH once its container exists: the same renderers and
+    # providers the automation and the lab use, so they can never disagree.
+    configure_hosts(topology, estate, db_password)
 
     for name, value in stack_outputs(topology).items():
         pulumi.export(name, value)

@@ -237,7 +237,10 @@ def _commit(result: health.ProbeResult) -> str | None:
 
 
 def assert_unlocked(t: Topology) -> None:
-    assert Service(t).lock_status() is None, "the deployment lock was left behind"
+    """Our operations run in this process: a lock naming our pid was left behind by them. (Another
+    session on the shared lab may hold the lock by now; that one is not ours to judge.)"""
+    lock = Service(t).lock_status()
+    assert lock is None or lock.get("pid") != os.getpid(), f"the deployment lock was left behind: {lock}"
 
 
 def assert_clear_error(error: BaseException, host: str, step: str) -> None:

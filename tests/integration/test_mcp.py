@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -90,11 +91,21 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=240)
 
 
+def wait_until_unlocked(t: Topology, patience_s: float = 300.0) -> None:
+    """Other test sessions share the lab: let their deploy or switch finish before ours starts."""
+    deadline = time.monotonic() + patience_s
+    while Service(t).lock_status() is not None:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the lab's deployment lock stayed held for {patience_s:g}s")
+        time.sleep(1)
+
+
 @pytest.fixture(scope="module")
 def estate(lab: Lab) -> Topology:
     """The lab with a healthy release on both colours, so either one can take traffic."""
     t = lab.topology
     service = Service(t)
+    wait_until_unlocked(t)
     for _ in range(2):
         status = service.status()
         standby = status.colors[status.standby]
@@ -106,6 +117,12 @@ def estate(lab: Lab) -> Topology:
         # The live colour has nothing to serve: move traffic, then give the other colour a release.
         service.switch(watch=False, emergency=not live.healthy)
     return t
+
+
+@pytest.fixture(autouse=True)
+def quiet_estate(request: pytest.FixtureRequest) -> None:
+    if "estate" in request.fixturenames:
+        wait_until_unlocked(request.getfixturevalue("estate"))
 
 
 @pytest.fixture

@@ -138,6 +138,9 @@ class ProgramRun:
         return {(_type_of(d), d.rsplit("::", 1)[-1]) for d in reg.dependencies}
 
 
+TEST_DB_PASSWORD = "db-pass-for-mock-tests-only"
+
+
 def stack_config(stack: str) -> dict[str, Any]:
     """The `config:` mapping of `stacks/Pulumi.<stack>.yaml`, as parsed YAML."""
     data = yaml.safe_load((PROJECT_DIR / "stacks" / f"Pulumi.{stack}.yaml").read_text())
@@ -158,6 +161,11 @@ class PulumiHarness:
         mocks = RecordingMocks()
         monitor = RecordingMonitor(mocks)
         pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+        # The database password is required; tests that are not about it get one.
+        if "bluegreen:databasePassword" not in config and not config.get("__no_db_password__"):
+            config = {**config, "bluegreen:databasePassword": TEST_DB_PASSWORD}
+            secret_keys = (*secret_keys, "bluegreen:databasePassword")
+        config = {k: v for k, v in config.items() if k != "__no_db_password__"}
         pulumi.runtime.set_all_config(as_engine_config(config), list(secret_keys))
         root = settings.get_root_resource()
         assert isinstance(root, pulumi.runtime.stack.Stack)

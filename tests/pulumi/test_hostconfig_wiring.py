@@ -1,0 +1,49 @@
+"""The program configures every host after its container: the resources `pulumi up` applies over SSH."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.pulumi.conftest import TEST_DB_PASSWORD, PulumiHarness, stack_config, unwrap_secret
+
+DYNAMIC = "pulumi-python:dynamic/bluegreen:"
+TOKEN = "root@pam!pulumi=00000000-test-only"
+
+
+def prod_config() -> dict[str, Any]:
+    return {**stack_config("prod"), "proxmoxve:apiToken": TOKEN}
+
+
+def _types(run: Any) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+    for reg in run.registrations:
+        if reg.type.startswith(DYNAMIC):
+            found.setdefault(reg.type[len(DYNAMIC):], []).append(reg)
+    return found
+
+
+def test_prod_registers_host_configuration_for_every_host(pulumi_harness: PulumiHarness) -> None:
+    run = pulumi_harness.run("prod", prod_config(), secret_keys=("proxmoxve:apiToken",))
+    assert run.error is None, run.error
+    found = _types(run)
+    assert {k: len(v) for k, v in found.items()} == {
+        "Bootstrap": 4, "PostgresDatabase": 1, "HaproxyConfig": 1, "Pm2Ecosystem": 2, "LiveColorRouting": 1}
+    routing = found["LiveColorRouting"][0]
+    assert routing.urn.endswith("::live-color-routing")
+    # The database password only ever travels as a secret: wrapped in the envelope where it is
+    # used (the engine encrypts those in state), and nowhere else at all.
+    (database,) = found["PostgresDatabase"]
+    is_secret, sql = unwrap_secret(database.inputs["sql"])
+    assert is_secret and TEST_DB_PASSWORD in sql
+    others = [r.__dict__ for r in run.registrations if r is not database]
+    assert TEST_DB_PASSWORD not in json.dumps(others, default=str)
+
+
+def test_missing_database_password_fails_before_any_resource(pulumi_harness: PulumiHarness,
+                                                             monkeypatch: Any) -> None:
+    monkeypatch.delenv("BLUEGREEN_DB_PASSWORD", raising=False)
+    config = {**prod_config(), "__no_db_password__": True}
+    run = pulumi_harness.run("prod", config)
+    assert run.error is not None and "bluegreen:databasePassword" in str(run.error)
+    assert run.registrations == [] or all(r.type.startswith("pulumi:") for r in run.registrations)
