@@ -75,7 +75,20 @@ ensure_dir_exists() {  # path
     install -d -m 0755 "$1"
     changed "created $1"
   fi
+}
+
+# A small file we own outright; prints nothing and returns 1 when it already holds that text.
+ensure_file() {  # path content
+  if [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; then
+    return 1
+  fi
+  install -d -m 0755 "$(dirname "$1")"
+  printf '%s\n' "$2" > "$1.tmp" && mv "$1.tmp" "$1"
+  changed "wrote $1"
 }"""
+
+
+PG_CONF_NAME = "bluegreen.conf"
 
 
 def _q(value: str) -> str:
@@ -102,9 +115,16 @@ def _pm2_startup_home(t: Topology, host: Container) -> str | None:
 
 
 def _database(t: Topology, host: Container) -> list[str]:
+    # Debian's cluster listens on localhost only; the app hosts connect to the container address.
+    # Only where systemd runs the cluster (the lab starts PostgreSQL with its own settings).
+    listen = f"listen_addresses = 'localhost,{host.ip}'  # {GENERATED_BY}"
+    conf = host.path(f"/etc/postgresql/15/main/conf.d/{PG_CONF_NAME}")
     return [
         f"ensure_dir {_q(host.path(t.database.backup_dir))} postgres 0700",
         f"ensure_dir {_q(host.path(PG_SOCKET_DIR))} postgres 2775",
+        "if [ -d /run/systemd/system ]; then",
+        f"  if ensure_file {_q(conf)} {_q(listen)}; then systemctl restart postgresql; fi",
+        "fi",
     ]
 
 
@@ -138,7 +158,14 @@ def _loadbalancer(t: Topology, host: Container) -> list[str]:
     files = (hp.config_path, hp.map_path, hp.admin_socket, hp.master_socket,
              jn.path, jn.lock_path, jn.metrics_path)
     dirs = sorted({host.path(posixpath.dirname(f)) for f in files})
-    return [f"ensure_dir_exists {_q(d)}" for d in dirs]
+    # Debian's unit runs `haproxy -Ws ... $EXTRAOPTS` from /etc/default/haproxy: that is where the
+    # master CLI socket (hitless reloads, `show proc`) is declared on a systemd host.
+    extra = f'EXTRAOPTS="-S {host.path(hp.master_socket)},mode,600"'
+    return [f"ensure_dir_exists {_q(d)}" for d in dirs] + [
+        "if [ -d /run/systemd/system ]; then",
+        f"  if ensure_file /etc/default/haproxy {_q(extra)}; then systemctl restart haproxy; fi",
+        "fi",
+    ]
 
 
 _ROLES = {"database": _database, "app": _app, "loadbalancer": _loadbalancer}

@@ -142,3 +142,18 @@ def test_paths_with_spaces_are_quoted() -> None:
     spaced = dataclasses.replace(t.load_balancer, root="/tmp/my lab/ct136")
     t = dataclasses.replace(t, containers=tuple(spaced if c.vmid == 136 else c for c in t.containers))
     assert "/tmp/my lab/ct136/etc/haproxy" in dirs_of(render_bootstrap(t, spaced))
+
+
+def test_prod_hosts_get_the_systemd_settings_the_tool_relies_on() -> None:
+    from pathlib import Path
+
+    from bluegreen.render.bootstrap import render_bootstrap
+    from bluegreen.topology import load_stack
+
+    t = load_stack(Path(__file__).resolve().parents[2], "prod")
+    lb = render_bootstrap(t, t.load_balancer)
+    assert "EXTRAOPTS=\"-S /run/haproxy/master.sock,mode,600\"" in lb
+    assert "systemctl restart haproxy" in lb
+    db = render_bootstrap(t, t.database_host)
+    assert "listen_addresses = 'localhost,10.92.3.21'" in db
+    assert "/etc/postgresql/15/main/conf.d/bluegreen.conf" in db
