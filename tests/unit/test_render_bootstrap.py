@@ -145,6 +145,7 @@ def test_paths_with_spaces_are_quoted() -> None:
 
 
 def test_prod_hosts_get_the_systemd_settings_the_tool_relies_on() -> None:
+    import shlex
     from pathlib import Path
 
     from bluegreen.render.bootstrap import render_bootstrap
@@ -155,5 +156,8 @@ def test_prod_hosts_get_the_systemd_settings_the_tool_relies_on() -> None:
     assert "EXTRAOPTS=\"-S /run/haproxy/master.sock,mode,600\"" in lb
     assert "systemctl restart haproxy" in lb
     db = render_bootstrap(t, t.database_host)
-    assert "listen_addresses = 'localhost,10.92.3.21'" in db
-    assert "/etc/postgresql/15/main/conf.d/bluegreen.conf" in db
+    (line,) = [x for x in db.splitlines() if "ensure_file" in x and "conf.d" in x]
+    words = shlex.split(line)
+    path, content = words[words.index("ensure_file") + 1: words.index("ensure_file") + 3]
+    assert path == "/etc/postgresql/15/main/conf.d/bluegreen.conf"
+    assert content.startswith("listen_addresses = 'localhost,10.92.3.21'")
