@@ -7,11 +7,12 @@ argument quoted. Paths go through `Container.path` so the lab's per-host roots w
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from .errors import ConfigError
-from .executor import env_prefix, sh
+from .executor import sh
 from .topology import Container, Topology
 
 # Git refs as users type them: branches, tags, shas, `HEAD~1`. Never an option (leading dash).
@@ -131,9 +132,17 @@ def point_current(paths: AppPaths, release: str) -> str:
     return f"ln -sfn {sh(release)} {sh(tmp)} && mv -Tf {sh(tmp)} {sh(paths.current)}"
 
 
+def pm2_invocation(args: Iterable[str], *, pm2_home: str, run_as: str, login_user: str) -> str:
+    """`pm2 ...` with its home, as the deploy user. The scheduling policy only matters to a daemon
+    started by this call: the OS, not round-robin, spreads connections so draining works."""
+    command = sh("env", f"PM2_HOME={pm2_home}", "NODE_CLUSTER_SCHED_POLICY=none", "pm2", *args)
+    if run_as and run_as != login_user:
+        command = sh("runuser", "-u", run_as, "--") + " " + command
+    return command
+
+
 def pm2(t: Topology, paths: AppPaths, *args: str) -> str:
-    env = {"PM2_HOME": paths.pm2_home, "NODE_CLUSTER_SCHED_POLICY": "none"}
-    return as_deploy_user(t, env_prefix(env) + sh("pm2", *args))
+    return pm2_invocation(args, pm2_home=paths.pm2_home, run_as=t.app.deploy_user, login_user=t.ssh.user)
 
 
 def pm2_reload(t: Topology, paths: AppPaths) -> str:

@@ -33,6 +33,7 @@ from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 from . import haproxy_runtime as hr
+from .commands import pm2_invocation
 from .errors import ConfigError, RemoteError
 from .executor import Executor, SshExecutor, SshTarget, connect, sh, ssh_target
 from .sensitive import MASK, Sensitive, redact
@@ -316,20 +317,24 @@ def pm2_home(t: Topology, host: Container) -> str:
 
 
 def pm2_command(args: Iterable[str], *, pm2_home: str, run_as: str, login_user: str) -> str:
-    """`pm2 ...` as the deploy user with its PM2 home (no runuser when we already are that user)."""
-    command = sh("env", f"PM2_HOME={pm2_home}", "pm2", *args)
-    if run_as and run_as != login_user:
-        command = sh("runuser", "-u", run_as, "--") + " " + command
-    return command
+    """`pm2 ...` as the deploy user with its PM2 home (the same invocation deploys use)."""
+    return pm2_invocation(args, pm2_home=pm2_home, run_as=run_as, login_user=login_user)
 
 
 def apply_ecosystem(executor: Executor, *, text: str, path: str, pm2_home: str, app_dir: str,
-                    run_as: str, login_user: str) -> list[str]:
-    """Write the ecosystem file if it differs; then, if a release is deployed, have PM2 load it."""
+                    run_as: str, login_user: str, reload: bool = True) -> list[str]:
+    """Write the ecosystem file if it differs; then, if a release is deployed, have PM2 load it.
+
+    `reload=False` for the live colour: reloading it in place drops requests, which is what
+    blue-green avoids. Its file is written and takes effect at the next deploy to that colour.
+    """
     if _read_text(executor, path, "read the PM2 ecosystem") == text:
         return []
     executor.put(path, text, step="write the PM2 ecosystem", mode=0o644)
     changes = [f"wrote {path}"]
+    if not reload:
+        changes.append("live colour not reloaded: takes effect at its next deploy")
+        return changes
     current = str(PurePosixPath(app_dir) / "current")
     if executor.run(sh("test", "-e", current), step="look for a deployed release", check=False).ok:
         executor.run(pm2_command(["startOrReload", path], pm2_home=pm2_home, run_as=run_as,
@@ -556,7 +561,8 @@ class Pm2EcosystemProvider(HostProvider):
         changes = apply_ecosystem(executor, text=str(props["ecosystem"]), path=str(props["path"]),
                                   pm2_home=str(props["pm2_home"]), app_dir=str(props["app_dir"]),
                                   run_as=str(props["run_as"]),
-                                  login_user=str(_lookup(props, "connection.user") or "root"))
+                                  login_user=str(_lookup(props, "connection.user") or "root"),
+                                  reload=bool(props.get("reload", True)))
         _log_changes(executor, self.kind, changes)
         return {"ecosystem_sha256": _sha256(str(props["ecosystem"]))}
 
@@ -641,7 +647,7 @@ def ecosystem_props(t: Topology, color: str) -> dict[str, Any]:
     app_dir = host.path(t.app.dir)
     return {"connection": connection_props(t, host), "ecosystem": render_ecosystem(t, color),
             "path": str(PurePosixPath(app_dir) / ECOSYSTEM_FILE), "pm2_home": pm2_home(t, host),
-            "app_dir": app_dir, "run_as": t.app.deploy_user}
+            "app_dir": app_dir, "run_as": t.app.deploy_user, "reload": color != t.active_color}
 
 
 ExecutorSource = Callable[[Container], Executor] | Mapping[int, Executor]
@@ -694,7 +700,8 @@ def apply_estate(t: Topology, db_password: Sensitive, *,
             eco = ecosystem_props(t, color)
             record(host, "pm2", apply_ecosystem(on(host), text=eco["ecosystem"], path=eco["path"],
                                                 pm2_home=eco["pm2_home"], app_dir=eco["app_dir"],
-                                                run_as=eco["run_as"], login_user=t.ssh.user))
+                                                run_as=eco["run_as"], login_user=t.ssh.user,
+                                                reload=eco["reload"]))
     finally:
         for executor in own.values():
             executor.close()
@@ -743,7 +750,10 @@ def plan_estate(t: Topology) -> dict[str, list[dict[str, str]]]:
         _command("validate the HAProxy configuration", hr.check_config_command(candidate)),
         _command("install the HAProxy configuration", sh("mv", "-f", candidate, paths.config)),
         _command("reload HAProxy (if running)", hr.runtime_command(paths.master_socket, [hr.RELOAD])),
-        _command("start HAProxy (if not running)", hr.start_command(paths)),
+        *([_command("start HAProxy (if not running, on a systemd host)",
+                    hr.systemd_start_command(paths.service))] if paths.service else []),
+        _command("start HAProxy (if not running" + (", without systemd)" if paths.service else ")"),
+                 hr.start_command(paths)),
         _command(f"route live traffic to {t.active_color}",
                  hr.runtime_command(paths.admin_socket,
                                     [hr.set_map(paths.map, k, v)
@@ -753,12 +763,11 @@ def plan_estate(t: Topology) -> dict[str, list[dict[str, str]]]:
     for color in COLORS:
         host = t.app_host(color)
         eco = ecosystem_props(t, color)
-        plan[host.label] += [
-            _file("PM2 ecosystem", eco["path"], eco["ecosystem"]),
-            _command("reload the app (if the file changed and a release is deployed)",
-                     pm2_command(["startOrReload", eco["path"]], pm2_home=eco["pm2_home"],
-                                 run_as=eco["run_as"], login_user=t.ssh.user)),
-            _command("save the PM2 process list", pm2_command(["save"], pm2_home=eco["pm2_home"],
-                                                              run_as=eco["run_as"], login_user=t.ssh.user)),
-        ]
+        save = _command("save the PM2 process list", pm2_command(["save"], pm2_home=eco["pm2_home"],
+                                                                 run_as=eco["run_as"], login_user=t.ssh.user))
+        reload = _command("reload the app (if the file changed and a release is deployed)",
+                          pm2_command(["startOrReload", eco["path"]], pm2_home=eco["pm2_home"],
+                                      run_as=eco["run_as"], login_user=t.ssh.user))
+        plan[host.label] += [_file("PM2 ecosystem", eco["path"], eco["ecosystem"]),
+                             *([reload, save] if eco["reload"] else [])]
     return plan

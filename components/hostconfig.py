@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pulumi
 import pulumi.dynamic as dyn
+from pulumi.runtime import rpc
 
 from bluegreen import providers as logic
 from bluegreen.errors import ConfigError
@@ -42,6 +43,14 @@ def routing_urn(stack: str, project: str) -> str:
 # --------------------------------------------------------------------------- providers
 
 
+def _has_unknowns(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return any(_has_unknowns(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_unknowns(v) for v in value)
+    return bool(value == rpc.UNKNOWN)
+
+
 class _HostDynamicProvider(dyn.ResourceProvider):
     """Adapts a `bluegreen.providers.HostProvider` to the engine's calls."""
 
@@ -51,6 +60,9 @@ class _HostDynamicProvider(dyn.ResourceProvider):
         return self.logic_class()
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
+        if _has_unknowns(news):
+            # A preview before dependencies exist: create/update validate again with real values.
+            return dyn.CheckResult(news, [])
         failures = [dyn.CheckFailure(self.logic_class.kind, problem) for problem in self._logic().check(news)]
         return dyn.CheckResult(news, failures)
 

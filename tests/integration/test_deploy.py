@@ -239,9 +239,8 @@ def test_second_deploy_is_refused_while_the_lock_is_held(estate: Lab) -> None:
     t = topology(estate)
     with estate.executor(t.load_balancer) as lb:
         locks = LockManager(lb, t.load_balancer.path(t.journal.lock_path), holder="alice@laptop")
-        with locks.hold("deploy", "alice@laptop"):
-            with pytest.raises(LockedError) as info:
-                service(estate).deploy("v1")
+        with locks.hold("deploy", "alice@laptop"), pytest.raises(LockedError) as info:
+            service(estate).deploy("v1")
     message = str(info.value)
     assert "alice@laptop" in message and "deploy" in message
 

@@ -11,7 +11,8 @@ whose message names the host and the step.
 Faults: the SSH connection dropped before each command a deploy runs on the standby; the
 standby's app killed (PM2 daemon and app processes, by pid) when a switch starts, and the new
 live colour's app killed right after the flip; HAProxy refusing a new configuration (rejected by
-`haproxy -c`, a listener another program holds); a full backup volume (a tiny tmpfs mounted over
+`haproxy -c`, a listener another program holds, refused by the master at reload); a full backup
+volume (a tiny tmpfs mounted over
 the backup directory); the CLI SIGKILLed while it holds the lock; the Proxmox API refusing a
 request or failing its task (an in-process fakepve with fault injection).
 
@@ -266,6 +267,32 @@ def assert_no_failures(report: LoadReport) -> None:
     assert not report.failures, f"requests failed during the fault: {report.summary()}"
 
 
+@dataclass
+class Attempt:
+    before: Estate
+    error: BlueGreenError | None = None
+    result: Any = None
+
+
+def attempt(t: Topology, action: Callable[[Estate], Any]) -> Attempt:
+    """Capture the estate, then run `action(before)`; its BlueGreenError is the outcome.
+
+    The lab is shared with other test sessions: if one of them holds the lock, nothing of ours
+    ran yet, so wait, capture again (they may have changed the estate) and retry.
+    """
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        wait_unlocked(t)
+        before = capture(t)
+        try:
+            return Attempt(before, result=action(before))
+        except LockedError:
+            if time.monotonic() >= deadline:
+                raise
+        except BlueGreenError as exc:
+            return Attempt(before, error=exc)
+
+
 # --------------------------------------------------------------------------- 1. SSH drops
 
 
@@ -328,17 +355,21 @@ class DropBeforeStep:
 @pytest.mark.parametrize("step", STANDBY_DEPLOY_STEPS)
 def test_ssh_drop_at_each_deploy_step_loses_nothing(estate: Path, step: str) -> None:
     t = topology(estate)
-    wait_unlocked(t)
-    before = capture(t)
-    host = t.app_host(before.standby.color)
-    fault = DropBeforeStep(t, host, step)
-    with traffic(t) as loop, pytest.raises(BlueGreenError) as caught:
-        Service(t, executor_factory=fault).deploy("main", migrate=True, snapshot=False)
+    faults: list[DropBeforeStep] = []
+
+    def deploy(before: Estate) -> Any:
+        faults.append(DropBeforeStep(t, t.app_host(before.standby.color), step))
+        return Service(t, executor_factory=faults[-1]).deploy("main", migrate=True, snapshot=False)
+
+    with traffic(t) as loop:
+        outcome = attempt(t, deploy)
+    before, fault = outcome.before, faults[-1]
+    host = fault.host
     assert fault.fired, f"the deploy never ran step {step!r} on {host.label}; it ran {fault.seen}"
     assert_no_failures(loop.report)
-    assert isinstance(caught.value, DeployError)
-    assert_clear_error(caught.value, host.label, step)
-    assert "connection lost" in str(caught.value)
+    assert isinstance(outcome.error, DeployError), outcome
+    assert_clear_error(outcome.error, host.label, step)
+    assert "connection lost" in str(outcome.error)
     after = assert_nothing_lost(t, before)
     assert_unlocked(t)
     recorded = [e for e in new_history(before.journal, after.journal) if e.get("type") == "deploy"]
@@ -382,47 +413,53 @@ def restart_app(t: Topology, color: str, revision: str) -> None:
 
 def test_standby_app_killed_as_a_switch_starts_is_refused_and_live_keeps_serving(estate: Path) -> None:
     t = topology(estate)
-    wait_unlocked(t)
-    before = capture(t)
-    standby = before.standby.color
-    host = t.app_host(standby)
     killed: list[int] = []
 
-    def kill_at_checks(event: str, record: StepRecord) -> None:
-        if event == "start" and record.name == "pre-switch checks" and not killed:
-            killed.extend(kill_app(t, standby))
+    def switch(before: Estate) -> Any:
+        def kill_at_checks(event: str, record: StepRecord) -> None:
+            if event == "start" and record.name == "pre-switch checks" and not killed:
+                killed.extend(kill_app(t, before.standby.color))
 
+        return Service(t, progress=RecordingProgress(listener=kill_at_checks)).switch(watch=True)
+
+    with traffic(t) as loop:
+        outcome = attempt(t, switch)
+    before = outcome.before
+    standby = before.standby.color
     try:
-        with traffic(t) as loop, pytest.raises(SwitchError) as caught:
-            Service(t, progress=RecordingProgress(listener=kill_at_checks)).switch(watch=True)
         assert killed, "the switch never reached its pre-switch checks"
         assert_no_failures(loop.report)
-        assert_clear_error(caught.value, host.ip, "not healthy")
-        assert f"refusing to switch to {standby}" in str(caught.value)
+        assert isinstance(outcome.error, SwitchError), outcome
+        assert_clear_error(outcome.error, t.app_host(standby).ip, "not healthy")
+        assert f"refusing to switch to {standby}" in str(outcome.error)
         assert_nothing_lost(t, before)
         assert_unlocked(t)
     finally:
-        restart_app(t, standby, before.standby.revision)
+        if killed:
+            restart_app(t, standby, before.standby.revision)
 
 
 def test_new_live_app_killed_right_after_the_flip_is_switched_back(estate: Path) -> None:
     """The other order: the app dies once traffic already moved. No guard before the flip can see
     that; the watch must, and must put traffic back where it was."""
     t = topology(estate)
-    wait_unlocked(t)
-    before = capture(t)
-    old, new = before.live, before.standby.color
     killed: list[int] = []
 
-    def kill_after_flip(event: str, record: StepRecord) -> None:
-        if event == "end" and record.name.startswith("flip live traffic") and not killed:
-            killed.extend(kill_app(t, new))
+    def switch(before: Estate) -> Any:
+        def kill_after_flip(event: str, record: StepRecord) -> None:
+            if event == "end" and record.name.startswith("flip live traffic") and not killed:
+                killed.extend(kill_app(t, before.standby.color))
 
+        return Service(t, progress=RecordingProgress(listener=kill_after_flip)).switch(watch=True)
+
+    with traffic(t) as loop:
+        outcome = attempt(t, switch)
+        returned = time.monotonic()
+    before, result = outcome.before, outcome.result
+    old, new = before.live, before.standby.color
     try:
-        with traffic(t) as loop:
-            result = Service(t, progress=RecordingProgress(listener=kill_after_flip)).switch(watch=True)
-            returned = time.monotonic()
         assert killed, "the switch never flipped"
+        assert outcome.error is None, f"a failed switch should come back as a result: {outcome.error}"
         assert not result.ok and result.rolled_back, result.to_json()
         assert result.error and old in result.error, result.to_json()
         assert live_color(t) == old
@@ -434,7 +471,8 @@ def test_new_live_app_killed_right_after_the_flip_is_switched_back(estate: Path)
         assert [(e.get("from"), e.get("to")) for e in switches] == [(new, old), (old, new)], switches
         assert_unlocked(t)
     finally:
-        restart_app(t, new, before.standby.revision)
+        if killed:
+            restart_app(t, new, before.standby.revision)
 
 
 # --------------------------------------------------------------------------- 3. HAProxy refuses
@@ -453,28 +491,56 @@ def _candidate_exists(t: Topology) -> bool:
         return lb.get(path, step="look for the candidate") is not None
 
 
-@pytest.mark.parametrize(("fault", "extra", "step", "says"), [
-    ("rejected by haproxy -c", "\nbackend bk_broken\n    option no-such-option\n",
-     "validate the HAProxy configuration", "no-such-option"),
-    ("a listener sshd holds",
-     "\nfrontend fe_taken\n    bind {lb_ip}:{ssh_port}\n    default_backend bk_blue\n",
-     "check new listeners", "already in use"),
-])
-def test_haproxy_config_it_cannot_run_is_refused_before_any_reload(
-        estate: Path, fault: str, extra: str, step: str, says: str) -> None:
+def _with_maxconn(config: str, t: Topology, value: int) -> str:
+    line = f"maxconn {t.haproxy.maxconn}"
+    assert line in config, f"no {line!r} in the rendered config"
+    return config.replace(line, f"maxconn {value}", 1)
+
+
+def _with_frontend(config: str, t: Topology, bind: str) -> str:
+    return config + f"\nfrontend fe_taken\n    bind {bind}\n    default_backend bk_blue\n"
+
+
+# (fault, how the new config is made, the step the error names, what it says)
+HAPROXY_FAULTS = [
+    pytest.param("rejected by haproxy -c",
+                 lambda c, t: c + "\nbackend bk_broken\n    option no-such-option\n",
+                 "validate the HAProxy configuration", "no-such-option", id="invalid"),
+    pytest.param("a listener sshd holds",
+                 lambda c, t: _with_frontend(c, t, f"{t.load_balancer.ip}:{t.ssh.port}"),
+                 "check new listeners", "already in use", id="port-taken"),
+    # Passes `haproxy -c` and the listener check; the master itself refuses it at reload (the
+    # open-file limit cannot be raised that far), so this is HAProxy rejecting a reload.
+    pytest.param("more connections than file descriptors",
+                 lambda c, t: _with_maxconn(c, t, 200_000),
+                 "reload HAProxy", "refused the new configuration", id="reload-refused"),
+    pytest.param("a taken listener written as ipv4@address:port",
+                 lambda c, t: _with_frontend(c, t, f"ipv4@{t.load_balancer.ip}:{t.ssh.port}"),
+                 "check new listeners", "already in use", id="port-taken-ipv4-prefix",
+                 marks=pytest.mark.xfail(strict=True, reason=(
+                     "haproxy_runtime.tcp_binds only parses `bind a.b.c.d:port`: an `ipv4@` (or `*:`, "
+                     "`:port`, comma list) listener skips the pre-check, the new worker fails to bind, "
+                     "HAProxy pauses the live listeners for ~2 s (connections refused on the public "
+                     "frontend) and the tool reports `show proc answered no master: ''`"))),
+]
+
+
+@pytest.mark.parametrize(("fault", "make", "step", "says"), HAPROXY_FAULTS)
+def test_haproxy_config_it_cannot_run_is_refused_and_the_old_one_keeps_serving(
+        estate: Path, fault: str, make: Callable[[str, Topology], str], step: str, says: str) -> None:
     t = topology(estate)
-    before = capture(t)
     workers = _worker_pids(t)
     props = haproxy_config_props(t)
-    addition = extra.format(lb_ip=t.load_balancer.ip, ssh_port=t.ssh.port)
-    broken = {**props, "config": props["config"] + addition}
-    with traffic(t) as loop, pytest.raises(RemoteError) as caught:
-        HaproxyConfigProvider().update("haproxy", props, broken)
+    broken = {**props, "config": make(props["config"], t)}
+    with traffic(t) as loop:
+        outcome = attempt(t, lambda _: HaproxyConfigProvider().update("haproxy", props, broken))
+    before = outcome.before
     assert_no_failures(loop.report)
-    assert_clear_error(caught.value, t.load_balancer.label, step)
-    assert says in str(caught.value), fault
+    assert isinstance(outcome.error, RemoteError), outcome
+    assert_clear_error(outcome.error, t.load_balancer.label, step)
+    assert says in str(outcome.error), fault
     assert_nothing_lost(t, before)
-    assert _worker_pids(t) == workers, "HAProxy was reloaded with a configuration it cannot run"
+    assert _worker_pids(t) == workers, "the workers serving before were replaced"
     assert not _candidate_exists(t), "the rejected candidate file was left next to haproxy.cfg"
 
 
@@ -507,14 +573,15 @@ def full_volume(folder: Path) -> Iterator[Path]:
     try:
         for name, data in existing.items():
             (folder / name).write_bytes(data)
-        filler = folder / ".filler"
-        with open(filler, "wb") as fh:
-            try:
-                while True:
-                    fh.write(b"\0" * 4096)
-                    fh.flush()
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
+        # Unbuffered, so the write that hits ENOSPC is the last one (a buffer would retry at close).
+        fd = os.open(folder / ".filler", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+        finally:
+            os.close(fd)
         yield folder
     finally:
         for attempt in range(20):
@@ -534,25 +601,25 @@ def _applied_migrations(t: Topology) -> set[str]:
 
 def test_full_backup_volume_stops_the_deploy_before_it_migrates(lab: Lab, estate: Path) -> None:
     t = topology(estate)
-    wait_unlocked(t)
     branch = "fault-backup-full"
     publish_variant(lab.paths.sample_repo, base="main", branch=branch,
                     message="fault test: one more migration",
                     changes={f"prisma/migrations/{FULL_VOLUME_MIGRATION}/migration.sql":
                              '-- additive: the live colour keeps working\nALTER TABLE "Shift" ADD COLUMN '
                              '"faultNote" TEXT;\n'})
-    before = capture(t)
     assert FULL_VOLUME_MIGRATION not in _applied_migrations(t)
     db = t.database_host
     folder = Path(db.path(t.database.backup_dir))
     with full_volume(folder) as full:
         inside_before = {p.name: _sha(p.read_bytes()) for p in full.iterdir()}
-        with traffic(t) as loop, pytest.raises(DeployError) as caught:
-            Service(t).deploy(branch, migrate=True, snapshot=False)
+        with traffic(t) as loop:
+            outcome = attempt(t, lambda _: Service(t).deploy(branch, migrate=True, snapshot=False))
         inside_after = {p.name: _sha(p.read_bytes()) for p in full.iterdir()}
+    before = outcome.before
     assert_no_failures(loop.report)
-    assert_clear_error(caught.value, db.label, "back up the database")
-    assert "No space left on device" in str(caught.value)
+    assert isinstance(outcome.error, DeployError), outcome
+    assert_clear_error(outcome.error, db.label, "back up the database")
+    assert "No space left on device" in str(outcome.error)
     assert inside_after == inside_before, "the failed dump left a file behind or changed one"
     assert FULL_VOLUME_MIGRATION not in _applied_migrations(t), "migrated without a backup"
     assert_nothing_lost(t, before)
@@ -567,7 +634,8 @@ def _cli(project: Path, *args: str, timeout: float = 120) -> subprocess.Complete
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> list[str]:
+def _read_until(proc: subprocess.Popen[str], needle: str, timeout: float) -> tuple[bool, list[str]]:
+    """Read the process's stderr until a line holds `needle`; (found, lines read)."""
     assert proc.stderr is not None
     lines: list[str] = []
     deadline = time.monotonic() + timeout
@@ -582,47 +650,65 @@ def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> 
             break
         lines.append(line.rstrip())
         if needle in line:
-            return lines
-    raise AssertionError(f"`bluegreen deploy` never printed {needle!r}: {lines[-20:]}")
+            return True, lines
+    return False, lines
 
 
-def test_tool_killed_holding_the_lock_leaves_it_stale_with_its_holder(estate: Path) -> None:
-    t = topology(estate)
-    wait_unlocked(t)
-    before = capture(t)
-    with traffic(t) as loop:
+def kill_deploy_at(t: Topology, project: Path, needle: str) -> tuple[int, Estate]:
+    """Start `bluegreen deploy`, SIGKILL it by its pid once it prints `needle`; (pid, estate before)."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        wait_unlocked(t)
+        before = capture(t)
         proc = subprocess.Popen([str(BLUEGREEN), "deploy", "--ref", "main", "--yes", "--no-snapshot",
-                                 "--stack", STACK, "--cwd", str(estate)],
+                                 "--stack", STACK, "--cwd", str(project)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
-            _wait_for_line(proc, ".. build", timeout=180)
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+            found, lines = _read_until(proc, needle, timeout=180)
+            if found:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+                return proc.pid, before
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=30)
             if proc.stderr is not None:
                 proc.stderr.close()
+        # Another session held the lock: nothing of ours ran; try again once it is free.
+        if "deployment lock" not in "\n".join(lines) or time.monotonic() >= deadline:
+            raise AssertionError(f"`bluegreen deploy` never printed {needle!r}: {lines[-20:]}")
 
-        shown = _cli(estate, "lock", "status", "--json")
-        assert shown.returncode == 0, shown.stderr
-        lock = json.loads(shown.stdout)["lock"]
-        assert lock is not None, "the killed deploy's lock is gone: nobody could tell it was interrupted"
-        assert lock["stale"] is True, lock
-        assert lock["operation"] == "deploy" and lock["holder"], lock
-        assert str(proc.pid) in json.dumps(lock), f"the lock does not name the dead pid {proc.pid}: {lock}"
 
-        refused = _cli(estate, "deploy", "--ref", "main", "--yes", "--no-snapshot")
-        assert refused.returncode == 1, refused.stderr
-        assert "STALE" in refused.stderr and "lock release --force" in refused.stderr, refused.stderr
-        assert "Traceback" not in refused.stderr
+def test_tool_killed_holding_the_lock_leaves_it_stale_with_its_holder(estate: Path) -> None:
+    t = topology(estate)
+    with traffic(t) as loop:
+        pid, before = kill_deploy_at(t, estate, ".. build")
+        try:
+            shown = _cli(estate, "lock", "status", "--json")
+            assert shown.returncode == 0, shown.stderr
+            lock = json.loads(shown.stdout)["lock"]
+            assert lock is not None, "the killed deploy's lock is gone: nobody could tell it was interrupted"
+            assert lock["stale"] is True, lock
+            assert lock["operation"] == "deploy" and lock["holder"], lock
+            assert str(pid) in json.dumps(lock), f"the lock does not name the dead pid {pid}: {lock}"
 
-        released = _cli(estate, "lock", "release", "--force", "--json")
-        assert released.returncode == 0, released.stderr
-        assert json.loads(released.stdout)["released"], released.stdout
-        again = _cli(estate, "lock", "status", "--json")
-        assert json.loads(again.stdout)["lock"] is None, again.stdout
+            refused = _cli(estate, "deploy", "--ref", "main", "--yes", "--no-snapshot")
+            assert refused.returncode == 1, refused.stderr
+            assert "STALE" in refused.stderr and "lock release --force" in refused.stderr, refused.stderr
+            assert "Traceback" not in refused.stderr
+
+            released = _cli(estate, "lock", "release", "--force", "--json")
+            assert released.returncode == 0, released.stderr
+            assert json.loads(released.stdout)["released"], released.stdout
+            again = json.loads(_cli(estate, "lock", "status", "--json").stdout)["lock"]
+            # Free, or already taken by another session sharing the lab: either way not the dead one.
+            assert again is None or again.get("pid") != pid, again
+        finally:
+            # A failed assertion must not leave the shared lab locked for everyone else.
+            left = Service(t).lock_status()
+            if left is not None and left.get("pid") == pid:
+                Service(t).lock_release(force=True)
     assert_no_failures(loop.report)
     assert_nothing_lost(t, before)
     assert_standby_serves(t, before.standby.color, before.standby.revision)
@@ -654,19 +740,20 @@ def on_node(t: Topology, node: InProcessPve, token_file: Path) -> Topology:
 def test_proxmox_refusing_or_failing_the_snapshot_stops_the_deploy_first(
         estate: Path, pve_node: InProcessPve, tmp_path: Path, fault: str, says: str) -> None:
     t = on_node(topology(estate), pve_node, tmp_path / "pve" / "token")
-    wait_unlocked(t)
-    before = capture(t)
-    vmid = t.app_host(before.standby.color).vmid
     if fault == "token revoked":
         pve_node.call(pve_node.pve.apitokens.pop, pve_node.token_id)
     else:
-        pve_node.call(pve_node.pve.fail, "POST", f"/nodes/{t.proxmox.node}/lxc/{vmid}/snapshot", error=fault)
-    with traffic(t) as loop, pytest.raises(DeployError) as caught:
-        Service(t).deploy("main", migrate=True, snapshot=True)
+        for vmid in (c.vmid for c in t.app_hosts.values()):
+            pve_node.call(pve_node.pve.fail, "POST", f"/nodes/{t.proxmox.node}/lxc/{vmid}/snapshot", error=fault)
+    with traffic(t) as loop:
+        outcome = attempt(t, lambda _: Service(t).deploy("main", migrate=True, snapshot=True))
+    before = outcome.before
+    vmid = t.app_host(before.standby.color).vmid
     assert_no_failures(loop.report)
-    assert_clear_error(caught.value, f"CT {vmid}", "snapshot")
-    assert says in str(caught.value), fault
-    assert pve_node.token_secret.reveal() not in str(caught.value)
+    assert isinstance(outcome.error, DeployError), outcome
+    assert_clear_error(outcome.error, f"CT {vmid}", "snapshot")
+    assert says in str(outcome.error), fault
+    assert pve_node.token_secret.reveal() not in str(outcome.error)
     after = assert_nothing_lost(t, before)
     assert after.standby.releases == before.standby.releases, "the deploy went on past the failed snapshot"
     assert_unlocked(t)
@@ -675,19 +762,18 @@ def test_proxmox_refusing_or_failing_the_snapshot_stops_the_deploy_first(
 def test_snapshot_rollback_of_a_locked_container_is_refused_in_pves_words(
         estate: Path, pve_node: InProcessPve, tmp_path: Path) -> None:
     t = on_node(topology(estate), pve_node, tmp_path / "pve" / "token")
-    wait_unlocked(t)
-    before = capture(t)
-    vmid = t.app_host(before.standby.color).vmid
     client = pve_node.client()
-    client.snapshot(vmid, snapshot_name("fault", datetime.now(UTC)), "fault test")
-    pve_node.call(pve_node.pve.snapshot_lock, vmid, "backup")
-    try:
-        with traffic(t) as loop, pytest.raises(ProxmoxError) as caught:
-            Service(t).rollback_snapshot()
-    finally:
-        pve_node.call(pve_node.pve.unlock, vmid)
+    vmids = [c.vmid for c in t.app_hosts.values()]
+    for vmid in vmids:
+        client.snapshot(vmid, snapshot_name("fault", datetime.now(UTC)), "fault test")
+        pve_node.call(pve_node.pve.snapshot_lock, vmid, "backup")
+    with traffic(t) as loop:
+        outcome = attempt(t, lambda _: Service(t).rollback_snapshot())
+    before = outcome.before
+    vmid = t.app_host(before.standby.color).vmid
     assert_no_failures(loop.report)
-    assert_clear_error(caught.value, f"CT {vmid}", "rollback")
-    assert "locked" in str(caught.value)
+    assert isinstance(outcome.error, ProxmoxError), outcome
+    assert_clear_error(outcome.error, f"CT {vmid}", "rollback")
+    assert "locked" in str(outcome.error)
     assert_nothing_lost(t, before)
     assert_unlocked(t)

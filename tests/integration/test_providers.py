@@ -35,6 +35,7 @@ import dill
 import pulumi.dynamic as dyn
 import pytest
 from pulumi.dynamic.dynamic import serialize_provider
+from pulumi.runtime import rpc
 
 from bluegreen import haproxy_runtime as hr
 from bluegreen.errors import ConfigError, RemoteError
@@ -46,14 +47,16 @@ from bluegreen.providers import (
     connection_props,
     ecosystem_props,
     haproxy_config_props,
+    plan_estate,
     pm2_home,
     postgres_props,
     routing_props,
+    sql_secrets,
 )
 from bluegreen.render.haproxy import render_live_map
-from bluegreen.render.postgres import BEGIN_MARKER
-from bluegreen.sensitive import Sensitive
-from bluegreen.topology import Topology, config_getter, from_config
+from bluegreen.render.postgres import BEGIN_MARKER, render_database_sql
+from bluegreen.sensitive import MASK, Sensitive, redact
+from bluegreen.topology import Topology, config_getter, from_config, load_stack
 from components.hostconfig import (
     BootstrapDynamicProvider,
     HaproxyConfigDynamicProvider,
@@ -176,8 +179,8 @@ def _pm2_processes(home: Path) -> list[int]:
 
 def _stop_pm2(home: Path) -> None:
     apps = _pm2_processes(home)
-    # PM2 retitles its daemon inside the original argv's space, which cuts the home path off.
-    ManagedProcess(f"pm2 {home}", home / "pm2.pid", expect="God Daemon").stop()
+    ManagedProcess(f"pm2 {home}", home / "pm2.pid", expect="God Daemon",
+                   expect_env={"PM2_HOME": str(home)}).stop()
     for pid in apps:  # the daemon stops its apps on SIGTERM; make sure, by pid
         with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -269,6 +272,72 @@ def served_by(url: str) -> str | None:
 def proc_table(estate: Estate) -> hr.ProcTable:
     with closing(estate.executor("loadbalancer")) as ex:
         return hr.show_proc(ex, estate.paths)
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+def test_plan_lists_every_host_in_apply_order_without_the_password() -> None:
+    t = load_stack(PROJECT_DIR, "lab")
+    plan = plan_estate(t)
+    assert list(plan) == [c.label for c in t.containers]
+    json.dumps(plan)  # the CLI prints it as JSON
+    lb = plan[t.load_balancer.label]
+    assert [item["kind"] for item in lb][:2] == ["file", "command"], "bootstrap first"
+    steps = [item["step"] for item in lb]
+    assert steps.index("validate the HAProxy configuration") < steps.index("install the HAProxy configuration")
+    assert any(item.get("path") == t.load_balancer.path(t.haproxy.config_path).replace(
+        "haproxy.cfg", ".haproxy.cfg.candidate") for item in lb)
+    sql = next(item["content"] for item in plan[t.database_host.label] if item.get("path") == "(stdin)")
+    assert f"PASSWORD E'{MASK}'" in sql
+    files = [item["path"] for items in plan.values() for item in items
+             if item["kind"] == "file" and item["path"].startswith("/")]
+    assert files and all(path.startswith("/var/tmp/jw-lab/ct") for path in files), "lab hosts are rooted"
+
+
+def test_secrets_in_sql_are_found_as_written_and_as_values() -> None:
+    t = load_stack(PROJECT_DIR, "lab")
+    password = "it's a \\ secret"
+    sql = render_database_sql(t, Sensitive(password))
+    found = [s.reveal() for s in sql_secrets(sql)]
+    assert password in found
+    assert password.replace("\\", "\\\\").replace("'", "''") in found
+    scrubbed = redact(f"ERROR near {sql}", sql_secrets(sql))
+    assert password not in scrubbed and "it''s" not in scrubbed
+
+
+def test_diff_ignores_the_engines_float_numbers_and_reports_real_changes() -> None:
+    provider = PostgresDatabaseDynamicProvider()
+    t = load_stack(PROJECT_DIR, "lab")
+    olds = postgres_props(t, Sensitive(DB_PASSWORD))
+    news = json.loads(json.dumps(olds))
+    news["port"] = float(news["port"])
+    news["connection"]["port"] = float(news["connection"]["port"])
+    assert not provider.diff("id", olds, news).changes
+    news["hba"] += "host all all 10.0.0.1/32 reject\n"
+    diff = provider.diff("id", olds, news)
+    assert diff.changes and not diff.replaces
+
+
+def test_check_names_missing_properties_and_waits_for_unknowns() -> None:
+    provider = HaproxyConfigDynamicProvider()
+    t = load_stack(PROJECT_DIR, "lab")
+    props = haproxy_config_props(t)
+    assert not provider.check({}, props).failures
+    incomplete = {k: v for k, v in props.items() if k not in ("config", "map_path")}
+    reasons = [f.reason for f in provider.check({}, incomplete).failures]
+    assert reasons == ["haproxy-config: property 'config' is required",
+                       "haproxy-config: property 'map_path' is required"]
+    preview = {**incomplete, "connection": {**props["connection"], "address": rpc.UNKNOWN}}
+    assert not provider.check({}, preview).failures
+
+
+def test_provider_without_a_host_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="property 'connection' is required"):
+        engine_copy(BootstrapDynamicProvider()).create({"script": "true", "script_path": "/x"})
 
 
 # --------------------------------------------------------------------------- bootstrap

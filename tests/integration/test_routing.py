@@ -148,24 +148,28 @@ def test_flips_under_load_drop_nothing_and_new_requests_follow_at_once(site: Sit
     assert state is not None
     with site.lb() as ex:
         before = hr.show_proc(ex, site.paths)
-    flips: list[tuple[float, str]] = []
+    flips: list[tuple[float, float, str]] = []  # (update called, update returned, colour)
     with RequestLoop(site.t.public_url, clients=8, max_requests=40_000, max_seconds=120) as loop:
         loop.wait_for(200)
         for color in ("green", "blue", "green", "blue", "green", "blue", "green"):
+            called = time.monotonic()
             result = provider.update(created.id, state, routing_props(site.t, color))
+            flips.append((called, time.monotonic(), color))
             assert result.outs is not None
             state = result.outs
-            flips.append((time.monotonic(), color))
             loop.wait_for(150)
     report = loop.report
     assert report.total >= 200 + 150 * 7, report.summary()
     assert not report.failures, report.summary()
     assert set(report.colours()) == {"blue", "green"}
-    # Between one flip's return and the next, every request that started was served by that colour.
-    for (returned, color), (next_returned, _) in zip(flips, [*flips[1:], (float("inf"), "")], strict=True):
-        window = [s for s in report.after(returned) if s.started < next_returned]
+    # From a flip's return until the next flip is called, every request that started was served
+    # by that colour: in-memory `set map` applies to the very next request, keep-alive or not.
+    ends = [called for called, _, _ in flips[1:]] + [float("inf")]
+    for (_, returned, color), end in zip(flips, ends, strict=True):
+        window = [s for s in report.after(returned) if s.started < end]
         assert window, f"no requests after the flip to {color}"
-        assert {s.served_by for s in window} == {color}, f"flip to {color}: {report.summary()}"
+        stale = [(round(s.started - returned, 4), s.served_by) for s in window if s.served_by != color]
+        assert not stale, f"flip to {color}: {len(window)} requests, stale {stale[:20]}"
     with site.lb() as ex:
         after = hr.show_proc(ex, site.paths)
         assert hr.live_color(ex, site.paths) == "green"

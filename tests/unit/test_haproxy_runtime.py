@@ -7,6 +7,7 @@ keep the fields that were non-empty; the header is the full 2.6 column list).
 from __future__ import annotations
 
 import shlex
+import socket
 import subprocess
 from pathlib import Path
 
@@ -282,3 +283,24 @@ def test_config_errors_keep_haproxys_alerts_only() -> None:
     assert "unknown keyword 'bogus' in 'backend' section" in message
     assert "NOTICE" not in message
     assert hr.config_errors("something else broke\n") == "something else broke"
+
+
+def test_tcp_binds_lists_ipv4_listeners_only() -> None:
+    config = (
+        "frontend a\n    bind 127.0.3.26:80\n    bind 127.0.3.26:8080 ssl crt /x.pem\n"
+        "frontend b\n    bind unix@/run/x.sock\n    bind :::443 v4v6\n"
+        "    # bind 10.0.0.1:22 is a comment\n"
+    )
+    assert hr.tcp_binds(config) == {("127.0.3.26", 80), ("127.0.3.26", 8080)}
+
+
+def test_port_check_is_a_real_connect_attempt() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        taken = subprocess.run(["bash", "-c", hr.port_in_use_command("127.0.0.1", port)], timeout=30)
+    free = subprocess.run(["bash", "-c", hr.port_in_use_command("127.0.0.1", port)], timeout=30,
+                          capture_output=True)
+    assert taken.returncode == 0
+    assert free.returncode != 0
