@@ -77,6 +77,12 @@ class Cutover:
     new: str | None
 
 
+@dataclass(frozen=True)
+class LoadShape:
+    clients: int = 16
+    pause: float = 0.02  # each client's think time between requests, seconds
+
+
 @dataclass
 class MethodRun:
     key: str
@@ -128,6 +134,7 @@ def analyze(run: MethodRun) -> dict[str, Any]:
         "cutovers": len(run.events),
         "requests": len(window),
         "requestsBaseline": len(base),
+        "requestsPerSecond": len(window) / (run.end - first) if run.end > first else None,
         "failed": len(failed),
         "failedBaseline": sum(1 for s in base if not s.ok),
         "failureReasons": dict(reasons),
@@ -180,10 +187,10 @@ def alt_topology(t: Topology) -> Topology:
 # --------------------------------------------------------------------------- methods
 
 
-def drive(key: str, name: str, url: str, cutover: Callable[[], Cutover], count: int, clients: int,
+def drive(key: str, name: str, url: str, cutover: Callable[[], Cutover], count: int, shape: LoadShape,
           notes: list[str] | None = None) -> MethodRun:
-    say(f"-- {name}: {count} cutovers under {clients} clients on {url}")
-    with LoadProcess(url, clients=clients) as load:
+    say(f"-- {name}: {count} cutovers under {shape.clients} clients on {url}")
+    with LoadProcess(url, clients=shape.clients, pause=shape.pause) as load:
         begin = time.monotonic()
         time.sleep(BASELINE_S)
         baseline = (begin, time.monotonic())
@@ -296,7 +303,8 @@ def pm2_in_place(bench: Bench) -> Iterator[Callable[[], Cutover]]:
 # --------------------------------------------------------------------------- the run
 
 
-def run(bench: Bench, *, switches: int = 50, reloads: int = 20, clients: int = 16) -> Section:
+def run(bench: Bench, *, switches: int = 50, reloads: int = 20, shape: LoadShape | None = None) -> Section:
+    shape = shape or LoadShape()
     if switches < 2 or switches % 2:
         raise BenchError(f"--switches must be an even number >= 2 (the lab ends on the colour it "
                          f"started on), got {switches}")
@@ -306,24 +314,25 @@ def run(bench: Bench, *, switches: int = 50, reloads: int = 20, clients: int = 1
     alt_url = f"http://{t.load_balancer.ip}:{ALT_PUBLIC}/"
     runs = [
         drive("ours", "ours: switch (normal path, direct)", public, ours(bench, emergency=False),
-              switches, clients),
+              switches, shape),
         drive("emergency", "ours: switch --emergency", public, ours(bench, emergency=True),
-              switches, clients),
+              switches, shape),
     ]
     with second_haproxy(bench, idle_close=False) as reload_typical:
         runs.append(drive("reload", "haproxy.cfg rewrite + reload (typical config)", alt_url,
-                          reload_typical, switches, clients,
+                          reload_typical, switches, shape,
                           ["a second HAProxy with the lab's config minus `option idle-close-on-response`"]))
     with second_haproxy(bench, idle_close=True) as reload_ours:
         runs.append(drive("reload-idle-close", "haproxy.cfg rewrite + reload (our config)", alt_url,
-                          reload_ours, switches, clients,
+                          reload_ours, switches, shape,
                           ["a second HAProxy with the lab's config, `option idle-close-on-response` kept"]))
     with pm2_in_place(bench) as pm2_reload:
         runs.append(drive("pm2", "pm2 reload of the live colour in place", public, pm2_reload, reloads,
-                          clients, ["one colour, reloaded in place: there is no colour to change"]))
+                          shape, ["one colour, reloaded in place: there is no colour to change"]))
     results = [analyze(r) for r in runs]
-    return Section("Cutover under load", render(results, clients=clients),
-                   data={"clients": clients, "methods": results}, headline=headline(results))
+    return Section("Cutover under load", render(results, shape),
+                   data={"clients": shape.clients, "pause": shape.pause, "methods": results},
+                   headline=headline(results))
 
 
 def _ratio(value: float | None, reference: float | None) -> str:
@@ -344,12 +353,13 @@ def headline(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render(results: list[dict[str, Any]], *, clients: int) -> str:
+def render(results: list[dict[str, Any]], shape: LoadShape) -> str:
     ours_result = results[0]
     rows = []
     for r in results:
         rows.append([
-            r["method"], r["cutovers"], r["requests"], r["failed"],
+            r["method"], r["cutovers"], f"{r['requests']} ({fmt_num(r['requestsPerSecond'], 0)}/s)",
+            r["failed"],
             fmt_num(r["failedPer1000"], 2),
             "n/a" if r["oldColourAfterReturn"] is None else r["oldColourAfterReturn"],
             f"{fmt_ms(r['p50Before'])} / {fmt_ms(r['p99Before'])}",
@@ -357,7 +367,7 @@ def render(results: list[dict[str, Any]], *, clients: int) -> str:
             f"{fmt_ms(r['toNewMedian'])} / {fmt_ms(r['toNewMax'])}",
             f"{fmt_ms(r['callMedian'], 0)} / {fmt_ms(r['callMax'], 0)}",
         ])
-    table = md_table(["method", "cutovers", "requests", "failed", "failed per 1000",
+    table = md_table(["method", "cutovers", "requests (rate)", "failed", "failed per 1000",
                       "old colour after return", "p50 / p99 before", "p50 / p99 during",
                       "flip to first new-colour answer (median / max)", "cutover call (median / max)"],
                      rows)
@@ -369,8 +379,9 @@ def render(results: list[dict[str, Any]], *, clients: int) -> str:
                                                  or "none") for r in results)
     notes = "\n".join(f"- {r['method']}: {note}" for r in results for note in r["notes"])
     return "\n\n".join([
-        f"{clients} concurrent clients (half keep-alive, half a new connection per request) through "
-        f"the frontend, {BASELINE_S:g} s of baseline first, {GAP_S:g} s between cutovers. "
+        f"{shape.clients} concurrent clients (half keep-alive, half a new connection per request), "
+        f"each waiting {shape.pause * 1000:g} ms between its requests, through the frontend; "
+        f"{BASELINE_S:g} s of baseline first, {GAP_S:g} s between cutovers. "
         "\"During\" is from the first cutover call to the last one's return. \"Old colour after "
         "return\" counts answers from the previous colour to requests sent after the cutover call "
         "had returned. \"Flip to first new-colour answer\" runs from the start of the routing change "
@@ -386,11 +397,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--switches", type=int, default=50, help="cutovers per switching method (even)")
     parser.add_argument("--reloads", type=int, default=20, help="pm2 reloads")
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--pause", type=float, default=0.02, help="each client's think time (s)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     with open_bench() as bench:
-        section = run(bench, switches=args.switches, reloads=args.reloads, clients=args.clients)
+        section = run(bench, switches=args.switches, reloads=args.reloads,
+                      shape=LoadShape(args.clients, args.pause))
     print(f"## {section.title}\n\n{section.markdown}")
     return 0
 

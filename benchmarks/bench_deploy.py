@@ -23,6 +23,7 @@ from benchlib import (
     Bench,
     BenchError,
     Section,
+    StepTree,
     arg_parser,
     ensure_deployed,
     fmt_num,
@@ -35,7 +36,6 @@ from benchlib import (
 )
 
 from bluegreen.lab.repo import publish_variant
-from bluegreen.progress import RecordingProgress
 from bluegreen.topology import other_color
 
 VARIANT = "bench-lockfile"
@@ -53,14 +53,16 @@ def publish_lockfile_variant(bench: Bench) -> str:
 
 
 def _deploy(bench: Bench, ref: str, expect: str) -> dict[str, Any]:
-    progress = RecordingProgress()
+    tree = StepTree()
+    progress = tree.progress
     started = time.perf_counter()
     result = when_unlocked(lambda: bench.service(progress=progress).deploy(ref, migrate=True))
     wall = time.perf_counter() - started
     if result.dependencies != expect:
         raise BenchError(f"deploy of {ref} {result.dependencies or 'did nothing with'} dependencies, "
                          f"expected {expect}: the measurement would be mislabelled")
-    steps = {generic_step(s.name): s.seconds for s in progress.steps}
+    steps = {generic_step(s.name).replace(ref, "<ref>"): s.seconds for s in progress.steps}
+    steps["(outside the steps: connections, lock, journal)"] = wall - sum(s.seconds for s in tree.top_level())
     app_work = steps.get(INSTALL_STEP, 0.0) + steps.get(BUILD_STEP, 0.0)
     return {"ref": ref, "dependencies": result.dependencies, "colour": result.color, "wall": wall,
             "install": steps.get(INSTALL_STEP), "build": steps.get(BUILD_STEP),

@@ -33,7 +33,7 @@ from bluegreen.errors import BlueGreenError, LockedError
 from bluegreen.executor import CommandResult, Executor, SshExecutor, connect
 from bluegreen.lab.lab import Lab
 from bluegreen.loadgen import Sample
-from bluegreen.progress import Progress
+from bluegreen.progress import Progress, RecordingProgress, StepRecord
 from bluegreen.service import Service
 from bluegreen.topology import Container, Topology, load_stack, other_color, set_active_color_in_file
 
@@ -210,10 +210,11 @@ class LoadProcess:
     moments the benchmark records. Stopped by closing its stdin; killed by its pid if it hangs.
     """
 
-    def __init__(self, url: str, *, clients: int = 16, max_seconds: float = 900.0,
+    def __init__(self, url: str, *, clients: int = 16, pause: float = 0.0, max_seconds: float = 900.0,
                  warmup_requests: int = 200) -> None:
         self.url = url
         self.clients = clients
+        self.pause = pause
         self.max_seconds = max_seconds
         self.warmup = warmup_requests
         self._dir = tempfile.TemporaryDirectory(prefix="bluegreen-load-")
@@ -223,7 +224,7 @@ class LoadProcess:
     def __enter__(self) -> LoadProcess:
         self.proc = subprocess.Popen(
             [sys.executable, str(BENCH_DIR / "loadworker.py"), self.url, str(self.clients),
-             str(self.max_seconds), str(self.warmup), str(self.out)],
+             str(self.pause), str(self.max_seconds), str(self.warmup), str(self.out)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=PROJECT_DIR)
         line = self._readline(timeout=60.0)
         if line != "ready":
@@ -306,6 +307,26 @@ def generic_step(name: str) -> str:
     return _COLOUR_WORD.sub("<colour>", name)
 
 
+class StepTree:
+    """A RecordingProgress that also knows which steps ran inside another one (a deploy's backup
+    runs inside its "migrations" step), so top-level durations add up without double counting."""
+
+    def __init__(self) -> None:
+        self.progress = RecordingProgress(listener=self._on)
+        self._depth: dict[int, int] = {}
+        self._open = 0
+
+    def _on(self, event: str, record: StepRecord) -> None:
+        if event == "start":
+            self._depth[id(record)] = self._open
+            self._open += 1
+        elif event == "end":
+            self._open -= 1
+
+    def top_level(self) -> list[StepRecord]:
+        return [s for s in self.progress.steps if self._depth.get(id(s)) == 0]
+
+
 @dataclass
 class Section:
     """One benchmark's contribution to RESULTS.md: prose and tables, plus the raw figures."""
@@ -355,6 +376,12 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load: other work on the machine skews every latency measured here."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
 
 
 def machine_info() -> dict[str, str]:

@@ -1,8 +1,9 @@
 """The request loop as a process of its own (started by `benchlib.LoadProcess`).
 
-    python benchmarks/loadworker.py URL CLIENTS MAX_SECONDS WARMUP OUT_FILE
+    python benchmarks/loadworker.py URL CLIENTS PAUSE MAX_SECONDS WARMUP OUT_FILE
 
-Starts `RequestLoop(URL, clients=CLIENTS)`, prints `ready` once WARMUP responses came back, runs
+Starts `RequestLoop(URL, clients=CLIENTS, pause=PAUSE)` (PAUSE: seconds each client waits
+between its requests), prints `ready` once WARMUP responses came back, runs
 until a line arrives on stdin (or stdin closes, or MAX_SECONDS pass), then writes every sample as
 JSON rows `[started, latency_ms, status, served_by, error]` to OUT_FILE and exits 0.
 """
@@ -21,13 +22,13 @@ MAX_REQUESTS = 20_000_000
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 5:
+    if len(argv) != 6:
         sys.stderr.write(__doc__ or "")
         return 2
-    url, clients, max_seconds, warmup, out = argv
+    url, clients, pause, max_seconds, warmup, out = argv
     try:
         loop = RequestLoop(url, clients=int(clients), max_requests=MAX_REQUESTS,
-                           max_seconds=float(max_seconds), timeout=5.0)
+                           max_seconds=float(max_seconds), timeout=5.0, pause=float(pause))
     except BlueGreenError as exc:
         sys.stderr.write(f"loadworker: {exc}\n")
         return 2

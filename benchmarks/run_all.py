@@ -25,6 +25,7 @@ from benchlib import (
     Section,
     arg_parser,
     ensure_deployed,
+    load_average,
     machine_info,
     machine_table,
     open_bench,
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="fewer repetitions: checks the run works; not for RESULTS.md")
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--pause", type=float, default=0.02, help="each client's think time (s)")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "RESULTS.md")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -66,11 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         info = machine_info()
+        info["load average (1/5/15 min) at start"] = load_average()
         with open_bench() as bench:
             say("== making sure both colours serve a release")
             ensure_deployed(bench)
             say("== cutover under load")
-            sections = [bench_cutover.run(bench, switches=switches, reloads=reloads, clients=args.clients)]
+            shape = bench_cutover.LoadShape(args.clients, args.pause)
+            sections = [bench_cutover.run(bench, switches=switches, reloads=reloads, shape=shape)]
             say("== switch and rollback latency")
             sections.append(bench_switch.run(bench, repeats=repeats, cli_repeats=cli_repeats))
             say("== deploy")
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted; RESULTS.md was not changed")
         return 130
+    info["load average (1/5/15 min) at end"] = load_average()
     command = "python benchmarks/run_all.py" + (" --quick" if args.quick else "")
     write_results(sections, info, time.monotonic() - started, command, args.output)
     for section in sections:

@@ -83,16 +83,19 @@ class ApprovalBook:
     """Issues and redeems approval tokens.
 
     `clock` must be monotonic (wall-clock jumps must neither expire nor revive a token).
-    Expired and used tokens are remembered for one more TTL so a late retry is told why it was
-    refused instead of "unknown"; after that they are forgotten, which bounds memory.
+    Expired and used tokens are remembered for `remember` seconds after they expire, so a late
+    retry is told why it was refused instead of "unknown"; then they are forgotten, which bounds
+    memory.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, ttl: float = DEFAULT_TTL_SECONDS,
-                 *, token_factory: Callable[[], str] = lambda: secrets.token_urlsafe(32)) -> None:
+                 *, remember: float = 600.0,
+                 token_factory: Callable[[], str] = lambda: secrets.token_urlsafe(32)) -> None:
         if not ttl > 0:
             raise ValueError(f"approval ttl must be positive, got {ttl!r}")
         self.clock = clock
         self.ttl = float(ttl)
+        self.remember = float(remember)
         self._token_factory = token_factory
         self._entries: list[_Entry] = []
         # Tool calls run concurrently (each in its own task and worker thread).
@@ -154,7 +157,7 @@ class ApprovalBook:
         return found
 
     def _forget_old(self, now: float) -> None:
-        self._entries = [e for e in self._entries if now < e.approval.expires_at + self.ttl]
+        self._entries = [e for e in self._entries if now < e.approval.expires_at + self.remember]
 
     def __len__(self) -> int:
         with self._lock:

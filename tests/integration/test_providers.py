@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, suppress
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -56,7 +55,7 @@ from bluegreen.providers import (
 from bluegreen.render.haproxy import render_live_map
 from bluegreen.render.postgres import BEGIN_MARKER, render_database_sql
 from bluegreen.sensitive import MASK, Sensitive, redact
-from bluegreen.topology import Topology, config_getter, from_config, load_stack
+from bluegreen.topology import Topology, load_stack
 from components.hostconfig import (
     BootstrapDynamicProvider,
     HaproxyConfigDynamicProvider,
@@ -64,12 +63,11 @@ from components.hostconfig import (
     Pm2EcosystemDynamicProvider,
     PostgresDatabaseDynamicProvider,
 )
+from tests.integration.support import APP_PORT, SSH_PORT, OkApp, QuietServer, loopback_topology
 
 pytestmark = pytest.mark.integration
 
 NET = "127.0.71"
-SSH_PORT = 2222
-APP_PORT = 3000
 DB_PASSWORD = "first-Pa55word'with\\quote"
 
 P = TypeVar("P", bound=dyn.ResourceProvider)
@@ -89,58 +87,14 @@ def engine_copy(provider: P) -> P:
 
 
 def make_topology(base: Path, identity: Path, known_hosts: Path, **haproxy: Any) -> Topology:
-    def host(vmid: int, name: str, role: str, last: int, color: str | None = None) -> dict[str, Any]:
-        entry: dict[str, Any] = {"id": vmid, "name": name, "role": role, "ip": f"{NET}.{last}/24",
-                                 "root": str(base / f"ct{vmid}")}
-        if color:
-            entry["color"] = color
-        return entry
-
-    config = {
-        "proxmoxve:endpoint": f"https://{NET}.5:8006/",
-        "bluegreen:activeColor": "blue",
-        "bluegreen:environment": "test",
-        "bluegreen:proxmox": {"node": "pve", "datastore": "local-lvm", "gateway": f"{NET}.1",
-                              "template": {"file": "debian-12-standard_12.7-1_amd64.tar.zst"}},
-        "bluegreen:ssh": {"user": "root", "port": SSH_PORT, "identityFile": str(identity),
-                          "knownHosts": str(known_hosts), "connectTimeout": 5,
-                          "publicKeys": [f"file:{identity}.pub"]},
-        "bluegreen:containers": [host(131, "t-postgres", "database", 21),
-                                 host(132, "t-blue", "app", 22, "blue"),
-                                 host(134, "t-green", "app", 24, "green"),
-                                 host(136, "t-haproxy", "loadbalancer", 26)],
-        "bluegreen:app": {"repo": str(base / "none.git"), "branch": "main", "dir": "/opt/app",
-                          "port": APP_PORT, "healthPath": "/api/health", "instances": 1,
-                          "deployUser": "root", "pm2Home": "/root/.pm2", "startScript": "server.js",
-                          "startArgs": ""},
-        "bluegreen:database": {"name": "t_app", "user": "t_app_user", "port": 5432},
-        "bluegreen:haproxy": {"publicPort": 80, "previewPort": 8080, "statsPort": 8404,
-                              "serverName": "providers.test", "maxconn": 500, **haproxy},
-    }
-    return from_config(config_getter(config), stack="providers-test", project_dir=base)
-
-
-class ColourApp(BaseHTTPRequestHandler):
-    """A stand-in app: 200 on every path, HTTP/1.1 keep-alive."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        body = b"ok\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # health checks and closing keep-alive clients reset connections all the time
+    return loopback_topology(
+        base, identity, known_hosts, net=NET, stack="providers-test", prefix="t",
+        app={"dir": "/opt/app", "instances": 1, "pm2Home": "/root/.pm2", "startScript": "server.js",
+             "startArgs": ""},
+        haproxy={"publicPort": 80, "previewPort": 8080, "statsPort": 8404, "serverName": "providers.test",
+                 "maxconn": 500, **haproxy},
+        extra={"bluegreen:environment": "test",
+               "bluegreen:database": {"name": "t_app", "user": "t_app_user", "port": 5432}})
 
 
 @dataclass
@@ -212,7 +166,7 @@ def estate() -> Iterator[Estate]:
                                   log_file=base / "postgres.log", pid_file=base / "postgres.pid")
         stoppers.append(postgres.stop)
         for host in t.app_hosts.values():
-            server = QuietServer((host.ip, APP_PORT), ColourApp)
+            server = QuietServer((host.ip, APP_PORT), OkApp)
             threading.Thread(target=server.serve_forever, daemon=True).start()
             servers.append(server)
         paths = hr.HaproxyPaths.from_topology(t)

@@ -12,9 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import dill
 import pytest
@@ -26,62 +24,17 @@ from bluegreen.lab.services import ManagedProcess, host_public_key, start_sshd
 from bluegreen.loadgen import RequestLoop
 from bluegreen.providers import apply_haproxy_config, haproxy_config_props, routing_props
 from bluegreen.render.haproxy import render_live_map
-from bluegreen.topology import Topology, config_getter, from_config
+from bluegreen.topology import Topology
 from components.hostconfig import LiveColorRoutingDynamicProvider
+from tests.integration.support import APP_PORT, SSH_PORT, OkApp, QuietServer, loopback_topology
 
 pytestmark = pytest.mark.integration
 
 NET = "127.0.73"
-SSH_PORT = 2222
-APP_PORT = 3000
 
 
 def make_topology(base: Path, identity: Path, known_hosts: Path) -> Topology:
-    def host(vmid: int, name: str, role: str, last: int, color: str | None = None) -> dict[str, Any]:
-        entry: dict[str, Any] = {"id": vmid, "name": name, "role": role, "ip": f"{NET}.{last}/24",
-                                 "root": str(base / f"ct{vmid}")}
-        if color:
-            entry["color"] = color
-        return entry
-
-    config = {
-        "proxmoxve:endpoint": f"https://{NET}.5:8006/",
-        "bluegreen:activeColor": "blue",
-        "bluegreen:proxmox": {"node": "pve", "datastore": "local-lvm", "gateway": f"{NET}.1",
-                              "template": {"file": "debian-12-standard_12.7-1_amd64.tar.zst"}},
-        "bluegreen:ssh": {"user": "root", "port": SSH_PORT, "identityFile": str(identity),
-                          "knownHosts": str(known_hosts), "connectTimeout": 5,
-                          "publicKeys": [f"file:{identity}.pub"]},
-        "bluegreen:containers": [host(131, "r-postgres", "database", 21),
-                                 host(132, "r-blue", "app", 22, "blue"),
-                                 host(134, "r-green", "app", 24, "green"),
-                                 host(136, "r-haproxy", "loadbalancer", 26)],
-        "bluegreen:app": {"repo": str(base / "none.git"), "branch": "main", "port": APP_PORT,
-                          "healthPath": "/api/health", "deployUser": "root"},
-        "bluegreen:haproxy": {"serverName": "routing.test", "maxconn": 1000},
-    }
-    return from_config(config_getter(config), stack="routing-test", project_dir=base)
-
-
-class App(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        body = b"ok\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # health checks and closing keep-alive clients reset connections all the time
+    return loopback_topology(base, identity, known_hosts, net=NET, stack="routing-test", prefix="r")
 
 
 @dataclass
@@ -115,7 +68,7 @@ def site() -> Iterator[Site]:
                           pid_file=base / "sshd.pid")
         trust_host(str(known_hosts), lb.ip, SSH_PORT, host_public_key(state))
         for app in t.app_hosts.values():
-            server = QuietServer((app.ip, APP_PORT), App)
+            server = QuietServer((app.ip, APP_PORT), OkApp)
             threading.Thread(target=server.serve_forever, daemon=True).start()
             servers.append(server)
         props = haproxy_config_props(t)

@@ -56,7 +56,8 @@ CASES: list[tuple[str, list[tuple[Redeem, str | None]]]] = [
     ("fresh token, same call and estate", [(Redeem(), OK)]),
     ("just before expiry", [(Redeem(after_s=299.9), OK)]),
     ("at expiry", [(Redeem(after_s=300.0), "expired (300s after it was issued)")]),
-    ("long after expiry (forgotten)", [(Redeem(after_s=601.0), "unknown")]),
+    ("long after expiry, still remembered", [(Redeem(after_s=899.0), "expired")]),
+    ("long after expiry (forgotten)", [(Redeem(after_s=901.0), "unknown")]),
     ("reused", [(Redeem(), OK), (Redeem(), "already used")]),
     ("never issued", [(Redeem(token="not-a-token"), "unknown")]),
     ("empty token", [(Redeem(token=""), "unknown")]),
@@ -130,13 +131,16 @@ def test_configurable_ttl() -> None:
 
 def test_forgotten_entries_bound_memory() -> None:
     clock = FakeClock()
-    book = ApprovalBook(clock=clock, ttl=10)
+    book = ApprovalBook(clock=clock, ttl=10, remember=10)
     for _ in range(5):
         book.issue("rollback", {}, PLAN)
     assert len(book) == 5
-    clock.now += 21
+    clock.now += 19
     book.issue("rollback", {}, PLAN)
-    assert len(book) == 1
+    assert len(book) == 6
+    clock.now += 2
+    book.issue("rollback", {}, PLAN)
+    assert len(book) == 2
 
 
 @pytest.mark.parametrize("ttl", [0, -1, float("nan")])

@@ -1,0 +1,68 @@
+"""What several integration tests build: a small estate on loopback addresses of their own, and a
+stand-in app server that answers 200 with HTTP/1.1 keep-alive."""
+
+from __future__ import annotations
+
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from bluegreen.topology import Topology, config_getter, from_config
+
+SSH_PORT = 2222
+APP_PORT = 3000
+
+
+def loopback_topology(base: Path, identity: Path, known_hosts: Path, *, net: str, stack: str, prefix: str,
+                      app: dict[str, Any] | None = None, haproxy: dict[str, Any] | None = None,
+                      extra: dict[str, Any] | None = None) -> Topology:
+    """A four-host estate on `net`.21/22/24/26, each host rooted under `base`."""
+
+    def host(vmid: int, name: str, role: str, last: int, color: str | None = None) -> dict[str, Any]:
+        entry: dict[str, Any] = {"id": vmid, "name": f"{prefix}-{name}", "role": role,
+                                 "ip": f"{net}.{last}/24", "root": str(base / f"ct{vmid}")}
+        if color:
+            entry["color"] = color
+        return entry
+
+    config: dict[str, Any] = {
+        "proxmoxve:endpoint": f"https://{net}.5:8006/",
+        "bluegreen:activeColor": "blue",
+        "bluegreen:proxmox": {"node": "pve", "datastore": "local-lvm", "gateway": f"{net}.1",
+                              "template": {"file": "debian-12-standard_12.7-1_amd64.tar.zst"}},
+        "bluegreen:ssh": {"user": "root", "port": SSH_PORT, "identityFile": str(identity),
+                          "knownHosts": str(known_hosts), "connectTimeout": 5,
+                          "publicKeys": [f"file:{identity}.pub"]},
+        "bluegreen:containers": [host(131, "postgres", "database", 21),
+                                 host(132, "blue", "app", 22, "blue"),
+                                 host(134, "green", "app", 24, "green"),
+                                 host(136, "haproxy", "loadbalancer", 26)],
+        "bluegreen:app": {"repo": str(base / "none.git"), "branch": "main", "port": APP_PORT,
+                          "healthPath": "/api/health", "deployUser": "root", **(app or {})},
+        "bluegreen:haproxy": {"serverName": f"{stack}.test", "maxconn": 1000, **(haproxy or {})},
+        **(extra or {}),
+    }
+    return from_config(config_getter(config), stack=stack, project_dir=base)
+
+
+class OkApp(BaseHTTPRequestHandler):
+    """A stand-in app: 200 on every path, HTTP/1.1 keep-alive."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # health checks and closing keep-alive clients reset connections all the time
