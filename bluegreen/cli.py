@@ -17,6 +17,7 @@ from typing import Any, TextIO, TypeVar
 
 from .errors import BlueGreenError, ConfigError
 from .progress import TerminalProgress
+from .sensitive import redact
 from .topology import Topology, load_stack
 
 DEFAULT_STACK_ENV = "BLUEGREEN_STACK"
@@ -96,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plan", parents=[common], help="files and commands each host would get")
     pl.add_argument("host", nargs="?", help="one host: vmid, name, colour or role")
+
+    tr = sub.add_parser("trust", parents=[common], help="pin the SSH host keys of the estate's hosts")
+    tr.add_argument("hosts", nargs="*", help="vmid, name, colour or role (default: every host)")
+    tr.add_argument("--fingerprint", action="append", default=[], metavar="SHA256:...",
+                    help="accept only a key with this fingerprint (repeatable); no prompt")
+    tr.add_argument("--yes", "-y", action="store_true", help="pin without asking (trust on first use)")
 
     sub.add_parser("mcp", parents=[common], help="run the MCP server on stdio")
     return p
@@ -322,6 +329,31 @@ def cmd_plan(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgr
     return 0
 
 
+def cmd_trust(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
+    from .executor import fetch_host_key, fingerprint, ssh_target, trust_host
+
+    hosts = [t.find_host(h) for h in args.hosts] if args.hosts else list(t.containers)
+    pinned: list[dict[str, Any]] = []
+    added_count = 0
+    for host in hosts:
+        target = ssh_target(t, host)
+        key_type, key_b64 = fetch_host_key(target)
+        print_ = fingerprint(key_b64)
+        o.say(f"{host.label}: {key_type} {print_}")
+        if args.fingerprint:
+            if print_ not in args.fingerprint:
+                raise ConfigError(f"{host.label} presented {print_}, which is not one of the fingerprints "
+                                  "given: refusing to pin it")
+        else:
+            confirm(f"pin this key for {host.ip}:{target.port}?", yes=args.yes, stdin=sys.stdin, err=o.err)
+        added = trust_host(target.known_hosts, host.ip, target.port, f"{key_type} {key_b64}")
+        added_count += added
+        pinned.append({"host": host.label, "fingerprint": print_, "added": added})
+    o.result({"ok": True, "knownHosts": t.ssh.known_hosts, "hosts": pinned},
+             f"{added_count} key(s) added to {t.ssh.known_hosts}")
+    return 0
+
+
 def cmd_mcp(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
     from .mcp_server import serve
 
@@ -332,7 +364,7 @@ def cmd_mcp(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgre
 COMMANDS: dict[str, Callable[[argparse.Namespace, Topology, Output, TerminalProgress], int]] = {
     "status": cmd_status, "deploy": cmd_deploy, "switch": cmd_switch, "rollback": cmd_rollback,
     "rebuild": cmd_rebuild, "history": cmd_history, "lock": cmd_lock, "plan": cmd_plan,
-    "mcp": cmd_mcp,
+    "mcp": cmd_mcp, "trust": cmd_trust,
 }
 
 
@@ -360,6 +392,13 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     except KeyboardInterrupt:
         err.write("bluegreen: interrupted\n")
         return 130
+    except Exception as exc:  # a bug, not a foreseeable failure: one line, details with --verbose
+        logging.getLogger("bluegreen").debug("internal error", exc_info=True)
+        message = redact(f"internal error: {type(exc).__name__}: {exc}")
+        if args.json:
+            out.write(json.dumps({"ok": False, "error": message, "kind": "InternalError"}) + "\n")
+        err.write(f"bluegreen: {message} (run with --verbose for the traceback)\n")
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

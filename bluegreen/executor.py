@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import socket
 import subprocess
 import time
 import uuid
@@ -384,6 +385,39 @@ def trust_host(known_hosts: str, address: str, port: int, public_key_line: str) 
     with path.open("a") as fh:
         fh.write(known_hosts_line(address, port, key_type, key_b64) + "\n")
     return True
+
+
+def fingerprint(key_base64: str) -> str:
+    """OpenSSH's SHA256 fingerprint, as `ssh-keygen -lf` prints it."""
+    import base64
+    import hashlib
+
+    digest = hashlib.sha256(base64.b64decode(key_base64)).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def fetch_host_key(target: SshTarget) -> tuple[str, str]:
+    """The host's public key (type, base64), read from the SSH handshake without logging in.
+
+    Nothing is trusted here: the caller shows the fingerprint and pins it only once a person (or
+    a fingerprint given out of band) confirms it.
+    """
+    import paramiko
+
+    hostname, port, _, _ = resolve_target(target)
+    try:
+        sock = socket.create_connection((hostname, port), timeout=target.connect_timeout)
+    except OSError as exc:
+        raise RemoteError(f"{hostname}:{port}", "read host key", exc.strerror or str(exc)) from None
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=target.connect_timeout)
+        key = transport.get_remote_server_key()
+        return key.get_name(), key.get_base64()
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise RemoteError(f"{hostname}:{port}", "read host key", str(exc)) from None
+    finally:
+        transport.close()
 
 
 def run_all(executor: Executor, commands: Sequence[tuple[str, str]]) -> list[CommandResult]:

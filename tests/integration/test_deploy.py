@@ -291,3 +291,31 @@ def test_seed_journal_is_read_and_extended(estate: Lab) -> None:
     assert state.switch_count == seed["switchCount"] + 1
     assert list(state.history[1:]) == seed["history"][: len(state.history) - 1]
     assert state.recent(1)[0]["from"] == live
+
+
+def test_trust_pins_only_a_confirmed_fingerprint(lab: Lab, tmp_path: Path) -> None:
+    """`bluegreen trust`: the key offered by the host, checked against its fingerprint out of band."""
+    t = topology(lab)
+    host = t.app_host("blue")
+    key_file = Path(host.path("/etc/ssh/ssh_host_ed25519_key.pub"))
+    real = subprocess.run(["ssh-keygen", "-lf", str(key_file)], capture_output=True, text=True,
+                          check=True).stdout.split()[1]
+    project = tmp_path / "project"
+    (project / "stacks").mkdir(parents=True)
+    (project / "Pulumi.yaml").write_text((lab.project_dir / "Pulumi.yaml").read_text())
+    known = tmp_path / "known_hosts"
+    stack = (lab.project_dir / "stacks" / "Pulumi.lab.yaml").read_text()
+    (project / "stacks" / "Pulumi.lab.yaml").write_text(stack.replace(t.ssh.known_hosts, str(known)))
+
+    def trust(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bluegreen.cli", "--cwd", str(project), "--stack", "lab",
+                               "trust", "blue", *args], capture_output=True, text=True, timeout=60)
+
+    refused = trust("--fingerprint", "SHA256:" + "A" * 43)
+    assert refused.returncode == 2 and "refusing to pin" in refused.stderr
+    assert not known.exists()
+    assert trust().returncode == 2  # no terminal, no --yes: nothing is pinned silently
+    assert not known.exists()
+    accepted = trust("--fingerprint", real)
+    assert accepted.returncode == 0, accepted.stderr
+    assert known.read_text().startswith(f"[{host.ip}]:{t.ssh.port} ssh-ed25519 ")
