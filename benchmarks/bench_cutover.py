@@ -65,6 +65,7 @@ ALT_PUBLIC, ALT_PREVIEW, ALT_STATS = 18080, 18081, 18404
 BASELINE_S = 3.0
 GAP_S = 0.3  # quiet time after each cutover, so answers after it returned can be counted
 TAIL_S = 1.0
+NEAR_S = 1.0  # a failure this close to a cutover call is counted against that method
 FLIP_STEP_PREFIX = "flip live traffic"
 
 
@@ -112,6 +113,9 @@ def analyze(run: MethodRun) -> dict[str, Any]:
     window = between(first, run.end)
     failed = [s for s in window if not s.ok]
     reasons = Counter(s.error or f"HTTP {s.status}" for s in failed)
+    # A failure far from every cutover was caused by something else (other work on the lab).
+    near = sum(1 for s in failed if any(ev.called - NEAR_S <= s.started <= ev.returned + NEAR_S
+                                        for ev in run.events))
     old_after = 0
     to_new: list[float] = []
     for i, ev in enumerate(run.events):
@@ -138,6 +142,7 @@ def analyze(run: MethodRun) -> dict[str, Any]:
         "failed": len(failed),
         "failedBaseline": sum(1 for s in base if not s.ok),
         "failureReasons": dict(reasons),
+        "failedNearCutover": near,
         "failedPer1000": 1000 * len(failed) / len(window) if window else None,
         "oldColourAfterReturn": old_after if any(e.old for e in run.events) else None,
         "p50Before": latency(base, 50), "p99Before": latency(base, 99),
@@ -187,9 +192,18 @@ def alt_topology(t: Topology) -> Topology:
 # --------------------------------------------------------------------------- methods
 
 
-def drive(key: str, name: str, url: str, cutover: Callable[[], Cutover], count: int, shape: LoadShape,
-          notes: list[str] | None = None) -> MethodRun:
+def lab_haproxy_reloads(bench: Bench) -> int:
+    """How often the lab's own HAProxy was reloaded: one that happens mid-run is someone else's."""
+    t = bench.topology()
+    with bench.executor(t.load_balancer) as lb:
+        return haproxy_runtime.show_proc(lb, t).reloads
+
+
+def drive(bench: Bench, key: str, name: str, url: str, cutover: Callable[[], Cutover], count: int,
+          shape: LoadShape, notes: list[str] | None = None) -> MethodRun:
     say(f"-- {name}: {count} cutovers under {shape.clients} clients on {url}")
+    notes = list(notes or [])
+    reloads_before = lab_haproxy_reloads(bench)
     with LoadProcess(url, clients=shape.clients, pause=shape.pause) as load:
         begin = time.monotonic()
         time.sleep(BASELINE_S)
@@ -203,8 +217,11 @@ def drive(key: str, name: str, url: str, cutover: Callable[[], Cutover], count: 
         time.sleep(TAIL_S)
         end = time.monotonic()
         samples = load.stop()
+    reloaded = lab_haproxy_reloads(bench) - reloads_before
+    if reloaded:
+        notes.append(f"the lab's HAProxy was reloaded {reloaded} time(s) by something else during this run")
     return MethodRun(key=key, name=name, url=url, samples=samples, events=events, baseline=baseline,
-                     end=end, notes=notes or [])
+                     end=end, notes=notes)
 
 
 def ours(bench: Bench, *, emergency: bool) -> Callable[[], Cutover]:
@@ -313,21 +330,21 @@ def run(bench: Bench, *, switches: int = 50, reloads: int = 20, shape: LoadShape
     public = f"{t.public_url}/"
     alt_url = f"http://{t.load_balancer.ip}:{ALT_PUBLIC}/"
     runs = [
-        drive("ours", "ours: switch (normal path, direct)", public, ours(bench, emergency=False),
+        drive(bench, "ours", "ours: switch (normal path, direct)", public, ours(bench, emergency=False),
               switches, shape),
-        drive("emergency", "ours: switch --emergency", public, ours(bench, emergency=True),
+        drive(bench, "emergency", "ours: switch --emergency", public, ours(bench, emergency=True),
               switches, shape),
     ]
     with second_haproxy(bench, idle_close=False) as reload_typical:
-        runs.append(drive("reload", "haproxy.cfg rewrite + reload (typical config)", alt_url,
+        runs.append(drive(bench, "reload", "haproxy.cfg rewrite + reload (typical config)", alt_url,
                           reload_typical, switches, shape,
                           ["a second HAProxy with the lab's config minus `option idle-close-on-response`"]))
     with second_haproxy(bench, idle_close=True) as reload_ours:
-        runs.append(drive("reload-idle-close", "haproxy.cfg rewrite + reload (our config)", alt_url,
+        runs.append(drive(bench, "reload-idle-close", "haproxy.cfg rewrite + reload (our config)", alt_url,
                           reload_ours, switches, shape,
                           ["a second HAProxy with the lab's config, `option idle-close-on-response` kept"]))
     with pm2_in_place(bench) as pm2_reload:
-        runs.append(drive("pm2", "pm2 reload of the live colour in place", public, pm2_reload, reloads,
+        runs.append(drive(bench, "pm2", "pm2 reload of the live colour in place", public, pm2_reload, reloads,
                           shape, ["one colour, reloaded in place: there is no colour to change"]))
     results = [analyze(r) for r in runs]
     return Section("Cutover under load", render(results, shape),
@@ -375,8 +392,10 @@ def render(results: list[dict[str, Any]], shape: LoadShape) -> str:
                       [[r["method"], _ratio(r["failed"], ours_result["failed"]),
                         _ratio(r["p99During"], ours_result["p99During"]), fmt_ms(r["maxDuring"])]
                        for r in results])
-    reasons = "\n".join(f"- {r['method']}: " + (", ".join(f"{k} x{v}" for k, v in r["failureReasons"].items())
-                                                 or "none") for r in results)
+    reasons = "\n".join(
+        f"- {r['method']}: " + (", ".join(f"{k} x{v}" for k, v in r["failureReasons"].items()) or "none")
+        + (f" ({r['failedNearCutover']} within {NEAR_S:g} s of a cutover call)" if r["failed"] else "")
+        for r in results)
     notes = "\n".join(f"- {r['method']}: {note}" for r in results for note in r["notes"])
     return "\n\n".join([
         f"{shape.clients} concurrent clients (half keep-alive, half a new connection per request), "

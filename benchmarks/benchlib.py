@@ -401,6 +401,30 @@ def machine_info() -> dict[str, str]:
     }
 
 
+def ssh_command_cost(bench: Bench, repeats: int = 10) -> dict[str, str]:
+    """What one command over SSH costs here, and how much of it is the remote login shell's rc file.
+
+    sshd runs every command through the user's shell, and Debian's bash reads ~/.bashrc when sshd
+    starts it. The lab's hosts share this machine's root account, so they pay for whatever that
+    file does (here: pyenv initialisation); a stock container does not.
+    """
+    t = bench.topology()
+    with bench.executor(t.load_balancer) as lb:
+        lb.run("true", step="warm up")
+        runs = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            lb.run("true", step="measure")
+            runs.append(time.perf_counter() - started)
+    rc = []
+    for _ in range(5):
+        started = time.perf_counter()
+        subprocess.run(["bash", "-c", ". ~/.bashrc"], capture_output=True, timeout=60)
+        rc.append(time.perf_counter() - started)
+    return {"one SSH command (`true`) on an open connection, median": fmt_ms(median(runs), 0),
+            "of which root's ~/.bashrc, which bash runs for each command sshd starts": fmt_ms(median(rc), 0)}
+
+
 def machine_table(info: Mapping[str, str]) -> str:
     return md_table(["", ""], [(k, v) for k, v in info.items()])
 

@@ -31,6 +31,7 @@ from benchlib import (
     open_bench,
     say,
     setup_logging,
+    ssh_command_cost,
 )
 
 from bluegreen.errors import BlueGreenError
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         with open_bench() as bench:
             say("== making sure both colours serve a release")
             ensure_deployed(bench)
+            info.update(ssh_command_cost(bench))
             say("== cutover under load")
             shape = bench_cutover.LoadShape(args.clients, args.pause)
             sections = [bench_cutover.run(bench, switches=switches, reloads=reloads, shape=shape)]

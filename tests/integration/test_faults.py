@@ -12,9 +12,9 @@ Faults: the SSH connection dropped before each command a deploy runs on the stan
 standby's app killed (PM2 daemon and app processes, by pid) when a switch starts, and the new
 live colour's app killed right after the flip; HAProxy refusing a new configuration (rejected by
 `haproxy -c`, a listener another program holds, refused by the master at reload); a full backup
-volume (a tiny tmpfs mounted over
-the backup directory); the CLI SIGKILLed while it holds the lock; the Proxmox API refusing a
-request or failing its task (an in-process fakepve with fault injection).
+volume (a tiny tmpfs mounted over the backup directory); the CLI SIGKILLed while it holds the
+lock; the Proxmox API refusing a request or failing its task (an in-process fakepve with fault
+injection).
 
 Tests work on a copy of the project (switches record the live colour in the stack file).
 """
@@ -50,6 +50,7 @@ from bluegreen.journal import State, parse_state
 from bluegreen.lab.lab import Lab
 from bluegreen.lab.pve import InProcessPve, serve_fakepve
 from bluegreen.lab.repo import publish_variant
+from bluegreen.lab.services import ManagedProcess
 from bluegreen.loadgen import LoadReport, RequestLoop
 from bluegreen.progress import RecordingProgress, StepRecord
 from bluegreen.providers import HaproxyConfigProvider, haproxy_config_props
@@ -394,8 +395,10 @@ def kill_app(t: Topology, color: str) -> list[int]:
     with connect(t, host) as ex:
         apps = _app_pids(t, ex, paths)
         assert apps, f"no {t.app.name} processes in pm2 jlist on {host.label}"
-        daemon = (ex.get(f"{paths.pm2_home}/pm2.pid", step="read pm2.pid") or b"").decode().strip()
-        pids = [int(daemon), *apps] if daemon.isdigit() else apps
+        # The daemon's pid file may outlive it: trust the pid only if it is that colour's PM2.
+        daemon = ManagedProcess("pm2", Path(paths.pm2_home) / "pm2.pid", expect="God Daemon",
+                                expect_env={"PM2_HOME": paths.pm2_home}).pid()
+        pids = [daemon, *apps] if daemon is not None else apps
         ex.run("kill -KILL " + " ".join(map(str, pids)) + " 2>/dev/null; true", step="kill the app")
         waited = ex.run("for i in $(seq 100); do alive=0; for p in " + " ".join(map(str, pids))
                         + "; do kill -0 $p 2>/dev/null && alive=1; done; [ $alive = 0 ] && exit 0; "
