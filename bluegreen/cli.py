@@ -311,7 +311,13 @@ def cmd_lock(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgre
 def cmd_plan(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
     from .providers import plan_estate
 
+    from .commands import deploy_plan
+
     plan = plan_estate(t)
+    for color, host in t.app_hosts.items():
+        plan[host.label] = [*plan.get(host.label, []), *(
+            {"kind": "command", "step": f"deploy: {step}", "command": command}
+            for step, command in deploy_plan(t, host))]
     if args.host:
         wanted = t.find_host(args.host).label
         plan = {k: v for k, v in plan.items() if k == wanted}
@@ -321,10 +327,11 @@ def cmd_plan(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgr
         for item in items:
             kind = item.get("kind")
             if kind == "file":
-                lines.append(f"-- file {item['path']} ({len(item['content'])} bytes)")
+                lines.append(f"-- file {item['path']} ({item.get('step')}, {len(item['content'])} bytes)")
                 lines.append(item["content"].rstrip())
             else:
-                lines.append(f"-- run: {item['command']}")
+                what = f" ({item['step']})" if item.get("step") else ""
+                lines.append(f"-- run{what}: {item['command']}")
     o.result(plan, "\n".join(lines))
     return 0
 

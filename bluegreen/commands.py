@@ -208,3 +208,28 @@ def prune_backups(t: Topology, db_host: Container) -> str:
     keep = int(t.database.backup_keep)
     return (f"cd {sh(folder)} 2>/dev/null || exit 0; ls -1t -- *.dump 2>/dev/null | "
             f"tail -n +{keep + 1} | while read -r f; do rm -f -- \"$f\"; echo \"$f\"; done")
+
+
+def deploy_plan(t: Topology, host: Container) -> list[tuple[str, str]]:
+    """(step, command) of a deploy of the configured branch to `host`, for `bluegreen plan`.
+
+    Offline: the commit and release name are only known at deploy time, so they are shown as
+    placeholders; the previous release is whatever `current` points at then.
+    """
+    paths = AppPaths.of(t, host)
+    release = paths.release("<YYYYmmddHHMMSS>-<sha7>")
+    previous = f"{paths.releases}/<previous>"
+    db = t.database_host
+    return [
+        ("fetch the ref", fetch_ref(t, paths, t.app.branch)),
+        ("export the release", export_release(paths, release, "<sha>", t.app.branch)),
+        ("install dependencies", install_dependencies(t, paths, release, previous)),
+        ("build", build(t, release)),
+        ("list migrations", list_migrations(release)),
+        ("back up the database (on the database host, only with pending migrations)",
+         dump_database(t, db, f"{db.path(t.database.backup_dir)}/<YYYYmmddHHMMSS>-{host.color}-<sha7>.dump")),
+        ("migrate (only with --migrate and pending migrations)", migrate(t, release)),
+        ("point current at the release", point_current(paths, release)),
+        ("reload PM2", pm2_reload(t, paths)),
+        ("prune old releases", prune_releases(paths, t.app.keep_releases, [release, previous])),
+    ]

@@ -85,3 +85,14 @@ def test_invalid_ref_exits_2_before_contacting_anything(project: Path) -> None:
     path.write_text(path.read_text().replace("127.0.3.", "127.0.9."))
     out = bluegreen("deploy", "--stack", "lab", "--ref=-rf", cwd=project)
     assert out.returncode == 2 and "invalid git ref" in out.stderr
+
+
+def test_plan_is_offline_and_lists_pulumi_up_and_deploy_steps(project: Path) -> None:
+    out = bluegreen("plan", "green", "--stack", "prod", "--json", cwd=project)
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert list(plan) == ["green (134, 10.92.3.24)"]
+    steps = [item["step"] for item in plan["green (134, 10.92.3.24)"]]
+    assert any("ecosystem" in s.lower() for s in steps)
+    assert [s for s in steps if s.startswith("deploy:")][0] == "deploy: fetch the ref"
+    assert "db-pass" not in out.stdout and "PASSWORD E'" not in out.stdout
