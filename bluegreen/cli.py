@@ -309,15 +309,14 @@ def cmd_lock(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgre
 
 
 def cmd_plan(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
+    from .commands import deploy_plan
     from .providers import plan_estate
 
-    from .commands import deploy_plan
-
     plan = plan_estate(t)
-    for color, host in t.app_hosts.items():
-        plan[host.label] = [*plan.get(host.label, []), *(
+    for app_host in t.app_hosts.values():
+        plan[app_host.label] = [*plan.get(app_host.label, []), *(
             {"kind": "command", "step": f"deploy: {step}", "command": command}
-            for step, command in deploy_plan(t, host))]
+            for step, command in deploy_plan(t, app_host))]
     if args.host:
         wanted = t.find_host(args.host).label
         plan = {k: v for k, v in plan.items() if k == wanted}
