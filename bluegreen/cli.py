@@ -178,7 +178,9 @@ def cmd_status(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProg
     report = _service(args, t, p).status()
     data = report.to_json()
     o.result(data, format_status(data))
-    return 0
+    # The full report is always printed; the exit code tells scripts whether production is served.
+    live_ok = report.live is not None and report.colors[report.live].healthy
+    return 0 if live_ok else 1
 
 
 def format_status(data: dict[str, Any]) -> str:
