@@ -18,7 +18,7 @@ import logging
 import re
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -523,6 +523,24 @@ class FlipResult:
         return self.runtime_changed or self.file_changed
 
 
+MISSING_BACKEND_EXIT = 3
+
+
+def guarded_flip_command(socket_path: str, map_path: str, wanted: Mapping[str, str]) -> str:
+    """One shell line: refuse (exit 3) unless HAProxy has every backend `wanted` names, then
+    answer `show map`, the `set map`s and `show map` again.
+
+    One SSH round trip from the decision to the flip: traffic moves as soon as this runs.
+    """
+    check = runtime_command(socket_path, [SHOW_BACKEND])
+    needed = " ".join(shlex.quote(b) for b in sorted(set(wanted.values())))
+    guard = (f"backends=$({check}) || exit 4; for b in {needed}; do "
+             f"printf '%s\\n' \"$backends\" | grep -qxF \"$b\" || "
+             f"{{ echo \"missing backend $b\" >&2; exit {MISSING_BACKEND_EXIT}; }}; done")
+    commands = [show_map(map_path), *(set_map(map_path, k, v) for k, v in wanted.items()), show_map(map_path)]
+    return f"{guard}; {runtime_command(socket_path, commands)}"
+
+
 def set_live_color(executor: Executor, paths: HaproxyPaths, live_color: str, map_text: str) -> FlipResult:
     """Route `live_color` in memory (no reload), then make the map file say the same.
 
@@ -531,25 +549,31 @@ def set_live_color(executor: Executor, paths: HaproxyPaths, live_color: str, map
     """
     wanted = routing_entries(live_color)
     step = f"route traffic to {live_color}"
-    backends_text, map_text_now = ask(executor, paths.admin_socket, [SHOW_BACKEND, show_map(paths.map)],
-                                      step=step)
-    missing = sorted(set(wanted.values()) - set(parse_show_backend(backends_text)))
-    if missing:
-        raise RemoteError(executor.host, step, f"the running HAProxy has no backend {', '.join(missing)}; "
+    result = executor.run(guarded_flip_command(paths.admin_socket, paths.map, wanted), step=step,
+                          check=False, timeout=SOCKET_TIMEOUT * (len(wanted) + 3) + 10)
+    if result.exit_code == MISSING_BACKEND_EXIT:
+        missing = result.stderr.strip().splitlines()[-1].removeprefix("missing backend ")
+        raise RemoteError(executor.host, step, f"the running HAProxy has no backend {missing}; "
                           "apply the HAProxy configuration first")
-    before: dict[str, str] = _parse(executor, step, parse_show_map, map_text_now)
-    runtime_changed = any(before.get(k) != v for k, v in wanted.items())
-    after = before
-    if runtime_changed:
-        # Live first: the public frontend is what users see; the preview follows a moment later.
-        commands = [set_map(paths.map, k, v) if k in before else add_map(paths.map, k, v)
-                    for k, v in wanted.items()]
-        answers = ask(executor, paths.admin_socket, [*commands, show_map(paths.map)], step=step)
-        refused = [a for a in answers[:-1] if a.strip()]
+    answers = split_answers(result.stdout)
+    if not result.ok or len(answers) != len(wanted) + 2:
+        why = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.exit_code}"
+        why = re.sub(r"^\S*socat\[\d+\] E ", "", why)
+        raise HaproxyUnavailable(executor.host, step, f"no answer from HAProxy on {paths.admin_socket}: {why}")
+    before: dict[str, str] = _parse(executor, step, parse_show_map, answers[0])
+    refused = [a.strip() for a in answers[1:-1] if a.strip()]
+    after: dict[str, str] = _parse(executor, step, parse_show_map, answers[-1])
+    if refused and any(k not in before for k in wanted):
+        # `set map` only changes existing keys: a map file missing one gets it added.
+        adds = [add_map(paths.map, k, v) for k, v in wanted.items() if k not in before]
+        answers = ask(executor, paths.admin_socket, [*adds, show_map(paths.map)], step=step)
+        refused = [a.strip() for a in answers[:-1] if a.strip()]
         after = _parse(executor, step, parse_show_map, answers[-1])
-        if refused or any(after.get(k) != v for k, v in wanted.items()):
-            raise RemoteError(executor.host, step, "HAProxy did not take the new map: "
-                              + ("; ".join(refused) or f"it now holds {after}"))
+    if refused or any(after.get(k) != v for k, v in wanted.items()):
+        raise RemoteError(executor.host, step, "HAProxy did not take the new map: "
+                          + ("; ".join(refused) or f"it now holds {after}"))
+    runtime_changed = any(before.get(k) != v for k, v in wanted.items())
+    if runtime_changed:
         log.info("%s: live colour is now %s (was %s)", executor.host, live_color,
                  color_of(before.get(LIVE_KEY, "")) or before.get(LIVE_KEY))
     file_changed = False

@@ -304,3 +304,31 @@ def test_port_check_is_a_real_connect_attempt() -> None:
                           capture_output=True)
     assert taken.returncode == 0
     assert free.returncode != 0
+
+
+def test_guarded_flip_refuses_a_missing_backend_before_touching_the_map(tmp_path) -> None:
+    """The one-round-trip flip script, run by bash against a fake socat that plays HAProxy."""
+    import os
+    import stat
+    import subprocess
+
+    from bluegreen.haproxy_runtime import MISSING_BACKEND_EXIT, guarded_flip_command, routing_entries
+
+    log = tmp_path / "sent"
+    fake = tmp_path / "socat"
+    fake.write_text("#!/bin/sh\nread cmd\necho \"$cmd\" >> " + str(log) + "\n"
+                    "case \"$cmd\" in 'show backend') printf '%s\\n' \"$BACKENDS\";; esac\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    script = guarded_flip_command("/run/haproxy/admin.sock", "/etc/haproxy/live.map", routing_entries("green"))
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    missing = subprocess.run(["bash", "-c", script], env={**env, "BACKENDS": "# name\nbk_blue"},
+                             capture_output=True, text=True)
+    assert missing.returncode == MISSING_BACKEND_EXIT and "missing backend bk_green" in missing.stderr
+    assert log.read_text().splitlines() == ["show backend"]  # nothing was set
+    log.unlink()
+    ok = subprocess.run(["bash", "-c", script], env={**env, "BACKENDS": "# name\nbk_blue\nbk_green"},
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert log.read_text().splitlines() == [
+        "show backend", "show map /etc/haproxy/live.map", "set map /etc/haproxy/live.map live bk_green",
+        "set map /etc/haproxy/live.map preview bk_blue", "show map /etc/haproxy/live.map"]
