@@ -94,5 +94,5 @@ def test_plan_is_offline_and_lists_pulumi_up_and_deploy_steps(project: Path) -> 
     assert list(plan) == ["green (134, 10.92.3.24)"]
     steps = [item["step"] for item in plan["green (134, 10.92.3.24)"]]
     assert any("ecosystem" in s.lower() for s in steps)
-    assert [s for s in steps if s.startswith("deploy:")][0] == "deploy: fetch the ref"
+    assert next(s for s in steps if s.startswith("deploy:")) == "deploy: fetch the ref"
     assert "db-pass" not in out.stdout and "PASSWORD E'" not in out.stdout
