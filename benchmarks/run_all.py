@@ -1,6 +1,6 @@
 """Run every benchmark on the local lab and rewrite benchmarks/RESULTS.md with the figures.
 
-    .venv/bin/python benchmarks/run_all.py            # the full run (a few minutes)
+    .venv/bin/python benchmarks/run_all.py            # the full run (about 12 minutes on 2 cores)
     .venv/bin/python benchmarks/run_all.py --quick    # fewer repetitions, to check it works
 
 Joins the lab (starting it if nothing runs, stopping it again afterwards), works on a private
@@ -37,6 +37,65 @@ from benchlib import (
 from bluegreen.errors import BlueGreenError
 
 
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def reading(sections: list[Section], info: dict[str, str]) -> str:
+    """What the figures say, computed from them (so it stays true when the run is repeated)."""
+    data = {s.title: s.data for s in sections}
+    lines = []
+    methods = data.get("Cutover under load", {}).get("methods", [])
+    if len(methods) >= 2:
+        ours, emergency, others = methods[0], methods[1], methods[2:]
+        lines.append(
+            f"- Our switch moved live traffic {ours['cutovers'] + emergency['cutovers']} times "
+            f"({ours['cutovers']} normal, {emergency['cutovers']} emergency) under "
+            f"{ours['requests'] + emergency['requests']} requests: {ours['failed'] + emergency['failed']} "
+            f"failed, {(ours['oldColourAfterReturn'] or 0) + (emergency['oldColourAfterReturn'] or 0)} "
+            f"answers from the old colour once the call had returned; p99 latency "
+            f"{_ms(ours['p99Before'])} before and {_ms(ours['p99During'])} while switching.")
+        noisy = [m["method"] for m in methods
+                 if m["p99Before"] is not None and m["p99During"] is not None and m["p99Before"] > m["p99During"]]
+        if noisy:
+            lines.append(
+                f"- For {', '.join(noisy)} the p99 before cutting over was higher than during it: other "
+                "work on this shared machine (see the load average) moved the tail more than the "
+                "cutovers did. Compare failures first; compare latencies only where before < during.")
+        for other in others:
+            per = other["failedPer1000"] or 0.0
+            lines.append(
+                f"- {other['method']}: {other['failed']} failed in {other['cutovers']} cutovers "
+                f"({per:.2f} per 1000 requests, about {other['failed'] / max(other['cutovers'], 1):.1f} "
+                f"per cutover); p99 while cutting over {_ms(other['p99During'])} against ours "
+                f"{_ms(ours['p99During'])}"
+                + (f"; the new colour answered {_ms(other['toNewMedian'])} after the start (ours "
+                   f"{_ms(ours['toNewMedian'])})." if other["toNewMedian"] is not None else "."))
+    operations = data.get("Switch and rollback latency", {}).get("operations", [])
+    for op in operations:
+        lines.append(
+            f"- `{op['operation']}` runs about {op['commandsMedian']:.0f} SSH commands and file transfers "
+            f"over {op['connectsMedian']:.0f} connections, one after another; they take "
+            f"{_ms(op['sshTotalMedian'])} of its {_ms(op['wallMedian'])}.")
+    ssh_cost = info.get("one SSH command (`true`) on an open connection, median")
+    rc_cost = info.get("of which root's ~/.bashrc, which bash runs for each command sshd starts")
+    if operations and ssh_cost:
+        lines.append(
+            f"- One SSH command costs {ssh_cost} here, about {rc_cost} of it in this machine's root "
+            "~/.bashrc, which bash runs for every command sshd starts (the lab's hosts share this "
+            "machine's root account); a container with a stock ~/.bashrc spends next to nothing there. "
+            "The tool's wall times are these round trips: the routing change itself is one runtime "
+            "`set map` inside HAProxy.")
+    status = data.get("Status", {})
+    if status:
+        lines.append(
+            f"- `status` asks its probes in parallel: {_ms(status['wallMedian'])}, against "
+            f"{_ms(status['sumOfProbes'])} for all probes one after another and "
+            f"{_ms(status['slowestMedian'])} for the slowest alone; the probes' SSH sessions, each "
+            f"starting a remote shell, share the machine's {info.get('cpus', '?')} CPUs.")
+    return "\n".join(lines)
+
+
 def write_results(sections: list[Section], info: dict[str, str], seconds: float, command: str,
                   out: Path) -> None:
     headline = "\n".join(f"- {line}" for s in sections for line in s.headline)
@@ -46,6 +105,7 @@ def write_results(sections: list[Section], info: dict[str, str], seconds: float,
         f"Written by `{command}` from one run on the local lab ({seconds / 60:.1f} minutes, "
         f"{info['date']}). Every figure below comes from that run; rerun the command to refresh them.\n\n"
         f"## Headline\n\n{headline}\n\n"
+        f"## Reading the figures\n\n{reading(sections, info)}\n\n"
         f"## Machine\n\n{machine_table(info)}\n\n"
         "All servers are real and local (loopback addresses): HAProxy, sshd per host, PostgreSQL, "
         "PM2 with the sample app, fakepve for the Proxmox API.\n\n"
@@ -65,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    switches, reloads, repeats, cli_repeats = (10, 4, 3, 2) if args.quick else (50, 20, 10, 5)
+    switches, config_reloads, pm2_reloads, repeats, cli_repeats = (
+        (10, 4, 2, 3, 2) if args.quick else (50, 20, 10, 10, 5))
     started = time.monotonic()
     try:
         info = machine_info()
@@ -76,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             info.update(ssh_command_cost(bench))
             say("== cutover under load")
             shape = bench_cutover.LoadShape(args.clients, args.pause)
-            sections = [bench_cutover.run(bench, switches=switches, reloads=reloads, shape=shape)]
+            sections = [bench_cutover.run(bench, switches=switches, config_reloads=config_reloads,
+                                          pm2_reloads=pm2_reloads, shape=shape)]
             say("== switch and rollback latency")
             sections.append(bench_switch.run(bench, repeats=repeats, cli_repeats=cli_repeats))
             say("== deploy")

@@ -17,7 +17,8 @@ import logging
 import math
 import os
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from importlib import import_module
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio
@@ -111,8 +112,25 @@ def progress_message(event: str, record: StepRecord) -> str:
     return record.name
 
 
-def ok_result(data: dict[str, Any], summary: str | None = None, *, is_error: bool = False) -> CallToolResult:
-    text = json.dumps(data, indent=2, default=str)
+def redact_tree(value: Any, secrets: Sequence[Sensitive]) -> Any:
+    """Every string inside `value` redacted; keys and structure untouched, so JSON stays valid."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, Mapping):
+        return {key: redact_tree(item, secrets) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_tree(item, secrets) for item in value]
+    return value
+
+
+def ok_result(data: dict[str, Any], summary: str | None = None, *, secrets: Sequence[Sensitive] = (),
+              is_error: bool = False) -> CallToolResult:
+    """A result as text (for the model) and structured content (for programs), secrets scrubbed.
+
+    Host output inside results (status errors, failed steps) can quote anything, credentials too.
+    """
+    text = json.dumps(redact_tree(data, secrets), indent=2, default=str)
+    summary = redact(summary, secrets) if summary else None
     content: list[ContentBlock] = [TextContent(type="text", text=summary)] if summary else []
     content.append(TextContent(type="text", text=text))
     # Round-trip through JSON so structured content holds exactly what the text shows.
@@ -159,7 +177,7 @@ class DeployTools:
 
     async def _status(self, ctx: Context) -> CallToolResult:
         data = await self._in_thread(ctx, lambda svc: svc.status().to_json())
-        return ok_result(data)
+        return ok_result(data, secrets=self.secrets)
 
     async def get_deployment_history(
         self, ctx: Context,
@@ -170,7 +188,7 @@ class DeployTools:
 
     async def _history(self, ctx: Context, limit: int) -> CallToolResult:
         entries = await self._in_thread(ctx, lambda svc: svc.history(limit))
-        return ok_result({"entries": entries, "count": len(entries)})
+        return ok_result({"entries": entries, "count": len(entries)}, secrets=self.secrets)
 
     # -- gated --------------------------------------------------------------------
 
@@ -241,7 +259,7 @@ class DeployTools:
                     "next": f"Nothing was changed. Show this plan to the person. Only if they approve "
                             f"it, call {tool} again with the same arguments and approval_token "
                             f"within {approval.ttl_seconds:g} seconds."}
-            return ok_result(data, describe_plan(tool, planned))
+            return ok_result(data, describe_plan(tool, planned), secrets=self.secrets)
         self.book.redeem(token, tool, args, plan_digest, facts=facts)
         log.info("%s: approval token accepted; running", tool)
         return await self._execute(ctx, tool, run)
@@ -259,9 +277,10 @@ class DeployTools:
                        ) -> CallToolResult:
         result = await self._in_thread(ctx, run)
         if result.get("ok", True):
-            return ok_result(result)
+            return ok_result(result, secrets=self.secrets)
         # A switch that ran but was undone (the watch failed) is reported, not raised.
-        return ok_result(result, f"{tool} failed: {result.get('error') or 'see the result'}", is_error=True)
+        return ok_result(result, f"{tool} failed: {result.get('error') or 'see the result'}",
+                         secrets=self.secrets, is_error=True)
 
     # -- elicitation ----------------------------------------------------------------
 
@@ -284,7 +303,7 @@ class DeployTools:
         # took their time to answer, exactly as in the token flow.
         approval = self.book.issue(tool, args, plan_digest, facts=facts)
         try:
-            question = describe_plan(tool, planned) + "\n\nApprove and run it now?"
+            question = redact(describe_plan(tool, planned), self.secrets) + "\n\nApprove and run it now?"
             answer = await ctx.elicit(question, Confirmation)
         except Exception as exc:
             log.warning("%s: the client advertised elicitation but could not ask (%s); "
@@ -294,7 +313,7 @@ class DeployTools:
             log.info("%s: the person did not approve (%s)", tool, answer.action)
             return ok_result({"approved": False, "changed": False, "tool": tool, "arguments": args,
                               "plan": planned, "estate": facts, "answer": answer.action},
-                             f"Not approved ({answer.action}): nothing was changed.")
+                             f"Not approved ({answer.action}): nothing was changed.", secrets=self.secrets)
         replanned, refacts = await self._plan(ctx, plan)
         self.book.redeem(approval.token, tool, args, digest({"plan": replanned, "estate": refacts}),
                          facts=refacts)
@@ -398,6 +417,10 @@ def build_server(tools: DeployTools) -> MCPServer:
 def serve(topology: Topology, *, environ: Mapping[str, str] | None = None) -> None:
     """Run the MCP server on stdio until the client closes it."""
     env = os.environ if environ is None else environ
+    # Imported here, before any worker thread exists: first imports racing in the status thread
+    # pool can fail with importlib's _DeadlockError.
+    import_module(".service", __package__)
+    import_module(".pve", __package__)
     tools = DeployTools(topology, book=ApprovalBook(ttl=approval_ttl(env)),
                         secrets=known_secrets(topology, env), elicitation=elicitation_enabled(env))
     log.info("MCP server for stack %s on stdio", topology.stack)

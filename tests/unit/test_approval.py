@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from bluegreen.mcp_server import (
     describe_plan,
     elicitation_enabled,
     estate_facts,
+    ok_result,
+    redact_tree,
 )
 from bluegreen.sensitive import Sensitive
 from bluegreen.topology import load_stack
@@ -275,3 +278,18 @@ def test_failures_become_tool_errors_without_secrets(exc: Exception, message: st
     assert "deploy_to_standby" in caplog.text
     assert "hunter2-secret" not in caplog.text
     assert "Traceback" not in caplog.text
+
+
+def test_results_are_scrubbed_and_stay_valid_json() -> None:
+    secret = Sensitive("s3cr3t-token-value")
+    data = {"errors": ['psql: password="s3cr3t-token-value" rejected', "fine"],
+            "nested": {"url": "postgresql://jw:hunter@db/x", "count": 3, "ok": True}}
+    result = ok_result(data, "saw s3cr3t-token-value", secrets=[secret])
+    texts = [c.text for c in result.content if isinstance(c, TextContent)]
+    assert "s3cr3t-token-value" not in "".join(texts)
+    assert "hunter" not in "".join(texts)
+    assert texts[0] == "saw [REDACTED]"
+    assert json.loads(texts[1]) == result.structured_content
+    assert result.structured_content == redact_tree(data, [secret])
+    assert result.structured_content["nested"]["count"] == 3
+    assert result.structured_content["nested"]["url"] == "postgresql://jw:[REDACTED]@db/x"
