@@ -415,11 +415,16 @@ def config_errors(output: str) -> str:
 def ask(executor: Executor, socket_path: str, commands: Sequence[str], *, step: str,
         timeout: float = SOCKET_TIMEOUT) -> list[str]:
     """Send `commands` over the socket; their answers, or HaproxyUnavailable if none came back."""
-    result = executor.run(runtime_command(socket_path, commands, timeout=timeout), step=step,
-                          check=False, timeout=timeout * len(commands) + 10)
-    answers = split_answers(result.stdout)
-    if result.ok and len(answers) == len(commands):
-        return answers
+    for _attempt in range(2):
+        # Every command we send is idempotent (reads, `set map` to a value): a connection HAProxy
+        # closed without an answer while busy is worth one more try.
+        result = executor.run(runtime_command(socket_path, commands, timeout=timeout), step=step,
+                              check=False, timeout=timeout * len(commands) + 10)
+        answers = split_answers(result.stdout)
+        if result.ok and len(answers) == len(commands):
+            return answers
+        if not result.ok:
+            break
     why = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.exit_code}"
     why = re.sub(r"^\S*socat\[\d+\] E ", "", why)
     raise HaproxyUnavailable(executor.host, step, f"no answer from HAProxy on {socket_path}: {why}")

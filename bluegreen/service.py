@@ -35,6 +35,7 @@ from .executor import Executor, connect
 from .journal import JournalStore, LockManager, State
 from .metrics import render_metrics
 from .progress import NullProgress, Progress
+from .pve import PveClient, snapshot_name
 from .sensitive import Sensitive, redact
 from .topology import Container, Topology, other_color, set_active_color_in_file
 
@@ -249,9 +250,7 @@ class Service:
     def live_color(self, lb: Executor) -> str:
         return haproxy_runtime.live_color(lb, self.t)
 
-    def _pve(self) -> Any:
-        from .pve import PveClient
-
+    def _pve(self) -> PveClient:
         return PveClient.from_topology(self.t)
 
     # -- status -------------------------------------------------------------------
@@ -712,8 +711,6 @@ class _DeployRun:
 
     def _snapshot(self) -> str:
         client = self.s._pve()
-        from .pve import snapshot_name
-
         name = snapshot_name(f"{self.color}-{self.ref}", utcnow())
         client.snapshot(self.host.vmid, name, f"before deploy of {self.ref} by {self.s.who}")
         client.prune_snapshots(self.host.vmid, keep=self.t.proxmox.snapshot_keep)
