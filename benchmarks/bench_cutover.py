@@ -80,6 +80,13 @@ class Cutover:
 
 
 @dataclass(frozen=True)
+class FailedCutover:
+    called: float
+    returned: float
+    message: str
+
+
+@dataclass(frozen=True)
 class LoadShape:
     clients: int = 16
     pause: float = 0.02  # each client's think time between requests, seconds
@@ -95,7 +102,7 @@ class MethodRun:
     baseline: tuple[float, float]
     end: float
     notes: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)  # cutover calls that raised
+    errors: list[FailedCutover] = field(default_factory=list)  # cutover calls that raised
 
 
 # --------------------------------------------------------------------------- analysis (pure)
@@ -116,12 +123,27 @@ def analyze(run: MethodRun) -> dict[str, Any]:
     failed = [s for s in window if not s.ok]
     reasons = Counter(s.error or f"HTTP {s.status}" for s in failed)
     # A failure far from every cutover was caused by something else (other work on the lab).
-    near = sum(1 for s in failed if any(ev.called - NEAR_S <= s.started <= ev.returned + NEAR_S
-                                        for ev in run.events))
+    spans = [(e.called, e.returned) for e in run.events] + [(f.called, f.returned) for f in run.errors]
+    near = sum(1 for s in failed if any(lo - NEAR_S <= s.started <= hi + NEAR_S for lo, hi in spans))
+    attempts = sorted([e.called for e in run.events] + [f.called for f in run.errors])
+
+    def next_attempt(moment: float) -> float:
+        later = attempts[bisect.bisect_right(attempts, moment):]
+        return later[0] if later else run.end
+
+    # A cutover call that raised may still have moved traffic: answers from another colour than
+    # the one live before it (the last successful cutover's), once it had returned.
+    moved_anyway = 0
+    for failure in run.errors:
+        done = [e for e in run.events if e.returned <= failure.called]
+        live = done[-1].new if done else None
+        if live is not None:
+            moved_anyway += sum(1 for s in between(failure.returned, next_attempt(failure.returned))
+                                if s.served_by and s.served_by != live)
     old_after = 0
     to_new: list[float] = []
-    for i, ev in enumerate(run.events):
-        following = run.events[i + 1].called if i + 1 < len(run.events) else run.end
+    for ev in run.events:
+        following = next_attempt(ev.called)
         after = between(ev.returned, following)
         if ev.old is not None:
             old_after += sum(1 for s in after if s.served_by == ev.old)
@@ -138,7 +160,8 @@ def analyze(run: MethodRun) -> dict[str, Any]:
     return {
         "method": run.name,
         "cutovers": len(run.events),
-        "cutoverErrors": run.errors,
+        "cutoverErrors": [f.message for f in run.errors],
+        "movedByFailedCutover": moved_anyway,
         "requests": len(window),
         "requestsBaseline": len(base),
         "requestsPerSecond": len(window) / (run.end - first) if run.end > first else None,
@@ -214,12 +237,13 @@ def drive(bench: Bench, key: str, name: str, url: str, cutover: Callable[[], Cut
         events = []
         errors = []
         for i in range(count):
+            called = time.monotonic()
             try:
                 events.append(cutover())
             except BlueGreenError as exc:
                 # Counted and shown, never retried away: a cutover the tool could not do is a result.
                 say(f"   cutover {i + 1} failed: {exc}")
-                errors.append(str(exc))
+                errors.append(FailedCutover(called, time.monotonic(), str(exc)))
             if (i + 1) % 10 == 0:
                 say(f"   {i + 1}/{count}")
             time.sleep(GAP_S)
@@ -412,7 +436,11 @@ def render(results: list[dict[str, Any]], shape: LoadShape) -> str:
         for r in results)
     notes = "\n".join(f"- {r['method']}: {note}" for r in results for note in r["notes"])
     errors = "\n".join(f"- {r['method']}: {len(r['cutoverErrors'])} cutover call(s) raised, e.g. "
-                       f"`{r['cutoverErrors'][0]}`" for r in results if r["cutoverErrors"])
+                       f"`{r['cutoverErrors'][0]}`"
+                       + (f"; after raising, {r['movedByFailedCutover']} answers still came from the colour "
+                          "it was switching to: the call failed but traffic had moved"
+                          if r["movedByFailedCutover"] else "")
+                       for r in results if r["cutoverErrors"])
     return "\n\n".join([
         f"{shape.clients} concurrent clients (half keep-alive, half a new connection per request), "
         f"each waiting {shape.pause * 1000:g} ms between its requests, through the frontend; "
