@@ -588,7 +588,7 @@ class Service:
                 verdict = window.breach(total=total, errors=errors)
                 if verdict:
                     result.watched_s = time.monotonic() - started
-                    return verdict
+                    return f"{color} answered errors: {verdict}"
                 time.sleep(0.5)
         result.watched_s = time.monotonic() - started
         return None

@@ -319,3 +319,25 @@ def test_trust_pins_only_a_confirmed_fingerprint(lab: Lab, tmp_path: Path) -> No
     accepted = trust("--fingerprint", real)
     assert accepted.returncode == 0, accepted.stderr
     assert known.read_text().startswith(f"[{host.ip}]:{t.ssh.port} ssh-ed25519 ")
+
+
+def test_deploy_snapshots_the_standby_and_rollback_snapshot_restores_it(estate: Lab) -> None:
+    """The Proxmox side: a deploy snapshots the standby container first (kept per retention) and
+    `bluegreen rollback --snapshot` restores the newest one, all through proxmoxer on fakepve."""
+    from bluegreen.pve import PveClient
+
+    lab = estate
+    t = topology(lab)
+    standby = other_color(live_colour(lab))
+    vmid = t.app_host(standby).vmid
+    deployed = service(lab).deploy("v1", migrate=True)
+    assert deployed.snapshot and deployed.snapshot.startswith("bluegreen-")
+    client = PveClient.from_topology(t)
+    ours = [s.name for s in client.snapshots(vmid) if s.name.startswith("bluegreen-")]
+    assert ours[-1] == deployed.snapshot and len(ours) <= t.proxmox.snapshot_keep
+    out = subprocess.run([sys.executable, "-m", "bluegreen.cli", "--cwd", str(lab.project_dir), "--stack", "lab",
+                          "--json", "rollback", "--snapshot", "--yes"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert (data["ok"], data["vmid"], data["snapshot"]) == (True, vmid, deployed.snapshot)
+    assert client.container_status(vmid).status == "running"

@@ -8,6 +8,7 @@ provider references) and the outputs each component registers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import runpy
 from collections.abc import Iterator, Mapping
@@ -189,7 +190,13 @@ class PulumiHarness:
 
 @pytest.fixture(autouse=True)
 def pulumi_harness() -> Iterator[PulumiHarness]:
+    # Pulumi's mocks need a current event loop; any earlier asyncio.run() in this process (the
+    # MCP tests use the SDK's client) leaves the main thread without one.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     yield PulumiHarness()
+    asyncio.set_event_loop(None)
+    loop.close()
     # Config and the root stack are process-wide: leave nothing for the next test.
     pulumi.runtime.set_all_config({}, [])
     settings.ROOT.set(None)
