@@ -505,29 +505,35 @@ class Service:
                                   verified=False, reason=reason)
             with self.progress.step("verify new requests reach the new colour"):
                 result.verified = self._verify_serving(plan.to_color)
-                if not result.verified:
-                    self.progress.note(f"public endpoint did not answer from {plan.to_color}")
-            state = self._read_state(lb).with_switch(
-                from_color=plan.from_color, to_color=plan.to_color, who=self.who, when=iso(utcnow()),
-                reason=reason, emergency=emergency, duration_ms=int(flip_ms),
-                keep=t.journal.history_keep)
-            self._write_state(lb, state, plan.to_color)
-            if watch and t.switch.watch_seconds > 0:
-                breach = self._watch(lb, plan.to_color, result)
-                if breach or not result.verified:
-                    why = breach or f"new requests were not served by {plan.to_color}"
-                    self.progress.note(f"switching back to {plan.from_color}: {why}")
-                    with self.progress.step(f"automatic switch back to {plan.from_color}"):
-                        self._flip(lb, plan.from_color, "direct" if plan.path == "automation" else plan.path)
-                    state = self._read_state(lb).with_switch(
-                        from_color=plan.to_color, to_color=plan.from_color, who=self.who,
-                        when=iso(utcnow()), reason=f"automatic switch back: {why}", emergency=True,
-                        duration_ms=0, keep=t.journal.history_keep)
-                    self._write_state(lb, state, plan.from_color)
-                    result.ok = False
-                    result.rolled_back = True
-                    result.error = f"switched back to {plan.from_color}: {why}"
+            why: str | None = None
+            if not result.verified:
+                # Back at once: every moment here serves users from a colour that is not answering.
+                why = f"new requests were not served by {plan.to_color}"
+                self._switch_back(lb, plan, why, result)
+            self._record_switch(lb, plan.from_color, plan.to_color, reason, emergency, int(flip_ms))
+            if why is None and watch and t.switch.watch_seconds > 0:
+                why = self._watch(lb, plan.to_color, result)
+                if why:
+                    self._switch_back(lb, plan, why, result)
+            if why is not None:
+                self._record_switch(lb, plan.to_color, plan.from_color, f"automatic switch back: {why}",
+                                    True, 0)
             return result
+
+    def _switch_back(self, lb: Executor, plan: SwitchPlan, why: str, result: SwitchResult) -> None:
+        self.progress.note(f"switching back to {plan.from_color}: {why}")
+        with self.progress.step(f"automatic switch back to {plan.from_color}"):
+            self._flip(lb, plan.from_color, "direct" if plan.path == "automation" else plan.path)
+        result.ok = False
+        result.rolled_back = True
+        result.error = f"switched back to {plan.from_color}: {why}"
+
+    def _record_switch(self, lb: Executor, from_color: str, to_color: str, reason: str, emergency: bool,
+                       duration_ms: int) -> None:
+        state = self._read_state(lb).with_switch(
+            from_color=from_color, to_color=to_color, who=self.who, when=iso(utcnow()), reason=reason,
+            emergency=emergency, duration_ms=duration_ms, keep=self.t.journal.history_keep)
+        self._write_state(lb, state, to_color)
 
     def rollback(self, *, emergency: bool = False, direct: bool = False,
                  watch: bool = False) -> SwitchResult:
@@ -553,7 +559,13 @@ class Service:
                 raise SwitchError(f"pulumi up finished but HAProxy still routes to {live}")
             self.t = dataclasses.replace(t, active_color=color)
             return
-        haproxy_runtime.flip(lb, t, color)
+        try:
+            haproxy_runtime.flip(lb, t, color)
+        except RemoteError as exc:
+            # HAProxy can take a `set map` and lose the answer when busy: the flip is idempotent,
+            # so one more try either confirms it (and writes the map file) or fails for real.
+            log.warning("flip to %s: %s; trying once more", color, exc)
+            haproxy_runtime.flip(lb, t, color)
         # The declared colour follows the runtime flip, so a later `pulumi up` changes nothing.
         set_active_color_in_file(t.project_dir, t.stack, color)
         self.t = dataclasses.replace(t, active_color=color)
