@@ -98,6 +98,23 @@ def read_current(paths: AppPaths) -> str:
     )
 
 
+@dataclass(frozen=True)
+class CurrentRelease:
+    path: str | None
+    sha: str | None
+    ref: str | None
+
+    @property
+    def name(self) -> str | None:
+        return self.path.rsplit("/", 1)[-1] if self.path else None
+
+
+def parse_current(stdout: str) -> CurrentRelease:
+    """What `read_current` printed; tolerant of missing lines (a release without REF, say)."""
+    path, sha, ref = ([line.strip() for line in stdout.split("\n")] + ["", "", ""])[:3]
+    return CurrentRelease(path or None, sha or None, ref or None)
+
+
 def install_dependencies(t: Topology, paths: AppPaths, release: str, previous: str | None) -> str:
     """Reuse the previous release's node_modules (hard links) when the lockfile is unchanged."""
     install = as_deploy_user(t, f"cd {sh(release)} && {t.app.install_command}")

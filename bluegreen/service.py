@@ -308,11 +308,9 @@ class Service:
         paths = cmd.AppPaths.of(t, host)
         try:
             with self._on(host) as ex:
-                release, sha, ref = ex.run(cmd.read_current(paths), step="read release").stdout.split("\n")[:3]
+                current = cmd.parse_current(ex.run(cmd.read_current(paths), step="read release").stdout)
                 result.reachable = True
-                result.release = release.rsplit("/", 1)[-1] or None
-                result.sha = sha.strip() or None
-                result.ref = ref.strip() or None
+                result.release, result.sha, result.ref = current.name, current.sha, current.ref
                 raw = ex.run(cmd.pm2_jlist(t, paths), step="pm2 jlist", check=False).stdout
                 result.pm2 = _pm2_summary(raw)
         except BlueGreenError as exc:
@@ -464,9 +462,8 @@ class Service:
         problems: list[str] = []
         try:
             with self._on(host) as ex:
-                lines = ex.run(cmd.read_current(paths), step="read release").stdout.split("\n")
-                release = lines[0].rsplit("/", 1)[-1] or None
-                sha = lines[1].strip() or None
+                current = cmd.parse_current(ex.run(cmd.read_current(paths), step="read release").stdout)
+                release, sha = current.name, current.sha
         except BlueGreenError as exc:
             problems.append(str(exc))
         checks = [f"{target} serves a release", f"{target} answers {t.app.health_path} with 200",
@@ -631,8 +628,8 @@ class Service:
         standby = other_color(live)
         live_host = t.app_host(live)
         with self._on(live_host) as ex:
-            lines = ex.run(cmd.read_current(cmd.AppPaths.of(t, live_host)), step="read release").stdout
-        sha = lines.split("\n")[1].strip()
+            out = ex.run(cmd.read_current(cmd.AppPaths.of(t, live_host)), step="read release").stdout
+        sha = cmd.parse_current(out).sha
         if not sha:
             raise SwitchError(f"the live colour {live} serves no release to copy")
         seam = PulumiSeam(t.project_dir, t.stack, pulumi_command=self.pulumi_command)
@@ -691,9 +688,9 @@ class _DeployRun:
                     raise RemoteError(self.host.label, "fetch", detail)
                 sha = out.stdout.strip().splitlines()[-1]
                 r.sha = sha
-                current = ex.run(cmd.read_current(paths), step="read release").stdout.split("\n")
-                self.previous = current[0] or None
-                r.previous_release = self.previous.rsplit("/", 1)[-1] if self.previous else None
+                current = cmd.parse_current(ex.run(cmd.read_current(paths), step="read release").stdout)
+                self.previous = current.path
+                r.previous_release = current.name
                 name = cmd.release_name(sha, utcnow())
                 self.release = paths.release(name)
                 r.release = name

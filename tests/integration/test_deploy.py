@@ -61,8 +61,8 @@ def release_of(lab: Lab, color: str) -> tuple[str, str]:
     t = topology(lab)
     host = t.app_host(color)
     with lab.executor(host) as ex:
-        lines = ex.run(cmd.read_current(cmd.AppPaths.of(t, host)), step="read").stdout.split("\n")
-    return lines[0].rsplit("/", 1)[-1], lines[1].strip()
+        current = cmd.parse_current(ex.run(cmd.read_current(cmd.AppPaths.of(t, host)), step="read").stdout)
+    return current.name or "", current.sha or ""
 
 
 def releases_on(lab: Lab, color: str) -> list[str]:

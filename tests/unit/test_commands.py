@@ -164,3 +164,14 @@ def test_prune_backups_keeps_the_newest(tmp_path: Path, topo, ex) -> None:
     assert len(removed) == 8 - topo.database.backup_keep
     assert sorted(os.listdir(folder)) == [f"2026010100000{i}-blue-abc.dump"
                                           for i in range(8 - topo.database.backup_keep, 8)]
+
+
+@pytest.mark.parametrize("stdout,expected", [
+    ("/a/releases/r1\nabc\nv1\n", ("r1", "abc", "v1")),
+    ("/a/releases/r1\nabc", ("r1", "abc", None)),  # a release without REF, or a cut line
+    ("\n\n\n", (None, None, None)),
+    ("", (None, None, None)),
+])
+def test_parse_current_tolerates_missing_lines(stdout: str, expected: tuple) -> None:
+    current = cmd.parse_current(stdout)
+    assert (current.name, current.sha, current.ref) == expected
