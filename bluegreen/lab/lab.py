@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..commands import AppPaths, parse_current, pm2_jlist, pm2_reload, read_current
 from ..errors import ConfigError, HostKeyError
 from ..executor import Executor, SshExecutor, connect, known_hosts_line, trust_host
 from ..providers import apply_estate, pm2_home
@@ -338,6 +339,7 @@ class Lab:
         executors: dict[int, Executor] = {c.vmid: self.executor(c) for c in t.containers}
         try:
             applied = apply_estate(t, password, executor_for=executors)
+            applied += self._resurrect_apps(executors)
         finally:
             for executor in executors.values():
                 executor.close()
@@ -351,6 +353,30 @@ class Lab:
                        preview_url=t.preview_url, proxmox_endpoint=t.proxmox.endpoint,
                        ssh_hosts=[f"{c.name} {c.ip}:{t.ssh.port}" for c in t.containers],
                        started=started, reused=reused, applied=list(applied))
+
+    def _resurrect_apps(self, executors: dict[int, Executor]) -> list[str]:
+        """A lab restart is a reboot of its hosts. On a real host PM2's start-up unit brings back
+        the deployed release's app; the lab has no systemd, so it does the same here: any host
+        with a release but no app online gets `pm2 startOrReload` (nothing else is touched)."""
+        t = self.topology
+        done = []
+        for host in t.app_hosts.values():
+            ex = executors[host.vmid]
+            paths = AppPaths.of(t, host)
+            current = parse_current(ex.run(read_current(paths), step="read release").stdout)
+            if not current.path:
+                continue
+            listing = ex.run(pm2_jlist(t, paths), step="pm2 jlist", check=False).stdout
+            start = listing.find("[")
+            try:
+                apps = json.loads(listing[start:]) if start >= 0 else []
+            except ValueError:
+                apps = []
+            if any((a.get("pm2_env") or {}).get("status") == "online" for a in apps if isinstance(a, dict)):
+                continue
+            ex.run(pm2_reload(t, paths), step="start the deployed release under PM2")
+            done.append(f"{host.label}: started release {current.name} under PM2")
+        return done
 
     def _ensure_client_key(self) -> None:
         p = self.paths
