@@ -3,11 +3,17 @@ stand-in app server that answers 200 with HTTP/1.1 keep-alive."""
 
 from __future__ import annotations
 
+import shutil
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bluegreen.topology import Topology, config_getter, from_config
+from bluegreen import haproxy_runtime
+from bluegreen.errors import LockedError
+from bluegreen.executor import connect
+from bluegreen.topology import Topology, config_getter, from_config, load_stack, set_active_color_in_file
 
 SSH_PORT = 2222
 APP_PORT = 3000
@@ -66,3 +72,35 @@ class QuietServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # health checks and closing keep-alive clients reset connections all the time
+
+
+# ---------------------------------------------------------------- tests on the shared lab
+
+LAB_STACK = "lab"
+LOCK_WAIT_S = 180.0
+
+
+def copy_project(source: Path, dest: Path) -> Path:
+    """A private copy of Pulumi.yaml and stacks/, its declared colour the one HAProxy serves
+    (a switch records the live colour in the stack file: tests must not rewrite the repo's)."""
+    shutil.copy2(source / "Pulumi.yaml", dest / "Pulumi.yaml")
+    shutil.copytree(source / "stacks", dest / "stacks")
+    set_active_color_in_file(dest, LAB_STACK, live_color(load_stack(dest, LAB_STACK)))
+    return dest
+
+
+def live_color(t: Topology) -> str:
+    with connect(t, t.load_balancer) as lb:
+        return haproxy_runtime.live_color(lb, t)
+
+
+def retry_locked(action: Callable[[], Any]) -> Any:
+    """Other sessions may share the lab and its deployment lock: wait for our turn."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            return action()
+        except LockedError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1.0)

@@ -29,7 +29,6 @@ import json
 import os
 import pwd
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -56,7 +55,8 @@ from bluegreen.progress import RecordingProgress, StepRecord
 from bluegreen.providers import HaproxyConfigProvider, haproxy_config_props
 from bluegreen.pve import snapshot_name
 from bluegreen.service import Service
-from bluegreen.topology import Container, Topology, load_stack, other_color, set_active_color_in_file
+from bluegreen.topology import Container, Topology, load_stack, other_color
+from tests.integration.support import LOCK_WAIT_S, copy_project, live_color, retry_locked
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,6 @@ BLUEGREEN = Path(sys.executable).with_name("bluegreen")
 # CPU that the deploys under test run at their normal pace on a two-core machine.
 CLIENTS = 4
 CLIENT_PAUSE_S = 0.005
-LOCK_WAIT_S = 180.0
 HEALTH_WAIT_S = 60.0
 
 # Every step that runs a command on the standby during a deploy of a ref with no pending
@@ -80,22 +79,12 @@ STANDBY_DEPLOY_STEPS = ("fetch", "read release", "export release", "install depe
 
 @pytest.fixture(scope="module")
 def project(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private copy of Pulumi.yaml and stacks/, its declared colour the one HAProxy serves."""
-    dest = tmp_path_factory.mktemp("faults-project")
-    shutil.copy2(lab.project_dir / "Pulumi.yaml", dest / "Pulumi.yaml")
-    shutil.copytree(lab.project_dir / "stacks", dest / "stacks")
-    set_active_color_in_file(dest, STACK, live_color(load_stack(dest, STACK)))
-    return dest
+    return copy_project(lab.project_dir, tmp_path_factory.mktemp("faults-project"))
 
 
 def topology(project: Path) -> Topology:
     # Read again each time: a switch records the new colour in the stack file.
     return load_stack(project, STACK)
-
-
-def live_color(t: Topology) -> str:
-    with connect(t, t.load_balancer) as lb:
-        return haproxy_runtime.live_color(lb, t)
 
 
 def wait_unlocked(t: Topology) -> None:
@@ -105,17 +94,6 @@ def wait_unlocked(t: Topology) -> None:
         if time.monotonic() >= deadline:
             pytest.fail(f"the deployment lock stayed taken for {LOCK_WAIT_S:g}s: {Service(t).lock_status()}")
         time.sleep(1.0)
-
-
-def retry_locked(action: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while True:
-        try:
-            return action()
-        except LockedError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(1.0)
 
 
 @pytest.fixture(scope="module")

@@ -7,61 +7,34 @@ Parsing uses prometheus_client's parser, so whatever it accepts Prometheus accep
 from __future__ import annotations
 
 import http.client
-import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from bluegreen import haproxy_runtime
-from bluegreen.errors import LockedError
 from bluegreen.executor import connect
 from bluegreen.journal import parse_state
 from bluegreen.lab.lab import Lab
 from bluegreen.service import Service
-from bluegreen.topology import Topology, load_stack, other_color, set_active_color_in_file
+from bluegreen.topology import Topology, load_stack, other_color
+from tests.integration.support import copy_project, live_color, retry_locked
 
 pytestmark = pytest.mark.integration
 
 STACK = "lab"
 COLOUR_BACKENDS = {"bk_blue", "bk_green"}
-LOCK_WAIT_S = 180.0
 
 
 @pytest.fixture(scope="module")
 def project(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private copy of Pulumi.yaml and stacks/ (a switch records the live colour in the stack file)."""
-    dest = tmp_path_factory.mktemp("metrics-project")
-    shutil.copy2(lab.project_dir / "Pulumi.yaml", dest / "Pulumi.yaml")
-    shutil.copytree(lab.project_dir / "stacks", dest / "stacks")
-    set_active_color_in_file(dest, STACK, live_color(load_stack(dest, STACK)))
-    return dest
+    return copy_project(lab.project_dir, tmp_path_factory.mktemp("metrics-project"))
 
 
 def topology(project: Path) -> Topology:
     return load_stack(project, STACK)
-
-
-def live_color(t: Topology) -> str:
-    with connect(t, t.load_balancer) as lb:
-        return haproxy_runtime.live_color(lb, t)
-
-
-def retry_locked(action: Callable[[], Any]) -> Any:
-    """Other test sessions share the lab and its deployment lock: wait for our turn."""
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while True:
-        try:
-            return action()
-        except LockedError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(1.0)
 
 
 def samples(text: str) -> list[Sample]:
