@@ -42,6 +42,7 @@ from .services import (
     start_postgres,
     start_sshd,
 )
+from .tls import ensure_lab_tls
 
 log = logging.getLogger("bluegreen.lab")
 
@@ -234,6 +235,9 @@ class Lab:
         lb = t.load_balancer.ip
         result[self.haproxy().name] = (f"{lb}:{t.haproxy.public_port},{t.haproxy.preview_port},"
                                        f"{t.haproxy.stats_port}")
+        if t.haproxy.tls:
+            result[self.haproxy().name] = (f"{lb}:{t.haproxy.public_port},{t.haproxy.https_port} "
+                                           f"{t.private_ip}:{t.haproxy.preview_port},{t.haproxy.stats_port}")
         result.update({e["name"]: e["listen"] for e in self._registry() if e.get("listen")})
         return result
 
@@ -335,6 +339,7 @@ class Lab:
         build_sample_repo(p.sample_repo, self.project_dir / "sample-app")
         self._write_app_env(password)
 
+        ensure_lab_tls(p.root / "tls", t)  # the lab's CA and HAProxy's certificate bundle
         haproxy_was_running = self.haproxy().alive()
         executors: dict[int, Executor] = {c.vmid: self.executor(c) for c in t.containers}
         try:
