@@ -49,6 +49,7 @@ log = logging.getLogger("bluegreen.lab")
 LAB_DIR = Path("/var/tmp/jw-lab")
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 PM2 = "pm2"
+LEGACY_MARKER = "legacy-estate"  # written by `up --legacy` (legacy.py)
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,8 @@ class Lab:
         """True when every process `up` starts itself (not PM2, which only deploys start) runs."""
         core = [self.haproxy(), self.postgres(), *(self.sshd(c) for c in self.topology.containers),
                 *self.registered()]
+        if (self.paths.root / LEGACY_MARKER).exists():
+            return False  # the hand-built legacy estate runs here, not the lab's own
         return bool(self.registered()) and all(p.alive() for p in core)
 
     # ------------------------------------------------------------------ up
@@ -298,6 +301,10 @@ class Lab:
 
     def _up(self) -> LabInfo:
         t, p = self.topology, self.paths
+        if (p.root / LEGACY_MARKER).exists():
+            from .legacy import clear_legacy
+
+            clear_legacy(self)  # the legacy estate goes; the lab's own is built from scratch
         for directory in (p.ssh, p.pve, p.pids, p.logs, p.secrets):
             directory.mkdir(parents=True, exist_ok=True)
         for private in (p.ssh, p.secrets):
