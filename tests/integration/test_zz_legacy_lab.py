@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from bluegreen.health import http_probe, visitor
 from bluegreen.lab.lab import Lab
 from bluegreen.lab.legacy import BRANCH, DB_USER, HISTORY, STATE_SCRIPT, SWITCH_COUNT, LegacyLab, clear_legacy
 from bluegreen.service import Service
-from bluegreen.topology import load_stack
+from bluegreen.topology import Topology, load_stack
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +55,14 @@ def test_status_reads_the_old_tools_journal_as_it_is(legacy: LegacyLab) -> None:
     assert json.loads(state.read_text())["history"] == HISTORY
 
 
+def wait_for(t: Topology, color: str) -> None:
+    """Until a visitor's request is answered through `color`'s backend (the reload has taken)."""
+    deadline = time.monotonic() + 20
+    while Service(t).status().live != color:
+        assert time.monotonic() < deadline, f"the reload never routed to {color}"
+        time.sleep(0.2)
+
+
 def test_status_follows_a_switch_made_the_old_way(legacy: LegacyLab) -> None:
     t = load_stack(legacy.project_dir, "lab")
     lb = t.load_balancer
@@ -63,7 +72,10 @@ def test_status_follows_a_switch_made_the_old_way(legacy: LegacyLab) -> None:
     try:
         # The old switch: rewrite use_backend, reload through the master CLI, set the state.
         cfg.write_text(original.replace("use_backend blue_servers", "use_backend green_servers"))
+        # Rewritten but not reloaded yet: HAProxy still serves blue, and status says so.
+        assert Service(t).status().live == "blue"
         _sh("bash", "-c", f"echo reload | socat stdio {lb.path(t.haproxy.master_socket)}")
+        wait_for(t, "green")
         _sh(lb.path(STATE_SCRIPT), "set", "prod", "green")
         assert Service(t).status().live == "green"
         assert _sh(lb.path(STATE_SCRIPT), "get", "prod") == "green"
@@ -71,7 +83,7 @@ def test_status_follows_a_switch_made_the_old_way(legacy: LegacyLab) -> None:
         cfg.write_text(original)
         _sh("bash", "-c", f"echo reload | socat stdio {lb.path(t.haproxy.master_socket)}")
         _sh(lb.path(STATE_SCRIPT), "set", "prod", "blue")
-    assert Service(t).status().live == "blue"
+    wait_for(t, "blue")
 
 
 def test_the_estate_is_built_as_the_operators_describe_it(legacy: LegacyLab) -> None:
