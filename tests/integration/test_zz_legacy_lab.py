@@ -15,7 +15,16 @@ import pytest
 
 from bluegreen.health import http_probe, visitor
 from bluegreen.lab.lab import Lab
-from bluegreen.lab.legacy import BRANCH, DB_USER, HISTORY, STATE_SCRIPT, SWITCH_COUNT, LegacyLab, clear_legacy
+from bluegreen.lab.legacy import (
+    BRANCH,
+    CT_NOTES,
+    DB_USER,
+    HISTORY,
+    STATE_SCRIPT,
+    SWITCH_COUNT,
+    LegacyLab,
+    clear_legacy,
+)
 from bluegreen.service import Service
 from bluegreen.topology import Topology, load_stack
 
@@ -99,6 +108,22 @@ def test_the_estate_is_built_as_the_operators_describe_it(legacy: LegacyLab) -> 
         assert http_probe(f"http://{host.ip}:{t.app.port}/").status == 200
     # HTTPS through the hand-written config, verified against the lab CA.
     assert http_probe(f"{t.public_url}/", **visitor(t)).status == 200
+    # The containers as built by hand: a description, on-boot on some, nesting on, no start-up order.
+    from proxmoxer import ProxmoxAPI
+
+    from bluegreen.pve import parse_endpoint, read_token
+
+    token_id, secret = read_token(t)
+    address, port = parse_endpoint(t.proxmox.endpoint)
+    user, _, token_name = token_id.partition("!")
+    node = ProxmoxAPI(address, port=port, user=user, token_name=token_name, token_value=secret.reveal(),
+                      verify_ssl=str(t.proxmox.ca_file), timeout=10).nodes(t.proxmox.node)
+    for vmid, (description, onboot) in CT_NOTES.items():
+        config = node.lxc(vmid).config.get()
+        assert config.get("description", "").strip() == description
+        assert int(config.get("onboot") or 0) == int(onboot)
+        assert "nesting=1" in str(config.get("features"))
+        assert not config.get("startup")
     report = Service(t).status()
     assert report.database["reachable"] and report.database["applied"] == 1
     assert all(p["status"] == "online" for c in report.colors.values() for p in c.pm2)
