@@ -25,6 +25,7 @@ from bluegreen.lab.legacy import (
     LegacyLab,
     clear_legacy,
 )
+from bluegreen.lab.services import LabError
 from bluegreen.service import Service
 from bluegreen.topology import Topology, load_stack
 
@@ -41,7 +42,13 @@ def legacy() -> Iterator[LegacyLab]:
             yield the_lab
         finally:
             if was_running:
-                Lab()._up()  # clears the legacy estate and builds the lab's own again
+                try:
+                    Lab()._up()  # clears the legacy estate and builds the lab's own again
+                except LabError:
+                    # Seen once: the new fakepve exited at once, right after the old one stopped
+                    # (its port not yet free). One more try, then fail for real.
+                    time.sleep(2)
+                    Lab()._up()
             else:
                 clear_legacy(the_lab)
 
