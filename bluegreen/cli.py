@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--yes", "-y", action="store_true", help="pin without asking (trust on first use)")
 
     sub.add_parser("mcp", parents=[common], help="run the MCP server on stdio")
+    ad = sub.add_parser("adopt", parents=[common],
+                        help="write the running estate (PVE settings, live colour, repo, db user) into the stack file")
+    ad.add_argument("--dry-run", action="store_true", help="show the stack file diff, write nothing")
+    ad.add_argument("--yes", "-y", action="store_true", help="write without asking")
     return p
 
 
@@ -362,6 +366,26 @@ def cmd_trust(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProg
     return 0
 
 
+def cmd_adopt(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
+    from .adopt import run_adopt
+
+    def ask(diff: str) -> None:
+        o.say(diff)
+        confirm("write these values into the stack file?", yes=args.yes, stdin=sys.stdin, err=o.err)
+
+    result = run_adopt(t, dry_run=args.dry_run, confirm=ask)
+    lines = list(result.findings.notes)
+    if not result.diff:
+        lines.append(f"{result.stack_file} already holds what the estate runs: nothing to write")
+    elif result.dry_run:
+        lines += [result.diff.rstrip(), f"(dry run: {result.stack_file} not written)"]
+    else:
+        lines.append(f"wrote {result.stack_file}; next: `pulumi preview --diff --stack {t.stack}` "
+                     "shows imports with no changes")
+    o.result(result.to_json(), "\n".join(lines))
+    return 0
+
+
 def cmd_mcp(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
     from .mcp_server import serve
 
@@ -372,7 +396,7 @@ def cmd_mcp(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgre
 COMMANDS: dict[str, Callable[[argparse.Namespace, Topology, Output, TerminalProgress], int]] = {
     "status": cmd_status, "deploy": cmd_deploy, "switch": cmd_switch, "rollback": cmd_rollback,
     "rebuild": cmd_rebuild, "history": cmd_history, "lock": cmd_lock, "plan": cmd_plan,
-    "mcp": cmd_mcp, "trust": cmd_trust,
+    "mcp": cmd_mcp, "trust": cmd_trust, "adopt": cmd_adopt,
 }
 
 
