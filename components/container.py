@@ -93,7 +93,7 @@ class ProxmoxContainerArgs:
     on_boot: bool = True
     started: bool = True
     protection: bool | None = None  # None: the database only
-    startup_order: Startup | None | bool = True  # True: by role; None: no start-up order
+    startup_order: Startup | bool | None = True  # True: by role; None: no start-up order
     firewall: bool = True
     features: tuple[tuple[str, bool], ...] = (("nesting", True),)
     description: str | None = None
@@ -111,7 +111,7 @@ class ProxmoxContainerArgs:
         defaults to the file assumed present on the node's storage."""
         px = topology.proxmox
         s = container.settings
-        startup: Startup | None | bool = True
+        startup: Startup | bool | None = True
         if s.no_startup:
             startup = None
         elif s.startup is not None:
@@ -216,8 +216,15 @@ def container_legacy_args(args: ProxmoxContainerArgs) -> ContainerLegacyArgs:
         operating_system=ContainerLegacyOperatingSystemArgs(template_file_id=args.template_file_id,
                                                             type="debian"),
         # systemd in Debian 12 containers needs nesting; the only feature an API token may set.
-        features=ContainerLegacyFeaturesArgs(**dict(args.features)) if args.features else None,
+        features=_features(args.features),
     )
+
+
+def _features(flags: tuple[tuple[str, bool], ...]) -> ContainerLegacyFeaturesArgs | None:
+    f = dict(flags)
+    if not f:
+        return None
+    return ContainerLegacyFeaturesArgs(nesting=f.get("nesting"), keyctl=f.get("keyctl"), fuse=f.get("fuse"))
 
 
 def container_options(args: ProxmoxContainerArgs, *, parent: pulumi.Resource,
