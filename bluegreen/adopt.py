@@ -219,6 +219,8 @@ def live_color_from_config(config: str, public_port: int | None = None) -> str |
         if "preview" in name or "stats" in name:
             continue
         for _, backend in _BACKEND_LINE.findall(body):
+            if "%[" in backend:
+                return None  # routed at runtime (a map): only the runtime API knows
             for color in COLORS:
                 if color in backend.lower():
                     colors.add(color)

@@ -184,6 +184,8 @@ class Topology:
     switch: SwitchSettings
     journal: JournalSettings
     environment: str = field(default="production")
+    # Host configuration may restart a serving HAProxy or PostgreSQL (`bluegreen:allowRestart`).
+    allow_restart: bool = False
 
     @property
     def database_host(self) -> Container:
@@ -497,12 +499,14 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         r.problem("activeColor", f"expected one of {', '.join(COLORS)}, got {active!r}")
         active = COLORS[0]
 
+    allow_restart = r.bool_({"allowRestart": get("allowRestart")}, "allowRestart", "", False)
     if r.problems:
         raise ValidationError(source or f"stack {stack!r}", r.problems)
     return Topology(
         stack=stack, project_dir=project, active_color=str(active), containers=containers,
         proxmox=proxmox, ssh=ssh, app=app, database=database, haproxy=haproxy, switch=switch,
         journal=journal, environment=str(get("environment") or "production"),
+        allow_restart=allow_restart,
     )
 
 

@@ -114,16 +114,41 @@ def _pm2_startup_home(t: Topology, host: Container) -> str | None:
     return host.path(posixpath.dirname(home))
 
 
+def _restart_or_report(t: Topology, service: str, why: str) -> list[str]:
+    """A change that only a restart applies: restarted with `allowRestart`, else reported with the
+    command to run (a serving host is never restarted by surprise). `why` may use "$pending"."""
+    if t.allow_restart:
+        return [f"systemctl restart {service}",
+                f'changed "restarted {service} ({why}; bluegreen:allowRestart is true)"']
+    return [f'changed "NOT APPLIED: {why} needs a restart of {service}; run \'systemctl restart {service}\' '
+            'in a quiet moment (or set bluegreen:allowRestart: true)"']
+
+
 def _database(t: Topology, host: Container) -> list[str]:
     # Debian's cluster listens on localhost only; the app hosts connect to the container address.
-    # Only where systemd runs the cluster (the lab starts PostgreSQL with its own settings).
+    # Only where systemd runs the cluster (the lab starts PostgreSQL with its own settings). A
+    # server that already listens there (an adopted one: its apps connect today) is left alone;
+    # otherwise the setting is written, reloaded with pg_reload_conf(), and what still needs a
+    # restart (pg_settings.pending_restart) is reported, or restarted only with allowRestart.
     listen = f"listen_addresses = 'localhost,{host.ip}'  # {GENERATED_BY}"
     conf = host.path(f"/etc/postgresql/15/main/conf.d/{PG_CONF_NAME}")
     return [
         f"ensure_dir {_q(host.path(t.database.backup_dir))} postgres 0700",
         f"ensure_dir {_q(host.path(PG_SOCKET_DIR))} postgres 2775",
+        "pg_q() {",
+        f"  (cd / && runuser -u postgres -- psql -X -At -h {_q(host.path(PG_SOCKET_DIR))} "
+        f'-p {t.database.port} -d postgres -c "$1")',
+        "}",
         "if [ -d /run/systemd/system ]; then",
-        f"  if ensure_file {_q(conf)} {_q(listen)}; then systemctl restart postgresql; fi",
+        "  listening=$(pg_q 'SHOW listen_addresses' 2>/dev/null | tr -d ' ') || listening=''",
+        f'  if [[ ",$listening," != *",*,"* && ",$listening," != *",{host.ip},"* ]] && '
+        f"ensure_file {_q(conf)} {_q(listen)}; then",
+        "    pg_q 'SELECT pg_reload_conf()' >/dev/null",
+        "    pending=$(pg_q \"SELECT string_agg(name, ', ') FROM pg_settings WHERE pending_restart\")",
+        '    if [ -n "$pending" ]; then',
+        *["      " + line for line in _restart_or_report(t, "postgresql", "PostgreSQL setting(s) $pending")],
+        "    fi",
+        "  fi",
         "fi",
     ]
 
@@ -161,9 +186,16 @@ def _loadbalancer(t: Topology, host: Container) -> list[str]:
     # Debian's unit runs `haproxy -Ws ... $EXTRAOPTS` from /etc/default/haproxy: that is where the
     # master CLI socket (hitless reloads, `show proc`) is declared on a systemd host.
     extra = f'EXTRAOPTS="-S {host.path(hp.master_socket)},mode,600"'
+    master = _q(host.path(hp.master_socket))
+    # A master CLI already open there means reloads are hitless as things are: nothing to change.
+    # Otherwise the unit's options are written for its next start; HAProxy is restarted only with
+    # allowRestart (a restart drops the connections it holds).
     return [f"ensure_dir_exists {_q(d)}" for d in dirs] + [
         "if [ -d /run/systemd/system ]; then",
-        f"  if ensure_file /etc/default/haproxy {_q(extra)}; then systemctl restart haproxy; fi",
+        f"  if [ ! -S {master} ] && ensure_file /etc/default/haproxy {_q(extra)}; then",
+        *["    " + line for line in _restart_or_report(t, "haproxy",
+                                                      f"opening the HAProxy master CLI on {hp.master_socket}")],
+        "  fi",
         "fi",
     ]
 

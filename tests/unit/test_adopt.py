@@ -138,9 +138,11 @@ backend jw_green_backend
 
 def test_live_colour_of_a_hand_written_config() -> None:
     assert live_color_from_config(LEGACY_CFG) == "green"
-    assert live_color_from_config(LEGACY_CFG.replace("use_backend jw_green_backend", "use_backend jw_blue_backend")) == "blue"
+    blue = LEGACY_CFG.replace("use_backend jw_green_backend", "use_backend jw_blue_backend")
+    assert live_color_from_config(blue) == "blue"
     # A map-based config does not name one colour: the runtime API must be asked.
-    assert live_color_from_config("frontend f\n    bind :80\n    use_backend %[str(live),map(/m)]\n") is None
+    assert live_color_from_config(
+        "frontend f\n    bind :80\n    use_backend %[str(live),map(/m,bk_blue)]\n") is None
 
 
 STACK = """# The estate (a comment that must survive)

@@ -161,3 +161,33 @@ def test_prod_hosts_get_the_systemd_settings_the_tool_relies_on() -> None:
     path, content = words[words.index("ensure_file") + 1: words.index("ensure_file") + 3]
     assert path == "/etc/postgresql/15/main/conf.d/bluegreen.conf"
     assert content.startswith("listen_addresses = 'localhost,10.92.3.21'")
+
+
+# --------------------------------------------------------------------------- hitless on serving hosts
+
+
+@pytest.mark.parametrize("role", ["database", "loadbalancer"])
+def test_serving_hosts_are_never_restarted_unless_allowed(role: str) -> None:
+    t = load_stack(PROJECT, "prod")
+    host = next(c for c in t.containers if c.role == role)
+    script = render_bootstrap(t, host)
+    assert "systemctl restart" not in script.replace("run 'systemctl restart", "")
+    assert "NOT APPLIED" in script and "bluegreen:allowRestart: true" in script
+    allowed = render_bootstrap(dataclasses.replace(t, allow_restart=True), host)
+    assert "    systemctl restart" in allowed
+
+
+def test_database_settings_are_reloaded_and_an_adopted_listener_left_alone() -> None:
+    t = load_stack(PROJECT, "prod")
+    script = render_bootstrap(t, t.database_host)
+    assert "pg_q 'SELECT pg_reload_conf()'" in script
+    assert "WHERE pending_restart" in script
+    # A server already listening on '*' or on its address (the apps connect today) is not touched.
+    assert f'",$listening," != *",{t.database_host.ip},"*' in script
+    assert '",$listening," != *",*,"*' in script
+
+
+def test_haproxy_unit_options_untouched_when_the_master_cli_is_open() -> None:
+    t = load_stack(PROJECT, "prod")
+    script = render_bootstrap(t, t.load_balancer)
+    assert f"if [ ! -S {t.haproxy.master_socket} ] && ensure_file /etc/default/haproxy" in script
