@@ -342,13 +342,16 @@ def cmd_plan(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgr
 
 
 def cmd_trust(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
-    from .executor import fetch_host_key, fingerprint, ssh_target, trust_host
+    from .executor import fetch_host_key, fingerprint, resolve_target, ssh_target, trust_host
 
     hosts = [t.find_host(h) for h in args.hosts] if args.hosts else list(t.containers)
     pinned: list[dict[str, Any]] = []
     added_count = 0
     for host in hosts:
         target = ssh_target(t, host)
+        # Pinned under the address and port the connection really uses (an ~/.ssh/config alias's
+        # HostName and Port), which is what the host key is checked against when connecting.
+        address, port, _, _ = resolve_target(target)
         key_type, key_b64 = fetch_host_key(target)
         print_ = fingerprint(key_b64)
         o.say(f"{host.label}: {key_type} {print_}")
@@ -357,8 +360,8 @@ def cmd_trust(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProg
                 raise ConfigError(f"{host.label} presented {print_}, which is not one of the fingerprints "
                                   "given: refusing to pin it")
         else:
-            confirm(f"pin this key for {host.ip}:{target.port}?", yes=args.yes, stdin=sys.stdin, err=o.err)
-        added = trust_host(target.known_hosts, host.ip, target.port, f"{key_type} {key_b64}")
+            confirm(f"pin this key for {address}:{port}?", yes=args.yes, stdin=sys.stdin, err=o.err)
+        added = trust_host(target.known_hosts, address, port, f"{key_type} {key_b64}")
         added_count += added
         pinned.append({"host": host.label, "fingerprint": print_, "added": added})
     o.result({"ok": True, "knownHosts": t.ssh.known_hosts, "hosts": pinned},
