@@ -25,7 +25,7 @@ _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "database": ((f"{PG_BIN}/postgres", "postgresql-15"),),
     "app": (("node", "nodejs"), ("npm", "npm"), ("git", "git")),
-    "loadbalancer": (("haproxy", "haproxy"), ("socat", "socat")),
+    "loadbalancer": (("haproxy", "haproxy"), ("socat", "socat"), ("jq", "jq"), ("flock", "util-linux")),
 }
 
 _PRELUDE = r"""set -euo pipefail
@@ -190,7 +190,15 @@ def _loadbalancer(t: Topology, host: Container) -> list[str]:
     # A master CLI already open there means reloads are hitless as things are: nothing to change.
     # Otherwise the unit's options are written for its next start; HAProxy is restarted only with
     # allowRestart (a restart drops the connections it holds).
+    script = host.path(STATE_SCRIPT)
     return [f"ensure_dir_exists {_q(d)}" for d in dirs] + [
+        # The estate's own state script is kept as it is; ours only where there is none.
+        f"if [ ! -e {_q(script)} ]; then",
+        f"  install -d -m 0755 {_q(posixpath.dirname(script))}",
+        f"  printf '%s\\n' {_q(render_state_script(t, host))} > {_q(script)}",
+        f"  chmod 0755 {_q(script)}",
+        f"  changed {_q('installed ' + STATE_SCRIPT)}",
+        "fi",
         "if [ -d /run/systemd/system ]; then",
         f"  if [ ! -S {master} ] && ensure_file /etc/default/haproxy {_q(extra)}; then",
         *["    " + line for line in _restart_or_report(t, "haproxy",
@@ -198,6 +206,37 @@ def _loadbalancer(t: Topology, host: Container) -> list[str]:
         "  fi",
         "fi",
     ]
+
+
+STATE_SCRIPT = "/usr/local/bin/jw-deployment-state.sh"
+
+# Installed only where the estate has no state script of its own: the same interface as the
+# operators' tool (get [key] / set KEY VALUE) under the same lock (flock on state.lock beside the
+# journal), which the journal's own writes take too.
+_STATE_SCRIPT_TEXT = """#!/bin/bash
+# jw-deployment-state.sh: installed by bluegreen where the estate had none; the interface and
+# lock of the estate's own tool
+#   jw-deployment-state.sh get [key]      print the state (or one key)
+#   jw-deployment-state.sh set KEY VALUE  set prod|standby|lastSwitch|switchCount under the lock
+set -euo pipefail
+STATE={state}
+LOCK={lock}
+exec 9>"$LOCK"
+flock -w 10 9 || {{ echo "state is locked" >&2; exit 1; }}
+case "${{1:-}}" in
+  get) if [ -n "${{2:-}}" ]; then jq -r --arg k "$2" '.[$k]' "$STATE"; else cat "$STATE"; fi ;;
+  set) [ $# -eq 3 ] || {{ echo "usage: $0 set KEY VALUE" >&2; exit 2; }}
+       tmp="$STATE.tmp"
+       jq --arg k "$2" --arg v "$3" 'if $k == "switchCount" then .[$k] = ($v|tonumber) else .[$k] = $v end' \\
+          "$STATE" > "$tmp" && mv "$tmp" "$STATE" ;;
+  *) echo "usage: $0 get [key] | set KEY VALUE" >&2; exit 2 ;;
+esac"""
+
+
+def render_state_script(t: Topology, host: Container) -> str:
+    state = host.path(t.journal.path)
+    lock = posixpath.join(posixpath.dirname(state), "state.lock")
+    return _STATE_SCRIPT_TEXT.format(state=_q(state), lock=_q(lock))
 
 
 _ROLES = {"database": _database, "app": _app, "loadbalancer": _loadbalancer}

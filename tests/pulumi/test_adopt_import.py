@@ -28,7 +28,7 @@ from .conftest import PROJECT_DIR, PulumiHarness
 
 HOST = "127.0.3.5"
 TIMEOUTS = ["timeoutClone", "timeoutCreate", "timeoutDelete", "timeoutStart", "timeoutUpdate"]
-PASSWORD = "Pa55-never-in-the-stack"  # noqa: S105 - a test value whose absence is checked
+PASSWORD = "Pa55-never-in-the-stack"
 
 HAND_CHANGES: dict[int, dict[str, Any]] = {
     131: {"description": "PostgreSQL 15\nbuilt by hand 2024", "protection": 1, "memory": 3072,

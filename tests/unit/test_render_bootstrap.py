@@ -52,7 +52,7 @@ def test_every_path_is_rooted_on_its_host(name: str, vmid: int) -> None:
 @pytest.mark.parametrize(("role", "packages"), [
     ("database", ["/usr/lib/postgresql/15/bin/postgres:postgresql-15"]),
     ("app", ["node:nodejs", "npm:npm", "git:git"]),
-    ("loadbalancer", ["haproxy:haproxy", "socat:socat"]),
+    ("loadbalancer", ["haproxy:haproxy", "socat:socat", "jq:jq", "flock:util-linux"]),
 ])
 def test_packages_are_installed_only_when_their_command_is_missing(role: str, packages: list[str]) -> None:
     t = stack("prod")
@@ -191,3 +191,41 @@ def test_haproxy_unit_options_untouched_when_the_master_cli_is_open() -> None:
     t = load_stack(PROJECT, "prod")
     script = render_bootstrap(t, t.load_balancer)
     assert f"if [ ! -S {t.haproxy.master_socket} ] && ensure_file /etc/default/haproxy" in script
+
+
+def test_installed_state_script_reads_and_sets_the_journal_under_its_lock(tmp_path: Path) -> None:
+    import json
+
+    from bluegreen.executor import LocalExecutor
+    from bluegreen.journal import JournalStore
+    from bluegreen.render.bootstrap import render_state_script
+
+    t = load_stack(PROJECT, "lab")
+    lb = dataclasses.replace(t.load_balancer, root=str(tmp_path))
+    script = tmp_path / "state.sh"
+    script.write_text(render_state_script(t, lb))
+    state = Path(lb.path(t.journal.path))
+    state.parent.mkdir(parents=True)
+    seed = json.loads((PROJECT / "tests/fixtures/state.seed.json").read_text())
+    state.write_text(json.dumps(seed, indent=2))
+
+    def run(*args: str) -> str:
+        return subprocess.run(["bash", str(script), *args], check=True, capture_output=True, text=True,
+                              timeout=30).stdout.strip()
+
+    assert run("get", "prod") == seed["prod"]
+    run("set", "switchCount", "7")
+    assert json.loads(state.read_text())["switchCount"] == 7
+    assert json.loads(state.read_text())["history"] == seed["history"]
+    # The journal takes the same lock file.
+    assert JournalStore(LocalExecutor(host="lb"), str(state)).state_lock == str(state.with_name("state.lock"))
+    held = subprocess.Popen(["flock", str(state.with_name("state.lock")), "sleep", "2"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        started = time.monotonic()
+        run("get", "prod")
+        assert time.monotonic() - started >= 1.0
+    finally:
+        held.wait(10)
