@@ -679,6 +679,7 @@ class _DeployRun:
             with self.step(f"snapshot CT {self.host.vmid}", long=True):
                 r.snapshot = self._snapshot()
         with self.s._on(self.host) as ex:
+            self._convert_layout(ex)
             with self.step(f"fetch {self.ref}", long=True):
                 out = ex.run(cmd.fetch_ref(t, paths, self.ref), step="fetch", check=False)
                 if out.exit_code != 0:
@@ -717,6 +718,18 @@ class _DeployRun:
                 ex.run(cmd.prune_releases(paths, t.app.keep_releases,
                                           [self.release, self.previous or ""]),
                        step="prune releases")
+
+    def _convert_layout(self, ex: Executor) -> None:
+        """The first deploy to a host still kept by hand (working copy, .env, hand-started PM2)
+        moves it to the release layout; see convert.py."""
+        from .convert import convert_host, needs_conversion_command
+
+        if not ex.run(needs_conversion_command(self.paths), step="look for the old layout", check=False).ok:
+            return
+        with self.step(f"convert {self.color} to the release layout"):
+            done = convert_host(self.t, self.host, ex, live_color=other_color(self.color))
+            for change in done.changes:
+                logging.getLogger("bluegreen.convert").info("%s: %s", self.host.label, change)
 
     def _snapshot(self) -> str:
         client = self.s._pve()

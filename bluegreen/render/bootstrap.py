@@ -163,11 +163,15 @@ def _app(t: Topology, host: Container) -> list[str]:
         f"command -v pm2 >/dev/null 2>&1 || "
         f"{{ npm install -g {PM2_PACKAGE}; changed {_q('installed ' + PM2_PACKAGE)}; }}",
         f"ensure_user {_q(user)}",
-        f"ensure_dir {_q(host.path(app_dir))} {_q(user)} 0755",
-        f"ensure_dir {_q(host.path(app_dir + '/releases'))} {_q(user)} 0755",
+        # A git working copy at the app dir is the estate's old layout, possibly serving: left as
+        # it is (owner included); the first deploy to that colour converts it (convert.py).
+        f"if [ ! -e {_q(host.path(app_dir + '/.git'))} ]; then",
+        f"  ensure_dir {_q(host.path(app_dir))} {_q(user)} 0755",
+        f"  ensure_dir {_q(host.path(app_dir + '/releases'))} {_q(user)} 0755",
         # shared/ holds .env with the database password.
-        f"ensure_dir {_q(host.path(app_dir + '/shared'))} {_q(user)} 0750",
-        f"ensure_dir {_q(host.path(app_dir + '/logs'))} {_q(user)} 0755",
+        f"  ensure_dir {_q(host.path(app_dir + '/shared'))} {_q(user)} 0750",
+        f"  ensure_dir {_q(host.path(app_dir + '/logs'))} {_q(user)} 0755",
+        "fi",
         # Only a host booted by systemd can resurrect PM2 at boot; elsewhere (the lab) a no-op.
         "if [ -d /run/systemd/system ]; then",
         f"  if ! systemctl is-enabled --quiet {_q(service)} 2>/dev/null; then",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -21,7 +22,7 @@ def stack(name: str) -> Topology:
 
 def calls(script: str, function: str) -> list[list[str]]:
     """The argument lists of every top-level call of `function` in the script body."""
-    return [shlex.split(line)[1:] for line in script.splitlines() if line.startswith(function + " ")]
+    return [shlex.split(line)[1:] for line in script.splitlines() if line.lstrip().startswith(function + " ")]
 
 
 def dirs_of(script: str) -> dict[str, tuple[str, ...]]:
@@ -229,3 +230,21 @@ def test_installed_state_script_reads_and_sets_the_journal_under_its_lock(tmp_pa
         assert time.monotonic() - started >= 1.0
     finally:
         held.wait(10)
+
+
+def test_a_working_copy_at_the_app_dir_is_left_alone(tmp_path: Path) -> None:
+    """The estate's old layout (git working copy, maybe serving) is not re-owned nor filled with
+    release dirs by bootstrap: the first deploy to that colour converts it."""
+    t = load_stack(PROJECT, "lab")
+    host = dataclasses.replace(t.app_host("green"), root=str(tmp_path))
+    t = dataclasses.replace(t, containers=tuple(host if c.color == "green" else c for c in t.containers))
+    app = Path(host.path(t.app.dir))
+    (app / ".git").mkdir(parents=True)
+    os.chmod(app, 0o750)
+    before = sorted(p.name for p in app.iterdir())
+    script = tmp_path / "bootstrap.sh"
+    script.write_text(render_bootstrap(t, host))
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in app.iterdir()) == before
+    assert (app.stat().st_mode & 0o777) == 0o750
