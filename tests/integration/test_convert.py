@@ -81,7 +81,7 @@ def _processes(host: Host) -> list[dict[str, object]]:
 
 def test_live_colour_is_refused(legacy_host: Host) -> None:
     green = legacy_host.t.app_host("green")
-    with pytest.raises(ConfigError, match="serves live traffic.*after a switch made it the standby"):
+    with pytest.raises(ConfigError, match=r"serves live traffic.*after a switch made it the standby"):
         convert_host(legacy_host.t, green, LocalExecutor(host="green"), live_color="green")
     assert (legacy_host.app / ".git").is_dir() and (legacy_host.app / ".env").exists()
 
