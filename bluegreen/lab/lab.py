@@ -354,6 +354,18 @@ class Lab:
                        ssh_hosts=[f"{c.name} {c.ip}:{t.ssh.port}" for c in t.containers],
                        started=started, reused=reused, applied=list(applied))
 
+    def apply(self) -> list[str]:
+        """The host configuration `pulumi up` applies, through the same providers' logic
+        (`apply_estate`), on the running lab as its stack file now declares it; what changed."""
+        t = self.topology
+        with self.exclusive():
+            executors: dict[int, Executor] = {c.vmid: self.executor(c) for c in t.containers}
+            try:
+                return apply_estate(t, self._db_password(), executor_for=executors)
+            finally:
+                for executor in executors.values():
+                    executor.close()
+
     def _resurrect_apps(self, executors: dict[int, Executor]) -> list[str]:
         """A lab restart is a reboot of its hosts. On a real host PM2's start-up unit brings back
         the deployed release's app; the lab has no systemd, so it does the same here: any host
