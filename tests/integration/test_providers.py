@@ -789,10 +789,16 @@ def test_apply_estate_converges_then_changes_nothing(estate: Estate, haproxy: dy
     try:
         with closing(executors[t.load_balancer.vmid]) as lb:
             hr.set_live_color(lb, estate.paths, "green", render_live_map(t, "green"))
+        # The estate serves green, the stack declares blue: refused, naming the file; nothing moves.
+        with pytest.raises(ConfigError, match=rf"serves green .*stacks/Pulumi\.{t.stack}\.yaml declares "
+                                              r"bluegreen:activeColor: blue"):
+            apply_estate(t, password, executor_for=executors)
+        assert served_by(t.public_url) == "green"
+        # Declared as served: converges without touching the routing.
+        t = dataclasses.replace(t, active_color="green")
         first = apply_estate(t, password, executor_for=executors)
-        assert any("bootstrap" in line for line in first)
-        assert f"{t.load_balancer.label}: routing: live colour green -> blue" in first
-        assert served_by(t.public_url) == "blue"
+        assert not any("routing" in line for line in first)
+        assert served_by(t.public_url) == "green"
         for color in ("blue", "green"):
             eco = ecosystem_props(t, color)
             assert Path(eco["path"]).read_text() == eco["ecosystem"]
@@ -800,6 +806,8 @@ def test_apply_estate_converges_then_changes_nothing(estate: Estate, haproxy: dy
         second = apply_estate(t, password, executor_for=lambda c: executors[c.vmid])
         assert second == []
         assert proc_table(estate).reloads == before.reloads
+        with closing(estate.executor("loadbalancer")) as lb:
+            hr.set_live_color(lb, estate.paths, "blue", render_live_map(t, "blue"))
     finally:
         for ex in executors.values():
             ex.close()
