@@ -160,6 +160,9 @@ def _service(args: argparse.Namespace, t: Topology, progress: TerminalProgress) 
 
 
 def cmd_config_check(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
+    from .placeholders import require_complete
+
+    require_complete(t)  # "set KEY: what to put there" for every value still missing, exit 2
     estate = [{"vmid": c.vmid, "name": c.name, "role": c.role, "color": c.color, "ip": str(c.interface),
                "cores": c.cores, "memoryMb": c.memory, "diskGb": c.disk, "existing": c.existing}
               for c in t.containers]
@@ -199,6 +202,8 @@ def format_status(data: dict[str, Any]) -> str:
         mark = "*" if color == data["live"] else " "
         lines.append(f"{mark} {color:<7} {c['host']:<12} {health:<14} {(c['release'] or '-'):<24} "
                      f"{(c['sha'] or '-')[:7]:<8} {pm2:<16} {(c['haproxy'] or {}).get('status', '-')}")
+        if c.get("commit") == "commit not reported":
+            lines.append("      commit not reported (the health answer names no commit)")
         for e in c["errors"]:
             lines.append(f"      ! {e}")
     db = data["database"]

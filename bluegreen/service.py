@@ -79,9 +79,11 @@ class ColorStatus:
     haproxy: str | None = None
     proxmox: dict[str, Any] | None = None
     errors: list[str] = field(default_factory=list)
+    commit: str | None = None  # what the health answer reports, or COMMIT_NOT_REPORTED
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "commit": self.commit,
             "host": self.host, "vmid": self.vmid, "reachable": self.reachable,
             "healthy": self.healthy, "statusCode": self.status_code, "latencyMs": self.latency_ms,
             "release": self.release, "sha": self.sha, "ref": self.ref, "pm2": self.pm2,
@@ -299,8 +301,10 @@ class Service:
         t = self.t
         host = t.app_host(color)
         result = ColorStatus(color=color, host=host.ip, vmid=host.vmid)
-        probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}", timeout=3.0)
+        probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}", timeout=3.0,
+                                  expect_status=t.app.health_status)
         result.healthy = probe.ok
+        result.commit = reported_commit(probe)
         result.status_code = probe.status
         result.latency_ms = probe.latency_ms
         if probe.error and not probe.ok:
@@ -471,7 +475,8 @@ class Service:
         if not emergency:
             if not release:
                 problems.append(f"{target} ({host.ip}) has no release deployed")
-            probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}")
+            probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}",
+                                      expect_status=t.app.health_status)
             if not probe.ok:
                 problems.append(f"{target} is not healthy: {probe.error or probe.status}")
             server = haproxy_runtime.backend_states(lb, t).get(target)
@@ -570,7 +575,8 @@ class Service:
     def _verify_serving(self, color: str, attempts: int = 5) -> bool:
         url = f"{self.t.public_url}{self.t.app.health_path}"
         for _ in range(attempts):
-            probe = health.http_probe(url, headers={"Connection": "close"})
+            probe = health.http_probe(url, headers={"Connection": "close"}, **health.visitor(self.t),
+                                      expect_status=self.t.app.health_status)
             if probe.ok and probe.served_by == color:
                 return True
             time.sleep(0.1)
@@ -586,7 +592,8 @@ class Service:
         failures = 0
         with self.progress.step(f"watch {color} for {t.switch.watch_seconds:g}s", long=True):
             while time.monotonic() - started < t.switch.watch_seconds:
-                probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}")
+                probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}",
+                                          expect_status=t.app.health_status)
                 failures = 0 if probe.ok else failures + 1
                 if failures >= 3:
                     result.watched_s = time.monotonic() - started
@@ -773,7 +780,8 @@ class _DeployRun:
     def _wait_healthy(self, sha: str) -> None:
         t = self.t
         url = f"http://{self.host.ip}:{t.app.port}{t.app.health_path}"
-        result = health.poll(lambda: _expect_commit(health.http_probe(url), sha),
+        result = health.poll(lambda: _expect_commit(health.http_probe(url, expect_status=t.app.health_status),
+                                                    sha),
                              deadline_s=t.app.health_timeout, interval_s=0.5)
         if not result.ok:
             raise DeployError("health", f"{self.color} did not become healthy on {sha[:7]} within "
@@ -784,7 +792,8 @@ class _DeployRun:
         url = f"{t.preview_url}{t.app.health_path}"
 
         def probe() -> health.ProbeResult:
-            res = _expect_commit(health.http_probe(url, headers={"Connection": "close"}), sha)
+            res = _expect_commit(health.http_probe(url, headers={"Connection": "close"}, **health.visitor(t),
+                                                   expect_status=t.app.health_status), sha)
             if res.ok and res.served_by != self.color:
                 return health.ProbeResult(ok=False, status=res.status, latency_ms=res.latency_ms,
                                           body=res.body, error=f"served by {res.served_by}",
@@ -818,7 +827,21 @@ class _DeployRun:
             self.result.error = f"{self.result.error}; restoring the previous release also failed: {exc}"
 
 
+COMMIT_NOT_REPORTED = "commit not reported"
+
+
+def reported_commit(probe: health.ProbeResult) -> str | None:
+    """The commit a health answer reports; COMMIT_NOT_REPORTED when it answers without one (an
+    app whose health path is its home page); None when there was no healthy answer."""
+    if not probe.ok:
+        return None
+    data = probe.json()
+    commit = data.get("commit") if isinstance(data, dict) else None
+    return str(commit) if commit else COMMIT_NOT_REPORTED
+
+
 def _expect_commit(probe: health.ProbeResult, sha: str) -> health.ProbeResult:
+    """Healthy and on `sha`; an answer that reports no commit passes (nothing to compare)."""
     if not probe.ok:
         return probe
     data = probe.json()

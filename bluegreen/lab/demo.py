@@ -63,7 +63,7 @@ def run(clients: int = 16) -> int:
 
     started = time.monotonic()
     t = lab.topology
-    with RequestLoop(f"{t.public_url}/", clients=clients, max_seconds=300) as loop:
+    with RequestLoop.visitor(t, "/", clients=clients, max_seconds=300) as loop:
         loop.wait_for(300)
         switch2 = service().switch()
         loop.wait_for(300)

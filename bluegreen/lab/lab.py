@@ -42,12 +42,14 @@ from .services import (
     start_postgres,
     start_sshd,
 )
+from .tls import ensure_lab_tls
 
 log = logging.getLogger("bluegreen.lab")
 
 LAB_DIR = Path("/var/tmp/jw-lab")
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 PM2 = "pm2"
+LEGACY_MARKER = "legacy-estate"  # written by `up --legacy` (legacy.py)
 
 
 @dataclass(frozen=True)
@@ -234,6 +236,9 @@ class Lab:
         lb = t.load_balancer.ip
         result[self.haproxy().name] = (f"{lb}:{t.haproxy.public_port},{t.haproxy.preview_port},"
                                        f"{t.haproxy.stats_port}")
+        if t.haproxy.tls:
+            result[self.haproxy().name] = (f"{lb}:{t.haproxy.public_port},{t.haproxy.https_port} "
+                                           f"{t.private_ip}:{t.haproxy.preview_port},{t.haproxy.stats_port}")
         result.update({e["name"]: e["listen"] for e in self._registry() if e.get("listen")})
         return result
 
@@ -254,6 +259,8 @@ class Lab:
         """True when every process `up` starts itself (not PM2, which only deploys start) runs."""
         core = [self.haproxy(), self.postgres(), *(self.sshd(c) for c in self.topology.containers),
                 *self.registered()]
+        if (self.paths.root / LEGACY_MARKER).exists():
+            return False  # the hand-built legacy estate runs here, not the lab's own
         return bool(self.registered()) and all(p.alive() for p in core)
 
     # ------------------------------------------------------------------ up
@@ -294,6 +301,10 @@ class Lab:
 
     def _up(self) -> LabInfo:
         t, p = self.topology, self.paths
+        if (p.root / LEGACY_MARKER).exists():
+            from .legacy import clear_legacy
+
+            clear_legacy(self)  # the legacy estate goes; the lab's own is built from scratch
         for directory in (p.ssh, p.pve, p.pids, p.logs, p.secrets):
             directory.mkdir(parents=True, exist_ok=True)
         for private in (p.ssh, p.secrets):
@@ -335,6 +346,7 @@ class Lab:
         build_sample_repo(p.sample_repo, self.project_dir / "sample-app")
         self._write_app_env(password)
 
+        ensure_lab_tls(p.root / "tls", t)  # the lab's CA and HAProxy's certificate bundle
         haproxy_was_running = self.haproxy().alive()
         executors: dict[int, Executor] = {c.vmid: self.executor(c) for c in t.containers}
         try:

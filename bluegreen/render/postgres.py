@@ -31,7 +31,14 @@ def sql_literal(value: str) -> str:
     return f"E'{escaped}'"
 
 
+def _require_user(t: Topology) -> None:
+    if not t.database.user:
+        raise ConfigError("set database.user: the user in DATABASE_URL of the app's .env "
+                          f"(`bluegreen adopt --stack {t.stack}` reads it from the estate)")
+
+
 def render_database_sql(t: Topology, password: Sensitive) -> str:
+    _require_user(t)
     if not isinstance(password, Sensitive):
         raise ConfigError("the database password must be passed as a Sensitive value")
     if not password.reveal():
@@ -77,6 +84,7 @@ def render_pg_hba(t: Topology) -> str:
     Hosts on loopback addresses (the lab) reach a loopback server from 127.0.0.1, whatever
     address they listen on, so for them 127.0.0.1 is admitted too (still by password).
     """
+    _require_user(t)
     db, user = t.database.name, t.database.user
     sources = [f"{t.app_host(color).interface.ip}/32" for color in COLORS]
     if any(t.app_host(color).interface.ip.is_loopback for color in COLORS):

@@ -42,7 +42,7 @@ def samples(text: str) -> list[Sample]:
 
 
 def scrape(t: Topology) -> list[Sample]:
-    url = f"http://{t.load_balancer.ip}:{t.haproxy.stats_port}/metrics"
+    url = f"http://{t.private_ip}:{t.haproxy.stats_port}/metrics"
     response = httpx.get(url, timeout=5.0, trust_env=False)
     assert response.status_code == 200, f"{url}: HTTP {response.status_code}"
     assert response.headers["content-type"].startswith("text/plain"), response.headers

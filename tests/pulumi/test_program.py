@@ -60,6 +60,8 @@ def no_token_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def prod_config() -> dict[str, Any]:
     config = stack_config("prod")
     config["proxmoxve:apiToken"] = PROD_TOKEN
+    # The shipped stack names no key (all four containers exist); tests set one as an operator would.
+    config["bluegreen:ssh"]["publicKeys"] = [PROD_KEY]
     return config
 
 
@@ -184,8 +186,8 @@ def test_prod_stack_outputs(pulumi_harness: PulumiHarness, prod_config: dict[str
         },
         "liveColor": "blue",
         "standbyColor": "green",
-        "publicEndpoint": "http://10.92.3.26:80",
-        "previewEndpoint": "http://10.92.3.26:8080",
+        "publicEndpoint": "https://10.92.3.26:443",
+        "previewEndpoint": "https://10.92.9.26:8080",
         "databaseAddress": "10.92.3.21:5432",
     }
 
@@ -277,8 +279,8 @@ def test_lab_without_template_url_downloads_nothing(pulumi_harness: PulumiHarnes
 
 def test_lab_stack_outputs(pulumi_harness: PulumiHarness, lab_config: dict[str, Any]) -> None:
     exports = run_ok(pulumi_harness, "lab", lab_config).exports
-    assert exports["publicEndpoint"] == "http://127.0.3.26:80"
-    assert exports["previewEndpoint"] == "http://127.0.3.26:8080"
+    assert exports["publicEndpoint"] == "https://127.0.3.26:443"
+    assert exports["previewEndpoint"] == "https://127.0.3.126:8080"
     assert exports["databaseAddress"] == "127.0.3.21:5432"
     assert exports["containers"]["jw-green"] == {
         "vmid": 134, "ip": "127.0.3.24", "role": "app", "color": "green"}
@@ -428,4 +430,18 @@ def test_a_non_boolean_insecure_fails_before_any_resource(pulumi_harness: Pulumi
     run = pulumi_harness.run("prod", prod_config, secret_keys=SECRETS)
     assert run.error is not None
     assert "proxmoxve:insecure" in str(run.error)
+    assert_nothing_registered(run)
+
+
+# --------------------------------------------------------------------------- placeholders (issue 10)
+
+
+def test_prod_as_shipped_asks_for_each_missing_value_before_any_resource(
+        pulumi_harness: PulumiHarness) -> None:
+    config = stack_config("prod", filled=False)
+    config["proxmoxve:apiToken"] = PROD_TOKEN
+    run = pulumi_harness.run("prod", config, secret_keys=SECRETS)
+    assert run.error is not None
+    for key in ("app.repo", "database.user", "haproxy.privateAddress"):
+        assert f"set {key}: " in str(run.error)
     assert_nothing_registered(run)

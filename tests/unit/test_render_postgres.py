@@ -23,7 +23,20 @@ STACKS = ("prod", "lab")
 
 
 def stack(name: str) -> Topology:
-    return load_stack(PROJECT, name)
+    """The stack; prod with the user `bluegreen adopt` reads from the app's .env (here jw_app), and
+    the lab's database name, so one table of expectations serves both."""
+    t = load_stack(PROJECT, name)
+    if name == "prod":
+        assert t.database.name == "jw_attendant_scheduler_staging" and t.database.user == ""
+        t = dataclasses.replace(t, database=dataclasses.replace(t.database, user="jw_app", name="jw_attendant"))
+    return t
+
+
+def test_an_unset_database_user_is_asked_for_not_rendered() -> None:
+    with pytest.raises(ConfigError, match=r"set database\.user"):
+        render_pg_hba(load_stack(PROJECT, "prod"))
+    with pytest.raises(ConfigError, match=r"set database\.user"):
+        render_database_sql(load_stack(PROJECT, "prod"), Sensitive("x"))
 
 
 @pytest.mark.parametrize(("value", "literal"), [
