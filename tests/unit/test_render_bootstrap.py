@@ -96,7 +96,7 @@ def test_load_balancer_gets_the_dirs_of_every_file_it_keeps() -> None:
     assert dirs_of(render_bootstrap(t, t.load_balancer)) == {
         "/var/tmp/jw-lab/ct136/etc/haproxy": (),
         "/var/tmp/jw-lab/ct136/run/haproxy": (),
-        "/var/tmp/jw-lab/ct136/var/lib/bluegreen": (),
+        "/var/tmp/jw-lab/ct136/var/lib/jw-deployment": (),
         "/var/tmp/jw-lab/ct136/var/lib/prometheus/node-exporter": (),
     }
 

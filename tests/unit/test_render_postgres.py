@@ -28,8 +28,8 @@ def stack(name: str) -> Topology:
     t = load_stack(PROJECT, name)
     if name == "prod":
         assert t.database.name == "jw_attendant_scheduler_staging" and t.database.user == ""
-        t = dataclasses.replace(t, database=dataclasses.replace(t.database, user="jw_app", name="jw_attendant"))
-    return t
+    return dataclasses.replace(t, database=dataclasses.replace(t.database, user=t.database.user or "jw_app",
+                                                              name="jw_attendant"))
 
 
 def test_an_unset_database_user_is_asked_for_not_rendered() -> None:
