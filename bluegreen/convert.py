@@ -9,8 +9,9 @@ the app's settings in `.env` inside it, and a PM2 process started by hand from i
    git credentials and remotes stay as they are), and the app dir is recreated empty;
 3. `.env` moves, byte for byte, to `shared/.env` (the ecosystem reads it from there);
 4. an ecosystem file we wrote into the working copy earlier goes back to the app dir;
-5. the hand-started PM2 processes running from the working copy are deleted, so the ecosystem's
-   process takes the app's name and port (a description of each is kept in `shared/`).
+5. right before the ecosystem starts the new release, the hand-started PM2 processes running
+   from the working copy are deleted, so the ecosystem's process takes the app's name and port (a
+   description of each is kept in `shared/`); a deploy that fails earlier leaves them serving.
 
 Each step checks what is already done, so a run interrupted anywhere is finished by the next.
 The steps are one bash script (pure, built here) run through the executor; it prints one
@@ -55,23 +56,9 @@ def needs_conversion_command(paths: AppPaths) -> str:
 
 
 def convert_script(t: Topology, paths: AppPaths) -> str:
-    """The conversion as one idempotent bash script (see the module docstring)."""
+    """Steps 2-4 as one idempotent bash script (see the module docstring)."""
     app, aside = paths.app_dir.rstrip("/"), working_copy_path(paths)
     q = shlex.quote
-    jlist = pm2(t, paths, "jlist")
-    # PM2 processes whose working directory is the working copy (where it is now or was).
-    select = ("import json,sys; aside,app=sys.argv[1],sys.argv[2]; "
-              "procs=json.loads(sys.stdin.read() or '[]'); "
-              "[print(p['pm_id']) for p in procs if "
-              "str(p.get('pm2_env',{}).get('pm_cwd','')).rstrip('/') in (aside,app) or "
-              "str(p.get('pm2_env',{}).get('pm_cwd','')).startswith(aside+'/')]")
-    record = ("import json,sys; aside,app=sys.argv[1],sys.argv[2]; "
-              "procs=json.loads(sys.stdin.read() or '[]'); "
-              "print(json.dumps([{k: p.get('pm2_env',{}).get(k) for k in "
-              "('name','pm_cwd','pm_exec_path','args','exec_mode','instances')} for p in procs if "
-              "str(p.get('pm2_env',{}).get('pm_cwd','')).rstrip('/') in (aside,app) or "
-              "str(p.get('pm2_env',{}).get('pm_cwd','')).startswith(aside+'/')], indent=2))")
-    pid_file = f"{paths.pm2_home}/pm2.pid"
     return "\n".join([
         "set -euo pipefail",
         "changed() { printf 'convert: %s\\n' \"$*\"; }",
@@ -108,6 +95,34 @@ def convert_script(t: Topology, paths: AppPaths) -> str:
         f'  mv "$ASIDE/{paths.ecosystem.rsplit("/", 1)[-1]}" {q(paths.ecosystem)}',
         f'  changed "moved the ecosystem file to {paths.ecosystem}"',
         "fi",
+    ]) + "\n"
+
+
+def replace_processes_script(t: Topology, paths: AppPaths) -> str:
+    """Step 5: the PM2 processes started by hand from the working copy, described in shared/ and
+    deleted (run right before the ecosystem starts the release, so a deploy that fails earlier
+    leaves the old process serving the standby as before)."""
+    app, aside = paths.app_dir.rstrip("/"), working_copy_path(paths)
+    q = shlex.quote
+    jlist = pm2(t, paths, "jlist")
+    # PM2 processes whose working directory is the working copy (where it is now or was).
+    select = ("import json,sys; aside,app=sys.argv[1],sys.argv[2]; "
+              "procs=json.loads(sys.stdin.read() or '[]'); "
+              "[print(p['pm_id']) for p in procs if "
+              "str(p.get('pm2_env',{}).get('pm_cwd','')).rstrip('/') in (aside,app) or "
+              "str(p.get('pm2_env',{}).get('pm_cwd','')).startswith(aside+'/')]")
+    record = ("import json,sys; aside,app=sys.argv[1],sys.argv[2]; "
+              "procs=json.loads(sys.stdin.read() or '[]'); "
+              "print(json.dumps([{k: p.get('pm2_env',{}).get(k) for k in "
+              "('name','pm_cwd','pm_exec_path','args','exec_mode','instances')} for p in procs if "
+              "str(p.get('pm2_env',{}).get('pm_cwd','')).rstrip('/') in (aside,app) or "
+              "str(p.get('pm2_env',{}).get('pm_cwd','')).startswith(aside+'/')], indent=2))")
+    pid_file = f"{paths.pm2_home}/pm2.pid"
+    return "\n".join([
+        "set -euo pipefail",
+        "changed() { printf 'convert: %s\\n' \"$*\"; }",
+        f"APP={q(app)}",
+        f"ASIDE={q(aside)}",
         # 5. the hand-started processes, recorded then deleted.
         f'if [ -f {q(pid_file)} ] && kill -0 "$(cat {q(pid_file)})" 2>/dev/null; then',
         f"  procs=$({jlist})",
@@ -123,6 +138,14 @@ def convert_script(t: Topology, paths: AppPaths) -> str:
         "  fi",
         "fi",
     ]) + "\n"
+
+
+def replace_hand_started(t: Topology, host: Container, executor: Executor) -> tuple[str, ...]:
+    """Step 5 on one host; what it did (nothing when no hand-started process is left)."""
+    paths = AppPaths.of(t, host)
+    result = executor.run(replace_processes_script(t, paths), step="replace the hand-started PM2 process")
+    prefix = "convert: "
+    return tuple(line[len(prefix):] for line in result.stdout.splitlines() if line.startswith(prefix))
 
 
 def convert_host(t: Topology, host: Container, executor: Executor, *, live_color: str) -> ConvertResult:

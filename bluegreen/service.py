@@ -716,6 +716,7 @@ class _DeployRun:
                 self.pointed = True
             with self.step(f"reload PM2 on {self.color}"):
                 self.reloaded = True
+                self._replace_hand_started(ex)
                 ex.run(cmd.pm2_reload(t, paths), step="pm2 reload")
             with self.step(f"wait for health on {self.color}", long=True):
                 self._wait_healthy(sha)
@@ -737,6 +738,12 @@ class _DeployRun:
             done = convert_host(self.t, self.host, ex, live_color=other_color(self.color))
             for change in done.changes:
                 logging.getLogger("bluegreen.convert").info("%s: %s", self.host.label, change)
+
+    def _replace_hand_started(self, ex: Executor) -> None:
+        from .convert import replace_hand_started
+
+        for change in replace_hand_started(self.t, self.host, ex):
+            logging.getLogger("bluegreen.convert").info("%s: %s", self.host.label, change)
 
     def _snapshot(self) -> str:
         client = self.s._pve()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bluegreen.commands import AppPaths
-from bluegreen.convert import LEGACY_PM2_RECORD, convert_host, working_copy_path
+from bluegreen.convert import LEGACY_PM2_RECORD, convert_host, replace_hand_started, working_copy_path
 from bluegreen.errors import ConfigError
 from bluegreen.executor import LocalExecutor
 from bluegreen.topology import Topology, load_stack
@@ -102,8 +102,12 @@ def test_standby_converted_nothing_lost_and_rerun_is_a_no_op(legacy_host: Host) 
     assert env.read_text() == ENV_TEXT and (env.stat().st_mode & 0o777) == 0o600
     assert not (aside / ".env").exists()
     assert Path(paths.releases).is_dir() and not (app / ".git").exists()
-    # The hand-started process is gone (the ecosystem's takes its name) and described.
-    assert _processes(legacy_host) == []
+    # The hand-started process keeps running until the release is about to start...
+    assert [p["cwd"] for p in _processes(legacy_host)] == [str(app)]
+    replaced = replace_hand_started(t, green, LocalExecutor(host="green"))
+    # ...then it is gone (the ecosystem's takes its name) and described.
+    assert _processes(legacy_host) == [] and replaced
+    assert replace_hand_started(t, green, LocalExecutor(host="green")) == ()
     described = json.loads((Path(paths.shared) / LEGACY_PM2_RECORD).read_text())
     assert described[0]["name"] == t.app.name and described[0]["pm_cwd"] == str(app)
     assert any("working copy aside" in c for c in result.changes)
@@ -121,4 +125,5 @@ def test_an_interrupted_conversion_is_finished_by_the_next_run(legacy_host: Host
     assert result.converted
     assert Path(AppPaths.of(t, green).env_file).read_text() == ENV_TEXT
     assert (aside / ".git").is_dir()
+    replace_hand_started(t, green, LocalExecutor(host="green"))
     assert _processes(legacy_host) == []
