@@ -369,14 +369,17 @@ class Lab:
     def apply(self) -> list[str]:
         """The host configuration `pulumi up` applies, through the same providers' logic
         (`apply_estate`), on the running lab as its stack file now declares it; what changed."""
-        t = self.topology
         with self.exclusive():
-            executors: dict[int, Executor] = {c.vmid: self.executor(c) for c in t.containers}
-            try:
-                return apply_estate(t, self._db_password(), executor_for=executors)
-            finally:
-                for executor in executors.values():
-                    executor.close()
+            return self._apply()
+
+    def _apply(self) -> list[str]:
+        t = self.topology
+        executors: dict[int, Executor] = {c.vmid: self.executor(c) for c in t.containers}
+        try:
+            return apply_estate(t, self._db_password(), executor_for=executors)
+        finally:
+            for executor in executors.values():
+                executor.close()
 
     def _resurrect_apps(self, executors: dict[int, Executor]) -> list[str]:
         """A lab restart is a reboot of its hosts. On a real host PM2's start-up unit brings back
