@@ -40,8 +40,9 @@ CONTAINER_TYPE = "bluegreen:proxmox:Container"
 # snake_case names, never nested paths.
 #
 # After an import the provider reads back neither `vmId` (its importer sets only the id and the
-# node; bpg/terraform-provider-proxmox issue 2141) nor the `timeout*` fields (issue 3110): the
-# engine would see them as differences and refuse the import.
+# node; bpg/terraform-provider-proxmox issues 2141, 1406) nor the five `timeout*` fields (issues
+# 1406, 3110: `timeout_clone/create/delete/start/update` show as "+" after an import): the engine
+# would see them as differences and refuse the import.
 ADOPTED_IGNORE_CHANGES = ("operatingSystem", "initialization.userAccount", "unprivileged", "vmId",
                           "timeoutClone", "timeoutCreate", "timeoutDelete", "timeoutStart",
                           "timeoutUpdate")
