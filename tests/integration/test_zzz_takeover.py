@@ -109,6 +109,8 @@ def facts(t: Topology) -> dict[str, Any]:
     }
 
 
+# Two first deploys (each a cold `npm ci`) plus adopt and apply over the lab's slow SSH: ~10 min.
+@pytest.mark.timeout(1800)
 def test_takeover_under_load_loses_nothing(legacy: tuple[LegacyLab, Path]) -> None:
     _, copy = legacy
     t = load_stack(copy, "lab")
