@@ -692,6 +692,7 @@ class _DeployRun:
             with self.step(f"snapshot CT {self.host.vmid}", long=True):
                 r.snapshot = self._snapshot()
         with self.s._on(self.host) as ex:
+            self._convert_layout(ex)
             with self.step(f"fetch {self.ref}", long=True):
                 out = ex.run(cmd.fetch_ref(t, paths, self.ref), step="fetch", check=False)
                 if out.exit_code != 0:
@@ -721,6 +722,7 @@ class _DeployRun:
                 self.pointed = True
             with self.step(f"reload PM2 on {self.color}"):
                 self.reloaded = True
+                self._replace_hand_started(ex)
                 ex.run(cmd.pm2_reload(t, paths), step="pm2 reload")
             with self.step(f"wait for health on {self.color}", long=True):
                 self._wait_healthy(sha)
@@ -730,6 +732,24 @@ class _DeployRun:
                 ex.run(cmd.prune_releases(paths, t.app.keep_releases,
                                           [self.release, self.previous or ""]),
                        step="prune releases")
+
+    def _convert_layout(self, ex: Executor) -> None:
+        """The first deploy to a host still kept by hand (working copy, .env, hand-started PM2)
+        moves it to the release layout; see convert.py."""
+        from .convert import convert_host, needs_conversion_command
+
+        if not ex.run(needs_conversion_command(self.paths), step="look for the old layout", check=False).ok:
+            return
+        with self.step(f"convert {self.color} to the release layout"):
+            done = convert_host(self.t, self.host, ex, live_color=other_color(self.color))
+            for change in done.changes:
+                logging.getLogger("bluegreen.convert").info("%s: %s", self.host.label, change)
+
+    def _replace_hand_started(self, ex: Executor) -> None:
+        from .convert import replace_hand_started
+
+        for change in replace_hand_started(self.t, self.host, ex):
+            logging.getLogger("bluegreen.convert").info("%s: %s", self.host.label, change)
 
     def _snapshot(self) -> str:
         client = self.s._pve()

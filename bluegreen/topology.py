@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from .ctsettings import KEYS as SETTINGS_KEYS
+from .ctsettings import ContainerSettings, read_settings
 from .errors import ConfigError, Problem, ValidationError
 
 NAMESPACE = "bluegreen"
@@ -43,6 +45,7 @@ class Container:
     existing: bool
     root: str
     tags: tuple[str, ...]
+    settings: ContainerSettings = field(default_factory=ContainerSettings)
 
     @property
     def ip(self) -> str:
@@ -103,6 +106,7 @@ class SshSettings:
     known_hosts: str
     connect_timeout: float
     command_timeout: float
+    config_file: str = "~/.ssh/config"
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,8 @@ class Topology:
     switch: SwitchSettings
     journal: JournalSettings
     environment: str = field(default="production")
+    # Host configuration may restart a serving HAProxy or PostgreSQL (`bluegreen:allowRestart`).
+    allow_restart: bool = False
 
     @property
     def database_host(self) -> Container:
@@ -422,6 +428,7 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         known_hosts=resolve(r.str_(sh, "knownHosts", "ssh", "~/.config/bluegreen/known_hosts")) or "",
         connect_timeout=r.num(sh, "connectTimeout", "ssh", 10.0, integer=False),
         command_timeout=r.num(sh, "commandTimeout", "ssh", 900.0, integer=False),
+        config_file=resolve(r.str_(sh, "configFile", "ssh", "~/.ssh/config")) or "~/.ssh/config",
     )
     # An empty ssh.publicKeys is reported by `placeholders.unset` only when a container is to be
     # created (adopted containers keep their own keys).
@@ -541,12 +548,14 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         r.problem("activeColor", f"expected one of {', '.join(COLORS)}, got {active!r}")
         active = COLORS[0]
 
+    allow_restart = r.bool_({"allowRestart": get("allowRestart")}, "allowRestart", "", False)
     if r.problems:
         raise ValidationError(source or f"stack {stack!r}", r.problems)
     return Topology(
         stack=stack, project_dir=project, active_color=str(active), containers=containers,
         proxmox=proxmox, ssh=ssh, app=app, database=database, haproxy=haproxy, switch=switch,
         journal=journal, environment=str(get("environment") or "production"),
+        allow_restart=allow_restart,
     )
 
 
@@ -572,7 +581,7 @@ def _read_containers(r: _Reader, raw: Any, gateway: ipaddress.IPv4Address | None
             continue
         m = item
         known = {"id", "name", "role", "color", "ip", "cores", "memory", "swap", "disk",
-                 "existing", "root", "tags"}
+                 "existing", "root", "tags", *SETTINGS_KEYS}
         for extra in sorted(set(m) - known):
             r.problem(f"{path}.{extra}", f"unknown key (expected one of {', '.join(sorted(known))})")
         vmid = r.num(m, "id", path, minimum=100)
@@ -621,6 +630,7 @@ def _read_containers(r: _Reader, raw: Any, gateway: ipaddress.IPv4Address | None
             existing=r.bool_(m, "existing", path, False),
             root=resolved_root,
             tags=tuple(sorted({t.lower() for t in tags_raw})),
+            settings=read_settings(r, m, path),
         )
         if vmid in seen_ids:
             r.problem(f"{path}.id", f"{vmid} is used twice (also by {seen_ids[vmid]})")

@@ -15,7 +15,8 @@ from .lab import Lab
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bluegreen.lab",
                                      description="The local lab: the stack `lab` on loopback addresses.")
-    parser.add_argument("command", choices=("up", "down", "status", "destroy"))
+    parser.add_argument("command", choices=("up", "down", "status", "destroy", "apply"),
+                        help="apply: the host configuration `pulumi up` would apply, on the running lab")
     parser.add_argument("--stack", default="lab", help="the stack to run locally (default: lab)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--legacy", action="store_true",
@@ -46,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  proxmox: {info.proxmox_endpoint}")
                 for host in info.ssh_hosts:
                     print(f"  ssh:     {host}")
+        elif args.command == "apply":
+            changes = lab.apply()
+            if args.json:
+                print(json.dumps({"changes": changes}, indent=2))
+            else:
+                print("\n".join(changes) if changes else "nothing to change: every host already matches")
         elif args.command in ("down", "destroy"):
             stopped = lab.down() if args.command == "down" else lab.destroy()
             if args.json:

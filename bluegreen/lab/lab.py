@@ -350,7 +350,7 @@ class Lab:
         haproxy_was_running = self.haproxy().alive()
         executors: dict[int, Executor] = {c.vmid: self.executor(c) for c in t.containers}
         try:
-            applied = apply_estate(t, password, executor_for=executors)
+            applied = apply_estate(self._serving(t, executors), password, executor_for=executors)
             applied += self._resurrect_apps(executors)
         finally:
             for executor in executors.values():
@@ -365,6 +365,38 @@ class Lab:
                        preview_url=t.preview_url, proxmox_endpoint=t.proxmox.endpoint,
                        ssh_hosts=[f"{c.name} {c.ip}:{t.ssh.port}" for c in t.containers],
                        started=started, reused=reused, applied=list(applied))
+
+    @staticmethod
+    def _serving(t: Topology, executors: dict[int, Executor]) -> Topology:
+        """The topology with the colour HAProxy already serves, if it serves one: `apply_estate`
+        never moves traffic (tests switch in their own copies of the stack file, so the repo's
+        declared colour may lag behind a lab that kept running)."""
+        import dataclasses
+
+        from .. import haproxy_runtime as hr
+        from ..providers import serving_color
+
+        live, _ = serving_color(executors[t.load_balancer.vmid], hr.HaproxyPaths.from_topology(t), None)
+        if live is None or live == t.active_color:
+            return t
+        log.info("the lab serves %s while %s declares %s: kept %s (`bluegreen switch` moves it)",
+                 live, f"stacks/Pulumi.{t.stack}.yaml", t.active_color, live)
+        return dataclasses.replace(t, active_color=live)
+
+    def apply(self) -> list[str]:
+        """The host configuration `pulumi up` applies, through the same providers' logic
+        (`apply_estate`), on the running lab as its stack file now declares it; what changed."""
+        with self.exclusive():
+            return self._apply()
+
+    def _apply(self) -> list[str]:
+        t = self.topology
+        executors: dict[int, Executor] = {c.vmid: self.executor(c) for c in t.containers}
+        try:
+            return apply_estate(t, self._db_password(), executor_for=executors)
+        finally:
+            for executor in executors.values():
+                executor.close()
 
     def _resurrect_apps(self, executors: dict[int, Executor]) -> list[str]:
         """A lab restart is a reboot of its hosts. On a real host PM2's start-up unit brings back

@@ -32,7 +32,9 @@ PROD_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHzq3J0vnDxc5vBqS1BvX3t5v8uQ0Yk
 TEMPLATE_FILE = "debian-12-standard_12.7-1_amd64.tar.zst"
 TEMPLATE_ID = f"local:vztmpl/{TEMPLATE_FILE}"
 TEMPLATE_URL = f"http://download.proxmox.com/images/system/{TEMPLATE_FILE}"
-ADOPTED_IGNORES = ["operatingSystem", "initialization.userAccount", "unprivileged"]
+# The provider reads back neither vmId nor the timeouts after an import (bpg issues 2141, 3110).
+TIMEOUTS = ["timeoutClone", "timeoutCreate", "timeoutDelete", "timeoutStart", "timeoutUpdate"]
+ADOPTED_IGNORES = ["operatingSystem", "initialization.userAccount", "unprivileged", "vmId", *TIMEOUTS]
 SECRETS = ("proxmoxve:apiToken",)
 
 # vmid -> (hostname, address, cores, memory, swap, disk, role type, startup order, tags)
@@ -132,7 +134,9 @@ def test_prod_adopts_the_running_containers_instead_of_creating_them(
         assert reg.ignore_changes == ADOPTED_IGNORES
         assert reg.retain_on_delete is True
         # Each ignored path must name a property the engine actually receives, or it ignores nothing.
-        for path in reg.ignore_changes:
+        # (The timeouts are never declared: the provider fills them with its defaults, which the
+        # import's read-back lacks.)
+        for path in (p for p in reg.ignore_changes if p not in TIMEOUTS):
             node: Any = reg.inputs
             for part in path.split("."):
                 assert part in node, f"{path}: no {part!r} in the registered inputs"
