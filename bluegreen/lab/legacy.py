@@ -282,7 +282,8 @@ def clear_legacy(lab: Lab) -> None:
     t, p = lab.topology, lab.paths
     lab._down()
     (p.root / LEGACY_MARKER).unlink(missing_ok=True)
-    shutil.rmtree(p.pve, ignore_errors=True)
+    # fakepve keeps nothing across a restart (containers are provisioned anew); its CA and token
+    # stay, so no client ever meets a certificate it was not given.
     for host in t.containers:
         for rel in (t.app.dir, t.app.dir + ".working-copy", "/etc/haproxy", "/var/lib/jw-deployment",
                     "/var/lib/bluegreen", "/var/lib/postgresql", "/root/.pm2", "/usr/local/bin"):
