@@ -1,13 +1,16 @@
 """The live colour of an HAProxy we did not write: a hand-made config without our map, where a
 switch rewrites the public frontend's `use_backend` line and reloads (the estate as it runs today).
 
-Pure parsers over the config text, plus one read through the executor. The colour is the one
-whose app host address the routed backend's server points at, so backend names do not matter.
+Pure parsers over the config text, plus reads through the executor. The colour is the one whose
+backend counts a visitor's request (HAProxy's own counters, so what the running process does,
+not what the file says); failing that, the one whose app host the routed backend points at.
+Backend names do not matter.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from .errors import RemoteError
 from .executor import Executor
@@ -76,13 +79,52 @@ def color_from_config(config: str, t: Topology) -> tuple[str | None, str]:
     return colors[0], f"the public frontend uses backend {backend}"
 
 
+def backend_colors(config: str, t: Topology) -> dict[str, str]:
+    """Each backend whose servers all sit on one colour's app host, by backend name."""
+    result = {}
+    for kind, name, _lines in sections(config):
+        if kind not in ("backend", "listen"):
+            continue
+        addresses = {ip for ip, _port in backend_addresses(config, name)}
+        colors = [c for c in COLORS if t.app_host(c).ip in addresses]
+        if len(colors) == 1:
+            result[name] = colors[0]
+    return result
+
+
+def served_color(before: Mapping[str, int], after: Mapping[str, int], colors: Mapping[str, str]) -> str | None:
+    """The colour whose backend counted the requests between two `show stat` reads (only one
+    colour's counters may move), else None."""
+    moved = {colors[name] for name, total in after.items()
+             if name in colors and total > before.get(name, total)}
+    return moved.pop() if len(moved) == 1 else None
+
+
 def live_color_from_config(executor: Executor, t: Topology) -> str:
-    """The colour the running HAProxy serves, read from its config file (no map in this estate)."""
+    """The colour the running HAProxy serves (no map in this estate): one request as a visitor
+    sends it, and the colour whose backend counted it; when that cannot be told (no answer, or
+    other traffic moved both), the colour the config file's public frontend names."""
+    from . import haproxy_runtime
+    from .health import http_probe, visitor
+
     path = t.load_balancer.path(t.haproxy.config_path)
     raw = executor.get(path, step=STEP)
     if raw is None:
         raise RemoteError(executor.host, STEP, f"{path} does not exist")
-    color, why = color_from_config(raw.decode(errors="replace"), t)
+    config = raw.decode(errors="replace")
+    colors = backend_colors(config, t)
+
+    def totals() -> dict[str, int]:
+        snapshot = haproxy_runtime.stat_snapshot(executor, t)
+        return {name: b.requests_total for name, b in snapshot.backends.items()}
+
+    before = totals()
+    probe = http_probe(f"{t.public_url}/", headers={"Connection": "close"}, timeout=5, **visitor(t))
+    if probe.status is not None:
+        served = served_color(before, totals(), colors)
+        if served is not None:
+            return served
+    color, why = color_from_config(config, t)
     if color is None:
         raise RemoteError(executor.host, STEP, why)
     return color

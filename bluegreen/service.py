@@ -380,6 +380,9 @@ class Service:
     def plan_deploy(self, ref: str | None = None, *, migrate: bool = False,
                     allow_destructive: bool = False) -> DeployPlan:
         t = self.t
+        from .placeholders import require_complete
+
+        require_complete(t)  # "set app.repo: ..." before any host is contacted
         ref = cmd.validate_ref(ref or t.app.branch)
         with self._on(t.load_balancer) as lb:
             live = self.live_color(lb)
@@ -404,6 +407,9 @@ class Service:
     def deploy(self, ref: str | None = None, *, migrate: bool = False,
                allow_destructive: bool = False, snapshot: bool = True) -> DeployResult:
         t = self.t
+        from .placeholders import require_complete
+
+        require_complete(t)  # "set app.repo: ..." before anything is touched
         ref = cmd.validate_ref(ref or t.app.branch)
         started = time.monotonic()
         with self._holding("deploy"), self._on(t.load_balancer) as lb:

@@ -47,13 +47,14 @@ def root_health(lab: Lab) -> Iterator[tuple[Topology, str]]:
     finally:
         _set_env(env, "0")  # PM2 keeps removed keys: set it off rather than drop it
         _apply_lb(lab, stack)
-        Service(load_stack(lab.project_dir, "lab")).deploy(snapshot=False)
+        Service(load_stack(lab.project_dir, "lab")).deploy(snapshot=False, migrate=True)
 
 
+@pytest.mark.timeout(1200)  # two deploys (the test's and the one that puts the standby back)
 def test_deploy_gates_on_the_root_path_when_the_app_has_no_health_route(
         lab: Lab, root_health: tuple[Topology, str]) -> None:
     t, standby = root_health
-    result = Service(t).deploy(snapshot=False)
+    result = Service(t).deploy(snapshot=False, migrate=True)
     assert result.ok and result.color == standby, result.error
     host = t.app_host(standby)
     assert http_probe(f"http://{host.ip}:{t.app.port}/api/health").status == 404  # really has none

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +15,18 @@ import pytest
 
 from bluegreen.health import http_probe, visitor
 from bluegreen.lab.lab import Lab
-from bluegreen.lab.legacy import BRANCH, DB_USER, HISTORY, STATE_SCRIPT, SWITCH_COUNT, LegacyLab, clear_legacy
+from bluegreen.lab.legacy import (
+    BRANCH,
+    CT_NOTES,
+    DB_USER,
+    HISTORY,
+    STATE_SCRIPT,
+    SWITCH_COUNT,
+    LegacyLab,
+    clear_legacy,
+)
 from bluegreen.service import Service
-from bluegreen.topology import load_stack
+from bluegreen.topology import Topology, load_stack
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +64,14 @@ def test_status_reads_the_old_tools_journal_as_it_is(legacy: LegacyLab) -> None:
     assert json.loads(state.read_text())["history"] == HISTORY
 
 
+def wait_for(t: Topology, color: str) -> None:
+    """Until a visitor's request is answered through `color`'s backend (the reload has taken)."""
+    deadline = time.monotonic() + 20
+    while Service(t).status().live != color:
+        assert time.monotonic() < deadline, f"the reload never routed to {color}"
+        time.sleep(0.2)
+
+
 def test_status_follows_a_switch_made_the_old_way(legacy: LegacyLab) -> None:
     t = load_stack(legacy.project_dir, "lab")
     lb = t.load_balancer
@@ -63,7 +81,10 @@ def test_status_follows_a_switch_made_the_old_way(legacy: LegacyLab) -> None:
     try:
         # The old switch: rewrite use_backend, reload through the master CLI, set the state.
         cfg.write_text(original.replace("use_backend blue_servers", "use_backend green_servers"))
+        # Rewritten but not reloaded yet: HAProxy still serves blue, and status says so.
+        assert Service(t).status().live == "blue"
         _sh("bash", "-c", f"echo reload | socat stdio {lb.path(t.haproxy.master_socket)}")
+        wait_for(t, "green")
         _sh(lb.path(STATE_SCRIPT), "set", "prod", "green")
         assert Service(t).status().live == "green"
         assert _sh(lb.path(STATE_SCRIPT), "get", "prod") == "green"
@@ -71,7 +92,7 @@ def test_status_follows_a_switch_made_the_old_way(legacy: LegacyLab) -> None:
         cfg.write_text(original)
         _sh("bash", "-c", f"echo reload | socat stdio {lb.path(t.haproxy.master_socket)}")
         _sh(lb.path(STATE_SCRIPT), "set", "prod", "blue")
-    assert Service(t).status().live == "blue"
+    wait_for(t, "blue")
 
 
 def test_the_estate_is_built_as_the_operators_describe_it(legacy: LegacyLab) -> None:
@@ -87,6 +108,22 @@ def test_the_estate_is_built_as_the_operators_describe_it(legacy: LegacyLab) -> 
         assert http_probe(f"http://{host.ip}:{t.app.port}/").status == 200
     # HTTPS through the hand-written config, verified against the lab CA.
     assert http_probe(f"{t.public_url}/", **visitor(t)).status == 200
+    # The containers as built by hand: a description, on-boot on some, nesting on, no start-up order.
+    from proxmoxer import ProxmoxAPI
+
+    from bluegreen.pve import parse_endpoint, read_token
+
+    token_id, secret = read_token(t)
+    address, port = parse_endpoint(t.proxmox.endpoint)
+    user, _, token_name = token_id.partition("!")
+    node = ProxmoxAPI(address, port=port, user=user, token_name=token_name, token_value=secret.reveal(),
+                      verify_ssl=str(t.proxmox.ca_file), timeout=10).nodes(t.proxmox.node)
+    for vmid, (description, onboot) in CT_NOTES.items():
+        config = node.lxc(vmid).config.get()
+        assert config.get("description", "").strip() == description
+        assert int(config.get("onboot") or 0) == int(onboot)
+        assert "nesting=1" in str(config.get("features"))
+        assert not config.get("startup")
     report = Service(t).status()
     assert report.database["reachable"] and report.database["applied"] == 1
     assert all(p["status"] == "online" for c in report.colors.values() for p in c.pm2)

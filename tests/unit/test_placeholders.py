@@ -95,3 +95,20 @@ def test_a_container_to_be_created_needs_a_public_key() -> None:
 
 def test_lab_stack_is_complete() -> None:
     assert unset(load_stack(PROJECT, "lab")) == []
+
+
+def test_a_deploy_with_values_missing_stops_before_contacting_any_host() -> None:
+    from bluegreen.service import Service
+
+    contacted: list[str] = []
+
+    def no_hosts(container: object) -> object:
+        contacted.append(str(container))
+        raise AssertionError("a host was contacted")
+
+    service = Service(load_stack(PROJECT, "prod"), executor_factory=no_hosts)  # type: ignore[arg-type]
+    for attempt in (service.plan_deploy, service.deploy):
+        with pytest.raises(ValidationError) as err:
+            attempt()
+        assert "set app.repo: " in str(err.value)
+    assert contacted == []
