@@ -264,11 +264,12 @@ def cmd_switch(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProg
     if args.emergency:
         return _emergency(args, t, o, p, rollback=False)
     svc = _service(args, t, p)
-    plan = svc.plan_switch(emergency=args.emergency, direct=args.direct)
-    o.say(f"switch live traffic {plan.from_color} -> {plan.to_color} (release {plan.release}, "
-          f"path {plan.path})")
-    confirm(f"switch to {plan.to_color}?", yes=args.yes, stdin=sys.stdin, err=o.err)
-    result = svc.switch(emergency=args.emergency, direct=args.direct, watch=not args.no_watch)
+    with svc.pooled():  # one SSH connection per host for the plan and the switch
+        plan = svc.plan_switch(emergency=args.emergency, direct=args.direct)
+        o.say(f"switch live traffic {plan.from_color} -> {plan.to_color} (release {plan.release}, "
+              f"path {plan.path})")
+        confirm(f"switch to {plan.to_color}?", yes=args.yes, stdin=sys.stdin, err=o.err)
+        result = svc.switch(emergency=args.emergency, direct=args.direct, watch=not args.no_watch)
     return _switch_result(result, o)
 
 

@@ -13,6 +13,7 @@ import getpass
 import json
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -214,6 +215,7 @@ class Service:
         self.progress: Progress = progress or NullProgress()
         self.secrets = secrets or []
         self._factory = executor_factory or (lambda c: connect(topology, c, self.secrets))
+        self._default_factory = executor_factory is None
         self.pulumi_command = pulumi_command
         self.who = who or whoami()
 
@@ -221,11 +223,44 @@ class Service:
 
     @contextlib.contextmanager
     def _on(self, host: Container) -> Iterator[Executor]:
+        if self._pool is not None:
+            with self._pool_mutex:
+                ex = self._pool.get(host.vmid)
+                if ex is None:
+                    ex = self._pool[host.vmid] = (
+                        em.OpenSshExecutor(self.t, host, secrets=self.secrets) if self._default_factory
+                        else self._factory(host))
+            yield ex
+            return
         ex = self._factory(host)
         try:
             yield ex
         finally:
             ex.close()
+
+    _pool: dict[int, Executor] | None = None
+    _pool_mutex = threading.Lock()
+
+    @contextlib.contextmanager
+    def pooled(self) -> Iterator[None]:
+        """One persistent SSH connection and remote shell per host for everything inside (a switch:
+        each step is then one script down an open session, not a new connection or login)."""
+        if self._pool is not None:
+            yield
+            return
+        self._pool = {}
+        if self._default_factory:
+            # Start every connection a switch may need at once: their logins overlap.
+            for host in (self.t.load_balancer, *self.t.app_hosts.values()):
+                session = em.OpenSshExecutor(self.t, host, secrets=self.secrets)
+                session.start()
+                self._pool[host.vmid] = session
+        try:
+            yield
+        finally:
+            pool, self._pool = self._pool, None
+            for ex in pool.values():
+                ex.close()
 
     def _lock(self, lb: Executor) -> LockManager:
         return LockManager(lb, self.t.load_balancer.path(self.t.journal.lock_path))
@@ -482,7 +517,7 @@ class Service:
 
     def plan_switch(self, *, emergency: bool = False, direct: bool = False,
                     to_color: str | None = None) -> SwitchPlan:
-        with self._on(self.t.load_balancer) as lb:
+        with self.pooled(), self._on(self.t.load_balancer) as lb:
             return self._plan_switch(lb, emergency=emergency, direct=direct, to_color=to_color)
 
     def _plan_switch(self, lb: Executor, *, emergency: bool, direct: bool,
@@ -532,7 +567,7 @@ class Service:
         if emergency:
             # The load balancer only: no lock wait, no app hosts, no journal needed (emergency.py).
             return self._emergency(rollback=reason == "rollback", to_color=to_color)
-        with self._holding(reason), self._on(t.load_balancer) as lb:
+        with self.pooled(), self._holding(reason), self._on(t.load_balancer) as lb:
             with self.progress.step("pre-switch checks"):
                 plan = self._plan_switch(lb, emergency=emergency, direct=direct, to_color=to_color)
                 if plan.problems:
@@ -644,7 +679,7 @@ class Service:
         """Back to the colour that was live before the last switch (it still runs its release)."""
         if emergency:
             return self._emergency(rollback=True, to_color=None)  # needs no readable journal
-        with self._on(self.t.load_balancer) as lb:
+        with self.pooled(), self._on(self.t.load_balancer) as lb:
             live = self.live_color(lb)
             state = self._read_state(lb)
         previous = state.previous_live(live) or other_color(live)

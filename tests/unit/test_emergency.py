@@ -52,7 +52,7 @@ def test_the_flip_is_one_socket_connection_and_writes_the_map_file() -> None:
 def test_ssh_options_pin_host_keys_and_never_add_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     t = load_stack(PROJECT_DIR, "lab")
-    argv = em.ssh_argv(t, t.load_balancer, "/tmp/ctl")
+    argv = em.ssh_argv(t, t.load_balancer)
     joined = " ".join(argv)
     assert "StrictHostKeyChecking=yes" in joined and "BatchMode=yes" in joined
     assert "UserKnownHostsFile=/var/tmp/jw-lab/ssh/known_hosts" in joined
@@ -60,7 +60,7 @@ def test_ssh_options_pin_host_keys_and_never_add_them(tmp_path: Path, monkeypatc
     assert argv[-1] == "127.0.3.26" and argv[argv.index("-p") + 1] == "2222"
     (tmp_path / ".ssh").mkdir()
     (tmp_path / ".ssh" / "config").write_text("Host jw-haproxy\n  HostName 127.0.3.26\n  Port 2200\n")
-    aliased = em.ssh_argv(t, t.load_balancer, "/tmp/ctl")
+    aliased = em.ssh_argv(t, t.load_balancer)
     assert aliased[-1] == "jw-haproxy" and "-p" not in aliased  # ~/.ssh/config decides, as with paramiko
 
 
