@@ -279,6 +279,9 @@ def _switch_result(result: Any, o: Output) -> int:
         o.result(data, f"{result.color} is live (flip {result.flip_ms:.0f} ms via {result.path}; "
                  f"verified {result.verified}; watched {result.watched_s:.0f}s)")
         return 0
+    if not result.rolled_back and result.verified:
+        o.result(data, f"{result.color} is live, but: {result.error}")  # e.g. the journal write failed
+        return 1
     o.result(data, f"switch failed: {result.error}")
     return 1
 

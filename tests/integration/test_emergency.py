@@ -80,8 +80,11 @@ def journal_text(t: Topology) -> bytes | None:
 
 
 def journal(t: Topology) -> State:
+    """The journal as the next command reads it (side-file entries folded in)."""
     raw = journal_text(t)
-    return parse_state(raw.decode() if raw is not None else None, declared_color=live_color(t))
+    state = parse_state(raw.decode() if raw is not None else None, declared_color=live_color(t))
+    with connect(t, t.load_balancer) as lb:
+        return em.fold_pending(lb, t.load_balancer.path(t.journal.path), state, t.journal.history_keep)
 
 
 def served_by_public(t: Topology) -> str | None:
@@ -242,10 +245,6 @@ def test_emergency_rollback_needs_only_the_load_balancer(lab: Lab, estate: Path,
         assert data["colour"] == other_color(live) and data["recordedIn"] == "journal"
         assert live_color(t) == other_color(live)
         assert_true_state(estate, other_color(live))
-        # Without --emergency the same rollback needs what is stopped, and says which.
-        if what == "target app host's sshd":
-            refused = cli(estate, "switch", "--yes", "--no-watch")
-            assert refused.returncode == 1 and "--emergency" in refused.stderr
 
 
 def test_emergency_in_automation_mode_goes_direct_and_status_names_the_reconciling_command(
@@ -405,6 +404,57 @@ def test_sigterm_between_the_flip_and_the_journal_write_switches_back_and_record
     assert "interrupted" in state.history[0]["reason"]
     assert lock_now(t) is None
     assert_true_state(estate, live)
+
+
+class _JournalWriteFails:
+    """An SSH executor whose journal writes fail (a full or read-only disk, say); all else works."""
+
+    def __init__(self, t: Topology, host: Any) -> None:
+        self.inner = connect(t, host)
+        self.host = self.inner.host
+
+    def run(self, command: str, **kw: Any) -> Any:
+        return self.inner.run(command, **kw)
+
+    def put(self, path: str, content: str | bytes, *, step: str, mode: int = 0o644) -> None:
+        if step == "write the deployment journal":
+            from bluegreen.errors import RemoteError
+
+            raise RemoteError(self.host, step, "No space left on device")
+        self.inner.put(path, content, step=step, mode=mode)
+
+    def get(self, path: str, *, step: str) -> bytes | None:
+        return self.inner.get(path, step=step)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> _JournalWriteFails:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def test_a_flip_whose_journal_write_fails_is_still_verified_watched_and_recorded_beside_it(
+        estate: Path) -> None:
+    t = topology(estate)
+    wait_free(t)
+    live = live_color(t)
+    failing = Service(t, executor_factory=lambda c: _JournalWriteFails(t, c))  # type: ignore[arg-type,return-value]
+    result = failing.switch(direct=True, watch=True)
+    assert result.color == other_color(live) and result.verified and result.watched_s > 0
+    assert not result.ok and "journal write failed" in (result.error or "") and "No space" in (result.error or "")
+    assert em.side_path(t.load_balancer.path(t.journal.path)) in (result.error or "")
+    assert live_color(t) == other_color(live) and topology(estate).active_color == other_color(live)
+    assert lock_now(t) is None
+    # The next normal command folds the side entry in: the journal tells the truth again.
+    assert journal_via_service(t)[0]["to"] == other_color(live)
+    assert_true_state(estate, other_color(live))
+
+
+def journal_via_service(t: Topology) -> list[dict[str, Any]]:
+    return Service(t).history(1)
 
 
 # --------------------------------------------------------------------------- the lock
