@@ -105,10 +105,20 @@ def lock_now(t: Topology) -> dict[str, Any] | None:
 
 
 def wait_free(t: Topology, timeout: float = 120) -> None:
+    """The lock free, both colour backends UP (a restarted database takes the apps' health checks
+    a moment), and the copy's declared colour the live one: a known start for every test."""
     deadline = time.monotonic() + timeout
     while lock_now(t) is not None:
         assert time.monotonic() < deadline, f"the lock stayed taken: {lock_now(t)}"
         time.sleep(0.5)
+    while True:
+        with connect(t, t.load_balancer) as lb:
+            states = haproxy_runtime.backend_states(lb, t)
+        if all(str(states.get(c, {}).get("status", "")).startswith("UP") for c in ("blue", "green")):
+            break
+        assert time.monotonic() < deadline, f"the colour backends are not both UP: {states}"
+        time.sleep(1)
+    set_active_color_in_file(t.project_dir, STACK, live_color(t))
 
 
 def emergency_rollback(project: Path) -> dict[str, Any]:
@@ -134,8 +144,8 @@ def read_until(proc: subprocess.Popen[str], needle: str, timeout: float) -> list
 
 
 def test_emergency_rollback_preempts_a_running_deploy_which_stops_and_restores(estate: Path) -> None:
+    wait_free(topology(estate))
     t = topology(estate)
-    wait_free(t)
     live = live_color(t)
     standby = other_color(live)
     host = t.app_host(standby)
@@ -171,8 +181,8 @@ def test_emergency_rollback_preempts_a_running_deploy_which_stops_and_restores(e
 
 
 def test_emergency_rollback_takes_over_the_lock_of_a_killed_process(estate: Path) -> None:
+    wait_free(topology(estate))
     t = topology(estate)
-    wait_free(t)
     live = live_color(t)
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
@@ -189,8 +199,8 @@ def test_emergency_rollback_takes_over_the_lock_of_a_killed_process(estate: Path
 
 def test_emergency_rollback_with_a_corrupt_journal_records_beside_it_and_the_next_command_folds_it(
         estate: Path) -> None:
+    wait_free(topology(estate))
     t = topology(estate)
-    wait_free(t)
     live = live_color(t)
     path = t.load_balancer.path(t.journal.path)
     original = journal_text(t)
@@ -237,8 +247,8 @@ def stopped(lab: Lab, what: str, t: Topology) -> Iterator[None]:
 
 @pytest.mark.parametrize("what", ["target app host's sshd", "fake PVE", "PostgreSQL"])
 def test_emergency_rollback_needs_only_the_load_balancer(lab: Lab, estate: Path, what: str) -> None:
+    wait_free(topology(estate))
     t = topology(estate)
-    wait_free(t)
     live = live_color(t)
     with stopped(lab, what, t):
         data = emergency_rollback(estate)
@@ -249,8 +259,8 @@ def test_emergency_rollback_needs_only_the_load_balancer(lab: Lab, estate: Path,
 
 def test_emergency_in_automation_mode_goes_direct_and_status_names_the_reconciling_command(
         estate: Path) -> None:
+    wait_free(topology(estate))
     t = topology(estate)
-    wait_free(t)
     live = live_color(t)
     auto = dataclasses.replace(t, switch=dataclasses.replace(t.switch, mode="automation"))
     result = em.run(auto, rollback=True)
@@ -298,8 +308,8 @@ class FlippingPulumi(FakePulumi):
 @pytest.mark.parametrize("case", ["success", "up fails", "concurrent update", "interrupt before flip",
                                   "interrupt after flip"])
 def test_the_automation_flip_ends_with_the_declared_colour_served(estate: Path, case: str) -> None:
+    wait_free(topology(estate))
     t = topology(estate)
-    wait_free(t)
     live = live_color(t)
     auto = dataclasses.replace(t, switch=dataclasses.replace(t.switch, mode="automation"))
     fake = FlippingPulumi(estate, fail_up={"up fails": (1, "error: update failed: boom"),
@@ -339,8 +349,8 @@ def test_the_automation_flip_ends_with_the_declared_colour_served(estate: Path, 
 ])
 def test_an_interrupted_deploy_restores_the_standby_and_records_the_step(
         estate: Path, signum: int, at: str) -> None:
+    wait_free(topology(estate))
     t = topology(estate)
-    wait_free(t)
     standby = other_color(live_color(t))
     host = t.app_host(standby)
     paths = cmd.AppPaths.of(t, host)
@@ -389,8 +399,8 @@ class _InterruptingRecord(Service):
 
 
 def test_sigterm_between_the_flip_and_the_journal_write_switches_back_and_records_both(estate: Path) -> None:
+    wait_free(topology(estate))
     t = topology(estate)
-    wait_free(t)
     live = live_color(t)
     em.raise_on_sigterm()
     try:
@@ -438,8 +448,8 @@ class _JournalWriteFails:
 
 def test_a_flip_whose_journal_write_fails_is_still_verified_watched_and_recorded_beside_it(
         estate: Path) -> None:
+    wait_free(topology(estate))
     t = topology(estate)
-    wait_free(t)
     live = live_color(t)
     failing = Service(t, executor_factory=lambda c: _JournalWriteFails(t, c))  # type: ignore[arg-type,return-value]
     result = failing.switch(direct=True, watch=True)
@@ -461,8 +471,8 @@ def journal_via_service(t: Topology) -> list[dict[str, Any]]:
 
 
 def test_two_processes_racing_for_the_lock_exactly_one_proceeds(estate: Path) -> None:
+    wait_free(topology(estate))
     t = topology(estate)
-    wait_free(t)
     live = live_color(t)
     # With the lab's 3 s watch the winner holds the lock long enough that the race is real.
     argv = [str(BLUEGREEN), "switch", "--direct", "--yes", "--json", "--stack", STACK,
@@ -477,8 +487,8 @@ def test_two_processes_racing_for_the_lock_exactly_one_proceeds(estate: Path) ->
 
 
 def test_a_forced_release_makes_the_running_deploy_stop_not_overwrite(estate: Path) -> None:
+    wait_free(topology(estate))
     t = topology(estate)
-    wait_free(t)
     standby = other_color(live_color(t))
     proc = subprocess.Popen([str(BLUEGREEN), "deploy", "--ref", "main", "--yes", "--no-snapshot",
                              "--stack", STACK, "--cwd", str(estate)],
