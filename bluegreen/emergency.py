@@ -540,19 +540,37 @@ def reconcile_command(t: Topology, live: str) -> str:
 # --------------------------------------------------------------------------- verify
 
 
-def served_by(url: str, timeout: float = 2.0) -> tuple[int | None, str | None, str | None]:
-    """One GET: (status, X-Served-By, error). Standard library only: this runs in the hot path."""
+class _Https(http.client.HTTPSConnection):
+    """HTTPS to an address, with SNI and certificate check for the public name (as a visitor)."""
+
+    def __init__(self, host: str, port: int | None, *, server_name: str | None, context: ssl.SSLContext,
+                 timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._sni = server_name
+        self._ctx = context
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._ctx.wrap_socket(self.sock, server_hostname=self._sni or self.host)
+
+
+def served_by(url: str, timeout: float = 2.0, *, ca_file: str | None = None,
+              server_name: str | None = None) -> tuple[int | None, str | None, str | None]:
+    """One GET: (status, X-Served-By, error). Standard library only: this runs in the hot path.
+    For https the certificate is verified for `server_name` (also sent as SNI and Host)."""
     parts = urlsplit(url)
     conn: http.client.HTTPConnection
-    port = parts.port
+    headers = {"Connection": "close"}
     if parts.scheme == "https":
-        conn = http.client.HTTPSConnection(parts.hostname or "", port, timeout=timeout,
-                                           context=ssl.create_default_context())
+        context = ssl.create_default_context(cafile=ca_file)
+        conn = _Https(parts.hostname or "", parts.port, server_name=server_name, context=context,
+                      timeout=timeout)
+        if server_name:
+            headers["Host"] = server_name
     else:
-        conn = http.client.HTTPConnection(parts.hostname or "", port, timeout=timeout)
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
     try:
-        conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
-                     headers={"Connection": "close"})
+        conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), headers=headers)
         response = conn.getresponse()
         response.read(2000)
         return response.status, response.getheader(SERVED_BY_HEADER), None
@@ -563,13 +581,16 @@ def served_by(url: str, timeout: float = 2.0) -> tuple[int | None, str | None, s
 
 
 def verify(t: Topology, color: str, *, deadline_s: float = VERIFY_DEADLINE_S) -> tuple[bool, str | None, float]:
-    """Ask the public frontend until `color` answers 2xx; (ok, last problem, ms to first answer)."""
+    """Ask the public frontend until `color` answers healthy; (ok, last problem, ms to first answer)."""
     url = f"{t.public_url}{t.app.health_path}"
+    expect = t.app.health_status
     started = time.perf_counter()
     problem: str | None = None
     while True:
-        status, who, error = served_by(url)
-        if status is not None and 200 <= status < 300 and who == color:
+        status, who, error = served_by(url, ca_file=t.haproxy.ca_file,
+                                       server_name=t.tls_server_name)
+        healthy = status is not None and (status == expect if expect else 200 <= status < 300)
+        if healthy and who == color:
             return True, None, (time.perf_counter() - started) * 1000
         problem = error or f"HTTP {status} from {who or 'an unnamed backend'}"
         if time.perf_counter() - started > deadline_s:

@@ -88,7 +88,8 @@ def journal(t: Topology) -> State:
 
 
 def served_by_public(t: Topology) -> str | None:
-    return em.served_by(f"{t.public_url}{t.app.health_path}")[1]
+    return em.served_by(f"{t.public_url}{t.app.health_path}", ca_file=t.haproxy.ca_file,
+                        server_name=t.tls_server_name)[1]
 
 
 def assert_true_state(project: Path, color: str, *, declared: str | None = None) -> None:
