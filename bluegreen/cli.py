@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from .errors import BlueGreenError, ConfigError
-from .progress import TerminalProgress
+from .progress import TerminalProgress, status_table
 from .sensitive import redact
 from .topology import Topology, load_stack
 
@@ -177,7 +177,11 @@ def cmd_config_check(args: argparse.Namespace, t: Topology, o: Output, _p: Termi
 def cmd_status(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
     report = _service(args, t, p).status()
     data = report.to_json()
-    o.result(data, format_status(data))
+    text = format_status(data)
+    table = None if o.as_json else status_table(data, o.err)  # rich on a terminal, else plain lines
+    if table is not None and "\ndatabase " in text:
+        text = table + "\n" + text[text.index("\ndatabase ") + 1:]
+    o.result(data, text)
     # The full report is always printed; the exit code tells scripts whether production is served.
     live_ok = report.live is not None and report.colors[report.live].healthy
     return 0 if live_ok else 1

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import commands as cmd
-from . import haproxy_runtime, health, migrations
+from . import events, haproxy_runtime, health, migrations
 from .errors import (
     BlueGreenError,
     ConfigError,
@@ -33,7 +33,7 @@ from .errors import (
 )
 from .executor import Executor, connect
 from .journal import JournalStore, LockManager, State
-from .metrics import render_metrics
+from .metrics import LOCK_METRICS_OPERATIONS, render_metrics, write_dump_metrics, write_lock_metrics
 from .progress import NullProgress, Progress
 from .pve import PveClient, snapshot_name
 from .sensitive import Sensitive, redact
@@ -192,6 +192,7 @@ class SwitchResult:
     rolled_back: bool = False
     reason: str | None = None
     error: str | None = None
+    sha: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "colour": self.color, "from": self.from_color,
@@ -232,7 +233,13 @@ class Service:
         """Hold the estate lock on its own connection: the heartbeat thread uses it while the
         operation's own connection may be dropped and reopened."""
         with self._on(self.t.load_balancer) as lock_ex, self._lock(lock_ex).hold(operation, self.who):
-            yield
+            if operation in LOCK_METRICS_OPERATIONS:  # for the stale-lock alert (metrics.py)
+                write_lock_metrics(lock_ex, self.t, held=True, operation=operation, holder=self.who)
+            try:
+                yield
+            finally:
+                if operation in LOCK_METRICS_OPERATIONS:
+                    write_lock_metrics(lock_ex, self.t, held=False, operation=operation, holder=self.who)
 
     def _journal(self, lb: Executor) -> JournalStore:
         return JournalStore(lb, self.t.load_balancer.path(self.t.journal.path))
@@ -242,7 +249,7 @@ class Service:
 
     def _write_state(self, lb: Executor, state: State, live: str) -> None:
         self._journal(lb).write(state)
-        metrics = render_metrics(state, live=live, generated_at=time.time())
+        metrics = render_metrics(state, live=live, generated_at=time.time(), declared=self.t.active_color)
         with contextlib.suppress(RemoteError):
             lb.put(self.t.load_balancer.path(self.t.journal.metrics_path), metrics,
                    step="write metrics", mode=0o644)
@@ -397,6 +404,7 @@ class Service:
         return DeployPlan(color=standby, host=t.app_host(standby).label, ref=ref, migrate=migrate,
                           allow_destructive=allow_destructive, live=live, steps=steps)
 
+    @events.emits_deploy
     def deploy(self, ref: str | None = None, *, migrate: bool = False,
                allow_destructive: bool = False, snapshot: bool = True) -> DeployResult:
         t = self.t
@@ -483,6 +491,7 @@ class Service:
                           emergency=emergency, path=self._switch_path(emergency, direct),
                           checks=checks, problems=problems)
 
+    @events.emits_switch
     def switch(self, *, emergency: bool = False, direct: bool = False, watch: bool = True,
                to_color: str | None = None, reason: str = "switch") -> SwitchResult:
         t = self.t
@@ -499,7 +508,7 @@ class Service:
             flip_ms = (time.monotonic() - flip_started) * 1000
             result = SwitchResult(ok=True, color=plan.to_color, from_color=plan.from_color,
                                   release=plan.release, path=plan.path, flip_ms=flip_ms,
-                                  verified=False, reason=reason)
+                                  verified=False, reason=reason, sha=plan.sha)
             with self.progress.step("verify new requests reach the new colour"):
                 result.verified = self._verify_serving(plan.to_color)
             why: str | None = None
@@ -519,8 +528,10 @@ class Service:
 
     def _switch_back(self, lb: Executor, plan: SwitchPlan, why: str, result: SwitchResult) -> None:
         self.progress.note(f"switching back to {plan.from_color}: {why}")
+        started = time.time()
         with self.progress.step(f"automatic switch back to {plan.from_color}"):
             self._flip(lb, plan.from_color, "direct" if plan.path == "automation" else plan.path)
+        events.switch_back(self, from_color=plan.to_color, to_color=plan.from_color, why=why, started=started)
         result.ok = False
         result.rolled_back = True
         result.error = f"switched back to {plan.from_color}: {why}"
@@ -752,6 +763,7 @@ class _DeployRun:
             with self.s.progress.step("back up the database", long=True):
                 db.run(cmd.dump_database(t, t.database_host, target), step="back up the database")
                 self.result.backup = target
+                write_dump_metrics(db, t, target)
                 db.run(cmd.prune_backups(t, t.database_host), step="prune backups")
         with self.s.progress.step(f"apply {len(pending)} migration(s)", long=True):
             ex.run(cmd.migrate(t, self.release), step="migrate")

@@ -12,6 +12,7 @@ from bluegreen.render.bootstrap import render_bootstrap
 from bluegreen.topology import Container, Topology, load_stack
 
 PROJECT = Path(__file__).resolve().parents[2]
+NODE_EXPORTER = "prometheus-node-exporter:prometheus-node-exporter"
 CASES = [(name, vmid) for name in ("prod", "lab") for vmid in (131, 132, 134, 136)]
 
 
@@ -50,9 +51,9 @@ def test_every_path_is_rooted_on_its_host(name: str, vmid: int) -> None:
 
 
 @pytest.mark.parametrize(("role", "packages"), [
-    ("database", ["/usr/lib/postgresql/15/bin/postgres:postgresql-15"]),
-    ("app", ["node:nodejs", "npm:npm", "git:git"]),
-    ("loadbalancer", ["haproxy:haproxy", "socat:socat"]),
+    ("database", ["/usr/lib/postgresql/15/bin/postgres:postgresql-15", NODE_EXPORTER]),
+    ("app", ["node:nodejs", "npm:npm", "git:git", NODE_EXPORTER]),
+    ("loadbalancer", ["haproxy:haproxy", "socat:socat", NODE_EXPORTER]),
 ])
 def test_packages_are_installed_only_when_their_command_is_missing(role: str, packages: list[str]) -> None:
     t = stack("prod")
@@ -73,6 +74,7 @@ def test_app_host_gets_its_release_layout_owned_by_the_deploy_user() -> None:
         "/opt/jw-attendant-scheduler/releases": ("jwapp", "0755"),
         "/opt/jw-attendant-scheduler/shared": ("jwapp", "0750"),
         "/opt/jw-attendant-scheduler/logs": ("jwapp", "0755"),
+        "/var/lib/prometheus/node-exporter": (),
     }
 
 
@@ -105,7 +107,22 @@ def test_database_host_gets_backup_and_socket_dirs_for_postgres() -> None:
     assert dirs_of(render_bootstrap(t, t.database_host)) == {
         "/var/backups/jw-attendant": ("postgres", "0700"),
         "/var/run/postgresql": ("postgres", "2775"),
+        "/var/lib/prometheus/node-exporter": (),
     }
+
+
+@pytest.mark.parametrize("vmid", [131, 132, 134, 136])
+def test_every_host_runs_the_node_exporter_on_its_own_address_with_the_textfile_dir(vmid: int) -> None:
+    t = stack("prod")
+    host = t.container(vmid)
+    script = render_bootstrap(t, host)
+    body = script[script.rindex("if [ -d /run/systemd/system ]; then"):]
+    expected = (f'ARGS="--web.listen-address={host.ip}:9100 '
+                '--collector.textfile.directory=/var/lib/prometheus/node-exporter"')
+    assert expected in body
+    assert "ensure_file /etc/default/prometheus-node-exporter" in body
+    assert "systemctl restart prometheus-node-exporter.service" in body
+    assert "systemctl enable --now prometheus-node-exporter.service" in body
 
 
 @pytest.mark.parametrize("user", ["Bad User", "x; rm -rf /", "", "-rf"])
