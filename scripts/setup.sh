@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in haproxy:haproxy sshd:openssh-server socat:socat git:git node:nodejs npm:npm ssh-keygen:openssh-client \
+for pair in haproxy:haproxy sshd:openssh-server socat:socat git:git node:nodejs npm:npm ssh-keygen:openssh-client jq:jq flock:util-linux \
             prometheus:prometheus promtool:prometheus prometheus-node-exporter:prometheus-node-exporter \
             prometheus-blackbox-exporter:prometheus-blackbox-exporter; do
   cmd=${pair%%:*}; pkg=${pair#*:}

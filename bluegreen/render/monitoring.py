@@ -49,23 +49,37 @@ def render_node_exporter_defaults(t: Topology, host: Container) -> str:
 
 
 def haproxy_metrics_target(t: Topology) -> str:
-    return t.monitoring.haproxy_metrics or f"{t.load_balancer.ip}:{t.haproxy.stats_port}"
+    """Where HAProxy's exporter listens: `monitoring.haproxyMetrics`, else the stats frontend on
+    the load balancer's private address (`haproxy.privateAddress`, else its address)."""
+    return t.monitoring.haproxy_metrics or f"{t.private_ip}:{t.haproxy.stats_port}"
+
+
+def _haproxy_job(t: Topology, password_file: str | None) -> dict[str, Any]:
+    job: dict[str, Any] = {"job_name": "haproxy", "metrics_path": "/metrics",
+                           "static_configs": [{"targets": [haproxy_metrics_target(t)],
+                                               "labels": {"host": t.load_balancer.name}}]}
+    if t.haproxy.stats_user is not None:
+        if password_file is None:
+            raise ConfigError("haproxy.statsAuth: the stats frontend asks for a password; give Prometheus "
+                              "the file holding it (render_prometheus_config(..., haproxy_password_file=PATH))")
+        job["basic_auth"] = {"username": t.haproxy.stats_user, "password_file": password_file}
+    return job
 
 
 def render_prometheus_config(t: Topology, *, rule_files: list[str] | None = None,
-                             alertmanagers: list[str] | None = None) -> str:
-    """prometheus.yml for the server the stack names in `monitoring.prometheus`."""
+                             alertmanagers: list[str] | None = None,
+                             haproxy_password_file: str | None = None) -> str:
+    """prometheus.yml for the server the stack names in `monitoring.prometheus`. The stats password
+    (when `haproxy.statsAuth` is set) stays in a file on the Prometheus host: only its path is here."""
     if t.monitoring.prometheus is None:
         raise ConfigError("monitoring.prometheus: the stack names no Prometheus server (expected host:port)")
     interval = _duration(t.monitoring.scrape_interval)
-    lb = t.load_balancer
     node_targets = [{"targets": [f"{c.ip}:{t.monitoring.node_exporter_port}"],
                      "labels": {"host": c.name, "role": c.role, **({"color": c.color} if c.color else {})}}
                     for c in t.containers]
     jobs: list[dict[str, Any]] = [
         {"job_name": "prometheus", "static_configs": [{"targets": [t.monitoring.prometheus]}]},
-        {"job_name": "haproxy", "metrics_path": "/metrics",
-         "static_configs": [{"targets": [haproxy_metrics_target(t)], "labels": {"host": lb.name}}]},
+        _haproxy_job(t, haproxy_password_file),
         {"job_name": "node", "static_configs": node_targets},
     ]
     if t.monitoring.blackbox is not None:

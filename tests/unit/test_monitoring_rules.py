@@ -95,11 +95,12 @@ def test_lab_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     doc = yaml.safe_load(config.read_text())
     jobs = {j["job_name"]: j for j in doc["scrape_configs"]}
     assert set(jobs) == {"prometheus", "haproxy", "node", "app_health"}
-    assert jobs["haproxy"]["static_configs"][0]["targets"] == ["127.0.3.26:8404"]
+    assert jobs["haproxy"]["static_configs"][0]["targets"] == [f"{t.private_ip}:8404"]
+    assert "basic_auth" not in jobs["haproxy"]
     assert [c["targets"][0] for c in jobs["node"]["static_configs"]] == [
         "127.0.3.21:9100", "127.0.3.22:9100", "127.0.3.24:9100", "127.0.3.26:9100"]
     assert [c["targets"][0] for c in jobs["app_health"]["static_configs"]] == [
-        "http://127.0.3.22:3000/api/health", "http://127.0.3.24:3000/api/health"]
+        f"http://127.0.3.22:3000{t.app.health_path}", f"http://127.0.3.24:3000{t.app.health_path}"]
     assert {"target_label": "__address__", "replacement": "127.0.3.30:9115"} in jobs["app_health"]["relabel_configs"]
     assert doc["global"]["scrape_interval"] == "2s"
 
@@ -114,6 +115,19 @@ def test_prometheus_config_follows_an_internal_haproxy_exporter_and_an_alertmana
     assert "app_health" not in jobs
     assert doc["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["127.0.3.30:9093"]
     assert doc["global"]["scrape_interval"] == "15s"
+
+
+def test_stats_basic_auth_reaches_prometheus_as_a_password_file_only() -> None:
+    t = load_stack(PROJECT, "lab")
+    t = dataclasses.replace(t, haproxy=dataclasses.replace(t.haproxy, stats_user="metrics",
+                                                           stats_password_hash="$6$salt$hash"))
+    with pytest.raises(ConfigError, match=r"haproxy\.statsAuth"):
+        render_prometheus_config(t)
+    text = render_prometheus_config(t, haproxy_password_file="/etc/prometheus/haproxy-stats.password")
+    jobs = {j["job_name"]: j for j in yaml.safe_load(text)["scrape_configs"]}
+    assert jobs["haproxy"]["basic_auth"] == {"username": "metrics",
+                                             "password_file": "/etc/prometheus/haproxy-stats.password"}
+    assert "$6$" not in text
 
 
 def test_a_stack_without_a_prometheus_server_says_which_key_to_set() -> None:

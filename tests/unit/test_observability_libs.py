@@ -15,7 +15,14 @@ from bluegreen.errors import ConfigError, ValidationError
 from bluegreen.journal import State
 from bluegreen.metrics import render_dump_metrics, render_lock_metrics, render_metrics, textfile_path
 from bluegreen.progress import TerminalProgress, status_table
-from bluegreen.topology import config_getter, from_config, load_stack, read_stack_config, set_active_color_in_file
+from bluegreen.topology import (
+    config_getter,
+    from_config,
+    load_stack,
+    other_color,
+    read_stack_config,
+    set_active_color_in_file,
+)
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -64,12 +71,14 @@ def test_active_colour_edit_changes_one_value_and_keeps_comments_and_layout(tmp_
     for stack in ("lab", "prod"):
         shutil.copy(PROJECT / "stacks" / f"Pulumi.{stack}.yaml", tmp_path / "stacks")
         before = (tmp_path / "stacks" / f"Pulumi.{stack}.yaml").read_text()
-        set_active_color_in_file(tmp_path, stack, "green")
+        declared = load_stack(tmp_path, stack).active_color
+        flipped = other_color(declared)
+        set_active_color_in_file(tmp_path, stack, flipped)
         after = (tmp_path / "stacks" / f"Pulumi.{stack}.yaml").read_text()
         changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
-        assert changed == [("  bluegreen:activeColor: blue", "  bluegreen:activeColor: green")]
-        assert load_stack(tmp_path, stack).active_color == "green"
-        set_active_color_in_file(tmp_path, stack, "blue")
+        assert changed == [(f"  bluegreen:activeColor: {declared}", f"  bluegreen:activeColor: {flipped}")]
+        assert load_stack(tmp_path, stack).active_color == flipped
+        set_active_color_in_file(tmp_path, stack, declared)
         assert (tmp_path / "stacks" / f"Pulumi.{stack}.yaml").read_text() == before
 
 
