@@ -24,6 +24,7 @@ from bluegreen.lab.lab import Lab
 from bluegreen.lab.monitoring import events_record, start_monitoring, stop_receiver
 from bluegreen.lab.receiver import read_events
 from bluegreen.progress import RecordingProgress, StepRecord
+from bluegreen.render.monitoring import haproxy_metrics_target
 from bluegreen.service import Service
 from bluegreen.topology import Topology, load_stack, other_color
 
@@ -111,7 +112,7 @@ def estate(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estat
 
 def test_prometheus_reports_every_target_up(estate: Estate) -> None:
     t = estate.topology()
-    expected = {("prometheus", t.monitoring.prometheus), ("haproxy", f"{t.load_balancer.ip}:{t.haproxy.stats_port}")}
+    expected = {("prometheus", t.monitoring.prometheus), ("haproxy", haproxy_metrics_target(t))}
     expected |= {("node", f"{c.ip}:{t.monitoring.node_exporter_port}") for c in t.containers}
     expected |= {("app_health", f"http://{c.ip}:{t.app.port}{t.app.health_path}") for c in t.app_hosts.values()}
 
