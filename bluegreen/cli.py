@@ -11,12 +11,13 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from .errors import BlueGreenError, ConfigError
-from .progress import TerminalProgress
+from .progress import TerminalProgress, status_table
 from .sensitive import redact
 from .topology import Topology, load_stack
 
@@ -184,7 +185,11 @@ def cmd_config_check(args: argparse.Namespace, t: Topology, o: Output, _p: Termi
 def cmd_status(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
     report = _service(args, t, p).status()
     data = report.to_json()
-    o.result(data, format_status(data))
+    text = format_status(data)
+    table = None if o.as_json else status_table(data, o.err)  # rich on a terminal, else plain lines
+    if table is not None and "\ndatabase " in text:
+        text = table + "\n" + text[text.index("\ndatabase ") + 1:]
+    o.result(data, text)
     # The full report is always printed; the exit code tells scripts whether production is served.
     live_ok = report.live is not None and report.colors[report.live].healthy
     return 0 if live_ok else 1
@@ -252,12 +257,18 @@ def cmd_deploy(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProg
 
 def _emergency(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress, *, rollback: bool) -> int:
     """Straight to the load balancer: no service layer, no plan round trips (bluegreen/emergency.py)."""
-    from .emergency import run
+    from .emergency import default_holder, run
 
     what = "roll back" if rollback else "switch"
     confirm(f"EMERGENCY: {what} live traffic to the other colour, no checks?", yes=args.yes,
             stdin=sys.stdin, err=o.err)
+    started = time.time()
     result = run(t, rollback=rollback, progress=p)
+    if t.events.webhooks:  # imported only when needed: the emergency path stays light
+        from .events import publish, switch_event, switch_kind
+
+        publish(t, switch_event(switch_kind(emergency=True, reason="rollback" if rollback else "switch"), t,
+                                default_holder(), started, time.time(), emergency=True, result=result))
     data = result.to_json()
     if result.reconcile:
         o.say(f"the stack still declares {result.declared}; reconcile with: {result.reconcile}")

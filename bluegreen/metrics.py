@@ -1,93 +1,173 @@
-"""Deploy and switch metrics in Prometheus text exposition format, for node_exporter's textfile
-collector (`journal.metricsPath` on the HAProxy host). Pure: the caller writes the text with
-`executor.put`, whose tmp-and-rename keeps the collector from reading half a file.
+"""Deploy, switch, lock and dump metrics for node_exporter's textfile collector, rendered by
+prometheus_client (a registry of metric families and its text exposition) rather than by hand.
+
+The renderers are pure and return text; it is written with `executor.put` (two small helpers at
+the end do that for the lock and dump files), whose tmp-and-rename
+keeps the collector from reading half a file. Three files, because three moments write them:
+- `journal.metricsPath` (`bluegreen.prom`) on the HAProxy host: the journal, after every record;
+- `bluegreen_lock.prom` next to it: the estate lock, when an operation takes and releases it;
+- `bluegreen_dump.prom` in the same directory on the database host: the last good pre-migration dump.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import posixpath
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
-from .errors import ConfigError
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .errors import BlueGreenError, ConfigError
 from .journal import DEPLOY_RESULTS, State, parse_iso
-from .topology import COLORS
+from .topology import COLORS, Container, Topology
+
+if TYPE_CHECKING:
+    from .executor import Executor
+
+log = logging.getLogger("bluegreen.metrics")
+
+LOCK_FILE = "bluegreen_lock.prom"
+DUMP_FILE = "bluegreen_dump.prom"
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class _Families(Collector):
+    """A fixed set of families, collected once into a private registry (no process metrics)."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        # A family with nothing to report (no deploy yet) is left out rather than shown empty.
+        yield from (f for f in self.families if f.samples)
 
 
-def _labels(**labels: str) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+def _exposition(families: Iterable[Metric]) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return generate_latest(registry).decode()
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+def _check_color(value: str, what: str) -> None:
+    if value not in COLORS:
+        raise ConfigError(f"unknown {what} colour {value!r} (expected one of {', '.join(COLORS)})")
 
 
-class _Family:
-    def __init__(self, name: str, kind: str, help_text: str) -> None:
-        self.header = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-        self.samples: list[str] = []
-        self.name = name
-
-    def sample(self, value: float, **labels: str) -> None:
-        self.samples.append(f"{self.name}{_labels(**labels)} {_number(value)}")
-
-
-def render_metrics(state: State, *, live: str, generated_at: float) -> str:
+def render_metrics(state: State, *, live: str, generated_at: float, declared: str | None = None) -> str:
     """The journal as metrics. `live` is the colour HAProxy actually routes to (it can differ from
-    the journal's `prod` after an emergency switch or drift), `generated_at` is epoch seconds."""
-    if live not in COLORS:
-        raise ConfigError(f"unknown live colour {live!r} (expected one of {', '.join(COLORS)})")
-    families: list[_Family] = []
+    the journal's `prod` after an emergency switch or drift), `declared` the stack's `activeColor`,
+    `generated_at` is epoch seconds."""
+    _check_color(live, "live")
+    families: list[Metric] = []
 
-    def family(name: str, kind: str, help_text: str) -> _Family:
-        families.append(_Family(name, kind, help_text))
-        return families[-1]
-
-    live_color = family("bluegreen_live_color", "gauge", "1 for the colour HAProxy routes live traffic to.")
+    live_color = GaugeMetricFamily("bluegreen_live_color", "1 for the colour HAProxy routes live traffic to.",
+                                   labels=["color"])
     for color in COLORS:
-        live_color.sample(1 if color == live else 0, color=color)
+        live_color.add_metric([color], 1 if color == live else 0)
+    families.append(live_color)
 
-    family("bluegreen_switch_total", "counter",
-           "Switches of the live colour recorded in the journal.").sample(state.switch_count)
+    if declared is not None:
+        _check_color(declared, "declared")
+        declared_color = GaugeMetricFamily("bluegreen_declared_color",
+                                           "1 for the colour the stack file declares live (activeColor).",
+                                           labels=["color"])
+        for color in COLORS:
+            declared_color.add_metric([color], 1 if color == declared else 0)
+        families.append(declared_color)
 
-    last_switch = family("bluegreen_last_switch_timestamp_seconds", "gauge",
-                         "When the live colour last changed (Unix time).")
+    families.append(CounterMetricFamily("bluegreen_switch", "Switches of the live colour recorded in the journal.",
+                                        value=state.switch_count))
+
+    last_switch = GaugeMetricFamily("bluegreen_last_switch_timestamp_seconds",
+                                    "When the live colour last changed (Unix time).")
     switched_at = parse_iso(state.last_switch) if state.last_switch else None
     if switched_at is not None:
-        last_switch.sample(switched_at)
+        last_switch.add_metric([], switched_at)
+    families.append(last_switch)
 
-    duration = family("bluegreen_last_deploy_duration_seconds", "gauge",
-                      "How long the last deploy to each colour took.")
-    success = family("bluegreen_last_deploy_success", "gauge",
-                     "1 if the last deploy to each colour succeeded, 0 if it failed.")
-    deployed_at = family("bluegreen_last_deploy_timestamp_seconds", "gauge",
-                         "When the last deploy to each colour happened (Unix time).")
+    duration = GaugeMetricFamily("bluegreen_last_deploy_duration_seconds",
+                                 "How long the last deploy to each colour took.", labels=["color"])
+    success = GaugeMetricFamily("bluegreen_last_deploy_success",
+                                "1 if the last deploy to each colour succeeded, 0 if it failed.", labels=["color"])
+    deployed_at = GaugeMetricFamily("bluegreen_last_deploy_timestamp_seconds",
+                                    "When the last deploy to each colour happened (Unix time).", labels=["color"])
     for color in COLORS:
         last = state.last_deploy(color)
         if last is None:
             continue
-        duration.sample(last.duration_ms / 1000, color=color)
-        success.sample(1 if last.ok else 0, color=color)
+        duration.add_metric([color], last.duration_ms / 1000)
+        success.add_metric([color], 1 if last.ok else 0)
         when = parse_iso(last.when)
         if when is not None:
-            deployed_at.sample(when, color=color)
+            deployed_at.add_metric([color], when)
+    families += [duration, success, deployed_at]
 
-    deploys = family("bluegreen_deploys_total", "counter", "Deploys per colour and result.")
+    deploys = CounterMetricFamily("bluegreen_deploys", "Deploys per colour and result.", labels=["color", "result"])
     totals = state.deploy_totals()
     for color in COLORS:
         for result in DEPLOY_RESULTS:
-            deploys.sample(totals.get(color, {}).get(result, 0), color=color, result=result)
+            deploys.add_metric([color, result], totals.get(color, {}).get(result, 0))
+    families.append(deploys)
 
-    family("bluegreen_metrics_generated_timestamp_seconds", "gauge",
-           "When this file was written (Unix time); an old value means nobody refreshes it.").sample(
-        generated_at)
-    return _join(families)
+    families.append(GaugeMetricFamily(
+        "bluegreen_metrics_generated_timestamp_seconds",
+        "When this file was written (Unix time); an old value means nobody refreshes it.", value=generated_at))
+    return _exposition(families)
 
 
-def _join(families: Iterable[_Family]) -> str:
-    # A family with nothing to report (no deploy yet) is left out rather than shown empty.
-    return "".join(line + "\n" for f in families if f.samples for line in (*f.header, *f.samples))
+def render_lock_metrics(*, held: bool, operation: str | None, holder: str | None, since: float | None,
+                        generated_at: float) -> str:
+    """The estate lock: held or not, by whom, since when. A tool that dies holding the lock leaves
+    `held 1` with an old `since`, which is what the stale-lock alert looks for."""
+    held_family = GaugeMetricFamily("bluegreen_lock_held", "1 while an operation holds the estate lock.",
+                                    labels=["operation", "holder"])
+    held_family.add_metric([operation or "", holder or ""] if held else ["", ""], 1 if held else 0)
+    since_family = GaugeMetricFamily("bluegreen_lock_acquired_timestamp_seconds",
+                                     "When the current holder took the estate lock (Unix time).")
+    if held and since is not None:
+        since_family.add_metric([], since)
+    written = GaugeMetricFamily("bluegreen_lock_metrics_generated_timestamp_seconds",
+                                "When the lock metrics were written (Unix time).", value=generated_at)
+    return _exposition([held_family, since_family, written])
+
+
+def render_dump_metrics(*, path: str, taken_at: float) -> str:
+    """The last good pre-migration dump of the database (written once `pg_dump` succeeded)."""
+    family = GaugeMetricFamily("bluegreen_db_dump_last_success_timestamp_seconds",
+                               "When the last good pre-migration database dump finished (Unix time).",
+                               labels=["file"])
+    family.add_metric([posixpath.basename(path)], taken_at)
+    return _exposition([family])
+
+
+def textfile_path(t: Topology, host: Container, name: str) -> str:
+    """A file in the textfile collector directory of `host` (the directory of `journal.metricsPath`)."""
+    return host.path(posixpath.join(posixpath.dirname(t.journal.metrics_path), name))
+
+
+# Operations long enough that a crash inside them is worth an alert on the lock they hold. Quick
+# switches and emergency flips do not pay two extra SSH round trips for it.
+LOCK_METRICS_OPERATIONS = frozenset({"deploy", "rebuild standby", "rollback --snapshot"})
+
+
+def write_lock_metrics(ex: Executor, t: Topology, *, held: bool, operation: str, holder: str) -> None:
+    """Write the lock's metrics on the HAProxy host (atomically, through `ex.put`); a failure is
+    logged, never raised: metrics must not fail the operation they describe."""
+    now = time.time()
+    text = render_lock_metrics(held=held, operation=operation, holder=holder, since=now, generated_at=now)
+    try:
+        ex.put(textfile_path(t, t.load_balancer, LOCK_FILE), text, step="write lock metrics", mode=0o644)
+    except BlueGreenError as exc:
+        log.warning("could not write the lock metrics: %s", exc)
+
+
+def write_dump_metrics(ex: Executor, t: Topology, path: str) -> None:
+    """Record a good pre-migration dump on the database host (its node exporter serves it)."""
+    text = render_dump_metrics(path=path, taken_at=time.time())
+    try:
+        ex.put(textfile_path(t, t.database_host, DUMP_FILE), text, step="write dump metrics", mode=0o644)
+    except BlueGreenError as exc:
+        log.warning("could not write the dump metrics: %s", exc)

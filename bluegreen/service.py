@@ -23,7 +23,7 @@ from typing import Any
 
 from . import commands as cmd
 from . import emergency as em
-from . import haproxy_runtime, health, migrations
+from . import events, haproxy_runtime, health, migrations
 from .errors import (
     BlueGreenError,
     ConfigError,
@@ -35,7 +35,7 @@ from .errors import (
 )
 from .executor import Executor, connect
 from .journal import JournalStore, LockManager, State
-from .metrics import render_metrics
+from .metrics import LOCK_METRICS_OPERATIONS, render_metrics, write_dump_metrics, write_lock_metrics
 from .progress import NullProgress, Progress
 from .pve import PveClient, snapshot_name
 from .sensitive import Sensitive, redact
@@ -198,6 +198,7 @@ class SwitchResult:
     rolled_back: bool = False
     reason: str | None = None
     error: str | None = None
+    sha: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "colour": self.color, "from": self.from_color,
@@ -275,10 +276,14 @@ class Service:
             manager = self._lock(lock_ex)
             with manager.hold(operation, self.who):
                 self._held_lock = manager
+                if operation in LOCK_METRICS_OPERATIONS:  # for the stale-lock alert (metrics.py)
+                    write_lock_metrics(lock_ex, self.t, held=True, operation=operation, holder=self.who)
                 try:
                     yield
                 finally:
                     self._held_lock = None
+                    if operation in LOCK_METRICS_OPERATIONS:
+                        write_lock_metrics(lock_ex, self.t, held=False, operation=operation, holder=self.who)
 
     _held_lock: LockManager | None = None
 
@@ -300,7 +305,7 @@ class Service:
         self._journal(lb).write(state)
         with contextlib.suppress(RemoteError):
             em.clear_pending(lb, self.t.load_balancer.path(self.t.journal.path), state)
-        metrics = render_metrics(state, live=live, generated_at=time.time())
+        metrics = render_metrics(state, live=live, generated_at=time.time(), declared=self.t.active_color)
         with contextlib.suppress(RemoteError):
             lb.put(self.t.load_balancer.path(self.t.journal.metrics_path), metrics,
                    step="write metrics", mode=0o644)
@@ -463,6 +468,7 @@ class Service:
         return DeployPlan(color=standby, host=t.app_host(standby).label, ref=ref, migrate=migrate,
                           allow_destructive=allow_destructive, live=live, steps=steps)
 
+    @events.emits_deploy
     def deploy(self, ref: str | None = None, *, migrate: bool = False,
                allow_destructive: bool = False, snapshot: bool = True) -> DeployResult:
         t = self.t
@@ -572,6 +578,7 @@ class Service:
                           emergency=emergency, path=self._switch_path(emergency, direct),
                           checks=checks, problems=problems)
 
+    @events.emits_switch
     def switch(self, *, emergency: bool = False, direct: bool = False, watch: bool = True,
                to_color: str | None = None, reason: str = "switch") -> SwitchResult:
         t = self.t
@@ -588,7 +595,7 @@ class Service:
             self._check_lock()
             result = SwitchResult(ok=True, color=plan.to_color, from_color=plan.from_color,
                                   release=plan.release, path=plan.path, flip_ms=0.0,
-                                  verified=False, reason=reason)
+                                  verified=False, reason=reason, sha=plan.sha)
             recorded = False
             try:
                 flip_started = time.monotonic()
@@ -672,8 +679,10 @@ class Service:
 
     def _switch_back(self, lb: Executor, plan: SwitchPlan, why: str, result: SwitchResult) -> None:
         self.progress.note(f"switching back to {plan.from_color}: {why}")
+        started = time.time()
         with self.progress.step(f"automatic switch back to {plan.from_color}"):
             self._flip(lb, plan.from_color, "direct" if plan.path == "automation" else plan.path)
+        events.switch_back(self, from_color=plan.to_color, to_color=plan.from_color, why=why, started=started)
         result.ok = False
         result.rolled_back = True
         result.error = f"switched back to {plan.from_color}: {why}"
@@ -953,6 +962,7 @@ class _DeployRun:
             with self.s.progress.step("back up the database", long=True):
                 db.run(cmd.dump_database(t, t.database_host, target), step="back up the database")
                 self.result.backup = target
+                write_dump_metrics(db, t, target)
                 db.run(cmd.prune_backups(t, t.database_host), step="prune backups")
         with self.s.progress.step(f"apply {len(pending)} migration(s)", long=True):
             ex.run(cmd.migrate(t, self.release), step="migrate")

@@ -7,17 +7,20 @@ every problem with its key path and raises one `ValidationError` listing them al
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError as RuamelYAMLError
 
 from .ctsettings import KEYS as SETTINGS_KEYS
 from .ctsettings import ContainerSettings, read_settings
@@ -184,6 +187,38 @@ class JournalSettings:
 
 
 @dataclass(frozen=True)
+class MonitoringSettings:
+    """`bluegreen:monitoring`: the Prometheus server that scrapes the estate (optional) and the
+    exporters it scrapes. `prometheus`/`blackbox` are `host:port`; None when the stack names none."""
+
+    prometheus: str | None
+    blackbox: str | None
+    node_exporter_port: int
+    scrape_interval: float
+    haproxy_metrics: str | None = None  # host:port of HAProxy's exporter; default the LB's stats port
+
+
+@dataclass(frozen=True)
+class Webhook:
+    name: str
+    url: str | None  # plain URL from the stack file, or None when read from url_env/url_file
+    url_env: str | None = None
+    url_file: str | None = None
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    """`bluegreen:events`: webhooks that get one JSON event per operation, and local hook scripts."""
+
+    webhooks: tuple[Webhook, ...] = ()
+    timeout: float = 2.0
+    retries: int = 3
+    pre_deploy: str | None = None
+    post_switch: str | None = None
+    hook_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
 class Topology:
     stack: str
     project_dir: str
@@ -199,6 +234,9 @@ class Topology:
     environment: str = field(default="production")
     # Host configuration may restart a serving HAProxy or PostgreSQL (`bluegreen:allowRestart`).
     allow_restart: bool = False
+    monitoring: MonitoringSettings = field(
+        default_factory=lambda: MonitoringSettings(None, None, 9100, 15.0))
+    events: EventSettings = field(default_factory=EventSettings)
 
     @property
     def database_host(self) -> Container:
@@ -551,6 +589,9 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         history_keep=r.num(jn, "historyKeep", "journal", 200, minimum=1),
     )
 
+    monitoring = _read_monitoring(r, get("monitoring"))
+    events = _read_events(r, get("events"), resolve)
+
     active = get("activeColor")
     if active is None:
         r.problem("activeColor", f"is required (expected one of {', '.join(COLORS)})")
@@ -567,6 +608,68 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         proxmox=proxmox, ssh=ssh, app=app, database=database, haproxy=haproxy, switch=switch,
         journal=journal, environment=str(get("environment") or "production"),
         allow_restart=allow_restart,
+        monitoring=monitoring, events=events,
+    )
+
+
+def _host_port(r: _Reader, m: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = r.opt_str(m, key, path)
+    if value is None:
+        return None
+    host, _, port = value.rpartition(":")
+    try:
+        ipaddress.IPv4Address(host)
+        ok = port.isdigit() and 0 < int(port) < 65536
+    except ValueError:
+        ok = False
+    if not ok:
+        r.problem(f"{path}.{key}", f"expected an IPv4 address and port like 10.92.3.30:9090, got {value!r}")
+        return None
+    return value
+
+
+def _read_monitoring(r: _Reader, raw: Any) -> MonitoringSettings:
+    m = r.obj(raw, "monitoring")
+    return MonitoringSettings(
+        prometheus=_host_port(r, m, "prometheus", "monitoring"),
+        blackbox=_host_port(r, m, "blackboxExporter", "monitoring"),
+        node_exporter_port=r.num(m, "nodeExporterPort", "monitoring", 9100, minimum=1),
+        scrape_interval=r.num(m, "scrapeInterval", "monitoring", 15.0, integer=False, minimum=1),
+        haproxy_metrics=_host_port(r, m, "haproxyMetrics", "monitoring"),
+    )
+
+
+def _read_events(r: _Reader, raw: Any, resolve: Callable[[str | None], str | None]) -> EventSettings:
+    m = r.obj(raw, "events")
+    hooks = r.obj(m.get("hooks"), "events.hooks")
+    webhooks: list[Webhook] = []
+    items = m.get("webhooks")
+    if items is not None and not isinstance(items, list):
+        r.problem("events.webhooks", f"expected a list, got {_kind(items)}")
+        items = []
+    for i, item in enumerate(items or []):
+        path = f"events.webhooks[{i}]"
+        w = r.obj(item, path)
+        if isinstance(w.get("url"), Mapping) and set(w["url"]) == {"secure"}:
+            r.problem(f"{path}.url", "is encrypted (only the Pulumi engine can read it): "
+                                     "give the URL in an environment variable (urlEnv) or a file (urlFile)")
+            continue
+        url = r.opt_str(w, "url", path)
+        url_env = r.opt_str(w, "urlEnv", path)
+        url_file = resolve(r.opt_str(w, "urlFile", path))
+        if sum(v is not None for v in (url, url_env, url_file)) != 1:
+            r.problem(path, "expected exactly one of url, urlEnv, urlFile")
+        if url is not None and not re.match(r"^https?://[^\s/]+", url):
+            r.problem(f"{path}.url", "expected an http:// or https:// URL")
+        webhooks.append(Webhook(name=r.str_(w, "name", path, f"webhook-{i}"), url=url,
+                                url_env=url_env, url_file=url_file))
+    return EventSettings(
+        webhooks=tuple(webhooks),
+        timeout=r.num(m, "timeout", "events", 2.0, integer=False, minimum=0.1),
+        retries=r.num(m, "retries", "events", 3),
+        pre_deploy=resolve(r.opt_str(hooks, "preDeploy", "events.hooks")),
+        post_switch=resolve(r.opt_str(hooks, "postSwitch", "events.hooks")),
+        hook_timeout=r.num(hooks, "timeout", "events.hooks", 60.0, integer=False, minimum=1),
     )
 
 
@@ -757,15 +860,33 @@ def load_stack(project_dir: str | os.PathLike[str], stack: str) -> Topology:
 
 
 def set_active_color_in_file(project_dir: str | os.PathLike[str], stack: str, color: str) -> None:
-    """Record the live colour in the stack file, changing only that line (comments survive)."""
+    """Record the live colour in the stack file through a round-trip YAML edit (ruamel.yaml): the
+    value changes, comments, key order and quoting elsewhere stay as they were."""
     if color not in COLORS:
         raise ConfigError(f"unknown colour {color!r}")
     path = stack_file(project_dir, stack)
-    text = path.read_text()
-    pattern = re.compile(rf"^(\s*{NAMESPACE}:activeColor:\s*)(\S+)(.*)$", re.M)
-    if not pattern.search(text):
-        raise ConfigError(f"{path}: no '{NAMESPACE}:activeColor' line to update")
-    new = pattern.sub(lambda m: f"{m.group(1)}{color}{m.group(3)}", text, count=1)
+    key = f"{NAMESPACE}:activeColor"
+    rt = _round_trip_yaml()
+    try:
+        data = rt.load(path.read_text())
+    except (OSError, RuamelYAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read it to record the live colour: {exc}") from None
+    config = data.get("config") if isinstance(data, Mapping) else None
+    if not isinstance(config, MutableMapping) or key not in config:
+        raise ConfigError(f"{path}: no '{key}' line to update")
+    if config[key] == color:
+        return
+    config[key] = color
+    out = io.StringIO()
+    rt.dump(data, out)
     tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(new)
+    tmp.write_text(out.getvalue())
     os.replace(tmp, path)
+
+
+def _round_trip_yaml() -> YAML:
+    rt = YAML(typ="rt")
+    rt.preserve_quotes = True
+    rt.width = 4096  # never re-wrap long flow mappings (the container lines)
+    rt.indent(mapping=2, sequence=4, offset=2)  # the layout of the stack files in stacks/
+    return rt

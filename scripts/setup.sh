@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Install everything the lab and the tests need, skipping what is already there (safe to re-run).
-# Debian packages: haproxy, openssh-server, socat, PostgreSQL 15, Node.js, git; PM2 from npm;
+# Debian packages: haproxy, openssh-server, socat, PostgreSQL 15, Node.js, git, prometheus (with promtool),
+# prometheus-node-exporter and prometheus-blackbox-exporter (the lab's monitoring); PM2 from npm;
 # the Python venv with the project and its test dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in haproxy:haproxy sshd:openssh-server socat:socat git:git node:nodejs npm:npm ssh-keygen:openssh-client jq:jq flock:util-linux; do
+for pair in haproxy:haproxy sshd:openssh-server socat:socat git:git node:nodejs npm:npm ssh-keygen:openssh-client jq:jq flock:util-linux \
+            prometheus:prometheus promtool:prometheus prometheus-node-exporter:prometheus-node-exporter \
+            prometheus-blackbox-exporter:prometheus-blackbox-exporter; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done
@@ -27,7 +30,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv" >&2
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import bluegreen, fakepve, pytest, pulumi_proxmoxve, mcp" >/dev/null 2>&1 \
+if ! .venv/bin/python -c "import bluegreen, fakepve, pytest, pulumi_proxmoxve, mcp, rich, ruamel.yaml, prometheus_client" >/dev/null 2>&1 \
    || [ pyproject.toml -nt .venv/.installed ]; then
   echo "setup: installing the project into .venv" >&2
   .venv/bin/pip install -q --upgrade pip >/dev/null

@@ -99,6 +99,11 @@ def run(clients: int = 16) -> int:
                                 f"{t.private_ip}:{t.haproxy.stats_port}/metrics"}[host.role]
         out.write(f"  CT {host.vmid} {host.name:<12} {host.ip:<11} sshd :{t.ssh.port}, {what}, "
                   f"root {host.root}\n")
+    if t.monitoring.prometheus:  # what the lab's Prometheus saw of the cutover
+        out.write(f"\nMonitoring (docs/MONITORING.md): Prometheus http://{t.monitoring.prometheus}/ "
+                  f"(graph `max by (color) (bluegreen_live_color)` to see the cutover, alerts at /alerts, "
+                  f"targets at /targets); dashboard monitoring/dashboards/bluegreen.json; deployment events "
+                  f"received in {info.lab_dir}/monitoring/events.jsonl\n")
     out.write("\nTry: .venv/bin/bluegreen status --stack lab    |    make lab-down to stop it all\n")
     return 0 if not load.failures else 1
 

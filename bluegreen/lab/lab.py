@@ -31,6 +31,7 @@ from ..executor import Executor, SshExecutor, connect, known_hosts_line, trust_h
 from ..providers import apply_estate, pm2_home
 from ..sensitive import Sensitive
 from ..topology import Container, Topology, load_stack
+from .monitoring import start_monitoring
 from .pve import start_fakepve
 from .repo import build_sample_repo
 from .services import (
@@ -153,6 +154,11 @@ def check_loopback_only(t: Topology) -> None:
         endpoint_ok = False
     if not endpoint_ok:
         outside.append(f"proxmox endpoint {t.proxmox.endpoint}")
+    for key, address in (("monitoring.prometheus", t.monitoring.prometheus),
+                         ("monitoring.blackboxExporter", t.monitoring.blackbox),
+                         *((f"webhook {w.name}", urlsplit(w.url).hostname) for w in t.events.webhooks if w.url)):
+        if address and not address.startswith("127."):
+            outside.append(f"{key} {address}")
     if outside:
         raise ConfigError(f"stack {t.stack!r} is not a lab stack: {', '.join(outside)} "
                           f"not on 127.0.0.0/8 (the lab only runs on loopback addresses)")
@@ -360,6 +366,9 @@ class Lab:
             raise LabError(f"HAProxy is not running after applying the estate: {haproxy.pid_file} names "
                            f"no live process whose command line contains {haproxy.expect}")
         note(haproxy, haproxy_was_running)
+        for process, listen in start_monitoring(p.root, t, self.project_dir):  # Prometheus & co.
+            self._register(process, listen)
+            note(process, previous.get(process.name, False))
         log.info("lab up: %d started, %d reused", len(started), len(reused))
         return LabInfo(lab_dir=str(p.root), stack=t.stack, public_url=t.public_url,
                        preview_url=t.preview_url, proxmox_endpoint=t.proxmox.endpoint,

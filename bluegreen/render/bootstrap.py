@@ -15,6 +15,7 @@ import shlex
 from ..errors import ConfigError
 from ..topology import Container, Topology
 from . import GENERATED_BY
+from .monitoring import NODE_EXPORTER, NODE_EXPORTER_DEFAULTS, render_node_exporter_defaults, textfile_dir
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_SOCKET_DIR = "/var/run/postgresql"
@@ -27,6 +28,8 @@ PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "app": (("node", "nodejs"), ("npm", "npm"), ("git", "git")),
     "loadbalancer": (("haproxy", "haproxy"), ("socat", "socat"), ("jq", "jq"), ("flock", "util-linux")),
 }
+# Every host runs Debian's node exporter (its textfile collector serves the tool's own metrics).
+NODE_EXPORTER_PACKAGE = (NODE_EXPORTER, NODE_EXPORTER)
 
 _PRELUDE = r"""set -euo pipefail
 
@@ -212,6 +215,23 @@ def _loadbalancer(t: Topology, host: Container) -> list[str]:
     ]
 
 
+def _node_exporter(t: Topology, host: Container) -> list[str]:
+    """The node exporter on its container address, textfile collector at the metrics directory;
+    enabled and (re)started only where systemd runs (the lab starts it itself)."""
+    defaults = render_node_exporter_defaults(t, host)
+    service = f"{NODE_EXPORTER}.service"
+    return [
+        f"ensure_dir_exists {_q(host.path(textfile_dir(t)))}",
+        "if [ -d /run/systemd/system ]; then",
+        f"  if ensure_file {NODE_EXPORTER_DEFAULTS} {_q(defaults)}; then systemctl restart {service}; fi",
+        f"  if ! systemctl is-enabled --quiet {service} 2>/dev/null; then",
+        f"    systemctl enable --now {service}",
+        f"    changed {_q('enabled ' + service)}",
+        "  fi",
+        "fi",
+    ]
+
+
 STATE_SCRIPT = "/usr/local/bin/jw-deployment-state.sh"
 
 # Installed only where the estate has no state script of its own: the same interface as the
@@ -251,7 +271,8 @@ def render_bootstrap(t: Topology, container: Container) -> str:
         raise ConfigError(f"no bootstrap for role {container.role!r} of {container.label}")
     if container not in t.containers:
         raise ConfigError(f"{container.label} is not a container of stack {t.stack!r}")
-    packages = " ".join(_q(f"{probe}:{package}") for probe, package in PACKAGES[container.role])
+    packages = " ".join(_q(f"{probe}:{package}")
+                        for probe, package in (*PACKAGES[container.role], NODE_EXPORTER_PACKAGE))
     lines = [
         "#!/usr/bin/env bash",
         f"# {GENERATED_BY}",
@@ -260,5 +281,6 @@ def render_bootstrap(t: Topology, container: Container) -> str:
         "",
         f"ensure_packages {packages}",
         *_ROLES[container.role](t, container),
+        *_node_exporter(t, container),
     ]
     return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ from bluegreen.render.bootstrap import render_bootstrap
 from bluegreen.topology import Container, Topology, load_stack
 
 PROJECT = Path(__file__).resolve().parents[2]
+NODE_EXPORTER = "prometheus-node-exporter:prometheus-node-exporter"
 CASES = [(name, vmid) for name in ("prod", "lab") for vmid in (131, 132, 134, 136)]
 
 
@@ -51,9 +52,9 @@ def test_every_path_is_rooted_on_its_host(name: str, vmid: int) -> None:
 
 
 @pytest.mark.parametrize(("role", "packages"), [
-    ("database", ["/usr/lib/postgresql/15/bin/postgres:postgresql-15"]),
-    ("app", ["node:nodejs", "npm:npm", "git:git"]),
-    ("loadbalancer", ["haproxy:haproxy", "socat:socat", "jq:jq", "flock:util-linux"]),
+    ("database", ["/usr/lib/postgresql/15/bin/postgres:postgresql-15", NODE_EXPORTER]),
+    ("app", ["node:nodejs", "npm:npm", "git:git", NODE_EXPORTER]),
+    ("loadbalancer", ["haproxy:haproxy", "socat:socat", "jq:jq", "flock:util-linux", NODE_EXPORTER]),
 ])
 def test_packages_are_installed_only_when_their_command_is_missing(role: str, packages: list[str]) -> None:
     t = stack("prod")
@@ -74,6 +75,7 @@ def test_app_host_gets_its_release_layout_owned_by_the_deploy_user() -> None:
         "/opt/jw-attendant-scheduler/releases": ("jwapp", "0755"),
         "/opt/jw-attendant-scheduler/shared": ("jwapp", "0750"),
         "/opt/jw-attendant-scheduler/logs": ("jwapp", "0755"),
+        "/var/lib/prometheus/node-exporter": (),
     }
 
 
@@ -106,7 +108,22 @@ def test_database_host_gets_backup_and_socket_dirs_for_postgres() -> None:
     assert dirs_of(render_bootstrap(t, t.database_host)) == {
         "/var/backups/jw-attendant": ("postgres", "0700"),
         "/var/run/postgresql": ("postgres", "2775"),
+        "/var/lib/prometheus/node-exporter": (),
     }
+
+
+@pytest.mark.parametrize("vmid", [131, 132, 134, 136])
+def test_every_host_runs_the_node_exporter_on_its_own_address_with_the_textfile_dir(vmid: int) -> None:
+    t = stack("prod")
+    host = t.container(vmid)
+    script = render_bootstrap(t, host)
+    body = script[script.rindex("if [ -d /run/systemd/system ]; then"):]
+    expected = (f'ARGS="--web.listen-address={host.ip}:9100 '
+                '--collector.textfile.directory=/var/lib/prometheus/node-exporter"')
+    assert expected in body
+    assert "ensure_file /etc/default/prometheus-node-exporter" in body
+    assert "systemctl restart prometheus-node-exporter.service" in body
+    assert "systemctl enable --now prometheus-node-exporter.service" in body
 
 
 @pytest.mark.parametrize("user", ["Bad User", "x; rm -rf /", "", "-rf"])
@@ -172,7 +189,10 @@ def test_serving_hosts_are_never_restarted_unless_allowed(role: str) -> None:
     t = load_stack(PROJECT, "prod")
     host = next(c for c in t.containers if c.role == role)
     script = render_bootstrap(t, host)
-    assert "systemctl restart" not in script.replace("run 'systemctl restart", "")
+    # Restarting the node exporter (after its flags change) interrupts no user: the one exemption.
+    serving = script.replace("run 'systemctl restart", "").replace(
+        "systemctl restart prometheus-node-exporter.service", "")
+    assert "systemctl restart" not in serving
     assert "NOT APPLIED" in script and "bluegreen:allowRestart: true" in script
     allowed = render_bootstrap(dataclasses.replace(t, allow_restart=True), host)
     assert "    systemctl restart" in allowed
