@@ -708,18 +708,23 @@ def migrations_step(run: Any, ex: Executor, *, migrate: bool, allow_destructive:
                                                            "sha": result.sha, "release": result.release})
         result.backup = target
         result.backup_bytes = meta.bytes
+        _prune_quietly(t, db)  # safe before migrating: good dumps are counted apart from this one
         run.pending = pending
         run.applied_before = applied_before
         with svc.progress.step(f"apply {len(pending)} migration(s)", long=True):
             ex.run(cmd.migrate(t, run.release), step="migrate")
         result.migrations_applied = pending
         write_meta(db, target, dataclasses.replace(meta, migrated=True, migrated_at=_utc()))
-        try:
-            deleted = prune(t, db)
-            if deleted:
-                log.info("pruned dumps: %s", ", ".join(deleted))
-        except BlueGreenError as exc:
-            log.warning("could not prune old dumps: %s", exc)
+        _prune_quietly(t, db)
+
+
+def _prune_quietly(t: Topology, db: Executor) -> None:
+    try:
+        deleted = prune(t, db)
+        if deleted:
+            log.info("pruned dumps: %s", ", ".join(deleted))
+    except BlueGreenError as exc:
+        log.warning("could not prune old dumps: %s", exc)
 
 
 def failure_note(svc: Service, run: Any, result: DeployResult) -> str | None:
@@ -842,8 +847,7 @@ def restore(svc: Service, backup: str | None = None, *, check_live: bool = True,
             dropped=[f"{o.desc} {o.qualified}" for o in extras], migrations_before=before,
             migrations_after=after, window_s=ended - started, window=(started, ended), reason=reason)
         _record(svc, lb, result)
-        with contextlib.suppress(BlueGreenError):
-            prune(t, db)
+        _prune_quietly(t, db)
         return result
 
 
