@@ -307,3 +307,43 @@ def test_a_branch_moved_after_approval_is_refused_with_both_commits(lab: Lab, ba
     assert f"{stamp}_unseen" not in applied(t) and f"{stamp}_seen" not in applied(t)
     assert release_sha(t, standby) == before
     assert {b.file for b in backups(t)} == dumps_before  # refused before any dump or migration
+
+
+# --------------------------------------------------------------------------- failed after migrating
+
+BROKEN_HEALTH_SERVER = """
+const http = require('http');
+http.createServer((req, res) => { res.statusCode = 500; res.end('broken on purpose'); })
+  .listen(Number(process.env.PORT), process.env.HOSTNAME, () => process.send && process.send('ready'));
+"""
+
+
+def test_a_deploy_failing_after_its_migration_says_the_database_stays_migrated(lab: Lab, base: Path) -> None:
+    project = base
+    t = topology(project)
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    migration = f"{stamp}_kept_{stamp[-4:]}"
+    branch = f"t-health-after-migrate-{stamp}"
+    live_sha = release_sha(t, live_color(t))
+    publish_variant(lab.paths.sample_repo, base=live_sha, branch=branch, message="migrates, then fails health",
+                    changes={"server.js": BROKEN_HEALTH_SERVER,
+                             f"prisma/migrations/{migration}/migration.sql":
+                             f'ALTER TABLE "Shift" ADD COLUMN "kept{stamp[-4:]}" TEXT;\n'})
+    standby = other_color(live_color(t))
+    before = release_sha(t, standby)
+    import dataclasses
+
+    quick = dataclasses.replace(topology(project), app=dataclasses.replace(t.app, health_timeout=4.0))
+    with pytest.raises(DeployError) as info:
+        retry_locked(lambda: Service(quick).deploy(branch, migrate=True, snapshot=False))
+    message = str(info.value)
+    print(f"\n{message}")
+    assert migration in applied(t)  # the migration ran; the standby went back
+    assert release_sha(t, standby) == before
+    assert "STAYS MIGRATED" in message and migration in message
+    dump = next(b for b in backups(t) if b.meta and b.meta.pending == (migration,))
+    assert dump.path in message and f"bluegreen db restore {dump.file}" in message
+    assert dump.good  # the dump that undoes an applied migration is protected by retention
+    entry = json.loads(cli(project, "--json", "history", "--limit", "1").stdout)[0]
+    assert entry["result"] == "failed" and entry["backup"] == dump.path
+    assert entry["migrationsApplied"] == [migration] and "STAYS MIGRATED" in entry["database"]
