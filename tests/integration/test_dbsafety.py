@@ -192,6 +192,13 @@ def test_deploy_that_migrates_then_rollback_with_database_brings_code_and_rows_b
     assert history[0]["type"] == "restore" and history[0]["restored"] == Path(deployed.backup).name
     assert history[1]["reason"] == "rollback --with-database"
 
+    # Again, now that the live release applied nothing this rollback could undo safely: the CLI
+    # shows the plan with its problem and refuses before switching anything.
+    again = cli(project, "rollback", "--with-database", "--yes")
+    assert again.returncode == 1, again.stderr
+    assert "PROBLEM" in again.stderr and "refusing to roll back with the database" in again.stderr
+    assert live_color(topology(project)) == live
+
 
 # --------------------------------------------------------------------------- truncated dump
 
