@@ -97,6 +97,12 @@ def base(lab: Lab, project: Path) -> Iterator[Path]:
     if not report.colors[report.live].healthy:
         retry_locked(lambda: Service(topology(project)).deploy("v1", migrate=True, snapshot=False))
         retry_locked(lambda: Service(topology(project)).switch(watch=False))
+    # The database matches what the live release expects (a lab whose database was recreated
+    # under releases deployed earlier would otherwise lack their tables).
+    t = topology(project)
+    host = t.app_host(live_color(t))
+    with connect(t, host) as ex:
+        ex.run(cmd.migrate(t, cmd.AppPaths.of(t, host).current), step="migrate the live release")
     yield project
 
 
