@@ -102,7 +102,7 @@ def base(lab: Lab, project: Path) -> Iterator[Path]:
     t = topology(project)
     # Failed rows this module's retention test leaves when it stops half-way block every deploy.
     psql(t, "DELETE FROM _prisma_migrations WHERE finished_at IS NULL AND rolled_back_at IS NULL "
-            "AND migration_name LIKE '%\\_fails\\_%'")
+            "AND migration_name ~ '_(fails|dbsafety|truncated|kept)_'")
     host = t.app_host(live_color(t))
     with connect(t, host) as ex:
         ex.run(cmd.migrate(t, cmd.AppPaths.of(t, host).current), step="migrate the live release")
@@ -126,15 +126,16 @@ def test_deploy_that_migrates_then_rollback_with_database_brings_code_and_rows_b
     t = topology(project)
     stamp = time.strftime("%Y%m%d%H%M%S")
     migration = f"{stamp}_dbsafety_{stamp[-4:]}"
+    column, extra = f"dbsafety{stamp}", f"DbSafetyExtra{stamp}"
     live = live_color(t)
     live_sha = release_sha(t, live)
     # A release on top of what is live now, whose migration adds a column and rewrites rows.
     branch = f"t-dbsafety-{stamp}"
     publish_variant(lab.paths.sample_repo, base=live_sha, branch=branch, message="dbsafety: migrate rows",
                     changes={f"prisma/migrations/{migration}/migration.sql":
-                             'ALTER TABLE "Shift" ADD COLUMN "dbsafety" TEXT;\n'
+                             f'ALTER TABLE "Shift" ADD COLUMN "{column}" TEXT;\n'
                              'UPDATE "Shift" SET "post" = "post" || \' (moved)\';\n'
-                             'CREATE TABLE "DbSafetyExtra" ("id" SERIAL PRIMARY KEY);\n'})
+                             f'CREATE TABLE "{extra}" ("id" SERIAL PRIMARY KEY);\n'})
     seed_rows(t)
     rows_before = psql(t, ROWS_SQL)
     applied_before = applied(t)
@@ -143,7 +144,7 @@ def test_deploy_that_migrates_then_rollback_with_database_brings_code_and_rows_b
     deployed = retry_locked(lambda: Service(topology(project)).deploy(branch, migrate=True, snapshot=False))
     assert deployed.ok and deployed.migrations_applied == [migration]
     assert deployed.backup and deployed.backup_bytes and deployed.backup_bytes > 0
-    assert migration in applied(t) and "dbsafety" in columns(t, "Shift")
+    assert migration in applied(t) and column in columns(t, "Shift")
     assert psql(t, ROWS_SQL) != rows_before
     meta = next(b for b in backups(t) if b.path == deployed.backup)
     assert meta.good and meta.meta is not None and meta.meta.sha == deployed.sha
@@ -161,7 +162,7 @@ def test_deploy_that_migrates_then_rollback_with_database_brings_code_and_rows_b
     refused = cli(project, "db", "restore", Path(deployed.backup).name, "--yes")
     assert refused.returncode == 1, refused.stderr
     assert "needs migration" in refused.stderr and migration in refused.stderr
-    assert "dbsafety" in columns(t, "Shift")
+    assert column in columns(t, "Shift")
 
     # The plan is shown first, then: switch, restore.
     window: dict[str, float] = {}
@@ -192,8 +193,8 @@ def test_deploy_that_migrates_then_rollback_with_database_brings_code_and_rows_b
 
     assert psql(t, ROWS_SQL) == rows_before
     assert applied(t) == applied_before
-    assert "dbsafety" not in columns(t, "Shift")
-    assert psql(t, "SELECT to_regclass('\"DbSafetyExtra\"') IS NULL").strip() == "t"
+    assert column not in columns(t, "Shift")
+    assert psql(t, f"SELECT to_regclass('\"{extra}\"') IS NULL").strip() == "t"
     undo = data["restore"]["undo"]
     assert data["undoCommand"] == f"bluegreen db restore {undo['file']}"
     assert any(b.file == undo["file"] and b.meta and b.meta.verified for b in backups(t))
@@ -221,7 +222,7 @@ def test_a_truncated_dump_is_refused_before_migrating(lab: Lab, base: Path) -> N
     live_sha = release_sha(t, live_color(t))
     publish_variant(lab.paths.sample_repo, base=live_sha, branch=branch, message="dbsafety: truncated",
                     changes={f"prisma/migrations/{migration}/migration.sql":
-                             'ALTER TABLE "Shift" ADD COLUMN "truncated" TEXT;\n'})
+                             f'ALTER TABLE "Shift" ADD COLUMN "truncated{stamp}" TEXT;\n'})
     seed_rows(t)  # some data, so the dump has data blocks to cut
     psql(t, 'INSERT INTO "Shift" ("attendantId", "startsAt", "endsAt", "post") SELECT a."id", now(), now(), '
             "repeat('x', 200) || g FROM \"Attendant\" a, generate_series(1, 3000) g WHERE a.\"name\" = 'dbsafety'")
@@ -246,7 +247,7 @@ def test_a_truncated_dump_is_refused_before_migrating(lab: Lab, base: Path) -> N
     assert cut, "the dump was never taken"
     assert "failed verification" in message and "truncated or corrupt" in message
     assert migration not in applied(t)
-    assert "truncated" not in columns(t, "Shift")
+    assert f"truncated{stamp}" not in columns(t, "Shift")
     assert release_sha(t, standby) == before
     assert not any(b.file in cut for b in backups(t)), "the unusable dump was left behind"
 
