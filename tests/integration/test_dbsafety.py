@@ -176,8 +176,8 @@ def test_deploy_that_migrates_then_rollback_with_database_brings_code_and_rows_b
     assert plan.problems == [] and plan.to_color == live and plan.undoes == [migration]
     assert plan.dump is not None and plan.dump["path"] == deployed.backup
     assert plan.steps[0].startswith(f"switch live traffic {new_live} -> {live}")
-    with RequestLoop(f"{t.public_url}/", clients=4, max_seconds=300, pause=0.005) as loop, \
-            RequestLoop(f"{t.public_url}/api/ready", clients=2, max_seconds=300, pause=0.01) as ready:
+    with RequestLoop.visitor(t, "/", clients=4, max_seconds=300, pause=0.005) as loop, \
+            RequestLoop.visitor(t, "/api/ready", clients=2, max_seconds=300, pause=0.01) as ready:
         loop.wait_for(50)
         ready.wait_for(20)
         data = dbsafety.rollback_with_database(svc, plan, direct=True)
