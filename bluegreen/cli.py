@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from . import cli_db
 from .errors import BlueGreenError, ConfigError
 from .progress import TerminalProgress, status_table
 from .sensitive import redact
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="apply migrations the live colour may not survive (drops, renames, type changes)")
     d.add_argument("--no-snapshot", action="store_true", help="skip the Proxmox snapshot of the standby")
     d.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    d.add_argument("--approved-plan", metavar="FILE",
+                   help="run only the plan written by `plan --deploy --json` (same commit and migrations)")
 
     s = sub.add_parser("switch", parents=[common], help="move live traffic to the standby colour")
     s.add_argument("--emergency", action="store_true", help="skip the checks; flip at runtime directly")
@@ -77,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--direct", action="store_true", help="flip through the HAProxy runtime API")
     r.add_argument("--snapshot", action="store_true",
                    help="instead: restore the standby container from its last deploy snapshot")
+    r.add_argument("--with-database", action="store_true",
+                   help="then restore the dump taken before the rolled-back release's migrations")
     r.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
     rb = sub.add_parser("rebuild", parents=[common], help="rebuild the standby container from scratch")
@@ -98,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plan", parents=[common], help="files and commands each host would get")
     pl.add_argument("host", nargs="?", help="one host: vmid, name, colour or role")
+    pl.add_argument("--deploy", action="store_true",
+                    help="instead: the deploy plan, pinning the commit and the pending migrations")
+    pl.add_argument("--ref", help="with --deploy: branch, tag or sha")
+    pl.add_argument("--migrate", action="store_true", help="with --deploy: the deploy migrates")
+    pl.add_argument("--allow-destructive", action="store_true", help="with --deploy")
 
     tr = sub.add_parser("trust", parents=[common], help="pin the SSH host keys of the estate's hosts")
     tr.add_argument("hosts", nargs="*", help="vmid, name, colour or role (default: every host)")
@@ -110,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write the running estate (PVE settings, live colour, repo, db user) into the stack file")
     ad.add_argument("--dry-run", action="store_true", help="show the stack file diff, write nothing")
     ad.add_argument("--yes", "-y", action="store_true", help="write without asking")
+    cli_db.add_parsers(sub, common, _Parser)
     return p
 
 
@@ -218,6 +229,9 @@ def format_status(data: dict[str, Any]) -> str:
     lines.append(f"database {db.get('host')}: {db_state}; applied {db.get('applied', 0)}, "
                  f"pending {len(db.get('pending') or [])}"
                  + (f", FAILED {db['failed']}" if db.get("failed") else ""))
+    good = db.get("lastGoodDump")
+    lines.append(f"last good dump: {good['file']} ({good['bytes']} bytes, {good['createdAt']}, before "
+                 f"{good.get('colour')} {str(good.get('sha') or '')[:7]})" if good else "last good dump: none")
     pve = data.get("proxmox") or {}
     if pve.get("error"):
         lines.append(f"proxmox: {pve['error']}")
@@ -238,19 +252,22 @@ def format_status(data: dict[str, Any]) -> str:
 
 def cmd_deploy(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
     svc = _service(args, t, p)
+    approved = cli_db.load_approved_plan(args.approved_plan, args) if args.approved_plan else None
     plan = svc.plan_deploy(args.ref, migrate=args.migrate, allow_destructive=args.allow_destructive)
-    o.say(f"deploy {plan.ref} to {plan.color} ({plan.host}); {plan.live} stays live:")
-    for step in plan.steps:
-        o.say(f"  - {step}")
+    for line in cli_db.plan_lines(plan):
+        o.say(line)
     confirm(f"deploy {plan.ref} to {plan.color}?", yes=args.yes, stdin=sys.stdin, err=o.err)
     try:
+        # What was shown (or approved) is what runs: another commit or migration is refused.
         result = svc.deploy(args.ref, migrate=args.migrate, allow_destructive=args.allow_destructive,
-                            snapshot=not args.no_snapshot)
+                            snapshot=not args.no_snapshot, approved=approved or plan.pin())
     finally:
         if not o.as_json:
             o.say(p.summary())
     o.result(result.to_json(), f"deployed {result.ref} ({(result.sha or '')[:7]}) to {result.color} "
              f"as release {result.release}; dependencies {result.dependencies}. "
+             + (f"Database dumped to {result.backup} ({result.backup_bytes} bytes) before migrating "
+                f"{', '.join(result.migrations_applied)}. " if result.backup else "") +
              f"Preview: {t.preview_url}. Switch with `bluegreen switch --stack {t.stack}`.")
     return 0
 
@@ -307,6 +324,8 @@ def _switch_result(result: Any, o: Output) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
+    if args.with_database:
+        return cli_db.cmd_rollback_with_database(args, t, o, p)
     svc = _service(args, t, p)
     if args.snapshot:
         confirm("restore the standby container from its last snapshot?", yes=args.yes,
@@ -337,7 +356,11 @@ def cmd_history(args: argparse.Namespace, t: Topology, o: Output, p: TerminalPro
             lines.append(f"{when}  deploy  {e.get('colour') or e.get('color')} {e.get('ref')} "
                          f"{(e.get('sha') or '')[:7]} {e.get('result')}"
                          + (f" at {e.get('failedStep')}: {e.get('error')}" if e.get("failedStep") else "")
+                         + (f" [dump {e.get('backup')}, {e.get('backupBytes')} bytes]" if e.get("backup") else "")
                          + f"  ({e.get('who', '?')})")
+        elif e.get("type") == "restore":
+            lines.append(f"{when}  restore {e.get('restored')} ({e.get('reason')}); undo: "
+                         f"`{e.get('undoCommand')}`  ({e.get('who', '?')})")
         else:
             lines.append(f"{when}  switch  {e.get('from')} -> {e.get('to')}  {e.get('reason') or ''}"
                          f"  ({e.get('who', '?')})")
@@ -360,6 +383,8 @@ def cmd_lock(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgre
 
 
 def cmd_plan(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
+    if args.deploy:
+        return cli_db.cmd_plan_deploy(args, t, o, _p)
     from .commands import deploy_plan
     from .providers import plan_estate
 
@@ -444,7 +469,7 @@ def cmd_mcp(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgre
 COMMANDS: dict[str, Callable[[argparse.Namespace, Topology, Output, TerminalProgress], int]] = {
     "status": cmd_status, "deploy": cmd_deploy, "switch": cmd_switch, "rollback": cmd_rollback,
     "rebuild": cmd_rebuild, "history": cmd_history, "lock": cmd_lock, "plan": cmd_plan,
-    "mcp": cmd_mcp, "trust": cmd_trust, "adopt": cmd_adopt,
+    "mcp": cmd_mcp, "trust": cmd_trust, "adopt": cmd_adopt, "db": cli_db.cmd_db,
 }
 
 

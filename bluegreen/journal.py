@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -94,6 +94,12 @@ class DeployRecord:
     result: str
     failed_step: str | None = None
     error: str | None = None  # the caller redacts it before it gets here
+    # The database side (dbsafety): the dump taken before migrating, what was applied, and what
+    # happened to the database when the deploy failed after its dump.
+    backup: str | None = None
+    backup_bytes: int | None = None
+    migrations: tuple[str, ...] = ()
+    database: str | None = None
 
     def __post_init__(self) -> None:
         if self.color not in COLORS:
@@ -111,7 +117,11 @@ class DeployRecord:
         return {"type": "deploy", "color": self.color, "ref": self.ref, "sha": self.sha,
                 "release": self.release, "who": self.who, "when": self.when,
                 "durationMs": self.duration_ms, "result": self.result,
-                "failedStep": self.failed_step, "error": self.error}
+                "failedStep": self.failed_step, "error": self.error,
+                # Only deploys that dumped the database carry these, so older entries keep their shape.
+                **({"backup": self.backup, "backupBytes": self.backup_bytes,
+                    "migrationsApplied": list(self.migrations), "database": self.database}
+                   if self.backup or self.migrations or self.database else {})}
 
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any]) -> DeployRecord | None:
@@ -123,7 +133,11 @@ class DeployRecord:
                    release=_opt_str(entry.get("release")), who=str(entry.get("who") or ""),
                    when=str(entry.get("when") or ""), duration_ms=_opt_int(entry.get("durationMs")) or 0,
                    result=str(result), failed_step=_opt_str(entry.get("failedStep")),
-                   error=_opt_str(entry.get("error")))
+                   error=_opt_str(entry.get("error")), backup=_opt_str(entry.get("backup")),
+                   backup_bytes=_opt_int(entry.get("backupBytes")),
+                   migrations=tuple(str(m) for m in entry.get("migrationsApplied") or []
+                                    if isinstance(entry.get("migrationsApplied"), list)),
+                   database=_opt_str(entry.get("database")))
 
 
 JournalRecord = SwitchRecord | DeployRecord
@@ -180,11 +194,15 @@ class State:
 
     def with_deploy(self, *, color: str, ref: str, sha: str | None, release: str | None, who: str,
                     when: str | float, duration_ms: int, result: str, failed_step: str | None = None,
-                    error: str | None = None, keep: int = DEFAULT_HISTORY_KEEP) -> State:
+                    error: str | None = None, keep: int = DEFAULT_HISTORY_KEEP, backup: str | None = None,
+                    backup_bytes: int | None = None, migrations: Sequence[str] = (),
+                    database: str | None = None) -> State:
         """Record a deploy to `color`; `error` must already be redacted."""
         return self.with_deploy_record(
             DeployRecord(color=color, ref=ref, sha=sha, release=release, who=who, when=_stamp(when),
-                         duration_ms=duration_ms, result=result, failed_step=failed_step, error=error),
+                         duration_ms=duration_ms, result=result, failed_step=failed_step, error=error,
+                         backup=backup, backup_bytes=backup_bytes, migrations=tuple(migrations),
+                         database=database),
             keep=keep)
 
     def with_deploy_record(self, record: DeployRecord, *, keep: int = DEFAULT_HISTORY_KEEP) -> State:

@@ -9,6 +9,7 @@ own bookkeeping in `_prisma_migrations`, read through psql. All pure.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -182,6 +183,12 @@ ADD_NOT_NULL = "add NOT NULL column without default"
 SET_NOT_NULL = "set NOT NULL"
 DROP_SCHEMA = "drop schema"
 TRUNCATE = "truncate"
+DELETE_ROWS = "delete rows"
+DROP_VIEW = "drop view"
+DROP_TYPE = "drop type"
+RENAME_TYPE_VALUE = "rename enum value"
+RENAME_TYPE = "rename type"
+DYNAMIC_SQL = "dynamic SQL"
 
 _CONSTRAINT_WORDS = {"CONSTRAINT", "PRIMARY", "UNIQUE", "FOREIGN", "CHECK", "EXCLUDE"}
 _SERIAL_TYPES = {"SERIAL", "BIGSERIAL", "SMALLSERIAL", "SERIAL2", "SERIAL4", "SERIAL8"}
@@ -264,6 +271,15 @@ _WHY = {
                   "(and the check scans the whole table under an exclusive lock)",
     DROP_SCHEMA: "everything in schema {target} disappears under the live colour",
     TRUNCATE: "it deletes every row of {target} that the live colour is serving",
+    DELETE_ROWS: "it deletes rows of {target} that the live colour may still be serving (and a "
+                 "restore is the only way back)",
+    DROP_VIEW: "the live colour may still query the view {target}; its queries fail once it is gone",
+    DROP_TYPE: "columns and queries of the live colour may still use the type {target}",
+    RENAME_TYPE_VALUE: "the live colour still reads and writes the old value of {target}; its "
+                       "writes fail and its reads see a value it does not know",
+    RENAME_TYPE: "the live colour still uses the old type name {target}",
+    DYNAMIC_SQL: "{target} builds or runs SQL at run time, which cannot be checked before it runs; "
+                 "treat it as destructive",
 }
 
 
@@ -351,6 +367,79 @@ def analyze(name: str, sql: str) -> list[Finding]:
             found.append(_finding(name, stmt, TRUNCATE, ", ".join(targets) or "the table"))
         elif _is(_at(t, 0), "ALTER") and _is(_at(t, 1), "TABLE"):
             found.extend(_alter_table(name, stmt))
+        else:
+            found.extend(_more_findings(name, stmt))
+    return found
+
+
+def _more_findings(name: str, stmt: _Statement) -> list[Finding]:
+    """DELETE, DROP VIEW / TYPE, ALTER TYPE renames and dynamic SQL (DO, EXECUTE, function bodies)."""
+    t = stmt.tokens
+    if _is(_at(t, 0), "WITH") and any(_is(tok, "DELETE") for tok in t):
+        return [_finding(name, stmt, DELETE_ROWS, "a table (DELETE inside WITH)")]
+    if _is(_at(t, 0), "DELETE") and _is(_at(t, 1), "FROM"):
+        target, _ = _name(t, _skip(t, 2, "ONLY"))
+        return [_finding(name, stmt, DELETE_ROWS, target or "the table")]
+    if _is(_at(t, 0), "DROP") and (_is(_at(t, 1), "VIEW") or _has_sequence(t[1:3], "MATERIALIZED", "VIEW")):
+        start = 2 if _is(_at(t, 1), "VIEW") else 3
+        targets = _names(t, _skip(t, start, "IF", "EXISTS"))
+        return [_finding(name, stmt, DROP_VIEW, ", ".join(targets) or "the view")]
+    if _is(_at(t, 0), "DROP") and _is(_at(t, 1), "TYPE", "DOMAIN"):
+        targets = _names(t, _skip(t, 2, "IF", "EXISTS"))
+        return [_finding(name, stmt, DROP_TYPE, ", ".join(targets) or "the type")]
+    if _is(_at(t, 0), "ALTER") and _is(_at(t, 1), "TYPE"):
+        type_name, i = _name(t, 2)
+        if _is(_at(t, i), "RENAME") and _is(_at(t, i + 1), "VALUE"):
+            old = _at(t, i + 2)
+            value = f"{type_name} ({old.value!r})" if old is not None else type_name
+            return [_finding(name, stmt, RENAME_TYPE_VALUE, value)]
+        if _is(_at(t, i), "RENAME") and _is(_at(t, i + 1), "TO"):
+            return [_finding(name, stmt, RENAME_TYPE, type_name)]
+        return []
+    if _is(_at(t, 0), "DO"):
+        body = next((tok for tok in t[1:] if tok.kind == "string"), None)
+        return [_finding(name, stmt, DYNAMIC_SQL, "a DO block"), *_inner(name, stmt, body)]
+    if _is(_at(t, 0), "EXECUTE"):
+        return [_finding(name, stmt, DYNAMIC_SQL, "EXECUTE of a prepared statement")]
+    if _is(_at(t, 0), "CREATE") and any(_is(tok, "FUNCTION", "PROCEDURE") for tok in t[1:4]):
+        bodies = [tok for tok in t if tok.kind == "string" and "EXECUTE" in tok.value.upper()]
+        if any(_dynamic_body(tok.value) for tok in bodies):
+            return [_finding(name, stmt, DYNAMIC_SQL, "a function that runs EXECUTE")]
+    return []
+
+
+def _dynamic_body(body: str) -> bool:
+    try:
+        return any(_is(tok, "EXECUTE") for s in _scan(body) for tok in s.tokens)
+    except ConfigError:
+        return True  # unreadable: assume the worst
+
+
+def _inner(name: str, outer: _Statement, body: _Token | None) -> list[Finding]:
+    """What a DO block's body visibly does: its statements and the strings it EXECUTEs.
+
+    Reported against the outer statement; a body that does not lex adds nothing (the DO block is
+    already flagged as dynamic SQL)."""
+    if body is None:
+        return []
+    found: list[Finding] = []
+    try:
+        statements = _scan(body.value)
+    except ConfigError:
+        return []
+    for stmt in statements:
+        texts = [stmt.text]
+        # PL/pgSQL puts statements after BEGIN, THEN, ELSE or LOOP: look at each such tail too.
+        texts += [body.value[stmt.tokens[k + 1].start:stmt.tokens[-1].end]
+                  for k, tok in enumerate(stmt.tokens[:-1]) if _is(tok, "BEGIN", "THEN", "ELSE", "LOOP")]
+        texts += [tok.value for k, tok in enumerate(stmt.tokens)
+                  if tok.kind == "string" and any(_is(p, "EXECUTE") for p in stmt.tokens[:k])]
+        for text in texts:
+            with contextlib.suppress(ConfigError):
+                for f in analyze(name, text):
+                    if f.kind != DYNAMIC_SQL:
+                        found.append(Finding(file=name, statement=outer.text, kind=f.kind,
+                                             explanation=f.explanation))
     return found
 
 

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import commands as cmd
+from . import dbsafety, events, haproxy_runtime, health, migrations
 from . import emergency as em
-from . import events, haproxy_runtime, health, migrations
 from .errors import (
     BlueGreenError,
     ConfigError,
@@ -35,7 +35,7 @@ from .errors import (
 )
 from .executor import Executor, connect
 from .journal import JournalStore, LockManager, State
-from .metrics import LOCK_METRICS_OPERATIONS, render_metrics, write_dump_metrics, write_lock_metrics
+from .metrics import LOCK_METRICS_OPERATIONS, render_metrics, write_lock_metrics
 from .progress import NullProgress, Progress
 from .pve import PveClient, snapshot_name
 from .sensitive import Sensitive, redact
@@ -137,10 +137,20 @@ class DeployPlan:
     allow_destructive: bool
     live: str
     steps: list[str]
+    # Pinned for approvals (dbsafety): the commit the ref resolves to and what it would migrate.
+    sha: str | None = None
+    pending: list[dbsafety.PendingMigration] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"colour": self.color, "host": self.host, "ref": self.ref, "migrate": self.migrate,
-                "allowDestructive": self.allow_destructive, "live": self.live, "steps": self.steps}
+                "allowDestructive": self.allow_destructive, "live": self.live, "steps": self.steps,
+                "sha": self.sha, "pendingMigrations": [m.to_json() for m in self.pending]}
+
+    def pin(self) -> dbsafety.DeployPin | None:
+        if self.sha is None:
+            return None
+        return dbsafety.DeployPin(ref=self.ref, sha=self.sha,
+                                  pending=tuple(sorted((m.name, m.checksum) for m in self.pending)))
 
 
 @dataclass
@@ -158,6 +168,8 @@ class DeployResult:
     duration_s: float = 0.0
     failed_step: str | None = None
     error: str | None = None
+    backup_bytes: int | None = None
+    database: str | None = None  # what happened to the database when the deploy failed after its dump
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "colour": self.color, "ref": self.ref, "sha": self.sha,
@@ -165,7 +177,8 @@ class DeployResult:
                 "dependencies": self.dependencies, "migrationsApplied": self.migrations_applied,
                 "backup": self.backup, "snapshot": self.snapshot,
                 "durationSeconds": round(self.duration_s, 2),
-                "failedStep": self.failed_step, "error": self.error}
+                "failedStep": self.failed_step, "error": self.error,
+                "backupBytes": self.backup_bytes, "database": self.database}
 
 
 @dataclass
@@ -396,6 +409,7 @@ class Service:
                 out["reachable"] = True
                 out["applied"] = len([r for r in rows if r.finished_at])
                 out["failed"] = [r.name for r in migrations.failed(rows)]
+                out["lastGoodDump"] = dbsafety.last_good_summary(t, ex)
             live_host = t.app_host(t.active_color)
             with self._on(live_host) as ex:
                 paths = cmd.AppPaths.of(t, live_host)
@@ -465,12 +479,18 @@ class Service:
             f"smoke test through the preview frontend {t.preview_url}",
             f"keep the last {t.app.keep_releases} releases; record the deploy; release the lock",
         ]
+        sha, pending = dbsafety.inspect_ref(self, standby, ref)
+        steps.insert(2, f"pinned: {ref} is {sha}; pending migrations: "
+                        + dbsafety.describe_pending((m.name, m.checksum) for m in pending)
+                        + " (a run that finds another commit or other migrations is refused)")
         return DeployPlan(color=standby, host=t.app_host(standby).label, ref=ref, migrate=migrate,
-                          allow_destructive=allow_destructive, live=live, steps=steps)
+                          allow_destructive=allow_destructive, live=live, steps=steps, sha=sha,
+                          pending=pending)
 
     @events.emits_deploy
     def deploy(self, ref: str | None = None, *, migrate: bool = False,
-               allow_destructive: bool = False, snapshot: bool = True) -> DeployResult:
+               allow_destructive: bool = False, snapshot: bool = True,
+               approved: dbsafety.DeployPin | None = None) -> DeployResult:
         t = self.t
         from .placeholders import require_complete
 
@@ -483,6 +503,7 @@ class Service:
             result = DeployResult(ok=False, color=standby, ref=ref)
             run = _DeployRun(self, lb, standby, ref, result)
             interrupted: KeyboardInterrupt | None = None
+            run.pin = approved
             try:
                 run.execute(migrate=migrate, allow_destructive=allow_destructive, snapshot=snapshot)
                 result.ok = True
@@ -492,6 +513,9 @@ class Service:
                 result.error = redact(detail, self.secrets)
                 with em.signals_deferred():
                     run.restore()
+                result.database = dbsafety.failure_note(self, run, result)
+                if result.database:
+                    result.error = f"{result.error}\n{result.database}"
             except KeyboardInterrupt as exc:
                 # SIGINT/SIGTERM: the same restore as a failed step, then the interrupt goes on.
                 interrupted = exc
@@ -499,6 +523,9 @@ class Service:
                 result.error = "interrupted"
                 with em.signals_deferred():
                     run.restore()
+                result.database = dbsafety.failure_note(self, run, result)
+                if result.database:
+                    result.error = f"{result.error}\n{result.database}"
             finally:
                 result.duration_s = time.monotonic() - started
                 with em.signals_deferred():
@@ -517,7 +544,9 @@ class Service:
                 color=result.color, ref=result.ref, sha=result.sha, release=result.release,
                 who=self.who, when=iso(utcnow()), duration_ms=int(result.duration_s * 1000),
                 result="ok" if result.ok else "failed", failed_step=result.failed_step,
-                error=result.error, keep=self.t.journal.history_keep)
+                error=result.error, keep=self.t.journal.history_keep, backup=result.backup,
+                backup_bytes=result.backup_bytes, migrations=result.migrations_applied,
+                database=result.database)
             self._write_state(lb, state, live)
         except BlueGreenError as exc:
             log.error("could not record the deploy in the journal: %s", exc)
@@ -851,6 +880,8 @@ class _DeployRun:
         self.previous: str | None = None
         self.pointed = False
         self.reloaded = False
+        self.pin: dbsafety.DeployPin | None = None  # the approved plan's commit and migrations
+        self.pending: list[str] = []
 
     @contextlib.contextmanager
     def step(self, name: str, *, long: bool = False) -> Iterator[None]:
@@ -879,6 +910,7 @@ class _DeployRun:
                     raise RemoteError(self.host.label, "fetch", detail)
                 sha = out.stdout.strip().splitlines()[-1]
                 r.sha = sha
+                dbsafety.check_fetched(self, ex, sha)
                 current = cmd.parse_current(ex.run(cmd.read_current(paths), step="read release").stdout)
                 self.previous = current.path
                 r.previous_release = current.name
@@ -936,37 +968,7 @@ class _DeployRun:
         return name
 
     def _migrations(self, ex: Executor, *, migrate: bool, allow_destructive: bool) -> None:
-        t = self.t
-        assert self.release is not None
-        names = ex.run(cmd.list_migrations(self.release), step="list migrations").stdout.split()
-        with self.s._on(t.database_host) as db:
-            rows = self.s._applied_rows(db)
-            blocked = migrations.failed(rows)
-            if blocked:
-                raise DeployError("migrations", f"migration {blocked[0].name} failed earlier and blocks "
-                                  "every later one (Prisma P3009); resolve it with `prisma migrate resolve` first")
-            pending = migrations.pending(names, rows)
-            if not pending:
-                self.s.progress.note("no pending migrations")
-                return
-            if not migrate:
-                raise DeployError("migrations", f"{len(pending)} migration(s) pending ({', '.join(pending)}); "
-                                  "run the deploy with --migrate to back up the database and apply them")
-            findings: list[migrations.Finding] = []
-            for name in pending:
-                sql = ex.get(f"{self.release}/prisma/migrations/{name}/migration.sql", step="read migration")
-                findings += migrations.analyze(name, (sql or b"").decode(errors="replace"))
-            if findings and not allow_destructive:
-                raise DeployError("migrations", migrations.explain(findings))
-            target = cmd.backup_path(t, t.database_host, self.color, self.result.sha or "unknown", utcnow())
-            with self.s.progress.step("back up the database", long=True):
-                db.run(cmd.dump_database(t, t.database_host, target), step="back up the database")
-                self.result.backup = target
-                write_dump_metrics(db, t, target)
-                db.run(cmd.prune_backups(t, t.database_host), step="prune backups")
-        with self.s.progress.step(f"apply {len(pending)} migration(s)", long=True):
-            ex.run(cmd.migrate(t, self.release), step="migrate")
-        self.result.migrations_applied = pending
+        dbsafety.migrations_step(self, ex, migrate=migrate, allow_destructive=allow_destructive)
 
     def _wait_healthy(self, sha: str) -> None:
         t = self.t

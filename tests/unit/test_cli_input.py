@@ -102,3 +102,29 @@ def test_plan_is_offline_and_lists_pulumi_up_and_deploy_steps(project: Path) -> 
     assert any("ecosystem" in s.lower() for s in steps)
     assert next(s for s in steps if s.startswith("deploy:")) == "deploy: fetch the ref"
     assert "db-pass" not in out.stdout and "PASSWORD E'" not in out.stdout
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "--approved-plan"),
+    ("{not json", "not JSON"),
+    ('{"ref": "main", "sha": "abc", "pendingMigrations": []}', "full commit sha"),
+    ('{"ref": "other", "sha": "' + "a" * 40 + '", "pendingMigrations": []}', "differs from the approved plan"),
+])
+def test_a_bad_approved_plan_exits_2_before_contacting_anything(project: Path, content: str | None,
+                                                                 message: str) -> None:
+    plan = project / "approved.json"
+    if content is not None:
+        plan.write_text(content)
+    # The prod stack's hosts are 10.92.x.x: reaching them would be a bug; bad input stops first.
+    out = bluegreen("deploy", "--stack", "prod", "--ref", "main", "--approved-plan", str(plan), "--yes",
+                    cwd=project)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_db_commands_parse(project: Path) -> None:
+    assert bluegreen("db", "--stack", "lab", cwd=project).returncode == 2
+    out = bluegreen("db", "nonsense", "--stack", "lab", cwd=project)
+    assert out.returncode == 2 and "invalid choice" in out.stderr
+    helped = bluegreen("rollback", "--help", cwd=project)
+    assert "--with-database" in helped.stdout

@@ -376,3 +376,60 @@ def test_a_schema_name_is_quoted_not_pasted(db: tuple[str, str]) -> None:
                 VALUES ('x1', 'abc', '20250101_only', now(), 1);""")
     rows = parse_applied(*psql(db, applied_rows_query('odd"schema')))
     assert [r.name for r in rows] == ["20250101_only"]
+
+
+# --------------------------------------------------------------------------- data loss, types, dynamic SQL
+
+from bluegreen.migrations import (  # noqa: E402
+    DELETE_ROWS,
+    DROP_TYPE,
+    DROP_VIEW,
+    DYNAMIC_SQL,
+    RENAME_TYPE,
+    RENAME_TYPE_VALUE,
+)
+
+
+@pytest.mark.parametrize("sql, kinds, target", [
+    ('DELETE FROM "Shift"', [DELETE_ROWS], '"Shift"'),
+    ('delete from only public."Shift" where "id" > 3', [DELETE_ROWS], 'public."Shift"'),
+    ('WITH gone AS (DELETE FROM "Shift" RETURNING *) SELECT count(*) FROM gone', [DELETE_ROWS], "DELETE"),
+    ('DROP VIEW "ShiftSummary"', [DROP_VIEW], '"ShiftSummary"'),
+    ("DROP VIEW IF EXISTS a, b CASCADE", [DROP_VIEW], "a, b"),
+    ('DROP MATERIALIZED VIEW "Totals"', [DROP_VIEW], '"Totals"'),
+    ('DROP TYPE "Role"', [DROP_TYPE], '"Role"'),
+    ('DROP TYPE IF EXISTS "Role", "Mood" CASCADE', [DROP_TYPE], '"Role", "Mood"'),
+    ("DROP DOMAIN email_address", [DROP_TYPE], "email_address"),
+    ("ALTER TYPE \"Role\" RENAME VALUE 'ADMIN' TO 'OWNER'", [RENAME_TYPE_VALUE], "'ADMIN'"),
+    ('ALTER TYPE "Role" RENAME TO "UserRole"', [RENAME_TYPE], '"Role"'),
+    ("DO $$ BEGIN EXECUTE 'DROP TABLE \"Shift\"'; END $$", [DYNAMIC_SQL, DROP_TABLE], '"Shift"'),
+    ("DO $body$ BEGIN EXECUTE format('DROP TABLE %I', 'Shift'); END $body$", [DYNAMIC_SQL, DROP_TABLE], "DO block"),
+    ("DO $$ BEGIN DELETE FROM \"Shift\"; END $$", [DYNAMIC_SQL, DELETE_ROWS], '"Shift"'),
+    ("DO $$ DECLARE n int; BEGIN IF true THEN EXECUTE 'ALTER TABLE a DROP COLUMN b'; END IF; END $$",
+     [DYNAMIC_SQL, DROP_COLUMN], "a.b"),
+    ("DO $$ BEGIN RAISE NOTICE 'harmless'; END $$", [DYNAMIC_SQL], "DO block"),
+    ("EXECUTE cleanup(1)", [DYNAMIC_SQL], "EXECUTE"),
+    ("CREATE FUNCTION wipe() RETURNS void AS $$ BEGIN EXECUTE 'TRUNCATE x'; END $$ LANGUAGE plpgsql",
+     [DYNAMIC_SQL], "function"),
+])
+def test_data_loss_type_changes_and_dynamic_sql_are_flagged(sql: str, kinds: list[str], target: str) -> None:
+    found = analyze("m.sql", sql + ";")
+    assert [f.kind for f in found] == kinds
+    assert all(f.statement == sql for f in found)
+    assert any(target in f.explanation for f in found), [f.explanation for f in found]
+    message = explain(found)
+    assert ALLOW_FLAG in message and "m.sql" in message
+
+
+@pytest.mark.parametrize("sql", [
+    "ALTER TYPE \"Role\" ADD VALUE 'GUEST'",
+    "ALTER TYPE \"Role\" ADD VALUE IF NOT EXISTS 'GUEST' AFTER 'ADMIN'",
+    'CREATE VIEW "ShiftSummary" AS SELECT 1',
+    "CREATE TYPE \"Mood\" AS ENUM ('ok', 'not ok')",
+    "CREATE FUNCTION one() RETURNS int AS $$ SELECT 1 $$ LANGUAGE sql",
+    "INSERT INTO audit (what) VALUES ('DELETE FROM x; DO $$ $$')",
+    "UPDATE \"Shift\" SET post = 'DROP VIEW v'",
+    'SELECT "execute", "do" FROM "delete"',
+])
+def test_additive_type_and_view_changes_are_not_flagged(sql: str) -> None:
+    assert analyze("m.sql", sql) == []
