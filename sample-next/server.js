@@ -13,6 +13,17 @@ const args = [
 if (process.env.KEEP_ALIVE_TIMEOUT) {
   args.push("--keepAliveTimeout", process.env.KEEP_ALIVE_TIMEOUT);
 }
+// PM2 waits for `process.send("ready")` (ecosystem `wait_ready`), which Next never sends: without it
+// every instance of a reload waits PM2's listen_timeout. Say "ready" when Next's server listens
+// (requests that arrive before its handlers are initialised wait for them, none fails).
+if (typeof process.send === "function") {
+  const http = require("node:http");
+  const listen = http.Server.prototype.listen;
+  http.Server.prototype.listen = function (...args) {
+    this.once("listening", () => process.send("ready"));
+    return listen.apply(this, args);
+  };
+}
 const bin = require.resolve("next/dist/bin/next");
 process.argv = [process.argv[0], bin, ...args];
 require(bin);
