@@ -161,6 +161,14 @@ def list_migrations(release: str) -> str:
             f"for d in */; do [ -f \"$d/migration.sql\" ] && echo \"${{d%/}}\"; done; fi; true")
 
 
+def migration_checksums(release: str) -> str:
+    """`name sha256` of every migration.sql in the release (Prisma's checksum of the file)."""
+    folder = f"{release}/prisma/migrations"
+    return (f"if [ -d {sh(folder)} ]; then cd {sh(folder)} && for d in */; do "
+            f"[ -f \"$d/migration.sql\" ] && printf '%s %s\\n' \"${{d%/}}\" "
+            f"\"$(sha256sum < \"$d/migration.sql\" | cut -d' ' -f1)\"; done; fi; true")
+
+
 def migrate(t: Topology, release: str) -> str:
     return as_deploy_user(t, f"cd {sh(release)} && {t.app.migrate_command}")
 

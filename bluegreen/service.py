@@ -152,9 +152,11 @@ class DeployResult:
     duration_s: float = 0.0
     failed_step: str | None = None
     error: str | None = None
+    migrations_edited: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "colour": self.color, "ref": self.ref, "sha": self.sha,
+                "migrationsEdited": self.migrations_edited,
                 "release": self.release, "previousRelease": self.previous_release,
                 "dependencies": self.dependencies, "migrationsApplied": self.migrations_applied,
                 "backup": self.backup, "snapshot": self.snapshot,
@@ -733,8 +735,15 @@ class _DeployRun:
             rows = self.s._applied_rows(db)
             blocked = migrations.failed(rows)
             if blocked:
-                raise DeployError("migrations", f"migration {blocked[0].name} failed earlier and blocks "
-                                  "every later one (Prisma P3009); resolve it with `prisma migrate resolve` first")
+                raise DeployError("migrations", migrations.blocked_message(
+                    blocked, f"the app directory {self.paths.current} on {self.host.label}"))
+            sums = migrations.parse_checksums(ex.run(cmd.migration_checksums(self.release),
+                                                     step="checksum migrations").stdout)
+            edited = migrations.edited_after_applying(sums, rows)
+            if edited:
+                self.result.migrations_edited = edited
+                self.s.progress.note(migrations.edited_message(edited))
+                log.warning("%s", migrations.edited_message(edited))
             pending = migrations.pending(names, rows)
             if not pending:
                 self.s.progress.note("no pending migrations")

@@ -15,6 +15,29 @@ import { PrismaPg } from "adapter-pg-7";
 
 loadEnvConfig(process.cwd(), false, { info: () => {}, error: console.error });
 
+// adapter-pg 7.10 runs a migration file by splitting it on every ";" and sending the pieces one by
+// one, outside any transaction: a file that fails half-way leaves its first statements applied, and
+// a ";" inside a string or a function body breaks the file. Prisma's native engine sends the whole
+// file as one simple query, which PostgreSQL runs as one implicit transaction. Do the same here.
+// (tests/integration/test_prisma_real.py checks that a failing file leaves nothing behind.)
+type Script = { executeScript(script: string): Promise<void>; underlyingDriver(): unknown };
+
+class PrismaPgOneScript extends PrismaPg {
+  async connect() {
+    const adapter = await super.connect();
+    const raw = adapter as unknown as Script & { onError(err: unknown): never };
+    const pool = raw.underlyingDriver() as { query(sql: string): Promise<unknown> };
+    raw.executeScript = async (script: string) => {
+      try {
+        await pool.query(script);
+      } catch (err) {
+        raw.onError(err);
+      }
+    };
+    return adapter;
+  }
+}
+
 export default {
   experimental: { adapter: true },
   engine: "js",
@@ -24,6 +47,6 @@ export default {
     if (!url) {
       throw new Error("DATABASE_URL is not set (the release's .env links to shared/.env)");
     }
-    return new PrismaPg({ connectionString: url });
+    return new PrismaPgOneScript({ connectionString: url });
   },
 } satisfies PrismaConfig;
