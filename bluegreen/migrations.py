@@ -588,7 +588,7 @@ def edited_after_applying(local_checksums: Mapping[str, str], applied_rows: Iter
     what the release's migration files say it is."""
     return sorted({r.migration_name for r in applied_rows
                    if r.applied and r.migration_name in local_checksums
-                   and local_checksums[r.migration_name] != r.checksum.strip().lower()})
+                   and local_checksums[r.migration_name].strip().lower() != r.checksum.strip().lower()})
 
 
 def edited_message(names: Sequence[str]) -> str:

@@ -1,4 +1,4 @@
-// `npm run build`: `prisma generate`, then `next build`, each timed. The timings go to stdout and to
+// `npm run build`: `prisma generate`, then `next build --turbopack`, each timed. The timings go to stdout and to
 // .next/bluegreen-build.json (the benchmarks read them). No network: telemetry and Prisma's update
 // check are off, fonts are local, and the generated client needs no engine download.
 import { spawnSync } from "node:child_process";
@@ -33,7 +33,12 @@ function run(label, command, args, extraEnv = {}) {
 const generate = run("generate", bin("prisma"), ["generate"], {
   DATABASE_URL: process.env.DATABASE_URL || "postgresql://build@localhost:5432/build",
 });
-const build = run("next-build", bin("next"), ["build"]);
+// Turbopack, not webpack: webpack's SWC loader salts each Server Action id with the absolute path
+// of its source file, so two releases in two directories (releases/<time>-<sha>, on two hosts) get
+// different ids even with the same NEXT_SERVER_ACTIONS_ENCRYPTION_KEY, and a form rendered by one
+// colour fails on the other ("Failed to find Server Action"). Turbopack hashes project-relative
+// paths: same key, same ids, wherever the release is built (checked on this machine).
+const build = run("next-build", bin("next"), ["build", "--turbopack"]);
 fs.writeFileSync(
   path.join(".next", "bluegreen-build.json"),
   JSON.stringify({ generateSeconds: generate, nextBuildSeconds: build }) + "\n",
