@@ -54,7 +54,6 @@ def test_real_app_deploys_switches_under_load_and_keeps_server_actions(lab: Lab,
     public = f"{t.public_url}/"
     form = render_form(public)
     assert form.served_by == first.color and form.color == first.color
-    health = render_form  # noqa: F841  (keep the names short below)
 
     second = retry_locked(lambda: service().deploy("next-v2", migrate=True))
     assert second.ok and second.color != first.color
