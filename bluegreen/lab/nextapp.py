@@ -1,10 +1,12 @@
 """The real Next.js app in the lab (`sample-next/`, refs `next-v1`/`next-v2`): its Server Action
-form, submitted the way a browser without JavaScript does, and where a deploy's time went.
+form, submitted the way the browser does, and where a deploy's time went.
 
-A Server Component's `<form action={fn}>` renders a hidden `$ACTION_ID_<id>` field; posting the
-form (multipart) to the page runs the action. The id is fixed at build time from the action's file,
-its export name and NEXT_SERVER_ACTIONS_ENCRYPTION_KEY, so a form rendered by one colour posted to
-the other after a switch only works when both colours were built with the same key.
+A Server Component's `<form action={fn}>` renders a hidden `$ACTION_ID_<id>` field; the browser
+posts the form to the page with that id in a `Next-Action` header, which runs the action. The id
+is fixed at build time from NEXT_SERVER_ACTIONS_ENCRYPTION_KEY, the action's export name and its
+file's path (absolute with webpack, project-relative with Turbopack), so a form rendered by one
+colour and posted to the other after a switch only works when both were built with the same key
+(and, with webpack, in the same directory).
 """
 
 from __future__ import annotations
@@ -71,9 +73,13 @@ class Submission:
 
 
 def submit(url: str, form: ActionForm, values: Mapping[str, str], timeout: float = 20.0) -> Submission:
-    """POST the form as a browser without JavaScript does (multipart, to the page's URL)."""
-    parts = {form.field: (None, ""), **{k: (None, v) for k, v in values.items()}}
-    resp = httpx.post(url, files=parts, timeout=timeout, headers={"Connection": "close"})
+    """POST the form as the browser does with JavaScript on: header `Next-Action: <id>`, and the
+    FormData argument encoded as React's `encodeReply` does (root `0` = `["$K1"]`, the fields as
+    `_1_<name>`). The no-JavaScript form post (`$ACTION_ID_<id>` field) fails on Next 15.5.29's
+    Turbopack builds ("Cannot read properties of undefined (reading 'bind')", seen on the lab)."""
+    parts = {"0": (None, '["$K1"]'), **{f"_1_{k}": (None, v) for k, v in values.items()}}
+    headers = {"Connection": "close", "Next-Action": form.action_id, "Accept": "text/x-component"}
+    resp = httpx.post(url, files=parts, timeout=timeout, headers=headers)
     return Submission(resp.status_code, resp.headers.get(SERVED_BY_HEADER), resp.text[:2000])
 
 

@@ -36,6 +36,8 @@ def shifts_with_post(lab: Lab, post: str) -> list[str]:
     return [line for line in out.splitlines() if line]
 
 
+# Two real builds: about 3 minutes on an idle 2-core machine, far more when it is shared.
+@pytest.mark.timeout(1800)
 def test_real_app_deploys_switches_under_load_and_keeps_server_actions(lab: Lab, tmp_path: Path) -> None:
     project = copy_project(lab.project_dir, tmp_path)
     progress = RecordingProgress()

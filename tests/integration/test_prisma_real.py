@@ -112,6 +112,7 @@ def test_applied_then_pending_then_applied(project: Path, postgres: Postgres, da
     assert migrations.applied_not_local([INIT], applied) == [NOTES]
 
 
+@pytest.mark.timeout(900)
 def test_failed_migration_blocks_until_resolved(project: Path, postgres: Postgres, database: str) -> None:  # noqa: F811
     url = postgres.url(database)
     broken = project / "prisma" / "migrations" / BROKEN
