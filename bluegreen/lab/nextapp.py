@@ -74,10 +74,12 @@ class Submission:
 
 def submit(url: str, form: ActionForm, values: Mapping[str, str], timeout: float = 20.0) -> Submission:
     """POST the form as the browser does with JavaScript on: header `Next-Action: <id>`, and the
-    FormData argument encoded as React's `encodeReply` does (root `0` = `["$K1"]`, the fields as
-    `_1_<name>`). The no-JavaScript form post (`$ACTION_ID_<id>` field) fails on Next 15.5.29's
+    FormData argument encoded as React's `encodeReply` does (the fields as `_1_<name>`, then the
+    root `0` = `["$K1"]`). The no-JavaScript form post (`$ACTION_ID_<id>` field) fails on Next 15.5.29's
     Turbopack builds ("Cannot read properties of undefined (reading 'bind')", seen on the lab)."""
-    parts = {"0": (None, '["$K1"]'), **{f"_1_{k}": (None, v) for k, v in values.items()}}
+    # The root part comes last, as React writes it: the server decodes the stream in order, and a
+    # `$K1` reference only sees the `_1_` fields that came before it.
+    parts = {**{f"_1_{k}": (None, v) for k, v in values.items()}, "0": (None, '["$K1"]')}
     headers = {"Connection": "close", "Next-Action": form.action_id, "Accept": "text/x-component"}
     resp = httpx.post(url, files=parts, timeout=timeout, headers=headers)
     return Submission(resp.status_code, resp.headers.get(SERVED_BY_HEADER), resp.text[:2000])
