@@ -59,10 +59,12 @@ def test_real_app_deploys_switches_under_load_and_keeps_server_actions(lab: Lab,
 
     second = retry_locked(lambda: service().deploy("next-v2", migrate=True))
     assert second.ok and second.color != first.color
-    with RequestLoop(public, clients=8, max_seconds=300) as loop:
-        loop.wait_for(100, timeout=60)
+    # Four clients on the page (a database read per request). A slow answer is not a dropped one:
+    # on a shared 2-core machine a page can take seconds, so the client waits up to 30 s.
+    with RequestLoop(public, clients=4, max_seconds=300, timeout=30.0) as loop:
+        loop.wait_for(40, timeout=120)
         switched = retry_locked(lambda: service().switch())
-        loop.wait_for(100, timeout=60)
+        loop.wait_for(40, timeout=120)
     assert switched.ok and switched.color == second.color
     assert loop.report.failures == [], loop.report.summary()
 
