@@ -56,6 +56,13 @@ def _cwd(pid: str) -> str:
         return ""
 
 
+def _mount_ns(pid: str) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return ""
+
+
 class MemorySampler:
     """Peak summed RSS of the processes working in a new release of `releases`, and of the app
     processes of the live colour (cwd inside `live_releases`)."""
@@ -71,9 +78,14 @@ class MemorySampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        # Other labs on this machine (each in its own mount namespace) use the same paths: count only
+        # the processes of this lab, whose hosts' sshd runs in this process's mount namespace.
+        own = _mount_ns("self")
         while not self._stop.is_set():
             build = live = 0.0
             for pid in filter(str.isdigit, os.listdir("/proc")):
+                if _mount_ns(pid) != own:
+                    continue
                 cwd = _cwd(pid)
                 if cwd.startswith(self.releases):
                     name = cwd[len(self.releases):].split("/", 1)[0]
