@@ -140,7 +140,7 @@ def _deploy(bench: Bench, ref: str) -> dict[str, Any]:
         on_step(event, record)
 
     tree.progress.listener = listener
-    with RequestLoop(f"{t.public_url}/api/health", clients=2, max_seconds=900) as loop, \
+    with RequestLoop.visitor(t, "/api/health", clients=2, max_seconds=900) as loop, \
             MemorySampler(releases, live_releases) as memory:
         loop.wait_for(50, timeout=60)
         started = time.monotonic()

@@ -77,7 +77,7 @@ def run(clients: int = 16) -> int:
     chapter(f"switch to {switch1.color}", f"flip {switch1.flip_ms:.0f} ms, verified {switch1.verified}", started)
 
     started = time.monotonic()
-    form = render_form(f"{t.public_url}/")
+    form = render_form(f"{t.public_url}/", ca_file=t.haproxy.ca_file, server_name=t.tls_server_name)
     chapter("render the Server Action form", f"on {form.served_by}, action {form.action_id[:12]}...", started)
 
     started = time.monotonic()
@@ -86,7 +86,7 @@ def run(clients: int = 16) -> int:
             f"migrations {second.migrations_applied or 'none'}", started)
 
     started = time.monotonic()
-    with RequestLoop(f"{t.public_url}/", clients=clients, max_seconds=300) as loop:
+    with RequestLoop.visitor(t, "/", clients=clients, max_seconds=300) as loop:
         loop.wait_for(300)
         switch2 = service().switch()
         loop.wait_for(300)
@@ -96,7 +96,8 @@ def run(clients: int = 16) -> int:
 
     started = time.monotonic()
     marker = f"demo-{int(time.time())}"
-    sent = submit(f"{t.public_url}/", form, {"name": "Demo attendant", "post": marker})
+    sent = submit(f"{t.public_url}/", form, {"name": "Demo attendant", "post": marker},
+                  ca_file=t.haproxy.ca_file, server_name=t.tls_server_name)
     rows = _count_shifts(lab, marker)
     action_ok = sent.status == 200 and rows == 1
     chapter("submit that form after the switch", f"HTTP {sent.status} from {sent.served_by}, "
@@ -125,8 +126,11 @@ def run(clients: int = 16) -> int:
     for host in t.containers:
         what = {"database": f"PostgreSQL :{t.database.port}",
                 "app": f"PM2 + app :{t.app.port} ({host.color})",
-                "loadbalancer": f"HAProxy public :{t.haproxy.public_port}, preview "
-                                f":{t.haproxy.preview_port}, metrics :{t.haproxy.stats_port}/metrics"}[host.role]
+                "loadbalancer": f"HAProxy public :{t.haproxy.public_port}"
+                                + (f" -> https :{t.haproxy.https_port} ({t.tls_server_name}, CA "
+                                   f"{t.haproxy.ca_file})" if t.haproxy.tls else "")
+                                + f", preview {t.private_ip}:{t.haproxy.preview_port}, metrics "
+                                f"{t.private_ip}:{t.haproxy.stats_port}/metrics"}[host.role]
         out.write(f"  CT {host.vmid} {host.name:<12} {host.ip:<11} sshd :{t.ssh.port}, {what}, "
                   f"root {host.root}\n")
     out.write("\nTry: .venv/bin/bluegreen status --stack lab    |    make lab-down to stop it all\n")

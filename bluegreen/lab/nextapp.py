@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -56,9 +57,25 @@ def parse_action_form(html: str) -> tuple[str, str | None]:
     return fields[0], color.group(1) if color else None
 
 
-def render_form(url: str, timeout: float = 10.0) -> ActionForm:
+def _client(ca_file: str | None) -> httpx.Client:
+    # https through HAProxy: verify the lab's (or the system's) CA, as every other client does.
+    return httpx.Client(verify=ca_file if ca_file else True)
+
+
+def _tls(url: str, server_name: str | None, headers: dict[str, str]) -> dict[str, Any]:
+    if server_name and url.startswith("https:"):
+        headers.setdefault("Host", server_name)
+        return {"sni_hostname": server_name}
+    return {}
+
+
+def render_form(url: str, *, ca_file: str | None = None, server_name: str | None = None,
+                timeout: float = 10.0) -> ActionForm:
     """GET the home page and take its Server Action form."""
-    resp = httpx.get(url, timeout=timeout, headers={"Connection": "close"})
+    headers = {"Connection": "close"}
+    extensions = _tls(url, server_name, headers)
+    with _client(ca_file) as client:
+        resp = client.get(url, timeout=timeout, headers=headers, extensions=extensions)
     if resp.status_code != 200:
         raise NextAppError(f"GET {url}: HTTP {resp.status_code}")
     name, color = parse_action_form(resp.text)
@@ -72,16 +89,20 @@ class Submission:
     body: str
 
 
-def submit(url: str, form: ActionForm, values: Mapping[str, str], timeout: float = 20.0) -> Submission:
+def submit(url: str, form: ActionForm, values: Mapping[str, str], *, ca_file: str | None = None,
+           server_name: str | None = None, timeout: float = 20.0) -> Submission:
     """POST the form as the browser does with JavaScript on: header `Next-Action: <id>`, and the
     FormData argument encoded as React's `encodeReply` does (the fields as `_1_<name>`, then the
-    root `0` = `["$K1"]`). The no-JavaScript form post (`$ACTION_ID_<id>` field) fails on Next 15.5.29's
-    Turbopack builds ("Cannot read properties of undefined (reading 'bind')", seen on the lab)."""
+    root `0` = `["$K1"]`). The no-JavaScript form post (`$ACTION_ID_<id>` field) fails on Next
+    15.5.29's Turbopack builds ("Cannot read properties of undefined (reading 'bind')", seen on
+    the lab)."""
     # The root part comes last, as React writes it: the server decodes the stream in order, and a
     # `$K1` reference only sees the `_1_` fields that came before it.
     parts = {**{f"_1_{k}": (None, v) for k, v in values.items()}, "0": (None, '["$K1"]')}
     headers = {"Connection": "close", "Next-Action": form.action_id, "Accept": "text/x-component"}
-    resp = httpx.post(url, files=parts, timeout=timeout, headers=headers)
+    extensions = _tls(url, server_name, headers)
+    with _client(ca_file) as client:
+        resp = client.post(url, files=parts, timeout=timeout, headers=headers, extensions=extensions)
     return Submission(resp.status_code, resp.headers.get(SERVED_BY_HEADER), resp.text[:2000])
 
 

@@ -54,14 +54,15 @@ def test_real_app_deploys_switches_under_load_and_keeps_server_actions(lab: Lab,
 
     t = load_stack(project, LAB_STACK)
     public = f"{t.public_url}/"
-    form = render_form(public)
+    tls = {"ca_file": t.haproxy.ca_file, "server_name": t.tls_server_name}
+    form = render_form(public, **tls)
     assert form.served_by == first.color and form.color == first.color
 
     second = retry_locked(lambda: service().deploy("next-v2", migrate=True))
     assert second.ok and second.color != first.color
     # Four clients on the page (a database read per request). A slow answer is not a dropped one:
     # on a shared 2-core machine a page can take seconds, so the client waits up to 30 s.
-    with RequestLoop(public, clients=4, max_seconds=300, timeout=30.0) as loop:
+    with RequestLoop.visitor(t, "/", clients=4, max_seconds=300, timeout=30.0) as loop:
         loop.wait_for(40, timeout=120)
         switched = retry_locked(lambda: service().switch())
         loop.wait_for(40, timeout=120)
@@ -71,19 +72,20 @@ def test_real_app_deploys_switches_under_load_and_keeps_server_actions(lab: Lab,
     # The page rendered by the first colour (next-v1), submitted after the switch to the second
     # (next-v2, another release in another directory, on another host): the action runs there.
     post = f"door-{int(time.time() * 1000)}"
-    sent = submit(public, form, {"name": "Across the switch", "post": post})
+    sent = submit(public, form, {"name": "Across the switch", "post": post}, **tls)
     assert sent.served_by == second.color
     assert sent.status == 200, sent.body[:500]
     assert shifts_with_post(lab, post) == ["Across the switch|"]
 
     # The v2 page shows the column its migration added, and a bogus action id is refused: the
     # check above could fail.
-    fresh = render_form(public)
+    fresh = render_form(public, **tls)
     assert fresh.color == second.color
     notes_post = f"{post}-notes"
-    assert submit(public, fresh, {"name": "With notes", "post": notes_post, "notes": "bring a vest"}).status == 200
+    assert submit(public, fresh, {"name": "With notes", "post": notes_post, "notes": "bring a vest"},
+                  **tls).status == 200
     assert shifts_with_post(lab, notes_post) == ["With notes|bring a vest"]
     bogus = type(form)(field="$ACTION_ID_40" + "0" * 40, color=None, served_by=None)
-    refused = submit(public, bogus, {"name": "Nobody", "post": f"{post}-bogus"})
+    refused = submit(public, bogus, {"name": "Nobody", "post": f"{post}-bogus"}, **tls)
     assert refused.status != 200
     assert shifts_with_post(lab, f"{post}-bogus") == []
