@@ -194,6 +194,8 @@ def format_status(data: dict[str, Any]) -> str:
     live = data["live"] or "unknown"
     lines = [f"stack {data['stack']}: live {live}, declared {data['declared']}, standby {data['standby']}"
              + ("  ** DRIFT: HAProxy and stack config disagree **" if data["drift"] else "")]
+    if data.get("reconcile"):
+        lines.append(f"  reconcile the declared colour with: {data['reconcile']}")
     lines.append(f"  {'colour':<7} {'host':<12} {'health':<14} {'release':<24} {'sha':<8} {'pm2':<16} haproxy")
     for color, c in data["colors"].items():
         health = f"{c['statusCode'] or '-'} {c['latencyMs'] or 0:.0f}ms" if c["healthy"] else \
@@ -248,13 +250,35 @@ def cmd_deploy(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProg
     return 0
 
 
+def _emergency(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress, *, rollback: bool) -> int:
+    """Straight to the load balancer: no service layer, no plan round trips (bluegreen/emergency.py)."""
+    from .emergency import run
+
+    what = "roll back" if rollback else "switch"
+    confirm(f"EMERGENCY: {what} live traffic to the other colour, no checks?", yes=args.yes,
+            stdin=sys.stdin, err=o.err)
+    result = run(t, rollback=rollback, progress=p)
+    data = result.to_json()
+    if result.reconcile:
+        o.say(f"the stack still declares {result.declared}; reconcile with: {result.reconcile}")
+    if result.ok:
+        o.result(data, f"{result.color} is live (emergency; flip to first answer {result.flip_ms:.0f} ms; "
+                 f"recorded in {result.recorded_in})")
+        return 0
+    o.result(data, f"{result.color} is live, but: {result.error}")
+    return 1
+
+
 def cmd_switch(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
+    if args.emergency:
+        return _emergency(args, t, o, p, rollback=False)
     svc = _service(args, t, p)
-    plan = svc.plan_switch(emergency=args.emergency, direct=args.direct)
-    o.say(f"switch live traffic {plan.from_color} -> {plan.to_color} (release {plan.release}, "
-          f"path {plan.path})")
-    confirm(f"switch to {plan.to_color}?", yes=args.yes, stdin=sys.stdin, err=o.err)
-    result = svc.switch(emergency=args.emergency, direct=args.direct, watch=not args.no_watch)
+    with svc.pooled():  # one SSH connection per host for the plan and the switch
+        plan = svc.plan_switch(emergency=args.emergency, direct=args.direct)
+        o.say(f"switch live traffic {plan.from_color} -> {plan.to_color} (release {plan.release}, "
+              f"path {plan.path})")
+        confirm(f"switch to {plan.to_color}?", yes=args.yes, stdin=sys.stdin, err=o.err)
+        result = svc.switch(emergency=args.emergency, direct=args.direct, watch=not args.no_watch)
     return _switch_result(result, o)
 
 
@@ -264,6 +288,9 @@ def _switch_result(result: Any, o: Output) -> int:
         o.result(data, f"{result.color} is live (flip {result.flip_ms:.0f} ms via {result.path}; "
                  f"verified {result.verified}; watched {result.watched_s:.0f}s)")
         return 0
+    if not result.rolled_back and result.verified:
+        o.result(data, f"{result.color} is live, but: {result.error}")  # e.g. the journal write failed
+        return 1
     o.result(data, f"switch failed: {result.error}")
     return 1
 
@@ -276,6 +303,8 @@ def cmd_rollback(args: argparse.Namespace, t: Topology, o: Output, p: TerminalPr
         data = svc.rollback_snapshot()
         o.result(data, f"CT {data['vmid']} ({data['colour']}) restored from {data['snapshot']}")
         return 0
+    if args.emergency:
+        return _emergency(args, t, o, p, rollback=True)
     confirm("roll back to the previous live colour?", yes=args.yes, stdin=sys.stdin, err=o.err)
     return _switch_result(svc.rollback(emergency=args.emergency, direct=args.direct), o)
 
@@ -419,6 +448,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
                         format="%(levelname)s %(name)s: %(message)s")
     o = Output(args.json, out, err)
     progress = TerminalProgress(err)
+    from .emergency import raise_on_sigterm
+
+    raise_on_sigterm()  # SIGTERM runs the same restore paths as Ctrl-C
     try:
         topology = _load(args)
         if args.command == "config":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -314,12 +315,22 @@ class _Reader:
                 parsed = None
         else:
             parsed = None
+        if parsed is not None and not math.isfinite(parsed):
+            # YAML's .nan/.inf: a poll with no end, an int() that raises. Refused like any bad value.
+            self.problem(full, f"expected a finite number, got {value!r}")
+            return default if default is not None else 0
         if parsed is None or (integer and float(parsed) != int(parsed)):
             what = "a whole number" if integer else "a number"
             self.problem(full, f"expected {what}, got {value!r}")
             return default if default is not None else 0
         if parsed < minimum:
             self.problem(full, f"must be at least {minimum:g}, got {parsed!r}")
+        elif key.lower().endswith("port") and not 1 <= parsed <= 65535:
+            self.problem(full, f"must be a TCP port (1-65535), got {parsed!r}")
+        elif key.lower().endswith(("timeout", "seconds")) and parsed <= 0 and key != "watchSeconds":
+            self.problem(full, f"must be more than 0, got {parsed!r}")
+        elif key == "maxErrorRatio" and parsed > 1:
+            self.problem(full, f"must be a ratio between 0 and 1, got {parsed!r}")
         return int(parsed) if integer else float(parsed)
 
     def bool_(self, m: Mapping[str, Any], key: str, path: str, default: bool) -> bool:

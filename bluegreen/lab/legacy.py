@@ -284,8 +284,8 @@ def clear_legacy(lab: Lab) -> None:
     (p.root / LEGACY_MARKER).unlink(missing_ok=True)
     shutil.rmtree(p.pve, ignore_errors=True)
     for host in t.containers:
-        for rel in (t.app.dir, t.app.dir + ".working-copy", "/etc/haproxy", "/var/lib/jw-deployment", "/var/lib/bluegreen",
-                    "/var/lib/postgresql", "/root/.pm2", "/usr/local/bin"):
+        for rel in (t.app.dir, t.app.dir + ".working-copy", "/etc/haproxy", "/var/lib/jw-deployment",
+                    "/var/lib/bluegreen", "/var/lib/postgresql", "/root/.pm2", "/usr/local/bin"):
             shutil.rmtree(host.path(rel), ignore_errors=True)
 
 
