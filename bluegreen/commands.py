@@ -129,14 +129,44 @@ def install_dependencies(t: Topology, paths: AppPaths, release: str, previous: s
     )
 
 
+# Settings from the release's `.env` (the shared one) that the build itself needs, exported for it.
+# NEXT_SERVER_ACTIONS_ENCRYPTION_KEY: Next.js derives Server Action ids from it, so both colours
+# must build with the same key or a page rendered by one fails when submitted to the other.
+BUILD_ENV_KEYS = ("NEXT_SERVER_ACTIONS_ENCRYPTION_KEY",)
+
+
+def export_build_env(release: str, keys: Iterable[str] = BUILD_ENV_KEYS) -> str:
+    """Export `keys` from `<release>/.env` when it sets them (last line wins, one pair of quotes
+    stripped); the values stay on the host, never in the command line."""
+    env_file = sh(f"{release}/.env")
+    parts = []
+    for key in keys:
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key):
+            raise ConfigError(f"{key!r} is not an environment variable name")
+        parts.append(
+            f"v=$(sed -n -e 's/^[[:space:]]*\\(export[[:space:]]\\+\\)\\?{key}[[:space:]]*=[[:space:]]*//p' "
+            f"{env_file} 2>/dev/null | tail -n 1 | sed -e 's/[[:space:]]*$//' "
+            f"-e 's/^\"\\(.*\\)\"$/\\1/' -e \"s/^'\\(.*\\)'$/\\1/\"); "
+            f"if [ -n \"$v\" ]; then export {key}=\"$v\"; fi; unset v")
+    return "; ".join(parts)
+
+
 def build(t: Topology, release: str) -> str:
-    return as_deploy_user(t, f"cd {sh(release)} && {t.app.build_command}")
+    return as_deploy_user(t, f"{export_build_env(release)}; cd {sh(release)} && {t.app.build_command}")
 
 
 def list_migrations(release: str) -> str:
     folder = f"{release}/prisma/migrations"
     return (f"if [ -d {sh(folder)} ]; then cd {sh(folder)} && "
             f"for d in */; do [ -f \"$d/migration.sql\" ] && echo \"${{d%/}}\"; done; fi; true")
+
+
+def migration_checksums(release: str) -> str:
+    """`name sha256` of every migration.sql in the release (Prisma's checksum of the file)."""
+    folder = f"{release}/prisma/migrations"
+    return (f"if [ -d {sh(folder)} ]; then cd {sh(folder)} && for d in */; do "
+            f"[ -f \"$d/migration.sql\" ] && printf '%s %s\\n' \"${{d%/}}\" "
+            f"\"$(sha256sum < \"$d/migration.sql\" | cut -d' ' -f1)\"; done; fi; true")
 
 
 def migrate(t: Topology, release: str) -> str:

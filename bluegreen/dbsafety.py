@@ -684,8 +684,15 @@ def migrations_step(run: Any, ex: Executor, *, migrate: bool, allow_destructive:
         rows = svc._applied_rows(db)
         blocked = migrations.failed(rows)
         if blocked:
-            raise DeployError("migrations", f"migration {blocked[0].name} failed earlier and blocks "
-                              "every later one (Prisma P3009); resolve it with `prisma migrate resolve` first")
+            raise DeployError("migrations", migrations.blocked_message(
+                blocked, f"the app directory {run.paths.current} on {run.host.label}"))
+        sums = migrations.parse_checksums(ex.run(cmd.migration_checksums(run.release),
+                                                 step="checksum migrations").stdout)
+        edited = migrations.edited_after_applying(sums, rows)
+        if edited:
+            result.migrations_edited = edited
+            svc.progress.note(migrations.edited_message(edited))
+            log.warning("%s", migrations.edited_message(edited))
         pending = migrations.pending(names, rows)
         sql = {name: ex.get(f"{run.release}/prisma/migrations/{name}/migration.sql", step="read migration") or b""
                for name in pending}

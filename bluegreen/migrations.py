@@ -621,3 +621,66 @@ def parse_applied(stdout: str, stderr: str = "", exit_code: int = 0) -> list[App
                                rolled_back_at=rolled_back or None, applied_steps_count=step_count,
                                logs=logs))
     return rows
+
+
+# --------------------------------------------------------------------------- what the deploy says
+
+# Prisma's own words when a failed migration blocks `migrate deploy` (P3009, schema-engine's
+# `FoundFailedMigrations`), checked against the real CLI in tests/integration/test_prisma_real.py.
+P3009_TEXT = ("migrate found failed migrations in the target database, new migrations will not be "
+              "applied. Read more about how to resolve migration issues in a production database: "
+              "https://pris.ly/d/migrate-resolve")
+
+
+def _indent(text: str, prefix: str = "    ", limit: int = 1500) -> str:
+    text = text.strip()
+    if len(text) > limit:
+        text = text[:limit] + " ..."
+    return "\n".join(prefix + line for line in text.splitlines()) if text else f"{prefix}(no log)"
+
+
+def blocked_message(failed_rows: Sequence[AppliedRow], where: str) -> str:
+    """Why a deploy stops on a failed migration, in Prisma's words, and the commands that unblock it.
+
+    `where` names the release directory (and host) the resolve commands run in.
+    """
+    first = failed_rows[0]
+    lines = ["Prisma P3009: " + P3009_TEXT]
+    for row in failed_rows:
+        lines.append(f"The `{row.name}` migration started at {row.started_at or 'an unknown time'} failed")
+        lines.append("Prisma's log of that attempt (_prisma_migrations.logs):")
+        lines.append(_indent(row.logs))
+    lines += [
+        "Nothing is applied until it is resolved. Check what the failed migration left in the database "
+        "(PostgreSQL ran the file as one transaction unless it has its own BEGIN/COMMIT), then record "
+        f"the outcome from {where}:",
+        f"  npx prisma migrate resolve --rolled-back \"{first.name}\"   # its changes are not in the "
+        "database: a fixed file runs again at the next deploy",
+        f"  npx prisma migrate resolve --applied \"{first.name}\"       # you completed its changes by hand",
+    ]
+    return "\n".join(lines)
+
+
+def parse_checksums(stdout: str) -> dict[str, str]:
+    """`name sha256` lines (commands.migration_checksums) as {name: checksum}."""
+    result: dict[str, str] = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and len(parts[1]) == 64:
+            result[parts[0]] = parts[1].lower()
+    return result
+
+
+def edited_after_applying(local_checksums: Mapping[str, str], applied_rows: Iterable[AppliedRow]) -> list[str]:
+    """Applied migrations whose migration.sql in the release no longer has the checksum Prisma
+    recorded when it ran the file. `migrate deploy` never notices; the schema may then differ from
+    what the release's migration files say it is."""
+    return sorted({r.migration_name for r in applied_rows
+                   if r.applied and r.migration_name in local_checksums
+                   and local_checksums[r.migration_name].strip().lower() != r.checksum.strip().lower()})
+
+
+def edited_message(names: Sequence[str]) -> str:
+    return (f"{len(names)} applied migration(s) edited after they ran: {', '.join(names)} (the file's "
+            "SHA-256 differs from _prisma_migrations.checksum). Prisma does not re-run or check them; "
+            "put the change in a new migration instead, or restore the file.")

@@ -170,9 +170,11 @@ class DeployResult:
     error: str | None = None
     backup_bytes: int | None = None
     database: str | None = None  # what happened to the database when the deploy failed after its dump
+    migrations_edited: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "colour": self.color, "ref": self.ref, "sha": self.sha,
+                "migrationsEdited": self.migrations_edited,
                 "release": self.release, "previousRelease": self.previous_release,
                 "dependencies": self.dependencies, "migrationsApplied": self.migrations_applied,
                 "backup": self.backup, "snapshot": self.snapshot,

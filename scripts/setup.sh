@@ -26,6 +26,14 @@ if ! command -v pm2 >/dev/null 2>&1; then
   npm install -g --no-audit --no-fund pm2@7.0.4 >/dev/null
 fi
 
+# The real sample app (Next.js 15 + Prisma 6): installing it warms npm's cache, from which the lab's
+# hosts install offline (`npm ci --prefer-offline`); the real-Prisma tests use this node_modules.
+if [ ! -f sample-next/node_modules/.package-lock.json ] \
+   || [ sample-next/package-lock.json -nt sample-next/node_modules/.package-lock.json ]; then
+  echo "setup: npm ci in sample-next (Next.js 15 + Prisma; warms npm's cache for the lab)" >&2
+  (cd sample-next && npm ci --no-audit --no-fund >/dev/null)
+fi
+
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv" >&2
   python3 -m venv .venv

@@ -1,8 +1,12 @@
 """`make demo`: the whole blue-green story on the local lab, start to finish.
 
-Starts the lab (configured exactly as `pulumi up` would), deploys v1 to the standby and switches
-to it, deploys v2, switches under a steady request loop and counts failed requests, rolls back,
-shows status, and says where every part runs. Safe to run again without cleaning up.
+Starts the lab (configured exactly as `pulumi up` would), deploys the real Next.js 15 + Prisma app
+(`sample-next/`, ref `next-v1`) to the standby and switches to it, renders its Server Action form
+on the live colour, deploys `next-v2` (a Prisma migration adds the column the page shows),
+switches under a steady request loop and counts failed requests, submits the form rendered before
+the switch to the new colour (the row is written: both colours share the Server Actions key), rolls
+back, shows status, the real install/build/migrate timings, and where every part runs. Safe to run
+again without cleaning up.
 Progress goes to stderr; the closing report goes to stdout.
 """
 
@@ -13,7 +17,9 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
+from .. import commands as cmd
 from ..cli import format_status
 from ..errors import BlueGreenError
 from ..loadgen import LoadReport, RequestLoop
@@ -21,6 +27,7 @@ from ..progress import TerminalProgress
 from ..service import Service
 from ..topology import load_stack
 from .lab import Lab
+from .nextapp import DeployTimings, format_timings, read_build_timings, render_form, split_deploy, submit
 
 
 @dataclass
@@ -48,21 +55,37 @@ def run(clients: int = 16) -> int:
         # Reload each time: switches record the live colour in the stack file.
         return Service(load_stack(lab.project_dir, "lab"), progress=progress)
 
+    t = lab.topology
+    timings: dict[str, DeployTimings] = {}
+
+    def deploy(ref: str) -> Any:
+        first_step = len(progress.steps)
+        begun = time.monotonic()
+        result = service().deploy(ref, migrate=True)
+        build = read_build_timings(t, result.color, result.release) if result.release else None
+        timings[f"{ref} -> {result.color} ({result.dependencies})"] = split_deploy(
+            progress.steps[first_step:], time.monotonic() - begun, build)
+        return result
+
     started = time.monotonic()
-    first = service().deploy("v1", migrate=True)
-    chapter(f"deploy v1 to {first.color}", f"release {first.release}, deps {first.dependencies}", started)
+    first = deploy("next-v1")
+    chapter(f"deploy next-v1 to {first.color}", f"release {first.release}, deps {first.dependencies}, "
+            f"migrations {first.migrations_applied or 'none'}", started)
 
     started = time.monotonic()
     switch1 = service().switch()
     chapter(f"switch to {switch1.color}", f"flip {switch1.flip_ms:.0f} ms, verified {switch1.verified}", started)
 
     started = time.monotonic()
-    second = service().deploy("v2", migrate=True)
-    chapter(f"deploy v2 to {second.color}", f"release {second.release}, deps {second.dependencies}, "
+    form = render_form(f"{t.public_url}/", ca_file=t.haproxy.ca_file, server_name=t.tls_server_name)
+    chapter("render the Server Action form", f"on {form.served_by}, action {form.action_id[:12]}...", started)
+
+    started = time.monotonic()
+    second = deploy("next-v2")
+    chapter(f"deploy next-v2 to {second.color}", f"release {second.release}, deps {second.dependencies}, "
             f"migrations {second.migrations_applied or 'none'}", started)
 
     started = time.monotonic()
-    t = lab.topology
     with RequestLoop.visitor(t, "/", clients=clients, max_seconds=300) as loop:
         loop.wait_for(300)
         switch2 = service().switch()
@@ -70,6 +93,15 @@ def run(clients: int = 16) -> int:
     load: LoadReport = loop.report
     chapter(f"switch to {switch2.color} under load", f"{len(load.failures)} failed of {load.total} "
             f"requests ({clients} clients)", started)
+
+    started = time.monotonic()
+    marker = f"demo-{int(time.time())}"
+    sent = submit(f"{t.public_url}/", form, {"name": "Demo attendant", "post": marker},
+                  ca_file=t.haproxy.ca_file, server_name=t.tls_server_name)
+    rows = _count_shifts(lab, marker)
+    action_ok = sent.status == 200 and rows == 1
+    chapter("submit that form after the switch", f"HTTP {sent.status} from {sent.served_by}, "
+            f"rows written {rows}" + ("" if action_ok else "  <-- FAILED"), started)
 
     started = time.monotonic()
     back = service().rollback()
@@ -86,6 +118,8 @@ def run(clients: int = 16) -> int:
     for c in chapters:
         out.write(f"  {c.what:<{width}}  {c.seconds:6.1f}s  {c.outcome}\n")
     out.write(f"\nRequest loop during the switch: {load.summary()}\n")
+    out.write("\nWhere the deploys' time went (seconds; tool = SSH, git, snapshot, checks, backup):\n")
+    out.write(format_timings(timings) + "\n")
     out.write(f"The lab now serves {release} from {live} at {t.public_url}/\n\n")
     out.write("Where each part runs (all on loopback, files under " f"{info.lab_dir}):\n")
     out.write(f"  Proxmox VE API (fakepve)   {t.proxmox.endpoint}\n")
@@ -105,7 +139,15 @@ def run(clients: int = 16) -> int:
                   f"targets at /targets); dashboard monitoring/dashboards/bluegreen.json; deployment events "
                   f"received in {info.lab_dir}/monitoring/events.jsonl\n")
     out.write("\nTry: .venv/bin/bluegreen status --stack lab    |    make lab-down to stop it all\n")
-    return 0 if not load.failures else 1
+    return 0 if not load.failures and action_ok else 1
+
+
+def _count_shifts(lab: Lab, post: str) -> int:
+    t = lab.topology
+    sql = "SELECT count(*) FROM \"Shift\" WHERE post = '" + post.replace("'", "''") + "'"
+    with lab.executor(t.database_host) as db:
+        out = db.run(cmd.psql(t, t.database_host, sql), step="count demo rows").stdout
+    return int(out.strip() or 0)
 
 
 def main(argv: list[str] | None = None) -> int:

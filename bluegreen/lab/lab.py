@@ -9,6 +9,7 @@ data stays on disk between `down` and `up` so the next `up` is fast.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import ipaddress
@@ -33,7 +34,7 @@ from ..sensitive import Sensitive
 from ..topology import Container, Topology, load_stack
 from .monitoring import start_monitoring
 from .pve import start_fakepve
-from .repo import build_sample_repo
+from .repo import build_next_refs, build_sample_repo
 from .services import (
     SSH_KEYGEN,
     LabError,
@@ -92,6 +93,10 @@ class LabPaths:
     @property
     def db_password(self) -> Path:
         return self.secrets / "db_password"
+
+    @property
+    def server_actions_key(self) -> Path:
+        return self.secrets / "server_actions_key"
 
     @property
     def sample_repo(self) -> Path:
@@ -350,6 +355,7 @@ class Lab:
 
         password = self._db_password()
         build_sample_repo(p.sample_repo, self.project_dir / "sample-app")
+        build_next_refs(p.sample_repo, self.project_dir / "sample-next")
         self._write_app_env(password)
 
         ensure_lab_tls(p.root / "tls", t)  # the lab's CA and HAProxy's certificate bundle
@@ -477,8 +483,19 @@ class Lab:
         return Sensitive(f"postgresql://{t.database.user}:{password.reveal()}@{t.database_host.ip}:"
                          f"{t.database.port}/{t.database.name}")
 
+    def server_actions_key(self) -> Sensitive:
+        """The stack secret both colours build with (NEXT_SERVER_ACTIONS_ENCRYPTION_KEY): a form
+        rendered by one colour can then be submitted to the other after a switch."""
+        path = self.paths.server_actions_key
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+        return Sensitive(path.read_text().strip())
+
     def _write_app_env(self, password: Sensitive) -> None:
-        content = f"DATABASE_URL={self.database_url(password).reveal()}\n"
+        content = (f"DATABASE_URL={self.database_url(password).reveal()}\n"
+                   f"NEXT_SERVER_ACTIONS_ENCRYPTION_KEY={self.server_actions_key().reveal()}\n")
         for host in self.topology.app_hosts.values():
             path = Path(host.path(f"{self.topology.app.dir}/shared/.env"))
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -496,6 +513,8 @@ class Lab:
         """An SSH executor for one lab host (by Container, vmid, name, colour or role)."""
         container = host if isinstance(host, Container) else self.topology.find_host(str(host))
         known = [self._db_password()] if self.paths.db_password.exists() else []
+        if self.paths.server_actions_key.exists():
+            known.append(self.server_actions_key())
         return connect(self.topology, container, secrets=known)
 
     # ------------------------------------------------------------------ down

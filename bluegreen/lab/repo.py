@@ -252,3 +252,68 @@ def publish_variant(repo: Path, *, base: str, branch: str, changes: Mapping[str,
     _git(repo, "update-ref", f"refs/heads/{branch}", sha)
     log.info("sample repo %s: branch %s -> %s (from %s)", repo, branch, sha[:12], base)
     return sha
+
+
+# --------------------------------------------------------------------------- the real app
+
+# The real Next.js 15 + Prisma app (`sample-next/`) lives in the same bare repository under its own
+# refs, so the lab's one stack deploys either: both apps answer to the same commands (`npm ci`,
+# `npm run build`, `npm run migrate`, PM2 running `server.js`). `next-v2` (branch `next`) is the
+# directory as it is; `next-v1` is its first release: without the last migration, VERSION 1, and
+# without every line that ends with a release-2 marker (the `notes` column in schema, page and
+# action). Both migrations are byte for byte the stand-in's, so either app can follow the other on
+# the shared database.
+NEXT_V1_DATE = "2025-04-01T00:00:00+00:00"
+NEXT_V2_DATE = "2025-05-01T00:00:00+00:00"
+NEXT_REFS = ("next-v1", "next-v2", "next")
+RELEASE_2_MARKERS = ("// release-2", "{/* release-2 */}")
+_TEXT_SUFFIXES = (".ts", ".tsx", ".js", ".mjs", ".prisma", ".json", ".md", ".sql", ".toml")
+
+
+def first_release_text(text: str) -> str:
+    """A file of `sample-next/` as it was in release 1: lines ending with a release-2 marker dropped."""
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if not line.rstrip().endswith(RELEASE_2_MARKERS))
+
+
+def _to_first_release(work: Path) -> None:
+    shutil.rmtree(work / "prisma" / "migrations" / V2_MIGRATION, ignore_errors=True)
+    (work / "VERSION").write_text("1\n")
+    for path in sorted(work.rglob("*")):
+        if path.is_file() and not path.is_symlink() and path.suffix in _TEXT_SUFFIXES:
+            text = path.read_text()
+            first = first_release_text(text)
+            if first != text:
+                path.write_text(first)
+
+
+def build_next_refs(dest: Path, next_dir: Path) -> dict[str, str]:
+    """Commit `next_dir` (the real app) into the bare repo `dest` as `next-v1` and `next-v2`.
+
+    Idempotent like `build_sample_repo`: same directory, same shas. Returns {"next-v1": sha,
+    "next-v2": sha}; branch `next` points at next-v2.
+    """
+    if not next_dir.is_dir():
+        raise SampleRepoError(f"real app directory {next_dir} does not exist")
+    missing = [name for name in _REQUIRED_FILES if not (next_dir / name).is_file()]
+    if missing:
+        raise SampleRepoError(f"{next_dir} is not the real sample app: missing {', '.join(missing)}")
+    if not (next_dir / "prisma" / "migrations" / V2_MIGRATION / "migration.sql").is_file():
+        raise SampleRepoError(f"{next_dir} has no migration {V2_MIGRATION}")
+    _ensure_bare_repo(dest)
+    with tempfile.TemporaryDirectory(prefix="next-repo-") as tmp:
+        scratch = Path(tmp)
+        v2_tree = _tree_of_directory(dest, next_dir, scratch)
+        first = scratch / "first"
+        _copy_sources(next_dir, first)
+        _to_first_release(first)
+        index = scratch / "first-index"
+        _git(dest, "add", "--all", ".", index=index, work_tree=first)
+        v1_tree = _git(dest, "write-tree", index=index)
+        v1 = _git(dest, "commit-tree", v1_tree, "-m", "Next.js release 1: attendants and shifts",
+                  date=NEXT_V1_DATE)
+        v2 = _git(dest, "commit-tree", v2_tree, "-p", v1, "-m",
+                  "Next.js release 2: notes on shifts (additive migration)", date=NEXT_V2_DATE)
+    _set_refs(dest, [("refs/tags/next-v1", v1), ("refs/tags/next-v2", v2), ("refs/heads/next", v2)])
+    log.info("sample repo %s: next-v1 %s, next-v2 %s (branch next)", dest, v1[:12], v2[:12])
+    return {"next-v1": v1, "next-v2": v2}

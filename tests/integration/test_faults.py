@@ -71,7 +71,8 @@ HEALTH_WAIT_S = 60.0
 # Every step that runs a command on the standby during a deploy of a ref with no pending
 # migration, in order (bluegreen/service.py, `_DeployRun.execute`).
 STANDBY_DEPLOY_STEPS = ("fetch", "read release", "export release", "install dependencies", "build",
-                        "list migrations", "point current", "pm2 reload", "prune releases")
+                        "list migrations", "checksum migrations", "point current", "pm2 reload",
+                        "prune releases")
 
 
 # --------------------------------------------------------------------------- the estate
