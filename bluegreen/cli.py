@@ -275,7 +275,9 @@ def cmd_rebuild(args: argparse.Namespace, t: Topology, o: Output, p: TerminalPro
     svc = _service(args, t, p)
     confirm("destroy and rebuild the standby container?", yes=args.yes, stdin=sys.stdin, err=o.err)
     data = svc.rebuild_standby()
-    o.result(data, f"{data['colour']} rebuilt and serving release {data['release']}")
+    key = data.get("hostKey") or {}
+    o.result(data, f"{data['colour']} rebuilt and serving release {data['release']}"
+             + (f"; new host key {key.get('type')} {key.get('fingerprint')} pinned" if key else ""))
     return 0
 
 

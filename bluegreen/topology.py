@@ -124,6 +124,23 @@ class AppSettings:
     keep_releases: int
     health_timeout: float
     pm2_home: str | None
+    # Extra variables of shared/.env (`app.env`), by name; see `AppEnvVar`.
+    env: tuple[AppEnvVar, ...] = ()
+
+
+@dataclass(frozen=True)
+class AppEnvVar:
+    """One extra variable of the app's shared/.env: a plain `value`, or a secret reference.
+
+    A secret is looked up, in order, in the Pulumi secret config `bluegreen:<secret>` (inside the
+    engine), the environment variable `env` (default `BLUEGREEN_SECRET_<SECRET>`), then `file`.
+    """
+
+    name: str
+    value: str | None = None
+    secret: str | None = None
+    env: str | None = None
+    file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +197,8 @@ class Topology:
     switch: SwitchSettings
     journal: JournalSettings
     environment: str = field(default="production")
+    # Where the declared live colour is kept when not in the stack file (`activeColorFile`).
+    active_color_file: str | None = None
 
     @property
     def database_host(self) -> Container:
@@ -428,6 +447,7 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         keep_releases=r.num(ap, "keepReleases", "app", 5, minimum=2),
         health_timeout=r.num(ap, "healthTimeout", "app", 120.0, integer=False, minimum=1),
         pm2_home=r.opt_str(ap, "pm2Home", "app"),
+        env=_read_app_env(r, ap.get("env"), resolve),
     )
     if app.health_path and not app.health_path.startswith("/"):
         r.problem("app.healthPath", f"expected a path starting with /, got {app.health_path!r}")
@@ -485,6 +505,13 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
     )
 
     active = get("activeColor")
+    color_file = resolve(r.opt_str({"activeColorFile": get("activeColorFile")}, "activeColorFile", ""))
+    if color_file is not None:
+        overlay = _read_color_file(color_file)
+        if overlay is not None and overlay not in COLORS:
+            r.problem("activeColorFile", f"{color_file} holds {overlay!r}, expected one of {', '.join(COLORS)}")
+        elif overlay is not None:
+            active = overlay
     if active is None:
         r.problem("activeColor", f"is required (expected one of {', '.join(COLORS)})")
         active = COLORS[0]
@@ -498,7 +525,66 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         stack=stack, project_dir=project, active_color=str(active), containers=containers,
         proxmox=proxmox, ssh=ssh, app=app, database=database, haproxy=haproxy, switch=switch,
         journal=journal, environment=str(get("environment") or "production"),
+        active_color_file=color_file,
     )
+
+
+def _read_color_file(path: str) -> str | None:
+    """The colour an `activeColorFile` declares, or None when it does not exist yet."""
+    try:
+        return Path(path).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"activeColorFile {path}: {exc.strerror}") from None
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+
+
+def _read_app_env(r: _Reader, raw: Any, resolve: Callable[[str | None], str | None]) -> tuple[AppEnvVar, ...]:
+    """`app.env`: NAME: "plain value" | {value: ...} | {secret: NAME, env: VAR, file: PATH}."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        r.problem("app.env", f"expected a mapping of variable names, got {_kind(raw)}")
+        return ()
+    out: list[AppEnvVar] = []
+    for name, spec in raw.items():
+        key = f"app.env.{name}"
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            r.problem(key, "expected an environment variable name (letters, digits, _)")
+            continue
+        if name in ("DATABASE_URL", "PORT", "HOSTNAME", "NODE_ENV", "BLUEGREEN_COLOR"):
+            r.problem(key, "is set by bluegreen itself (from the database and app settings)")
+            continue
+        if isinstance(spec, (str, int, float)) and not isinstance(spec, bool):
+            out.append(AppEnvVar(name=name, value=str(spec)))
+            continue
+        if not isinstance(spec, Mapping) or set(spec) - {"value", "secret", "env", "file"}:
+            r.problem(key, "expected a string, {value: ...} or {secret: NAME, env: VAR, file: PATH}")
+            continue
+        if ("value" in spec) == ("secret" in spec):
+            r.problem(key, "give exactly one of value or secret")
+            continue
+        if "value" in spec:
+            out.append(AppEnvVar(name=name, value=str(spec["value"])))
+            continue
+        secret = spec["secret"]
+        if not isinstance(secret, str) or not _SECRET_NAME.fullmatch(secret):
+            r.problem(f"{key}.secret", f"expected a config key name, got {secret!r}")
+            continue
+        env = spec.get("env")
+        if env is not None and (not isinstance(env, str) or not _ENV_NAME.fullmatch(env)):
+            r.problem(f"{key}.env", f"expected an environment variable name, got {env!r}")
+            continue
+        file = spec.get("file")
+        if file is not None and not isinstance(file, str):
+            r.problem(f"{key}.file", f"expected a path, got {_kind(file)}")
+            continue
+        out.append(AppEnvVar(name=name, secret=secret, env=env, file=resolve(file)))
+    return tuple(out)
 
 
 def _read_containers(r: _Reader, raw: Any, gateway: ipaddress.IPv4Address | None,
@@ -687,9 +773,21 @@ def load_stack(project_dir: str | os.PathLike[str], stack: str) -> Topology:
 
 
 def set_active_color_in_file(project_dir: str | os.PathLike[str], stack: str, color: str) -> None:
-    """Record the live colour in the stack file, changing only that line (comments survive)."""
+    """Record the live colour in the stack file, changing only that line (comments survive).
+
+    A stack that names an `activeColorFile` (the lab: a file in its own directory, outside the
+    repository) keeps its declared colour there instead, so running it never edits a tracked file.
+    """
     if color not in COLORS:
         raise ConfigError(f"unknown colour {color!r}")
+    overlay = load_stack(project_dir, stack).active_color_file
+    if overlay is not None:
+        target = Path(overlay)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp_overlay = target.with_name(f".{target.name}.tmp")
+        tmp_overlay.write_text(color + "\n")
+        os.replace(tmp_overlay, target)
+        return
     path = stack_file(project_dir, stack)
     text = path.read_text()
     pattern = re.compile(rf"^(\s*{NAMESPACE}:activeColor:\s*)(\S+)(.*)$", re.M)

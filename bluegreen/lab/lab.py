@@ -425,7 +425,10 @@ class Lab:
                          f"{t.database.port}/{t.database.name}")
 
     def _write_app_env(self, password: Sensitive) -> None:
-        content = f"DATABASE_URL={self.database_url(password).reveal()}\n"
+        from ..appenv import ensure_secret_files, render_env, resolve_secrets
+
+        ensure_secret_files(self.topology)
+        content = render_env(self.topology, password, resolve_secrets(self.topology, environ={})).reveal()
         for host in self.topology.app_hosts.values():
             path = Path(host.path(f"{self.topology.app.dir}/shared/.env"))
             path.parent.mkdir(parents=True, exist_ok=True)
