@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import commands as cmd
 from .appenv import apply_env, render_env, resolve_secrets
-from .errors import BlueGreenError, HostKeyError, RemoteError, SwitchError
-from .executor import Executor, SshTarget, fetch_host_key, fingerprint, known_hosts_line, ssh_target
-from .progress import Progress
+from .errors import BlueGreenError, SwitchError
+from .executor import Executor
+from .hostkeys import HostKey, trust_created_host
 from .providers import (
     apply_bootstrap,
     apply_ecosystem,
@@ -48,87 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("bluegreen.rebuild")
 
 SSH_WAIT_S = 120.0
-SSH_POLL_S = 0.5
-
-
-# --------------------------------------------------------------------------- host keys
-
-
-@dataclass(frozen=True)
-class HostKey:
-    host: str
-    address: str
-    key_type: str
-    fingerprint: str
-    replaced_pin: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {"host": self.host, "address": self.address, "type": self.key_type,
-                "fingerprint": self.fingerprint, "replacedPin": self.replaced_pin}
-
-
-def _host_field(address: str, port: int) -> str:
-    return known_hosts_line(address, port, "x", "x").split()[0]
-
-
-def repin(known_hosts: str, address: str, port: int, key_type: str, key_b64: str) -> bool:
-    """Make `key_type key_b64` the only key pinned for the host; True if another pin was removed.
-
-    Only for a host this same run created (see `trust_created_host`): it overrides the refusal
-    of a changed key, which is exactly what a new container presents.
-    """
-    path = Path(known_hosts).expanduser()
-    host = _host_field(address, port)
-    lines = path.read_text().splitlines() if path.exists() else []
-    kept = [line for line in lines if host not in (line.split()[:1] or [""])[0].split(",")]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in [*kept, known_hosts_line(address, port, key_type, key_b64)]))
-    tmp.chmod(0o600)
-    tmp.replace(path)
-    return len(kept) != len(lines)
-
-
-def wait_for_ssh(target: SshTarget, *, timeout_s: float, progress: Progress,
-                 poll_s: float = SSH_POLL_S, sleep: Callable[[float], None] = time.sleep) -> tuple[str, str]:
-    """The host key of `target` once its sshd answers; RemoteError after `timeout_s`."""
-    started = time.monotonic()
-    attempt = 0
-    last = "no answer yet"
-    while True:
-        attempt += 1
-        try:
-            return fetch_host_key(target)
-        except RemoteError as exc:
-            last = exc.detail
-        waited = time.monotonic() - started
-        if waited >= timeout_s:
-            raise RemoteError(f"{target.address}:{target.port}", "wait for SSH",
-                              f"sshd did not answer within {timeout_s:g}s ({attempt} attempts; last: {last})")
-        if attempt == 1 or attempt % 10 == 0:
-            progress.note(f"waiting for SSH on {target.address}:{target.port} "
-                          f"({waited:.0f}s of {timeout_s:g}s: {last})")
-        sleep(poll_s)
-
-
-def trust_created_host(t: Topology, host: Container, *, created_by_this_run: bool, timeout_s: float,
-                       progress: Progress) -> HostKey:
-    """Wait for the new container's sshd and pin the key it presents (trust on first use).
-
-    Refuses unless `created_by_this_run`: an existing host whose key changed is an incident, not
-    a rebuild, and stays refused by every connection (RejectPolicy) until a person runs `trust`.
-    """
-    if not created_by_this_run:
-        raise HostKeyError(host.label, "trust", "refusing to trust a host key on first use for a "
-                           "container this run did not create; check it and run `bluegreen trust`")
-    target = ssh_target(t, host)
-    key_type, key_b64 = wait_for_ssh(target, timeout_s=timeout_s, progress=progress)
-    replaced = repin(target.known_hosts, host.ip, target.port, key_type, key_b64)
-    key = HostKey(host=host.label, address=f"{host.ip}:{target.port}", key_type=key_type,
-                  fingerprint=fingerprint(key_b64), replaced_pin=replaced)
-    progress.note(f"new host key of {host.label} (created by this run): {key_type} {key.fingerprint}")
-    log.info("pinned the new host key of %s: %s %s", host.label, key_type, key.fingerprint)
-    return key
 
 
 # --------------------------------------------------------------------------- backends

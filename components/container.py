@@ -167,7 +167,7 @@ def container_legacy_args(args: ProxmoxContainerArgs) -> ContainerLegacyArgs:
 
 def container_options(args: ProxmoxContainerArgs, *, parent: pulumi.Resource,
                       depends_on: Sequence[pulumi.Resource] = ()) -> pulumi.ResourceOptions:
-    """Adoption and protection rules.
+    """Adoption, protection and replacement rules.
 
     Adopted containers are imported, never created, and kept on PVE when Pulumi would delete
     them (`retain_on_delete`): they served production before Pulumi knew them, and a forced
@@ -181,6 +181,10 @@ def container_options(args: ProxmoxContainerArgs, *, parent: pulumi.Resource,
         import_=args.import_id,
         ignore_changes=list(ADOPTED_IGNORE_CHANGES) if args.existing else None,
         retain_on_delete=True if args.existing else None,
+        # The vmid is fixed: PVE refuses to create a second CT with it, so a replacement (a
+        # rebuild, a new template or key set) must delete the old container first. The database
+        # is protected, so Pulumi refuses to replace it at all.
+        delete_before_replace=True,
     )
 
 

@@ -16,11 +16,11 @@ import pytest
 from bluegreen import commands as cmd
 from bluegreen.errors import HostKeyError
 from bluegreen.executor import fetch_host_key, fingerprint, ssh_target
+from bluegreen.hostkeys import trust_created_host
 from bluegreen.lab.lab import Lab
 from bluegreen.lab.pve import lab_client
 from bluegreen.loadgen import RequestLoop
 from bluegreen.progress import RecordingProgress
-from bluegreen.rebuild import trust_created_host
 from bluegreen.topology import other_color
 
 from .support import copy_project

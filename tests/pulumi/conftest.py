@@ -52,6 +52,8 @@ class Registration:
     retain_on_delete: bool
     dependencies: list[str]
     id: str = ""
+    delete_before_replace: bool = False
+    replace_with: list[str] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -104,7 +106,9 @@ class RecordingMonitor(MockMonitor):
                 provider=request.provider, import_id=request.importId,
                 ignore_changes=list(request.ignoreChanges), protect=bool(request.protect),
                 retain_on_delete=bool(request.retainOnDelete),
-                dependencies=list(request.dependencies), id=response.id))
+                dependencies=list(request.dependencies), id=response.id,
+                delete_before_replace=bool(request.deleteBeforeReplace),
+                replace_with=list(request.replace_with)))
         return response
 
     def RegisterResourceOutputs(self, request: Any) -> Any:

@@ -54,6 +54,9 @@ def no_token_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROXMOX_VE_API_TOKEN", raising=False)
 
 
+LAB_ACTIONS_KEY = "actions-key-for-mock-tests-only"
+
+
 @pytest.fixture
 def prod_config() -> dict[str, Any]:
     config = stack_config("prod")
@@ -66,6 +69,7 @@ def lab_config(lab_key: str) -> dict[str, Any]:
     config = stack_config("lab")
     config["bluegreen:ssh"]["publicKeys"] = [f"file:{lab_key}"]
     config["proxmoxve:apiToken"] = f"root@pam!deploy={LAB_TOKEN_SECRET}"
+    config["bluegreen:nextServerActionsKey"] = LAB_ACTIONS_KEY  # app.env's secret reference
     return config
 
 
