@@ -505,6 +505,13 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
     )
 
     active = get("activeColor")
+    if active is None:
+        r.problem("activeColor", f"is required (expected one of {', '.join(COLORS)})")
+        active = COLORS[0]
+    elif active not in COLORS:
+        r.problem("activeColor", f"expected one of {', '.join(COLORS)}, got {active!r}")
+        active = COLORS[0]
+    # The stack's own value is validated above whatever the overlay says.
     color_file = resolve(r.opt_str({"activeColorFile": get("activeColorFile")}, "activeColorFile", ""))
     if color_file is not None:
         overlay = _read_color_file(color_file)
@@ -512,12 +519,6 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
             r.problem("activeColorFile", f"{color_file} holds {overlay!r}, expected one of {', '.join(COLORS)}")
         elif overlay is not None:
             active = overlay
-    if active is None:
-        r.problem("activeColor", f"is required (expected one of {', '.join(COLORS)})")
-        active = COLORS[0]
-    elif active not in COLORS:
-        r.problem("activeColor", f"expected one of {', '.join(COLORS)}, got {active!r}")
-        active = COLORS[0]
 
     if r.problems:
         raise ValidationError(source or f"stack {stack!r}", r.problems)
