@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plan", parents=[common], help="files and commands each host would get")
     pl.add_argument("host", nargs="?", help="one host: vmid, name, colour or role")
+    pl.add_argument("--changes", action="store_true",
+                    help="instead: compare each container with Proxmox; say what reboots or replaces it")
 
     tr = sub.add_parser("trust", parents=[common], help="pin the SSH host keys of the estate's hosts")
     tr.add_argument("hosts", nargs="*", help="vmid, name, colour or role (default: every host)")
@@ -314,6 +316,9 @@ def cmd_lock(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgre
 
 def cmd_plan(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
     from .commands import deploy_plan
+
+    if getattr(args, "changes", False):
+        return _plan_changes(t, o)
     from .providers import plan_estate
 
     plan = plan_estate(t)
@@ -337,6 +342,21 @@ def cmd_plan(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgr
                 lines.append(f"-- run{what}: {item['command']}")
     o.result(plan, "\n".join(lines))
     return 0
+
+
+def _plan_changes(t: Topology, o: Output) -> int:
+    from . import haproxy_runtime
+    from .changes import plan_changes
+    from .executor import connect
+    from .pve import PveClient
+
+    with connect(t, t.load_balancer) as lb:
+        live = haproxy_runtime.live_color(lb, t)
+    changes, refused = plan_changes(t, PveClient.from_topology(t), live)
+    lines = [str(c) for c in changes] or ["no container changes"]
+    o.result({"live": live, "changes": [c.to_json() for c in changes], "refused": refused},
+             "\n".join(lines + [f"REFUSED: {p}" for p in refused]))
+    return 1 if refused else 0
 
 
 def cmd_trust(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:

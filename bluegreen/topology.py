@@ -199,6 +199,8 @@ class Topology:
     environment: str = field(default="production")
     # Where the declared live colour is kept when not in the stack file (`activeColorFile`).
     active_color_file: str | None = None
+    # What may be rebooted or replaced while it serves (`allowDisruption`: live, database).
+    allow_disruption: tuple[str, ...] = ()
 
     @property
     def database_host(self) -> Container:
@@ -511,6 +513,10 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
     elif active not in COLORS:
         r.problem("activeColor", f"expected one of {', '.join(COLORS)}, got {active!r}")
         active = COLORS[0]
+    allow_disruption = r.str_list({"allowDisruption": get("allowDisruption")}, "allowDisruption", "")
+    for item in allow_disruption:
+        if item not in ("live", "database"):
+            r.problem("allowDisruption", f"expected a list of live and/or database, got {item!r}")
     # The stack's own value is validated above whatever the overlay says.
     color_file = resolve(r.opt_str({"activeColorFile": get("activeColorFile")}, "activeColorFile", ""))
     if color_file is not None:
@@ -526,7 +532,7 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         stack=stack, project_dir=project, active_color=str(active), containers=containers,
         proxmox=proxmox, ssh=ssh, app=app, database=database, haproxy=haproxy, switch=switch,
         journal=journal, environment=str(get("environment") or "production"),
-        active_color_file=color_file,
+        active_color_file=color_file, allow_disruption=allow_disruption,
     )
 
 

@@ -28,6 +28,7 @@ from pulumi_proxmoxve import (
     ContainerLegacyStartupArgs,
 )
 
+from bluegreen.changes import frozen_fields
 from bluegreen.topology import Container, Topology
 
 CONTAINER_TYPE = "bluegreen:proxmox:Container"
@@ -80,6 +81,8 @@ class ProxmoxContainerArgs:
     public_keys: tuple[str, ...]
     tags: tuple[str, ...]
     existing: bool
+    # Reboot-causing properties held back on the live colour and the database (`bluegreen.changes`).
+    frozen: tuple[str, ...] = ()
 
     @classmethod
     def from_topology(cls, topology: Topology, container: Container, *,
@@ -108,6 +111,7 @@ class ProxmoxContainerArgs:
             public_keys=tuple(public_keys),
             tags=container.tags,
             existing=container.existing,
+            frozen=frozen_fields(topology, container),
         )
 
     @property
@@ -179,7 +183,7 @@ def container_options(args: ProxmoxContainerArgs, *, parent: pulumi.Resource,
         depends_on=list(depends_on),
         protect=args.is_database,
         import_=args.import_id,
-        ignore_changes=list(ADOPTED_IGNORE_CHANGES) if args.existing else None,
+        ignore_changes=[*(ADOPTED_IGNORE_CHANGES if args.existing else ()), *args.frozen] or None,
         retain_on_delete=True if args.existing else None,
         # The vmid is fixed: PVE refuses to create a second CT with it, so a replacement (a
         # rebuild, a new template or key set) must delete the old container first. The database

@@ -109,3 +109,28 @@ def test_rebuild_cli_json(estate: Lab, tmp_path: Path) -> None:  # noqa: F811
     assert data["ok"] and data["colour"] == other_color(live) and data["hostKey"]["fingerprint"]
     assert "SHA256:" in out.stderr  # the fingerprint is printed for the person running it
     assert lab.db_password().reveal() not in out.stdout + out.stderr
+
+
+def test_plan_changes_refuses_a_reboot_of_the_live_colour(estate: Lab, tmp_path: Path) -> None:  # noqa: F811
+    lab = estate
+    live = live_colour(lab)
+    host = topology(lab).app_host(live)
+    project = copy_project(REPO, tmp_path)
+    stack = project / "stacks" / "Pulumi.lab.yaml"
+    text = stack.read_text()
+    line = next(ln for ln in text.splitlines() if f"id: {host.vmid}," in ln)
+    stack.write_text(text.replace(line, line.replace("memory: 2048", "memory: 3072")))
+
+    def plan(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bluegreen.cli", "--cwd", str(project), "plan", "--changes",
+                               "--stack", "lab", "--json", *extra], capture_output=True, text=True, timeout=120)
+
+    out = plan()
+    assert out.returncode == 1, out.stderr
+    data = json.loads(out.stdout)
+    assert [(c["vmid"], c["field"], c["effect"]) for c in data["changes"]] == [(host.vmid, "memory", "reboot")]
+    assert "refused" in data["refused"][0] and f"live colour ({live})" in data["refused"][0]
+    stack.write_text(stack.read_text() + "  bluegreen:allowDisruption: [live]\n")
+    out = plan()
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["refused"] == []

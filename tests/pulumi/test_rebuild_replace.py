@@ -26,6 +26,7 @@ def lab_config(lab_key: str) -> dict[str, Any]:
     config["bluegreen:ssh"]["publicKeys"] = [f"file:{lab_key}"]
     config["proxmoxve:apiToken"] = TOKEN
     config["bluegreen:nextServerActionsKey"] = ACTIONS_KEY
+    config.pop("bluegreen:activeColorFile")
     return config
 
 
@@ -103,3 +104,15 @@ def test_adopted_containers_are_not_tied_and_never_trusted_on_first_use(pulumi_h
     for kind in REPLACED_WITH_CONTAINER:
         assert all(not r.replace_with for r in _dynamic(run, kind)), kind
     assert all(r.inputs["trust_new_host_key"] is False for r in _dynamic(run, "Bootstrap"))
+
+
+def test_live_colour_and_database_reboots_are_held_back_unless_allowed(pulumi_harness: PulumiHarness,
+                                                                       lab_config: dict[str, Any]) -> None:
+    run = pulumi_harness.run("lab", lab_config, secret_keys=("proxmoxve:apiToken",))
+    frozen = {vmid: reg.ignore_changes for vmid, reg in run.containers().items()}
+    assert frozen[134] == frozen[136] == []  # the standby (green) and the load balancer
+    assert "memory" in frozen[131] and "memory" in frozen[132]
+    lab_config["bluegreen:allowDisruption"] = ["live"]
+    run = pulumi_harness.run("lab", lab_config, secret_keys=("proxmoxve:apiToken",))
+    frozen = {vmid: reg.ignore_changes for vmid, reg in run.containers().items()}
+    assert frozen[132] == [] and "memory" in frozen[131]
