@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bluegreen import commands as cmd
-from bluegreen.errors import HostKeyError
+from bluegreen.errors import HostKeyError, LockedError, ProxmoxError
 from bluegreen.executor import fetch_host_key, fingerprint, ssh_target
 from bluegreen.hostkeys import trust_created_host
 from bluegreen.lab.lab import Lab
@@ -134,3 +134,36 @@ def test_plan_changes_refuses_a_reboot_of_the_live_colour(estate: Lab, tmp_path:
     out = plan()
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["refused"] == []
+
+
+def test_rebuild_holds_the_lock_for_its_whole_run_and_records_a_failure(estate: Lab) -> None:  # noqa: F811
+    lab = estate
+    t = topology(lab)
+    standby = other_color(live_colour(lab))
+    before = release_of(lab, standby)
+    seen: dict[str, object] = {}
+
+    class ProbeBackend:
+        """Stands in for the container step: looks at the lock from outside, then fails."""
+
+        name = "probe"
+        configures_hosts = True
+
+        def replace(self, host: object) -> None:
+            seen["lock"] = service(lab).lock_status()
+            try:
+                service(lab).deploy("v1")
+            except LockedError as exc:
+                seen["deploy"] = str(exc)
+            raise ProxmoxError("creating CT: node refused (test)")
+
+    with pytest.raises(ProxmoxError, match="node refused"):
+        service(lab).rebuild_standby(ProbeBackend())
+    lock = seen["lock"]
+    assert isinstance(lock, dict) and lock["operation"] == "rebuild standby"
+    assert "deploy" in seen  # a deploy during the rebuild is refused
+    assert service(lab).lock_status() is None  # released at the end, even on failure
+    assert release_of(lab, standby) == before
+    entry = next(e for e in journal(lab).recent(5) if e.get("type") == "rebuild")
+    assert entry["result"] == "failed" and entry["backend"] == "probe" and "node refused" in entry["error"]
+    assert t.app_host(standby).vmid == entry["vmid"]
