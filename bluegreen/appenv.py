@@ -45,8 +45,14 @@ def database_url(t: Topology, password: Sensitive) -> Sensitive:
                      f"{t.database_host.ip}:{db.port}/{quote(db.name, safe='')}")
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9_@%:/.+=,~-]*")
+
+
 def _quoted(value: str) -> str:
-    """Double-quoted the way both .env readers (the ecosystem's and dotenv's) undo it."""
+    """As is when plain, else double-quoted the way both .env readers (the ecosystem's and
+    dotenv's) undo it."""
+    if _PLAIN.fullmatch(value):
+        return value
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
 

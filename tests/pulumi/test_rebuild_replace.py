@@ -79,8 +79,8 @@ def test_app_env_carries_the_stack_secrets_as_a_secret(pulumi_harness: PulumiHar
     for reg in envs:
         is_secret, content = unwrap_secret(reg.inputs["content"])
         assert is_secret
-        assert f'NEXT_SERVER_ACTIONS_ENCRYPTION_KEY="{ACTIONS_KEY}"' in content
-        assert "DATABASE_URL=\"postgresql://jw_app:" in content and "@127.0.3.21:5432/jw_attendant\"" in content
+        assert f"NEXT_SERVER_ACTIONS_ENCRYPTION_KEY={ACTIONS_KEY}\n" in content
+        assert "DATABASE_URL=postgresql://jw_app:" in content and "@127.0.3.21:5432/jw_attendant\n" in content
         assert reg.inputs["path"].endswith("/opt/jw-attendant-scheduler/shared/.env")
 
 
