@@ -32,6 +32,8 @@ REPLACE = "replace"
 # Camel-case property paths of ContainerLegacy whose in-place change reboots a running container.
 REBOOT_PATHS = ("cpu", "memory", "initialization.hostname", "initialization.dns",
                 "initialization.ipConfigs", "networkInterfaces")
+# ... and whose change replaces a container the program created (new keys, a new template).
+REPLACE_PATHS = ("initialization.userAccount", "operatingSystem")
 DISRUPTION_SCOPES = ("live", "database")
 
 
@@ -123,10 +125,10 @@ def disruption_problems(t: Topology, changes: list[Change], live: str) -> list[s
 
 
 def frozen_fields(t: Topology, c: Container) -> tuple[str, ...]:
-    """Reboot-causing properties the program must not change on `c` (the declared live colour
-    and the database, unless the stack allows it)."""
+    """Reboot- and replace-causing properties the program must not change on `c` (the declared
+    live colour and the database, unless the stack allows it)."""
     scope = scope_of(t, c, t.active_color)
-    return REBOOT_PATHS if scope is not None and scope not in t.allow_disruption else ()
+    return (*REBOOT_PATHS, *REPLACE_PATHS) if scope is not None and scope not in t.allow_disruption else ()
 
 
 def plan_changes(t: Topology, client: Any, live: str) -> tuple[list[Change], list[str]]:

@@ -183,7 +183,8 @@ def container_options(args: ProxmoxContainerArgs, *, parent: pulumi.Resource,
         depends_on=list(depends_on),
         protect=args.is_database,
         import_=args.import_id,
-        ignore_changes=[*(ADOPTED_IGNORE_CHANGES if args.existing else ()), *args.frozen] or None,
+        ignore_changes=list(dict.fromkeys([*(ADOPTED_IGNORE_CHANGES if args.existing else ()),
+                                           *args.frozen])) or None,
         retain_on_delete=True if args.existing else None,
         # The vmid is fixed: PVE refuses to create a second CT with it, so a replacement (a
         # rebuild, a new template or key set) must delete the old container first. The database

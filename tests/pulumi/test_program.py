@@ -35,7 +35,7 @@ TEMPLATE_URL = f"http://download.proxmox.com/images/system/{TEMPLATE_FILE}"
 ADOPTED_IGNORES = ["operatingSystem", "initialization.userAccount", "unprivileged"]
 # Held back on the declared live colour (blue: 132) and the database (131): they would reboot.
 FROZEN = ["cpu", "memory", "initialization.hostname", "initialization.dns", "initialization.ipConfigs",
-          "networkInterfaces"]
+          "networkInterfaces", "initialization.userAccount", "operatingSystem"]
 SECRETS = ("proxmoxve:apiToken",)
 
 # vmid -> (hostname, address, cores, memory, swap, disk, role type, startup order, tags)
@@ -135,7 +135,8 @@ def test_prod_adopts_the_running_containers_instead_of_creating_them(
     containers = run_ok(pulumi_harness, "prod", prod_config).containers()
     for vmid, reg in containers.items():
         assert reg.import_id == f"pve/{vmid}"
-        assert reg.ignore_changes == ADOPTED_IGNORES + (FROZEN if vmid in (131, 132) else [])
+        expected = ADOPTED_IGNORES + (FROZEN if vmid in (131, 132) else [])
+        assert reg.ignore_changes == list(dict.fromkeys(expected))
         assert reg.retain_on_delete is True
         # Each ignored path must name a property the engine actually receives, or it ignores nothing.
         for path in reg.ignore_changes:
