@@ -293,6 +293,9 @@ class Lab:
             return self._up()
 
     def _up(self) -> LabInfo:
+        # Re-read the stack: a switch since this object was made changed the declared colour, and
+        # applying a stale one would flip live traffic back.
+        self.topology = load_stack(self.project_dir, self.topology.stack)
         t, p = self.topology, self.paths
         for directory in (p.ssh, p.pve, p.pids, p.logs, p.secrets):
             directory.mkdir(parents=True, exist_ok=True)
