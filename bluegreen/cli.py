@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--yes", "-y", action="store_true", help="pin without asking (trust on first use)")
 
     sub.add_parser("mcp", parents=[common], help="run the MCP server on stdio")
+    ad = sub.add_parser("adopt", parents=[common],
+                        help="write the running estate (PVE settings, live colour, repo, db user) into the stack file")
+    ad.add_argument("--dry-run", action="store_true", help="show the stack file diff, write nothing")
+    ad.add_argument("--yes", "-y", action="store_true", help="write without asking")
     return p
 
 
@@ -158,6 +162,9 @@ def _service(args: argparse.Namespace, t: Topology, progress: TerminalProgress) 
 
 
 def cmd_config_check(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
+    from .placeholders import require_complete
+
+    require_complete(t)  # "set KEY: what to put there" for every value still missing, exit 2
     estate = [{"vmid": c.vmid, "name": c.name, "role": c.role, "color": c.color, "ip": str(c.interface),
                "cores": c.cores, "memoryMb": c.memory, "diskGb": c.disk, "existing": c.existing}
               for c in t.containers]
@@ -197,6 +204,8 @@ def format_status(data: dict[str, Any]) -> str:
         mark = "*" if color == data["live"] else " "
         lines.append(f"{mark} {color:<7} {c['host']:<12} {health:<14} {(c['release'] or '-'):<24} "
                      f"{(c['sha'] or '-')[:7]:<8} {pm2:<16} {(c['haproxy'] or {}).get('status', '-')}")
+        if c.get("commit") == "commit not reported":
+            lines.append("      commit not reported (the health answer names no commit)")
         for e in c["errors"]:
             lines.append(f"      ! {e}")
     db = data["database"]
@@ -360,13 +369,16 @@ def _plan_changes(t: Topology, o: Output) -> int:
 
 
 def cmd_trust(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
-    from .executor import fetch_host_key, fingerprint, ssh_target, trust_host
+    from .executor import fetch_host_key, fingerprint, resolve_target, ssh_target, trust_host
 
     hosts = [t.find_host(h) for h in args.hosts] if args.hosts else list(t.containers)
     pinned: list[dict[str, Any]] = []
     added_count = 0
     for host in hosts:
         target = ssh_target(t, host)
+        # Pinned under the address and port the connection really uses (an ~/.ssh/config alias's
+        # HostName and Port), which is what the host key is checked against when connecting.
+        address, port, _, _ = resolve_target(target)
         key_type, key_b64 = fetch_host_key(target)
         print_ = fingerprint(key_b64)
         o.say(f"{host.label}: {key_type} {print_}")
@@ -375,12 +387,32 @@ def cmd_trust(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProg
                 raise ConfigError(f"{host.label} presented {print_}, which is not one of the fingerprints "
                                   "given: refusing to pin it")
         else:
-            confirm(f"pin this key for {host.ip}:{target.port}?", yes=args.yes, stdin=sys.stdin, err=o.err)
-        added = trust_host(target.known_hosts, host.ip, target.port, f"{key_type} {key_b64}")
+            confirm(f"pin this key for {address}:{port}?", yes=args.yes, stdin=sys.stdin, err=o.err)
+        added = trust_host(target.known_hosts, address, port, f"{key_type} {key_b64}")
         added_count += added
         pinned.append({"host": host.label, "fingerprint": print_, "added": added})
     o.result({"ok": True, "knownHosts": t.ssh.known_hosts, "hosts": pinned},
              f"{added_count} key(s) added to {t.ssh.known_hosts}")
+    return 0
+
+
+def cmd_adopt(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
+    from .adopt import run_adopt
+
+    def ask(diff: str) -> None:
+        o.say(diff)
+        confirm("write these values into the stack file?", yes=args.yes, stdin=sys.stdin, err=o.err)
+
+    result = run_adopt(t, dry_run=args.dry_run, confirm=ask)
+    lines = list(result.findings.notes)
+    if not result.diff:
+        lines.append(f"{result.stack_file} already holds what the estate runs: nothing to write")
+    elif result.dry_run:
+        lines += [result.diff.rstrip(), f"(dry run: {result.stack_file} not written)"]
+    else:
+        lines.append(f"wrote {result.stack_file}; next: `pulumi preview --diff --stack {t.stack}` "
+                     "shows imports with no changes")
+    o.result(result.to_json(), "\n".join(lines))
     return 0
 
 
@@ -394,7 +426,7 @@ def cmd_mcp(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgre
 COMMANDS: dict[str, Callable[[argparse.Namespace, Topology, Output, TerminalProgress], int]] = {
     "status": cmd_status, "deploy": cmd_deploy, "switch": cmd_switch, "rollback": cmd_rollback,
     "rebuild": cmd_rebuild, "history": cmd_history, "lock": cmd_lock, "plan": cmd_plan,
-    "mcp": cmd_mcp, "trust": cmd_trust,
+    "mcp": cmd_mcp, "trust": cmd_trust, "adopt": cmd_adopt,
 }
 
 

@@ -26,7 +26,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from .errors import BlueGreenError, ConfigError, LockedError, Problem, RemoteError, ValidationError
-from .executor import Executor
+from .executor import Executor, sh
 from .topology import COLORS, other_color
 
 log = logging.getLogger("bluegreen.journal")
@@ -354,6 +354,9 @@ class JournalStore:
         """The journal; a missing one starts from `default_live` (else the store's declared colour)."""
         declared = default_live or self.declared_color
         raw = self.executor.get(self.path, step="read the deployment journal")
+        return self._parse(raw, declared)
+
+    def _parse(self, raw: bytes | None, declared: str) -> State:
         if raw is None:
             return parse_state(None, source=self.source, declared_color=declared)
         try:
@@ -364,12 +367,65 @@ class JournalStore:
         return parse_state(text, source=self.source, declared_color=declared)
 
     def write(self, state: State) -> None:
-        self.executor.put(self.path, state.to_json(), step="write the deployment journal", mode=0o644)
+        """Replace the file atomically while holding the state lock `jw-deployment-state.sh`
+        takes (flock on `state.lock` beside it), so neither side ever sees the other's half."""
+        self._install(state.to_json(), expected=None)
 
     def update(self, change: Callable[[State], State]) -> State:
-        state = change(self.read())
-        self.write(state)
-        return state
+        """Read, change, write back only if nobody wrote in between (under the state lock);
+        otherwise read again and re-apply `change`."""
+        import hashlib
+
+        for _ in range(JOURNAL_CAS_ATTEMPTS):
+            raw = self.executor.get(self.path, step="read the deployment journal")
+            digest = hashlib.sha256(raw).hexdigest() if raw is not None else ABSENT
+            state = change(self._parse(raw, self.declared_color))
+            if self._install(state.to_json(), expected=digest):
+                return state
+        raise RemoteError(self.executor.host, "write the deployment journal",
+                          f"{self.path} kept changing while being updated; try again")
+
+    @property
+    def state_lock(self) -> str:
+        return state_lock_path(self.path)
+
+    def _install(self, text: str, *, expected: str | None) -> bool:
+        tmp = f"{self.path}.bluegreen-tmp"
+        self.executor.put(tmp, text, step="write the deployment journal", mode=0o644)
+        result = self.executor.run(install_state_command(self.path, tmp, self.state_lock, expected),
+                                   step="write the deployment journal", check=False)
+        if result.exit_code == CAS_CONFLICT:
+            return False
+        if not result.ok:
+            self.executor.run(sh("rm", "-f", tmp), step="discard the journal update", check=False)
+            raise RemoteError(self.executor.host, "write the deployment journal",
+                              (result.stderr or result.stdout).strip()
+                              or f"could not take {self.state_lock} within {STATE_LOCK_WAIT}s")
+        return True
+
+
+# The old tool's lock: `jw-deployment-state.sh` holds flock on this file while it reads or sets.
+STATE_LOCK_NAME = "state.lock"
+STATE_LOCK_WAIT = 10
+JOURNAL_CAS_ATTEMPTS = 5
+CAS_CONFLICT = 3
+ABSENT = "absent"
+
+
+def state_lock_path(state_path: str) -> str:
+    return str(PurePosixPath(state_path).with_name(STATE_LOCK_NAME))
+
+
+def install_state_command(path: str, tmp: str, lock: str, expected: str | None) -> str:
+    """Move `tmp` over `path` under `flock lock`; with `expected` (a sha256, or `absent`), only
+    if the file still has that content (else exit 3, the temp file removed)."""
+    check = ""
+    if expected is not None:
+        check = ('cur=$(sha256sum "$1" 2>/dev/null | cut -d" " -f1); '
+                 f'if [ "${{cur:-{ABSENT}}}" != "$4" ]; then rm -f "$2"; exit {CAS_CONFLICT}; fi; ')
+    script = check + 'mv -f "$2" "$1"'
+    return sh("flock", "-w", STATE_LOCK_WAIT, lock, "bash", "-c", script, "_", path, tmp, lock,
+              expected or "")
 
 
 # --------------------------------------------------------------------------- lock

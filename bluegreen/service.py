@@ -79,9 +79,11 @@ class ColorStatus:
     haproxy: str | None = None
     proxmox: dict[str, Any] | None = None
     errors: list[str] = field(default_factory=list)
+    commit: str | None = None  # what the health answer reports, or COMMIT_NOT_REPORTED
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "commit": self.commit,
             "host": self.host, "vmid": self.vmid, "reachable": self.reachable,
             "healthy": self.healthy, "statusCode": self.status_code, "latencyMs": self.latency_ms,
             "release": self.release, "sha": self.sha, "ref": self.ref, "pm2": self.pm2,
@@ -307,8 +309,10 @@ class Service:
         t = self.t
         host = t.app_host(color)
         result = ColorStatus(color=color, host=host.ip, vmid=host.vmid)
-        probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}", timeout=3.0)
+        probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}", timeout=3.0,
+                                  expect_status=t.app.health_status)
         result.healthy = probe.ok
+        result.commit = reported_commit(probe)
         result.status_code = probe.status
         result.latency_ms = probe.latency_ms
         if probe.error and not probe.ok:
@@ -384,6 +388,9 @@ class Service:
     def plan_deploy(self, ref: str | None = None, *, migrate: bool = False,
                     allow_destructive: bool = False) -> DeployPlan:
         t = self.t
+        from .placeholders import require_complete
+
+        require_complete(t)  # "set app.repo: ..." before any host is contacted
         ref = cmd.validate_ref(ref or t.app.branch)
         with self._on(t.load_balancer) as lb:
             live = self.live_color(lb)
@@ -408,6 +415,9 @@ class Service:
     def deploy(self, ref: str | None = None, *, migrate: bool = False,
                allow_destructive: bool = False, snapshot: bool = True) -> DeployResult:
         t = self.t
+        from .placeholders import require_complete
+
+        require_complete(t)  # "set app.repo: ..." before anything is touched
         ref = cmd.validate_ref(ref or t.app.branch)
         started = time.monotonic()
         with self._holding("deploy"), self._on(t.load_balancer) as lb:
@@ -479,7 +489,8 @@ class Service:
         if not emergency:
             if not release:
                 problems.append(f"{target} ({host.ip}) has no release deployed")
-            probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}")
+            probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}",
+                                      expect_status=t.app.health_status)
             if not probe.ok:
                 problems.append(f"{target} is not healthy: {probe.error or probe.status}")
             server = haproxy_runtime.backend_states(lb, t).get(target)
@@ -578,7 +589,8 @@ class Service:
     def _verify_serving(self, color: str, attempts: int = 5) -> bool:
         url = f"{self.t.public_url}{self.t.app.health_path}"
         for _ in range(attempts):
-            probe = health.http_probe(url, headers={"Connection": "close"})
+            probe = health.http_probe(url, headers={"Connection": "close"}, **health.visitor(self.t),
+                                      expect_status=self.t.app.health_status)
             if probe.ok and probe.served_by == color:
                 return True
             time.sleep(0.1)
@@ -594,7 +606,8 @@ class Service:
         failures = 0
         with self.progress.step(f"watch {color} for {t.switch.watch_seconds:g}s", long=True):
             while time.monotonic() - started < t.switch.watch_seconds:
-                probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}")
+                probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}",
+                                          expect_status=t.app.health_status)
                 failures = 0 if probe.ok else failures + 1
                 if failures >= 3:
                     result.watched_s = time.monotonic() - started
@@ -675,6 +688,7 @@ class _DeployRun:
             with self.step(f"snapshot CT {self.host.vmid}", long=True):
                 r.snapshot = self._snapshot()
         with self.s._on(self.host) as ex:
+            self._convert_layout(ex)
             with self.step(f"fetch {self.ref}", long=True):
                 out = ex.run(cmd.fetch_ref(t, paths, self.ref), step="fetch", check=False)
                 if out.exit_code != 0:
@@ -704,6 +718,7 @@ class _DeployRun:
                 self.pointed = True
             with self.step(f"reload PM2 on {self.color}"):
                 self.reloaded = True
+                self._replace_hand_started(ex)
                 ex.run(cmd.pm2_reload(t, paths), step="pm2 reload")
             with self.step(f"wait for health on {self.color}", long=True):
                 self._wait_healthy(sha)
@@ -713,6 +728,24 @@ class _DeployRun:
                 ex.run(cmd.prune_releases(paths, t.app.keep_releases,
                                           [self.release, self.previous or ""]),
                        step="prune releases")
+
+    def _convert_layout(self, ex: Executor) -> None:
+        """The first deploy to a host still kept by hand (working copy, .env, hand-started PM2)
+        moves it to the release layout; see convert.py."""
+        from .convert import convert_host, needs_conversion_command
+
+        if not ex.run(needs_conversion_command(self.paths), step="look for the old layout", check=False).ok:
+            return
+        with self.step(f"convert {self.color} to the release layout"):
+            done = convert_host(self.t, self.host, ex, live_color=other_color(self.color))
+            for change in done.changes:
+                logging.getLogger("bluegreen.convert").info("%s: %s", self.host.label, change)
+
+    def _replace_hand_started(self, ex: Executor) -> None:
+        from .convert import replace_hand_started
+
+        for change in replace_hand_started(self.t, self.host, ex):
+            logging.getLogger("bluegreen.convert").info("%s: %s", self.host.label, change)
 
     def _snapshot(self) -> str:
         client = self.s._pve()
@@ -756,7 +789,8 @@ class _DeployRun:
     def _wait_healthy(self, sha: str) -> None:
         t = self.t
         url = f"http://{self.host.ip}:{t.app.port}{t.app.health_path}"
-        result = health.poll(lambda: _expect_commit(health.http_probe(url), sha),
+        result = health.poll(lambda: _expect_commit(health.http_probe(url, expect_status=t.app.health_status),
+                                                    sha),
                              deadline_s=t.app.health_timeout, interval_s=0.5)
         if not result.ok:
             raise DeployError("health", f"{self.color} did not become healthy on {sha[:7]} within "
@@ -767,7 +801,8 @@ class _DeployRun:
         url = f"{t.preview_url}{t.app.health_path}"
 
         def probe() -> health.ProbeResult:
-            res = _expect_commit(health.http_probe(url, headers={"Connection": "close"}), sha)
+            res = _expect_commit(health.http_probe(url, headers={"Connection": "close"}, **health.visitor(t),
+                                                   expect_status=t.app.health_status), sha)
             if res.ok and res.served_by != self.color:
                 return health.ProbeResult(ok=False, status=res.status, latency_ms=res.latency_ms,
                                           body=res.body, error=f"served by {res.served_by}",
@@ -801,7 +836,21 @@ class _DeployRun:
             self.result.error = f"{self.result.error}; restoring the previous release also failed: {exc}"
 
 
+COMMIT_NOT_REPORTED = "commit not reported"
+
+
+def reported_commit(probe: health.ProbeResult) -> str | None:
+    """The commit a health answer reports; COMMIT_NOT_REPORTED when it answers without one (an
+    app whose health path is its home page); None when there was no healthy answer."""
+    if not probe.ok:
+        return None
+    data = probe.json()
+    commit = data.get("commit") if isinstance(data, dict) else None
+    return str(commit) if commit else COMMIT_NOT_REPORTED
+
+
 def _expect_commit(probe: health.ProbeResult, sha: str) -> health.ProbeResult:
+    """Healthy and on `sha`; an answer that reports no commit passes (nothing to compare)."""
     if not probe.ok:
         return probe
     data = probe.json()

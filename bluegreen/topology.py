@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from .ctsettings import KEYS as SETTINGS_KEYS
+from .ctsettings import ContainerSettings, read_settings
 from .errors import ConfigError, Problem, ValidationError
 
 NAMESPACE = "bluegreen"
@@ -43,6 +45,7 @@ class Container:
     existing: bool
     root: str
     tags: tuple[str, ...]
+    settings: ContainerSettings = field(default_factory=ContainerSettings)
 
     @property
     def ip(self) -> str:
@@ -103,6 +106,7 @@ class SshSettings:
     known_hosts: str
     connect_timeout: float
     command_timeout: float
+    config_file: str = "~/.ssh/config"
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ class AppSettings:
     keep_releases: int
     health_timeout: float
     pm2_home: str | None
+    health_status: int = 200  # the status the health path answers when healthy
     # Extra variables of shared/.env (`app.env`), by name; see `AppEnvVar`.
     env: tuple[AppEnvVar, ...] = ()
 
@@ -165,6 +170,17 @@ class HaproxySettings:
     master_socket: str
     pid_file: str
     maxconn: int
+    # HTTPS (issue 10): all optional, so a stack without them serves plain HTTP as before.
+    tls_cert: str | None = None  # PEM bundle (certificate, chain, key) on the HAProxy host
+    https_port: int = 443
+    ca_file: str | None = None  # the CA clients verify the certificate with (None: system trust)
+    private_address: str | None = None  # where preview and stats listen (off the public address)
+    stats_user: str | None = None  # basic auth on stats/metrics, with stats_password_hash
+    stats_password_hash: str | None = None  # a crypt(3) hash, never the password itself
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
 
 @dataclass(frozen=True)
@@ -197,6 +213,8 @@ class Topology:
     switch: SwitchSettings
     journal: JournalSettings
     environment: str = field(default="production")
+    # Host configuration may restart a serving HAProxy or PostgreSQL (`bluegreen:allowRestart`).
+    allow_restart: bool = False
     # Where the declared live colour is kept when not in the stack file (`activeColorFile`).
     active_color_file: str | None = None
     # What may be rebooted or replaced while it serves (`allowDisruption`: live, database).
@@ -234,11 +252,24 @@ class Topology:
 
     @property
     def public_url(self) -> str:
+        if self.haproxy.tls:
+            return f"https://{self.load_balancer.ip}:{self.haproxy.https_port}"
         return f"http://{self.load_balancer.ip}:{self.haproxy.public_port}"
 
     @property
     def preview_url(self) -> str:
-        return f"http://{self.load_balancer.ip}:{self.haproxy.preview_port}"
+        scheme = "https" if self.haproxy.tls else "http"
+        return f"{scheme}://{self.private_ip}:{self.haproxy.preview_port}"
+
+    @property
+    def private_ip(self) -> str:
+        """Where the preview and stats frontends listen: `haproxy.privateAddress`, else the LB's."""
+        return self.haproxy.private_address or self.load_balancer.ip
+
+    @property
+    def tls_server_name(self) -> str | None:
+        """The name clients send (SNI, Host) and verify the certificate for; None without TLS."""
+        return self.haproxy.server_name if self.haproxy.tls else None
 
 
 def other_color(color: str) -> str:
@@ -418,9 +449,10 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         known_hosts=resolve(r.str_(sh, "knownHosts", "ssh", "~/.config/bluegreen/known_hosts")) or "",
         connect_timeout=r.num(sh, "connectTimeout", "ssh", 10.0, integer=False),
         command_timeout=r.num(sh, "commandTimeout", "ssh", 900.0, integer=False),
+        config_file=resolve(r.str_(sh, "configFile", "ssh", "~/.ssh/config")) or "~/.ssh/config",
     )
-    if not ssh.public_keys:
-        r.problem("ssh.publicKeys", "is required (expected a list of SSH public keys for the containers)")
+    # An empty ssh.publicKeys is reported by `placeholders.unset` only when a container is to be
+    # created (adopted containers keep their own keys).
     for i, key in enumerate(ssh.public_keys):
         if not key.startswith(("ssh-", "ecdsa-", "sk-", "file:")):
             r.problem(f"ssh.publicKeys[{i}]",
@@ -433,7 +465,7 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
     ap = r.obj(get("app"), "app")
     app = AppSettings(
         name=r.str_(ap, "name", "app", "jw-attendant-scheduler"),
-        repo=r.str_(ap, "repo", "app", required=True),
+        repo=r.str_(ap, "repo", "app", ""),  # `bluegreen adopt` reads it from the estate
         branch=r.str_(ap, "branch", "app", required=True),
         dir=r.abs_path(ap, "dir", "app", "/opt/jw-attendant-scheduler"),
         port=r.num(ap, "port", "app", 3000, minimum=1),
@@ -449,15 +481,18 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         keep_releases=r.num(ap, "keepReleases", "app", 5, minimum=2),
         health_timeout=r.num(ap, "healthTimeout", "app", 120.0, integer=False, minimum=1),
         pm2_home=r.opt_str(ap, "pm2Home", "app"),
+        health_status=r.num(ap, "healthStatus", "app", 200),
         env=_read_app_env(r, ap.get("env"), resolve),
     )
+    if not 100 <= app.health_status <= 599:
+        r.problem("app.healthStatus", f"expected an HTTP status (100-599), got {app.health_status}")
     if app.health_path and not app.health_path.startswith("/"):
         r.problem("app.healthPath", f"expected a path starting with /, got {app.health_path!r}")
 
     db = r.obj(get("database"), "database")
     database = DatabaseSettings(
         name=r.str_(db, "name", "database", "jw_attendant"),
-        user=r.str_(db, "user", "database", "jw_app"),
+        user=r.str_(db, "user", "database", ""),  # `bluegreen adopt` reads it from .env
         port=r.num(db, "port", "database", 5432, minimum=1),
         backup_dir=r.abs_path(db, "backupDir", "database", "/var/backups/jw-attendant"),
         backup_keep=r.num(db, "backupKeep", "database", 10, minimum=1),
@@ -479,9 +514,30 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         master_socket=r.abs_path(hp, "masterSocket", "haproxy", "/run/haproxy/master.sock"),
         pid_file=r.abs_path(hp, "pidFile", "haproxy", "/run/haproxy.pid"),
         maxconn=r.num(hp, "maxconn", "haproxy", 4096, minimum=1),
+        tls_cert=r.opt_str(hp, "tlsCert", "haproxy"),
+        https_port=r.num(hp, "httpsPort", "haproxy", 443, minimum=1),
+        ca_file=resolve(r.opt_str(hp, "caFile", "haproxy")),
+        private_address=r.opt_str(hp, "privateAddress", "haproxy"),
+        stats_user=r.opt_str(r.obj(hp.get("statsAuth"), "haproxy.statsAuth"), "user", "haproxy.statsAuth"),
+        stats_password_hash=r.opt_str(r.obj(hp.get("statsAuth"), "haproxy.statsAuth"), "passwordHash",
+                                      "haproxy.statsAuth"),
     )
+    if haproxy.tls_cert is not None and not haproxy.tls_cert.startswith("/"):
+        r.problem("haproxy.tlsCert", f"expected an absolute path on the HAProxy host, got {haproxy.tls_cert!r}")
+    if haproxy.private_address is not None:
+        try:
+            ipaddress.IPv4Address(haproxy.private_address)
+        except ValueError:
+            r.problem("haproxy.privateAddress", f"expected an IPv4 address, got {haproxy.private_address!r}")
+    if (haproxy.stats_user is None) != (haproxy.stats_password_hash is None):
+        r.problem("haproxy.statsAuth", "needs both user and passwordHash (a crypt hash: openssl passwd -6)")
+    elif haproxy.stats_password_hash is not None and not haproxy.stats_password_hash.startswith("$"):
+        r.problem("haproxy.statsAuth.passwordHash",
+                  "expected a crypt(3) hash such as the output of `openssl passwd -6`, not a password")
     ports = {"publicPort": haproxy.public_port, "previewPort": haproxy.preview_port,
              "statsPort": haproxy.stats_port}
+    if haproxy.tls:
+        ports["httpsPort"] = haproxy.https_port
     if len(set(ports.values())) != len(ports):
         r.problem("haproxy", f"publicPort, previewPort and statsPort must differ, got {ports}")
 
@@ -526,12 +582,14 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         elif overlay is not None:
             active = overlay
 
+    allow_restart = r.bool_({"allowRestart": get("allowRestart")}, "allowRestart", "", False)
     if r.problems:
         raise ValidationError(source or f"stack {stack!r}", r.problems)
     return Topology(
         stack=stack, project_dir=project, active_color=str(active), containers=containers,
         proxmox=proxmox, ssh=ssh, app=app, database=database, haproxy=haproxy, switch=switch,
         journal=journal, environment=str(get("environment") or "production"),
+        allow_restart=allow_restart,
         active_color_file=color_file, allow_disruption=allow_disruption,
     )
 
@@ -616,7 +674,7 @@ def _read_containers(r: _Reader, raw: Any, gateway: ipaddress.IPv4Address | None
             continue
         m = item
         known = {"id", "name", "role", "color", "ip", "cores", "memory", "swap", "disk",
-                 "existing", "root", "tags"}
+                 "existing", "root", "tags", *SETTINGS_KEYS}
         for extra in sorted(set(m) - known):
             r.problem(f"{path}.{extra}", f"unknown key (expected one of {', '.join(sorted(known))})")
         vmid = r.num(m, "id", path, minimum=100)
@@ -665,6 +723,7 @@ def _read_containers(r: _Reader, raw: Any, gateway: ipaddress.IPv4Address | None
             existing=r.bool_(m, "existing", path, False),
             root=resolved_root,
             tags=tuple(sorted({t.lower() for t in tags_raw})),
+            settings=read_settings(r, m, path),
         )
         if vmid in seen_ids:
             r.problem(f"{path}.id", f"{vmid} is used twice (also by {seen_ids[vmid]})")

@@ -24,6 +24,7 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp import types as mcp_types
 from mcp.client.session import ClientRequestContext, ElicitationFnT
 
+from bluegreen.health import http_probe, visitor
 from bluegreen.lab.lab import Lab
 from bluegreen.service import Service
 from bluegreen.topology import Topology, other_color
@@ -71,8 +72,8 @@ def fingerprint(t: Topology) -> dict[str, Any]:
 
 
 def served_by(t: Topology) -> str | None:
-    response = httpx.get(f"{t.public_url}{t.app.health_path}", headers={"Connection": "close"}, timeout=5)
-    return response.headers.get("x-served-by")
+    return http_probe(f"{t.public_url}{t.app.health_path}", headers={"Connection": "close"}, timeout=5,
+                      **visitor(t)).served_by
 
 
 def health_commit(t: Topology, color: str) -> str | None:

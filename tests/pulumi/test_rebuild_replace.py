@@ -27,6 +27,8 @@ def lab_config(lab_key: str) -> dict[str, Any]:
     config["proxmoxve:apiToken"] = TOKEN
     config["bluegreen:nextServerActionsKey"] = ACTIONS_KEY
     config.pop("bluegreen:activeColorFile")
+    for container in config["bluegreen:containers"]:
+        container.pop("existing", None)  # a new estate: the program creates every container
     return config
 
 
@@ -80,7 +82,8 @@ def test_app_env_carries_the_stack_secrets_as_a_secret(pulumi_harness: PulumiHar
         is_secret, content = unwrap_secret(reg.inputs["content"])
         assert is_secret
         assert f"NEXT_SERVER_ACTIONS_ENCRYPTION_KEY={ACTIONS_KEY}\n" in content
-        assert "DATABASE_URL=postgresql://jw_app:" in content and "@127.0.3.21:5432/jw_attendant\n" in content
+        db = lab_config["bluegreen:database"]
+        assert f"DATABASE_URL=postgresql://{db['user']}:" in content and f"@127.0.3.21:5432/{db['name']}\n" in content
         assert reg.inputs["path"].endswith("/opt/jw-attendant-scheduler/shared/.env")
 
 
@@ -88,9 +91,9 @@ def test_a_missing_app_secret_fails_before_anything_is_registered(pulumi_harness
                                                                   lab_config: dict[str, Any],
                                                                   monkeypatch: pytest.MonkeyPatch,
                                                                   tmp_path: Any) -> None:
-    del lab_config["bluegreen:nextServerActionsKey"]
-    lab_config["bluegreen:app"]["env"]["NEXT_SERVER_ACTIONS_ENCRYPTION_KEY"]["file"] = str(tmp_path / "none")
-    monkeypatch.delenv("BLUEGREEN_SECRET_NEXT_SERVER_ACTIONS_KEY", raising=False)
+    lab_config["bluegreen:app"]["env"]["NEXT_SERVER_ACTIONS_ENCRYPTION_KEY"] = {
+        "secret": "notConfiguredKey", "file": str(tmp_path / "none")}
+    monkeypatch.delenv("BLUEGREEN_SECRET_NOT_CONFIGURED_KEY", raising=False)
     run = pulumi_harness.run("lab", lab_config, secret_keys=("proxmoxve:apiToken",))
     assert run.error is not None
     assert "app.env.NEXT_SERVER_ACTIONS_ENCRYPTION_KEY" in str(run.error)

@@ -35,7 +35,8 @@ def test_database_url_and_extra_variables_in_the_stacks_order(tmp_path: Path) ->
     t = topology({"B_PLAIN": "x y", "A_SECRET": {"secret": "aKey"}, "C": {"value": 'q"uote\\'}}, tmp_path)
     text = render_env(t, Sensitive("p@ss:w/rd"), {"A_SECRET": Sensitive("s3cret\nline")}).reveal()
     lines = text.splitlines()
-    assert lines[1] == "DATABASE_URL=postgresql://jw_app:p%40ss%3Aw%2Frd@127.0.3.21:5432/jw_attendant"
+    db = t.database
+    assert lines[1] == f"DATABASE_URL=postgresql://{db.user}:p%40ss%3Aw%2Frd@127.0.3.21:5432/{db.name}"
     assert lines[2:] == ['B_PLAIN="x y"', 'A_SECRET="s3cret\\nline"', 'C="q\\"uote\\\\"']
     # Redaction knows every value both as written and as the app reads it.
     values = {v.reveal() for v in values_of(text)}
