@@ -46,7 +46,8 @@ def test_rebuild_standby_under_load(estate: Lab) -> None:  # noqa: F811
     uptime_before = lab_client(lab.paths.root, t).container_status(host.vmid).uptime_s
 
     progress = RecordingProgress()
-    with RequestLoop(f"{t.public_url}/", clients=8, max_seconds=300) as loop:
+    with RequestLoop(f"{t.public_url}/", clients=8, max_seconds=300, ca_file=t.haproxy.ca_file,
+                     server_name=t.haproxy.server_name) as loop:
         loop.wait_for(50)
         data = service(lab, progress, install_command=OFFLINE_INSTALL).rebuild_standby()
     report = loop.report
