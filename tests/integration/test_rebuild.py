@@ -80,7 +80,7 @@ def test_rebuild_standby_under_load(estate: Lab) -> None:  # noqa: F811
         assert ex.run(cmd.read_current(paths), step="read").ok
     from bluegreen import health
     probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}")
-    assert probe.ok and (probe.json() or {}).get("commit") == live_release[1]
+    assert probe.ok, probe  # (the health path no longer reports the commit: release_of checks it)
     # The journal records the rebuild and the new key.
     entry = journal(lab).recent(5)
     rebuilds = [e for e in entry if e.get("type") == "rebuild"]
