@@ -18,7 +18,7 @@ from bluegreen.placeholders import require_complete
 from bluegreen.pve import TOKEN_ENV, read_token
 from bluegreen.topology import Topology, from_config, pulumi_getter, read_public_keys
 from components.estate import build_estate, stack_outputs
-from components.hostconfig import configure_hosts, database_password
+from components.hostconfig import app_env_secrets, configure_hosts, database_password
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
@@ -51,6 +51,7 @@ def main() -> None:
         public_keys = read_public_keys(topology.ssh)
         token = api_token(topology)
         db_password = database_password(topology)
+        app_secrets = app_env_secrets(topology)
     except BlueGreenError as err:
         raise pulumi.RunError(str(err)) from None
 
@@ -64,7 +65,7 @@ def main() -> None:
     estate = build_estate(topology, provider, public_keys=public_keys)
     # Each host is configured over SSH once its container exists: the same renderers and
     # providers the automation and the lab use, so they can never disagree.
-    configure_hosts(topology, estate, db_password)
+    configure_hosts(topology, estate, db_password, app_secrets=app_secrets)
 
     for name, value in stack_outputs(topology).items():
         pulumi.export(name, value)

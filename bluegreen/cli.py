@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--ref", help="with --deploy: branch, tag or sha")
     pl.add_argument("--migrate", action="store_true", help="with --deploy: the deploy migrates")
     pl.add_argument("--allow-destructive", action="store_true", help="with --deploy")
+    pl.add_argument("--changes", action="store_true",
+                    help="instead: compare each container with Proxmox; say what reboots or replaces it")
 
     tr = sub.add_parser("trust", parents=[common], help="pin the SSH host keys of the estate's hosts")
     tr.add_argument("hosts", nargs="*", help="vmid, name, colour or role (default: every host)")
@@ -343,7 +345,9 @@ def cmd_rebuild(args: argparse.Namespace, t: Topology, o: Output, p: TerminalPro
     svc = _service(args, t, p)
     confirm("destroy and rebuild the standby container?", yes=args.yes, stdin=sys.stdin, err=o.err)
     data = svc.rebuild_standby()
-    o.result(data, f"{data['colour']} rebuilt and serving release {data['release']}")
+    key = data.get("hostKey") or {}
+    o.result(data, f"{data['colour']} rebuilt and serving release {data['release']}"
+             + (f"; new host key {key.get('type')} {key.get('fingerprint')} pinned" if key else ""))
     return 0
 
 
@@ -386,6 +390,9 @@ def cmd_plan(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgr
     if args.deploy:
         return cli_db.cmd_plan_deploy(args, t, o, _p)
     from .commands import deploy_plan
+
+    if getattr(args, "changes", False):
+        return _plan_changes(t, o)
     from .providers import plan_estate
 
     plan = plan_estate(t)
@@ -409,6 +416,21 @@ def cmd_plan(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgr
                 lines.append(f"-- run{what}: {item['command']}")
     o.result(plan, "\n".join(lines))
     return 0
+
+
+def _plan_changes(t: Topology, o: Output) -> int:
+    from . import haproxy_runtime
+    from .changes import plan_changes
+    from .executor import connect
+    from .pve import PveClient
+
+    with connect(t, t.load_balancer) as lb:
+        live = haproxy_runtime.live_color(lb, t)
+    changes, refused = plan_changes(t, PveClient.from_topology(t), live)
+    lines = [str(c) for c in changes] or ["no container changes"]
+    o.result({"live": live, "changes": [c.to_json() for c in changes], "refused": refused},
+             "\n".join(lines + [f"REFUSED: {p}" for p in refused]))
+    return 1 if refused else 0
 
 
 def cmd_trust(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:

@@ -556,9 +556,52 @@ class BootstrapProvider(HostProvider):
         _log_changes(executor, self.kind, changes)
         return {"script_sha256": _sha256(str(props["script"]))}
 
+    def create(self, props: Mapping[str, Any]) -> Created:
+        """A bootstrap is created with its container (first `up`, or a replace: `replace_with`):
+        when the program created that container (`trust_new_host_key`, never for adopted ones),
+        its new host key is trusted on first use (`bluegreen.hostkeys`) before connecting."""
+        if props.get("trust_new_host_key"):
+            from .hostkeys import trust_created_target
+
+            target = executor_from_props(props).target
+            key = trust_created_target(target, str(_lookup(props, "connection.host") or target.address),
+                                       timeout_s=_number(props.get("ssh_wait_s") or 120, "ssh_wait_s"))
+            created = super().create(props)
+            return Created(created.id, {**created.outs, "host_key_fingerprint": key.fingerprint})
+        return super().create(props)
+
     def observe(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
         recorded = _read_text(executor, str(props["script_path"]), "read the bootstrap record") or ""
         return {**props, "script": recorded, "script_sha256": _sha256(recorded)}
+
+
+class AppEnvProvider(HostProvider):
+    """props: connection, content (secret), path, owner. The app's shared/.env (`bluegreen.appenv`)."""
+
+    kind = "app-env"
+    required = ("content", "path", "owner")
+    inputs = ("content", "path", "owner")
+    replace_on = ("connection.address", "path")
+
+    def secrets(self, props: Mapping[str, Any]) -> list[Sensitive]:
+        from .appenv import values_of
+
+        return values_of(str(props.get("content") or ""))
+
+    def identity(self, props: Mapping[str, Any]) -> str:
+        return f"app-env:{_lookup(props, 'connection.address')}:{props['path']}"
+
+    def apply(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
+        from .appenv import write_env_file
+
+        changes = write_env_file(executor, str(props["path"]), Sensitive(str(props["content"])),
+                                 str(props["owner"]))
+        _log_changes(executor, self.kind, changes)
+        return {"content_sha256": _sha256(str(props["content"]))}
+
+    def observe(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
+        found = _read_text(executor, str(props["path"]), "read the app settings") or ""
+        return {**props, "content": found, "content_sha256": _sha256(found)}
 
 
 class HaproxyConfigProvider(HostProvider):

@@ -328,6 +328,27 @@ class PveClient:
             log.info("CT %d: pruned snapshot %s", vmid, snap.name)
         return deleted
 
+    def create_container(self, params: Mapping[str, Any]) -> None:
+        """`POST /nodes/{node}/lxc` (what the Pulumi provider sends on create); waits for the task."""
+        vmid = params.get("vmid")
+        what = f"creating CT {vmid}"
+        upid = self._call(what, lambda: self._api.nodes(self.node).lxc.post(**dict(params)))
+        self._wait_task(what, upid)
+
+    def destroy_container(self, vmid: int) -> bool:
+        """Stop (if running) and destroy CT `vmid`; False if the node has no such container."""
+        state = self.statuses([vmid])[vmid]
+        if state.status == "missing":
+            return False
+        if state.running:
+            what = f"stopping CT {vmid}"
+            upid = self._call(what, lambda: self._lxc(vmid).status.stop.post())
+            self._wait_task(what, upid)
+        what = f"destroying CT {vmid}"
+        upid = self._call(what, lambda: self._lxc(vmid).delete())
+        self._wait_task(what, upid)
+        return True
+
     # ------------------------------------------------------------------ plumbing
 
     def _lxc(self, vmid: int) -> Any:

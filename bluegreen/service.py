@@ -286,17 +286,23 @@ class Service:
     @contextlib.contextmanager
     def _holding(self, operation: str) -> Iterator[None]:
         """Hold the estate lock on its own connection: the heartbeat thread uses it while the
-        operation's own connection may be dropped and reopened."""
+        operation's own connection may be dropped and reopened. Re-entrant: an operation that
+        holds it (rebuild) runs others (deploy) inside without letting go."""
+        if getattr(self, "_lock_held", False):
+            yield
+            return
         with self._on(self.t.load_balancer) as lock_ex:
             manager = self._lock(lock_ex)
             with manager.hold(operation, self.who):
                 self._held_lock = manager
+                self._lock_held = True
                 if operation in LOCK_METRICS_OPERATIONS:  # for the stale-lock alert (metrics.py)
                     write_lock_metrics(lock_ex, self.t, held=True, operation=operation, holder=self.who)
                 try:
                     yield
                 finally:
                     self._held_lock = None
+                    self._lock_held = False
                     if operation in LOCK_METRICS_OPERATIONS:
                         write_lock_metrics(lock_ex, self.t, held=False, operation=operation, holder=self.who)
 
@@ -838,26 +844,14 @@ class Service:
                 client.rollback(vmid, newest.name)
             return {"ok": True, "colour": standby, "vmid": vmid, "snapshot": newest.name}
 
-    def rebuild_standby(self) -> dict[str, Any]:
-        """Replace the standby container from scratch, configure it, deploy the live release."""
-        from .pulumi_seam import PulumiSeam
+    def rebuild_standby(self, backend: Any = None) -> dict[str, Any]:
+        """Replace the standby container from scratch, configure it, deploy the live release, all
+        under the lock (`bluegreen.rebuild`); on the lab through its fake PVE."""
+        from .rebuild import backend_for, rebuild_standby
 
-        t = self.t
-        with self._on(t.load_balancer) as lb:
-            live = self.live_color(lb)
-        standby = other_color(live)
-        live_host = t.app_host(live)
-        with self._on(live_host) as ex:
-            out = ex.run(cmd.read_current(cmd.AppPaths.of(t, live_host)), step="read release").stdout
-        sha = cmd.parse_current(out).sha
-        if not sha:
-            raise SwitchError(f"the live colour {live} serves no release to copy")
-        seam = PulumiSeam(t.project_dir, t.stack, pulumi_command=self.pulumi_command)
-        with self.progress.step(f"replace CT {t.app_host(standby).vmid} ({standby})", long=True):
-            seam.replace_container(t.app_host(standby).vmid,
-                                   on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
-        result = self.deploy(sha, migrate=False, snapshot=False)
-        return {"ok": result.ok, "colour": standby, "release": result.release, "sha": result.sha}
+        backend = backend or backend_for(self.t, self.pulumi_command)
+        secrets = backend.secrets() if hasattr(backend, "secrets") else None
+        return rebuild_standby(self, backend, secrets).to_json()
 
 
 # ------------------------------------------------------------------------ deploy run

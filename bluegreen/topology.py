@@ -133,6 +133,23 @@ class AppSettings:
     health_timeout: float
     pm2_home: str | None
     health_status: int = 200  # the status the health path answers when healthy
+    # Extra variables of shared/.env (`app.env`), by name; see `AppEnvVar`.
+    env: tuple[AppEnvVar, ...] = ()
+
+
+@dataclass(frozen=True)
+class AppEnvVar:
+    """One extra variable of the app's shared/.env: a plain `value`, or a secret reference.
+
+    A secret is looked up, in order, in the Pulumi secret config `bluegreen:<secret>` (inside the
+    engine), the environment variable `env` (default `BLUEGREEN_SECRET_<SECRET>`), then `file`.
+    """
+
+    name: str
+    value: str | None = None
+    secret: str | None = None
+    env: str | None = None
+    file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -237,6 +254,10 @@ class Topology:
     monitoring: MonitoringSettings = field(
         default_factory=lambda: MonitoringSettings(None, None, 9100, 15.0))
     events: EventSettings = field(default_factory=EventSettings)
+    # Where the declared live colour is kept when not in the stack file (`activeColorFile`).
+    active_color_file: str | None = None
+    # What may be rebooted or replaced while it serves (`allowDisruption`: live, database).
+    allow_disruption: tuple[str, ...] = ()
 
     @property
     def database_host(self) -> Container:
@@ -510,6 +531,7 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         health_timeout=r.num(ap, "healthTimeout", "app", 120.0, integer=False, minimum=1),
         pm2_home=r.opt_str(ap, "pm2Home", "app"),
         health_status=r.num(ap, "healthStatus", "app", 200),
+        env=_read_app_env(r, ap.get("env"), resolve),
     )
     if not 100 <= app.health_status <= 599:
         r.problem("app.healthStatus", f"expected an HTTP status (100-599), got {app.health_status}")
@@ -599,6 +621,18 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
     elif active not in COLORS:
         r.problem("activeColor", f"expected one of {', '.join(COLORS)}, got {active!r}")
         active = COLORS[0]
+    allow_disruption = r.str_list({"allowDisruption": get("allowDisruption")}, "allowDisruption", "")
+    for item in allow_disruption:
+        if item not in ("live", "database"):
+            r.problem("allowDisruption", f"expected a list of live and/or database, got {item!r}")
+    # The stack's own value is validated above whatever the overlay says.
+    color_file = resolve(r.opt_str({"activeColorFile": get("activeColorFile")}, "activeColorFile", ""))
+    if color_file is not None:
+        overlay = _read_color_file(color_file)
+        if overlay is not None and overlay not in COLORS:
+            r.problem("activeColorFile", f"{color_file} holds {overlay!r}, expected one of {', '.join(COLORS)}")
+        elif overlay is not None:
+            active = overlay
 
     allow_restart = r.bool_({"allowRestart": get("allowRestart")}, "allowRestart", "", False)
     if r.problems:
@@ -609,6 +643,7 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         journal=journal, environment=str(get("environment") or "production"),
         allow_restart=allow_restart,
         monitoring=monitoring, events=events,
+        active_color_file=color_file, allow_disruption=allow_disruption,
     )
 
 
@@ -671,6 +706,64 @@ def _read_events(r: _Reader, raw: Any, resolve: Callable[[str | None], str | Non
         post_switch=resolve(r.opt_str(hooks, "postSwitch", "events.hooks")),
         hook_timeout=r.num(hooks, "timeout", "events.hooks", 60.0, integer=False, minimum=1),
     )
+
+
+def _read_color_file(path: str) -> str | None:
+    """The colour an `activeColorFile` declares, or None when it does not exist yet."""
+    try:
+        return Path(path).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"activeColorFile {path}: {exc.strerror}") from None
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+
+
+def _read_app_env(r: _Reader, raw: Any, resolve: Callable[[str | None], str | None]) -> tuple[AppEnvVar, ...]:
+    """`app.env`: NAME: "plain value" | {value: ...} | {secret: NAME, env: VAR, file: PATH}."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        r.problem("app.env", f"expected a mapping of variable names, got {_kind(raw)}")
+        return ()
+    out: list[AppEnvVar] = []
+    for name, spec in raw.items():
+        key = f"app.env.{name}"
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            r.problem(key, "expected an environment variable name (letters, digits, _)")
+            continue
+        if name in ("DATABASE_URL", "PORT", "HOSTNAME", "NODE_ENV", "BLUEGREEN_COLOR"):
+            r.problem(key, "is set by bluegreen itself (from the database and app settings)")
+            continue
+        if isinstance(spec, (str, int, float)) and not isinstance(spec, bool):
+            out.append(AppEnvVar(name=name, value=str(spec)))
+            continue
+        if not isinstance(spec, Mapping) or set(spec) - {"value", "secret", "env", "file"}:
+            r.problem(key, "expected a string, {value: ...} or {secret: NAME, env: VAR, file: PATH}")
+            continue
+        if ("value" in spec) == ("secret" in spec):
+            r.problem(key, "give exactly one of value or secret")
+            continue
+        if "value" in spec:
+            out.append(AppEnvVar(name=name, value=str(spec["value"])))
+            continue
+        secret = spec["secret"]
+        if not isinstance(secret, str) or not _SECRET_NAME.fullmatch(secret):
+            r.problem(f"{key}.secret", f"expected a config key name, got {secret!r}")
+            continue
+        env = spec.get("env")
+        if env is not None and (not isinstance(env, str) or not _ENV_NAME.fullmatch(env)):
+            r.problem(f"{key}.env", f"expected an environment variable name, got {env!r}")
+            continue
+        file = spec.get("file")
+        if file is not None and not isinstance(file, str):
+            r.problem(f"{key}.file", f"expected a path, got {_kind(file)}")
+            continue
+        out.append(AppEnvVar(name=name, secret=secret, env=env, file=resolve(file)))
+    return tuple(out)
 
 
 def _read_containers(r: _Reader, raw: Any, gateway: ipaddress.IPv4Address | None,
@@ -861,9 +954,25 @@ def load_stack(project_dir: str | os.PathLike[str], stack: str) -> Topology:
 
 def set_active_color_in_file(project_dir: str | os.PathLike[str], stack: str, color: str) -> None:
     """Record the live colour in the stack file through a round-trip YAML edit (ruamel.yaml): the
-    value changes, comments, key order and quoting elsewhere stay as they were."""
+    value changes, comments, key order and quoting elsewhere stay as they were.
+
+    A stack that names an `activeColorFile` (the lab: a file in its own directory, outside the
+    repository) keeps its declared colour there instead, so running it never edits a tracked file.
+    """
     if color not in COLORS:
         raise ConfigError(f"unknown colour {color!r}")
+    raw_overlay = read_stack_config(project_dir, stack).get(f"{NAMESPACE}:activeColorFile")
+    overlay = None
+    if isinstance(raw_overlay, str) and raw_overlay.strip():
+        expanded = os.path.expanduser(raw_overlay)
+        overlay = expanded if os.path.isabs(expanded) else str(Path(project_dir).resolve() / expanded)
+    if overlay is not None:
+        target = Path(overlay)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp_overlay = target.with_name(f".{target.name}.tmp")
+        tmp_overlay.write_text(color + "\n")
+        os.replace(tmp_overlay, target)
+        return
     path = stack_file(project_dir, stack)
     key = f"{NAMESPACE}:activeColor"
     rt = _round_trip_yaml()

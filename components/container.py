@@ -29,6 +29,7 @@ from pulumi_proxmoxve import (
     ContainerLegacyStartupArgs,
 )
 
+from bluegreen.changes import frozen_fields
 from bluegreen.ctsettings import MountPoint
 from bluegreen.topology import Container, Topology
 
@@ -90,6 +91,8 @@ class ProxmoxContainerArgs:
     public_keys: tuple[str, ...]
     tags: tuple[str, ...]
     existing: bool
+    # Reboot-causing properties held back on the live colour and the database (`bluegreen.changes`).
+    frozen: tuple[str, ...] = ()
     # Per-container values (stack keys of ctsettings); the defaults are today's for new containers.
     on_boot: bool = True
     started: bool = True
@@ -138,6 +141,7 @@ class ProxmoxContainerArgs:
             public_keys=tuple(public_keys),
             tags=container.tags,
             existing=container.existing,
+            frozen=frozen_fields(topology, container),
             on_boot=True if s.on_boot is None else s.on_boot,
             started=True if s.started is None else s.started,
             protection=s.protection,
@@ -230,7 +234,7 @@ def _features(flags: tuple[tuple[str, bool], ...]) -> ContainerLegacyFeaturesArg
 
 def container_options(args: ProxmoxContainerArgs, *, parent: pulumi.Resource,
                       depends_on: Sequence[pulumi.Resource] = ()) -> pulumi.ResourceOptions:
-    """Adoption and protection rules.
+    """Adoption, protection and replacement rules.
 
     Adopted containers are imported, never created, and kept on PVE when Pulumi would delete
     them (`retain_on_delete`): they served production before Pulumi knew them, and a forced
@@ -242,8 +246,13 @@ def container_options(args: ProxmoxContainerArgs, *, parent: pulumi.Resource,
         depends_on=list(depends_on),
         protect=args.is_database or args.protected,
         import_=args.import_id,
-        ignore_changes=list(ADOPTED_IGNORE_CHANGES) if args.existing else None,
+        ignore_changes=list(dict.fromkeys([*(ADOPTED_IGNORE_CHANGES if args.existing else ()),
+                                           *args.frozen])) or None,
         retain_on_delete=True if args.existing else None,
+        # The vmid is fixed: PVE refuses to create a second CT with it, so a replacement (a
+        # rebuild, a new template or key set) must delete the old container first. The database
+        # is protected, so Pulumi refuses to replace it at all.
+        delete_before_replace=True,
     )
 
 

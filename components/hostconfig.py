@@ -24,7 +24,7 @@ from pulumi.runtime import rpc
 from bluegreen import providers as logic
 from bluegreen.errors import ConfigError
 from bluegreen.sensitive import Sensitive
-from bluegreen.topology import COLORS, Topology
+from bluegreen.topology import COLORS, Container, Topology
 
 if TYPE_CHECKING:
     from .estate import Estate
@@ -106,6 +106,10 @@ class Pm2EcosystemDynamicProvider(_HostDynamicProvider):
     logic_class = logic.Pm2EcosystemProvider
 
 
+class AppEnvDynamicProvider(_HostDynamicProvider):
+    logic_class = logic.AppEnvProvider
+
+
 # --------------------------------------------------------------------------- resources
 
 
@@ -164,7 +168,25 @@ class Pm2Ecosystem(dyn.Resource, module="bluegreen", name="Pm2Ecosystem"):
         super().__init__(Pm2EcosystemDynamicProvider(), name, {**props, "ecosystem_sha256": None}, opts)
 
 
+class AppEnv(dyn.Resource, module="bluegreen", name="AppEnv"):
+    """One colour's shared/.env (DATABASE_URL and `app.env`), secret in the state, 0600 on the host."""
+
+    content_sha256: pulumi.Output[str]
+
+    def __init__(self, name: str, props: Mapping[str, Any],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        secret = pulumi.ResourceOptions(additional_secret_outputs=["content"])
+        super().__init__(AppEnvDynamicProvider(), name, {**props, "content_sha256": None},
+                         pulumi.ResourceOptions.merge(opts, secret))
+
+
 # --------------------------------------------------------------------------- the component
+
+
+def bootstrap_inputs(t: Topology, c: Container) -> dict[str, Any]:
+    """`providers.bootstrap_props`, plus: trust the new host key of a container the program
+    creates (never of an adopted one) when the bootstrap is created with it."""
+    return {**logic.bootstrap_props(t, c), "trust_new_host_key": not c.existing}
 
 
 def _render_sql(t: Topology, password: str) -> str:
@@ -184,12 +206,38 @@ def postgres_inputs(t: Topology, db_password: pulumi.Input[str]) -> dict[str, An
             "socket_dir": db.path(logic.PG_SOCKET_DIR), "port": t.database.port}
 
 
+def app_env_secrets(t: Topology) -> dict[str, Sensitive]:
+    """The `app.env` secrets: Pulumi secret config `bluegreen:<name>` first (`bluegreen.appenv`)."""
+    from bluegreen.appenv import resolve_secrets
+
+    return resolve_secrets(t, config_secret=pulumi.Config("bluegreen").get)
+
+
+def app_env_inputs(t: Topology, color: str, db_password: pulumi.Input[str],
+                   resolved: Mapping[str, Sensitive]) -> dict[str, Any]:
+    """`AppEnv` props: shared/.env rendered (`bluegreen.appenv`) from the password and the
+    `app.env` secrets, the whole text a secret."""
+    from bluegreen.appenv import env_path, render_env
+
+    host = t.app_host(color)
+    rendered: pulumi.Output[str] = pulumi.Output.from_input(db_password).apply(
+        lambda p: render_env(t, Sensitive(p), resolved).reveal())
+    content: pulumi.Output[str] = pulumi.Output.secret(rendered)
+    return {"connection": logic.connection_props(t, host), "content": content,
+            "path": env_path(t, host), "owner": t.app.deploy_user}
+
+
 @dataclass(frozen=True)
 class HostConfigurationArgs:
     topology: Topology
     db_password: pulumi.Input[str]
     # What each host's configuration waits for (its container), by vmid.
     hosts: Mapping[int, pulumi.Resource] = field(default_factory=dict)
+    # The container resources the program creates, by vmid: a host's configuration is replaced
+    # with its container (`replace_with`), deleted before it is created again.
+    containers: Mapping[int, pulumi.Resource] = field(default_factory=dict)
+    # The resolved `app.env` secrets by variable name (None: resolved from the stack config).
+    app_secrets: Mapping[str, Sensitive] | None = None
 
 
 class HostConfiguration(pulumi.ComponentResource):
@@ -198,6 +246,7 @@ class HostConfiguration(pulumi.ComponentResource):
     haproxy: HaproxyConfig
     routing: LiveColorRouting
     ecosystems: dict[str, Pm2Ecosystem]
+    app_envs: dict[str, AppEnv]
 
     def __init__(self, name: str, args: HostConfigurationArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -207,9 +256,16 @@ class HostConfiguration(pulumi.ComponentResource):
         def after(*resources: pulumi.Resource | None) -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions(parent=self, depends_on=[r for r in resources if r is not None])
 
+        def with_container(vmid: int, *resources: pulumi.Resource | None) -> pulumi.ResourceOptions:
+            container = args.containers.get(vmid)
+            if container is None:
+                return after(*resources)
+            return pulumi.ResourceOptions.merge(after(*resources), pulumi.ResourceOptions(
+                replace_with=[container], delete_before_replace=True))
+
         self.bootstraps = {
-            c.vmid: Bootstrap(f"{c.name}-bootstrap", logic.bootstrap_props(t, c),
-                              after(args.hosts.get(c.vmid)))
+            c.vmid: Bootstrap(f"{c.name}-bootstrap", bootstrap_inputs(t, c),
+                              with_container(c.vmid, args.hosts.get(c.vmid)))
             for c in t.containers
         }
         db, lb = t.database_host, t.load_balancer
@@ -217,9 +273,16 @@ class HostConfiguration(pulumi.ComponentResource):
                                          after(self.bootstraps[db.vmid]))
         self.haproxy = HaproxyConfig(f"{lb.name}-haproxy", logic.haproxy_config_props(t),
                                      after(self.bootstraps[lb.vmid]))
+        app_secrets = args.app_secrets if args.app_secrets is not None else app_env_secrets(t)
+        self.app_envs = {
+            color: AppEnv(f"{t.app_host(color).name}-app-env", app_env_inputs(t, color, args.db_password, app_secrets),
+                          with_container(t.app_host(color).vmid, self.bootstraps[t.app_host(color).vmid]))
+            for color in COLORS
+        }
         self.ecosystems = {
             color: Pm2Ecosystem(f"{t.app_host(color).name}-pm2-ecosystem", logic.ecosystem_props(t, color),
-                                after(self.bootstraps[t.app_host(color).vmid], self.database))
+                                with_container(t.app_host(color).vmid, self.bootstraps[t.app_host(color).vmid],
+                                               self.database, self.app_envs[color]))
             for color in COLORS
         }
         # Top-level on purpose (no parent): its URN must not depend on this component's name.
@@ -248,17 +311,23 @@ def database_password(t: Topology) -> pulumi.Output[str]:
 
 
 def configure_hosts(t: Topology, estate: Estate, db_password: pulumi.Input[str] | None = None,
-                    opts: pulumi.ResourceOptions | None = None) -> HostConfiguration:
+                    opts: pulumi.ResourceOptions | None = None, *,
+                    app_secrets: Mapping[str, Sensitive] | None = None) -> HostConfiguration:
     """The host configuration of `estate`, each host waiting for its container."""
     hosts: dict[int, pulumi.Resource] = {t.database_host.vmid: estate.database,
                                          t.load_balancer.vmid: estate.load_balancer}
     hosts.update({t.app_host(color).vmid: estate.apps[color] for color in COLORS})
+    # Adopted containers are never replaced by the program (retain_on_delete, ignore_changes).
+    containers: dict[int, pulumi.Resource] = {
+        host.container.args.vmid: host.container.resource for host in estate.hosts()
+        if not host.container.args.existing}
     password = db_password if db_password is not None else database_password(t)
-    return HostConfiguration(f"{t.stack}-hosts", HostConfigurationArgs(t, password, hosts), opts)
+    return HostConfiguration(f"{t.stack}-hosts", HostConfigurationArgs(t, password, hosts, containers, app_secrets),
+                             opts)
 
 
 __all__: Sequence[str] = (
-    "ROUTING_RESOURCE_NAME", "ROUTING_TYPE", "Bootstrap", "HaproxyConfig", "HostConfiguration",
-    "HostConfigurationArgs", "LiveColorRouting", "Pm2Ecosystem", "PostgresDatabase", "configure_hosts",
-    "database_password", "routing_urn",
+    "ROUTING_RESOURCE_NAME", "ROUTING_TYPE", "AppEnv", "Bootstrap", "HaproxyConfig", "HostConfiguration",
+    "HostConfigurationArgs", "LiveColorRouting", "Pm2Ecosystem", "PostgresDatabase", "app_env_secrets",
+    "configure_hosts", "database_password", "routing_urn",
 )

@@ -96,7 +96,7 @@ class LabPaths:
 
     @property
     def server_actions_key(self) -> Path:
-        return self.secrets / "server_actions_key"
+        return self.secrets / "next_server_actions_key"  # named by app.env in the lab stack
 
     @property
     def sample_repo(self) -> Path:
@@ -311,6 +311,9 @@ class Lab:
             return self._up()
 
     def _up(self) -> LabInfo:
+        # Re-read the stack: a switch since this object was made changed the declared colour, and
+        # applying a stale one would flip live traffic back.
+        self.topology = load_stack(self.project_dir, self.topology.stack)
         t, p = self.topology, self.paths
         if (p.root / LEGACY_MARKER).exists():
             from .legacy import clear_legacy
@@ -494,8 +497,10 @@ class Lab:
         return Sensitive(path.read_text().strip())
 
     def _write_app_env(self, password: Sensitive) -> None:
-        content = (f"DATABASE_URL={self.database_url(password).reveal()}\n"
-                   f"NEXT_SERVER_ACTIONS_ENCRYPTION_KEY={self.server_actions_key().reveal()}\n")
+        from ..appenv import ensure_secret_files, render_env, resolve_secrets
+
+        ensure_secret_files(self.topology)
+        content = render_env(self.topology, password, resolve_secrets(self.topology, environ={})).reveal()
         for host in self.topology.app_hosts.values():
             path = Path(host.path(f"{self.topology.app.dir}/shared/.env"))
             path.parent.mkdir(parents=True, exist_ok=True)

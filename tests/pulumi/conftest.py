@@ -52,6 +52,8 @@ class Registration:
     retain_on_delete: bool
     dependencies: list[str]
     id: str = ""
+    delete_before_replace: bool = False
+    replace_with: list[str] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -104,7 +106,9 @@ class RecordingMonitor(MockMonitor):
                 provider=request.provider, import_id=request.importId,
                 ignore_changes=list(request.ignoreChanges), protect=bool(request.protect),
                 retain_on_delete=bool(request.retainOnDelete),
-                dependencies=list(request.dependencies), id=response.id))
+                dependencies=list(request.dependencies), id=response.id,
+                delete_before_replace=bool(request.deleteBeforeReplace),
+                replace_with=list(request.replace_with)))
         return response
 
     def RegisterResourceOutputs(self, request: Any) -> Any:
@@ -178,6 +182,10 @@ class PulumiHarness:
         if "bluegreen:databasePassword" not in config and not config.get("__no_db_password__"):
             config = {**config, "bluegreen:databasePassword": TEST_DB_PASSWORD}
             secret_keys = (*secret_keys, "bluegreen:databasePassword")
+        # Likewise the secret the lab stack's app.env references (shared/.env).
+        if "bluegreen:nextServerActionsKey" not in config:
+            config = {**config, "bluegreen:nextServerActionsKey": "actions-key-for-mock-tests"}
+            secret_keys = (*secret_keys, "bluegreen:nextServerActionsKey")
         config = {k: v for k, v in config.items() if k != "__no_db_password__"}
         pulumi.runtime.set_all_config(as_engine_config(config), list(secret_keys))
         root = settings.get_root_resource()

@@ -28,7 +28,8 @@ def test_prod_registers_host_configuration_for_every_host(pulumi_harness: Pulumi
     assert run.error is None, run.error
     found = _types(run)
     assert {k: len(v) for k, v in found.items()} == {
-        "Bootstrap": 4, "PostgresDatabase": 1, "HaproxyConfig": 1, "Pm2Ecosystem": 2, "LiveColorRouting": 1}
+        "Bootstrap": 4, "PostgresDatabase": 1, "HaproxyConfig": 1, "Pm2Ecosystem": 2, "LiveColorRouting": 1,
+        "AppEnv": 2}
     routing = found["LiveColorRouting"][0]
     assert routing.urn.endswith("::live-color-routing")
     # The database password only ever travels as a secret: wrapped in the envelope where it is
@@ -36,7 +37,10 @@ def test_prod_registers_host_configuration_for_every_host(pulumi_harness: Pulumi
     (database,) = found["PostgresDatabase"]
     is_secret, sql = unwrap_secret(database.inputs["sql"])
     assert is_secret and TEST_DB_PASSWORD in sql
-    others = [r.__dict__ for r in run.registrations if r is not database]
+    for app_env in found["AppEnv"]:
+        is_secret, content = unwrap_secret(app_env.inputs["content"])
+        assert is_secret and TEST_DB_PASSWORD in content and content.startswith("# Written by bluegreen")
+    others = [r.__dict__ for r in run.registrations if r is not database and r not in found["AppEnv"]]
     assert TEST_DB_PASSWORD not in json.dumps(others, default=str)
 
 

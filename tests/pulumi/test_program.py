@@ -35,6 +35,9 @@ TEMPLATE_URL = f"http://download.proxmox.com/images/system/{TEMPLATE_FILE}"
 # The provider reads back neither vmId nor the timeouts after an import (bpg issues 2141, 3110).
 TIMEOUTS = ["timeoutClone", "timeoutCreate", "timeoutDelete", "timeoutStart", "timeoutUpdate"]
 ADOPTED_IGNORES = ["operatingSystem", "initialization.userAccount", "unprivileged", "vmId", *TIMEOUTS]
+# Held back on the declared live colour (blue: 132) and the database (131): they would reboot.
+FROZEN = ["cpu", "memory", "initialization.hostname", "initialization.dns", "initialization.ipConfigs",
+          "networkInterfaces", "initialization.userAccount", "operatingSystem"]
 SECRETS = ("proxmoxve:apiToken",)
 
 # vmid -> (hostname, address, cores, memory, swap, disk, role type, startup order, tags)
@@ -56,6 +59,9 @@ def no_token_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROXMOX_VE_API_TOKEN", raising=False)
 
 
+LAB_ACTIONS_KEY = "actions-key-for-mock-tests-only"
+
+
 @pytest.fixture
 def prod_config() -> dict[str, Any]:
     config = stack_config("prod")
@@ -70,6 +76,8 @@ def lab_config(lab_key: str) -> dict[str, Any]:
     config = stack_config("lab")
     config["bluegreen:ssh"]["publicKeys"] = [f"file:{lab_key}"]
     config["proxmoxve:apiToken"] = f"root@pam!deploy={LAB_TOKEN_SECRET}"
+    config["bluegreen:nextServerActionsKey"] = LAB_ACTIONS_KEY  # app.env's secret reference
+    config.pop("bluegreen:activeColorFile")  # the stack's declared colour, not a running lab's
     return config
 
 
@@ -131,7 +139,8 @@ def test_prod_adopts_the_running_containers_instead_of_creating_them(
     containers = run_ok(pulumi_harness, "prod", prod_config).containers()
     for vmid, reg in containers.items():
         assert reg.import_id == f"pve/{vmid}"
-        assert reg.ignore_changes == ADOPTED_IGNORES
+        expected = ADOPTED_IGNORES + (FROZEN if vmid in (131, 132) else [])
+        assert reg.ignore_changes == list(dict.fromkeys(expected))
         assert reg.retain_on_delete is True
         # Each ignored path must name a property the engine actually receives, or it ignores nothing.
         # (The timeouts are never declared: the provider fills them with its defaults, which the
@@ -250,7 +259,7 @@ def test_lab_creates_its_containers_and_adopts_nothing(pulumi_harness: PulumiHar
     assert sorted(containers) == [131, 132, 134, 136]
     for vmid, reg in containers.items():
         assert reg.import_id == ""
-        assert reg.ignore_changes == []
+        assert reg.ignore_changes == (FROZEN if vmid in (131, 132) else [])
         assert reg.retain_on_delete is False
         assert reg.protect is (vmid == 131)
         assert reg.inputs["protection"] is (vmid == 131)

@@ -4,7 +4,6 @@ lock and dump metrics through prometheus_client, and rich progress (plain lines 
 from __future__ import annotations
 
 import io
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,11 @@ def test_lab_stack_names_its_monitoring_and_a_secret_webhook_url() -> None:
 def test_active_colour_edit_changes_one_value_and_keeps_comments_and_layout(tmp_path: Path) -> None:
     (tmp_path / "stacks").mkdir()
     for stack in ("lab", "prod"):
-        shutil.copy(PROJECT / "stacks" / f"Pulumi.{stack}.yaml", tmp_path / "stacks")
+        text = (PROJECT / "stacks" / f"Pulumi.{stack}.yaml").read_text()
+        # The lab keeps its declared colour in a file of its own (activeColorFile); without that
+        # key its stack file is edited like prod's, which is what this test is about.
+        text = "".join(line for line in text.splitlines(keepends=True) if "bluegreen:activeColorFile:" not in line)
+        (tmp_path / "stacks" / f"Pulumi.{stack}.yaml").write_text(text)
         before = (tmp_path / "stacks" / f"Pulumi.{stack}.yaml").read_text()
         declared = load_stack(tmp_path, stack).active_color
         flipped = other_color(declared)
@@ -164,3 +167,16 @@ def test_status_table_only_on_a_terminal() -> None:
     assert status_table(data, io.StringIO()) is None
     table = status_table(data, Tty())
     assert table is not None and "jw-green" in table and "DOWN" in table
+
+
+def test_active_colour_goes_to_the_overlay_file_when_the_stack_names_one(tmp_path: Path) -> None:
+    (tmp_path / "stacks").mkdir()
+    text = (PROJECT / "stacks" / "Pulumi.lab.yaml").read_text()
+    overlay = tmp_path / "lab-dir" / "active-color"
+    text = text.replace("bluegreen:activeColorFile: /var/tmp/jw-lab/active-color",
+                        f"bluegreen:activeColorFile: {overlay}")
+    (tmp_path / "stacks" / "Pulumi.lab.yaml").write_text(text)
+    set_active_color_in_file(tmp_path, "lab", "green")
+    assert overlay.read_text() == "green\n"
+    assert (tmp_path / "stacks" / "Pulumi.lab.yaml").read_text() == text  # the stack file is untouched
+    assert load_stack(tmp_path, "lab").active_color == "green"
