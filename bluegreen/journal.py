@@ -27,6 +27,7 @@ from typing import Any
 
 from .errors import BlueGreenError, ConfigError, LockedError, Problem, RemoteError, ValidationError
 from .executor import Executor
+from .sensitive import redact
 from .topology import COLORS, other_color
 
 log = logging.getLogger("bluegreen.journal")
@@ -364,12 +365,25 @@ class JournalStore:
         return parse_state(text, source=self.source, declared_color=declared)
 
     def write(self, state: State) -> None:
-        self.executor.put(self.path, state.to_json(), step="write the deployment journal", mode=0o644)
+        # Private: the journal quotes remote stderr. `install -d` also tightens an existing dir.
+        state = scrub_errors(state, getattr(self.executor, "secrets", None) or [])
+        directory = str(PurePosixPath(self.path).parent)
+        self.executor.run(f"install -d -m 700 -- {shlex.quote(directory)}", step="write the deployment journal")
+        self.executor.put(self.path, state.to_json(), step="write the deployment journal", mode=0o600)
 
     def update(self, change: Callable[[State], State]) -> State:
         state = change(self.read())
         self.write(state)
         return state
+
+
+def scrub_errors(state: State, secrets: list[Any]) -> State:
+    """Every history entry's `error` (remote stderr) redacted before it is stored."""
+    def scrub(entry: Mapping[str, Any]) -> Mapping[str, Any]:
+        error = entry.get("error") if isinstance(entry, Mapping) else None
+        return {**entry, "error": redact(error, secrets)} if isinstance(error, str) else entry
+
+    return replace(state, history=tuple(scrub(e) for e in state.history))
 
 
 # --------------------------------------------------------------------------- lock
@@ -497,9 +511,9 @@ def create_exclusive_command(path: str) -> str:
     directory = str(PurePosixPath(path).parent)
     return (
         f"d={shlex.quote(directory)}; p={shlex.quote(path)}; "
-        f'mkdir -p -- "$d" || exit {LOCK_CREATE_FAILED}; '
+        f'mkdir -p -m 700 -- "$d" || exit {LOCK_CREATE_FAILED}; '
         f't=$(mktemp -- "$d/.lock.XXXXXXXX") || exit {LOCK_CREATE_FAILED}; '
-        f'if ! cat > "$t" || ! chmod 644 -- "$t"; then rm -f -- "$t"; exit {LOCK_CREATE_FAILED}; fi; '
+        f'if ! cat > "$t" || ! chmod 600 -- "$t"; then rm -f -- "$t"; exit {LOCK_CREATE_FAILED}; fi; '
         f'if ln -T -- "$t" "$p" 2>/dev/null; then rm -f -- "$t"; exit 0; fi; '
         f'rm -f -- "$t"; '
         f'if [ -e "$p" ] || [ -L "$p" ]; then exit {LOCK_EXISTS}; fi; '
