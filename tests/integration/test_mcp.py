@@ -364,8 +364,6 @@ def test_terminal_approval_then_the_next_call_switches_and_elicitation_rolls_bac
     assert rolled["ok"] is True and rolled["colour"] == old
     assert served_by(estate) == old
     assert fingerprint(estate)["switchCount"] == before["switchCount"] + 2
-    errlog.seek(0)
-    assert "given by" in errlog.read()
 
 
 def test_declined_elicitation_changes_nothing(estate: Topology, errlog: TextIO, approvals: Path) -> None:
