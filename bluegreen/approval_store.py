@@ -58,6 +58,8 @@ def normalize_code(text: str) -> str:
 
 def default_root(environ: Mapping[str, str], stack: str) -> Path:
     """`$BLUEGREEN_APPROVALS_DIR/<stack>`, else `$XDG_STATE_HOME/bluegreen/approvals/<stack>`."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", stack):
+        raise ConfigError(f"stack {stack!r}: expected letters, digits, '.', '_' or '-'")
     override = environ.get(APPROVALS_DIR_ENV, "").strip()
     if override:
         base = Path(override).expanduser()

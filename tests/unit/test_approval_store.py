@@ -111,6 +111,12 @@ def test_default_root(environ: dict[str, str], expected: str) -> None:
     assert str(default_root(environ, "prod")) == expected
 
 
+@pytest.mark.parametrize("stack", ["../prod", "", ".hidden", "a/b"])
+def test_a_stack_name_cannot_escape_the_store(stack: str) -> None:
+    with pytest.raises(ConfigError, match="expected letters, digits"):
+        default_root({}, stack)
+
+
 def test_relative_approvals_dir_is_refused() -> None:
     with pytest.raises(ConfigError, match=f"{APPROVALS_DIR_ENV}='here': expected an absolute path"):
         default_root({APPROVALS_DIR_ENV: "here"}, "prod")
