@@ -313,8 +313,12 @@ class ApprovalStore:
         current = request_digest(request.tool, request.args, plan, estate)
         if grant.digest != request.digest or grant.digest != current:
             self._remove(request.code)
-            changes = describe_changes({**request.estate, **_prefixed(request.plan)},
-                                       {**estate, **_prefixed(plan)})
+            now = {**estate, **_prefixed(plan)}
+            then = {**request.estate, **_prefixed(request.plan)}
+            # In the order the server lists the facts (most telling first), not the file's order.
+            ordered = {key: then.get(key) for key in now}
+            ordered.update((key, value) for key, value in then.items() if key not in ordered)
+            changes = describe_changes(ordered, now)
             raise ApprovalError(f"stale: approval {request.code} no longer matches: {changes}; "
                                 "nothing was changed; ask for a new plan and approve that")
         try:

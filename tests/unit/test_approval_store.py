@@ -177,8 +177,9 @@ CASES: list[tuple[str, list[tuple[Step, str | None]]]] = [
                                    (Step("redeem"), "is unknown")]),
     ("approved, then the standby got another release",
      [(Step("approve"), OK),
-      (Step("redeem", estate={**ESTATE, "standbyRelease": "r3"}),
-       "no longer matches: standbyRelease: r2 -> r3"),
+      (Step("redeem", estate={**ESTATE, "standbyRelease": "r3", "lastHistoryEntry": {"type": "deploy"}}),
+       'no longer matches: standbyRelease: r2 -> r3; lastHistoryEntry: none -> {"type":"deploy"}; '
+       'nothing was changed'),
       (Step("redeem"), "is unknown")]),
     ("approved, then the plan changed (another commit)",
      [(Step("approve"), OK), (Step("redeem", plan={**PLAN, "sha": "3" * 40}),
