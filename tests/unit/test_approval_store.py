@@ -526,3 +526,20 @@ def test_store_directory_mode_survives_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a" / "b").stat().st_mode) == 0o700
+
+
+def test_cli_approve_without_a_terminal_approves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    from bluegreen.cli import main
+
+    monkeypatch.setenv(APPROVALS_DIR_ENV, str(tmp_path))
+    store = ApprovalStore(tmp_path / "lab", "lab")
+    request = _request(store)
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["approve", request.code, "--stack", "lab"], out=out, err=err) == 2
+    assert "needs a person at a terminal" in err.getvalue()
+    assert "Traceback" not in err.getvalue()
+    assert store.grant(request.code) is None
+    assert main(["approve", "not-a-code", "--stack", "lab"], out=out, err=err) == 1
+    assert "'not-a-code' is not an approval code" in err.getvalue()
