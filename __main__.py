@@ -14,6 +14,7 @@ import pulumi
 import pulumi_proxmoxve as proxmoxve
 
 from bluegreen.errors import BlueGreenError, ConfigError
+from bluegreen.placeholders import require_complete
 from bluegreen.pve import TOKEN_ENV, read_token
 from bluegreen.topology import Topology, from_config, pulumi_getter, read_public_keys
 from components.estate import build_estate, stack_outputs
@@ -46,6 +47,7 @@ def api_token(topology: Topology) -> pulumi.Output[str]:
 def main() -> None:
     try:
         topology = load_topology()
+        require_complete(topology)  # before any resource: "set KEY: ..." for what is missing
         public_keys = read_public_keys(topology.ssh)
         token = api_token(topology)
         db_password = database_password(topology)

@@ -63,6 +63,7 @@ from bluegreen.topology import Topology, other_color
 
 ALT_DIR = "/var/lib/bluegreen-bench"
 ALT_PUBLIC, ALT_PREVIEW, ALT_STATS = 18080, 18081, 18404
+ALT_HTTPS = 18443
 BASELINE_S = 5.0
 GAP_S = 0.3  # quiet time after each cutover, so answers after it returned can be counted
 TAIL_S = 1.0
@@ -208,7 +209,7 @@ def hardwire(config: str, live: str, *, idle_close: bool) -> str:
 def alt_topology(t: Topology) -> Topology:
     """The lab's load balancer settings moved to other ports and files, for the second HAProxy."""
     hp = dataclasses.replace(
-        t.haproxy, public_port=ALT_PUBLIC, preview_port=ALT_PREVIEW, stats_port=ALT_STATS,
+        t.haproxy, public_port=ALT_PUBLIC, preview_port=ALT_PREVIEW, stats_port=ALT_STATS, https_port=ALT_HTTPS,
         config_path=f"{ALT_DIR}/haproxy.cfg", map_path=f"{ALT_DIR}/live.map",
         admin_socket=f"{ALT_DIR}/admin.sock", master_socket=f"{ALT_DIR}/master.sock",
         pid_file=f"{ALT_DIR}/haproxy.pid")
@@ -230,7 +231,9 @@ def drive(bench: Bench, key: str, name: str, url: str, cutover: Callable[[], Cut
     say(f"-- {name}: {count} cutovers under {shape.clients} clients on {url}")
     notes = list(notes or [])
     reloads_before = lab_haproxy_reloads(bench)
-    with LoadProcess(url, clients=shape.clients, pause=shape.pause) as load:
+    t = bench.topology()
+    with LoadProcess(url, clients=shape.clients, pause=shape.pause, ca_file=t.haproxy.ca_file,
+                     server_name=t.tls_server_name) as load:
         begin = time.monotonic()
         time.sleep(BASELINE_S)
         baseline = (begin, time.monotonic())
@@ -364,7 +367,8 @@ def run(bench: Bench, *, switches: int = 50, config_reloads: int = 20, pm2_reloa
     ensure_deployed(bench)
     t = bench.topology()
     public = f"{t.public_url}/"
-    alt_url = f"http://{t.load_balancer.ip}:{ALT_PUBLIC}/"
+    alt_url = (f"https://{t.load_balancer.ip}:{ALT_HTTPS}/" if t.haproxy.tls
+               else f"http://{t.load_balancer.ip}:{ALT_PUBLIC}/")
     runs = [
         drive(bench, "ours", "ours: switch (normal path, direct)", public, ours(bench, emergency=False),
               switches, shape),

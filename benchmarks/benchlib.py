@@ -211,8 +211,11 @@ class LoadProcess:
     """
 
     def __init__(self, url: str, *, clients: int = 16, pause: float = 0.0, max_seconds: float = 900.0,
-                 warmup_requests: int = 200) -> None:
+                 warmup_requests: int = 200, ca_file: str | None = None,
+                 server_name: str | None = None) -> None:
         self.url = url
+        # https as a visitor: verified against ca_file for server_name (never unverified)
+        self.tls_args = [ca_file or "", server_name or ""] if url.startswith("https:") else []
         self.clients = clients
         self.pause = pause
         self.max_seconds = max_seconds
@@ -224,7 +227,7 @@ class LoadProcess:
     def __enter__(self) -> LoadProcess:
         self.proc = subprocess.Popen(
             [sys.executable, str(BENCH_DIR / "loadworker.py"), self.url, str(self.clients),
-             str(self.pause), str(self.max_seconds), str(self.warmup), str(self.out)],
+             str(self.pause), str(self.max_seconds), str(self.warmup), str(self.out), *self.tls_args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=PROJECT_DIR)
         line = self._readline(timeout=60.0)
         if line != "ready":

@@ -1,6 +1,6 @@
 """The request loop as a process of its own (started by `benchlib.LoadProcess`).
 
-    python benchmarks/loadworker.py URL CLIENTS PAUSE MAX_SECONDS WARMUP OUT_FILE
+    python benchmarks/loadworker.py URL CLIENTS PAUSE MAX_SECONDS WARMUP OUT_FILE [CA_FILE SERVER_NAME]
 
 Starts `RequestLoop(URL, clients=CLIENTS, pause=PAUSE)` (PAUSE: seconds each client waits
 between its requests), prints `ready` once WARMUP responses came back, runs
@@ -22,13 +22,15 @@ MAX_REQUESTS = 20_000_000
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 6:
+    if len(argv) not in (6, 8):
         sys.stderr.write(__doc__ or "")
         return 2
-    url, clients, pause, max_seconds, warmup, out = argv
+    url, clients, pause, max_seconds, warmup, out = argv[:6]
+    ca_file, server_name = [*argv[6:], "", ""][:2]
     try:
         loop = RequestLoop(url, clients=int(clients), max_requests=MAX_REQUESTS,
-                           max_seconds=float(max_seconds), timeout=5.0, pause=float(pause))
+                           max_seconds=float(max_seconds), timeout=5.0, pause=float(pause),
+                           ca_file=ca_file or None, server_name=server_name or None)
     except BlueGreenError as exc:
         sys.stderr.write(f"loadworker: {exc}\n")
         return 2

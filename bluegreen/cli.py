@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap = sub.add_parser("approve", parents=[common],
                         help="approve a deploy, switch or rollback the MCP server is waiting for")
     ap.add_argument("code", help="the approval code the assistant showed you, e.g. K7QF-3MXD")
+    ad = sub.add_parser("adopt", parents=[common],
+                        help="write the running estate (PVE settings, live colour, repo, db user) into the stack file")
+    ad.add_argument("--dry-run", action="store_true", help="show the stack file diff, write nothing")
+    ad.add_argument("--yes", "-y", action="store_true", help="write without asking")
     return p
 
 
@@ -160,6 +164,9 @@ def _service(args: argparse.Namespace, t: Topology, progress: TerminalProgress) 
 
 
 def cmd_config_check(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
+    from .placeholders import require_complete
+
+    require_complete(t)  # "set KEY: what to put there" for every value still missing, exit 2
     estate = [{"vmid": c.vmid, "name": c.name, "role": c.role, "color": c.color, "ip": str(c.interface),
                "cores": c.cores, "memoryMb": c.memory, "diskGb": c.disk, "existing": c.existing}
               for c in t.containers]
@@ -191,6 +198,8 @@ def format_status(data: dict[str, Any]) -> str:
     live = data["live"] or "unknown"
     lines = [f"stack {data['stack']}: live {live}, declared {data['declared']}, standby {data['standby']}"
              + ("  ** DRIFT: HAProxy and stack config disagree **" if data["drift"] else "")]
+    if data.get("reconcile"):
+        lines.append(f"  reconcile the declared colour with: {data['reconcile']}")
     lines.append(f"  {'colour':<7} {'host':<12} {'health':<14} {'release':<24} {'sha':<8} {'pm2':<16} haproxy")
     for color, c in data["colors"].items():
         health = f"{c['statusCode'] or '-'} {c['latencyMs'] or 0:.0f}ms" if c["healthy"] else \
@@ -199,6 +208,8 @@ def format_status(data: dict[str, Any]) -> str:
         mark = "*" if color == data["live"] else " "
         lines.append(f"{mark} {color:<7} {c['host']:<12} {health:<14} {(c['release'] or '-'):<24} "
                      f"{(c['sha'] or '-')[:7]:<8} {pm2:<16} {(c['haproxy'] or {}).get('status', '-')}")
+        if c.get("commit") == "commit not reported":
+            lines.append("      commit not reported (the health answer names no commit)")
         for e in c["errors"]:
             lines.append(f"      ! {e}")
     db = data["database"]
@@ -243,13 +254,35 @@ def cmd_deploy(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProg
     return 0
 
 
+def _emergency(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress, *, rollback: bool) -> int:
+    """Straight to the load balancer: no service layer, no plan round trips (bluegreen/emergency.py)."""
+    from .emergency import run
+
+    what = "roll back" if rollback else "switch"
+    confirm(f"EMERGENCY: {what} live traffic to the other colour, no checks?", yes=args.yes,
+            stdin=sys.stdin, err=o.err)
+    result = run(t, rollback=rollback, progress=p)
+    data = result.to_json()
+    if result.reconcile:
+        o.say(f"the stack still declares {result.declared}; reconcile with: {result.reconcile}")
+    if result.ok:
+        o.result(data, f"{result.color} is live (emergency; flip to first answer {result.flip_ms:.0f} ms; "
+                 f"recorded in {result.recorded_in})")
+        return 0
+    o.result(data, f"{result.color} is live, but: {result.error}")
+    return 1
+
+
 def cmd_switch(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
+    if args.emergency:
+        return _emergency(args, t, o, p, rollback=False)
     svc = _service(args, t, p)
-    plan = svc.plan_switch(emergency=args.emergency, direct=args.direct)
-    o.say(f"switch live traffic {plan.from_color} -> {plan.to_color} (release {plan.release}, "
-          f"path {plan.path})")
-    confirm(f"switch to {plan.to_color}?", yes=args.yes, stdin=sys.stdin, err=o.err)
-    result = svc.switch(emergency=args.emergency, direct=args.direct, watch=not args.no_watch)
+    with svc.pooled():  # one SSH connection per host for the plan and the switch
+        plan = svc.plan_switch(emergency=args.emergency, direct=args.direct)
+        o.say(f"switch live traffic {plan.from_color} -> {plan.to_color} (release {plan.release}, "
+              f"path {plan.path})")
+        confirm(f"switch to {plan.to_color}?", yes=args.yes, stdin=sys.stdin, err=o.err)
+        result = svc.switch(emergency=args.emergency, direct=args.direct, watch=not args.no_watch)
     return _switch_result(result, o)
 
 
@@ -259,6 +292,9 @@ def _switch_result(result: Any, o: Output) -> int:
         o.result(data, f"{result.color} is live (flip {result.flip_ms:.0f} ms via {result.path}; "
                  f"verified {result.verified}; watched {result.watched_s:.0f}s)")
         return 0
+    if not result.rolled_back and result.verified:
+        o.result(data, f"{result.color} is live, but: {result.error}")  # e.g. the journal write failed
+        return 1
     o.result(data, f"switch failed: {result.error}")
     return 1
 
@@ -271,6 +307,8 @@ def cmd_rollback(args: argparse.Namespace, t: Topology, o: Output, p: TerminalPr
         data = svc.rollback_snapshot()
         o.result(data, f"CT {data['vmid']} ({data['colour']}) restored from {data['snapshot']}")
         return 0
+    if args.emergency:
+        return _emergency(args, t, o, p, rollback=True)
     confirm("roll back to the previous live colour?", yes=args.yes, stdin=sys.stdin, err=o.err)
     return _switch_result(svc.rollback(emergency=args.emergency, direct=args.direct), o)
 
@@ -342,13 +380,16 @@ def cmd_plan(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgr
 
 
 def cmd_trust(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
-    from .executor import fetch_host_key, fingerprint, ssh_target, trust_host
+    from .executor import fetch_host_key, fingerprint, resolve_target, ssh_target, trust_host
 
     hosts = [t.find_host(h) for h in args.hosts] if args.hosts else list(t.containers)
     pinned: list[dict[str, Any]] = []
     added_count = 0
     for host in hosts:
         target = ssh_target(t, host)
+        # Pinned under the address and port the connection really uses (an ~/.ssh/config alias's
+        # HostName and Port), which is what the host key is checked against when connecting.
+        address, port, _, _ = resolve_target(target)
         key_type, key_b64 = fetch_host_key(target)
         print_ = fingerprint(key_b64)
         o.say(f"{host.label}: {key_type} {print_}")
@@ -357,12 +398,32 @@ def cmd_trust(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProg
                 raise ConfigError(f"{host.label} presented {print_}, which is not one of the fingerprints "
                                   "given: refusing to pin it")
         else:
-            confirm(f"pin this key for {host.ip}:{target.port}?", yes=args.yes, stdin=sys.stdin, err=o.err)
-        added = trust_host(target.known_hosts, host.ip, target.port, f"{key_type} {key_b64}")
+            confirm(f"pin this key for {address}:{port}?", yes=args.yes, stdin=sys.stdin, err=o.err)
+        added = trust_host(target.known_hosts, address, port, f"{key_type} {key_b64}")
         added_count += added
         pinned.append({"host": host.label, "fingerprint": print_, "added": added})
     o.result({"ok": True, "knownHosts": t.ssh.known_hosts, "hosts": pinned},
              f"{added_count} key(s) added to {t.ssh.known_hosts}")
+    return 0
+
+
+def cmd_adopt(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
+    from .adopt import run_adopt
+
+    def ask(diff: str) -> None:
+        o.say(diff)
+        confirm("write these values into the stack file?", yes=args.yes, stdin=sys.stdin, err=o.err)
+
+    result = run_adopt(t, dry_run=args.dry_run, confirm=ask)
+    lines = list(result.findings.notes)
+    if not result.diff:
+        lines.append(f"{result.stack_file} already holds what the estate runs: nothing to write")
+    elif result.dry_run:
+        lines += [result.diff.rstrip(), f"(dry run: {result.stack_file} not written)"]
+    else:
+        lines.append(f"wrote {result.stack_file}; next: `pulumi preview --diff --stack {t.stack}` "
+                     "shows imports with no changes")
+    o.result(result.to_json(), "\n".join(lines))
     return 0
 
 
@@ -386,7 +447,7 @@ def cmd_approve(args: argparse.Namespace, o: Output) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Topology, Output, TerminalProgress], int]] = {
     "status": cmd_status, "deploy": cmd_deploy, "switch": cmd_switch, "rollback": cmd_rollback,
     "rebuild": cmd_rebuild, "history": cmd_history, "lock": cmd_lock, "plan": cmd_plan,
-    "mcp": cmd_mcp, "trust": cmd_trust,
+    "mcp": cmd_mcp, "trust": cmd_trust, "adopt": cmd_adopt,
 }
 
 
@@ -401,6 +462,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
                         format="%(levelname)s %(name)s: %(message)s")
     o = Output(args.json, out, err)
     progress = TerminalProgress(err)
+    from .emergency import raise_on_sigterm
+
+    raise_on_sigterm()  # SIGTERM runs the same restore paths as Ctrl-C
     try:
         if args.command == "approve":  # needs only the stack name, not the project
             return cmd_approve(args, o)

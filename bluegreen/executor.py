@@ -348,9 +348,10 @@ def _drain(channel: paramiko.Channel, limit: float, started: float) -> tuple[byt
 
 def ssh_target(topology: Topology, container: Container) -> SshTarget:
     ssh = topology.ssh
-    return SshTarget(address=container.ip, port=ssh.port, user=ssh.user, alias=container.name,
+    return SshTarget(address=container.ip, port=ssh.port, user=ssh.user,
+                     alias=container.settings.ssh_alias or container.name,
                      identity_file=ssh.identity_file, known_hosts=ssh.known_hosts,
-                     connect_timeout=ssh.connect_timeout)
+                     connect_timeout=ssh.connect_timeout, ssh_config=ssh.config_file)
 
 
 def connect(topology: Topology, container: Container,

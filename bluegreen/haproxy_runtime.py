@@ -455,7 +455,16 @@ def live_backend(executor: Executor, where: Topology | HaproxyPaths) -> str:
 
 
 def live_color(executor: Executor, where: Topology | HaproxyPaths) -> str:
-    backend = live_backend(executor, where)
+    try:
+        backend = live_backend(executor, where)
+    except RemoteError as exc:
+        # HAProxy answered but knows no such map: a config we did not write (the estate as it
+        # runs today), whose public frontend names its backend. Read the colour from there.
+        if isinstance(where, Topology) and "Unknown map identifier" in exc.detail:
+            from .estate_haproxy import live_color_from_config
+
+            return live_color_from_config(executor, where)
+        raise
     color = color_of(backend)
     if color is None:
         raise RemoteError(executor.host, "read the live-colour map",

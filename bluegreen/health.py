@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .topology import Topology
 
 log = logging.getLogger("bluegreen.health")
 
@@ -55,28 +59,54 @@ def _network_error(exc: httpx.HTTPError, url: str, timeout: float) -> str:
     return f"{url}: {reason}"
 
 
-_CLIENT: httpx.Client | None = None
+_CLIENTS: dict[str | None, httpx.Client] = {}
 _CLIENT_LOCK = threading.Lock()
 
 
-def _client() -> httpx.Client:
-    """One client for every probe: building one costs an SSL context (tens of ms), which would
-    show up as latency. No keep-alive, so each probe still opens its own connection."""
-    global _CLIENT
+def _client(ca_file: str | None = None) -> httpx.Client:
+    """One client per trust anchor for every probe: building one costs an SSL context (tens of
+    ms), which would show up as latency. No keep-alive, so each probe still opens its own
+    connection. Certificates are always verified: against `ca_file`, else the system's CAs."""
     with _CLIENT_LOCK:
-        if _CLIENT is None:
+        client = _CLIENTS.get(ca_file)
+        if client is None:
+            verify: Any = ssl_context(ca_file)
             # trust_env=False: an operator's HTTP(S)_PROXY must never sit between us and the estate.
-            _CLIENT = httpx.Client(trust_env=False, follow_redirects=False,
-                                   limits=httpx.Limits(max_keepalive_connections=0))
-        return _CLIENT
+            client = httpx.Client(trust_env=False, follow_redirects=False, verify=verify,
+                                  limits=httpx.Limits(max_keepalive_connections=0))
+            _CLIENTS[ca_file] = client
+        return client
 
 
-def http_probe(url: str, *, timeout: float = 3.0, headers: Mapping[str, str] | None = None) -> ProbeResult:
-    """GET `url` once; 2xx is healthy. Network failures come back as `ok=False` with the reason."""
-    client = _client()
-    started = time.perf_counter()
+def ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    """A verifying client context: the stack's CA (`haproxy.caFile`) or the system's trust store."""
     try:
-        response = client.get(url, headers=dict(headers or {}), timeout=timeout)
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"haproxy.caFile: cannot load {ca_file}: {exc}") from None
+
+
+def visitor(t: Topology) -> dict[str, Any]:
+    """How a visitor reaches the load balancer: the CA to verify with and the name to ask for
+    (SNI and Host), as keyword arguments of `http_probe`."""
+    return {"ca_file": t.haproxy.ca_file, "server_name": t.tls_server_name}
+
+
+def http_probe(url: str, *, timeout: float = 3.0, headers: Mapping[str, str] | None = None,
+               ca_file: str | None = None, server_name: str | None = None,
+               expect_status: int | None = None) -> ProbeResult:
+    """GET `url` once; 2xx (or exactly `expect_status`) is healthy. Network failures come back
+    as `ok=False` with the reason. For https, `server_name` is sent as SNI and Host and the
+    certificate is verified for it against `ca_file` (or the system's CAs)."""
+    client = _client(ca_file)
+    started = time.perf_counter()
+    sent = dict(headers or {})
+    extensions: dict[str, Any] = {}
+    if server_name and url.startswith("https:"):
+        sent.setdefault("Host", server_name)
+        extensions["sni_hostname"] = server_name
+    try:
+        response = client.get(url, headers=sent, timeout=timeout, extensions=extensions)
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         raise ConfigError(f"cannot probe {url!r}: {exc}") from None
     except httpx.HTTPError as exc:
@@ -84,7 +114,7 @@ def http_probe(url: str, *, timeout: float = 3.0, headers: Mapping[str, str] | N
         return ProbeResult(ok=False, status=None, latency_ms=elapsed, body="",
                            error=_network_error(exc, url, timeout), served_by=None)
     elapsed = (time.perf_counter() - started) * 1000
-    ok = 200 <= response.status_code < 300
+    ok = response.status_code == expect_status if expect_status else 200 <= response.status_code < 300
     return ProbeResult(ok=ok, status=response.status_code, latency_ms=elapsed,
                        body=response.text[:BODY_LIMIT],
                        error=None if ok else f"{url}: HTTP {response.status_code}",

@@ -19,6 +19,7 @@ import shlex
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from .errors import BlueGreenError, ConfigError, LockedError, Problem, RemoteError, ValidationError
-from .executor import Executor
+from .executor import Executor, sh
 from .sensitive import redact
 from .topology import COLORS, other_color
 
@@ -355,6 +356,9 @@ class JournalStore:
         """The journal; a missing one starts from `default_live` (else the store's declared colour)."""
         declared = default_live or self.declared_color
         raw = self.executor.get(self.path, step="read the deployment journal")
+        return self._parse(raw, declared)
+
+    def _parse(self, raw: bytes | None, declared: str) -> State:
         if raw is None:
             return parse_state(None, source=self.source, declared_color=declared)
         try:
@@ -365,16 +369,70 @@ class JournalStore:
         return parse_state(text, source=self.source, declared_color=declared)
 
     def write(self, state: State) -> None:
-        # Private: the journal quotes remote stderr. `install -d` also tightens an existing dir.
-        state = scrub_errors(state, getattr(self.executor, "secrets", None) or [])
-        directory = str(PurePosixPath(self.path).parent)
-        self.executor.run(f"install -d -m 700 -- {shlex.quote(directory)}", step="write the deployment journal")
-        self.executor.put(self.path, state.to_json(), step="write the deployment journal", mode=0o600)
+        """Replace the file atomically while holding the state lock `jw-deployment-state.sh`
+        takes (flock on `state.lock` beside it), so neither side ever sees the other's half."""
+        self._install(state, expected=None)
 
     def update(self, change: Callable[[State], State]) -> State:
-        state = change(self.read())
-        self.write(state)
-        return state
+        """Read, change, write back only if nobody wrote in between (under the state lock);
+        otherwise read again and re-apply `change`."""
+        import hashlib
+
+        for _ in range(JOURNAL_CAS_ATTEMPTS):
+            raw = self.executor.get(self.path, step="read the deployment journal")
+            digest = hashlib.sha256(raw).hexdigest() if raw is not None else ABSENT
+            state = change(self._parse(raw, self.declared_color))
+            if self._install(state, expected=digest):
+                return state
+        raise RemoteError(self.executor.host, "write the deployment journal",
+                          f"{self.path} kept changing while being updated; try again")
+
+    @property
+    def state_lock(self) -> str:
+        return state_lock_path(self.path)
+
+    def _install(self, state: State, *, expected: str | None) -> bool:
+        # Private: the journal quotes remote stderr, redacted here first. `install -d` also
+        # tightens an existing directory.
+        text = scrub_errors(state, getattr(self.executor, "secrets", None) or []).to_json()
+        directory = str(PurePosixPath(self.path).parent)
+        self.executor.run(sh("install", "-d", "-m", "700", "--", directory), step="write the deployment journal")
+        tmp = f"{self.path}.bluegreen-tmp"
+        self.executor.put(tmp, text, step="write the deployment journal", mode=0o600)
+        result = self.executor.run(install_state_command(self.path, tmp, self.state_lock, expected),
+                                   step="write the deployment journal", check=False)
+        if result.exit_code == CAS_CONFLICT:
+            return False
+        if not result.ok:
+            self.executor.run(sh("rm", "-f", tmp), step="discard the journal update", check=False)
+            raise RemoteError(self.executor.host, "write the deployment journal",
+                              (result.stderr or result.stdout).strip()
+                              or f"could not take {self.state_lock} within {STATE_LOCK_WAIT}s")
+        return True
+
+
+# The old tool's lock: `jw-deployment-state.sh` holds flock on this file while it reads or sets.
+STATE_LOCK_NAME = "state.lock"
+STATE_LOCK_WAIT = 10
+JOURNAL_CAS_ATTEMPTS = 5
+CAS_CONFLICT = 3
+ABSENT = "absent"
+
+
+def state_lock_path(state_path: str) -> str:
+    return str(PurePosixPath(state_path).with_name(STATE_LOCK_NAME))
+
+
+def install_state_command(path: str, tmp: str, lock: str, expected: str | None) -> str:
+    """Move `tmp` over `path` under `flock lock`; with `expected` (a sha256, or `absent`), only
+    if the file still has that content (else exit 3, the temp file removed)."""
+    check = ""
+    if expected is not None:
+        check = ('cur=$(sha256sum "$1" 2>/dev/null | cut -d" " -f1); '
+                 f'if [ "${{cur:-{ABSENT}}}" != "$4" ]; then rm -f "$2"; exit {CAS_CONFLICT}; fi; ')
+    script = check + 'mv -f "$2" "$1"'
+    return sh("flock", "-w", STATE_LOCK_WAIT, lock, "bash", "-c", script, "_", path, tmp, lock,
+              expected or "")
 
 
 def scrub_errors(state: State, secrets: list[Any]) -> State:
@@ -397,15 +455,20 @@ class LockInfo:
     operation: str
     started: float  # epoch seconds
     heartbeat: float
+    # A random identity of this holding: heartbeat and release compare-and-swap on it on the host.
+    token: str = ""
 
     def same_owner(self, other: LockInfo) -> bool:
+        if self.token or other.token:
+            return self.token == other.token
         return (self.holder, self.pid, self.started) == (other.holder, other.pid, other.started)
 
     def to_json(self) -> dict[str, Any]:
         # Epoch floats compare exactly (the ownership token); the ISO copies are for people.
         return {"holder": self.holder, "host": self.host, "pid": self.pid, "operation": self.operation,
                 "started": self.started, "heartbeat": self.heartbeat,
-                "startedAt": iso_utc(self.started), "heartbeatAt": iso_utc(self.heartbeat)}
+                "startedAt": iso_utc(self.started), "heartbeatAt": iso_utc(self.heartbeat),
+                **({"token": self.token} if self.token else {})}
 
     def to_file(self) -> str:
         return json.dumps(self.to_json(), indent=2) + "\n"
@@ -421,7 +484,8 @@ class LockInfo:
         try:
             return cls(holder=_req_str(data, "holder"), host=_req_str(data, "host"),
                        pid=int(data["pid"]), operation=_req_str(data, "operation"),
-                       started=float(data["started"]), heartbeat=float(data["heartbeat"]))
+                       started=float(data["started"]), heartbeat=float(data["heartbeat"]),
+                       token=str(data.get("token") or ""))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: missing or malformed field ({exc})") from None
 
@@ -525,6 +589,50 @@ def remove_command(path: str) -> str:
     return f"rm -f -- {shlex.quote(path)}"
 
 
+# Exit code of the compare-and-swap commands when the lock no longer carries the caller's token.
+LOCK_NOT_OURS = 5
+
+
+def _mutex(path: str) -> str:
+    """Serialise every change to an existing lock file (heartbeat, release, force, pre-emption)
+    on a flock beside it; creating one stays the atomic hard link of `create_exclusive_command`."""
+    return (f"p={shlex.quote(path)}; mkdir -p -- \"$(dirname -- \"$p\")\"; "
+            f"exec 9>>\"$p.mutex\" || exit {LOCK_CREATE_FAILED}; "
+            f"flock -w 10 9 || exit {LOCK_CREATE_FAILED}; ")
+
+
+def _token_line(token: str) -> str:
+    return shlex.quote(json.dumps({"token": token})[1:-1])
+
+
+def replace_if_owner_command(path: str, token: str) -> str:
+    """Write stdin over the lock only if it still carries `token` (else exit LOCK_NOT_OURS)."""
+    return (_mutex(path)
+            + f'grep -qF -- {_token_line(token)} "$p" 2>/dev/null || exit {LOCK_NOT_OURS}; '
+            + f't=$(mktemp -- "$p.XXXXXXXX") || exit {LOCK_CREATE_FAILED}; '
+            + 'if cat > "$t" && chmod 600 -- "$t" && mv -f -- "$t" "$p"; then exit 0; fi; '
+            + f'rm -f -- "$t"; exit {LOCK_CREATE_FAILED}')
+
+
+def remove_if_owner_command(path: str, token: str) -> str:
+    return (_mutex(path)
+            + f'grep -qF -- {_token_line(token)} "$p" 2>/dev/null || exit {LOCK_NOT_OURS}; rm -f -- "$p"')
+
+
+def take_over_command(path: str) -> str:
+    """Print whatever lock is there, then put stdin in its place (pre-emption); atomic under the
+    flock, so the holder's next compare-and-swap finds the lock is no longer its own."""
+    return (_mutex(path) + 'cat -- "$p" 2>/dev/null; '
+            + f't=$(mktemp -- "$p.XXXXXXXX") || exit {LOCK_CREATE_FAILED}; '
+            + 'if cat > "$t" && chmod 600 -- "$t" && mv -f -- "$t" "$p"; then exit 0; fi; '
+            + f'rm -f -- "$t"; exit {LOCK_CREATE_FAILED}')
+
+
+def force_remove_command(path: str) -> str:
+    """Print whatever lock is there and remove it, in one step under the flock."""
+    return _mutex(path) + 'cat -- "$p" 2>/dev/null; rm -f -- "$p"'
+
+
 class LockManager:
     """The deployment lock: one JSON file on the HAProxy host, created atomically.
 
@@ -571,7 +679,7 @@ class LockManager:
         step = "take the deployment lock"
         now = self.clock()
         info = LockInfo(holder=who or self.holder, host=self.machine, pid=os.getpid(), operation=operation,
-                        started=now, heartbeat=now)
+                        started=now, heartbeat=now, token=uuid.uuid4().hex)
         # A lock released between our failed create and our read is worth one more try.
         for _attempt in range(3):
             result = self.executor.run(create_exclusive_command(self.path), step=step, check=False,
@@ -590,20 +698,45 @@ class LockManager:
                 raise LockedError(describe_locked(status, self.path))
         raise LockedError(f"the deployment lock ({self.path}) keeps changing hands; try again")
 
+    def _lose(self, held: LockInfo) -> LockedError:
+        """Record that the lock was taken from us (caller holds the mutex); the error to raise."""
+        try:
+            current = self._read()
+        except BlueGreenError:
+            current = None
+        now_by = "nobody" if current is None else f"{current.holder} for '{current.operation}'"
+        self.lost = (f"the deployment lock was broken while '{held.operation}' ran "
+                     f"(now held by {now_by}); stopping")
+        self._held = None
+        return LockedError(self.lost)
+
+    def check(self) -> None:
+        """Raise LockedError if the lock we hold was broken or taken over (a step boundary calls
+        this, so an operation that lost its lock stops instead of carrying on)."""
+        with self._mutex:
+            if self.lost is not None:
+                raise LockedError(self.lost)
+            held = self._held
+            if held is None:
+                return
+            current = self._read()
+            if current is None or not current.same_owner(held):
+                raise self._lose(held)
+
     def heartbeat(self) -> LockInfo:
         with self._mutex:
             held = self._held
             if held is None:
-                raise LockedError("cannot refresh the deployment lock: this process does not hold it")
-            current = self._read()
-            if current is None or not current.same_owner(held):
-                now_by = "nobody" if current is None else f"{current.holder} for '{current.operation}'"
-                self.lost = (f"the deployment lock was broken while '{held.operation}' ran "
-                             f"(now held by {now_by})")
-                self._held = None
-                raise LockedError(self.lost)
+                raise LockedError(self.lost or "cannot refresh the deployment lock: this process does not hold it")
             refreshed = replace(held, heartbeat=self.clock())
-            self.executor.put(self.path, refreshed.to_file(), step="refresh the deployment lock")
+            step = "refresh the deployment lock"
+            result = self.executor.run(replace_if_owner_command(self.path, held.token), step=step,
+                                       check=False, input=refreshed.to_file())
+            if result.exit_code == LOCK_NOT_OURS:
+                raise self._lose(held)
+            if result.exit_code != 0:
+                raise RemoteError(self.executor.host, step, (result.stderr.strip() or
+                                                             f"exit code {result.exit_code}")[-500:])
             self._held = refreshed
             return refreshed
 
@@ -614,28 +747,50 @@ class LockManager:
             self._held = None
             if held is None:
                 return False
-            current = self._read()
-            if current is None:
-                log.warning("the deployment lock was already gone when '%s' finished", held.operation)
+            result = self.executor.run(remove_if_owner_command(self.path, held.token),
+                                       step="release the deployment lock", check=False)
+            if result.exit_code == LOCK_NOT_OURS:
+                current = self._read()
+                if current is None:
+                    log.warning("the deployment lock was already gone when '%s' finished", held.operation)
+                else:
+                    log.warning("not releasing the deployment lock: it now belongs to %s ('%s')",
+                                current.holder, current.operation)
                 return False
-            if not current.same_owner(held):
-                log.warning("not releasing the deployment lock: it now belongs to %s ('%s')",
-                            current.holder, current.operation)
-                return False
-            self.executor.run(remove_command(self.path), step="release the deployment lock")
+            if result.exit_code != 0:
+                raise RemoteError(self.executor.host, "release the deployment lock",
+                                  (result.stderr.strip() or f"exit code {result.exit_code}")[-500:])
             return True
 
     def force_release(self) -> LockInfo | None:
         """Break whatever lock is there; returns what it was (None if there was none)."""
         with self._mutex:
-            current = self._read()
-            if current is None:
+            out = self.executor.run(force_remove_command(self.path), step="break the deployment lock")
+            if not out.stdout.strip():
                 return None
-            self.executor.run(remove_command(self.path), step="break the deployment lock")
+            current = self._parse(out.stdout)
             if self._held is not None and current.same_owner(self._held):
                 self._held = None
             log.warning("broke the deployment lock of %s ('%s')", current.holder, current.operation)
             return current
+
+    def take_over(self, operation: str, who: str | None = None) -> tuple[LockInfo, LockInfo | None]:
+        """Take the lock whoever holds it (an emergency pre-empts); (ours, the one we displaced)."""
+        now = self.clock()
+        info = LockInfo(holder=who or self.holder, host=self.machine, pid=os.getpid(), operation=operation,
+                        started=now, heartbeat=now, token=uuid.uuid4().hex)
+        with self._mutex:
+            out = self.executor.run(take_over_command(self.path), step="take over the deployment lock",
+                                    input=info.to_file())
+            self._held = info
+            self.lost = None
+        return info, (self._parse(out.stdout) if out.stdout.strip() else None)
+
+    def _parse(self, text: str) -> LockInfo:
+        try:
+            return LockInfo.from_file(text, source=f"{self.executor.host}:{self.path}")
+        except ConfigError:
+            return UNREADABLE_LOCK
 
     @contextlib.contextmanager
     def hold(self, operation: str, who: str | None = None) -> Iterator[LockInfo]:

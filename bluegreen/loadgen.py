@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from . import health
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .topology import Topology
 
 
 @dataclass(frozen=True)
@@ -87,13 +93,18 @@ class RequestLoop:
     """`with RequestLoop(url, clients=16) as loop: ...` then `loop.report`."""
 
     def __init__(self, url: str, *, clients: int = 8, max_requests: int = 200_000,
-                 max_seconds: float = 600.0, timeout: float = 5.0, pause: float = 0.0) -> None:
+                 max_seconds: float = 600.0, timeout: float = 5.0, pause: float = 0.0,
+                 ca_file: str | None = None, server_name: str | None = None) -> None:
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ConfigError(f"expected an http:// URL, got {url!r}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"expected an http:// or https:// URL, got {url!r}")
         _require_loopback(parts.hostname)
         self.host = parts.hostname
-        self.port = parts.port or 80
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        # https like a visitor: SNI and Host name `server_name`, the certificate verified for it
+        # against `ca_file` (or the system's CAs). Never unverified.
+        self.tls = health.ssl_context(ca_file) if parts.scheme == "https" else None
+        self.server_name = server_name
         self.path = parts.path or "/"
         self.clients = clients
         self.budget = max_requests
@@ -141,15 +152,29 @@ class RequestLoop:
             self._count += 1
             return True
 
+    @classmethod
+    def visitor(cls, t: Topology, path: str = "/", **kwargs: Any) -> RequestLoop:
+        """A loop on the stack's public URL, the way a visitor reaches it (HTTPS when served)."""
+        return cls(f"{t.public_url}{path}", ca_file=t.haproxy.ca_file, server_name=t.tls_server_name,
+                   **kwargs)
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.tls is None:
+            return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        return _TlsConnection(self.host, self.port, timeout=self.timeout, context=self.tls,
+                              server_name=self.server_name or self.host)
+
     def _client(self, keep_alive: bool, deadline: float) -> None:
         conn: http.client.HTTPConnection | None = None
         while not self._stop.is_set() and time.monotonic() < deadline and self._take():
             if conn is None:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+                conn = self._connection()
             started = time.monotonic()
             status = served = error = None
             try:
                 headers = {} if keep_alive else {"Connection": "close"}
+                if self.server_name:
+                    headers["Host"] = self.server_name
                 conn.request("GET", self.path, headers=headers)
                 response = conn.getresponse()
                 response.read()
@@ -170,3 +195,17 @@ class RequestLoop:
                 time.sleep(self.pause)
         if conn is not None:
             conn.close()
+
+
+class _TlsConnection(http.client.HTTPConnection):
+    """HTTPS to an address, verifying the certificate for `server_name` (sent as SNI)."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, context: ssl.SSLContext,
+                 server_name: str) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._context = context
+        self._server_name = server_name
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._server_name)

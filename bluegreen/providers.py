@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from typing import Any, ClassVar
 
 from . import haproxy_runtime as hr
 from .commands import pm2_invocation
-from .errors import ConfigError, RemoteError
+from .errors import BlueGreenError, ConfigError, RemoteError
 from .executor import Executor, SshExecutor, SshTarget, connect, sh, ssh_target
 from .sensitive import MASK, Sensitive, redact
 from .topology import COLORS, Container, Topology
@@ -45,6 +46,11 @@ BOOTSTRAP_SCRIPT_PATH = "/var/lib/bluegreen/bootstrap.sh"
 PG_SOCKET_DIR = "/var/run/postgresql"
 ECOSYSTEM_FILE = "ecosystem.config.js"
 DEFAULT_KNOWN_HOSTS = "~/.config/bluegreen/known_hosts"
+# Set (to the target colour) only by `bluegreen switch` around its `pulumi up` of the routing: the
+# one run that may move traffic. Any other run that would serve another colour is refused.
+SWITCH_ENV = "BLUEGREEN_SWITCH_TO"
+# The hand-written haproxy.cfg found on a host before our first install, kept beside ours.
+HAPROXY_BACKUP_SUFFIX = ".pre-bluegreen"
 
 
 # --------------------------------------------------------------------------- connections
@@ -248,8 +254,62 @@ def candidate_path(config_path: str) -> str:
     return str(p.with_name(f".{p.name}.candidate"))
 
 
+def _refuse_serving_without_master(executor: Executor, paths: hr.HaproxyPaths, config: str,
+                                   candidate: str) -> None:
+    """No master answers, yet the new config's listeners are taken: a proxy serves there that we
+    cannot reload hitlessly, and starting ours beside it (or restarting it) would drop visitors."""
+    serving = [f"{address}:{port}" for address, port in sorted(hr.tcp_binds(config))
+               if executor.run(hr.port_in_use_command(address, port), step="look for a serving proxy",
+                               check=False).ok]
+    if serving:
+        executor.run(sh("rm", "-f", candidate), step="discard the configuration", check=False)
+        raise RemoteError(
+            executor.host, "install the HAProxy configuration",
+            f"something already serves {', '.join(serving)} but no HAProxy master answers on "
+            f"{paths.master_socket}, so the configuration cannot be reloaded hitlessly; nothing was "
+            "changed. Point haproxy.masterSocket at the master CLI the running HAProxy opened "
+            "(Debian's unit: /run/haproxy-master.sock), or restart it with that socket in a quiet moment")
+
+
+def map_live_color(map_text: str) -> str | None:
+    """The colour a live-colour map file routes to (its `live` entry)."""
+    for line in map_text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == hr.LIVE_KEY:
+            return hr.color_of(parts[1])
+    return None
+
+
+def serving_color(executor: Executor, paths: hr.HaproxyPaths, config: str | None) -> tuple[str | None, str]:
+    """The colour the proxy serves now, and where that was read: HAProxy's runtime map, else the
+    `use_backend` of its (hand-written) config; (None, ...) when nothing serves yet."""
+    from .adopt import live_color_from_config
+
+    if paths.admin_socket:
+        try:
+            return hr.live_color(executor, paths), "HAProxy's runtime map"
+        except BlueGreenError as exc:
+            log.debug("%s: no runtime live colour: %s", executor.host, exc)
+    if config:
+        color = live_color_from_config(config)
+        if color:
+            return color, f"the backend of {paths.config or 'haproxy.cfg'}"
+    return None, "nothing serves yet"
+
+
+def refuse_flip(live: str | None, declared: str, *, declared_in: str, source: str = "HAProxy") -> None:
+    """A `pulumi up` never moves traffic: declared must equal live, except in `bluegreen switch`."""
+    if live is None or live == declared or os.environ.get(SWITCH_ENV) == declared:
+        return
+    raise ConfigError(
+        f"the estate serves {live} (from {source}) but {declared_in} declares "
+        f"bluegreen:activeColor: {declared}; applying it would move live traffic. Set "
+        f"`bluegreen:activeColor: {live}` in {declared_in} (or run `bluegreen adopt`), and move "
+        "traffic only with `bluegreen switch`")
+
+
 def apply_haproxy_config(executor: Executor, paths: hr.HaproxyPaths, config: str,
-                         initial_map: str) -> list[str]:
+                         initial_map: str, *, declared_in: str = "the stack file") -> list[str]:
     """Install `config` if it differs (checked by `haproxy -c` first), reload or start HAProxy.
 
     A config HAProxy rejects raises with HAProxy's message; the live file and the running proxy
@@ -257,10 +317,15 @@ def apply_haproxy_config(executor: Executor, paths: hr.HaproxyPaths, config: str
     the routing (a flip rewrites it).
     """
     changes: list[str] = []
+    current = _read_text(executor, paths.config, "read the HAProxy configuration")
     if executor.get(paths.map, step="read the live-colour map file") is None:
+        # The first install on a serving proxy must route where it routes now.
+        declared = map_live_color(initial_map)
+        if declared is not None:
+            live, source = serving_color(executor, paths, current)
+            refuse_flip(live, declared, declared_in=declared_in, source=source)
         executor.put(paths.map, initial_map, step="write the initial live-colour map")
         changes.append(f"wrote the initial map {paths.map}")
-    current = _read_text(executor, paths.config, "read the HAProxy configuration")
     if current != config:
         candidate = candidate_path(paths.config)
         executor.put(candidate, config, step="upload the HAProxy configuration")
@@ -270,6 +335,8 @@ def apply_haproxy_config(executor: Executor, paths: hr.HaproxyPaths, config: str
             executor.run(sh("rm", "-f", candidate), step="discard the rejected configuration", check=False)
             raise
         running = hr.master_answers(executor, paths) is not None
+        if not running:
+            _refuse_serving_without_master(executor, paths, config, candidate)
         if running:
             try:
                 hr.check_new_binds_free(executor, current or "", config)
@@ -277,6 +344,10 @@ def apply_haproxy_config(executor: Executor, paths: hr.HaproxyPaths, config: str
                 executor.run(sh("rm", "-f", candidate), step="discard the rejected configuration",
                              check=False)
                 raise
+        backup = paths.config + HAPROXY_BACKUP_SUFFIX
+        if current is not None and executor.get(backup, step="look for the kept configuration") is None:
+            executor.run(sh("cp", "-p", paths.config, backup), step="keep the previous HAProxy configuration")
+            changes.append(f"kept the previous {paths.config} as {backup}")
         executor.run(sh("mv", "-f", candidate, paths.config), step="install the HAProxy configuration")
         changes.append(f"installed {paths.config}")
         if running:
@@ -295,7 +366,10 @@ def apply_haproxy_config(executor: Executor, paths: hr.HaproxyPaths, config: str
     return changes
 
 
-def apply_routing(executor: Executor, paths: hr.HaproxyPaths, live_color: str, map_text: str) -> list[str]:
+def apply_routing(executor: Executor, paths: hr.HaproxyPaths, live_color: str, map_text: str, *,
+                  declared_in: str = "the stack file") -> list[str]:
+    live, source = serving_color(executor, paths, None)
+    refuse_flip(live, live_color, declared_in=declared_in, source=source)
     result = hr.set_live_color(executor, paths, live_color, map_text)
     changes = []
     if result.runtime_changed:
@@ -503,7 +577,8 @@ class HaproxyConfigProvider(HostProvider):
 
     def apply(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
         paths = hr.HaproxyPaths.from_props(dict(props))
-        changes = apply_haproxy_config(executor, paths, str(props["config"]), str(props["initial_map"]))
+        changes = apply_haproxy_config(executor, paths, str(props["config"]), str(props["initial_map"]),
+                                       declared_in=str(props.get("declared_in") or "the stack file"))
         _log_changes(executor, self.kind, changes)
         return {"config_sha256": _sha256(str(props["config"]))}
 
@@ -537,7 +612,8 @@ class LiveColorRoutingProvider(HostProvider):
 
     def apply(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
         color = str(props["live_color"])
-        changes = apply_routing(executor, self._paths(props), color, str(props["map_text"]))
+        changes = apply_routing(executor, self._paths(props), color, str(props["map_text"]),
+                                declared_in=str(props.get("declared_in") or "the stack file"))
         _log_changes(executor, self.kind, changes)
         return {"live_backend": hr.backend_for(color)}
 
@@ -627,8 +703,13 @@ def haproxy_config_props(t: Topology) -> dict[str, Any]:
     from .render.haproxy import render_haproxy_cfg, render_live_map
 
     return {"connection": connection_props(t, t.load_balancer), "config": render_haproxy_cfg(t),
-            "initial_map": render_live_map(t, t.active_color),
+            "initial_map": render_live_map(t, t.active_color), "declared_in": declared_in(t),
             **hr.HaproxyPaths.from_topology(t).to_props()}
+
+
+def declared_in(t: Topology) -> str:
+    """Where the declared live colour is written, as the user finds it."""
+    return f"stacks/Pulumi.{t.stack}.yaml"
 
 
 def routing_props(t: Topology, live_color: str | None = None) -> dict[str, Any]:
@@ -637,7 +718,8 @@ def routing_props(t: Topology, live_color: str | None = None) -> dict[str, Any]:
     color = live_color or t.active_color
     paths = hr.HaproxyPaths.from_topology(t)
     return {"connection": connection_props(t, t.load_balancer), "live_color": color,
-            "map_text": render_live_map(t, color), "map_path": paths.map, "admin_socket": paths.admin_socket}
+            "map_text": render_live_map(t, color), "map_path": paths.map, "admin_socket": paths.admin_socket,
+            "declared_in": declared_in(t)}
 
 
 def ecosystem_props(t: Topology, color: str) -> dict[str, Any]:
@@ -692,9 +774,11 @@ def apply_estate(t: Topology, db_password: Sensitive, *,
         lb = t.load_balancer
         hp = haproxy_config_props(t)
         paths = hr.HaproxyPaths.from_topology(t)
-        record(lb, "haproxy", apply_haproxy_config(on(lb), paths, hp["config"], hp["initial_map"]))
+        record(lb, "haproxy", apply_haproxy_config(on(lb), paths, hp["config"], hp["initial_map"],
+                                                   declared_in=hp["declared_in"]))
         rt = routing_props(t)
-        record(lb, "routing", apply_routing(on(lb), paths, rt["live_color"], rt["map_text"]))
+        record(lb, "routing", apply_routing(on(lb), paths, rt["live_color"], rt["map_text"],
+                                            declared_in=rt["declared_in"]))
         for color in COLORS:
             host = t.app_host(color)
             eco = ecosystem_props(t, color)

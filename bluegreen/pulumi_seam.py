@@ -151,9 +151,21 @@ class PulumiSeam:
         stack = self._open()
         self._call(f"set {ACTIVE_COLOR_KEY}",
                    lambda: stack.set_config(ACTIVE_COLOR_KEY, ConfigValue(value=color, secret=False)))
-        return self._up(f"switch to {color}", target=self.routing_urn, replace=False,
-                        message=message or f"bluegreen: switch the live colour to {color}",
-                        on_output=on_output)
+        # The routing provider refuses to move traffic in any other run (providers.refuse_flip);
+        # the CLI it runs under inherits this process's environment.
+        from .providers import SWITCH_ENV
+
+        previous = os.environ.get(SWITCH_ENV)
+        os.environ[SWITCH_ENV] = color
+        try:
+            return self._up(f"switch to {color}", target=self.routing_urn, replace=False,
+                            message=message or f"bluegreen: switch the live colour to {color}",
+                            on_output=on_output)
+        finally:
+            if previous is None:
+                os.environ.pop(SWITCH_ENV, None)
+            else:
+                os.environ[SWITCH_ENV] = previous
 
     def replace_container(self, vmid: int, *, on_output: Callable[[str], Any] | None = None) -> UpdateOutcome:
         """Recreate one container (and whatever depends on it) from its declaration."""

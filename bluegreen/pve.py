@@ -253,6 +253,14 @@ class PveClient:
             raise self._unexpected("reading the PVE version", data)
         return str(data["version"])
 
+    def container_config(self, vmid: int) -> dict[str, Any]:
+        """The container's configuration as PVE stores it (`GET .../lxc/{vmid}/config`)."""
+        what = f"configuration of CT {vmid}"
+        data = self._call(what, lambda: self._lxc(vmid).config.get())
+        if not isinstance(data, Mapping):
+            raise self._unexpected(what, data)
+        return dict(data)
+
     def container_status(self, vmid: int) -> ContainerState:
         what = f"status of CT {vmid}"
         data = self._call(what, lambda: self._lxc(vmid).status.current.get())

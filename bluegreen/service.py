@@ -13,6 +13,7 @@ import getpass
 import json
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import commands as cmd
+from . import emergency as em
 from . import haproxy_runtime, health, migrations
 from .errors import (
     BlueGreenError,
@@ -79,9 +81,11 @@ class ColorStatus:
     haproxy: str | None = None
     proxmox: dict[str, Any] | None = None
     errors: list[str] = field(default_factory=list)
+    commit: str | None = None  # what the health answer reports, or COMMIT_NOT_REPORTED
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "commit": self.commit,
             "host": self.host, "vmid": self.vmid, "reachable": self.reachable,
             "healthy": self.healthy, "statusCode": self.status_code, "latencyMs": self.latency_ms,
             "release": self.release, "sha": self.sha, "ref": self.ref, "pm2": self.pm2,
@@ -111,10 +115,12 @@ class StatusReport:
     def drift(self) -> bool:
         return self.live is not None and self.live != self.declared
 
+    reconcile: str | None = None  # with drift: the one command that makes the declared colour true
+
     def to_json(self) -> dict[str, Any]:
         return {
             "stack": self.stack, "live": self.live, "declared": self.declared,
-            "standby": self.standby, "drift": self.drift,
+            "standby": self.standby, "drift": self.drift, "reconcile": self.reconcile,
             "colors": {c: s.to_json() for c, s in self.colors.items()},
             "database": self.database, "lastSwitch": self.last_switch,
             "switchCount": self.switch_count, "lock": self.lock, "endpoints": self.endpoints,
@@ -211,6 +217,7 @@ class Service:
         self.progress: Progress = progress or NullProgress()
         self.secrets = secrets or []
         self._factory = executor_factory or (lambda c: connect(topology, c, self.secrets))
+        self._default_factory = executor_factory is None
         self.pulumi_command = pulumi_command
         self.who = who or whoami()
 
@@ -218,11 +225,44 @@ class Service:
 
     @contextlib.contextmanager
     def _on(self, host: Container) -> Iterator[Executor]:
+        if self._pool is not None:
+            with self._pool_mutex:
+                ex = self._pool.get(host.vmid)
+                if ex is None:
+                    ex = self._pool[host.vmid] = (
+                        em.OpenSshExecutor(self.t, host, secrets=self.secrets) if self._default_factory
+                        else self._factory(host))
+            yield ex
+            return
         ex = self._factory(host)
         try:
             yield ex
         finally:
             ex.close()
+
+    _pool: dict[int, Executor] | None = None
+    _pool_mutex = threading.Lock()
+
+    @contextlib.contextmanager
+    def pooled(self) -> Iterator[None]:
+        """One persistent SSH connection and remote shell per host for everything inside (a switch:
+        each step is then one script down an open session, not a new connection or login)."""
+        if self._pool is not None:
+            yield
+            return
+        self._pool = {}
+        if self._default_factory:
+            # Start every connection a switch may need at once: their logins overlap.
+            for host in (self.t.load_balancer, *self.t.app_hosts.values()):
+                session = em.OpenSshExecutor(self.t, host, secrets=self.secrets)
+                session.start()
+                self._pool[host.vmid] = session
+        try:
+            yield
+        finally:
+            pool, self._pool = self._pool, None
+            for ex in pool.values():
+                ex.close()
 
     def _lock(self, lb: Executor) -> LockManager:
         return LockManager(lb, self.t.load_balancer.path(self.t.journal.lock_path))
@@ -231,17 +271,35 @@ class Service:
     def _holding(self, operation: str) -> Iterator[None]:
         """Hold the estate lock on its own connection: the heartbeat thread uses it while the
         operation's own connection may be dropped and reopened."""
-        with self._on(self.t.load_balancer) as lock_ex, self._lock(lock_ex).hold(operation, self.who):
-            yield
+        with self._on(self.t.load_balancer) as lock_ex:
+            manager = self._lock(lock_ex)
+            with manager.hold(operation, self.who):
+                self._held_lock = manager
+                try:
+                    yield
+                finally:
+                    self._held_lock = None
+
+    _held_lock: LockManager | None = None
+
+    def _check_lock(self) -> None:
+        """At each step boundary: stop if the lock was broken or pre-empted (an emergency)."""
+        if self._held_lock is not None:
+            self._held_lock.check()
 
     def _journal(self, lb: Executor) -> JournalStore:
         return JournalStore(lb, self.t.load_balancer.path(self.t.journal.path))
 
     def _read_state(self, lb: Executor) -> State:
-        return self._journal(lb).read(default_live=self.t.active_color)
+        state = self._journal(lb).read(default_live=self.t.active_color)
+        # Whatever an emergency recorded beside an unreadable journal is folded in here.
+        return em.fold_pending(lb, self.t.load_balancer.path(self.t.journal.path), state,
+                                      self.t.journal.history_keep)
 
     def _write_state(self, lb: Executor, state: State, live: str) -> None:
         self._journal(lb).write(state)
+        with contextlib.suppress(RemoteError):
+            em.clear_pending(lb, self.t.load_balancer.path(self.t.journal.path), state)
         metrics = render_metrics(state, live=live, generated_at=time.time())
         with contextlib.suppress(RemoteError):
             lb.put(self.t.load_balancer.path(self.t.journal.metrics_path), metrics,
@@ -272,7 +330,7 @@ class Service:
             if proxmox and not proxmox.get("error"):
                 state.proxmox = proxmox["containers"].get(str(state.vmid))
         state_obj: State | None = lb["state"]
-        return StatusReport(
+        report = StatusReport(
             stack=t.stack, live=lb["live"], declared=t.active_color, colors=colors,
             database=database,
             last_switch=state_obj.last_switch if state_obj else None,
@@ -280,6 +338,9 @@ class Service:
             lock=lb["lock"], endpoints={"public": t.public_url, "preview": t.preview_url},
             proxmox=proxmox, errors=errors,
         )
+        if report.drift and report.live:
+            report.reconcile = em.reconcile_command(t, report.live)
+        return report
 
     def _status_lb(self) -> dict[str, Any]:
         out: dict[str, Any] = {"live": None, "servers": {}, "state": None, "lock": None, "errors": []}
@@ -299,8 +360,10 @@ class Service:
         t = self.t
         host = t.app_host(color)
         result = ColorStatus(color=color, host=host.ip, vmid=host.vmid)
-        probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}", timeout=3.0)
+        probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}", timeout=3.0,
+                                  expect_status=t.app.health_status)
         result.healthy = probe.ok
+        result.commit = reported_commit(probe)
         result.status_code = probe.status
         result.latency_ms = probe.latency_ms
         if probe.error and not probe.ok:
@@ -376,6 +439,9 @@ class Service:
     def plan_deploy(self, ref: str | None = None, *, migrate: bool = False,
                     allow_destructive: bool = False) -> DeployPlan:
         t = self.t
+        from .placeholders import require_complete
+
+        require_complete(t)  # "set app.repo: ..." before any host is contacted
         ref = cmd.validate_ref(ref or t.app.branch)
         with self._on(t.load_balancer) as lb:
             live = self.live_color(lb)
@@ -400,6 +466,9 @@ class Service:
     def deploy(self, ref: str | None = None, *, migrate: bool = False,
                allow_destructive: bool = False, snapshot: bool = True) -> DeployResult:
         t = self.t
+        from .placeholders import require_complete
+
+        require_complete(t)  # "set app.repo: ..." before anything is touched
         ref = cmd.validate_ref(ref or t.app.branch)
         started = time.monotonic()
         with self._holding("deploy"), self._on(t.load_balancer) as lb:
@@ -407,6 +476,7 @@ class Service:
             standby = other_color(live)
             result = DeployResult(ok=False, color=standby, ref=ref)
             run = _DeployRun(self, lb, standby, ref, result)
+            interrupted: KeyboardInterrupt | None = None
             try:
                 run.execute(migrate=migrate, allow_destructive=allow_destructive, snapshot=snapshot)
                 result.ok = True
@@ -414,10 +484,21 @@ class Service:
                 result.failed_step = run.step_name
                 detail = exc.detail if isinstance(exc, DeployError) else str(exc)
                 result.error = redact(detail, self.secrets)
-                run.restore()
+                with em.signals_deferred():
+                    run.restore()
+            except KeyboardInterrupt as exc:
+                # SIGINT/SIGTERM: the same restore as a failed step, then the interrupt goes on.
+                interrupted = exc
+                result.failed_step = run.step_name
+                result.error = "interrupted"
+                with em.signals_deferred():
+                    run.restore()
             finally:
                 result.duration_s = time.monotonic() - started
-                self._record_deploy(lb, result, live)
+                with em.signals_deferred():
+                    self._record_deploy(lb, result, live)
+            if interrupted is not None:
+                raise interrupted
             if not result.ok:
                 if isinstance(run.failure, ConfigError):
                     raise ConfigError(result.error or "bad input")
@@ -446,7 +527,7 @@ class Service:
 
     def plan_switch(self, *, emergency: bool = False, direct: bool = False,
                     to_color: str | None = None) -> SwitchPlan:
-        with self._on(self.t.load_balancer) as lb:
+        with self.pooled(), self._on(self.t.load_balancer) as lb:
             return self._plan_switch(lb, emergency=emergency, direct=direct, to_color=to_color)
 
     def _plan_switch(self, lb: Executor, *, emergency: bool, direct: bool,
@@ -471,7 +552,15 @@ class Service:
         if not emergency:
             if not release:
                 problems.append(f"{target} ({host.ip}) has no release deployed")
-            probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}")
+            else:
+                try:
+                    unfinished = em.unfinished_release(self._read_state(lb), target, release)
+                except BlueGreenError as exc:
+                    unfinished = f"cannot check how {release} was deployed: {exc}"
+                if unfinished:
+                    problems.append(unfinished)
+            probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}",
+                                      expect_status=t.app.health_status)
             if not probe.ok:
                 problems.append(f"{target} is not healthy: {probe.error or probe.status}")
             server = haproxy_runtime.backend_states(lb, t).get(target)
@@ -486,36 +575,100 @@ class Service:
     def switch(self, *, emergency: bool = False, direct: bool = False, watch: bool = True,
                to_color: str | None = None, reason: str = "switch") -> SwitchResult:
         t = self.t
-        with self._holding(reason), self._on(t.load_balancer) as lb:
+        if emergency:
+            # The load balancer only: no lock wait, no app hosts, no journal needed (emergency.py).
+            return self._emergency(rollback=reason == "rollback", to_color=to_color)
+        with self.pooled(), self._holding(reason), self._on(t.load_balancer) as lb:
             with self.progress.step("pre-switch checks"):
                 plan = self._plan_switch(lb, emergency=emergency, direct=direct, to_color=to_color)
                 if plan.problems:
                     raise SwitchError(
                         f"refusing to switch to {plan.to_color}: " + "; ".join(plan.problems)
                         + ". Fix the standby (or use --emergency to skip the checks).")
-            flip_started = time.monotonic()
-            with self.progress.step(f"flip live traffic to {plan.to_color} ({plan.path})"):
-                self._flip(lb, plan.to_color, plan.path)
-            flip_ms = (time.monotonic() - flip_started) * 1000
+            self._check_lock()
             result = SwitchResult(ok=True, color=plan.to_color, from_color=plan.from_color,
-                                  release=plan.release, path=plan.path, flip_ms=flip_ms,
+                                  release=plan.release, path=plan.path, flip_ms=0.0,
                                   verified=False, reason=reason)
-            with self.progress.step("verify new requests reach the new colour"):
-                result.verified = self._verify_serving(plan.to_color)
-            why: str | None = None
-            if not result.verified:
-                # Back at once: every moment here serves users from a colour that is not answering.
-                why = f"new requests were not served by {plan.to_color}"
-                self._switch_back(lb, plan, why, result)
-            self._record_switch(lb, plan.from_color, plan.to_color, reason, emergency, int(flip_ms))
-            if why is None and watch and t.switch.watch_seconds > 0:
-                why = self._watch(lb, plan.to_color, result)
-                if why:
+            recorded = False
+            try:
+                flip_started = time.monotonic()
+                with self.progress.step(f"flip live traffic to {plan.to_color} ({plan.path})"):
+                    self._flip(lb, plan.to_color, plan.path)
+                result.flip_ms = (time.monotonic() - flip_started) * 1000
+                with self.progress.step("verify new requests reach the new colour"):
+                    result.verified = self._verify_serving(plan.to_color)
+                why: str | None = None
+                if not result.verified:
+                    # Back at once: every moment here serves users from a colour that is not answering.
+                    why = f"new requests were not served by {plan.to_color}"
                     self._switch_back(lb, plan, why, result)
-            if why is not None:
-                self._record_switch(lb, plan.to_color, plan.from_color, f"automatic switch back: {why}",
-                                    True, 0)
+                self._record_safely(lb, plan.from_color, plan.to_color, reason, False, int(result.flip_ms),
+                                    result)
+                recorded = True
+                if why is None and watch and t.switch.watch_seconds > 0:
+                    why = self._watch(lb, plan.to_color, result)
+                    if why:
+                        self._switch_back(lb, plan, why, result)
+                if why is not None:
+                    self._record_safely(lb, plan.to_color, plan.from_color, f"automatic switch back: {why}",
+                                        True, 0, result)
+            except KeyboardInterrupt:
+                # SIGINT/SIGTERM: the restore path of a failed step (back to the old colour), recorded.
+                with em.signals_deferred():
+                    self._interrupted_switch(lb, plan, result, reason, recorded)
+                raise
             return result
+
+    def _emergency(self, *, rollback: bool, to_color: str | None) -> SwitchResult:
+        done = em.run(self.t, rollback=rollback, who=self.who, to_color=to_color,
+                             progress=self.progress)
+        if self.t.switch.mode == "direct":
+            self.t = dataclasses.replace(self.t, active_color=done.color)
+        return SwitchResult(ok=done.ok, color=done.color, from_color=done.from_color, release=None,
+                            path=done.path, flip_ms=done.flip_ms, verified=done.verified,
+                            reason=done.reason, error=done.error)
+
+    def _interrupted_switch(self, lb: Executor, plan: SwitchPlan, result: SwitchResult, reason: str,
+                            recorded: bool) -> None:
+        try:
+            live = self.live_color(lb)
+        except BlueGreenError as exc:
+            log.error("interrupted; cannot read the live colour to restore it: %s", exc)
+            return
+        if live != plan.to_color:
+            # Not flipped (or already back): only the declared colour may need to follow.
+            if self.t.switch.mode == "direct" or plan.path != "automation":
+                with contextlib.suppress(ConfigError, OSError):
+                    set_active_color_in_file(self.t.project_dir, self.t.stack, live)
+            return
+        if not recorded:
+            self._record_safely(lb, plan.from_color, plan.to_color, reason, False, 0, result)
+        self._switch_back(lb, plan, "interrupted", result)
+        self._record_safely(lb, plan.to_color, plan.from_color, "automatic switch back: interrupted",
+                            True, 0, result)
+
+    def _record_safely(self, lb: Executor, from_color: str, to_color: str, reason: str, emergency_: bool,
+                       duration_ms: int, result: SwitchResult) -> None:
+        """Record a flip that happened; if the journal cannot take it, the side file does (the next
+        normal command folds it in) and the result says so: the flip stands, the error is real."""
+        try:
+            self._record_switch(lb, from_color, to_color, reason, emergency_, duration_ms)
+            return
+        except BlueGreenError as exc:
+            problem = f"the switch to {to_color} happened but the journal write failed: {exc}"
+        entry = em.switch_entry(from_color=from_color, to_color=to_color, when=time.time(),
+                                       who=self.who, reason=reason, duration_ms=duration_ms,
+                                       preempted=None, path=result.path)
+        journal = self.t.load_balancer.path(self.t.journal.path)
+        try:
+            lb.run(em.append_side_command(journal, json.dumps(entry, separators=(",", ":"))),
+                   step="record the switch in the side journal")
+            problem += f"; recorded in {em.side_path(journal)} instead"
+        except BlueGreenError as exc:
+            problem += f"; the side journal could not take it either: {exc}"
+        log.error("%s", problem)
+        result.ok = False
+        result.error = f"{result.error}; {problem}" if result.error else problem
 
     def _switch_back(self, lb: Executor, plan: SwitchPlan, why: str, result: SwitchResult) -> None:
         self.progress.note(f"switching back to {plan.from_color}: {why}")
@@ -535,7 +688,9 @@ class Service:
     def rollback(self, *, emergency: bool = False, direct: bool = False,
                  watch: bool = False) -> SwitchResult:
         """Back to the colour that was live before the last switch (it still runs its release)."""
-        with self._on(self.t.load_balancer) as lb:
+        if emergency:
+            return self._emergency(rollback=True, to_color=None)  # needs no readable journal
+        with self.pooled(), self._on(self.t.load_balancer) as lb:
             live = self.live_color(lb)
             state = self._read_state(lb)
         previous = state.previous_live(live) or other_color(live)
@@ -550,10 +705,21 @@ class Service:
             from .pulumi_seam import PulumiSeam
 
             seam = PulumiSeam(t.project_dir, t.stack, pulumi_command=self.pulumi_command)
-            seam.switch_to(color, on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
-            live = self.live_color(lb)
-            if live != color:
-                raise SwitchError(f"pulumi up finished but HAProxy still routes to {live}")
+            try:
+                seam.switch_to(color, on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
+                live = self.live_color(lb)
+                if live != color:
+                    raise SwitchError(f"pulumi up finished but HAProxy still routes to {live}")
+            except BaseException as exc:
+                # `config set` already declared `color`: make the stack file say what HAProxy
+                # serves, or the next routine `pulumi up` flips production with no checks.
+                with em.signals_deferred():
+                    live = self._restore_declared(lb, previous=t.active_color)
+                if live == color and not isinstance(exc, KeyboardInterrupt):
+                    log.warning("pulumi failed after the routing changed (%s); the flip stands", exc)
+                    self.t = dataclasses.replace(t, active_color=color)
+                    return
+                raise
             self.t = dataclasses.replace(t, active_color=color)
             return
         try:
@@ -567,10 +733,22 @@ class Service:
         set_active_color_in_file(t.project_dir, t.stack, color)
         self.t = dataclasses.replace(t, active_color=color)
 
+    def _restore_declared(self, lb: Executor, *, previous: str) -> str:
+        """The stack file's declared colour set to the one HAProxy serves (else back to `previous`)."""
+        try:
+            live = self.live_color(lb)
+        except BlueGreenError as exc:
+            log.error("cannot read the live colour (%s); declaring %s again", exc, previous)
+            live = previous
+        set_active_color_in_file(self.t.project_dir, self.t.stack, live)
+        self.t = dataclasses.replace(self.t, active_color=live)
+        return live
+
     def _verify_serving(self, color: str, attempts: int = 5) -> bool:
         url = f"{self.t.public_url}{self.t.app.health_path}"
         for _ in range(attempts):
-            probe = health.http_probe(url, headers={"Connection": "close"})
+            probe = health.http_probe(url, headers={"Connection": "close"}, **health.visitor(self.t),
+                                      expect_status=self.t.app.health_status)
             if probe.ok and probe.served_by == color:
                 return True
             time.sleep(0.1)
@@ -586,7 +764,9 @@ class Service:
         failures = 0
         with self.progress.step(f"watch {color} for {t.switch.watch_seconds:g}s", long=True):
             while time.monotonic() - started < t.switch.watch_seconds:
-                probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}")
+                self._check_lock()  # pre-empted (an emergency flip): stop, never switch back over it
+                probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}",
+                                          expect_status=t.app.health_status)
                 failures = 0 if probe.ok else failures + 1
                 if failures >= 3:
                     result.watched_s = time.monotonic() - started
@@ -667,6 +847,7 @@ class _DeployRun:
     def step(self, name: str, *, long: bool = False) -> Iterator[None]:
         self.step_name = name
         try:
+            self.s._check_lock()  # a lock lost (broken, pre-empted) stops the deploy here
             with self.s.progress.step(name, long=long):
                 yield
         except BlueGreenError as exc:
@@ -679,6 +860,7 @@ class _DeployRun:
             with self.step(f"snapshot CT {self.host.vmid}", long=True):
                 r.snapshot = self._snapshot()
         with self.s._on(self.host) as ex:
+            self._convert_layout(ex)
             with self.step(f"fetch {self.ref}", long=True):
                 out = ex.run(cmd.fetch_ref(t, paths, self.ref), step="fetch", check=False)
                 if out.exit_code != 0:
@@ -708,6 +890,7 @@ class _DeployRun:
                 self.pointed = True
             with self.step(f"reload PM2 on {self.color}"):
                 self.reloaded = True
+                self._replace_hand_started(ex)
                 ex.run(cmd.pm2_reload(t, paths), step="pm2 reload")
             with self.step(f"wait for health on {self.color}", long=True):
                 self._wait_healthy(sha)
@@ -717,6 +900,24 @@ class _DeployRun:
                 ex.run(cmd.prune_releases(paths, t.app.keep_releases,
                                           [self.release, self.previous or ""]),
                        step="prune releases")
+
+    def _convert_layout(self, ex: Executor) -> None:
+        """The first deploy to a host still kept by hand (working copy, .env, hand-started PM2)
+        moves it to the release layout; see convert.py."""
+        from .convert import convert_host, needs_conversion_command
+
+        if not ex.run(needs_conversion_command(self.paths), step="look for the old layout", check=False).ok:
+            return
+        with self.step(f"convert {self.color} to the release layout"):
+            done = convert_host(self.t, self.host, ex, live_color=other_color(self.color))
+            for change in done.changes:
+                logging.getLogger("bluegreen.convert").info("%s: %s", self.host.label, change)
+
+    def _replace_hand_started(self, ex: Executor) -> None:
+        from .convert import replace_hand_started
+
+        for change in replace_hand_started(self.t, self.host, ex):
+            logging.getLogger("bluegreen.convert").info("%s: %s", self.host.label, change)
 
     def _snapshot(self) -> str:
         client = self.s._pve()
@@ -760,7 +961,8 @@ class _DeployRun:
     def _wait_healthy(self, sha: str) -> None:
         t = self.t
         url = f"http://{self.host.ip}:{t.app.port}{t.app.health_path}"
-        result = health.poll(lambda: _expect_commit(health.http_probe(url), sha),
+        result = health.poll(lambda: _expect_commit(health.http_probe(url, expect_status=t.app.health_status),
+                                                    sha),
                              deadline_s=t.app.health_timeout, interval_s=0.5)
         if not result.ok:
             raise DeployError("health", f"{self.color} did not become healthy on {sha[:7]} within "
@@ -771,7 +973,8 @@ class _DeployRun:
         url = f"{t.preview_url}{t.app.health_path}"
 
         def probe() -> health.ProbeResult:
-            res = _expect_commit(health.http_probe(url, headers={"Connection": "close"}), sha)
+            res = _expect_commit(health.http_probe(url, headers={"Connection": "close"}, **health.visitor(t),
+                                                   expect_status=t.app.health_status), sha)
             if res.ok and res.served_by != self.color:
                 return health.ProbeResult(ok=False, status=res.status, latency_ms=res.latency_ms,
                                           body=res.body, error=f"served by {res.served_by}",
@@ -805,7 +1008,21 @@ class _DeployRun:
             self.result.error = f"{self.result.error}; restoring the previous release also failed: {exc}"
 
 
+COMMIT_NOT_REPORTED = "commit not reported"
+
+
+def reported_commit(probe: health.ProbeResult) -> str | None:
+    """The commit a health answer reports; COMMIT_NOT_REPORTED when it answers without one (an
+    app whose health path is its home page); None when there was no healthy answer."""
+    if not probe.ok:
+        return None
+    data = probe.json()
+    commit = data.get("commit") if isinstance(data, dict) else None
+    return str(commit) if commit else COMMIT_NOT_REPORTED
+
+
 def _expect_commit(probe: health.ProbeResult, sha: str) -> health.ProbeResult:
+    """Healthy and on `sha`; an answer that reports no commit passes (nothing to compare)."""
     if not probe.ok:
         return probe
     data = probe.json()

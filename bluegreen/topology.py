@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -18,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from .ctsettings import KEYS as SETTINGS_KEYS
+from .ctsettings import ContainerSettings, read_settings
 from .errors import ConfigError, Problem, ValidationError
 
 NAMESPACE = "bluegreen"
@@ -43,6 +46,7 @@ class Container:
     existing: bool
     root: str
     tags: tuple[str, ...]
+    settings: ContainerSettings = field(default_factory=ContainerSettings)
 
     @property
     def ip(self) -> str:
@@ -103,6 +107,7 @@ class SshSettings:
     known_hosts: str
     connect_timeout: float
     command_timeout: float
+    config_file: str = "~/.ssh/config"
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,7 @@ class AppSettings:
     keep_releases: int
     health_timeout: float
     pm2_home: str | None
+    health_status: int = 200  # the status the health path answers when healthy
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,17 @@ class HaproxySettings:
     master_socket: str
     pid_file: str
     maxconn: int
+    # HTTPS (issue 10): all optional, so a stack without them serves plain HTTP as before.
+    tls_cert: str | None = None  # PEM bundle (certificate, chain, key) on the HAProxy host
+    https_port: int = 443
+    ca_file: str | None = None  # the CA clients verify the certificate with (None: system trust)
+    private_address: str | None = None  # where preview and stats listen (off the public address)
+    stats_user: str | None = None  # basic auth on stats/metrics, with stats_password_hash
+    stats_password_hash: str | None = None  # a crypt(3) hash, never the password itself
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
 
 @dataclass(frozen=True)
@@ -180,6 +197,8 @@ class Topology:
     switch: SwitchSettings
     journal: JournalSettings
     environment: str = field(default="production")
+    # Host configuration may restart a serving HAProxy or PostgreSQL (`bluegreen:allowRestart`).
+    allow_restart: bool = False
 
     @property
     def database_host(self) -> Container:
@@ -213,11 +232,24 @@ class Topology:
 
     @property
     def public_url(self) -> str:
+        if self.haproxy.tls:
+            return f"https://{self.load_balancer.ip}:{self.haproxy.https_port}"
         return f"http://{self.load_balancer.ip}:{self.haproxy.public_port}"
 
     @property
     def preview_url(self) -> str:
-        return f"http://{self.load_balancer.ip}:{self.haproxy.preview_port}"
+        scheme = "https" if self.haproxy.tls else "http"
+        return f"{scheme}://{self.private_ip}:{self.haproxy.preview_port}"
+
+    @property
+    def private_ip(self) -> str:
+        """Where the preview and stats frontends listen: `haproxy.privateAddress`, else the LB's."""
+        return self.haproxy.private_address or self.load_balancer.ip
+
+    @property
+    def tls_server_name(self) -> str | None:
+        """The name clients send (SNI, Host) and verify the certificate for; None without TLS."""
+        return self.haproxy.server_name if self.haproxy.tls else None
 
 
 def other_color(color: str) -> str:
@@ -283,12 +315,22 @@ class _Reader:
                 parsed = None
         else:
             parsed = None
+        if parsed is not None and not math.isfinite(parsed):
+            # YAML's .nan/.inf: a poll with no end, an int() that raises. Refused like any bad value.
+            self.problem(full, f"expected a finite number, got {value!r}")
+            return default if default is not None else 0
         if parsed is None or (integer and float(parsed) != int(parsed)):
             what = "a whole number" if integer else "a number"
             self.problem(full, f"expected {what}, got {value!r}")
             return default if default is not None else 0
         if parsed < minimum:
             self.problem(full, f"must be at least {minimum:g}, got {parsed!r}")
+        elif key.lower().endswith("port") and not 1 <= parsed <= 65535:
+            self.problem(full, f"must be a TCP port (1-65535), got {parsed!r}")
+        elif key.lower().endswith(("timeout", "seconds")) and parsed <= 0 and key != "watchSeconds":
+            self.problem(full, f"must be more than 0, got {parsed!r}")
+        elif key == "maxErrorRatio" and parsed > 1:
+            self.problem(full, f"must be a ratio between 0 and 1, got {parsed!r}")
         return int(parsed) if integer else float(parsed)
 
     def bool_(self, m: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
@@ -397,9 +439,10 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         known_hosts=resolve(r.str_(sh, "knownHosts", "ssh", "~/.config/bluegreen/known_hosts")) or "",
         connect_timeout=r.num(sh, "connectTimeout", "ssh", 10.0, integer=False),
         command_timeout=r.num(sh, "commandTimeout", "ssh", 900.0, integer=False),
+        config_file=resolve(r.str_(sh, "configFile", "ssh", "~/.ssh/config")) or "~/.ssh/config",
     )
-    if not ssh.public_keys:
-        r.problem("ssh.publicKeys", "is required (expected a list of SSH public keys for the containers)")
+    # An empty ssh.publicKeys is reported by `placeholders.unset` only when a container is to be
+    # created (adopted containers keep their own keys).
     for i, key in enumerate(ssh.public_keys):
         if not key.startswith(("ssh-", "ecdsa-", "sk-", "file:")):
             r.problem(f"ssh.publicKeys[{i}]",
@@ -412,7 +455,7 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
     ap = r.obj(get("app"), "app")
     app = AppSettings(
         name=r.str_(ap, "name", "app", "jw-attendant-scheduler"),
-        repo=r.str_(ap, "repo", "app", required=True),
+        repo=r.str_(ap, "repo", "app", ""),  # `bluegreen adopt` reads it from the estate
         branch=r.str_(ap, "branch", "app", required=True),
         dir=r.abs_path(ap, "dir", "app", "/opt/jw-attendant-scheduler"),
         port=r.num(ap, "port", "app", 3000, minimum=1),
@@ -428,14 +471,17 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         keep_releases=r.num(ap, "keepReleases", "app", 5, minimum=2),
         health_timeout=r.num(ap, "healthTimeout", "app", 120.0, integer=False, minimum=1),
         pm2_home=r.opt_str(ap, "pm2Home", "app"),
+        health_status=r.num(ap, "healthStatus", "app", 200),
     )
+    if not 100 <= app.health_status <= 599:
+        r.problem("app.healthStatus", f"expected an HTTP status (100-599), got {app.health_status}")
     if app.health_path and not app.health_path.startswith("/"):
         r.problem("app.healthPath", f"expected a path starting with /, got {app.health_path!r}")
 
     db = r.obj(get("database"), "database")
     database = DatabaseSettings(
         name=r.str_(db, "name", "database", "jw_attendant"),
-        user=r.str_(db, "user", "database", "jw_app"),
+        user=r.str_(db, "user", "database", ""),  # `bluegreen adopt` reads it from .env
         port=r.num(db, "port", "database", 5432, minimum=1),
         backup_dir=r.abs_path(db, "backupDir", "database", "/var/backups/jw-attendant"),
         backup_keep=r.num(db, "backupKeep", "database", 10, minimum=1),
@@ -457,9 +503,30 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         master_socket=r.abs_path(hp, "masterSocket", "haproxy", "/run/haproxy/master.sock"),
         pid_file=r.abs_path(hp, "pidFile", "haproxy", "/run/haproxy.pid"),
         maxconn=r.num(hp, "maxconn", "haproxy", 4096, minimum=1),
+        tls_cert=r.opt_str(hp, "tlsCert", "haproxy"),
+        https_port=r.num(hp, "httpsPort", "haproxy", 443, minimum=1),
+        ca_file=resolve(r.opt_str(hp, "caFile", "haproxy")),
+        private_address=r.opt_str(hp, "privateAddress", "haproxy"),
+        stats_user=r.opt_str(r.obj(hp.get("statsAuth"), "haproxy.statsAuth"), "user", "haproxy.statsAuth"),
+        stats_password_hash=r.opt_str(r.obj(hp.get("statsAuth"), "haproxy.statsAuth"), "passwordHash",
+                                      "haproxy.statsAuth"),
     )
+    if haproxy.tls_cert is not None and not haproxy.tls_cert.startswith("/"):
+        r.problem("haproxy.tlsCert", f"expected an absolute path on the HAProxy host, got {haproxy.tls_cert!r}")
+    if haproxy.private_address is not None:
+        try:
+            ipaddress.IPv4Address(haproxy.private_address)
+        except ValueError:
+            r.problem("haproxy.privateAddress", f"expected an IPv4 address, got {haproxy.private_address!r}")
+    if (haproxy.stats_user is None) != (haproxy.stats_password_hash is None):
+        r.problem("haproxy.statsAuth", "needs both user and passwordHash (a crypt hash: openssl passwd -6)")
+    elif haproxy.stats_password_hash is not None and not haproxy.stats_password_hash.startswith("$"):
+        r.problem("haproxy.statsAuth.passwordHash",
+                  "expected a crypt(3) hash such as the output of `openssl passwd -6`, not a password")
     ports = {"publicPort": haproxy.public_port, "previewPort": haproxy.preview_port,
              "statsPort": haproxy.stats_port}
+    if haproxy.tls:
+        ports["httpsPort"] = haproxy.https_port
     if len(set(ports.values())) != len(ports):
         r.problem("haproxy", f"publicPort, previewPort and statsPort must differ, got {ports}")
 
@@ -492,12 +559,14 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         r.problem("activeColor", f"expected one of {', '.join(COLORS)}, got {active!r}")
         active = COLORS[0]
 
+    allow_restart = r.bool_({"allowRestart": get("allowRestart")}, "allowRestart", "", False)
     if r.problems:
         raise ValidationError(source or f"stack {stack!r}", r.problems)
     return Topology(
         stack=stack, project_dir=project, active_color=str(active), containers=containers,
         proxmox=proxmox, ssh=ssh, app=app, database=database, haproxy=haproxy, switch=switch,
         journal=journal, environment=str(get("environment") or "production"),
+        allow_restart=allow_restart,
     )
 
 
@@ -523,7 +592,7 @@ def _read_containers(r: _Reader, raw: Any, gateway: ipaddress.IPv4Address | None
             continue
         m = item
         known = {"id", "name", "role", "color", "ip", "cores", "memory", "swap", "disk",
-                 "existing", "root", "tags"}
+                 "existing", "root", "tags", *SETTINGS_KEYS}
         for extra in sorted(set(m) - known):
             r.problem(f"{path}.{extra}", f"unknown key (expected one of {', '.join(sorted(known))})")
         vmid = r.num(m, "id", path, minimum=100)
@@ -572,6 +641,7 @@ def _read_containers(r: _Reader, raw: Any, gateway: ipaddress.IPv4Address | None
             existing=r.bool_(m, "existing", path, False),
             root=resolved_root,
             tags=tuple(sorted({t.lower() for t in tags_raw})),
+            settings=read_settings(r, m, path),
         )
         if vmid in seen_ids:
             r.problem(f"{path}.id", f"{vmid} is used twice (also by {seen_ids[vmid]})")

@@ -23,11 +23,13 @@ from pulumi_proxmoxve import (
     ContainerLegacyInitializationIpConfigIpv4Args,
     ContainerLegacyInitializationUserAccountArgs,
     ContainerLegacyMemoryArgs,
+    ContainerLegacyMountPointArgs,
     ContainerLegacyNetworkInterfaceArgs,
     ContainerLegacyOperatingSystemArgs,
     ContainerLegacyStartupArgs,
 )
 
+from bluegreen.ctsettings import MountPoint
 from bluegreen.topology import Container, Topology
 
 CONTAINER_TYPE = "bluegreen:proxmox:Container"
@@ -36,15 +38,23 @@ CONTAINER_TYPE = "bluegreen:proxmox:Container"
 # `unprivileged` cannot change in place: declaring them on an adopted container would force a
 # replacement of a production host. Camel-case property paths: Pulumi translates only top-level
 # snake_case names, never nested paths.
-ADOPTED_IGNORE_CHANGES = ("operatingSystem", "initialization.userAccount", "unprivileged")
+#
+# After an import the provider reads back neither `vmId` (its importer sets only the id and the
+# node; bpg/terraform-provider-proxmox issues 2141, 1406) nor the five `timeout*` fields (issues
+# 1406, 3110: `timeout_clone/create/delete/start/update` show as "+" after an import): the engine
+# would see them as differences and refuse the import.
+ADOPTED_IGNORE_CHANGES = ("operatingSystem", "initialization.userAccount", "unprivileged", "vmId",
+                          "timeoutClone", "timeoutCreate", "timeoutDelete", "timeoutStart",
+                          "timeoutUpdate")
 
 
 @dataclass(frozen=True)
 class Startup:
     """PVE boot order: lower starts first; `up_delay` seconds pass before the next one starts."""
 
-    order: int
-    up_delay: int
+    order: int | None
+    up_delay: int | None
+    down_delay: int | None = None
 
 
 # The database must accept connections before the apps boot, and HAProxy comes last so its
@@ -80,6 +90,19 @@ class ProxmoxContainerArgs:
     public_keys: tuple[str, ...]
     tags: tuple[str, ...]
     existing: bool
+    # Per-container values (stack keys of ctsettings); the defaults are today's for new containers.
+    on_boot: bool = True
+    started: bool = True
+    protection: bool | None = None  # None: the database only
+    startup_order: Startup | bool | None = True  # True: by role; None: no start-up order
+    firewall: bool = True
+    features: tuple[tuple[str, bool], ...] = (("nesting", True),)
+    description: str | None = None
+    mac: str | None = None
+    unprivileged: bool = True
+    mount_points: tuple[MountPoint, ...] = ()
+    vlan: int | None = None
+    mtu: int | None = None
 
     @classmethod
     def from_topology(cls, topology: Topology, container: Container, *,
@@ -88,26 +111,45 @@ class ProxmoxContainerArgs:
         """`public_keys` are key texts (already read from `file:` entries); the template id
         defaults to the file assumed present on the node's storage."""
         px = topology.proxmox
+        s = container.settings
+        startup: Startup | bool | None = True
+        if s.no_startup:
+            startup = None
+        elif s.startup is not None:
+            startup = Startup(order=s.startup.order, up_delay=s.startup.up_delay,
+                              down_delay=s.startup.down_delay)
         return cls(
             node=px.node,
             vmid=container.vmid,
-            hostname=container.name,
+            hostname=s.hostname or container.name,
             role=container.role,
             color=container.color,
             address=str(container.interface),
-            gateway=px.gateway,
-            bridge=px.bridge,
-            dns_servers=tuple(px.dns_servers),
-            dns_domain=px.dns_domain,
+            gateway=s.gateway or px.gateway,
+            bridge=s.bridge or px.bridge,
+            dns_servers=tuple(s.dns_servers if s.dns_servers is not None else px.dns_servers),
+            dns_domain=s.dns_domain if s.dns_domain is not None else px.dns_domain,
             cores=container.cores,
             memory=container.memory,
             swap=container.swap,
-            datastore=px.datastore,
+            datastore=s.datastore or px.datastore,
             disk_size=container.disk,
             template_file_id=template_file_id if template_file_id is not None else px.template.file_id,
             public_keys=tuple(public_keys),
             tags=container.tags,
             existing=container.existing,
+            on_boot=True if s.on_boot is None else s.on_boot,
+            started=True if s.started is None else s.started,
+            protection=s.protection,
+            startup_order=startup,
+            firewall=True if s.firewall is None else s.firewall,
+            features=(("nesting", True),) if s.features is None else s.features,
+            description=s.description,
+            mac=s.mac,
+            unprivileged=True if s.unprivileged is None else s.unprivileged,
+            mount_points=s.mount_points,
+            vlan=s.vlan,
+            mtu=s.mtu,
         )
 
     @property
@@ -124,8 +166,14 @@ class ProxmoxContainerArgs:
         return f"{self.node}/{self.vmid}" if self.existing else None
 
     @property
-    def startup(self) -> Startup:
-        return STARTUP_BY_ROLE[self.role]
+    def startup(self) -> Startup | None:
+        if self.startup_order is True:
+            return STARTUP_BY_ROLE[self.role]
+        return self.startup_order or None
+
+    @property
+    def protected(self) -> bool:
+        return self.is_database if self.protection is None else self.protection
 
 
 def normalized_tags(tags: Iterable[str]) -> list[str]:
@@ -137,20 +185,28 @@ def container_legacy_args(args: ProxmoxContainerArgs) -> ContainerLegacyArgs:
     """The inputs of the `ContainerLegacy` resource: every value the provider would otherwise
     default is declared, so an adopted container shows no spurious diff."""
     ipv4 = ContainerLegacyInitializationIpConfigIpv4Args(address=args.address, gateway=args.gateway)
+    startup = args.startup
     return ContainerLegacyArgs(
         node_name=args.node,
         vm_id=args.vmid,
-        unprivileged=True,
-        started=True,
-        start_on_boot=True,
-        protection=args.is_database,
-        startup=ContainerLegacyStartupArgs(order=args.startup.order, up_delay=args.startup.up_delay),
+        unprivileged=args.unprivileged,
+        started=args.started,
+        start_on_boot=args.on_boot,
+        protection=args.protected,
+        # PVE reports no start-up order as nothing at all: declare none then, or the import differs.
+        startup=None if startup is None else ContainerLegacyStartupArgs(
+            order=startup.order, up_delay=startup.up_delay, down_delay=startup.down_delay),
+        description=args.description,
         tags=normalized_tags(args.tags),
         cpu=ContainerLegacyCpuArgs(cores=args.cores),
         memory=ContainerLegacyMemoryArgs(dedicated=args.memory, swap=args.swap),
         disk=ContainerLegacyDiskArgs(datastore_id=args.datastore, size=args.disk_size),
+        mount_points=[ContainerLegacyMountPointArgs(
+            volume=mp.volume, path=mp.path, size=None if mp.size is None else f"{mp.size}G",
+            backup=mp.backup, read_only=mp.read_only) for mp in args.mount_points] or None,
         network_interfaces=[
-            ContainerLegacyNetworkInterfaceArgs(name="eth0", bridge=args.bridge, firewall=True)],
+            ContainerLegacyNetworkInterfaceArgs(name="eth0", bridge=args.bridge, firewall=args.firewall,
+                                                mac_address=args.mac, vlan_id=args.vlan, mtu=args.mtu)],
         initialization=ContainerLegacyInitializationArgs(
             hostname=args.hostname,
             ip_configs=[ContainerLegacyInitializationIpConfigArgs(ipv4=ipv4)],
@@ -161,8 +217,15 @@ def container_legacy_args(args: ProxmoxContainerArgs) -> ContainerLegacyArgs:
         operating_system=ContainerLegacyOperatingSystemArgs(template_file_id=args.template_file_id,
                                                             type="debian"),
         # systemd in Debian 12 containers needs nesting; the only feature an API token may set.
-        features=ContainerLegacyFeaturesArgs(nesting=True),
+        features=_features(args.features),
     )
+
+
+def _features(flags: tuple[tuple[str, bool], ...]) -> ContainerLegacyFeaturesArgs | None:
+    f = dict(flags)
+    if not f:
+        return None
+    return ContainerLegacyFeaturesArgs(nesting=f.get("nesting"), keyctl=f.get("keyctl"), fuse=f.get("fuse"))
 
 
 def container_options(args: ProxmoxContainerArgs, *, parent: pulumi.Resource,
@@ -177,7 +240,7 @@ def container_options(args: ProxmoxContainerArgs, *, parent: pulumi.Resource,
     return pulumi.ResourceOptions(
         parent=parent,
         depends_on=list(depends_on),
-        protect=args.is_database,
+        protect=args.is_database or args.protected,
         import_=args.import_id,
         ignore_changes=list(ADOPTED_IGNORE_CHANGES) if args.existing else None,
         retain_on_delete=True if args.existing else None,

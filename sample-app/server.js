@@ -157,6 +157,11 @@ function handle(req, res) {
   const url = new URL(req.url, 'http://localhost');
   switch (url.pathname) {
     case '/api/health':
+      if (process.env.NO_HEALTH_ROUTE === '1') {
+        // The estate's app as it runs today: no health route yet (the legacy lab sets this).
+        send(res, 404, { status: 'error', error: `no route for ${url.pathname}` });
+        return;
+      }
       send(res, 200, { status: 'ok', ...identity, pid: process.pid });
       return;
     case '/api/ready':

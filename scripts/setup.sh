@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in haproxy:haproxy sshd:openssh-server socat:socat git:git node:nodejs npm:npm ssh-keygen:openssh-client; do
+for pair in haproxy:haproxy sshd:openssh-server socat:socat git:git node:nodejs npm:npm ssh-keygen:openssh-client jq:jq flock:util-linux; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done

@@ -15,9 +15,13 @@ from .lab import Lab
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bluegreen.lab",
                                      description="The local lab: the stack `lab` on loopback addresses.")
-    parser.add_argument("command", choices=("up", "down", "status", "destroy"))
+    parser.add_argument("command", choices=("up", "down", "status", "destroy", "apply"),
+                        help="apply: the host configuration `pulumi up` would apply, on the running lab")
     parser.add_argument("--stack", default="lab", help="the stack to run locally (default: lab)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--legacy", action="store_true",
+                        help="up: build the estate as it runs today, by hand (bluegreen/lab/legacy.py)")
+    parser.add_argument("--reset", action="store_true", help="with --legacy: rebuild it from scratch")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step to stderr")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
@@ -25,7 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("paramiko").setLevel(logging.WARNING)
     try:
-        lab = Lab(stack=args.stack)
+        if args.legacy and args.command == "up":
+            from .legacy import LegacyLab
+
+            lab: Lab = LegacyLab(stack=args.stack, reset=args.reset)
+        else:
+            lab = Lab(stack=args.stack)
         if args.command == "up":
             info = lab.up()
             if args.json:
@@ -38,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  proxmox: {info.proxmox_endpoint}")
                 for host in info.ssh_hosts:
                     print(f"  ssh:     {host}")
+        elif args.command == "apply":
+            changes = lab.apply()
+            if args.json:
+                print(json.dumps({"changes": changes}, indent=2))
+            else:
+                print("\n".join(changes) if changes else "nothing to change: every host already matches")
         elif args.command in ("down", "destroy"):
             stopped = lab.down() if args.command == "down" else lab.destroy()
             if args.json:

@@ -63,7 +63,7 @@ def run(clients: int = 16) -> int:
 
     started = time.monotonic()
     t = lab.topology
-    with RequestLoop(f"{t.public_url}/", clients=clients, max_seconds=300) as loop:
+    with RequestLoop.visitor(t, "/", clients=clients, max_seconds=300) as loop:
         loop.wait_for(300)
         switch2 = service().switch()
         loop.wait_for(300)
@@ -92,8 +92,11 @@ def run(clients: int = 16) -> int:
     for host in t.containers:
         what = {"database": f"PostgreSQL :{t.database.port}",
                 "app": f"PM2 + app :{t.app.port} ({host.color})",
-                "loadbalancer": f"HAProxy public :{t.haproxy.public_port}, preview "
-                                f":{t.haproxy.preview_port}, metrics :{t.haproxy.stats_port}/metrics"}[host.role]
+                "loadbalancer": f"HAProxy public :{t.haproxy.public_port}"
+                                + (f" -> https :{t.haproxy.https_port} ({t.tls_server_name}, CA "
+                                   f"{t.haproxy.ca_file})" if t.haproxy.tls else "")
+                                + f", preview {t.private_ip}:{t.haproxy.preview_port}, metrics "
+                                f"{t.private_ip}:{t.haproxy.stats_port}/metrics"}[host.role]
         out.write(f"  CT {host.vmid} {host.name:<12} {host.ip:<11} sshd :{t.ssh.port}, {what}, "
                   f"root {host.root}\n")
     out.write("\nTry: .venv/bin/bluegreen status --stack lab    |    make lab-down to stop it all\n")

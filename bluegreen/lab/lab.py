@@ -42,12 +42,14 @@ from .services import (
     start_postgres,
     start_sshd,
 )
+from .tls import ensure_lab_tls
 
 log = logging.getLogger("bluegreen.lab")
 
 LAB_DIR = Path("/var/tmp/jw-lab")
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 PM2 = "pm2"
+LEGACY_MARKER = "legacy-estate"  # written by `up --legacy` (legacy.py)
 
 
 @dataclass(frozen=True)
@@ -234,6 +236,9 @@ class Lab:
         lb = t.load_balancer.ip
         result[self.haproxy().name] = (f"{lb}:{t.haproxy.public_port},{t.haproxy.preview_port},"
                                        f"{t.haproxy.stats_port}")
+        if t.haproxy.tls:
+            result[self.haproxy().name] = (f"{lb}:{t.haproxy.public_port},{t.haproxy.https_port} "
+                                           f"{t.private_ip}:{t.haproxy.preview_port},{t.haproxy.stats_port}")
         result.update({e["name"]: e["listen"] for e in self._registry() if e.get("listen")})
         return result
 
@@ -254,6 +259,8 @@ class Lab:
         """True when every process `up` starts itself (not PM2, which only deploys start) runs."""
         core = [self.haproxy(), self.postgres(), *(self.sshd(c) for c in self.topology.containers),
                 *self.registered()]
+        if (self.paths.root / LEGACY_MARKER).exists():
+            return False  # the hand-built legacy estate runs here, not the lab's own
         return bool(self.registered()) and all(p.alive() for p in core)
 
     # ------------------------------------------------------------------ up
@@ -294,6 +301,10 @@ class Lab:
 
     def _up(self) -> LabInfo:
         t, p = self.topology, self.paths
+        if (p.root / LEGACY_MARKER).exists():
+            from .legacy import clear_legacy
+
+            clear_legacy(self)  # the legacy estate goes; the lab's own is built from scratch
         for directory in (p.ssh, p.pve, p.pids, p.logs, p.secrets):
             directory.mkdir(parents=True, exist_ok=True)
         for private in (p.ssh, p.secrets):
@@ -335,10 +346,11 @@ class Lab:
         build_sample_repo(p.sample_repo, self.project_dir / "sample-app")
         self._write_app_env(password)
 
+        ensure_lab_tls(p.root / "tls", t)  # the lab's CA and HAProxy's certificate bundle
         haproxy_was_running = self.haproxy().alive()
         executors: dict[int, Executor] = {c.vmid: self.executor(c) for c in t.containers}
         try:
-            applied = apply_estate(t, password, executor_for=executors)
+            applied = apply_estate(self._serving(t, executors), password, executor_for=executors)
             applied += self._resurrect_apps(executors)
         finally:
             for executor in executors.values():
@@ -353,6 +365,38 @@ class Lab:
                        preview_url=t.preview_url, proxmox_endpoint=t.proxmox.endpoint,
                        ssh_hosts=[f"{c.name} {c.ip}:{t.ssh.port}" for c in t.containers],
                        started=started, reused=reused, applied=list(applied))
+
+    @staticmethod
+    def _serving(t: Topology, executors: dict[int, Executor]) -> Topology:
+        """The topology with the colour HAProxy already serves, if it serves one: `apply_estate`
+        never moves traffic (tests switch in their own copies of the stack file, so the repo's
+        declared colour may lag behind a lab that kept running)."""
+        import dataclasses
+
+        from .. import haproxy_runtime as hr
+        from ..providers import serving_color
+
+        live, _ = serving_color(executors[t.load_balancer.vmid], hr.HaproxyPaths.from_topology(t), None)
+        if live is None or live == t.active_color:
+            return t
+        log.info("the lab serves %s while %s declares %s: kept %s (`bluegreen switch` moves it)",
+                 live, f"stacks/Pulumi.{t.stack}.yaml", t.active_color, live)
+        return dataclasses.replace(t, active_color=live)
+
+    def apply(self) -> list[str]:
+        """The host configuration `pulumi up` applies, through the same providers' logic
+        (`apply_estate`), on the running lab as its stack file now declares it; what changed."""
+        with self.exclusive():
+            return self._apply()
+
+    def _apply(self) -> list[str]:
+        t = self.topology
+        executors: dict[int, Executor] = {c.vmid: self.executor(c) for c in t.containers}
+        try:
+            return apply_estate(t, self._db_password(), executor_for=executors)
+        finally:
+            for executor in executors.values():
+                executor.close()
 
     def _resurrect_apps(self, executors: dict[int, Executor]) -> list[str]:
         """A lab restart is a reboot of its hosts. On a real host PM2's start-up unit brings back

@@ -25,7 +25,7 @@ _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "database": ((f"{PG_BIN}/postgres", "postgresql-15"),),
     "app": (("node", "nodejs"), ("npm", "npm"), ("git", "git")),
-    "loadbalancer": (("haproxy", "haproxy"), ("socat", "socat")),
+    "loadbalancer": (("haproxy", "haproxy"), ("socat", "socat"), ("jq", "jq"), ("flock", "util-linux")),
 }
 
 _PRELUDE = r"""set -euo pipefail
@@ -114,16 +114,41 @@ def _pm2_startup_home(t: Topology, host: Container) -> str | None:
     return host.path(posixpath.dirname(home))
 
 
+def _restart_or_report(t: Topology, service: str, why: str) -> list[str]:
+    """A change that only a restart applies: restarted with `allowRestart`, else reported with the
+    command to run (a serving host is never restarted by surprise). `why` may use "$pending"."""
+    if t.allow_restart:
+        return [f"systemctl restart {service}",
+                f'changed "restarted {service} ({why}; bluegreen:allowRestart is true)"']
+    return [f'changed "NOT APPLIED: {why} needs a restart of {service}; run \'systemctl restart {service}\' '
+            'in a quiet moment (or set bluegreen:allowRestart: true)"']
+
+
 def _database(t: Topology, host: Container) -> list[str]:
     # Debian's cluster listens on localhost only; the app hosts connect to the container address.
-    # Only where systemd runs the cluster (the lab starts PostgreSQL with its own settings).
+    # Only where systemd runs the cluster (the lab starts PostgreSQL with its own settings). A
+    # server that already listens there (an adopted one: its apps connect today) is left alone;
+    # otherwise the setting is written, reloaded with pg_reload_conf(), and what still needs a
+    # restart (pg_settings.pending_restart) is reported, or restarted only with allowRestart.
     listen = f"listen_addresses = 'localhost,{host.ip}'  # {GENERATED_BY}"
     conf = host.path(f"/etc/postgresql/15/main/conf.d/{PG_CONF_NAME}")
     return [
         f"ensure_dir {_q(host.path(t.database.backup_dir))} postgres 0700",
         f"ensure_dir {_q(host.path(PG_SOCKET_DIR))} postgres 2775",
+        "pg_q() {",
+        f"  (cd / && runuser -u postgres -- psql -X -At -h {_q(host.path(PG_SOCKET_DIR))} "
+        f'-p {t.database.port} -d postgres -c "$1")',
+        "}",
         "if [ -d /run/systemd/system ]; then",
-        f"  if ensure_file {_q(conf)} {_q(listen)}; then systemctl restart postgresql; fi",
+        "  listening=$(pg_q 'SHOW listen_addresses' 2>/dev/null | tr -d ' ') || listening=''",
+        f'  if [[ ",$listening," != *",*,"* && ",$listening," != *",{host.ip},"* ]] && '
+        f"ensure_file {_q(conf)} {_q(listen)}; then",
+        "    pg_q 'SELECT pg_reload_conf()' >/dev/null",
+        "    pending=$(pg_q \"SELECT string_agg(name, ', ') FROM pg_settings WHERE pending_restart\")",
+        '    if [ -n "$pending" ]; then',
+        *["      " + line for line in _restart_or_report(t, "postgresql", "PostgreSQL setting(s) $pending")],
+        "    fi",
+        "  fi",
         "fi",
     ]
 
@@ -138,11 +163,15 @@ def _app(t: Topology, host: Container) -> list[str]:
         f"command -v pm2 >/dev/null 2>&1 || "
         f"{{ npm install -g {PM2_PACKAGE}; changed {_q('installed ' + PM2_PACKAGE)}; }}",
         f"ensure_user {_q(user)}",
-        f"ensure_dir {_q(host.path(app_dir))} {_q(user)} 0755",
-        f"ensure_dir {_q(host.path(app_dir + '/releases'))} {_q(user)} 0755",
+        # A git working copy at the app dir is the estate's old layout, possibly serving: left as
+        # it is (owner included); the first deploy to that colour converts it (convert.py).
+        f"if [ ! -e {_q(host.path(app_dir + '/.git'))} ]; then",
+        f"  ensure_dir {_q(host.path(app_dir))} {_q(user)} 0755",
+        f"  ensure_dir {_q(host.path(app_dir + '/releases'))} {_q(user)} 0755",
         # shared/ holds .env with the database password.
-        f"ensure_dir {_q(host.path(app_dir + '/shared'))} {_q(user)} 0750",
-        f"ensure_dir {_q(host.path(app_dir + '/logs'))} {_q(user)} 0755",
+        f"  ensure_dir {_q(host.path(app_dir + '/shared'))} {_q(user)} 0750",
+        f"  ensure_dir {_q(host.path(app_dir + '/logs'))} {_q(user)} 0755",
+        "fi",
         # Only a host booted by systemd can resurrect PM2 at boot; elsewhere (the lab) a no-op.
         "if [ -d /run/systemd/system ]; then",
         f"  if ! systemctl is-enabled --quiet {_q(service)} 2>/dev/null; then",
@@ -161,11 +190,57 @@ def _loadbalancer(t: Topology, host: Container) -> list[str]:
     # Debian's unit runs `haproxy -Ws ... $EXTRAOPTS` from /etc/default/haproxy: that is where the
     # master CLI socket (hitless reloads, `show proc`) is declared on a systemd host.
     extra = f'EXTRAOPTS="-S {host.path(hp.master_socket)},mode,600"'
+    master = _q(host.path(hp.master_socket))
+    # A master CLI already open there means reloads are hitless as things are: nothing to change.
+    # Otherwise the unit's options are written for its next start; HAProxy is restarted only with
+    # allowRestart (a restart drops the connections it holds).
+    script = host.path(STATE_SCRIPT)
     return [f"ensure_dir_exists {_q(d)}" for d in dirs] + [
+        # The estate's own state script is kept as it is; ours only where there is none.
+        f"if [ ! -e {_q(script)} ]; then",
+        f"  install -d -m 0755 {_q(posixpath.dirname(script))}",
+        f"  printf '%s\\n' {_q(render_state_script(t, host))} > {_q(script)}",
+        f"  chmod 0755 {_q(script)}",
+        f"  changed {_q('installed ' + STATE_SCRIPT)}",
+        "fi",
         "if [ -d /run/systemd/system ]; then",
-        f"  if ensure_file /etc/default/haproxy {_q(extra)}; then systemctl restart haproxy; fi",
+        f"  if [ ! -S {master} ] && ensure_file /etc/default/haproxy {_q(extra)}; then",
+        *["    " + line for line in _restart_or_report(t, "haproxy",
+                                                      f"opening the HAProxy master CLI on {hp.master_socket}")],
+        "  fi",
         "fi",
     ]
+
+
+STATE_SCRIPT = "/usr/local/bin/jw-deployment-state.sh"
+
+# Installed only where the estate has no state script of its own: the same interface as the
+# operators' tool (get [key] / set KEY VALUE) under the same lock (flock on state.lock beside the
+# journal), which the journal's own writes take too.
+_STATE_SCRIPT_TEXT = """#!/bin/bash
+# jw-deployment-state.sh: installed by bluegreen where the estate had none; the interface and
+# lock of the estate's own tool
+#   jw-deployment-state.sh get [key]      print the state (or one key)
+#   jw-deployment-state.sh set KEY VALUE  set prod|standby|lastSwitch|switchCount under the lock
+set -euo pipefail
+STATE={state}
+LOCK={lock}
+exec 9>"$LOCK"
+flock -w 10 9 || {{ echo "state is locked" >&2; exit 1; }}
+case "${{1:-}}" in
+  get) if [ -n "${{2:-}}" ]; then jq -r --arg k "$2" '.[$k]' "$STATE"; else cat "$STATE"; fi ;;
+  set) [ $# -eq 3 ] || {{ echo "usage: $0 set KEY VALUE" >&2; exit 2; }}
+       tmp="$STATE.tmp"
+       jq --arg k "$2" --arg v "$3" 'if $k == "switchCount" then .[$k] = ($v|tonumber) else .[$k] = $v end' \\
+          "$STATE" > "$tmp" && mv "$tmp" "$STATE" ;;
+  *) echo "usage: $0 get [key] | set KEY VALUE" >&2; exit 2 ;;
+esac"""
+
+
+def render_state_script(t: Topology, host: Container) -> str:
+    state = host.path(t.journal.path)
+    lock = posixpath.join(posixpath.dirname(state), "state.lock")
+    return _STATE_SCRIPT_TEXT.format(state=_q(state), lock=_q(lock))
 
 
 _ROLES = {"database": _database, "app": _app, "loadbalancer": _loadbalancer}

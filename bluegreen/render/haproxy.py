@@ -51,6 +51,7 @@ def render_haproxy_cfg(t: Topology) -> str:
         f"    stats socket {admin_socket} mode 600 level admin expose-fd listeners",
         "    stats timeout 30s",
         f"    hard-stop-after {HARD_STOP_AFTER}",
+        *(["    ssl-default-bind-options ssl-min-ver TLSv1.2"] if hp.tls else []),
         "",
         "defaults",
         "    mode http",
@@ -76,19 +77,19 @@ def render_haproxy_cfg(t: Topology) -> str:
         "    timeout check 3s",
         # A dead colour is noticed in about four seconds, a recovered one in about two.
         "    default-server inter 2s fastinter 1s downinter 2s fall 2 rise 2",
+        *_userlist(t),
         "",
-        "frontend fe_public",
-        f"    bind {lb.ip}:{hp.public_port}",
-        f"    use_backend %[str({MAP_KEYS[0]}),map({map_path},{live_default})]",
+        *_public_frontend(t, map_path, live_default),
         "",
         "frontend fe_preview",
-        f"    bind {lb.ip}:{hp.preview_port}",
+        f"    bind {_private_ip(t)}:{hp.preview_port}{_ssl(t)}",
         f"    use_backend %[str({MAP_KEYS[1]}),map({map_path},{preview_default})]",
         "",
         "frontend fe_stats",
-        f"    bind {lb.ip}:{hp.stats_port}",
+        f"    bind {_private_ip(t)}:{hp.stats_port}",
         # Scrapes every few seconds would drown the request log; failures still show.
         "    option dontlog-normal",
+        *_stats_auth(t),
         "    http-request use-service prometheus-exporter if { path /metrics }",
         "    stats enable",
         "    stats uri /stats",
@@ -100,8 +101,57 @@ def render_haproxy_cfg(t: Topology) -> str:
             "",
             f"backend {backend_name(color)}",
             f"    option httpchk GET {health}",
-            "    http-check expect status 200",
+            f"    http-check expect status {t.app.health_status}",
             f"    http-response set-header X-Served-By {color}",
             f"    server {color} {host.ip}:{t.app.port} check",
         ]
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------- HTTPS (issue 10)
+
+STATS_USERLIST = "stats_users"
+
+
+def _private_ip(t: Topology) -> str:
+    return plain_word(t.private_ip, "haproxy.privateAddress")
+
+
+def _ssl(t: Topology) -> str:
+    """` ssl crt <bundle>` on a bind line when the stack names a certificate, else nothing."""
+    if t.haproxy.tls_cert is None:
+        return ""
+    return f" ssl crt {plain_path(t.load_balancer.path(t.haproxy.tls_cert), 'haproxy.tlsCert')}"
+
+
+def _public_frontend(t: Topology, map_path: str, live_default: str) -> list[str]:
+    lb, hp = t.load_balancer, t.haproxy
+    route = f"    use_backend %[str({MAP_KEYS[0]}),map({map_path},{live_default})]"
+    if not hp.tls:
+        return ["frontend fe_public", f"    bind {lb.ip}:{hp.public_port}", route]
+    return [
+        "frontend fe_public",
+        f"    bind {lb.ip}:{hp.public_port}",
+        f"    bind {lb.ip}:{hp.https_port}{_ssl(t)}",
+        # Plain HTTP only ever answers with the way to HTTPS.
+        "    http-request redirect scheme https code 301 unless { ssl_fc }",
+        "    http-request set-header X-Forwarded-Proto https",
+        route,
+    ]
+
+
+def _userlist(t: Topology) -> list[str]:
+    hp = t.haproxy
+    if hp.stats_user is None or hp.stats_password_hash is None:
+        return []
+    user = plain_word(hp.stats_user, "haproxy.statsAuth.user")
+    hashed = hp.stats_password_hash
+    if any(ch.isspace() or ch in "\"'#" for ch in hashed):
+        raise ConfigError("haproxy.statsAuth.passwordHash: must be a crypt(3) hash without spaces or quotes")
+    return ["", f"userlist {STATS_USERLIST}", f"    user {user} password {hashed}"]
+
+
+def _stats_auth(t: Topology) -> list[str]:
+    if t.haproxy.stats_user is None:
+        return []
+    return [f"    http-request auth realm stats unless {{ http_auth({STATS_USERLIST}) }}"]

@@ -1,8 +1,9 @@
 """The app's database role and database, and the pg_hba.conf rules that let the app hosts in.
 
 `render_database_sql` is a psql script (it uses `\\gexec`, since CREATE DATABASE cannot run inside
-a DO block) meant for `runuser -u postgres -- psql -X -f -`; running it again changes nothing but
-the password, which it sets to the given one. `render_pg_hba` is a block that
+a DO block) meant for `runuser -u postgres -- psql -X -f -`; it only creates what is missing (a role
+with the given password, a database closed to PUBLIC): an existing role and database, with their
+password, owner and grants, are adopted untouched, so running it again changes nothing. `render_pg_hba` is a block that
 `merge_managed_block` places at the top of the host's pg_hba.conf, between markers, so the rest
 of the file stays the administrator's.
 """
@@ -30,7 +31,14 @@ def sql_literal(value: str) -> str:
     return f"E'{escaped}'"
 
 
+def _require_user(t: Topology) -> None:
+    if not t.database.user:
+        raise ConfigError("set database.user: the user in DATABASE_URL of the app's .env "
+                          f"(`bluegreen adopt --stack {t.stack}` reads it from the estate)")
+
+
 def render_database_sql(t: Topology, password: Sensitive) -> str:
+    _require_user(t)
     if not isinstance(password, Sensitive):
         raise ConfigError("the database password must be passed as a Sensitive value")
     if not password.reveal():
@@ -42,14 +50,14 @@ def render_database_sql(t: Topology, password: Sensitive) -> str:
         f"-- stack {t.stack}: role {user} and database {db}",
         r"\set ON_ERROR_STOP on",
         "",
-        "DO $bluegreen$",
-        "BEGIN",
-        f"  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {sql_literal(user)}) THEN",
-        f"    CREATE ROLE {user_id} LOGIN;",
-        "  END IF;",
-        "END",
-        "$bluegreen$;",
-        "",
+        # An existing role and database are adopted as they are: their password, owner and grants
+        # belong to the estate (the apps' .env holds that password). Only what is missing is
+        # created, with the password and the PUBLIC revoke a new database gets.
+        f"SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {sql_literal(user)}) "
+        "AS bluegreen_new_role,",
+        f"       NOT EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = {sql_literal(db)}) "
+        "AS bluegreen_new_db \\gset",
+        r"\if :bluegreen_new_role",
         # The password statement runs in its own transaction with statement logging off, so it
         # never reaches the server log, even when it fails.
         "BEGIN;",
@@ -57,15 +65,15 @@ def render_database_sql(t: Topology, password: Sensitive) -> str:
         "SET LOCAL log_min_duration_statement = -1;",
         "SET LOCAL log_min_error_statement = 'panic';",
         "SET LOCAL password_encryption = 'scram-sha-256';",
-        f"ALTER ROLE {user_id} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+        f"CREATE ROLE {user_id} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
         f"PASSWORD {sql_literal(password.reveal())};",
         "COMMIT;",
-        "",
-        f"SELECT {sql_literal(f'CREATE DATABASE {db_id} OWNER {user_id}')}",
-        f"WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = {sql_literal(db)})\\gexec",
-        f"ALTER DATABASE {db_id} OWNER TO {user_id};",
+        r"\endif",
+        r"\if :bluegreen_new_db",
+        f"CREATE DATABASE {db_id} OWNER {user_id};",
         # Only the owner (and superusers) may connect: other roles on this server see nothing.
         f"REVOKE CONNECT, TEMPORARY ON DATABASE {db_id} FROM PUBLIC;",
+        r"\endif",
         "",
     ])
 
@@ -76,6 +84,7 @@ def render_pg_hba(t: Topology) -> str:
     Hosts on loopback addresses (the lab) reach a loopback server from 127.0.0.1, whatever
     address they listen on, so for them 127.0.0.1 is admitted too (still by password).
     """
+    _require_user(t)
     db, user = t.database.name, t.database.user
     sources = [f"{t.app_host(color).interface.ip}/32" for color in COLORS]
     if any(t.app_host(color).interface.ip.is_loopback for color in COLORS):

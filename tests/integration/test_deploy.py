@@ -117,7 +117,7 @@ def estate(lab: Lab) -> Iterator[Lab]:
 @pytest.fixture
 def traffic(lab: Lab) -> Iterator[RequestLoop]:
     t = topology(lab)
-    with RequestLoop(f"{t.public_url}/", clients=8, max_seconds=240) as loop:
+    with RequestLoop.visitor(t, "/", clients=8, max_seconds=240) as loop:
         loop.wait_for(50)
         yield loop
     assert loop.report.total > 50
@@ -148,7 +148,7 @@ def test_deploy_switch_rollback_cycle_with_json_cli(estate: Lab, traffic: Reques
     live, standby = before["live"], before["standby"]
     assert before["drift"] is (before["declared"] != live)
     assert set(before["colors"]) == {"blue", "green"}
-    assert before["endpoints"] == {"public": "http://127.0.3.26:80", "preview": "http://127.0.3.26:8080"}
+    assert before["endpoints"] == {"public": "https://127.0.3.26:443", "preview": "https://127.0.3.126:8080"}
     assert before["colors"][live]["healthy"] is True
 
     deployed = cli("deploy", "--ref", "v2", "--migrate", "--yes")

@@ -234,7 +234,7 @@ def assert_clear_error(error: BaseException, host: str, step: str) -> None:
 @contextlib.contextmanager
 def traffic(t: Topology) -> Iterator[RequestLoop]:
     """A steady request loop on the public frontend for the whole block (and a bit either side)."""
-    loop = RequestLoop(f"{t.public_url}/", clients=CLIENTS, pause=CLIENT_PAUSE_S, max_seconds=900)
+    loop = RequestLoop.visitor(t, "/", clients=CLIENTS, pause=CLIENT_PAUSE_S, max_seconds=900)
     with loop:
         loop.wait_for(40)
         yield loop

@@ -32,6 +32,7 @@ from mcp import types as mcp_types
 from mcp.client.session import ClientRequestContext, ElicitationFnT
 
 from bluegreen.exposure import mark_tree
+from bluegreen.health import http_probe, visitor
 from bluegreen.lab.lab import Lab
 from bluegreen.lab.repo import publish_variant
 from bluegreen.service import Service
@@ -80,8 +81,8 @@ def fingerprint(t: Topology) -> dict[str, Any]:
 
 
 def served_by(t: Topology) -> str | None:
-    response = httpx.get(f"{t.public_url}{t.app.health_path}", headers={"Connection": "close"}, timeout=5)
-    return response.headers.get("x-served-by")
+    return http_probe(f"{t.public_url}{t.app.health_path}", headers={"Connection": "close"}, timeout=5,
+                      **visitor(t)).served_by
 
 
 def health_commit(t: Topology, color: str) -> str | None:
@@ -314,6 +315,45 @@ def test_a_switch_cannot_happen_from_tool_calls_alone(estate: Topology, errlog: 
     for result in results:
         assert result.is_error or data_of(result)["changed"] is False
     assert not list((approvals / "lab").glob("*.grant.json"))
+
+
+def test_approved_deploy_runs_for_real_with_progress(estate: Topology, errlog: TextIO, approvals: Path) -> None:
+    standby = other_color(fingerprint(estate)["live"])
+    expected_sha = tag_sha(estate, "v2")
+    messages: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message or "")
+
+    async def main() -> dict[str, Any]:
+        async with mcp_session(errlog, approvals=approvals) as session:
+            args = {"ref": "v2", "migrate": True}
+            code = code_of(data_of(await session.call_tool("deploy_to_standby", args)))
+
+            async def person() -> None:
+                await anyio.sleep(1)
+                approved = await anyio.to_thread.run_sync(lambda: approve_in_terminal(code, approvals))
+                assert approved[0] == 0, approved[1]
+
+            # This call waits for the person (with progress), then deploys.
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(person)
+                result = data_of(await session.call_tool(
+                    "deploy_to_standby", {**args, "approval_code": code, "wait_seconds": 120},
+                    progress_callback=on_progress))
+            return result
+
+    result = anyio.run(main)
+    assert result["ok"] is True
+    assert (result["colour"], result["ref"], result["sha"]) == (standby, "v2", expected_sha)
+    assert health_commit(estate, standby) == expected_sha
+    after = fingerprint(estate)
+    assert after["colours"][standby] == (result["release"], expected_sha)
+    assert after["lastEntry"]["sha"] == expected_sha
+    assert any(m.startswith("waiting for approval ") for m in messages)
+    assert "fetch v2 ..." in messages
+    assert any(m.startswith("ok: build (") for m in messages)
+    assert any(m.startswith("ok: smoke test through the preview frontend") for m in messages)
 
 
 def test_terminal_approval_then_the_next_call_switches_and_elicitation_rolls_back(

@@ -6,7 +6,6 @@ Parsing uses prometheus_client's parser, so whatever it accepts Prometheus accep
 
 from __future__ import annotations
 
-import http.client
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from bluegreen.executor import connect
+from bluegreen.health import http_probe, visitor
 from bluegreen.journal import parse_state
 from bluegreen.lab.lab import Lab
 from bluegreen.service import Service
@@ -42,7 +42,7 @@ def samples(text: str) -> list[Sample]:
 
 
 def scrape(t: Topology) -> list[Sample]:
-    url = f"http://{t.load_balancer.ip}:{t.haproxy.stats_port}/metrics"
+    url = f"http://{t.private_ip}:{t.haproxy.stats_port}/metrics"
     response = httpx.get(url, timeout=5.0, trust_env=False)
     assert response.status_code == 200, f"{url}: HTTP {response.status_code}"
     assert response.headers["content-type"].startswith("text/plain"), response.headers
@@ -59,14 +59,10 @@ def value(found: list[Sample], name: str, **labels: str) -> float:
 def get_public(t: Topology, count: int) -> list[tuple[int, str | None]]:
     answers = []
     for _ in range(count):
-        conn = http.client.HTTPConnection(t.load_balancer.ip, t.haproxy.public_port, timeout=5)
-        try:
-            conn.request("GET", t.app.health_path, headers={"Connection": "close"})
-            response = conn.getresponse()
-            response.read()
-            answers.append((response.status, response.getheader("X-Served-By")))
-        finally:
-            conn.close()
+        # As a visitor: HTTPS, verified against the stack's CA (port 80 only redirects).
+        probe = http_probe(f"{t.public_url}{t.app.health_path}", headers={"Connection": "close"},
+                           timeout=5, **visitor(t))
+        answers.append((probe.status, probe.served_by))
     return answers
 
 

@@ -42,6 +42,7 @@ from bluegreen.executor import SshExecutor, connect, trust_host
 from bluegreen.lab.services import ManagedProcess, host_public_key, start_postgres, start_sshd
 from bluegreen.loadgen import RequestLoop
 from bluegreen.providers import (
+    SWITCH_ENV,
     apply_estate,
     connection_props,
     ecosystem_props,
@@ -501,7 +502,7 @@ def test_config_that_fails_only_when_the_new_worker_starts_is_put_back(
 
 
 def test_routing_provider_flips_reads_and_delete_leaves_traffic(
-        estate: Estate, haproxy: dyn.CreateResult) -> None:
+        estate: Estate, haproxy: dyn.CreateResult, monkeypatch: pytest.MonkeyPatch) -> None:
     provider = engine_copy(LiveColorRoutingDynamicProvider())
     blue = routing_props(estate.t, "blue")
     created = provider.create(blue)
@@ -514,6 +515,14 @@ def test_routing_provider_flips_reads_and_delete_leaves_traffic(
     green = routing_props(estate.t, "green")
     diff = provider.diff(created.id, outs(created), green)
     assert diff.changes and not diff.replaces
+    # Outside `bluegreen switch` a declared colour other than the served one is refused, naming
+    # the file to change, and traffic stays where it is.
+    with pytest.raises(Exception, match=r"serves blue .* declares bluegreen:activeColor: green.*stacks/Pulumi\."):
+        provider.update(created.id, outs(created), green)
+    assert served_by(estate.t.public_url) == "blue"
+    assert Path(estate.paths.map).read_text() == render_live_map(estate.t, "blue")
+    # The switch's own run may move it.
+    monkeypatch.setenv(SWITCH_ENV, "green")
     updated = provider.update(created.id, outs(created), green)
     assert outs(updated)["live_backend"] == "bk_green"
     assert Path(estate.paths.map).read_text() == render_live_map(estate.t, "green")
@@ -529,6 +538,7 @@ def test_routing_provider_flips_reads_and_delete_leaves_traffic(
 
     provider.delete(created.id, outs(updated))
     assert served_by(estate.t.public_url) == "green", "deleting the routing resource must not unroute"
+    monkeypatch.setenv(SWITCH_ENV, "blue")
     provider.update(created.id, outs(updated), blue)
     assert served_by(estate.t.public_url) == "blue"
 
@@ -709,16 +719,20 @@ def test_database_unchanged_input_neither_rewrites_nor_reloads(
     assert scram_matches(_verifier(estate), DB_PASSWORD)
 
 
-def test_database_password_change_and_hba_change_apply(estate: Estate, database: dyn.CreateResult) -> None:
+def test_existing_role_keeps_its_password_and_an_hba_change_applies(
+        estate: Estate, database: dyn.CreateResult) -> None:
     provider = engine_copy(PostgresDatabaseDynamicProvider())
     new_password = "second-Pa55word"
     props = postgres_props(estate.t, Sensitive(new_password))
     diff = provider.diff(database.id, outs(database), props)
     assert diff.changes and not diff.replaces
+    loaded = estate.psql("SELECT pg_conf_load_time()")
     provider.update(database.id, outs(database), props)
-    assert scram_matches(_verifier(estate), new_password)
-    assert can_log_in(estate, new_password)
-    assert not can_log_in(estate, DB_PASSWORD)
+    # An existing role is adopted as it is: the apps' .env holds its password.
+    assert scram_matches(_verifier(estate), DB_PASSWORD)
+    assert can_log_in(estate, DB_PASSWORD)
+    assert not can_log_in(estate, new_password)
+    assert estate.psql("SELECT pg_conf_load_time()") == loaded, "nothing to reload"
 
     loaded = estate.psql("SELECT pg_conf_load_time()")
     extra = {**props, "hba": props["hba"] + f"host {estate.t.database.name} {estate.t.database.user} "
@@ -775,10 +789,16 @@ def test_apply_estate_converges_then_changes_nothing(estate: Estate, haproxy: dy
     try:
         with closing(executors[t.load_balancer.vmid]) as lb:
             hr.set_live_color(lb, estate.paths, "green", render_live_map(t, "green"))
+        # The estate serves green, the stack declares blue: refused, naming the file; nothing moves.
+        with pytest.raises(ConfigError, match=rf"serves green .*stacks/Pulumi\.{t.stack}\.yaml declares "
+                                              r"bluegreen:activeColor: blue"):
+            apply_estate(t, password, executor_for=executors)
+        assert served_by(t.public_url) == "green"
+        # Declared as served: converges without touching the routing.
+        t = dataclasses.replace(t, active_color="green")
         first = apply_estate(t, password, executor_for=executors)
-        assert any("bootstrap" in line for line in first)
-        assert f"{t.load_balancer.label}: routing: live colour green -> blue" in first
-        assert served_by(t.public_url) == "blue"
+        assert not any("routing" in line for line in first)
+        assert served_by(t.public_url) == "green"
         for color in ("blue", "green"):
             eco = ecosystem_props(t, color)
             assert Path(eco["path"]).read_text() == eco["ecosystem"]
@@ -786,6 +806,8 @@ def test_apply_estate_converges_then_changes_nothing(estate: Estate, haproxy: dy
         second = apply_estate(t, password, executor_for=lambda c: executors[c.vmid])
         assert second == []
         assert proc_table(estate).reloads == before.reloads
+        with closing(estate.executor("loadbalancer")) as lb:
+            hr.set_live_color(lb, estate.paths, "blue", render_live_map(t, "blue"))
     finally:
         for ex in executors.values():
             ex.close()

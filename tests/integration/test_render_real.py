@@ -7,6 +7,7 @@ prod config is only parsed by `haproxy -c`, which does not bind (shown below).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import errno
@@ -32,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from bluegreen.lab.tls import ensure_lab_tls
 from bluegreen.render.bootstrap import render_bootstrap
 from bluegreen.render.haproxy import render_haproxy_cfg, render_live_map
 from bluegreen.render.pm2 import render_ecosystem
@@ -83,10 +85,11 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> An
     pytest.fail(f"{what} never happened (last error: {last!r})")
 
 
-def http_get(address: str, port: int, path: str = "/") -> tuple[int, dict[str, str], bytes]:
+def http_get(address: str, port: int, path: str = "/",
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection(address, port, timeout=5)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
@@ -105,6 +108,8 @@ def write_lb_files(t: Topology, live: str) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     cfg.write_text(render_haproxy_cfg(t))
     map_file.write_text(render_live_map(t, live))
+    if t.haproxy.tls_cert:  # the bundle the config names, from a CA made for the test
+        ensure_lab_tls(Path(lb.path("/tls-ca")), t)
     return cfg
 
 
@@ -125,6 +130,11 @@ def pid_gone(pid: int) -> bool:
 @pytest.mark.parametrize("name", ["prod", "lab"])
 def test_haproxy_accepts_the_rendered_config_without_warnings(name: str, tmp_path: Path) -> None:
     t = rooted(load_stack(PROJECT, name), tmp_path)
+    if name == "prod":  # what config check asks for, with stats behind basic auth as well
+        hashed = run(["openssl", "passwd", "-6", "-salt", "saltsalt", "not-a-real-password"]).stdout.strip()
+        t = dataclasses.replace(t, haproxy=dataclasses.replace(
+            t.haproxy, private_address="10.92.9.26", stats_user="ops", stats_password_hash=hashed))
+    assert t.haproxy.tls_cert
     cfg = write_lb_files(t, t.active_color)
     # -dW turns warnings into errors, so the config is accepted exactly as rendered.
     proc = run(["haproxy", "-dW", "-c", "-f", str(cfg)])
@@ -201,7 +211,10 @@ def test_haproxy_routes_by_the_map_and_health_checks_both_colours(tmp_path: Path
     app_port = free_port(blue_ip)
     t = readdressed(rooted(load_stack(PROJECT, "lab"), tmp_path),
                     {136: lb_ip, 132: blue_ip, 134: green_ip},
-                    public_port=free_port(lb_ip), preview_port=free_port(lb_ip), stats_port=free_port(lb_ip))
+                    public_port=free_port(lb_ip), preview_port=free_port(lb_ip), stats_port=free_port(lb_ip),
+                    tls_cert=None, private_address=None,  # plain HTTP here: test_https covers TLS
+                    stats_user="ops", stats_password_hash=run(
+                        ["openssl", "passwd", "-6", "-salt", "saltsalt", "metrics-pass"]).stdout.strip())
     t = dataclasses.replace(t, app=dataclasses.replace(t.app, port=app_port))
     cfg = write_lb_files(t, "blue")
     backends = [_Backend(blue_ip, app_port, "blue"), _Backend(green_ip, app_port, "green")]
@@ -231,9 +244,13 @@ def test_haproxy_routes_by_the_map_and_health_checks_both_colours(tmp_path: Path
         assert http_get(lb_ip, hp.public_port)[1]["x-served-by"] == "green"
         assert http_get(lb_ip, hp.preview_port)[1]["x-served-by"] == "blue"
 
-        status, _, metrics = http_get(lb_ip, hp.stats_port, "/metrics")
+        # Stats and metrics behind basic auth: refused without it, served with it.
+        assert http_get(lb_ip, hp.stats_port, "/metrics")[0] == 401
+        auth = {"Authorization": "Basic " + base64.b64encode(b"ops:metrics-pass").decode()}
+        assert http_get(lb_ip, hp.stats_port, "/metrics", {"Authorization": "Basic b3BzOndyb25n"})[0] == 401
+        status, _, metrics = http_get(lb_ip, hp.stats_port, "/metrics", auth)
         assert status == 200 and b'haproxy_backend_status{proxy="bk_blue",state="UP"} 1' in metrics
-        assert http_get(lb_ip, hp.stats_port, "/stats")[0] == 200
+        assert http_get(lb_ip, hp.stats_port, "/stats", auth)[0] == 200
     finally:
         proc.terminate()
         output, _ = proc.communicate(timeout=30)
@@ -304,7 +321,7 @@ def test_bootstrap_of_each_lab_role_is_idempotent(vmid: int, tmp_path: Path) -> 
         132: {f"{t.app.dir}/{d}": ("root", "root", "0750" if d == "shared" else "0755")
               for d in ("releases", "shared", "logs")},
         136: {"/etc/haproxy": ("root", "root", "0755"), "/run/haproxy": ("root", "root", "0755"),
-              "/var/lib/bluegreen": ("root", "root", "0755"),
+              "/var/lib/jw-deployment": ("root", "root", "0755"),
               "/var/lib/prometheus/node-exporter": ("root", "root", "0755")},
     }
     expected[134] = expected[132]
@@ -441,13 +458,13 @@ def test_database_sql_applies_twice_and_the_app_user_logs_in(postgres: Postgres)
     second = postgres.psql(sql)
     assert second.returncode == 0, second.stderr
     # log_statement=all: the CREATE ran on the first pass only.
-    assert postgres.log.read_text().count('statement: CREATE DATABASE "jw_attendant"') == 1
+    assert postgres.log.read_text().count('statement: CREATE DATABASE "jw_attendant_scheduler_staging"') == 1
 
     assert postgres.query("SELECT rolcanlogin, rolsuper, rolpassword LIKE 'SCRAM-SHA-256$%' "
                           "FROM pg_authid WHERE rolname = 'jw_app'") == "t|f|t"
     assert postgres.query("SELECT pg_get_userbyid(datdba) FROM pg_database "
-                          "WHERE datname = 'jw_attendant'") == "jw_app"
-    assert postgres.query("SELECT count(*) FROM pg_database WHERE datname = 'jw_attendant'") == "1"
+                          "WHERE datname = 'jw_attendant_scheduler_staging'") == "jw_app"
+    assert postgres.query("SELECT count(*) FROM pg_database WHERE datname = 'jw_attendant_scheduler_staging'") == "1"
 
     # Blue stands on 127.0.0.1 here, so the rendered rule is the one that admits this client.
     local = readdressed(lab, {132: "127.0.0.1"})
@@ -460,7 +477,7 @@ def test_database_sql_applies_twice_and_the_app_user_logs_in(postgres: Postgres)
 
         def login(password: str) -> subprocess.CompletedProcess[str]:
             return run(["psql", "-X", "-w", "-At", "-h", "127.0.0.1", "-p", str(postgres.port),
-                        "-U", "jw_app", "-d", "jw_attendant", "-c", "SELECT current_user"],
+                        "-U", "jw_app", "-d", "jw_attendant_scheduler_staging", "-c", "SELECT current_user"],
                        env={**os.environ, "PGPASSWORD": password})
 
         ok = login(PASSWORD)
@@ -482,6 +499,8 @@ def test_database_sql_applies_twice_and_the_app_user_logs_in(postgres: Postgres)
 @pytest.mark.parametrize("name", ["prod", "lab"])
 def test_pg_hba_block_parses_in_postgres(name: str, postgres: Postgres) -> None:
     t = load_stack(PROJECT, name)
+    if not t.database.user:  # prod: the user `bluegreen adopt` reads from the app's .env
+        t = dataclasses.replace(t, database=dataclasses.replace(t.database, user="jw_reader"))
     hba = postgres.data / "pg_hba.conf"
     original = hba.read_text()
     try:

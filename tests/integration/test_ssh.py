@@ -228,3 +228,49 @@ def test_ssh_config_alias_supplies_address_port_user_and_key(ssh_host: SshHost) 
     user, connection = result.stdout.splitlines()
     assert user == "root"
     assert connection.split()[2:] == [ADDRESS, str(PORT)]
+
+
+def test_stack_alias_in_a_test_ssh_config_is_trusted_and_used(ssh_host: SshHost, tmp_path: Path) -> None:
+    """`sshAlias` + `ssh.configFile` from the stack: `trust` pins the key under the HostName and Port
+    the alias resolves to (not the stack's address and port), and the connection then verifies it."""
+    import io
+    import json
+
+    import yaml
+
+    from bluegreen import cli
+    from bluegreen.executor import connect, fingerprint
+    from bluegreen.topology import load_stack
+
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host jwa\n    HostName {ADDRESS}\n    Port {PORT}\n    User root\n"
+                      f"    IdentityFile {ssh_host.identity}\n")
+    known = tmp_path / "known_hosts"
+    # The stack's own address, port and user are wrong on purpose (an address nothing serves).
+    stack = {"config": {
+        "bluegreen:activeColor": "blue",
+        "bluegreen:proxmox": {"node": "pve", "datastore": "local-lvm", "gateway": "127.0.72.1",
+                              "endpoint": "https://127.0.72.5:8006/", "template": {"file": "t.tar.zst"}},
+        "bluegreen:ssh": {"user": "nobody", "port": 1, "knownHosts": str(known), "configFile": str(config),
+                          "publicKeys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTests test"],
+                          "connectTimeout": 5},
+        "bluegreen:app": {"repo": "/nonexistent.git", "branch": "main"},
+        "bluegreen:containers": [
+            {"id": 131, "name": "db", "role": "database", "ip": "127.0.72.91/24", "sshAlias": "postgres"},
+            {"id": 132, "name": "blue", "role": "app", "color": "blue", "ip": "127.0.72.92/24", "sshAlias": "jwa"},
+            {"id": 134, "name": "green", "role": "app", "color": "green", "ip": "127.0.72.94/24"},
+            {"id": 136, "name": "lb", "role": "loadbalancer", "ip": "127.0.72.96/24"}],
+    }}
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "Pulumi.yaml").write_text("name: aliases-test\nruntime: python\nstackConfigDir: stacks\n")
+    (tmp_path / "stacks/Pulumi.aliases.yaml").write_text(yaml.safe_dump(stack))
+    key_type, key_b64 = host_public_key(ssh_host.host_key_dir).split()[:2]
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(["--cwd", str(tmp_path), "--stack", "aliases", "--json", "trust", "blue",
+                     "--fingerprint", fingerprint(key_b64)], out=out, err=err)
+    assert code == 0, err.getvalue()
+    assert json.loads(out.getvalue())["hosts"][0]["added"] is True
+    assert known.read_text().split() == [f"[{ADDRESS}]:{PORT}", key_type, key_b64]
+    t = load_stack(tmp_path, "aliases")
+    with closing(connect(t, t.app_host("blue"))) as ex:
+        assert ex.run("echo $SSH_CONNECTION", step="where").stdout.split()[2:] == [ADDRESS, str(PORT)]

@@ -142,10 +142,22 @@ class ProgramRun:
 TEST_DB_PASSWORD = "db-pass-for-mock-tests-only"
 
 
-def stack_config(stack: str) -> dict[str, Any]:
-    """The `config:` mapping of `stacks/Pulumi.<stack>.yaml`, as parsed YAML."""
+# What `bluegreen adopt` writes into the prod stack from the estate (and the one value the operator
+# names): the shipped file leaves them out, and the program refuses to run without them.
+PROD_FILLED = {"bluegreen:app": {"repo": "git@example.invalid:org/app.git"},
+               "bluegreen:database": {"user": "jw_reader"},
+               "bluegreen:haproxy": {"privateAddress": "10.92.9.26"}}
+
+
+def stack_config(stack: str, *, filled: bool = True) -> dict[str, Any]:
+    """The `config:` mapping of `stacks/Pulumi.<stack>.yaml`, as parsed YAML; for prod with the
+    values adopt fills in, unless `filled=False`."""
     data = yaml.safe_load((PROJECT_DIR / "stacks" / f"Pulumi.{stack}.yaml").read_text())
-    return dict(data["config"])
+    config = dict(data["config"])
+    if stack == "prod" and filled:
+        for key, extra in PROD_FILLED.items():
+            config[key] = {**config[key], **extra}
+    return config
 
 
 def as_engine_config(config: Mapping[str, Any]) -> dict[str, str]:

@@ -27,6 +27,9 @@ def bluegreen(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_config_check_json_describes_the_estate(project: Path) -> None:
+    from tests.unit.test_placeholders import fill_prod_placeholders
+
+    fill_prod_placeholders(project)
     out = bluegreen("config", "check", "--stack", "prod", "--json", cwd=project)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
@@ -88,6 +91,9 @@ def test_invalid_ref_exits_2_before_contacting_anything(project: Path) -> None:
 
 
 def test_plan_is_offline_and_lists_pulumi_up_and_deploy_steps(project: Path) -> None:
+    from tests.unit.test_placeholders import fill_prod_placeholders
+
+    fill_prod_placeholders(project)
     out = bluegreen("plan", "green", "--stack", "prod", "--json", cwd=project)
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)

@@ -210,7 +210,8 @@ def test_store_reads_fresh_then_writes_atomically_and_reads_back(tmp_path: Path)
     store.write(state.with_switch("green", when=T0, who="bob@desk"))
     assert json.loads(path.read_text())["prod"] == "green"
     assert store.read().prod == "green"
-    assert os.listdir(path.parent) == ["state.json"]  # no temporary file left behind
+    # No temporary file left behind; state.lock is the lock the old tool (and we) take.
+    assert sorted(os.listdir(path.parent)) == ["state.json", "state.lock"]
 
 
 def test_store_read_can_override_the_colour_of_a_fresh_journal(tmp_path: Path) -> None:
@@ -443,3 +444,74 @@ def test_the_create_command_quotes_hostile_paths(tmp_path: Path) -> None:
     again = LocalExecutor().run(create_exclusive_command(str(odd)), step="t", input="{}", check=False)
     assert again.exit_code == 3
     assert sorted(os.listdir(odd.parent)) == ["lock.json"]
+
+
+# --------------------------------------------------------------------------- the old tool's lock
+
+# The estate's own state script, as its operators wrote it (get/set under flock on state.lock).
+LEGACY_SCRIPT = """#!/bin/bash
+set -euo pipefail
+STATE="$DIR/state.json"
+LOCK="$DIR/state.lock"
+exec 9>"$LOCK"
+flock -w 10 9 || { echo "state is locked" >&2; exit 1; }
+case "${1:-}" in
+  get) if [ -n "${2:-}" ]; then jq -r --arg k "$2" '.[$k]' "$STATE"; else cat "$STATE"; fi ;;
+  set) tmp="$STATE.tmp"
+       jq --arg k "$2" --arg v "$3" 'if $k == "switchCount" then .[$k] = ($v|tonumber) else .[$k] = $v end' \\
+          "$STATE" > "$tmp" && mv "$tmp" "$STATE" ;;
+esac
+"""
+
+
+def _legacy(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "jw-deployment-state.sh"
+    script.write_text(LEGACY_SCRIPT)
+    return subprocess.run(["bash", str(script), *args], env={**os.environ, "DIR": str(tmp_path)},
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_journal_writes_wait_for_the_old_tools_lock(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(seed_text())
+    lock = tmp_path / "state.lock"
+    holder = subprocess.Popen(["flock", str(lock), "sleep", "1.5"])
+    try:
+        time.sleep(0.3)
+        started = time.monotonic()
+        JournalStore(local(), str(path)).update(lambda s: s.with_deploy_record(deploy("green")))
+        waited = time.monotonic() - started
+    finally:
+        holder.wait(10)
+    assert waited >= 1.0, "the write must wait while the old tool holds state.lock"
+    assert json.loads(path.read_text())["history"][1:] == json.loads(seed_text())["history"]
+
+
+def test_a_write_between_read_and_write_is_not_lost(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(seed_text())
+    calls = []
+
+    def change(state: State) -> State:
+        calls.append(state.switch_count)
+        if len(calls) == 1:  # the old tool sets a value while we compute
+            assert _legacy(tmp_path, "set", "switchCount", "41").returncode == 0
+        return state.with_deploy_record(deploy("green"))
+
+    JournalStore(local(), str(path)).update(change)
+    data = json.loads(path.read_text())
+    assert data["switchCount"] == 41, "the old tool's write survives"
+    assert len(calls) == 2 and calls[1] == 41
+    assert data["history"][1:] == json.loads(seed_text())["history"]
+
+
+def test_the_old_script_keeps_working_on_the_extended_journal(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(seed_text())
+    JournalStore(local(), str(path)).update(lambda s: s.with_deploy_record(deploy("green")))
+    got = _legacy(tmp_path, "get", "prod")
+    assert got.returncode == 0 and got.stdout.strip() == json.loads(seed_text())["prod"]
+    assert _legacy(tmp_path, "set", "lastSwitch", "2026-11-30T12:00:00.000Z").returncode == 0
+    data = json.loads(path.read_text())
+    assert data["lastSwitch"] == "2026-11-30T12:00:00.000Z"
+    assert len(data["history"]) == len(json.loads(seed_text())["history"]) + 1

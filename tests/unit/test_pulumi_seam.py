@@ -439,3 +439,21 @@ def test_bad_input_is_refused_before_any_cli_call(project: Path,
     empty = tmp_path_factory.mktemp("not-a-project")
     with pytest.raises(ConfigError, match="is not a Pulumi project"):
         PulumiSeam(empty, "lab", pulumi_command=fake)
+
+
+def test_only_the_switchs_own_up_may_move_traffic(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI (and the routing provider it runs) inherits this process's environment: the switch's
+    `up` carries the colour it switches to, nothing else does (providers.refuse_flip)."""
+    import os
+
+    from bluegreen.providers import SWITCH_ENV
+
+    monkeypatch.delenv(SWITCH_ENV, raising=False)
+    seen: list[tuple[str, str | None]] = []
+    fake = FakePulumi()
+    fake.on_run = lambda argv: seen.append(("up" if "up" in argv else " ".join(argv[:2]),
+                                            os.environ.get(SWITCH_ENV)))
+    seam(project, fake).switch_to("green")
+    assert ("up", "green") in seen
+    assert ("config set", None) in seen  # declaring the colour is not the flip
+    assert SWITCH_ENV not in os.environ

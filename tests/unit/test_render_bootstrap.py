@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -21,7 +22,7 @@ def stack(name: str) -> Topology:
 
 def calls(script: str, function: str) -> list[list[str]]:
     """The argument lists of every top-level call of `function` in the script body."""
-    return [shlex.split(line)[1:] for line in script.splitlines() if line.startswith(function + " ")]
+    return [shlex.split(line)[1:] for line in script.splitlines() if line.lstrip().startswith(function + " ")]
 
 
 def dirs_of(script: str) -> dict[str, tuple[str, ...]]:
@@ -52,7 +53,7 @@ def test_every_path_is_rooted_on_its_host(name: str, vmid: int) -> None:
 @pytest.mark.parametrize(("role", "packages"), [
     ("database", ["/usr/lib/postgresql/15/bin/postgres:postgresql-15"]),
     ("app", ["node:nodejs", "npm:npm", "git:git"]),
-    ("loadbalancer", ["haproxy:haproxy", "socat:socat"]),
+    ("loadbalancer", ["haproxy:haproxy", "socat:socat", "jq:jq", "flock:util-linux"]),
 ])
 def test_packages_are_installed_only_when_their_command_is_missing(role: str, packages: list[str]) -> None:
     t = stack("prod")
@@ -95,7 +96,7 @@ def test_load_balancer_gets_the_dirs_of_every_file_it_keeps() -> None:
     assert dirs_of(render_bootstrap(t, t.load_balancer)) == {
         "/var/tmp/jw-lab/ct136/etc/haproxy": (),
         "/var/tmp/jw-lab/ct136/run/haproxy": (),
-        "/var/tmp/jw-lab/ct136/var/lib/bluegreen": (),
+        "/var/tmp/jw-lab/ct136/var/lib/jw-deployment": (),
         "/var/tmp/jw-lab/ct136/var/lib/prometheus/node-exporter": (),
     }
 
@@ -161,3 +162,89 @@ def test_prod_hosts_get_the_systemd_settings_the_tool_relies_on() -> None:
     path, content = words[words.index("ensure_file") + 1: words.index("ensure_file") + 3]
     assert path == "/etc/postgresql/15/main/conf.d/bluegreen.conf"
     assert content.startswith("listen_addresses = 'localhost,10.92.3.21'")
+
+
+# --------------------------------------------------------------------------- hitless on serving hosts
+
+
+@pytest.mark.parametrize("role", ["database", "loadbalancer"])
+def test_serving_hosts_are_never_restarted_unless_allowed(role: str) -> None:
+    t = load_stack(PROJECT, "prod")
+    host = next(c for c in t.containers if c.role == role)
+    script = render_bootstrap(t, host)
+    assert "systemctl restart" not in script.replace("run 'systemctl restart", "")
+    assert "NOT APPLIED" in script and "bluegreen:allowRestart: true" in script
+    allowed = render_bootstrap(dataclasses.replace(t, allow_restart=True), host)
+    assert "    systemctl restart" in allowed
+
+
+def test_database_settings_are_reloaded_and_an_adopted_listener_left_alone() -> None:
+    t = load_stack(PROJECT, "prod")
+    script = render_bootstrap(t, t.database_host)
+    assert "pg_q 'SELECT pg_reload_conf()'" in script
+    assert "WHERE pending_restart" in script
+    # A server already listening on '*' or on its address (the apps connect today) is not touched.
+    assert f'",$listening," != *",{t.database_host.ip},"*' in script
+    assert '",$listening," != *",*,"*' in script
+
+
+def test_haproxy_unit_options_untouched_when_the_master_cli_is_open() -> None:
+    t = load_stack(PROJECT, "prod")
+    script = render_bootstrap(t, t.load_balancer)
+    assert f"if [ ! -S {t.haproxy.master_socket} ] && ensure_file /etc/default/haproxy" in script
+
+
+def test_installed_state_script_reads_and_sets_the_journal_under_its_lock(tmp_path: Path) -> None:
+    import json
+
+    from bluegreen.executor import LocalExecutor
+    from bluegreen.journal import JournalStore
+    from bluegreen.render.bootstrap import render_state_script
+
+    t = load_stack(PROJECT, "lab")
+    lb = dataclasses.replace(t.load_balancer, root=str(tmp_path))
+    script = tmp_path / "state.sh"
+    script.write_text(render_state_script(t, lb))
+    state = Path(lb.path(t.journal.path))
+    state.parent.mkdir(parents=True)
+    seed = json.loads((PROJECT / "tests/fixtures/state.seed.json").read_text())
+    state.write_text(json.dumps(seed, indent=2))
+
+    def run(*args: str) -> str:
+        return subprocess.run(["bash", str(script), *args], check=True, capture_output=True, text=True,
+                              timeout=30).stdout.strip()
+
+    assert run("get", "prod") == seed["prod"]
+    run("set", "switchCount", "7")
+    assert json.loads(state.read_text())["switchCount"] == 7
+    assert json.loads(state.read_text())["history"] == seed["history"]
+    # The journal takes the same lock file.
+    assert JournalStore(LocalExecutor(host="lb"), str(state)).state_lock == str(state.with_name("state.lock"))
+    held = subprocess.Popen(["flock", str(state.with_name("state.lock")), "sleep", "2"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        started = time.monotonic()
+        run("get", "prod")
+        assert time.monotonic() - started >= 1.0
+    finally:
+        held.wait(10)
+
+
+def test_a_working_copy_at_the_app_dir_is_left_alone(tmp_path: Path) -> None:
+    """The estate's old layout (git working copy, maybe serving) is not re-owned nor filled with
+    release dirs by bootstrap: the first deploy to that colour converts it."""
+    t = load_stack(PROJECT, "lab")
+    host = dataclasses.replace(t.app_host("green"), root=str(tmp_path))
+    t = dataclasses.replace(t, containers=tuple(host if c.color == "green" else c for c in t.containers))
+    app = Path(host.path(t.app.dir))
+    (app / ".git").mkdir(parents=True)
+    os.chmod(app, 0o750)
+    before = sorted(p.name for p in app.iterdir())
+    script = tmp_path / "bootstrap.sh"
+    script.write_text(render_bootstrap(t, host))
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in app.iterdir()) == before
+    assert (app.stat().st_mode & 0o777) == 0o750

@@ -64,16 +64,20 @@ def test_frontends_bind_the_load_balancer_and_route_through_the_map(name: str) -
     lb = t.load_balancer
     s = sections(render_haproxy_cfg(t))
     map_path = lb.path(t.haproxy.map_path)
+    crt = lb.path(t.haproxy.tls_cert or "/none")
     assert s["frontend fe_public"] == [
         f"bind {lb.ip}:{t.haproxy.public_port}",
+        f"bind {lb.ip}:{t.haproxy.https_port} ssl crt {crt}",
+        "http-request redirect scheme https code 301 unless { ssl_fc }",
+        "http-request set-header X-Forwarded-Proto https",
         f"use_backend %[str(live),map({map_path},bk_blue)]",
     ]
     assert s["frontend fe_preview"] == [
-        f"bind {lb.ip}:{t.haproxy.preview_port}",
+        f"bind {t.private_ip}:{t.haproxy.preview_port} ssl crt {crt}",
         f"use_backend %[str(preview),map({map_path},bk_green)]",
     ]
     stats = s["frontend fe_stats"]
-    assert stats[0] == f"bind {lb.ip}:{t.haproxy.stats_port}"
+    assert stats[0] == f"bind {t.private_ip}:{t.haproxy.stats_port}"
     assert "http-request use-service prometheus-exporter if { path /metrics }" in stats
     assert {"stats enable", "stats uri /stats"} <= set(stats)
 

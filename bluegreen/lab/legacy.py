@@ -1,0 +1,297 @@
+"""`python -m bluegreen.lab up --legacy`: the estate as it runs today, built by hand on the lab's hosts.
+
+The normal lab is built by `apply_estate` (what `pulumi up` does). This one is built the way the
+operators built production, so the takeover of a running estate can be rehearsed on it:
+
+- app hosts (blue 127.0.3.22, green 127.0.3.24): a git working copy of the sample repo at the app
+  dir on branch `production-gold-standard`, `.env` inside it (DATABASE_URL, PORT, HOSTNAME), built
+  in place, started by hand under PM2 in fork mode: `pm2 start npm --name <app> -- start`. The app
+  has no /api/health (NO_HEALTH_ROUTE=1 in .env): only `/` answers.
+- load balancer (127.0.3.26): a hand-written haproxy.cfg, TLS on :443 from the lab CA's bundle,
+  :80 redirecting, backends `blue_servers`/`green_servers` and a frontend whose `use_backend`
+  line the old switch rewrites; no map file. The old tool's journal
+  /var/lib/jw-deployment/state.json (with history) and /usr/local/bin/jw-deployment-state.sh
+  (get/set under flock) under the host's root.
+- database (127.0.3.21): `jw_attendant_scheduler_staging` owned by the .env's user, with
+  `_prisma_migrations` (0_baseline) and rows in `attendants`.
+- fakepve: the four containers with hand-built settings: no start-up order, a description,
+  on-boot on the database and load balancer only, nesting on.
+
+Processes are the normal lab's (same pid files), so `python -m bluegreen.lab down` stops them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from ..providers import pm2_home
+from ..sensitive import Sensitive
+from ..topology import Container, Topology
+from .lab import LEGACY_MARKER, PM2, Lab, LabInfo
+from .pve import start_fakepve
+from .repo import build_sample_repo
+from .services import LabError, host_public_key, start_postgres, start_sshd
+from .tls import ensure_lab_tls
+
+log = logging.getLogger("bluegreen.lab.legacy")
+
+BRANCH = "production-gold-standard"
+DB_USER = "jw_scheduler"  # the estate's own user: only its .env names it
+STATE_SCRIPT = "/usr/local/bin/jw-deployment-state.sh"
+BACKENDS = {"blue": "blue_servers", "green": "green_servers"}
+LIVE = "blue"
+# What the old tool wrote: its exact shape (tests/fixtures/state.seed.json), millisecond
+# timestamps, newest entry first. Its counter runs past what history still holds.
+HISTORY = [
+    {"from": "green", "to": "blue", "timestamp": "2025-10-25T12:00:00.000Z",
+     "reason": "rollback: green answered 502 on /attendants"},
+    {"from": "blue", "to": "green", "timestamp": "2025-10-21T17:40:51.004Z",
+     "reason": "release of the shift-swap feature"},
+    {"from": "green", "to": "blue", "timestamp": "2025-10-18T09:14:03.125Z", "reason": "monthly release"},
+]
+SWITCH_COUNT = 12
+# Settings hand-built containers usually have (PVE's own parameter names).
+CT_NOTES = {
+    131: ("PostgreSQL 15 for JW Attendant Scheduler (built by hand)", True),
+    132: ("JW Attendant Scheduler BLUE - pm2 jw-attendant-scheduler", False),
+    134: ("JW Attendant Scheduler GREEN - pm2 jw-attendant-scheduler", False),
+    136: ("HAProxy - attendant.cloudigan.net TLS, switch via jw-deployment-state.sh", True),
+}
+
+
+def legacy_state() -> dict[str, Any]:
+    return {"prod": LIVE, "standby": "green" if LIVE == "blue" else "blue",
+            "lastSwitch": HISTORY[0]["timestamp"], "switchCount": SWITCH_COUNT, "history": HISTORY}
+
+
+STATE_SCRIPT_TEXT = """#!/bin/bash
+# jw-deployment-state.sh: the deployment state of the blue-green estate (written by hand).
+#   jw-deployment-state.sh get [key]      print the state (or one key)
+#   jw-deployment-state.sh set KEY VALUE  set prod|standby|lastSwitch|switchCount under the lock
+set -euo pipefail
+ROOT="${JW_ROOT:-%(root)s}"
+STATE="$ROOT/var/lib/jw-deployment/state.json"
+LOCK="$ROOT/var/lib/jw-deployment/state.lock"
+exec 9>"$LOCK"
+flock -w 10 9 || { echo "state is locked" >&2; exit 1; }
+case "${1:-}" in
+  get) if [ -n "${2:-}" ]; then jq -r --arg k "$2" '.[$k]' "$STATE"; else cat "$STATE"; fi ;;
+  set) tmp="$STATE.tmp"
+       jq --arg k "$2" --arg v "$3" 'if $k == "switchCount" then .[$k] = ($v|tonumber) else .[$k] = $v end' \
+          "$STATE" > "$tmp" && mv "$tmp" "$STATE" ;;
+  *) echo "usage: $0 get [key] | set KEY VALUE" >&2; exit 2 ;;
+esac
+"""
+
+
+def haproxy_cfg(t: Topology, live: str) -> str:
+    """A config as an operator writes it: not ours, no map, `use_backend` rewritten by a switch."""
+    lb, hp = t.load_balancer, t.haproxy
+    crt = lb.path(hp.tls_cert or "/etc/haproxy/certs/site.pem")
+    lines = [
+        "global",
+        "    log /dev/log local0",
+        "    maxconn 2000",
+        f"    stats socket {lb.path(hp.admin_socket)} mode 660 level admin",
+        "",
+        "defaults",
+        "    mode http",
+        "    timeout connect 5s",
+        "    timeout client 30s",
+        "    timeout server 30s",
+        "",
+        "frontend https_front",
+        f"    bind {lb.ip}:{hp.public_port}",
+        f"    bind {lb.ip}:{hp.https_port} ssl crt {crt}",
+        "    http-request redirect scheme https unless { ssl_fc }",
+        f"    use_backend {BACKENDS[live]}",
+        "",
+    ]
+    for color, name in BACKENDS.items():
+        host = t.app_host(color)
+        lines += [f"backend {name}", "    option httpchk GET /",
+                  f"    server {color}1 {host.ip}:{t.app.port} check", ""]
+    return "\n".join(lines)
+
+
+class LegacyLab(Lab):
+    """The lab's hosts and processes, with the estate built by hand instead of by apply_estate."""
+
+    def __init__(self, *args: Any, reset: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reset = reset
+
+    def _up(self) -> LabInfo:
+        t, p = self.topology, self.paths
+        marker = p.root / LEGACY_MARKER
+        if self.reset or not marker.exists():
+            # Whatever ran here before (the normal lab, an earlier rehearsal) goes: hosts and data.
+            clear_legacy(self)
+        for directory in (p.ssh, p.pve, p.pids, p.logs, p.secrets):
+            directory.mkdir(parents=True, exist_ok=True)
+        self._ensure_client_key()
+        started: list[str] = []
+        for host in t.containers:
+            process = self.sshd(host)
+            state_dir = Path(host.path("/etc/ssh"))
+            start_sshd(name=host.name, address=host.ip, port=t.ssh.port, state_dir=state_dir,
+                       authorized_keys=p.public_key, log_file=p.logs / f"sshd-{host.vmid}.log",
+                       pid_file=process.pid_file)
+            self._pin_host_key(host, host_public_key(state_dir))
+            started.append(process.name)
+        fakepve = start_fakepve(p.root, t)
+        self._register(fakepve, t.proxmox.endpoint)
+        self._hand_built_containers()
+        db = t.database_host
+        start_postgres(name=db.name, data_dir=Path(db.path("/var/lib/postgresql/15/main")),
+                       address=db.ip, port=t.database.port,
+                       socket_dir=Path(db.path("/var/run/postgresql")),
+                       hba_file=Path(db.path("/etc/postgresql/15/main/pg_hba.conf")),
+                       log_file=p.logs / "postgres.log", pid_file=self.postgres().pid_file)
+        password = self._db_password()
+        self._database(password)
+        build_sample_repo(p.sample_repo, self.project_dir / "sample-app")
+        for color in ("blue", "green"):
+            self._app_host(t.app_host(color), password)
+        ensure_lab_tls(p.root / "tls", t)
+        self._load_balancer()
+        marker.write_text("built by bluegreen.lab.legacy\n")
+        return LabInfo(lab_dir=str(p.root), stack=t.stack, public_url=t.public_url,
+                       preview_url="(none: the legacy estate has no preview frontend)",
+                       proxmox_endpoint=t.proxmox.endpoint,
+                       ssh_hosts=[f"{c.name} {c.ip}:{t.ssh.port}" for c in t.containers],
+                       started=started, reused=[], applied=["legacy estate built by hand"])
+
+    # -- the pieces ---------------------------------------------------------------
+
+    def _hand_built_containers(self) -> None:
+        from proxmoxer import ProxmoxAPI
+
+        from ..pve import parse_endpoint, read_token
+
+        t = self.topology
+        token_id, secret = read_token(t)
+        host, port = parse_endpoint(t.proxmox.endpoint)
+        user, _, name = token_id.partition("!")
+        api = ProxmoxAPI(host, port=port, user=user, token_name=name, token_value=secret.reveal(),
+                         verify_ssl=str(t.proxmox.ca_file), timeout=10)
+        node = api.nodes(t.proxmox.node)
+        for vmid, (description, onboot) in CT_NOTES.items():
+            node.lxc(vmid).config.put(description=description, onboot=int(onboot), features="nesting=1")
+            config = node.lxc(vmid).config.get()
+            if config.get("startup"):
+                node.lxc(vmid).config.put(delete="startup")
+
+    def _psql(self, sql: str, database: str = "postgres") -> str:
+        t = self.topology
+        db = t.database_host
+        proc = subprocess.run(
+            ["runuser", "-u", "postgres", "--", "psql", "-X", "-At", "-v", "ON_ERROR_STOP=1",
+             "-h", db.path("/var/run/postgresql"), "-p", str(t.database.port), "-d", database],
+            input=sql, capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise LabError(f"legacy database: {proc.stderr.strip()[-400:]}")
+        return proc.stdout.strip()
+
+    def _database(self, password: Sensitive) -> None:
+        name = self.topology.database.name
+        quoted = password.reveal().replace("'", "''")
+        self._psql(f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{DB_USER}') THEN "
+                   f"CREATE ROLE {DB_USER} LOGIN; END IF; END $$;\n"
+                   f"ALTER ROLE {DB_USER} PASSWORD '{quoted}';\n")
+        if self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'") != "1":
+            self._psql(f'CREATE DATABASE "{name}" OWNER {DB_USER};')
+        self._psql(
+            "CREATE TABLE IF NOT EXISTS _prisma_migrations (id varchar(36) PRIMARY KEY, "
+            "checksum varchar(64) NOT NULL, finished_at timestamptz, migration_name varchar(255) NOT NULL, "
+            "logs text, rolled_back_at timestamptz, started_at timestamptz NOT NULL DEFAULT now(), "
+            "applied_steps_count integer NOT NULL DEFAULT 0);\n"
+            "INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name, applied_steps_count) "
+            "SELECT 'b0a5e1in-0000-4000-8000-000000000000', repeat('0', 64), now(), '0_baseline', 1 "
+            "WHERE NOT EXISTS (SELECT 1 FROM _prisma_migrations WHERE migration_name = '0_baseline');\n"
+            "CREATE TABLE IF NOT EXISTS attendants (id serial PRIMARY KEY, name text NOT NULL, "
+            "congregation text NOT NULL);\n"
+            "INSERT INTO attendants (name, congregation) SELECT n, 'North' FROM "
+            "unnest(ARRAY['A. Jones', 'B. Smith', 'C. Brown']) AS n "
+            "WHERE NOT EXISTS (SELECT 1 FROM attendants);\n"
+            f"ALTER TABLE attendants OWNER TO {DB_USER}; ALTER TABLE _prisma_migrations OWNER TO {DB_USER};\n",
+            database=name)
+
+    def _app_host(self, host: Container, password: Sensitive) -> None:
+        t, p = self.topology, self.paths
+        work = Path(host.path(t.app.dir))
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+        if not (work / ".git").exists():
+            if work.exists():
+                shutil.rmtree(work)
+            work.parent.mkdir(parents=True, exist_ok=True)
+            _run(["git", "clone", "--quiet", str(p.sample_repo), str(work)], env=env)
+            _run(["git", "-C", str(work), "checkout", "--quiet", "-B", BRANCH, "origin/main"], env=env)
+            _run(["git", "-C", str(work), "push", "--quiet", "origin", f"{BRANCH}:{BRANCH}"], env=env)
+            _run(["git", "-C", str(work), "branch", "--quiet", f"--set-upstream-to=origin/{BRANCH}"], env=env)
+        dotenv = work / ".env"
+        dotenv.write_text(
+            f"DATABASE_URL=postgresql://{DB_USER}:{password.reveal()}@{t.database_host.ip}:"
+            f"{t.database.port}/{t.database.name}\nPORT={t.app.port}\nHOSTNAME={host.ip}\nNO_HEALTH_ROUTE=1\n")
+        dotenv.chmod(0o600)
+        if not (work / "node_modules").exists():
+            _run(["npm", "ci", "--prefer-offline", "--no-audit", "--no-fund"], cwd=work)
+        _run(["npm", "run", "build"], cwd=work)
+        home = pm2_home(t, host)
+        pm2_env = {**os.environ, "PM2_HOME": home, "PORT": str(t.app.port), "HOSTNAME": host.ip,
+                   "NO_HEALTH_ROUTE": "1"}
+        listing = _run([PM2, "jlist"], env=pm2_env, check=False)
+        if t.app.name not in listing:
+            # Started by hand, as on the real hosts: fork mode, npm as the script.
+            _run([PM2, "start", "npm", "--name", t.app.name, "--", "start"], cwd=work, env=pm2_env)
+            _run([PM2, "save"], env=pm2_env)
+
+    def _load_balancer(self) -> None:
+        t = self.topology
+        lb, hp = t.load_balancer, t.haproxy
+        cfg = Path(lb.path(hp.config_path))
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        if not cfg.exists():  # an existing one keeps what the last (old-tool) switch wrote
+            cfg.write_text(haproxy_cfg(t, LIVE))
+        state = Path(lb.path(t.journal.path))
+        state.parent.mkdir(parents=True, exist_ok=True)
+        if not state.exists():
+            state.write_text(json.dumps(legacy_state(), indent=2) + "\n")
+        script = Path(lb.path(STATE_SCRIPT))
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(STATE_SCRIPT_TEXT % {"root": lb.root})
+        script.chmod(0o755)
+        if not self.haproxy().alive():
+            for path in (hp.admin_socket, hp.master_socket, hp.pid_file):
+                Path(lb.path(path)).parent.mkdir(parents=True, exist_ok=True)
+            _run(["haproxy", "-c", "-q", "-f", str(cfg)])
+            _run(["haproxy", "-W", "-S", f"{lb.path(hp.master_socket)},mode,600", "-f", str(cfg),
+                  "-p", lb.path(hp.pid_file), "-D"])
+
+
+def clear_legacy(lab: Lab) -> None:
+    """Stop the lab and remove the estate's files and data (either kind): the next up builds anew.
+    The lab's keys, CA and token stay."""
+    t, p = lab.topology, lab.paths
+    lab._down()
+    (p.root / LEGACY_MARKER).unlink(missing_ok=True)
+    shutil.rmtree(p.pve, ignore_errors=True)
+    for host in t.containers:
+        for rel in (t.app.dir, t.app.dir + ".working-copy", "/etc/haproxy", "/var/lib/jw-deployment",
+                    "/var/lib/bluegreen", "/var/lib/postgresql", "/root/.pm2", "/usr/local/bin"):
+            shutil.rmtree(host.path(rel), ignore_errors=True)
+
+
+def _run(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
+         check: bool = True) -> str:
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise LabError(f"legacy lab: {shlex.join(argv[:4])} failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
+    return proc.stdout

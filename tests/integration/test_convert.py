@@ -1,0 +1,129 @@
+"""Converting an app host from the hand-kept layout (git working copy + .env + a PM2 process
+started by hand) to the release layout, on real files, a real git repository and a real PM2
+daemon (own PM2_HOME, stopped by its PID at the end)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bluegreen.commands import AppPaths
+from bluegreen.convert import LEGACY_PM2_RECORD, convert_host, replace_hand_started, working_copy_path
+from bluegreen.errors import ConfigError
+from bluegreen.executor import LocalExecutor
+from bluegreen.topology import Topology, load_stack
+
+pytestmark = pytest.mark.integration
+
+PROJECT = Path(__file__).resolve().parents[2]
+ENV_TEXT = 'DATABASE_URL="postgresql://jw:secret@127.0.0.1:5432/db"\nNODE_ENV=production\n# keep me\n'
+
+
+@dataclasses.dataclass
+class Host:
+    t: Topology
+    root: Path
+    app: Path
+    pm2_env: dict[str, str]
+
+
+def _pm2(host: Host, *args: str, cwd: Path | None = None) -> str:
+    return subprocess.run(["pm2", *args], env=host.pm2_env, cwd=cwd, check=True, capture_output=True,
+                          text=True, timeout=60).stdout
+
+
+@pytest.fixture
+def legacy_host(tmp_path: Path) -> Iterator[Host]:
+    base = load_stack(PROJECT, "lab")
+    root = tmp_path / "ct134"
+    containers = tuple(dataclasses.replace(c, root=str(root)) if c.color == "green" else c for c in base.containers)
+    t = dataclasses.replace(base, containers=containers,
+                            app=dataclasses.replace(base.app, pm2_home="/root/.pm2", deploy_user="root"))
+    app = root / t.app.dir.lstrip("/")
+    app.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", "-b", "production-gold-standard"], cwd=app, check=True)
+    (app / "server.js").write_text("require('http').createServer((q, s) => s.end('ok')).listen(0)\n")
+    subprocess.run(["git", "add", "server.js"], cwd=app, check=True)
+    subprocess.run(["git", "-c", "user.name=dev", "-c", "user.email=dev@x", "commit", "-qm", "by hand"],
+                   cwd=app, check=True)
+    (app / ".env").write_text(ENV_TEXT)
+    os.chmod(app / ".env", 0o600)
+    home = root / "root/.pm2"
+    host = Host(t, root, app, {**os.environ, "PM2_HOME": str(home)})
+    _pm2(host, "start", "server.js", "--name", t.app.name, cwd=app)
+    try:
+        yield host
+    finally:
+        pid_file = home / "pm2.pid"
+        if pid_file.exists():
+            pid = int(pid_file.read_text().split()[0])
+            subprocess.run(["pm2", "delete", "all"], env=host.pm2_env, capture_output=True, timeout=60)
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(50):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+
+
+def _processes(host: Host) -> list[dict[str, object]]:
+    return [{"name": p["name"], "cwd": p["pm2_env"]["pm_cwd"]} for p in json.loads(_pm2(host, "jlist"))]
+
+
+def test_live_colour_is_refused(legacy_host: Host) -> None:
+    green = legacy_host.t.app_host("green")
+    with pytest.raises(ConfigError, match=r"serves live traffic.*after a switch made it the standby"):
+        convert_host(legacy_host.t, green, LocalExecutor(host="green"), live_color="green")
+    assert (legacy_host.app / ".git").is_dir() and (legacy_host.app / ".env").exists()
+
+
+def test_standby_converted_nothing_lost_and_rerun_is_a_no_op(legacy_host: Host) -> None:
+    t, app = legacy_host.t, legacy_host.app
+    green = t.app_host("green")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=app, capture_output=True, text=True).stdout
+    assert [p["cwd"] for p in _processes(legacy_host)] == [str(app)]
+
+    result = convert_host(t, green, LocalExecutor(host="green"), live_color="blue")
+    assert result.converted
+    paths = AppPaths.of(t, green)
+    aside = Path(working_copy_path(paths))
+    # The working copy is kept aside, history intact; .env moved unchanged (bytes and mode).
+    assert subprocess.run(["git", "rev-parse", "HEAD"], cwd=aside, capture_output=True, text=True).stdout == head
+    env = Path(paths.env_file)
+    assert env.read_text() == ENV_TEXT and (env.stat().st_mode & 0o777) == 0o600
+    assert not (aside / ".env").exists()
+    assert Path(paths.releases).is_dir() and not (app / ".git").exists()
+    # The hand-started process keeps running until the release is about to start...
+    assert [p["cwd"] for p in _processes(legacy_host)] == [str(app)]
+    replaced = replace_hand_started(t, green, LocalExecutor(host="green"))
+    # ...then it is gone (the ecosystem's takes its name) and described.
+    assert _processes(legacy_host) == [] and replaced
+    assert replace_hand_started(t, green, LocalExecutor(host="green")) == ()
+    described = json.loads((Path(paths.shared) / LEGACY_PM2_RECORD).read_text())
+    assert described[0]["name"] == t.app.name and described[0]["pm_cwd"] == str(app)
+    assert any("working copy aside" in c for c in result.changes)
+
+    again = convert_host(t, green, LocalExecutor(host="green"), live_color="blue")
+    assert not again.converted and again.changes == ()
+
+
+def test_an_interrupted_conversion_is_finished_by_the_next_run(legacy_host: Host) -> None:
+    t, app = legacy_host.t, legacy_host.app
+    green = t.app_host("green")
+    aside = Path(working_copy_path(AppPaths.of(t, green)))
+    app.rename(aside)  # interrupted right after moving the working copy aside
+    result = convert_host(t, green, LocalExecutor(host="green"), live_color="blue")
+    assert result.converted
+    assert Path(AppPaths.of(t, green).env_file).read_text() == ENV_TEXT
+    assert (aside / ".git").is_dir()
+    replace_hand_started(t, green, LocalExecutor(host="green"))
+    assert _processes(legacy_host) == []

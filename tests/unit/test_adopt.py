@@ -1,0 +1,210 @@
+"""The pure parts of `bluegreen adopt`: PVE config -> stack values, .env, DATABASE_URL, the stack
+file rewrite (comments kept, idempotent), the live colour of a hand-written haproxy.cfg."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from bluegreen.adopt import (
+    container_values,
+    live_color_from_config,
+    parse_database_url,
+    parse_env,
+    size_gb,
+    stack_values_for,
+    text_diff,
+    update_stack_text,
+)
+from bluegreen.errors import ConfigError
+from bluegreen.topology import from_config
+
+HAND_BUILT = {
+    "hostname": "jw-blue", "cores": 4, "memory": 4096, "swap": 1024,
+    "net0": "name=eth0,bridge=vmbr1,firewall=1,gw=10.92.3.1,hwaddr=bc:24:11:08:47:a3,ip=10.92.3.22/24,type=veth",
+    "rootfs": "local-zfs:subvol-132-disk-0,size=32G", "onboot": 1, "startup": "order=2,up=10",
+    "features": "nesting=1,keyctl=1", "description": "Blue app\nbuilt by hand\n", "tags": "App;blue",
+    "nameserver": "1.1.1.1 8.8.8.8", "searchdomain": "cloudigan.net", "unprivileged": 1,
+    "mp0": "local-zfs:subvol-132-disk-1,mp=/data,size=8G,backup=1", "ostype": "debian", "digest": "x",
+}
+
+
+def test_pve_config_becomes_every_declared_value() -> None:
+    v = container_values(132, HAND_BUILT, running=True)
+    assert v == {
+        "hostname": "jw-blue", "ip": "10.92.3.22/24", "cores": 4, "memory": 4096, "swap": 1024,
+        "disk": 32, "datastore": "local-zfs", "bridge": "vmbr1", "gateway": "10.92.3.1",
+        "firewall": True, "mac": "BC:24:11:08:47:A3", "dnsServers": ["1.1.1.1", "8.8.8.8"],
+        "dnsDomain": "cloudigan.net", "onBoot": True, "started": True, "protection": False,
+        "unprivileged": True, "description": "Blue app\nbuilt by hand\n", "tags": ["app", "blue"],
+        "startup": {"order": 2, "upDelay": 10}, "features": {"nesting": True, "keyctl": True},
+        "mountPoints": [{"key": "mp0", "volume": "local-zfs:subvol-132-disk-1", "path": "/data",
+                         "size": 8, "backup": True}],
+    }
+
+
+@pytest.mark.parametrize(("change", "key", "expected"), [
+    ({"startup": None}, "startup", "none"),            # PVE has none: declared none
+    ({"onboot": None}, "onBoot", False),               # unset onboot reads back as false
+    ({"features": None}, "features", {}),
+    ({"protection": 1}, "protection", True),
+    ({"unprivileged": None}, "unprivileged", False),
+    ({"description": None}, "description", None),
+    ({"startup": "order=1,up=15,down=30"}, "startup", {"order": 1, "upDelay": 15, "downDelay": 30}),
+])
+def test_unset_and_set_pve_values(change: dict[str, Any], key: str, expected: Any) -> None:
+    config = {k: v for k, v in {**HAND_BUILT, **change}.items() if v is not None}
+    assert container_values(132, config, running=False).get(key) == expected
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({**HAND_BUILT, "net0": "name=eth0,bridge=vmbr0,ip=dhcp"}, "static address"),
+    ({k: v for k, v in HAND_BUILT.items() if k != "net0"}, "no net0"),
+    ({**HAND_BUILT, "rootfs": "local:100/vm-disk.raw,size=1536M"}, "whole number of GB"),
+])
+def test_what_adopt_cannot_declare_is_refused_by_name(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        container_values(132, config, running=True)
+
+
+@pytest.mark.parametrize(("text", "gb"), [("16G", 16), ("1T", 1024), ("2048M", 2), ("8", None)])
+def test_sizes(text: str, gb: int | None) -> None:
+    if gb is None:
+        with pytest.raises(ConfigError):
+            size_gb(text, what="x")
+    else:
+        assert size_gb(text, what="x") == gb
+
+
+def test_stack_wide_values_are_not_repeated_per_container() -> None:
+    found = container_values(132, HAND_BUILT, running=True)
+    values = stack_values_for({"id": 132, "name": "jw-blue"}, found,
+                              proxmox={"datastore": "local-zfs", "bridge": "vmbr1", "gateway": "10.92.3.1",
+                                       "dnsServers": ["1.1.1.1", "8.8.8.8"], "dnsDomain": "cloudigan.net"})
+    for key in ("datastore", "bridge", "gateway", "dnsServers", "dnsDomain", "hostname"):
+        assert key not in values
+    assert values["existing"] is True and values["cores"] == 4
+
+
+ENV = """# app settings
+export NODE_ENV=production
+DATABASE_URL="postgresql://jw_user:p%40ss%23word@10.92.3.21:5432/jw_attendant_scheduler_staging?schema=public"
+NEXTAUTH_URL=https://attendant.cloudigan.net   # public
+EMPTY=
+QUOTED='single # not a comment'
+not a line
+"""
+
+
+def test_env_parsing() -> None:
+    env = parse_env(ENV)
+    assert env["NODE_ENV"] == "production"
+    assert env["NEXTAUTH_URL"] == "https://attendant.cloudigan.net"
+    assert env["EMPTY"] == ""
+    assert env["QUOTED"] == "single # not a comment"
+    assert "not a line" not in env and len(env) == 5
+
+
+def test_database_url_gives_user_and_name_never_the_password() -> None:
+    db = parse_database_url(parse_env(ENV)["DATABASE_URL"])
+    assert (db.user, db.name, db.host, db.port) == ("jw_user", "jw_attendant_scheduler_staging", "10.92.3.21", 5432)
+    assert "p@ss" not in repr(db)
+
+
+@pytest.mark.parametrize("url", ["mysql://u:p@h/db", "postgresql://h:5432/db", "postgresql://u:p@h:5432/"])
+def test_bad_database_url(url: str) -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        parse_database_url(url)
+
+
+LEGACY_CFG = """global
+    log /dev/log local0
+frontend https_in
+    bind 10.92.3.26:443 ssl crt /etc/haproxy/certs/attendant.cloudigan.net.pem
+    bind 10.92.3.26:80
+    http-request redirect scheme https unless { ssl_fc }
+    use_backend jw_green_backend
+frontend stats
+    bind 127.0.0.1:8404
+    default_backend jw_blue_backend
+backend jw_blue_backend
+    server blue 10.92.3.22:3000 check
+backend jw_green_backend
+    server green 10.92.3.24:3000 check
+"""
+
+
+def test_live_colour_of_a_hand_written_config() -> None:
+    assert live_color_from_config(LEGACY_CFG) == "green"
+    blue = LEGACY_CFG.replace("use_backend jw_green_backend", "use_backend jw_blue_backend")
+    assert live_color_from_config(blue) == "blue"
+    # A map-based config does not name one colour: the runtime API must be asked.
+    assert live_color_from_config(
+        "frontend f\n    bind :80\n    use_backend %[str(live),map(/m,bk_blue)]\n") is None
+
+
+STACK = """# The estate (a comment that must survive)
+config:
+  bluegreen:activeColor: blue   # declared live colour
+  bluegreen:containers:
+    - {id: 131, name: jw-postgres, role: database, ip: 10.92.3.21/24}
+    # the blue app host
+    - {id: 132, name: jw-blue, role: app, color: blue, ip: 10.92.3.22/24}
+  bluegreen:app:
+    repo: REPLACE-ME   # set by adopt
+    branch: production-gold-standard
+"""
+
+
+def test_stack_rewrite_keeps_comments_and_is_idempotent() -> None:
+    kwargs: dict[str, Any] = {
+        "containers": {132: {"cores": 4, "startup": "none", "features": {"nesting": True}, "existing": True}},
+        "top": {"activeColor": "green"}, "app": {"repo": "git@github.com:org/app.git"},
+        "database": {"user": "jw_user", "name": "jw_db"}}
+    new = update_stack_text(STACK, **kwargs)
+    for comment in ("# The estate (a comment that must survive)", "# declared live colour",
+                    "# the blue app host", "# set by adopt"):
+        assert comment in new
+    config = yaml.safe_load(new)["config"]
+    assert config["bluegreen:activeColor"] == "green"
+    assert config["bluegreen:containers"][1] == {
+        "id": 132, "name": "jw-blue", "role": "app", "color": "blue", "ip": "10.92.3.22/24", "cores": 4,
+        "startup": "none", "features": {"nesting": True}, "existing": True}
+    assert config["bluegreen:containers"][0] == {"id": 131, "name": "jw-postgres", "role": "database",
+                                                 "ip": "10.92.3.21/24"}
+    assert config["bluegreen:app"]["repo"] == "git@github.com:org/app.git"
+    assert config["bluegreen:database"] == {"user": "jw_user", "name": "jw_db"}
+    # Entries stay one line each (flow style), so the file reads as before.
+    assert "    - {id: 132, name: jw-blue" in new
+    assert update_stack_text(new, **kwargs) == new
+    assert text_diff(new, update_stack_text(new, **kwargs), "f") == ""
+    assert "+  bluegreen:activeColor: green" in text_diff(STACK, new, "f")
+
+
+def test_written_values_are_read_back_by_the_topology() -> None:
+    found = container_values(132, HAND_BUILT, running=True)
+    entry = {"id": 132, "name": "jw-blue", "role": "app", "color": "blue", **stack_values_for(
+        {"name": "jw-blue"}, found, proxmox={})}
+    entry["ip"] = "10.92.3.22/24"
+    config = {
+        "bluegreen:activeColor": "blue",
+        "bluegreen:proxmox": {"node": "pve", "datastore": "local-lvm", "gateway": "10.92.3.1",
+                              "template": {"file": "t.tar.zst"}, "endpoint": "https://10.92.0.5:8006/"},
+        "bluegreen:ssh": {"publicKeys": ["ssh-ed25519 AAAA x"]},
+        "bluegreen:app": {"repo": "r", "branch": "b"},
+        "bluegreen:containers": [
+            {"id": 131, "name": "db", "role": "database", "ip": "10.92.3.21/24"}, entry,
+            {"id": 134, "name": "green", "role": "app", "color": "green", "ip": "10.92.3.24/24"},
+            {"id": 136, "name": "lb", "role": "loadbalancer", "ip": "10.92.3.26/24"}],
+    }
+    from bluegreen.topology import config_getter
+
+    t = from_config(config_getter(config), stack="x", project_dir=".")
+    s = t.container(132).settings
+    assert (s.on_boot, s.protection, s.firewall, s.mac, s.bridge, s.datastore) == (
+        True, False, True, "BC:24:11:08:47:A3", "vmbr1", "local-zfs")
+    assert s.startup is not None and (s.startup.order, s.startup.up_delay) == (2, 10)
+    assert s.mount_points[0].volume == "local-zfs:subvol-132-disk-1"
+    assert t.container(131).settings.on_boot is None  # not given: the default applies

@@ -1,0 +1,230 @@
+"""The pure and local parts of issue 12: the emergency path's commands and parsers, the side
+journal and its fold, the lock's compare-and-swap and pre-emption (on real files through the
+LocalExecutor, the same shell the HAProxy host runs), the release gate, deferred signals, and
+finite, in-range config numbers."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bluegreen import emergency as em
+from bluegreen.errors import LockedError, ValidationError
+from bluegreen.executor import LocalExecutor
+from bluegreen.journal import LockInfo, LockManager, State, parse_state
+from bluegreen.topology import config_getter, from_config, load_stack, read_stack_config
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+# What HAProxy 2.6 answered on the lab's admin socket to `show map M;set map M live bk_blue;
+# set map M preview bk_green;show map M` (every answer ends with an empty line).
+FLIP_ANSWER = ("0x56546ee83470 live bk_green\n0x56546ee83500 preview bk_blue\n\n\n\n"
+               "0x56546ee83470 live bk_blue\n0x56546ee83500 preview bk_green\n\n")
+
+
+# --------------------------------------------------------------------------- parsers, commands
+
+
+def test_answers_of_one_connection_split_at_empty_lines() -> None:
+    answers = em.split_cli_answers(FLIP_ANSWER)
+    assert answers[:4] == ["0x56546ee83470 live bk_green\n0x56546ee83500 preview bk_blue", "", "",
+                           "0x56546ee83470 live bk_blue\n0x56546ee83500 preview bk_green"]
+    assert em.parse_map(answers[3]) == {"live": "bk_blue", "preview": "bk_green"}
+    assert em.parse_map("entry not found.") == {}
+
+
+def test_the_flip_is_one_socket_connection_and_writes_the_map_file() -> None:
+    t = load_stack(PROJECT_DIR, "lab")
+    command = em.flip_command(t, "green")
+    assert command.count("socat") == 1
+    assert "set map /var/tmp/jw-lab/ct136/etc/haproxy/live-color.map live bk_green" in command
+    assert "set map /var/tmp/jw-lab/ct136/etc/haproxy/live-color.map preview bk_blue" in command
+    assert "mv -f" in command  # the map file, atomically, in the same round trip
+
+
+def test_ssh_options_pin_host_keys_and_never_add_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    t = load_stack(PROJECT_DIR, "lab")
+    argv = em.ssh_argv(t, t.load_balancer)
+    joined = " ".join(argv)
+    assert "StrictHostKeyChecking=yes" in joined and "BatchMode=yes" in joined
+    assert "UserKnownHostsFile=/var/tmp/jw-lab/ssh/known_hosts" in joined
+    assert "StrictHostKeyChecking=no" not in joined and "accept-new" not in joined
+    assert argv[-1] == "127.0.3.26" and argv[argv.index("-p") + 1] == "2222"
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text("Host jw-haproxy\n  HostName 127.0.3.26\n  Port 2200\n")
+    aliased = em.ssh_argv(t, t.load_balancer)
+    assert aliased[-1] == "jw-haproxy" and "-p" not in aliased  # ~/.ssh/config decides, as with paramiko
+
+
+# --------------------------------------------------------------------------- journal, side file
+
+
+def _entry(frm: str, to: str, ts: float = 1_760_000_000.0) -> dict[str, Any]:
+    return em.switch_entry(from_color=frm, to_color=to, when=ts, who="ops@laptop", reason="emergency rollback",
+                           duration_ms=12, preempted=LockInfo("al@box", "box", 42, "deploy", 1.0, 2.0),
+                           path="emergency")
+
+
+def test_an_emergency_entry_moves_prod_and_names_whom_it_preempted() -> None:
+    state = State.fresh("blue")
+    after = em.with_entry(state, _entry("blue", "green"), keep=200)
+    assert (after.prod, after.standby, after.switch_count) == ("green", "blue", 1)
+    top = after.history[0]
+    assert top["emergency"] is True and top["preempted"]["pid"] == 42 and top["id"]
+    assert parse_state(after.to_json()).history[0] == top  # survives a round trip
+
+
+def test_side_entries_are_folded_once_in_order_and_garbage_is_skipped() -> None:
+    first, second = _entry("blue", "green", 1_760_000_000), _entry("green", "blue", 1_760_000_100)
+    text = "\n".join([json.dumps(first), "{not json", json.dumps({"to": "purple"}), json.dumps(second)])
+    entries = em.parse_side(text)
+    assert [e["to"] for e in entries] == ["green", "blue"]
+    folded = em.fold(State.fresh("blue"), entries, keep=200)
+    assert folded.prod == "blue" and folded.switch_count == 2
+    assert [h["to"] for h in folded.history] == ["blue", "green"]  # newest first
+    assert em.fold(folded, entries, keep=200) == folded  # ids already there: nothing twice
+
+
+def test_side_file_is_folded_by_reads_and_cleared_after_a_write(tmp_path: Path) -> None:
+    ex = LocalExecutor()
+    journal = str(tmp_path / "state.json")
+    Path(journal).write_text(State.fresh("blue").to_json())
+    ex.run(em.append_side_command(journal, json.dumps(_entry("blue", "green"))), step="t")
+    state = em.fold_pending(ex, journal, parse_state(Path(journal).read_text()), keep=200)
+    assert state.prod == "green"
+    em.clear_pending(ex, journal, State.fresh("blue"))  # a journal without it: the side file stays
+    assert Path(em.side_path(journal)).exists()
+    em.clear_pending(ex, journal, state)
+    assert not Path(em.side_path(journal)).exists()
+
+
+def test_record_writes_the_journal_or_the_side_file_and_releases_only_our_lock(tmp_path: Path) -> None:
+    t = load_stack(PROJECT_DIR, "lab")
+    root = tmp_path / "ct136"
+    t = t.__class__(**{**t.__dict__, "containers": tuple(
+        c.__class__(**{**c.__dict__, "root": str(root)}) if c.role == "loadbalancer" else c
+        for c in t.containers)})
+    journal = Path(t.load_balancer.path(t.journal.path))
+    lock = Path(t.load_balancer.path(t.journal.lock_path))
+    mine = LockManager(LocalExecutor(), str(lock), holder="ops@laptop")
+    mine.take_over("emergency rollback")
+    assert mine.held is not None
+    ex = LocalExecutor()
+    ex.run(em.record_command(t, mine.held.token, journal_text=State.fresh("green").to_json(), side_line=None),
+           step="t")
+    assert parse_state(journal.read_text()).prod == "green" and not lock.exists()
+    other = LockManager(LocalExecutor(), str(lock), holder="bob@desk")
+    other.acquire("deploy")
+    ex.run(em.record_command(t, mine.held.token, journal_text=None, side_line='{"x":1}'), step="t")
+    assert lock.exists() and LockInfo.from_file(lock.read_text()).holder == "bob@desk"
+    assert Path(em.side_path(str(journal))).read_text() == '{"x":1}\n'
+
+
+# --------------------------------------------------------------------------- lock CAS, pre-emption
+
+
+def test_a_preempted_holder_stops_at_its_next_check_and_never_overwrites(tmp_path: Path) -> None:
+    lock = tmp_path / "lock.json"
+    deploy = LockManager(LocalExecutor(), str(lock), holder="alice@laptop")
+    deploy.acquire("deploy")
+    deploy.check()  # still ours: nothing happens
+    rescuer = LockManager(LocalExecutor(), str(lock), holder="ops@laptop")
+    ours, displaced = rescuer.take_over("emergency rollback")
+    assert displaced is not None and displaced.holder == "alice@laptop" and displaced.operation == "deploy"
+    with pytest.raises(LockedError, match=r"broken while 'deploy' ran .*ops@laptop.*stopping"):
+        deploy.check()
+    with pytest.raises(LockedError):
+        deploy.heartbeat()
+    assert deploy.release() is False
+    assert LockInfo.from_file(lock.read_text()).token == ours.token  # the rescuer's lock untouched
+
+
+def test_heartbeat_cannot_resurrect_a_lock_that_was_broken_and_retaken(tmp_path: Path) -> None:
+    lock = tmp_path / "lock.json"
+    first = LockManager(LocalExecutor(), str(lock), holder="alice@laptop")
+    first.acquire("deploy")
+    LockManager(LocalExecutor(), str(lock), holder="ops").force_release()
+    second = LockManager(LocalExecutor(), str(lock), holder="bob@desk")
+    second.acquire("switch")
+    with pytest.raises(LockedError, match="now held by bob@desk"):
+        first.heartbeat()
+    assert LockInfo.from_file(lock.read_text()).holder == "bob@desk"
+    assert second.heartbeat().holder == "bob@desk"
+    assert second.release() is True and not lock.exists()
+
+
+# --------------------------------------------------------------------------- release gate
+
+
+def _deploy(state: State, color: str, release: str | None, result: str, step: str | None = None) -> State:
+    return state.with_deploy(color=color, ref="main", sha="abc1234", release=release, who="ci", when=1_760_000_000.0,
+                             duration_ms=1, result=result, failed_step=step, error=None if result == "ok" else "x")
+
+
+@pytest.mark.parametrize(("history", "release", "refused"), [
+    ([], "20260101000000-abc1234", None),  # nothing known: an estate the old tool deployed
+    ([("20260101000000-abc1234", "ok")], "20260101000000-abc1234", None),
+    ([("20260101000000-abc1234", "failed")], "20260101000000-abc1234", "did not finish ok"),
+    ([("20260101000000-abc1234", "ok"), ("20260102000000-def5678", "failed")],
+     "20260101000000-abc1234", None),  # the failed one was restored away: current is the good one
+    ([("20260101000000-abc1234", "ok")], "20260102000000-def5678", "no deploy recorded"),  # killed deploy
+    ([("20260102000000-def5678", "ok")], "20251231000000-abc1234", None),  # older than records
+])
+def test_a_release_whose_deploy_did_not_finish_ok_is_not_promoted(
+        history: list[tuple[str, str]], release: str, refused: str | None) -> None:
+    state = State.fresh("blue")
+    for name, result in history:
+        state = _deploy(state, "green", name, result, None if result == "ok" else "build")
+    why = em.unfinished_release(state, "green", release)
+    assert (why is None) if refused is None else (why is not None and refused in why)
+
+
+# --------------------------------------------------------------------------- signals
+
+
+def test_signals_are_held_back_then_delivered_as_an_interrupt() -> None:
+    done = []
+    with pytest.raises(KeyboardInterrupt), em.signals_deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        done.append("finished")  # the block is not cut short
+    assert done == ["finished"]
+    with em.signals_deferred(deliver=False):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# --------------------------------------------------------------------------- config numbers
+
+
+def _lab() -> dict[str, Any]:
+    return copy.deepcopy(read_stack_config(PROJECT_DIR, "lab"))
+
+
+@pytest.mark.parametrize(("section", "key", "value", "says"), [
+    ("app", "healthTimeout", float("nan"), "finite"),
+    ("switch", "watchSeconds", float("inf"), "finite"),
+    ("app", "keepReleases", float("inf"), "finite"),  # a whole-number field: no internal error
+    ("app", "port", 70000, "1-65535"),
+    ("haproxy", "publicPort", 0, "at least 1"),
+    ("ssh", "connectTimeout", 0, "more than 0"),
+    ("ssh", "commandTimeout", -5, "at least 0"),
+    ("switch", "maxErrorRatio", 3, "between 0 and 1"),
+    ("app", "healthTimeout", "nan", "finite"),
+])
+def test_config_numbers_are_finite_and_in_range(section: str, key: str, value: Any, says: str) -> None:
+    config = _lab()
+    config.setdefault(f"bluegreen:{section}", {})[key] = value
+    with pytest.raises(ValidationError) as err:
+        from_config(config_getter(config), stack="lab", project_dir=PROJECT_DIR)
+    problems = {p.key: p.message for p in err.value.problems}
+    assert f"{section}.{key}" in problems and says in problems[f"{section}.{key}"], problems
