@@ -322,8 +322,12 @@ def test_approved_deploy_runs_for_real_with_progress(estate: Topology, errlog: T
     expected_sha = tag_sha(estate, "v2")
     messages: list[str] = []
 
+    waiting = anyio.Event()
+
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         messages.append(message or "")
+        if (message or "").startswith("waiting for approval "):
+            waiting.set()
 
     async def main() -> dict[str, Any]:
         async with mcp_session(errlog, approvals=approvals) as session:
@@ -331,7 +335,7 @@ def test_approved_deploy_runs_for_real_with_progress(estate: Topology, errlog: T
             code = code_of(data_of(await session.call_tool("deploy_to_standby", args)))
 
             async def person() -> None:
-                await anyio.sleep(1)
+                await waiting.wait()  # approve only once the call is visibly waiting
                 approved = await anyio.to_thread.run_sync(lambda: approve_in_terminal(code, approvals))
                 assert approved[0] == 0, approved[1]
 
