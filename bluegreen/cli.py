@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--yes", "-y", action="store_true", help="pin without asking (trust on first use)")
 
     sub.add_parser("mcp", parents=[common], help="run the MCP server on stdio")
+    ap = sub.add_parser("approve", parents=[common],
+                        help="approve a deploy, switch or rollback the MCP server is waiting for")
+    ap.add_argument("code", help="the approval code the assistant showed you, e.g. K7QF-3MXD")
     ad = sub.add_parser("adopt", parents=[common],
                         help="write the running estate (PVE settings, live colour, repo, db user) into the stack file")
     ad.add_argument("--dry-run", action="store_true", help="show the stack file diff, write nothing")
@@ -168,9 +171,10 @@ def _load(args: argparse.Namespace) -> Topology:
 
 
 def _service(args: argparse.Namespace, t: Topology, progress: TerminalProgress) -> Any:
+    from .exposure import known_secrets
     from .service import Service
 
-    return Service(t, progress=progress)
+    return Service(t, progress=progress, secrets=known_secrets(t, os.environ))
 
 
 def cmd_config_check(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
@@ -488,6 +492,16 @@ def cmd_mcp(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgre
     return 0
 
 
+def cmd_approve(args: argparse.Namespace, o: Output) -> int:
+    from .approve import approve
+
+    stack = args.stack or os.environ.get(DEFAULT_STACK_ENV) or "prod"
+    done = approve(args.code, stack, environ=os.environ, stdin=sys.stdin, err=o.err)
+    o.result(done, f"approved {done['code']}: call {done['tool']} again in the MCP client within "
+             f"{done['expiresInSeconds']}s")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Topology, Output, TerminalProgress], int]] = {
     "status": cmd_status, "deploy": cmd_deploy, "switch": cmd_switch, "rollback": cmd_rollback,
     "rebuild": cmd_rebuild, "history": cmd_history, "lock": cmd_lock, "plan": cmd_plan,
@@ -510,6 +524,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
 
     raise_on_sigterm()  # SIGTERM runs the same restore paths as Ctrl-C
     try:
+        if args.command == "approve":  # needs only the stack name, not the project
+            return cmd_approve(args, o)
         topology = _load(args)
         if args.command == "config":
             return cmd_config_check(args, topology, o, progress)

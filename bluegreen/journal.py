@@ -28,6 +28,7 @@ from typing import Any
 
 from .errors import BlueGreenError, ConfigError, LockedError, Problem, RemoteError, ValidationError
 from .executor import Executor, sh
+from .sensitive import redact
 from .topology import COLORS, other_color
 
 log = logging.getLogger("bluegreen.journal")
@@ -388,7 +389,7 @@ class JournalStore:
     def write(self, state: State) -> None:
         """Replace the file atomically while holding the state lock `jw-deployment-state.sh`
         takes (flock on `state.lock` beside it), so neither side ever sees the other's half."""
-        self._install(state.to_json(), expected=None)
+        self._install(state, expected=None)
 
     def update(self, change: Callable[[State], State]) -> State:
         """Read, change, write back only if nobody wrote in between (under the state lock);
@@ -399,7 +400,7 @@ class JournalStore:
             raw = self.executor.get(self.path, step="read the deployment journal")
             digest = hashlib.sha256(raw).hexdigest() if raw is not None else ABSENT
             state = change(self._parse(raw, self.declared_color))
-            if self._install(state.to_json(), expected=digest):
+            if self._install(state, expected=digest):
                 return state
         raise RemoteError(self.executor.host, "write the deployment journal",
                           f"{self.path} kept changing while being updated; try again")
@@ -408,9 +409,14 @@ class JournalStore:
     def state_lock(self) -> str:
         return state_lock_path(self.path)
 
-    def _install(self, text: str, *, expected: str | None) -> bool:
+    def _install(self, state: State, *, expected: str | None) -> bool:
+        # Private: the journal quotes remote stderr, redacted here first. `install -d` also
+        # tightens an existing directory.
+        text = scrub_errors(state, getattr(self.executor, "secrets", None) or []).to_json()
+        directory = str(PurePosixPath(self.path).parent)
+        self.executor.run(sh("install", "-d", "-m", "700", "--", directory), step="write the deployment journal")
         tmp = f"{self.path}.bluegreen-tmp"
-        self.executor.put(tmp, text, step="write the deployment journal", mode=0o644)
+        self.executor.put(tmp, text, step="write the deployment journal", mode=0o600)
         result = self.executor.run(install_state_command(self.path, tmp, self.state_lock, expected),
                                    step="write the deployment journal", check=False)
         if result.exit_code == CAS_CONFLICT:
@@ -445,6 +451,15 @@ def install_state_command(path: str, tmp: str, lock: str, expected: str | None) 
     script = check + 'mv -f "$2" "$1"'
     return sh("flock", "-w", STATE_LOCK_WAIT, lock, "bash", "-c", script, "_", path, tmp, lock,
               expected or "")
+
+
+def scrub_errors(state: State, secrets: list[Any]) -> State:
+    """Every history entry's `error` (remote stderr) redacted before it is stored."""
+    def scrub(entry: Mapping[str, Any]) -> Mapping[str, Any]:
+        error = entry.get("error") if isinstance(entry, Mapping) else None
+        return {**entry, "error": redact(error, secrets)} if isinstance(error, str) else entry
+
+    return replace(state, history=tuple(scrub(e) for e in state.history))
 
 
 # --------------------------------------------------------------------------- lock
@@ -578,9 +593,9 @@ def create_exclusive_command(path: str) -> str:
     directory = str(PurePosixPath(path).parent)
     return (
         f"d={shlex.quote(directory)}; p={shlex.quote(path)}; "
-        f'mkdir -p -- "$d" || exit {LOCK_CREATE_FAILED}; '
+        f'mkdir -p -m 700 -- "$d" || exit {LOCK_CREATE_FAILED}; '
         f't=$(mktemp -- "$d/.lock.XXXXXXXX") || exit {LOCK_CREATE_FAILED}; '
-        f'if ! cat > "$t" || ! chmod 644 -- "$t"; then rm -f -- "$t"; exit {LOCK_CREATE_FAILED}; fi; '
+        f'if ! cat > "$t" || ! chmod 600 -- "$t"; then rm -f -- "$t"; exit {LOCK_CREATE_FAILED}; fi; '
         f'if ln -T -- "$t" "$p" 2>/dev/null; then rm -f -- "$t"; exit 0; fi; '
         f'rm -f -- "$t"; '
         f'if [ -e "$p" ] || [ -L "$p" ]; then exit {LOCK_EXISTS}; fi; '
@@ -613,7 +628,7 @@ def replace_if_owner_command(path: str, token: str) -> str:
     return (_mutex(path)
             + f'grep -qF -- {_token_line(token)} "$p" 2>/dev/null || exit {LOCK_NOT_OURS}; '
             + f't=$(mktemp -- "$p.XXXXXXXX") || exit {LOCK_CREATE_FAILED}; '
-            + 'if cat > "$t" && chmod 644 -- "$t" && mv -f -- "$t" "$p"; then exit 0; fi; '
+            + 'if cat > "$t" && chmod 600 -- "$t" && mv -f -- "$t" "$p"; then exit 0; fi; '
             + f'rm -f -- "$t"; exit {LOCK_CREATE_FAILED}')
 
 
@@ -627,7 +642,7 @@ def take_over_command(path: str) -> str:
     flock, so the holder's next compare-and-swap finds the lock is no longer its own."""
     return (_mutex(path) + 'cat -- "$p" 2>/dev/null; '
             + f't=$(mktemp -- "$p.XXXXXXXX") || exit {LOCK_CREATE_FAILED}; '
-            + 'if cat > "$t" && chmod 644 -- "$t" && mv -f -- "$t" "$p"; then exit 0; fi; '
+            + 'if cat > "$t" && chmod 600 -- "$t" && mv -f -- "$t" "$p"; then exit 0; fi; '
             + f'rm -f -- "$t"; exit {LOCK_CREATE_FAILED}')
 
 

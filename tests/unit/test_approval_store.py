@@ -1,0 +1,545 @@
+"""Approvals only a person can give: the store, `bluegreen approve`, and the gated tools over it.
+
+The tools run here against a fake service (the estate is a dict the test changes) and the real
+store in a temporary directory; the same flows run over stdio against the lab in
+tests/integration/test_mcp.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import anyio
+import pytest
+from mcp.types import CallToolResult, TextContent
+
+from bluegreen.approval import ApprovalError
+from bluegreen.approval_store import (
+    APPROVALS_DIR_ENV,
+    CODE_ALPHABET,
+    ApprovalStore,
+    default_root,
+    new_code,
+    normalize_code,
+)
+from bluegreen.approve import approve, printable, render_request
+from bluegreen.errors import ConfigError
+from bluegreen.exposure import known_secrets, mark_tree, quote_untrusted
+from bluegreen.journal import State, create_exclusive_command, scrub_errors
+from bluegreen.mcp_server import DeployTools
+from bluegreen.sensitive import Sensitive
+from bluegreen.topology import load_stack
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+PLAN = {"from": "blue", "colour": "green", "release": "r2", "sha": "2" * 40, "path": "direct",
+        "emergency": False, "checks": ["green is healthy"], "problems": []}
+ESTATE = {"live": "blue", "standby": "green", "standbyRelease": "r2", "standbySha": "2" * 40,
+          "switchCount": 4, "lastHistoryEntry": None}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: FakeClock) -> ApprovalStore:
+    return ApprovalStore(tmp_path / "state" / "approvals" / "lab", "lab", clock=clock)
+
+
+def _request(store: ApprovalStore, tool: str = "switch_traffic", args: dict[str, Any] | None = None,
+             plan: dict[str, Any] | None = None, ttl: float = 300) -> Any:
+    return store.create(tool, {"emergency": False} if args is None else args, plan or PLAN, ESTATE,
+                        "Switch live traffic from blue to green", ttl)
+
+
+# ------------------------------------------------------------------------ codes
+
+
+def test_codes_are_short_readable_and_random() -> None:
+    codes = {new_code() for _ in range(200)}
+    assert len(codes) == 200
+    for code in codes:
+        assert re.fullmatch(rf"[{CODE_ALPHABET}]{{4}}-[{CODE_ALPHABET}]{{4}}", code)
+    assert not set("01ILOSU5") & set(CODE_ALPHABET)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("K7QF-3MXD", "K7QF-3MXD"), ("k7qf3mxd", "K7QF-3MXD"), (" k7qf 3mxd ", "K7QF-3MXD"),
+])
+def test_codes_are_normalized(raw: str, expected: str) -> None:
+    assert normalize_code(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "K7QF-3MX", "K7QF-3MXD9", "K7QF-3MX0", "../../etc/passwd",
+                                 "K7QF/3MXD", '{"approval": "K7QF-3MXD"}'])
+def test_anything_else_is_not_a_code(raw: str) -> None:
+    with pytest.raises(ApprovalError, match="is not an approval code"):
+        normalize_code(raw)
+
+
+@pytest.mark.parametrize(("environ", "expected"), [
+    ({APPROVALS_DIR_ENV: "/srv/approvals"}, "/srv/approvals/prod"),
+    ({"XDG_STATE_HOME": "/x/state"}, "/x/state/bluegreen/approvals/prod"),
+    ({"XDG_STATE_HOME": "relative"}, str(Path.home() / ".local/state/bluegreen/approvals/prod")),
+    ({}, str(Path.home() / ".local/state/bluegreen/approvals/prod")),
+])
+def test_default_root(environ: dict[str, str], expected: str) -> None:
+    assert str(default_root(environ, "prod")) == expected
+
+
+@pytest.mark.parametrize("stack", ["../prod", "", ".hidden", "a/b"])
+def test_a_stack_name_cannot_escape_the_store(stack: str) -> None:
+    with pytest.raises(ConfigError, match="expected letters, digits"):
+        default_root({}, stack)
+
+
+def test_relative_approvals_dir_is_refused() -> None:
+    with pytest.raises(ConfigError, match=f"{APPROVALS_DIR_ENV}='here': expected an absolute path"):
+        default_root({APPROVALS_DIR_ENV: "here"}, "prod")
+
+
+# ------------------------------------------------------------------------ the store
+
+
+def test_files_are_private(store: ApprovalStore) -> None:
+    request = _request(store)
+    store.approve(request, approved_by="ops@laptop", via="terminal")
+    assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
+    files = sorted(p.name for p in store.root.iterdir())
+    assert files == [f"{request.code}.grant.json", f"{request.code}.request.json"]
+    for name in files:
+        assert stat.S_IMODE((store.root / name).stat().st_mode) == 0o600
+
+
+def test_an_open_directory_is_tightened(store: ApprovalStore) -> None:
+    store.root.mkdir(parents=True)
+    store.root.chmod(0o777)
+    store.ensure()
+    assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
+
+
+def test_a_file_others_can_read_or_write_is_refused(store: ApprovalStore) -> None:
+    request = _request(store)
+    path = store.root / f"{request.code}.request.json"
+    path.chmod(0o666)
+    with pytest.raises(ApprovalError, match="is not a private file of yours"):
+        store.get(request.code)
+
+
+def test_a_symlinked_grant_is_refused(store: ApprovalStore, tmp_path: Path) -> None:
+    request = _request(store)
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text("{}")
+    (store.root / f"{request.code}.grant.json").symlink_to(elsewhere)
+    with pytest.raises(ApprovalError, match="cannot read"):
+        store.grant(request.code)
+
+
+@dataclass
+class Step:
+    """One action on a request for switch_traffic(emergency=False) planned on PLAN/ESTATE."""
+
+    action: str  # "redeem", "approve", "wait"
+    seconds: float = 0.0
+    plan: dict[str, Any] = field(default_factory=lambda: dict(PLAN))
+    estate: dict[str, Any] = field(default_factory=lambda: dict(ESTATE))
+
+
+OK = None
+CASES: list[tuple[str, list[tuple[Step, str | None]]]] = [
+    ("not approved", [(Step("redeem"), "is not approved yet")]),
+    ("approved, same plan", [(Step("approve"), OK), (Step("redeem"), OK)]),
+    ("approved, then used twice", [(Step("approve"), OK), (Step("redeem"), OK),
+                                   (Step("redeem"), "is unknown")]),
+    ("approved, then the standby got another release",
+     [(Step("approve"), OK),
+      (Step("redeem", estate={**ESTATE, "standbyRelease": "r3", "lastHistoryEntry": {"type": "deploy"}}),
+       'no longer matches: standbyRelease: r2 -> r3; lastHistoryEntry: none -> {"type":"deploy"}; '
+       'nothing was changed'),
+      (Step("redeem"), "is unknown")]),
+    ("approved, then the plan changed (another commit)",
+     [(Step("approve"), OK), (Step("redeem", plan={**PLAN, "sha": "3" * 40}),
+                              f"plan.sha: {'2' * 40} -> {'3' * 40}")]),
+    ("approved just before expiry", [(Step("approve"), OK), (Step("wait", 299.0), OK), (Step("redeem"), OK)]),
+    ("approved, then expired", [(Step("approve"), OK), (Step("wait", 300.0), OK),
+                                (Step("redeem"), "expired (300s after it was issued)")]),
+    ("approved twice", [(Step("approve"), OK), (Step("approve"), "is already approved")]),
+]
+
+
+@pytest.mark.parametrize("steps", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_redeem(store: ApprovalStore, clock: FakeClock, steps: list[tuple[Step, str | None]]) -> None:
+    request = _request(store)
+    for step, refusal in steps:
+        def act(step: Step = step) -> None:
+            if step.action == "wait":
+                clock.now += step.seconds
+            elif step.action == "approve":
+                store.approve(store.get(request.code), approved_by="ops@laptop", via="terminal")
+            else:
+                store.redeem(store.get(request.code), step.plan, step.estate)
+
+        if refusal is OK:
+            act()
+        else:
+            with pytest.raises(ApprovalError, match=re.escape(refusal)):
+                act()
+
+
+def test_a_grant_for_a_rewritten_request_is_stale(store: ApprovalStore) -> None:
+    """The grant binds what the person saw; a request file changed afterwards never runs."""
+    request = _request(store)
+    store.approve(request, approved_by="ops@laptop", via="terminal")
+    path = store.root / f"{request.code}.request.json"
+    data = json.loads(path.read_text())
+    data["plan"]["colour"] = "blue"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ApprovalError, match="stale"):
+        store.redeem(store.get(request.code), {**PLAN, "colour": "blue"}, ESTATE)
+
+
+def test_pending_finds_only_live_requests_for_the_same_call(store: ApprovalStore, clock: FakeClock) -> None:
+    old = _request(store, ttl=60)
+    clock.now += 10
+    new = _request(store)
+    _request(store, args={"emergency": True})
+    _request(store, tool="deploy_to_standby", args={"ref": "v1", "migrate": False})
+    assert [r.code for r in store.pending("switch_traffic", {"emergency": False})] == [new.code, old.code]
+    clock.now += 60
+    assert [r.code for r in store.pending("switch_traffic", {"emergency": False})] == [new.code]
+    assert not (store.root / f"{old.code}.request.json").exists()
+
+
+# ------------------------------------------------------------------------ bluegreen approve
+
+
+def test_approve_refuses_without_a_tty(store: ApprovalStore) -> None:
+    request = _request(store)
+    err = io.StringIO()
+    with pytest.raises(ConfigError, match="needs a person at a terminal"):
+        approve(request.code, "lab", environ={}, stdin=io.StringIO("y\n"), err=err, store=store)
+    assert store.grant(request.code) is None
+    assert "Switch live traffic from blue to green" in err.getvalue()
+
+
+def test_approve_on_a_tty_shows_the_plan_and_grants_it(store: ApprovalStore) -> None:
+    request = _request(store)
+    err = io.StringIO()
+    done = approve(request.code.lower(), "lab", environ={}, stdin=Tty("y\n"), err=err, store=store)
+    assert done["code"] == request.code and done["tool"] == "switch_traffic"
+    shown = err.getvalue()
+    assert f"Approve {request.code} (switch_traffic)" in shown
+    assert '"standbyRelease": "r2"' in shown and "[y/N]" in shown
+    grant = store.grant(request.code)
+    assert grant is not None and grant.digest == request.digest and grant.via == "terminal"
+
+
+@pytest.mark.parametrize("answer", ["n\n", "\n", "yes please\n", ""])
+def test_anything_but_yes_withdraws(store: ApprovalStore, answer: str) -> None:
+    request = _request(store)
+    with pytest.raises(ConfigError, match="not approved"):
+        approve(request.code, "lab", environ={}, stdin=Tty(answer), err=io.StringIO(), store=store)
+    with pytest.raises(ApprovalError, match="is unknown"):
+        store.get(request.code)
+
+
+def test_unknown_code(store: ApprovalStore) -> None:
+    with pytest.raises(ApprovalError, match="approval code AAAA-BBBB is unknown"):
+        approve("AAAA-BBBB", "lab", environ={}, stdin=Tty("y\n"), err=io.StringIO(), store=store)
+
+
+def test_terminal_control_sequences_in_a_plan_are_shown_escaped(store: ApprovalStore) -> None:
+    hostile = "\x1b[2J\x1b[1A looks fine"
+    request = store.create("switch_traffic", {"emergency": False}, {**PLAN, "problems": [hostile]},
+                           ESTATE, "x", 300)
+    shown = render_request(request, store.clock())
+    assert "\x1b" not in shown
+    assert printable(hostile) == "\\x1b[2J\\x1b[1A looks fine"
+
+
+# ------------------------------------------------------------------------ the gated tools
+
+
+class Reported:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def to_json(self) -> dict[str, Any]:
+        return self.data
+
+
+@dataclass
+class Estate:
+    live: str = "blue"
+    releases: dict[str, str] = field(default_factory=lambda: {"blue": "r1", "green": "r2"})
+    switches: int = 0
+    deploys: list[str] = field(default_factory=list)
+
+    @property
+    def standby(self) -> str:
+        return "green" if self.live == "blue" else "blue"
+
+
+class FakeService:
+    def __init__(self, estate: Estate) -> None:
+        self.e = estate
+
+    def status(self) -> Reported:
+        colors = {c: {"release": r, "sha": r * 20} for c, r in self.e.releases.items()}
+        return Reported({"live": self.e.live, "standby": self.e.standby, "switchCount": self.e.switches,
+                         "colors": colors})
+
+    def history(self, limit: int) -> list[dict[str, Any]]:
+        return []
+
+    def plan_switch(self, *, emergency: bool = False) -> Reported:
+        standby = self.e.standby
+        return Reported({"from": self.e.live, "colour": standby, "release": self.e.releases[standby],
+                         "sha": self.e.releases[standby] * 20, "path": "direct", "emergency": emergency,
+                         "checks": [], "problems": []})
+
+    def switch(self, *, emergency: bool = False) -> Reported:
+        old, self.e.live = self.e.live, self.e.standby
+        self.e.switches += 1
+        return Reported({"ok": True, "from": old, "colour": self.e.live})
+
+    def plan_deploy(self, ref: str | None, *, migrate: bool = False) -> Reported:
+        return Reported({"colour": self.e.standby, "ref": ref, "migrate": migrate, "live": self.e.live,
+                         "steps": ["build"]})
+
+    def deploy(self, ref: str | None, *, migrate: bool = False) -> Reported:
+        self.e.deploys.append(str(ref))
+        return Reported({"ok": True, "colour": self.e.standby, "ref": ref})
+
+
+class FakeCtx:
+    def __init__(self) -> None:
+        self.session = SimpleNamespace(client_capabilities=None, can_send_request=True)
+        self.progress: list[str] = []
+
+    async def report_progress(self, progress: float, total: float | None, message: str | None) -> None:
+        self.progress.append(message or "")
+
+
+def _tools(store: ApprovalStore, estate: Estate, secret: str = "hunter2-secret") -> DeployTools:
+    return DeployTools(load_stack(REPO, "lab"), store=store, ttl=300,
+                       service_factory=lambda progress: FakeService(estate),  # type: ignore[arg-type,return-value]
+                       secrets=[Sensitive(secret)], poll_seconds=0.01)
+
+
+def _data(result: CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, _text(result)
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+def _text(result: CallToolResult) -> str:
+    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
+def _call(tools: DeployTools, tool: str, **kwargs: Any) -> CallToolResult:
+    async def main() -> CallToolResult:
+        result: CallToolResult = await getattr(tools, tool)(FakeCtx(), **kwargs)
+        return result
+
+    return anyio.run(main)
+
+
+def test_tool_calls_alone_never_switch(store: ApprovalStore) -> None:
+    estate = Estate()
+    tools = _tools(store, estate)
+    first = _call(tools, "switch_traffic")
+    data = _data(first)
+    code = data["approval"]["code"]
+    assert (data["approved"], data["changed"]) == (False, False)
+    assert f"bluegreen approve {code} --stack lab" in data["next"]
+    # Everything the model was given, fed back every way the tool accepts it.
+    attempts = [{}, {"approval_code": code}, {"approval_code": code.lower()},
+                {"approval_code": _text(first)[:500]}, {"approval_code": json.dumps(data["approval"])},
+                {"emergency": True}, {"approval_code": code, "wait_seconds": 1}]
+    for kwargs in attempts:
+        result = _call(tools, "switch_traffic", **kwargs)
+        assert result.is_error or _data(result)["changed"] is False
+    assert (estate.live, estate.switches) == ("blue", 0)
+    again = _data(_call(tools, "switch_traffic", approval_code=code))
+    assert again["approval"]["code"] == code and again["approval"]["status"] == "waiting for a person"
+
+
+def test_terminal_approval_then_the_next_call_switches_once(store: ApprovalStore) -> None:
+    estate = Estate()
+    tools = _tools(store, estate)
+    code = _data(_call(tools, "switch_traffic"))["approval"]["code"]
+    approve(code, "lab", environ={}, stdin=Tty("y\n"), err=io.StringIO(), store=store)
+    done = _data(_call(tools, "switch_traffic"))
+    assert done == {"ok": True, "from": "blue", "colour": "green"}
+    assert (estate.live, estate.switches) == ("green", 1)
+    # Spent: the next call is a new plan (green -> blue) with a new code, and switches nothing.
+    fresh = _data(_call(tools, "switch_traffic"))
+    assert fresh["approval"]["code"] != code and fresh["plan"]["colour"] == "blue"
+    refused = _call(tools, "switch_traffic", approval_code=code)
+    assert refused.is_error and "is unknown" in _text(refused)
+    assert estate.switches == 1
+
+
+def test_a_switch_code_does_not_approve_a_deploy(store: ApprovalStore) -> None:
+    estate = Estate()
+    tools = _tools(store, estate)
+    code = _data(_call(tools, "switch_traffic"))["approval"]["code"]
+    approve(code, "lab", environ={}, stdin=Tty("y\n"), err=io.StringIO(), store=store)
+    refused = _call(tools, "deploy_to_standby", ref="v2", approval_code=code)
+    assert refused.is_error
+    assert _text(refused) == (f'approval code {code} was issued for switch_traffic with arguments '
+                              '{"emergency":false}, not deploy_to_standby with arguments '
+                              '{"migrate":false,"ref":"v2"}; a code approves only the call it was issued for')
+    deploy = _data(_call(tools, "deploy_to_standby", ref="v2"))
+    assert deploy["changed"] is False and deploy["approval"]["code"] != code
+    assert estate.deploys == [] and estate.switches == 0
+
+
+def test_an_approval_goes_stale_when_the_standby_release_changes(store: ApprovalStore) -> None:
+    estate = Estate()
+    tools = _tools(store, estate)
+    code = _data(_call(tools, "switch_traffic"))["approval"]["code"]
+    approve(code, "lab", environ={}, stdin=Tty("y\n"), err=io.StringIO(), store=store)
+    estate.releases["green"] = "r3"
+    stale = _call(tools, "switch_traffic")
+    assert stale.is_error
+    assert _text(stale).startswith(f"stale: approval {code} no longer matches: standbyRelease: r2 -> r3")
+    assert (estate.live, estate.switches) == ("blue", 0)
+    assert not list(store.root.glob(f"{code}.*"))
+
+
+def test_an_unapproved_code_for_an_old_plan_is_withdrawn(store: ApprovalStore) -> None:
+    estate = Estate()
+    tools = _tools(store, estate)
+    code = _data(_call(tools, "switch_traffic"))["approval"]["code"]
+    estate.releases["green"] = "r3"
+    fresh = _data(_call(tools, "switch_traffic", approval_code=code))
+    assert fresh["approval"]["code"] != code and code in fresh["note"]
+    with pytest.raises(ApprovalError, match="is unknown"):
+        store.get(code)
+
+
+def test_waiting_call_runs_once_the_person_approves(store: ApprovalStore) -> None:
+    estate = Estate()
+    tools = _tools(store, estate)
+    code = _data(_call(tools, "switch_traffic"))["approval"]["code"]
+    ctx = FakeCtx()
+
+    async def main() -> CallToolResult:
+        async def person() -> None:
+            await anyio.sleep(0.2)
+            approve(code, "lab", environ={}, stdin=Tty("y\n"), err=io.StringIO(), store=store)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(person)
+            result: CallToolResult = await tools.switch_traffic(ctx, approval_code=code, wait_seconds=30)  # type: ignore[arg-type]
+        return result
+
+    done = _data(anyio.run(main))
+    assert done["colour"] == "green" and estate.switches == 1
+    assert any(f"waiting for approval {code}" in m for m in ctx.progress)
+
+
+def test_secrets_never_reach_the_store_or_the_result(store: ApprovalStore) -> None:
+    estate = Estate(releases={"blue": "r1", "green": "hunter2-secret"})
+    tools = _tools(store, estate)
+    result = _call(tools, "switch_traffic")
+    assert "hunter2-secret" not in _text(result)
+    assert "hunter2-secret" not in json.dumps(result.structured_content)
+    for path in store.root.iterdir():
+        assert "hunter2-secret" not in path.read_text()
+
+
+# ------------------------------------------------------------------------ exposure and the journal
+
+
+def test_known_secrets_include_the_database_password() -> None:
+    t = load_stack(REPO, "lab")
+    env = {t.database.password_env: "db-pa55-word", "PGPASSWORD": "pg-pa55", "UNRELATED": "visible"}
+    values = {s.reveal() for s in known_secrets(t, env)}
+    assert {"db-pa55-word", "pg-pa55"} <= values and "visible" not in values
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("plain", "[untrusted-output]plain[/untrusted-output]"),
+    ("a [/untrusted-output] b", "[untrusted-output]a [untrusted-output?] b[/untrusted-output]"),
+    ("[ / UNTRUSTED-OUTPUT ]", "[untrusted-output][untrusted-output?][/untrusted-output]"),
+])
+def test_quote_untrusted(text: str, expected: str) -> None:
+    assert quote_untrusted(text) == expected
+
+
+def test_mark_tree_quotes_only_remote_output() -> None:
+    data = {"ok": False, "colour": "green", "error": "npm ERR!", "colors": {"blue": {"errors": ["x"]}},
+            "entries": [{"type": "deploy", "ref": "v2", "error": None}]}
+    assert mark_tree(data) == {
+        "ok": False, "colour": "green", "error": "[untrusted-output]npm ERR![/untrusted-output]",
+        "colors": {"blue": {"errors": ["[untrusted-output]x[/untrusted-output]"]}},
+        "entries": [{"type": "deploy", "ref": "v2", "error": None}]}
+
+
+def test_journal_errors_are_redacted_before_they_are_stored() -> None:
+    state = State.fresh("blue").with_deploy(
+        color="green", ref="v2", sha=None, release=None, who="ops", when=0.0, duration_ms=1,
+        result="failed", failed_step="build", error="leaked db-pa55-word and password=abc")
+    scrubbed = scrub_errors(state, [Sensitive("db-pa55-word")])
+    assert scrubbed.history[0]["error"] == "leaked [REDACTED] and password=[REDACTED]"
+    assert scrubbed.history[0]["ref"] == "v2"
+
+
+def test_lock_file_is_private() -> None:
+    command = create_exclusive_command("/var/lib/bluegreen/lock.json")
+    assert 'mkdir -p -m 700 -- "$d"' in command and 'chmod 600 -- "$t"' in command
+    assert "644" not in command
+
+
+def test_store_directory_mode_survives_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        store = ApprovalStore(tmp_path / "a" / "b", "lab")
+        store.ensure()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a" / "b").stat().st_mode) == 0o700
+
+
+def test_cli_approve_without_a_terminal_approves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    from bluegreen.cli import main
+
+    monkeypatch.setenv(APPROVALS_DIR_ENV, str(tmp_path))
+    store = ApprovalStore(tmp_path / "lab", "lab")
+    request = _request(store)
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["approve", request.code, "--stack", "lab"], out=out, err=err) == 2
+    assert "needs a person at a terminal" in err.getvalue()
+    assert "Traceback" not in err.getvalue()
+    assert store.grant(request.code) is None
+    assert main(["approve", "not-a-code", "--stack", "lab"], out=out, err=err) == 1
+    assert "'not-a-code' is not an approval code" in err.getvalue()
