@@ -31,7 +31,7 @@ from ..errors import ConfigError, HostKeyError
 from ..executor import Executor, SshExecutor, connect, known_hosts_line, trust_host
 from ..providers import apply_estate, pm2_home
 from ..sensitive import Sensitive
-from ..topology import Container, Topology, load_stack
+from ..topology import Container, Topology, load_stack, set_active_color_in_file
 from .monitoring import start_monitoring
 from .pve import start_fakepve
 from .repo import build_next_refs, build_sample_repo
@@ -392,13 +392,20 @@ class Lab:
         import dataclasses
 
         from .. import haproxy_runtime as hr
-        from ..providers import serving_color
+        from ..providers import map_live_color, serving_color
 
         live, _ = serving_color(executors[t.load_balancer.vmid], hr.HaproxyPaths.from_topology(t), None)
+        if live is None:
+            # HAProxy is not running (the lab was down: a reboot of its hosts). It will come up
+            # serving what its map file says, so that is the colour the lab serves.
+            with contextlib.suppress(OSError):
+                live = map_live_color(Path(t.load_balancer.path(t.haproxy.map_path)).read_text())
         if live is None or live == t.active_color:
             return t
         log.info("the lab serves %s while %s declares %s: kept %s (`bluegreen switch` moves it)",
                  live, f"stacks/Pulumi.{t.stack}.yaml", t.active_color, live)
+        if t.active_color_file:  # the lab's own declared colour (outside the repo) follows it
+            set_active_color_in_file(t.project_dir, t.stack, live)
         return dataclasses.replace(t, active_color=live)
 
     def apply(self) -> list[str]:

@@ -374,8 +374,8 @@ def test_bootstrap_installs_only_the_missing_packages(tmp_path: Path) -> None:
                           capture_output=True, text=True, env={"PATH": str(bare)}, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert record.read_text().splitlines() == [
-        "update -qq", "install -y -qq --no-install-recommends haproxy socat jq util-linux"]
-    assert "bootstrap: installed haproxy socat jq util-linux" in proc.stdout.splitlines()
+        "update -qq", "install -y -qq --no-install-recommends haproxy socat jq util-linux prometheus-node-exporter"]
+    assert "bootstrap: installed haproxy socat jq util-linux prometheus-node-exporter" in proc.stdout.splitlines()
 
 
 def test_bootstrap_creates_a_missing_deploy_user_once(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from bluegreen import haproxy_runtime as hr
 from bluegreen.executor import SshExecutor, connect, trust_host
 from bluegreen.lab.services import ManagedProcess, host_public_key, start_sshd
 from bluegreen.loadgen import RequestLoop
-from bluegreen.providers import apply_haproxy_config, haproxy_config_props, routing_props
+from bluegreen.providers import SWITCH_ENV, apply_haproxy_config, haproxy_config_props, routing_props
 from bluegreen.render.haproxy import render_live_map
 from bluegreen.topology import Topology
 from components.hostconfig import LiveColorRoutingDynamicProvider
@@ -94,7 +94,8 @@ def engine_copy(provider: LiveColorRoutingDynamicProvider) -> LiveColorRoutingDy
     return copied
 
 
-def test_flips_under_load_drop_nothing_and_new_requests_follow_at_once(site: Site) -> None:
+def test_flips_under_load_drop_nothing_and_new_requests_follow_at_once(site: Site,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     provider = engine_copy(LiveColorRoutingDynamicProvider())
     created = provider.create(routing_props(site.t, "blue"))
     state = created.outs
@@ -105,6 +106,8 @@ def test_flips_under_load_drop_nothing_and_new_requests_follow_at_once(site: Sit
     with RequestLoop(site.t.public_url, clients=8, max_requests=40_000, max_seconds=120) as loop:
         loop.wait_for(200)
         for color in ("green", "blue", "green", "blue", "green", "blue", "green"):
+            # The routing resource only moves traffic inside `bluegreen switch` (which says so).
+            monkeypatch.setenv(SWITCH_ENV, color)
             called = time.monotonic()
             result = provider.update(created.id, state, routing_props(site.t, color))
             flips.append((called, time.monotonic(), color))
