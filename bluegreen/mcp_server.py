@@ -239,10 +239,22 @@ class DeployTools:
         to the person, who approves in their MCP client's dialog or in a terminal with
         `bluegreen approve CODE`. Then call again with the same arguments."""
         args = {"ref": ref, "migrate": migrate}
+        planned: dict[str, Any] = {}
+
+        def plan(svc: Service) -> dict[str, Any]:
+            planned.clear()
+            planned.update(svc.plan_deploy(ref, migrate=migrate).to_json())
+            return dict(planned)  # a copy: the approval compares this plan with the next one
+
+        def run(svc: Service) -> dict[str, Any]:
+            # The run is pinned to the plan the person approved (its commit and pending migrations):
+            # a branch that moves after the re-check is refused by the deploy itself, not applied.
+            from .dbsafety import DeployPin
+
+            return svc.deploy(ref, migrate=migrate, approved=DeployPin.from_plan_json(planned)).to_json()
+
         return await self._guard("deploy_to_standby", self._gated(
-            ctx, "deploy_to_standby", args, approval_code, wait_seconds,
-            plan=lambda svc: svc.plan_deploy(ref, migrate=migrate).to_json(),
-            run=lambda svc: svc.deploy(ref, migrate=migrate).to_json()))
+            ctx, "deploy_to_standby", args, approval_code, wait_seconds, plan=plan, run=run))
 
     async def switch_traffic(
         self, ctx: Context,

@@ -298,6 +298,8 @@ class Estate:
     releases: dict[str, str] = field(default_factory=lambda: {"blue": "r1", "green": "r2"})
     switches: int = 0
     deploys: list[str] = field(default_factory=list)
+    head: str = "1" * 40  # the commit the deploy's ref resolves to
+    pins: list[Any] = field(default_factory=list)
 
     @property
     def standby(self) -> str:
@@ -329,10 +331,12 @@ class FakeService:
 
     def plan_deploy(self, ref: str | None, *, migrate: bool = False) -> Reported:
         return Reported({"colour": self.e.standby, "ref": ref, "migrate": migrate, "live": self.e.live,
-                         "steps": ["build"]})
+                         "steps": ["build"], "sha": self.e.head,
+                         "pendingMigrations": [{"name": "20250101000000_add", "checksum": "ab" * 32}]})
 
-    def deploy(self, ref: str | None, *, migrate: bool = False) -> Reported:
+    def deploy(self, ref: str | None, *, migrate: bool = False, approved: Any = None) -> Reported:
         self.e.deploys.append(str(ref))
+        self.e.pins.append(approved)
         return Reported({"ok": True, "colour": self.e.standby, "ref": ref})
 
 
@@ -543,3 +547,14 @@ def test_cli_approve_without_a_terminal_approves_nothing(tmp_path: Path, monkeyp
     assert store.grant(request.code) is None
     assert main(["approve", "not-a-code", "--stack", "lab"], out=out, err=err) == 1
     assert "'not-a-code' is not an approval code" in err.getvalue()
+
+
+def test_an_approved_deploy_runs_pinned_to_the_commit_and_migrations_the_person_saw(store: ApprovalStore) -> None:
+    estate = Estate()
+    tools = _tools(store, estate)
+    code = _data(_call(tools, "deploy_to_standby", ref="main", migrate=True))["approval"]["code"]
+    approve(code, "lab", environ={}, stdin=Tty("y\n"), err=io.StringIO(), store=store)
+    _data(_call(tools, "deploy_to_standby", ref="main", migrate=True))
+    assert estate.deploys == ["main"]
+    pin = estate.pins[0]
+    assert (pin.ref, pin.sha, pin.pending) == ("main", "1" * 40, (("20250101000000_add", "ab" * 32),))
