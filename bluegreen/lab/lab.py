@@ -541,12 +541,7 @@ class Lab:
             pid = daemon.pid()
             if pid is None:
                 continue
-            # `pm2 kill` stops the apps with their daemon; it only talks to the daemon of this home.
-            proc = subprocess.run([PM2, "kill"], capture_output=True, text=True, timeout=120,
-                                  env={**os.environ, "PM2_HOME": str(home)}, errors="replace")
-            if proc.returncode != 0:
-                log.warning("pm2 kill for %s failed: %s", home, proc.stderr.strip()[-500:])
-            daemon.stop()
+            stop_pm2(home, daemon)
             stopped.append(f"{daemon.name} (pid {pid})")
         rest = self.processes()[len(self.pm2_daemons()):]
         for process in rest:
@@ -619,6 +614,16 @@ class Lab:
         """Pids of other processes using the lab through `session()` right now."""
         own = self.paths.leases / f"{os.getpid()}.json"
         return [int(p.stem) for p in self._live_leases() if p != own]
+
+
+def stop_pm2(home: Path, daemon: ManagedProcess) -> None:
+    """Stop one host's PM2 with its apps: `pm2 kill` talks only to the daemon of this home, then
+    the daemon is stopped by its PID should it outlive that."""
+    proc = subprocess.run([PM2, "kill"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PM2_HOME": str(home)}, errors="replace")
+    if proc.returncode != 0:
+        log.warning("pm2 kill for %s failed: %s", home, proc.stderr.strip()[-500:])
+    daemon.stop()
 
 
 def _own_cmdline() -> str:

@@ -12,16 +12,14 @@ new key, configuring, deploying) is the same code for the lab and for Pulumi (`b
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..appenv import ensure_secret_files, resolve_secrets
 from ..rebuild import Secrets
 from ..topology import Container, Topology
-from .lab import PM2, Lab
+from .lab import Lab, stop_pm2
 from .pve import lab_client
 from .pve_server import container_create_params
 from .services import LabError, start_sshd
@@ -88,9 +86,5 @@ class LabBackend:
         for home, daemon in self.lab.pm2_daemons():
             if not home.is_relative_to(root) or daemon.pid() is None:
                 continue
-            proc = subprocess.run([PM2, "kill"], capture_output=True, text=True, timeout=120,
-                                  env={**os.environ, "PM2_HOME": str(home)}, errors="replace")
-            if proc.returncode != 0:
-                log.warning("pm2 kill for %s failed: %s", home, proc.stderr.strip()[-500:])
-            daemon.stop()
+            stop_pm2(home, daemon)
         self.lab.sshd(host).stop()
