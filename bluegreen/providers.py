@@ -419,14 +419,6 @@ def apply_ecosystem(executor: Executor, *, text: str, path: str, pm2_home: str, 
     return changes
 
 
-def remove_ecosystem(executor: Executor, *, text: str, path: str) -> bool:
-    """Remove the file only if it still holds `text` (someone else's edit is not ours to delete)."""
-    if _read_text(executor, path, "read the PM2 ecosystem") != text:
-        return False
-    executor.run(sh("rm", "-f", path), step="remove the PM2 ecosystem")
-    return True
-
-
 # --------------------------------------------------------------------------- providers
 
 
@@ -689,9 +681,8 @@ class Pm2EcosystemProvider(HostProvider):
         found = _read_text(executor, str(props["path"]), "read the PM2 ecosystem") or ""
         return {**props, "ecosystem": found, "ecosystem_sha256": _sha256(found)}
 
-    def remove(self, executor: Executor, props: Mapping[str, Any]) -> None:
-        if remove_ecosystem(executor, text=str(props["ecosystem"]), path=str(props["path"])):
-            log.info("%s: removed %s", executor.host, props["path"])
+    # No `remove`: `pulumi destroy` leaves the file. The app keeps running either way, and every
+    # later deploy (`pm2 startOrReload` of this file) needs it.
 
 
 class PostgresDatabaseProvider(HostProvider):

@@ -629,8 +629,8 @@ def test_pm2_ecosystem_written_loaded_and_reloaded_only_on_change(estate: Estate
     assert outs(provider.read(created.id, outs(updated)))["ecosystem"] == changed["ecosystem"]
 
     provider.delete(created.id, outs(updated))
-    assert not Path(path).exists()
-    assert _answer(host.ip, port) == "2", "deleting the file leaves the running app alone"
+    assert Path(path).read_text() == changed["ecosystem"], "`pulumi destroy` leaves what deploys need"
+    assert _answer(host.ip, port) == "2", "deleting the resource leaves the running app alone"
 
 
 def test_pm2_ecosystem_without_a_release_only_writes_the_file(estate: Estate) -> None:
@@ -645,9 +645,8 @@ def test_pm2_ecosystem_without_a_release_only_writes_the_file(estate: Estate) ->
     created = provider.create(props)
     assert Path(path).read_text() == props["ecosystem"]
     assert not (Path(home) / "pm2.pid").exists(), "no release: PM2 must not be started"
-    Path(path).write_text("// edited by hand\n")
     provider.delete(created.id, outs(created))
-    assert Path(path).read_text() == "// edited by hand\n", "someone else's edit is not ours to delete"
+    assert Path(path).read_text() == props["ecosystem"], "`pulumi destroy` leaves what deploys need"
 
 
 # --------------------------------------------------------------------------- PostgreSQL
