@@ -7,11 +7,21 @@ uses it (see `Lab.session`). Tests that use it are marked `integration` automati
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from bluegreen.lab.lab import Lab
+# Rule 1 as a mechanism, before anything can connect: this process and every Python process the
+# tests start refuse connections outside the loopback range (tests/loopback_guard).
+LOOPBACK_GUARD = Path(__file__).resolve().parent / "loopback_guard"
+sys.path.insert(0, str(LOOPBACK_GUARD))
+os.environ["PYTHONPATH"] = os.pathsep.join([str(LOOPBACK_GUARD), *filter(None, [os.environ.get("PYTHONPATH")])])
+import bluegreen_loopback_guard  # noqa: E402, F401
+
+from bluegreen.lab.lab import Lab  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
