@@ -554,21 +554,42 @@ class _Https(http.client.HTTPSConnection):
         self.sock = self._ctx.wrap_socket(self.sock, server_hostname=self._sni or self.host)
 
 
-def served_by(url: str, timeout: float = 2.0, *, ca_file: str | None = None,
-              server_name: str | None = None) -> tuple[int | None, str | None, str | None]:
-    """One GET: (status, X-Served-By, error). Standard library only: this runs in the hot path.
-    For https the certificate is verified for `server_name` (also sent as SNI and Host)."""
+def open_connection(url: str, timeout: float = 2.0, *, ca_file: str | None = None,
+                    server_name: str | None = None) -> http.client.HTTPConnection:
+    """A connection to `url`'s frontend, not yet connected; https verified for `server_name`."""
     parts = urlsplit(url)
-    conn: http.client.HTTPConnection
-    headers = {"Connection": "close"}
     if parts.scheme == "https":
         context = ssl.create_default_context(cafile=ca_file)
-        conn = _Https(parts.hostname or "", parts.port, server_name=server_name, context=context,
+        return _Https(parts.hostname or "", parts.port, server_name=server_name, context=context,
                       timeout=timeout)
-        if server_name:
-            headers["Host"] = server_name
-    else:
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    return http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+
+
+def warm_connection(url: str, *, ca_file: str | None = None,
+                    server_name: str | None = None) -> http.client.HTTPConnection | None:
+    """Connected (TCP and TLS) before the flip, so the first probe after it pays no handshake:
+    HAProxy routes each request by the map, so a kept-alive connection follows the flip."""
+    conn = open_connection(url, ca_file=ca_file, server_name=server_name)
+    try:
+        conn.connect()
+    except OSError:
+        conn.close()
+        return None
+    return conn
+
+
+def served_by(url: str, timeout: float = 2.0, *, ca_file: str | None = None,
+              server_name: str | None = None,
+              conn: http.client.HTTPConnection | None = None) -> tuple[int | None, str | None, str | None]:
+    """One GET: (status, X-Served-By, error), on `conn` if given (then closed), else on a new
+    connection. Standard library only: this runs in the hot path. For https the certificate is
+    verified for `server_name` (also sent as SNI and Host)."""
+    parts = urlsplit(url)
+    headers = {"Connection": "close"}
+    if parts.scheme == "https" and server_name:
+        headers["Host"] = server_name
+    if conn is None:
+        conn = open_connection(url, timeout, ca_file=ca_file, server_name=server_name)
     try:
         conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), headers=headers)
         response = conn.getresponse()
@@ -580,15 +601,22 @@ def served_by(url: str, timeout: float = 2.0, *, ca_file: str | None = None,
         conn.close()
 
 
-def verify(t: Topology, color: str, *, deadline_s: float = VERIFY_DEADLINE_S) -> tuple[bool, str | None, float]:
-    """Ask the public frontend until `color` answers healthy; (ok, last problem, ms to first answer)."""
-    url = f"{t.public_url}{t.app.health_path}"
+def verify_url(t: Topology) -> str:
+    return f"{t.public_url}{t.app.health_path}"
+
+
+def verify(t: Topology, color: str, *, deadline_s: float = VERIFY_DEADLINE_S,
+           warm: http.client.HTTPConnection | None = None) -> tuple[bool, str | None, float]:
+    """Ask the public frontend until `color` answers healthy; (ok, last problem, ms to first answer).
+    The first probe goes over `warm` (a connection opened before the flip) when there is one."""
+    url = verify_url(t)
     expect = t.app.health_status
     started = time.perf_counter()
     problem: str | None = None
     while True:
         status, who, error = served_by(url, ca_file=t.haproxy.ca_file,
-                                       server_name=t.tls_server_name)
+                                       server_name=t.tls_server_name, conn=warm)
+        warm = None
         healthy = status is not None and (status == expect if expect else 200 <= status < 300)
         if healthy and who == color:
             return True, None, (time.perf_counter() - started) * 1000
@@ -665,7 +693,8 @@ def _run(t: Topology, lb: Any, *, rollback: bool, who: str, to_color: str | None
         _release(lb, t, ours.token if taken else None)
         raise RemoteError(lb.host, "route traffic", f"the running HAProxy has no backend {missing[0]}")
 
-    # The flip: one round trip, then ask the public frontend.
+    # The flip: one round trip, then ask the public frontend (over a connection opened before).
+    warm = warm_connection(verify_url(t), ca_file=t.haproxy.ca_file, server_name=t.tls_server_name)
     flip_started = time.perf_counter()
     flipped = lb.run(flip_command(t, target), step=f"route traffic to {target}", check=False,
                      input=render_live_map(t, target))
@@ -673,11 +702,13 @@ def _run(t: Topology, lb: Any, *, rollback: bool, who: str, to_color: str | None
     flip_answers = split_cli_answers(split_parts(flipped.stdout, 2)[0])
     after = parse_map(next((a for a in reversed(flip_answers) if a.strip()), ""))
     if after.get("live") != f"bk_{target}":
+        if warm is not None:
+            warm.close()
         _release(lb, t, ours.token if taken else None)
         raise RemoteError(lb.host, f"route traffic to {target}", "HAProxy did not take the new map: "
                           f"{flipped.stderr.strip()[-300:] or flip_answers}")
     map_file_ok = flipped.exit_code == 0
-    verified, problem, first_answer_ms = verify(t, target)
+    verified, problem, first_answer_ms = verify(t, target, warm=warm)
     timings["verify"] = first_answer_ms
     flip_ms = (time.perf_counter() - flip_started) * 1000
     timings["flip_to_first_answer"] = flip_ms
