@@ -29,14 +29,12 @@ from benchlib import (
     Bench,
     BenchError,
     Section,
-    arg_parser,
     ensure_deployed,
     load_average,
     md_table,
     median,
-    open_bench,
+    run_standalone,
     say,
-    setup_logging,
     when_unlocked,
 )
 
@@ -163,16 +161,7 @@ def run(bench: Bench, *, repeats: int = 10, normal_repeats: int = 5) -> Section:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = arg_parser(__doc__)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--normal-repeats", type=int, default=5)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    with open_bench() as bench:
-        section = run(bench, repeats=args.repeats, normal_repeats=args.normal_repeats)
-    print(f"## {section.title}\n\n{section.markdown}")
-    return 0
+    return run_standalone(__doc__, run, {"repeats": 10, "normal_repeats": 5}, argv)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,12 @@ from benchlib import (
     Bench,
     BenchError,
     Section,
-    arg_parser,
     ensure_deployed,
     fmt_ms,
     md_table,
     median,
-    open_bench,
+    run_standalone,
     say,
-    setup_logging,
     when_unlocked,
 )
 
@@ -105,15 +103,7 @@ def run(bench: Bench, *, pairs: int = 8) -> Section:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = arg_parser(__doc__)
-    parser.add_argument("--pairs", type=int, default=8)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    with open_bench() as bench:
-        section = run(bench, pairs=args.pairs)
-    print(f"## {section.title}\n\n{section.markdown}")
-    return 0
+    return run_standalone(__doc__, run, {"pairs": 8}, argv)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,12 @@ from benchlib import (
     Bench,
     BenchError,
     Section,
-    arg_parser,
     ensure_deployed,
     fmt_ms,
     md_table,
     median,
-    open_bench,
+    run_standalone,
     say,
-    setup_logging,
 )
 
 from bluegreen.service import Service
@@ -83,15 +81,7 @@ def run(bench: Bench, *, repeats: int = 10) -> Section:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = arg_parser(__doc__)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    with open_bench() as bench:
-        section = run(bench, repeats=args.repeats)
-    print(f"## {section.title}\n\n{section.markdown}")
-    return 0
+    return run_standalone(__doc__, run, {"repeats": 10}, argv)
 
 
 if __name__ == "__main__":

@@ -22,15 +22,13 @@ from benchlib import (
     BenchError,
     CallRecord,
     Section,
-    arg_parser,
     ensure_deployed,
     fmt_ms,
     generic_step,
     md_table,
     median,
-    open_bench,
+    run_standalone,
     say,
-    setup_logging,
     timing_factory,
     when_unlocked,
 )
@@ -168,16 +166,7 @@ def render(summaries: list[dict[str, Any]], startup: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = arg_parser(__doc__)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--cli-repeats", type=int, default=5)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    with open_bench() as bench:
-        section = run(bench, repeats=args.repeats, cli_repeats=args.cli_repeats)
-    print(f"## {section.title}\n\n{section.markdown}")
-    return 0
+    return run_standalone(__doc__, run, {"repeats": 10, "cli_repeats": 5}, argv)
 
 
 if __name__ == "__main__":

@@ -432,6 +432,22 @@ def machine_table(info: Mapping[str, str]) -> str:
     return md_table(["", ""], [(k, v) for k, v in info.items()])
 
 
+def run_standalone(doc: str | None, run: Callable[..., Section], counts: dict[str, int],
+                   argv: list[str] | None = None) -> int:
+    """`python benchmarks/bench_X.py`: one benchmark on the lab, its section printed as markdown.
+    `counts` are its repetition options (`{"normal_repeats": 5}` gives `--normal-repeats 5`)."""
+    parser = arg_parser(doc)
+    for name, default in counts.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=default)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    with open_bench() as bench:
+        section = run(bench, **{name: getattr(args, name) for name in counts})
+    print(f"## {section.title}\n\n{section.markdown}")
+    return 0
+
+
 def arg_parser(doc: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
