@@ -29,8 +29,8 @@ OFFLINE_INSTALL = "npm ci --prefer-offline --no-audit --no-fund"
 def fresh_project(dest: Path, lab_dir: Path) -> Path:
     shutil.copy2(REPO / "Pulumi.yaml", dest / "Pulumi.yaml")
     shutil.copytree(REPO / "stacks", dest / "stacks")
-    shutil.copytree(REPO / "sample-app", dest / "sample-app",
-                    ignore=shutil.ignore_patterns("node_modules", ".next"))
+    for app in ("sample-app", "sample-next"):  # the lab's repo carries both (refs v1.., next-v1..)
+        shutil.copytree(REPO / app, dest / app, ignore=shutil.ignore_patterns("node_modules", ".next", "generated"))
     stack = dest / "stacks" / "Pulumi.lab.yaml"
     text = stack.read_text().replace("/var/tmp/jw-lab/", f"{lab_dir}/")
     stack.write_text(re.sub(r"installCommand: .*", f"installCommand: {OFFLINE_INSTALL}", text))
