@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from bluegreen import commands as cmd
-from bluegreen import haproxy_runtime
+from bluegreen import haproxy_runtime, health
 from bluegreen.executor import sh
 from bluegreen.lab.lab import Lab
 from bluegreen.lab.monitoring import events_record, start_monitoring, stop_receiver
@@ -181,7 +181,9 @@ def test_injected_5xx_on_the_live_colour_fires_the_5xx_ratio_alert(estate: Estat
         url = f"{estate.topology().public_url}/"
         deadline = time.monotonic() + 120
         alerts: list[dict[str, Any]] = []
-        with httpx.Client(timeout=5) as client:
+        t = estate.topology()  # a visitor's HTTPS: the certificate checked against the lab's CA
+        with httpx.Client(timeout=5, verify=health.ssl_context(t.haproxy.ca_file),
+                          headers={"Host": t.tls_server_name} if t.tls_server_name else None) as client:
             while time.monotonic() < deadline and not alerts:
                 for _ in range(20):
                     client.get(url)
