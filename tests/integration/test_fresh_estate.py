@@ -67,7 +67,7 @@ def test_a_fresh_estate_is_created_configured_serving_and_a_second_run_changes_n
             assert svc.switch(watch=False).ok
             second = Service(load_stack(project, "lab")).deploy("v1", snapshot=False)
             assert first.ok and second.ok and first.sha == second.sha
-            probe = health.http_probe(f"{t.public_url}{t.app.health_path}")
+            probe = health.http_probe(f"{t.public_url}{t.app.health_path}", **health.visitor(t))
             assert probe.ok and (probe.json() or {}).get("commit") == first.sha
 
             again = fresh.up()
