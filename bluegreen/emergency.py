@@ -112,7 +112,8 @@ def signals_deferred(*, deliver: bool = True) -> Iterator[list[int]]:
     (or, with `deliver=False`, only log it: an emergency flip finishes and reports normally).
 
     For the few steps that must not be cut in half (a flip and its record, a restore). Outside the
-    main thread signals cannot be handled here, and the block simply runs.
+    main thread signals cannot be handled here, and the block simply runs. A signal the process
+    was started ignoring (under nohup, or in the background of a script) stays ignored.
     """
     caught: list[int] = []
 
@@ -120,7 +121,8 @@ def signals_deferred(*, deliver: bool = True) -> Iterator[list[int]]:
         caught.append(signum)
 
     try:
-        previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)
+                    if signal.getsignal(s) is not signal.SIG_IGN}
     except ValueError:  # not the main thread
         yield caught
         return

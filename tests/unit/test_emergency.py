@@ -191,6 +191,10 @@ def test_a_release_whose_deploy_did_not_finish_ok_is_not_promoted(
 
 
 def test_signals_are_held_back_then_delivered_as_an_interrupt() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    if before is signal.SIG_IGN:  # started in the background: give SIGINT its usual handler
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        before = signal.default_int_handler
     done = []
     with pytest.raises(KeyboardInterrupt), em.signals_deferred():
         os.kill(os.getpid(), signal.SIGTERM)
@@ -200,7 +204,18 @@ def test_signals_are_held_back_then_delivered_as_an_interrupt() -> None:
     with em.signals_deferred(deliver=False):
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_signal_ignored_at_start_stays_ignored_in_the_block() -> None:
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with em.signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 # --------------------------------------------------------------------------- config numbers
