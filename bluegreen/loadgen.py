@@ -1,9 +1,13 @@
 """A bounded, steady request loop: proof that a switch drops nothing.
 
 Clients run in threads, half on keep-alive connections and half opening a new connection per
-request, until stopped or until their request budget runs out. Every response is recorded with
-the colour that served it (`X-Served-By`), so callers can count failures, old-colour answers
-after a flip, and latency percentiles. Only loopback targets are allowed: this is a test tool.
+request, until stopped or until their request budget runs out. Like a browser or curl, a client
+whose reused keep-alive connection was closed before any byte of the answer retries that GET once
+on a new connection (RFC 9112, 9.3.1: a server may close an idle connection at any moment, and
+a reload does); such retries are counted in the report, and any other error is a failure.
+Every response is recorded with the colour that served it (`X-Served-By`), so callers can count
+failures, old-colour answers after a flip, and latency percentiles. Only loopback targets are
+allowed: this is a test tool.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class Sample:
     status: int | None
     served_by: str | None
     error: str | None
+    retried: bool = False
 
     @property
     def ok(self) -> bool:
@@ -48,6 +53,11 @@ class LoadReport:
     @property
     def failures(self) -> list[Sample]:
         return [s for s in self.samples if not s.ok]
+
+    @property
+    def retried(self) -> int:
+        """Requests retried once because their idle keep-alive connection had been closed."""
+        return sum(s.retried for s in self.samples)
 
     def colours(self) -> dict[str, int]:
         seen: dict[str, int] = {}
@@ -76,6 +86,7 @@ class LoadReport:
             reasons[key] = reasons.get(key, 0) + 1
         detail = ", ".join(f"{k}: {v}" for k, v in reasons.items())
         return (f"{self.total} requests, {len(fails)} failed" + (f" ({detail})" if detail else "")
+                + (f", {self.retried} retried on a closed idle connection" if self.retried else "")
                 + f", p50 {self.percentile(50):.1f} ms, p99 {self.percentile(99):.1f} ms, "
                 f"served by {self.colours()}")
 
@@ -142,7 +153,8 @@ class RequestLoop:
         """Block until at least `count` more responses were recorded (traffic really flows)."""
         target = self._count + count
         end = time.monotonic() + timeout
-        while self._count < target and time.monotonic() < end:
+        while (self._count < target and time.monotonic() < end
+               and any(thread.is_alive() for thread in self._threads)):  # the budget may run out first
             time.sleep(0.01)
 
     def _take(self) -> bool:
@@ -166,35 +178,50 @@ class RequestLoop:
 
     def _client(self, keep_alive: bool, deadline: float) -> None:
         conn: http.client.HTTPConnection | None = None
+        reused = False  # `conn` already carried an answer: the server may close it while idle
         while not self._stop.is_set() and time.monotonic() < deadline and self._take():
-            if conn is None:
-                conn = self._connection()
             started = time.monotonic()
-            status = served = error = None
-            try:
-                headers = {} if keep_alive else {"Connection": "close"}
-                if self.server_name:
-                    headers["Host"] = self.server_name
-                conn.request("GET", self.path, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                status = response.status
-                served = response.getheader("X-Served-By")
-                if not keep_alive or response.will_close:
-                    conn.close()
+            retried = False
+            while True:
+                if conn is None:
+                    conn, reused = self._connection(), False
+                current = conn
+                status = served = error = None
+                try:
+                    status, served, will_close = self._get(current, keep_alive)
+                    reused = True
+                    if not keep_alive or will_close:
+                        current.close()
+                        conn = None
+                except (OSError, http.client.HTTPException) as exc:
+                    error = type(exc).__name__
+                    current.close()
                     conn = None
-            except (OSError, http.client.HTTPException) as exc:
-                error = type(exc).__name__
-                if conn is not None:
-                    conn.close()
-                conn = None
-            sample = Sample(started, (time.monotonic() - started) * 1000, status, served, error)
+                    if reused and not retried and isinstance(exc, _CLOSED_WHILE_IDLE):
+                        retried = True
+                        continue
+                break
+            sample = Sample(started, (time.monotonic() - started) * 1000, status, served, error, retried)
             with self._lock:
                 self.report.samples.append(sample)
             if self.pause:
                 time.sleep(self.pause)
         if conn is not None:
             conn.close()
+
+    def _get(self, conn: http.client.HTTPConnection, keep_alive: bool) -> tuple[int, str | None, bool]:
+        headers = {} if keep_alive else {"Connection": "close"}
+        if self.server_name:
+            headers["Host"] = self.server_name
+        conn.request("GET", self.path, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.getheader("X-Served-By"), response.will_close
+
+
+# What a keep-alive connection closed by the server between two requests looks like to the client
+# (no byte of the answer arrived); anything else, a timeout included, is a real failure.
+_CLOSED_WHILE_IDLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
 class _TlsConnection(http.client.HTTPConnection):

@@ -8,7 +8,6 @@ uses it (see `Lab.session`). Tests that use it are marked `integration` automati
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,12 +22,11 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(LOOPBACK_GUARD), *filter(None, [
 import bluegreen_loopback_guard  # noqa: E402, F401
 
 from bluegreen.lab.lab import Lab  # noqa: E402
+from bluegreen.lab.services import servers_get_default_signals  # noqa: E402
 
-# CI may start the suite in the background, where SIGINT arrives ignored and every child inherits
-# that: the tests that interrupt a deploy with Ctrl-C need it to mean what it means at a terminal.
-# (A Python handler, unlike SIG_IGN, is reset to the default on exec, so children get it too.)
-if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+# CI may start the suite in the background, where SIGINT arrives ignored and every child would
+# inherit that: the tests that interrupt a deploy with Ctrl-C, and the lab's servers, need it back.
+servers_get_default_signals()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -10,6 +10,7 @@ import sys
 
 from ..errors import BlueGreenError
 from .lab import Lab
+from .services import servers_get_default_signals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reset", action="store_true", help="with --legacy: rebuild it from scratch")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step to stderr")
     args = parser.parse_args(argv)
+    servers_get_default_signals()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:

@@ -28,6 +28,7 @@ from ..service import Service
 from ..topology import load_stack
 from .lab import Lab
 from .nextapp import DeployTimings, format_timings, read_build_timings, render_form, split_deploy, submit
+from .services import servers_get_default_signals
 
 
 @dataclass
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients in the request loop")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
+    servers_get_default_signals()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -183,6 +183,15 @@ def write_pid_file(pid_file: Path, pid: int, cmd: str) -> None:
     os.replace(tmp, pid_file)
 
 
+def servers_get_default_signals() -> None:
+    """Started in the background (nohup, a CI job), a process ignores SIGINT and so would every
+    server it starts: PM2 stops an app with SIGINT, PostgreSQL shuts down fast on it. A Python
+    handler instead of "ignored" is reset to the default on exec, so the servers get it back."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        with contextlib.suppress(ValueError):  # not the main thread: nothing to change from here
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def spawn(name: str, argv: Sequence[str], *, pid_file: Path, log_file: Path, expect: str | None = None,
           env: Mapping[str, str] | None = None, cwd: Path | None = None) -> ManagedProcess:
     """Start a foreground program detached (own session, output to `log_file`) and record its pid.

@@ -132,15 +132,13 @@ def test_takeover_under_load_loses_nothing(legacy: tuple[LegacyLab, Path]) -> No
     report = loop.report
     assert report.total > 0
     assert loop.report.samples[-1].started > apply_ended, "the loop must run to the end"
-    # KNOWN LIMIT (see the report of issue 11): the first reload away from the hand-written config
-    # lets its old worker close idle keep-alive connections at soft-stop (that config has no
-    # `option idle-close-on-response`), so a request racing that close can fail. Every other
-    # step, and every later reload, must lose nothing.
-    outside = [s for s in report.failures if not apply_started <= s.started <= apply_ended]
-    assert outside == [], report.summary()
-    assert all(s.error == "RemoteDisconnected" for s in report.failures), report.summary()
-    print(f"takeover under load: {report.summary()}; during the first config reload: "
-          f"{len(report.failures) - len(outside)} failed")
+    # The first reload away from the hand-written config lets its old worker close idle keep-alive
+    # connections at soft-stop (that config has no `option idle-close-on-response`). A visitor's
+    # browser retries a GET whose idle connection was closed; the loop does the same, once, and
+    # counts it. Nothing else may fail: no error on a fresh connection, no 5xx, no timeout.
+    assert report.failures == [], report.summary()
+    during = [s for s in report.samples if s.retried and apply_started <= s.started <= apply_ended]
+    print(f"takeover under load: {report.summary()}; retried during the first config reload: {len(during)}")
     assert (first["colour"], second["colour"]) == ("green", "blue")
 
     t = load_stack(copy, "lab")
