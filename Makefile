@@ -10,7 +10,7 @@ demo: setup
 	$(PY) -m bluegreen.lab.demo
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) tests/run.py
 
 lab-up: setup
 	$(PY) -m bluegreen.lab up

@@ -34,6 +34,18 @@ if [ ! -f sample-next/node_modules/.package-lock.json ] \
   (cd sample-next && npm ci --no-audit --no-fund >/dev/null)
 fi
 
+# The light sample app's dependencies (pg) go into the same cache: the lab's hosts, and the test
+# worlds that have no network at all, install both apps from it.
+npm_cache=$(npm config get cache)
+if [ ! -f "$npm_cache/.jw-sample-app" ] || [ sample-app/package-lock.json -nt "$npm_cache/.jw-sample-app" ]; then
+  echo "setup: warming npm's cache with sample-app's dependencies" >&2
+  warm=$(mktemp -d)
+  cp sample-app/package.json sample-app/package-lock.json "$warm/"
+  (cd "$warm" && npm ci --no-audit --no-fund --ignore-scripts >/dev/null)
+  rm -rf "$warm"
+  touch "$npm_cache/.jw-sample-app"
+fi
+
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv" >&2
   python3 -m venv .venv

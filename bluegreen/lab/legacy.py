@@ -143,7 +143,7 @@ class LegacyLab(Lab):
             state_dir = Path(host.path("/etc/ssh"))
             start_sshd(name=host.name, address=host.ip, port=t.ssh.port, state_dir=state_dir,
                        authorized_keys=p.public_key, log_file=p.logs / f"sshd-{host.vmid}.log",
-                       pid_file=process.pid_file)
+                       pid_file=process.pid_file, home=Path(host.path("/root")))
             self._pin_host_key(host, host_public_key(state_dir))
             started.append(process.name)
         fakepve = start_fakepve(p.root, t)

@@ -79,7 +79,7 @@ class LabBackend:
         process = self.lab.sshd(host)
         start_sshd(name=host.name, address=host.ip, port=t.ssh.port, state_dir=Path(host.path("/etc/ssh")),
                    authorized_keys=p.public_key, log_file=p.logs / f"sshd-{host.vmid}.log",
-                   pid_file=process.pid_file)
+                   pid_file=process.pid_file, home=Path(host.path("/root")))
 
     def _stop_processes(self, host: Container) -> None:
         root = Path(host.root)

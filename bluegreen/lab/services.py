@@ -288,8 +288,10 @@ def host_public_key(state_dir: Path) -> str:
 
 
 def render_sshd_config(*, address: str, port: int, host_key: Path, pid_file: Path,
-                       authorized_keys: Path) -> str:
-    """sshd_config for one lab host: key-only root login on its own address."""
+                       authorized_keys: Path, session_env: Mapping[str, str] | None = None) -> str:
+    """sshd_config for one lab host: key-only root login on its own address; `session_env` is set
+    in every session (sshd's SetEnv)."""
+    setenv = " ".join(f'"{name}={value}"' for name, value in (session_env or {}).items())
     return "\n".join([
         f"ListenAddress {address}:{port}",
         f"HostKey {host_key}",
@@ -311,9 +313,18 @@ def render_sshd_config(*, address: str, port: int, host_key: Path, pid_file: Pat
         "MaxStartups 100:30:200",
         "MaxSessions 64",
         "Subsystem sftp internal-sftp",
+        *([f"SetEnv {setenv}"] if setenv else []),
         "LogLevel INFO",
         "",
     ])
+
+
+def host_session_env(home: Path) -> dict[str, str]:
+    """A lab host's root sessions: HOME is the host's own /root, not this machine's (whose shell
+    start-up files, pyenv's among them, would cost every remote command ~80 ms and are not the
+    host's); npm keeps this machine's cache, which setup warmed, so installs stay offline."""
+    npm_cache = os.environ.get("NPM_CONFIG_CACHE") or str(Path.home() / ".npm")
+    return {"HOME": str(home), "NPM_CONFIG_CACHE": npm_cache}
 
 
 def sshd_process(name: str, state_dir: Path, pid_file: Path | None = None) -> ManagedProcess:
@@ -325,8 +336,10 @@ def sshd_process(name: str, state_dir: Path, pid_file: Path | None = None) -> Ma
 
 
 def start_sshd(*, name: str, address: str, port: int, state_dir: Path, authorized_keys: Path,
-               log_file: Path, pid_file: Path | None = None, timeout: float = 15.0) -> ManagedProcess:
-    """An sshd for one lab host, reusing a running one (reloaded if its config changed)."""
+               log_file: Path, pid_file: Path | None = None, timeout: float = 15.0,
+               home: Path | None = None) -> ManagedProcess:
+    """An sshd for one lab host, reusing a running one (reloaded if its config changed); `home`:
+    the host's /root, the sessions' HOME (see `host_session_env`)."""
     _require_root(f"sshd for {name}")
     state_dir.mkdir(parents=True, exist_ok=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -334,8 +347,11 @@ def start_sshd(*, name: str, address: str, port: int, state_dir: Path, authorize
     pid_path.parent.mkdir(parents=True, exist_ok=True)
     host_key = ensure_host_key(state_dir, name)
     config = state_dir / "sshd_config"
+    if home is not None:
+        home.mkdir(parents=True, exist_ok=True)
     text = render_sshd_config(address=address, port=port, host_key=host_key, pid_file=pid_path,
-                              authorized_keys=authorized_keys)
+                              authorized_keys=authorized_keys,
+                              session_env=host_session_env(home) if home is not None else None)
     changed = not config.exists() or config.read_text() != text
     if changed:
         config.write_text(text)

@@ -1,0 +1,238 @@
+"""The whole suite, with the integration tests spread over several private lab worlds.
+
+    python tests/run.py [--worlds N] [PYTEST ARGS...]
+
+Each world is a network namespace of its own (its own loopback: 127.0.3.x free to bind again, and
+no route anywhere else) plus a private mount of `/var/tmp/jw-lab` (from `/var/tmp/jw-lab-world<N>`),
+so N labs run side by side without seeing each other. Each world brings its lab up once, takes
+test files from a shared queue (longest first) and runs each in a pytest session that reuses the
+lab, then stops its lab by PID (`bluegreen.lab down`) and its namespace is deleted. The unit and
+Pulumi tests run meanwhile, outside any world.
+
+Without root, or without `ip`/`unshare`, or with `--worlds 1`, it is plain `pytest` in one lab.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+LAB_DIR = Path("/var/tmp/jw-lab")
+
+# Seconds each file took on a quiet 2-core machine: the longest go first so that no world is left
+# with a long file at the end. Files not listed count as a minute.
+WEIGHTS = {
+    "test_emergency.py": 900, "test_faults.py": 900, "test_zzz_takeover.py": 600,
+    "test_deploy.py": 420, "test_mcp.py": 400, "test_providers.py": 300, "test_fresh_estate.py": 300,
+    "test_rebuild.py": 300, "test_next_app.py": 300, "test_lab.py": 300, "test_dbsafety.py": 200,
+    "test_monitoring.py": 200, "test_zz_legacy_lab.py": 200, "test_render_real.py": 150,
+    "test_https.py": 150, "test_health_root.py": 150, "test_sample_app.py": 120, "test_pve.py": 120,
+}
+
+
+@dataclass
+class Outcome:
+    name: str
+    world: int
+    code: int
+    seconds: float
+    log: Path
+    summary: str = ""
+
+
+@dataclass
+class World:
+    index: int
+    run_id: str
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def netns(self) -> str:
+        return f"jwtest-{self.run_id}-{self.index}"
+
+    @property
+    def lab_dir(self) -> Path:
+        return Path(f"/var/tmp/jw-lab-world{self.index}")
+
+    def argv(self, *command: str) -> list[str]:
+        # `ip netns exec` enters the network namespace (and a mount namespace of its own); unshare
+        # then makes a private one in which this world's directory is mounted over /var/tmp/jw-lab.
+        return ["ip", "netns", "exec", self.netns, "unshare", "--mount", "--propagation", "private", "--",
+                "sh", "-c", 'mount --bind "$0" /var/tmp/jw-lab && exec "$@"', str(self.lab_dir), *command]
+
+    def create(self) -> None:
+        self.lab_dir.mkdir(parents=True, exist_ok=True)
+        self.lab_dir.chmod(0o755)
+        LAB_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ip", "netns", "add", self.netns], check=True)
+        subprocess.run(["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"], check=True)
+
+    def run(self, command: list[str], log: Path, timeout: float | None = None) -> int:
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(self.argv(*command), cwd=REPO, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            self.processes.append(proc)
+            try:
+                return proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                stop_group(proc)
+                return 124
+            finally:
+                self.processes.remove(proc)
+
+    def destroy(self) -> None:
+        subprocess.run(["ip", "netns", "delete", self.netns], check=False, capture_output=True)
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a child this runner started (its own session) by its pid: TERM, then KILL."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def can_make_worlds() -> str | None:
+    if os.geteuid() != 0:
+        return "not root"
+    for tool in ("ip", "unshare", "mount"):
+        if shutil.which(tool) is None:
+            return f"no `{tool}`"
+    return None
+
+
+def last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip("= ") if lines else "(no output)"
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worlds", type=int, default=int(os.environ.get("JW_TEST_WORLDS", "3")),
+                        help="labs side by side (default 3, or $JW_TEST_WORLDS); 1: plain pytest")
+    args, pytest_args = parser.parse_known_args(argv)
+    sys.path.insert(0, str(REPO))
+    from bluegreen.lab.services import servers_get_default_signals
+
+    servers_get_default_signals()
+    signal.signal(signal.SIGTERM, _interrupt)  # a CI time-out stops the worlds like Ctrl-C does
+    why_not = can_make_worlds()
+    if args.worlds <= 1 or why_not or pytest_args:
+        if why_not and args.worlds > 1:
+            print(f"tests: one lab ({why_not})", file=sys.stderr)
+        return subprocess.call([PYTHON, "-m", "pytest", "-q", *pytest_args], cwd=REPO)
+    return run_in_worlds(args.worlds)
+
+
+def run_in_worlds(count: int) -> int:
+    started = time.monotonic()
+    run_id = str(os.getpid())
+    logs = Path(f"/tmp/jw-test-logs-{run_id}")
+    logs.mkdir(parents=True)
+    files = sorted((REPO / "tests/integration").glob("test_*.py"),
+                   key=lambda f: (-WEIGHTS.get(f.name, 60), f.name))
+    todo: queue.Queue[Path] = queue.Queue()
+    for f in files:
+        todo.put(f)
+    worlds = [World(i, run_id) for i in range(count)]
+    outcomes: list[Outcome] = []
+    lock = threading.Lock()
+    stopping = threading.Event()
+
+    def report(outcome: Outcome) -> None:
+        with lock:
+            outcomes.append(outcome)
+            verdict = "ok  " if outcome.code == 0 else "FAIL"
+            print(f"[world {outcome.world}] {verdict} {outcome.name:32} {outcome.seconds:6.0f}s  {outcome.summary}",
+                  flush=True)
+
+    def work(world: World) -> None:
+        log = logs / f"world{world.index}-lab.log"
+        t0 = time.monotonic()
+        code = world.run([PYTHON, "-m", "bluegreen.lab", "up"], log, timeout=900)
+        report(Outcome("(lab up)", world.index, code, time.monotonic() - t0, log,
+                       "" if code == 0 else last_line(log)))
+        while code == 0 and not stopping.is_set():
+            try:
+                test_file = todo.get_nowait()
+            except queue.Empty:
+                break
+            file_log = logs / f"{test_file.stem}.log"
+            t0 = time.monotonic()
+            rc = world.run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE",
+                            f"--basetemp=/tmp/jw-test-tmp-{run_id}/{test_file.stem}",
+                            str(test_file.relative_to(REPO))], file_log)
+            report(Outcome(test_file.name, world.index, rc, time.monotonic() - t0, file_log, last_line(file_log)))
+        # A world whose lab did not come up runs nothing: its files go to the others.
+
+    fast_log = logs / "unit-and-pulumi.log"
+    fast: subprocess.Popen[bytes] | None = None
+    threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in worlds]
+    try:
+        for w in worlds:
+            w.create()
+        with open(fast_log, "wb") as out:
+            fast = subprocess.Popen([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE",
+                                     "tests/unit", "tests/pulumi"], cwd=REPO, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        print(f"tests: unit and Pulumi tests, and {len(files)} integration files in {count} lab worlds "
+              f"(logs in {logs})", flush=True)
+        for thread in threads:
+            thread.start()
+        fast_code = fast.wait()
+        report(Outcome("unit + pulumi", -1, fast_code, time.monotonic() - started, fast_log,
+                       last_line(fast_log)))
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        stopping.set()
+        print("tests: interrupted; stopping the worlds", file=sys.stderr, flush=True)
+        for proc in [fast, *(p for w in worlds for p in list(w.processes))]:
+            if proc is not None:
+                stop_group(proc)
+        for thread in threads:
+            thread.join(60)
+    finally:
+        for w in worlds:
+            if w.netns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout:
+                w.run([PYTHON, "-m", "bluegreen.lab", "down"], logs / f"world{w.index}-lab.log", timeout=300)
+                w.destroy()
+
+    not_run = todo.qsize()
+    failed = [o for o in outcomes if o.code != 0]
+    for o in failed:
+        text = o.log.read_text(errors="replace")
+        print(f"\n{'=' * 30} {o.name} (world {o.world}, exit {o.code}) {'=' * 30}\n{text[-12000:]}")
+    minutes = (time.monotonic() - started) / 60
+    print(f"\ntests: {len(outcomes)} runs, {len(failed)} failed, {not_run} files not run, "
+          f"{minutes:.1f} min in all", flush=True)
+    return 0 if not failed and not not_run and not stopping.is_set() else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
