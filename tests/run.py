@@ -151,6 +151,8 @@ def run_in_worlds(count: int) -> int:
     run_id = str(os.getpid())
     logs = Path(f"/tmp/jw-test-logs-{run_id}")
     logs.mkdir(parents=True)
+    scratch = Path(f"/tmp/jw-test-tmp-{run_id}")  # each file's pytest --basetemp under it
+    scratch.mkdir(parents=True)
     files = sorted((REPO / "tests/integration").glob("test_*.py"),
                    key=lambda f: (-WEIGHTS.get(f.name, 60), f.name))
     todo: queue.Queue[Path] = queue.Queue()
@@ -182,7 +184,7 @@ def run_in_worlds(count: int) -> int:
             file_log = logs / f"{test_file.stem}.log"
             t0 = time.monotonic()
             rc = world.run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE",
-                            f"--basetemp=/tmp/jw-test-tmp-{run_id}/{test_file.stem}",
+                            f"--basetemp={scratch / test_file.stem}",
                             str(test_file.relative_to(REPO))], file_log)
             report(Outcome(test_file.name, world.index, rc, time.monotonic() - t0, file_log, last_line(file_log)))
         # A world whose lab did not come up runs nothing: its files go to the others.
@@ -219,6 +221,7 @@ def run_in_worlds(count: int) -> int:
             if w.netns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout:
                 w.run([PYTHON, "-m", "bluegreen.lab", "down"], logs / f"world{w.index}-lab.log", timeout=300)
                 w.destroy()
+        shutil.rmtree(scratch, ignore_errors=True)
 
     not_run = todo.qsize()
     failed = [o for o in outcomes if o.code != 0]
