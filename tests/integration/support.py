@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from bluegreen import haproxy_runtime
 from bluegreen.errors import LockedError
-from bluegreen.executor import connect
+from bluegreen.executor import CommandResult, SshExecutor, connect
 from bluegreen.topology import Topology, config_getter, from_config, load_stack, set_active_color_in_file
 
 SSH_PORT = 2222
@@ -104,3 +104,37 @@ def retry_locked(action: Callable[[], Any]) -> Any:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(1.0)
+
+
+class InterceptingExecutor:
+    """An SSH executor that calls `before(step, operation)` ahead of each command, write or read:
+    the hook of a fault test (drop the connection, fail a write) with the rest delegated."""
+
+    def __init__(self, inner: SshExecutor) -> None:
+        self.inner = inner
+        self.host = inner.host
+
+    def before(self, step: str, operation: str) -> None:
+        """Override: `operation` is "run", "put" or "get"."""
+
+    def run(self, command: str, *, step: str, check: bool = True, timeout: float | None = None,
+            input: str | None = None, env: Mapping[str, str] | None = None) -> CommandResult:
+        self.before(step, "run")
+        return self.inner.run(command, step=step, check=check, timeout=timeout, input=input, env=env)
+
+    def put(self, path: str, content: str | bytes, *, step: str, mode: int = 0o644) -> None:
+        self.before(step, "put")
+        self.inner.put(path, content, step=step, mode=mode)
+
+    def get(self, path: str, *, step: str) -> bytes | None:
+        self.before(step, "get")
+        return self.inner.get(path, step=step)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> InterceptingExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

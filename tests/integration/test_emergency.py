@@ -27,13 +27,13 @@ import pytest
 from bluegreen import commands as cmd
 from bluegreen import emergency as em
 from bluegreen import haproxy_runtime
-from bluegreen.errors import PulumiError
+from bluegreen.errors import PulumiError, RemoteError
 from bluegreen.executor import connect
 from bluegreen.journal import LockInfo, LockManager, State, parse_state
 from bluegreen.lab.lab import Lab
 from bluegreen.service import Service
 from bluegreen.topology import Topology, load_stack, other_color, set_active_color_in_file
-from tests.integration.support import copy_project, live_color, retry_locked
+from tests.integration.support import InterceptingExecutor, copy_project, live_color, retry_locked
 from tests.unit.test_pulumi_seam import DIY_LOCKED, FakePulumi
 
 pytestmark = pytest.mark.integration
@@ -417,34 +417,12 @@ def test_sigterm_between_the_flip_and_the_journal_write_switches_back_and_record
     assert_true_state(estate, live)
 
 
-class _JournalWriteFails:
+class _JournalWriteFails(InterceptingExecutor):
     """An SSH executor whose journal writes fail (a full or read-only disk, say); all else works."""
 
-    def __init__(self, t: Topology, host: Any) -> None:
-        self.inner = connect(t, host)
-        self.host = self.inner.host
-
-    def run(self, command: str, **kw: Any) -> Any:
-        return self.inner.run(command, **kw)
-
-    def put(self, path: str, content: str | bytes, *, step: str, mode: int = 0o644) -> None:
-        if step == "write the deployment journal":
-            from bluegreen.errors import RemoteError
-
+    def before(self, step: str, operation: str) -> None:
+        if operation == "put" and step == "write the deployment journal":
             raise RemoteError(self.host, step, "No space left on device")
-        self.inner.put(path, content, step=step, mode=mode)
-
-    def get(self, path: str, *, step: str) -> bytes | None:
-        return self.inner.get(path, step=step)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __enter__(self) -> _JournalWriteFails:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def test_a_flip_whose_journal_write_fails_is_still_verified_watched_and_recorded_beside_it(
@@ -452,7 +430,7 @@ def test_a_flip_whose_journal_write_fails_is_still_verified_watched_and_recorded
     wait_free(topology(estate))
     t = topology(estate)
     live = live_color(t)
-    failing = Service(t, executor_factory=lambda c: _JournalWriteFails(t, c))  # type: ignore[arg-type,return-value]
+    failing = Service(t, executor_factory=lambda c: _JournalWriteFails(connect(t, c)))
     result = failing.switch(direct=True, watch=True)
     assert result.color == other_color(live) and result.verified and result.watched_s > 0
     assert not result.ok and "journal write failed" in (result.error or "") and "No space" in (result.error or "")

@@ -44,7 +44,7 @@ import pytest
 from bluegreen import commands as cmd
 from bluegreen import haproxy_runtime, health, migrations
 from bluegreen.errors import BlueGreenError, DeployError, LockedError, ProxmoxError, RemoteError, SwitchError
-from bluegreen.executor import CommandResult, Executor, SshExecutor, connect
+from bluegreen.executor import Executor, SshExecutor, connect
 from bluegreen.journal import State, parse_state
 from bluegreen.lab.lab import Lab
 from bluegreen.lab.pve import InProcessPve, serve_fakepve
@@ -56,7 +56,7 @@ from bluegreen.providers import HaproxyConfigProvider, haproxy_config_props
 from bluegreen.pve import snapshot_name
 from bluegreen.service import Service
 from bluegreen.topology import Container, Topology, load_stack, other_color
-from tests.integration.support import LOCK_WAIT_S, copy_project, live_color, retry_locked
+from tests.integration.support import LOCK_WAIT_S, InterceptingExecutor, copy_project, live_color, retry_locked
 
 pytestmark = pytest.mark.integration
 
@@ -276,43 +276,20 @@ def attempt(t: Topology, action: Callable[[Estate], Any]) -> Attempt:
 # --------------------------------------------------------------------------- 1. SSH drops
 
 
-class _DroppingExecutor:
+class _DroppingExecutor(InterceptingExecutor):
     """Delegates to an SSH executor, but kills its connection right before the fault's step."""
 
     def __init__(self, inner: SshExecutor, fault: DropBeforeStep) -> None:
-        self.inner = inner
-        self.host = inner.host
+        super().__init__(inner)
         self.fault = fault
 
-    def _maybe_drop(self, step: str) -> None:
+    def before(self, step: str, operation: str) -> None:
         self.fault.seen.append(step)
         if not self.fault.fired and step == self.fault.step:
             self.fault.fired = True
             transport = self.inner.connect().get_transport()
             assert transport is not None
             transport.close()
-
-    def run(self, command: str, *, step: str, check: bool = True, timeout: float | None = None,
-            input: str | None = None, env: Mapping[str, str] | None = None) -> CommandResult:
-        self._maybe_drop(step)
-        return self.inner.run(command, step=step, check=check, timeout=timeout, input=input, env=env)
-
-    def put(self, path: str, content: str | bytes, *, step: str, mode: int = 0o644) -> None:
-        self._maybe_drop(step)
-        self.inner.put(path, content, step=step, mode=mode)
-
-    def get(self, path: str, *, step: str) -> bytes | None:
-        self._maybe_drop(step)
-        return self.inner.get(path, step=step)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __enter__(self) -> _DroppingExecutor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @dataclass
