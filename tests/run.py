@@ -72,12 +72,17 @@ class World:
         return ["ip", "netns", "exec", self.netns, "unshare", "--mount", "--propagation", "private", "--",
                 "sh", "-c", 'mount --bind "$0" /var/tmp/jw-lab && exec "$@"', str(self.lab_dir), *command]
 
-    def create(self) -> None:
-        self.lab_dir.mkdir(parents=True, exist_ok=True)
-        self.lab_dir.chmod(0o755)
+    def create(self, log: Path) -> None:
+        """A new namespace and an empty lab directory: nothing from an earlier run (a lock a killed
+        run left, say) reaches this one. Servers an earlier run left are stopped first, by pid."""
         LAB_DIR.mkdir(parents=True, exist_ok=True)
         subprocess.run(["ip", "netns", "add", self.netns], check=True)
         subprocess.run(["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"], check=True)
+        if self.lab_dir.exists():
+            self.run([PYTHON, "-m", "bluegreen.lab", "down"], log, timeout=300)
+            shutil.rmtree(self.lab_dir)
+        self.lab_dir.mkdir(parents=True)
+        self.lab_dir.chmod(0o755)
 
     def run(self, command: list[str], log: Path, timeout: float | None = None) -> int:
         with open(log, "ab") as out:
@@ -97,17 +102,19 @@ class World:
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a child this runner started (its own session) by its pid: TERM, then KILL."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
+    """Stop a child this runner started (its own session) by its pid: INT first, as Ctrl-C would
+    (pytest tears its fixtures down, a deploy under test restores and releases its lock), then
+    TERM, then KILL."""
+    for signum, grace in ((signal.SIGINT, 60), (signal.SIGTERM, 20), (signal.SIGKILL, None)):
+        if proc.poll() is not None:
+            return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+            os.killpg(proc.pid, signum)
+        try:
+            proc.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def can_make_worlds() -> str | None:
@@ -151,7 +158,8 @@ def run_in_worlds(count: int) -> int:
     run_id = str(os.getpid())
     logs = Path(f"/tmp/jw-test-logs-{run_id}")
     logs.mkdir(parents=True)
-    scratch = Path(f"/tmp/jw-test-tmp-{run_id}")  # each file's pytest --basetemp under it
+    # Each file's pytest --basetemp under it; short, as tests put unix sockets there (108 bytes)
+    scratch = Path(f"/tmp/jwt{run_id}")
     scratch.mkdir(parents=True)
     files = sorted((REPO / "tests/integration").glob("test_*.py"),
                    key=lambda f: (-WEIGHTS.get(f.name, 60), f.name))
@@ -184,7 +192,7 @@ def run_in_worlds(count: int) -> int:
             file_log = logs / f"{test_file.stem}.log"
             t0 = time.monotonic()
             rc = world.run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE",
-                            f"--basetemp={scratch / test_file.stem}",
+                            f"--basetemp={scratch / test_file.stem.removeprefix('test_')}",
                             str(test_file.relative_to(REPO))], file_log)
             report(Outcome(test_file.name, world.index, rc, time.monotonic() - t0, file_log, last_line(file_log)))
         # A world whose lab did not come up runs nothing: its files go to the others.
@@ -194,7 +202,7 @@ def run_in_worlds(count: int) -> int:
     threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in worlds]
     try:
         for w in worlds:
-            w.create()
+            w.create(logs / f"world{w.index}-lab.log")
         with open(fast_log, "wb") as out:
             fast = subprocess.Popen([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE",
                                      "tests/unit", "tests/pulumi"], cwd=REPO, stdout=out,
