@@ -210,14 +210,16 @@ def spawn(name: str, argv: Sequence[str], *, pid_file: Path, log_file: Path, exp
                                      env=full_env, cwd=cwd, start_new_session=True)
         except OSError as exc:
             raise LabError(f"cannot start {name} ({argv[0]}): {exc.strerror}") from None
-    # The Popen object is dropped on purpose: the pid file, not this interpreter, owns the process.
-    child.returncode = 0  # silences "subprocess still running" at interpreter exit
     write_pid_file(pid_file, child.pid, expect or " ".join(argv))
     # Until the child has exec'd, /proc shows the parent's command line and `alive()` is False:
     # wait for the exec (or the exit), so callers never take a starting process for a dead one.
     deadline = time.monotonic() + 30.0  # seconds only on a machine under heavy load
     while not process.alive() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
+    # The Popen object is dropped on purpose: the pid file, not this interpreter, owns the process.
+    # (Only now: a returncode set before the loop made poll() answer at once, and the wait void.)
+    if child.returncode is None:
+        child.returncode = 0  # silences "subprocess still running" at interpreter exit
     return process
 
 
