@@ -3,13 +3,13 @@
     python tests/run.py [--worlds N] [PYTEST ARGS...]
 
 Each world is a network namespace of its own (its own loopback: 127.0.3.x free to bind again, and
-no route anywhere else) plus a private mount of `/var/tmp/jw-lab` (from `/var/tmp/jw-lab-world<N>`),
-so N labs run side by side without seeing each other. Each world brings its lab up once, takes
+no route anywhere else) plus a mount namespace of its own, for its whole life, in which
+`/var/tmp/jw-lab` is `/var/tmp/jw-lab-world<N>`: N labs run side by side without seeing each other. Each world brings its lab up once, takes
 test files from a shared queue (longest first) and runs each in a pytest session that reuses the
 lab, then stops its lab by PID (`bluegreen.lab down`) and its namespace is deleted. The unit and
 Pulumi tests run meanwhile, outside any world.
 
-Without root, or without `ip`/`unshare`, or with `--worlds 1`, it is plain `pytest` in one lab.
+Without root, or without `ip`/`unshare`/`nsenter`, or with `--worlds 1`, it is plain `pytest` in one lab.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 LAB_DIR = Path("/var/tmp/jw-lab")
+MOUNT_NS_DIR = Path("/run/jw-test-worlds")
 
 # Seconds each file took on a quiet 2-core machine: the longest go first so that no world is left
 # with a long file at the end. Files not listed count as a minute.
@@ -66,23 +67,39 @@ class World:
     def lab_dir(self) -> Path:
         return Path(f"/var/tmp/jw-lab-world{self.index}")
 
+    @property
+    def mount_ns(self) -> Path:
+        return MOUNT_NS_DIR / self.netns
+
     def argv(self, *command: str) -> list[str]:
-        # `ip netns exec` enters the network namespace (and a mount namespace of its own); unshare
-        # then makes a private one in which this world's directory is mounted over /var/tmp/jw-lab.
-        return ["ip", "netns", "exec", self.netns, "unshare", "--mount", "--propagation", "private", "--",
-                "sh", "-c", 'mount --bind "$0" /var/tmp/jw-lab && exec "$@"', str(self.lab_dir), *command]
+        # One network and one mount namespace for the world's whole life: a mount a test makes
+        # (a full backup volume, say) is seen by the lab's daemons, which live in the same one.
+        return ["nsenter", f"--net=/run/netns/{self.netns}", f"--mount={self.mount_ns}", "--",
+                "sh", "-c", 'cd "$0" && exec "$@"', str(REPO), *command]
 
     def create(self, log: Path) -> None:
-        """A new namespace and an empty lab directory: nothing from an earlier run (a lock a killed
+        """New namespaces and an empty lab directory: nothing from an earlier run (a lock a killed
         run left, say) reaches this one. Servers an earlier run left are stopped first, by pid."""
         LAB_DIR.mkdir(parents=True, exist_ok=True)
+        self.lab_dir.mkdir(parents=True, exist_ok=True)
+        self.lab_dir.chmod(0o755)
         subprocess.run(["ip", "netns", "add", self.netns], check=True)
         subprocess.run(["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"], check=True)
-        if self.lab_dir.exists():
+        # A persistent mount namespace is a file bind-mounted on a private mount (unshare(1)).
+        MOUNT_NS_DIR.mkdir(parents=True, exist_ok=True)
+        if subprocess.run(["mountpoint", "-q", str(MOUNT_NS_DIR)]).returncode != 0:
+            subprocess.run(["mount", "--bind", str(MOUNT_NS_DIR), str(MOUNT_NS_DIR)], check=True)
+            subprocess.run(["mount", "--make-private", str(MOUNT_NS_DIR)], check=True)
+        self.mount_ns.touch()
+        subprocess.run(["unshare", f"--mount={self.mount_ns}", "--propagation", "private", "--",
+                        "mount", "--bind", str(self.lab_dir), str(LAB_DIR)], check=True)
+        if any(self.lab_dir.iterdir()):
             self.run([PYTHON, "-m", "bluegreen.lab", "down"], log, timeout=300)
-            shutil.rmtree(self.lab_dir)
-        self.lab_dir.mkdir(parents=True)
-        self.lab_dir.chmod(0o755)
+            for child in self.lab_dir.iterdir():  # the directory itself stays: it is mounted
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
 
     def run(self, command: list[str], log: Path, timeout: float | None = None) -> int:
         with open(log, "ab") as out:
@@ -98,6 +115,8 @@ class World:
                 self.processes.remove(proc)
 
     def destroy(self) -> None:
+        subprocess.run(["umount", str(self.mount_ns)], check=False, capture_output=True)
+        self.mount_ns.unlink(missing_ok=True)
         subprocess.run(["ip", "netns", "delete", self.netns], check=False, capture_output=True)
 
 
@@ -120,7 +139,7 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
 def can_make_worlds() -> str | None:
     if os.geteuid() != 0:
         return "not root"
-    for tool in ("ip", "unshare", "mount"):
+    for tool in ("ip", "unshare", "nsenter", "mount", "mountpoint"):
         if shutil.which(tool) is None:
             return f"no `{tool}`"
     return None
