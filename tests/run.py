@@ -4,10 +4,11 @@
 
 Each world is a network namespace of its own (its own loopback: 127.0.3.x free to bind again, and
 no route anywhere else) plus a mount namespace of its own, for its whole life, in which
-`/var/tmp/jw-lab` is `/var/tmp/jw-lab-world<N>`: N labs run side by side without seeing each other. Each world brings its lab up once, takes
-test files from a shared queue (longest first) and runs each in a pytest session that reuses the
-lab, then stops its lab by PID (`bluegreen.lab down`) and its namespace is deleted. The unit and
-Pulumi tests run meanwhile, outside any world.
+`/var/tmp/jw-lab` is `/var/tmp/jw-lab-world<N>`: N labs run side by side without seeing each
+other. Each world brings its lab up once, takes test files from a shared queue (longest first)
+and runs each in a pytest session that reuses the lab, then stops its lab by PID
+(`bluegreen.lab down`) and its namespaces are deleted. The unit and Pulumi tests run meanwhile,
+outside any world.
 
 Without root, or without `ip`/`unshare`/`nsenter`, or with `--worlds 1`, it is plain `pytest` in one lab.
 """
