@@ -417,7 +417,7 @@ def test_new_live_app_killed_right_after_the_flip_is_switched_back(estate: Path)
     before, result = outcome.before, outcome.result
     old, new = before.live, before.standby.color
     try:
-        assert killed, "the switch never flipped"
+        assert killed, f"the switch never flipped: {outcome}"
         assert outcome.error is None, f"a failed switch should come back as a result: {outcome.error}"
         assert not result.ok and result.rolled_back, result.to_json()
         assert result.error and old in result.error, result.to_json()

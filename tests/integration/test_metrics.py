@@ -22,6 +22,8 @@ from bluegreen.service import Service
 from bluegreen.topology import Topology, load_stack, other_color
 from tests.integration.support import copy_project, live_color, retry_locked
 
+from .test_deploy import estate  # noqa: F401
+
 pytestmark = pytest.mark.integration
 
 STACK = "lab"
@@ -81,7 +83,8 @@ def test_exporter_lists_both_colour_backends_with_the_series_the_dashboards_use(
         assert sum(states.values()) == 1, f"{backend} should be in exactly one state: {states}"
 
 
-def test_exporter_counts_live_traffic_on_the_live_colours_backend(lab: Lab, project: Path) -> None:
+def test_exporter_counts_live_traffic_on_the_live_colours_backend(estate: Lab, project: Path) -> None:  # noqa: F811
+    # `estate`: both colours serve a release, whatever ran before in this lab.
     t = topology(project)
     live = live_color(t)
     before = scrape(t)
