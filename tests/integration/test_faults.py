@@ -364,10 +364,20 @@ def kill_app(t: Topology, color: str) -> list[int]:
 
 
 def restart_app(t: Topology, color: str, revision: str) -> None:
+    """Bring a killed app back, until HAProxy's health checks see it UP again (`rise` checks):
+    the next switch's pre-switch checks rightly refuse a backend HAProxy still marks DOWN."""
     host = t.app_host(color)
     with connect(t, host) as ex:
         ex.run(cmd.pm2_reload(t, cmd.AppPaths.of(t, host)), step="restart the app")
     assert_standby_serves(t, color, revision)
+    deadline = time.monotonic() + 60
+    with connect(t, t.load_balancer) as lb:
+        while True:
+            status = str(haproxy_runtime.backend_states(lb, t).get(color, {}).get("status", ""))
+            if status.upper().startswith("UP"):
+                return
+            assert time.monotonic() < deadline, f"HAProxy still sees bk_{color} as {status!r}"
+            time.sleep(0.5)
 
 
 def test_standby_app_killed_as_a_switch_starts_is_refused_and_live_keeps_serving(estate: Path) -> None:
