@@ -143,6 +143,15 @@ def can_make_worlds() -> str | None:
     for tool in ("ip", "unshare", "nsenter", "mount", "mountpoint"):
         if shutil.which(tool) is None:
             return f"no `{tool}`"
+    # Root is not always enough (a container without CAP_SYS_ADMIN): try one of each, for real.
+    probe = f"jwtest-probe-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"`ip netns add` failed: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "delete", probe], capture_output=True)
+    private = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True, text=True)
+    if private.returncode != 0:
+        return f"`unshare --mount` failed: {private.stderr.strip()}"
     return None
 
 
