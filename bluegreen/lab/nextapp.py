@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from .. import health
 from ..errors import BlueGreenError
 from ..health import SERVED_BY_HEADER
 from ..progress import StepRecord
@@ -59,7 +60,7 @@ def parse_action_form(html: str) -> tuple[str, str | None]:
 
 def _client(ca_file: str | None) -> httpx.Client:
     # https through HAProxy: verify the lab's (or the system's) CA, as every other client does.
-    return httpx.Client(verify=ca_file if ca_file else True)
+    return httpx.Client(verify=health.ssl_context(ca_file), trust_env=False)
 
 
 def _tls(url: str, server_name: str | None, headers: dict[str, str]) -> dict[str, Any]:
