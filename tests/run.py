@@ -45,6 +45,10 @@ WEIGHTS = {
 }
 
 
+class WorldsUnavailable(Exception):
+    """The namespaces for the worlds could not be made here."""
+
+
 @dataclass
 class Outcome:
     name: str
@@ -176,11 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     servers_get_default_signals()
     signal.signal(signal.SIGTERM, _interrupt)  # a CI time-out stops the worlds like Ctrl-C does
     why_not = can_make_worlds()
-    if args.worlds <= 1 or why_not or pytest_args:
-        if why_not and args.worlds > 1:
-            print(f"tests: one lab ({why_not})", file=sys.stderr)
-        return subprocess.call([PYTHON, "-m", "pytest", "-q", *pytest_args], cwd=REPO)
-    return run_in_worlds(args.worlds)
+    if args.worlds > 1 and not why_not and not pytest_args:
+        try:
+            return run_in_worlds(args.worlds)
+        except WorldsUnavailable as exc:
+            why_not = str(exc)
+    if why_not and args.worlds > 1:
+        print(f"tests: one lab ({why_not})", file=sys.stderr)
+    return subprocess.call([PYTHON, "-m", "pytest", "-q", *pytest_args], cwd=REPO)
 
 
 def run_in_worlds(count: int) -> int:
@@ -233,6 +240,11 @@ def run_in_worlds(count: int) -> int:
     try:
         for w in worlds:
             w.create(logs / f"world{w.index}-lab.log")
+    except (subprocess.CalledProcessError, OSError) as exc:
+        for w in worlds:
+            w.destroy()
+        raise WorldsUnavailable(str(exc)) from None
+    try:
         with open(fast_log, "wb") as out:
             fast = subprocess.Popen([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE",
                                      "tests/unit", "tests/pulumi"], cwd=REPO, stdout=out,
