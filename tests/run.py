@@ -5,8 +5,10 @@
 Each world is a network namespace of its own (its own loopback: 127.0.3.x free to bind again, and
 no route anywhere else) plus a mount namespace of its own, for its whole life, in which
 `/var/tmp/jw-lab` is `/var/tmp/jw-lab-world<N>`: N labs run side by side without seeing each
-other. Each world brings its lab up once, takes test files from a shared queue (longest first)
-and runs each in a pytest session that reuses the lab, then stops its lab by PID
+other. The files are dealt out before the start, longest first to the least loaded world, so a
+world runs the same files in the same order every time (a test that leans on what an earlier file
+left behind fails every time, not one run in five). Each world brings its lab up once and runs
+each file in a pytest session that reuses the lab, then stops its lab by PID
 (`bluegreen.lab down`) and its namespaces are deleted. The unit and Pulumi tests run meanwhile,
 outside any world.
 
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import queue
 import shutil
 import signal
 import subprocess
@@ -190,6 +191,17 @@ def main(argv: list[str] | None = None) -> int:
     return subprocess.call([PYTHON, "-m", "pytest", "-q", *pytest_args], cwd=REPO)
 
 
+def deal(files: list[Path], count: int) -> list[list[Path]]:
+    """Longest first, each to the world with the least work so far (ties: the lowest index)."""
+    shares: list[list[Path]] = [[] for _ in range(count)]
+    loads = [0] * count
+    for f in sorted(files, key=lambda f: (-WEIGHTS.get(f.name, 60), f.name)):
+        i = loads.index(min(loads))
+        shares[i].append(f)
+        loads[i] += WEIGHTS.get(f.name, 60)
+    return shares
+
+
 def run_in_worlds(count: int) -> int:
     started = time.monotonic()
     run_id = str(os.getpid())
@@ -198,11 +210,9 @@ def run_in_worlds(count: int) -> int:
     # Each file's pytest --basetemp under it; short, as tests put unix sockets there (108 bytes)
     scratch = Path(f"/tmp/jwt{run_id}")
     scratch.mkdir(parents=True)
-    files = sorted((REPO / "tests/integration").glob("test_*.py"),
-                   key=lambda f: (-WEIGHTS.get(f.name, 60), f.name))
-    todo: queue.Queue[Path] = queue.Queue()
-    for f in files:
-        todo.put(f)
+    files = sorted((REPO / "tests/integration").glob("test_*.py"))
+    shares = deal(files, count)
+    unrun = {i: list(share) for i, share in enumerate(shares)}
     worlds = [World(i, run_id) for i in range(count)]
     outcomes: list[Outcome] = []
     lock = threading.Lock()
@@ -221,18 +231,14 @@ def run_in_worlds(count: int) -> int:
         code = world.run([PYTHON, "-m", "bluegreen.lab", "up"], log, timeout=900)
         report(Outcome("(lab up)", world.index, code, time.monotonic() - t0, log,
                        "" if code == 0 else last_line(log)))
-        while code == 0 and not stopping.is_set():
-            try:
-                test_file = todo.get_nowait()
-            except queue.Empty:
-                break
+        while code == 0 and not stopping.is_set() and unrun[world.index]:
+            test_file = unrun[world.index].pop(0)
             file_log = logs / f"{test_file.stem}.log"
             t0 = time.monotonic()
             rc = world.run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE",
                             f"--basetemp={scratch / test_file.stem.removeprefix('test_')}",
                             str(test_file.relative_to(REPO))], file_log)
             report(Outcome(test_file.name, world.index, rc, time.monotonic() - t0, file_log, last_line(file_log)))
-        # A world whose lab did not come up runs nothing: its files go to the others.
 
     fast_log = logs / "unit-and-pulumi.log"
     fast: subprocess.Popen[bytes] | None = None
@@ -273,7 +279,7 @@ def run_in_worlds(count: int) -> int:
                 w.destroy()
         shutil.rmtree(scratch, ignore_errors=True)
 
-    not_run = todo.qsize()
+    not_run = sum(len(left) for left in unrun.values())
     failed = [o for o in outcomes if o.code != 0]
     for o in failed:
         text = o.log.read_text(errors="replace")

@@ -138,3 +138,18 @@ class InterceptingExecutor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def wait_backends_up(t: Topology, colors: tuple[str, ...] = ("blue", "green"), timeout: float = 60.0) -> None:
+    """Until HAProxy's health checks see each colour's server UP (after `rise` good checks): an app
+    a test broke and mended is not back for the next switch's pre-switch checks before that."""
+    deadline = time.monotonic() + timeout
+    with connect(t, t.load_balancer) as lb:
+        while True:
+            states = haproxy_runtime.backend_states(lb, t)
+            down = {c: str(states.get(c, {}).get("status", "")) for c in colors}
+            down = {c: status for c, status in down.items() if not status.upper().startswith("UP")}
+            if not down:
+                return
+            assert time.monotonic() < deadline, f"HAProxy still sees {down} after {timeout:g}s"
+            time.sleep(0.5)

@@ -27,6 +27,7 @@ from bluegreen.loadgen import RequestLoop
 from bluegreen.progress import RecordingProgress, StepRecord
 from bluegreen.service import Service
 from bluegreen.topology import Topology, load_stack, other_color
+from tests.integration.support import wait_backends_up
 
 pytestmark = pytest.mark.integration
 
@@ -109,6 +110,7 @@ def estate(lab: Lab) -> Iterator[Lab]:
         if not release_of(lab, live)[1]:
             service(lab).switch(watch=False)
     assert all(release_of(lab, c)[1] for c in ("blue", "green"))
+    wait_backends_up(topology(lab))  # a fault an earlier test set and cleared may still show DOWN
     yield lab
     for color in ("blue", "green"):
         set_fault(lab, color, None)

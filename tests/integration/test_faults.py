@@ -56,7 +56,14 @@ from bluegreen.providers import HaproxyConfigProvider, haproxy_config_props
 from bluegreen.pve import snapshot_name
 from bluegreen.service import Service
 from bluegreen.topology import Container, Topology, load_stack, other_color
-from tests.integration.support import LOCK_WAIT_S, InterceptingExecutor, copy_project, live_color, retry_locked
+from tests.integration.support import (
+    LOCK_WAIT_S,
+    InterceptingExecutor,
+    copy_project,
+    live_color,
+    retry_locked,
+    wait_backends_up,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -370,14 +377,7 @@ def restart_app(t: Topology, color: str, revision: str) -> None:
     with connect(t, host) as ex:
         ex.run(cmd.pm2_reload(t, cmd.AppPaths.of(t, host)), step="restart the app")
     assert_standby_serves(t, color, revision)
-    deadline = time.monotonic() + 60
-    with connect(t, t.load_balancer) as lb:
-        while True:
-            status = str(haproxy_runtime.backend_states(lb, t).get(color, {}).get("status", ""))
-            if status.upper().startswith("UP"):
-                return
-            assert time.monotonic() < deadline, f"HAProxy still sees bk_{color} as {status!r}"
-            time.sleep(0.5)
+    wait_backends_up(t, (color,))
 
 
 def test_standby_app_killed_as_a_switch_starts_is_refused_and_live_keeps_serving(estate: Path) -> None:
