@@ -27,7 +27,7 @@ lab-status:
 
 lint:
 	.venv/bin/ruff check .
-	.venv/bin/mypy bluegreen components __main__.py
+	.venv/bin/mypy bluegreen components __main__.py tests benchmarks
 
 bench: setup
 	$(PY) benchmarks/run_all.py

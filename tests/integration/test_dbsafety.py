@@ -11,6 +11,7 @@ Tests work on a copy of the project (switches record the live colour in the stac
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from bluegreen.lab.lab import Lab
 from bluegreen.lab.repo import publish_variant
 from bluegreen.loadgen import RequestLoop
 from bluegreen.progress import RecordingProgress, StepRecord
-from bluegreen.service import Service
+from bluegreen.service import DeployResult, Service
 from bluegreen.topology import Topology, load_stack, other_color
 from tests.integration.support import copy_project, live_color, retry_locked
 
@@ -271,7 +272,7 @@ def test_retention_after_failed_retries_keeps_the_last_good_dump(lab: Lab, base:
                         changes={f"prisma/migrations/{stamp}_fails_{i}/migration.sql":
                                  'ALTER TABLE "NoSuchTable" ADD COLUMN "x" integer;\n'})
         with pytest.raises(DeployError) as info:
-            retry_locked(lambda b=branch: Service(topology(project)).deploy(b, migrate=True, snapshot=False))
+            retry_locked(functools.partial(deploy_migrating, project, branch))
         message = str(info.value)
         assert "no migration was applied" in message and ".dump" in message
         assert "P3009" in message
@@ -364,3 +365,7 @@ def test_a_deploy_failing_after_its_migration_says_the_database_stays_migrated(l
     entry = json.loads(cli(project, "--json", "history", "--limit", "1").stdout)[0]
     assert entry["result"] == "failed" and entry["backup"] == dump.path
     assert entry["migrationsApplied"] == [migration] and "STAYS MIGRATED" in entry["database"]
+
+
+def deploy_migrating(project: Path, ref: str) -> DeployResult:
+    return Service(topology(project)).deploy(ref, migrate=True, snapshot=False)

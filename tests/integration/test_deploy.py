@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ http.createServer((req, res) => { res.statusCode = 500; res.end('broken on purpo
 # ------------------------------------------------------------------------ helpers
 
 
-def topology(lab: Lab, **app: object) -> Topology:
+def topology(lab: Lab, **app: Any) -> Topology:
     t = load_stack(lab.project_dir, "lab")  # fresh: switches record the live colour in the file
     return dataclasses.replace(t, app=dataclasses.replace(t.app, **app)) if app else t
 

@@ -372,7 +372,7 @@ def test_terminal_approval_then_the_next_call_switches_and_elicitation_rolls_bac
         return mcp_types.ElicitResult(action="accept", content={"approve": True})
 
     async def switch() -> tuple[str, dict[str, Any], mcp_types.CallToolResult, tuple[int, str],
-                                tuple[int, str]]:
+                                tuple[int, str], tuple[int, str]]:
         async with mcp_session(errlog, approvals=approvals) as session:
             code = code_of(data_of(await session.call_tool("switch_traffic", {})))
             piped = await anyio.to_thread.run_sync(lambda: cli("approve", code, env={

@@ -58,7 +58,7 @@ def value(found: list[Sample], name: str, **labels: str) -> float:
     return float(matches[0])
 
 
-def get_public(t: Topology, count: int) -> list[tuple[int, str | None]]:
+def get_public(t: Topology, count: int) -> list[tuple[int | None, str | None]]:
     answers = []
     for _ in range(count):
         # As a visitor: HTTPS, verified against the stack's CA (port 80 only redirects).

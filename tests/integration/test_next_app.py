@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,7 +55,7 @@ def test_real_app_deploys_switches_under_load_and_keeps_server_actions(lab: Lab,
 
     t = load_stack(project, LAB_STACK)
     public = f"{t.public_url}/"
-    tls = {"ca_file": t.haproxy.ca_file, "server_name": t.tls_server_name}
+    tls: dict[str, Any] = {"ca_file": t.haproxy.ca_file, "server_name": t.tls_server_name}
     form = render_form(public, **tls)
     assert form.served_by == first.color and form.color == first.color
 

@@ -37,7 +37,8 @@ def test_tags_are_normalized_as_pve_stores_them(tags: list[str], expected: list[
 
 def test_boot_order_is_database_then_apps_then_load_balancer() -> None:
     order = {role: s.order for role, s in STARTUP_BY_ROLE.items()}
-    assert order["database"] < order["app"] < order["loadbalancer"]
+    assert None not in order.values(), order
+    assert order["database"] < order["app"] < order["loadbalancer"]  # type: ignore[operator]
 
 
 def test_container_args_from_topology(prod: Topology) -> None:
