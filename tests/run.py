@@ -100,13 +100,11 @@ class World:
         self.mount_ns.touch()
         subprocess.run(["unshare", f"--mount={self.mount_ns}", "--propagation", "private", "--",
                         "mount", "--bind", str(self.lab_dir), str(LAB_DIR)], check=True)
+        # The lab's own destroy: down by pid, then its files (the mounted directory itself stays).
         if any(self.lab_dir.iterdir()):
-            self.run([PYTHON, "-m", "bluegreen.lab", "down"], log, timeout=300)
-            for child in self.lab_dir.iterdir():  # the directory itself stays: it is mounted
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
+            destroy = [PYTHON, "-m", "bluegreen.lab", "destroy"]
+            if self.run(destroy, log, timeout=300) != 0:
+                raise subprocess.CalledProcessError(1, destroy)
 
     def run(self, command: list[str], log: Path, timeout: float | None = None) -> int:
         with open(log, "ab") as out:
@@ -273,8 +271,9 @@ def run_in_worlds(count: int) -> int:
         for thread in threads:
             thread.join(60)
     finally:
+        namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         for w in worlds:
-            if w.netns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout:
+            if w.netns in namespaces:
                 w.run([PYTHON, "-m", "bluegreen.lab", "down"], logs / f"world{w.index}-lab.log", timeout=300)
                 w.destroy()
         shutil.rmtree(scratch, ignore_errors=True)

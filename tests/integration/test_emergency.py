@@ -33,7 +33,13 @@ from bluegreen.journal import LockInfo, LockManager, State, parse_state
 from bluegreen.lab.lab import Lab
 from bluegreen.service import Service
 from bluegreen.topology import Topology, load_stack, other_color, set_active_color_in_file
-from tests.integration.support import InterceptingExecutor, copy_project, live_color, retry_locked
+from tests.integration.support import (
+    InterceptingExecutor,
+    copy_project,
+    live_color,
+    retry_locked,
+    wait_backends_up,
+)
 from tests.unit.test_pulumi_seam import DIY_LOCKED, FakePulumi
 
 pytestmark = pytest.mark.integration
@@ -116,13 +122,7 @@ def wait_free(t: Topology, timeout: float = 120) -> None:
     while lock_now(t) is not None:
         assert time.monotonic() < deadline, f"the lock stayed taken: {lock_now(t)}"
         time.sleep(0.5)
-    while True:
-        with connect(t, t.load_balancer) as lb:
-            states = haproxy_runtime.backend_states(lb, t)
-        if all(str(states.get(c, {}).get("status", "")).startswith("UP") for c in ("blue", "green")):
-            break
-        assert time.monotonic() < deadline, f"the colour backends are not both UP: {states}"
-        time.sleep(1)
+    wait_backends_up(t, timeout=max(1.0, deadline - time.monotonic()))
     set_active_color_in_file(t.project_dir, STACK, live_color(t))
 
 
