@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 LAB_DIR = Path("/var/tmp/jw-lab")
 MOUNT_NS_DIR = Path("/run/jw-test-worlds")
+# Sessions run side by side: no shared .pytest_cache; failures and errors listed at the end of each.
+PYTEST = (PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE")
 
 # Seconds each file took in a CI-like run (three worlds on a 2-core machine): the longest go first,
 # so that no world is left with a long file at the end. Files not listed count as a minute.
@@ -209,8 +211,7 @@ def run_in_worlds(count: int) -> int:
     scratch = Path(f"/tmp/jwt{run_id}")
     scratch.mkdir(parents=True)
     files = sorted((REPO / "tests/integration").glob("test_*.py"))
-    shares = deal(files, count)
-    unrun = {i: list(share) for i, share in enumerate(shares)}
+    unrun = dict(enumerate(deal(files, count)))
     worlds = [World(i, run_id) for i in range(count)]
     outcomes: list[Outcome] = []
     lock = threading.Lock()
@@ -233,8 +234,7 @@ def run_in_worlds(count: int) -> int:
             test_file = unrun[world.index].pop(0)
             file_log = logs / f"{test_file.stem}.log"
             t0 = time.monotonic()
-            rc = world.run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE",
-                            f"--basetemp={scratch / test_file.stem.removeprefix('test_')}",
+            rc = world.run([*PYTEST, f"--basetemp={scratch / test_file.stem.removeprefix('test_')}",
                             str(test_file.relative_to(REPO))], file_log)
             report(Outcome(test_file.name, world.index, rc, time.monotonic() - t0, file_log, last_line(file_log)))
 
@@ -250,8 +250,7 @@ def run_in_worlds(count: int) -> int:
         raise WorldsUnavailable(str(exc)) from None
     try:
         with open(fast_log, "wb") as out:
-            fast = subprocess.Popen([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE",
-                                     "tests/unit", "tests/pulumi"], cwd=REPO, stdout=out,
+            fast = subprocess.Popen([*PYTEST, "tests/unit", "tests/pulumi"], cwd=REPO, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         print(f"tests: unit and Pulumi tests, and {len(files)} integration files in {count} lab worlds "
               f"(logs in {logs})", flush=True)
