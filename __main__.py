@@ -13,10 +13,11 @@ from pathlib import Path
 import pulumi
 import pulumi_proxmoxve as proxmoxve
 
-from bluegreen.errors import BlueGreenError, ConfigError
-from bluegreen.placeholders import require_complete
-from bluegreen.pve import TOKEN_ENV, read_token
-from bluegreen.topology import Topology, from_config, pulumi_getter, read_public_keys
+from bluegreen.model.config import from_config, pulumi_getter, read_public_keys
+from bluegreen.model.errors import BlueGreenError, ConfigError
+from bluegreen.model.placeholders import require_complete
+from bluegreen.model.secrets import TOKEN_ENV, read_token
+from bluegreen.model.topology import Topology
 from components.estate import build_estate, stack_outputs
 from components.hostconfig import app_env_secrets, configure_hosts, database_password
 

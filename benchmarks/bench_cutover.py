@@ -52,14 +52,15 @@ from benchlib import (
     when_unlocked,
 )
 
-from bluegreen import commands as cmd
-from bluegreen import haproxy_runtime
-from bluegreen.errors import BlueGreenError
+from bluegreen.hosts import haproxy, haproxy_cli
+from bluegreen.lab.loadgen import Sample
 from bluegreen.lab.services import ManagedProcess
-from bluegreen.loadgen import Sample
-from bluegreen.progress import RecordingProgress, StepRecord
+from bluegreen.model.errors import BlueGreenError
+from bluegreen.model.progress import RecordingProgress, StepRecord
+from bluegreen.model.topology import Topology, other_color
+from bluegreen.ops.switch import switch
+from bluegreen.render import commands as cmd
 from bluegreen.render.haproxy import render_haproxy_cfg
-from bluegreen.topology import Topology, other_color
 
 ALT_DIR = "/var/lib/bluegreen-bench"
 ALT_PUBLIC, ALT_PREVIEW, ALT_STATS = 18080, 18081, 18404
@@ -223,7 +224,7 @@ def lab_haproxy_reloads(bench: Bench) -> int:
     """How often the lab's own HAProxy was reloaded: one that happens mid-run is someone else's."""
     t = bench.topology()
     with bench.executor(t.load_balancer) as lb:
-        return haproxy_runtime.show_proc(lb, t).reloads
+        return haproxy.show_proc(lb, t).reloads
 
 
 def drive(bench: Bench, key: str, name: str, url: str, cutover: Callable[[], Cutover], count: int,
@@ -269,8 +270,8 @@ def ours(bench: Bench, *, emergency: bool) -> Callable[[], Cutover]:
                 flips.append(time.monotonic())
 
         called = time.monotonic()
-        result = when_unlocked(lambda: bench.service(progress=RecordingProgress(listener=listener))
-                               .switch(emergency=emergency, watch=False))
+        estate = bench.service(progress=RecordingProgress(listener=listener))
+        result = when_unlocked(lambda: switch(estate, emergency=emergency, watch=False))
         returned = time.monotonic()
         if not result.ok:
             raise BenchError(f"switch to {result.color} failed: {result.error}")
@@ -300,7 +301,7 @@ def second_haproxy(bench: Bench, *, idle_close: bool) -> Iterator[Callable[[], C
     """A second HAProxy on the load balancer serving the live colour; yields the reload cutover."""
     t = bench.topology()
     alt = alt_topology(t)
-    paths = haproxy_runtime.HaproxyPaths.from_topology(alt)
+    paths = haproxy_cli.HaproxyPaths.from_topology(alt)
     base_config = render_haproxy_cfg(alt)
     state = {"live": bench.live_color()}
     process = ManagedProcess("benchmark haproxy", Path(paths.pid_file), expect=f"-f {paths.config}")
@@ -308,14 +309,14 @@ def second_haproxy(bench: Bench, *, idle_close: bool) -> Iterator[Callable[[], C
         try:
             lb.put(paths.config, hardwire(base_config, state["live"], idle_close=idle_close),
                    step="write the benchmark HAProxy config")
-            haproxy_runtime.ensure_running(lb, paths)
+            haproxy.ensure_running(lb, paths)
 
             def cutover() -> Cutover:
                 new = other_color(state["live"])
                 called = time.monotonic()
                 lb.put(paths.config, hardwire(base_config, new, idle_close=idle_close),
                        step="rewrite haproxy.cfg")
-                haproxy_runtime.reload(lb, paths)
+                haproxy.reload(lb, paths)
                 returned = time.monotonic()
                 old, state["live"] = state["live"], new
                 return Cutover(called=called, flipped=called, returned=returned, old=old, new=new)

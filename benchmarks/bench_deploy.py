@@ -36,7 +36,8 @@ from benchlib import (
 )
 
 from bluegreen.lab.repo import publish_variant
-from bluegreen.topology import other_color
+from bluegreen.model.topology import other_color
+from bluegreen.ops.deploy import deploy
 
 VARIANT = "bench-lockfile"
 INSTALL_STEP = "install dependencies"
@@ -56,7 +57,7 @@ def _deploy(bench: Bench, ref: str, expect: str) -> dict[str, Any]:
     tree = StepTree()
     progress = tree.progress
     started = time.perf_counter()
-    result = when_unlocked(lambda: bench.service(progress=progress).deploy(ref, migrate=True))
+    result = when_unlocked(lambda: deploy(bench.service(progress=progress), ref, migrate=True))
     wall = time.perf_counter() - started
     if result.dependencies != expect:
         raise BenchError(f"deploy of {ref} {result.dependencies or 'did nothing with'} dependencies, "

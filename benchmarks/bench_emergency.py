@@ -38,9 +38,10 @@ from benchlib import (
     when_unlocked,
 )
 
-from bluegreen import emergency as em
-from bluegreen.haproxy_runtime import HaproxyPaths, backend_for, set_map
-from bluegreen.topology import Topology, other_color
+from bluegreen.hosts import openssh, visitor
+from bluegreen.hosts.haproxy_cli import HaproxyPaths, backend_for, set_map
+from bluegreen.model.topology import Topology, other_color
+from bluegreen.ops import emergency
 
 BLUEGREEN = PROJECT_DIR / ".venv" / "bin" / "bluegreen"
 TARGETS = {"emergency_s": 1.0, "flip_ms": 20.0, "overhead_s": 1.0}
@@ -51,9 +52,9 @@ def _ms(seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 def live(t: Topology) -> str:
-    with em.OpenSshExecutor(t, t.load_balancer) as lb:
-        out = lb.run(em.prepare_command(t).split("; echo ")[0], step="read the map").stdout
-    entry = em.parse_map(em.split_cli_answers(out)[1]).get("live", "")
+    with openssh.OpenSshExecutor(t, t.load_balancer) as lb:
+        out = lb.run(emergency.prepare_command(t).split("; echo ")[0], step="read the map").stdout
+    entry = emergency.parse_map(emergency.split_cli_answers(out)[1]).get("live", "")
     color = next((c for c in ("blue", "green") if entry == f"bk_{c}"), None)
     if color is None:
         raise BenchError(f"cannot read the live colour: {out!r}")
@@ -66,21 +67,21 @@ def baseline(t: Topology) -> tuple[float, float]:
     paths = HaproxyPaths.from_topology(t)
     command = (f"echo {shlex.quote(set_map(paths.map, 'live', backend_for(target)))} | "
                f"socat stdio {shlex.quote('UNIX-CONNECT:' + paths.admin_socket)}")
-    argv = [*em.ssh_argv(t, t.load_balancer), command]
+    argv = [*openssh.ssh_argv(t, t.load_balancer), command]
     started = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise BenchError(f"the bare flip failed: {proc.stderr.strip()[-300:]}")
-    ok, problem, _ = em.verify(t, target)
+    ok, problem, _ = visitor.verify(t, target)
     first = (time.perf_counter() - started) * 1000
     if not ok:
         raise BenchError(f"the bare flip did not move traffic: {problem}")
     # Put the preview entry and the map file in line again, as our flip would have.
-    with em.OpenSshExecutor(t, t.load_balancer) as lb:
+    with openssh.OpenSshExecutor(t, t.load_balancer) as lb:
         from bluegreen.render.haproxy import render_live_map
 
-        lb.run(em.flip_command(t, target), step="tidy the map", input=render_live_map(t, target))
+        lb.run(emergency.flip_command(t, target), step="tidy the map", input=render_live_map(t, target))
     return wall, first
 
 

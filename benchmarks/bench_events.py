@@ -27,19 +27,20 @@ from benchlib import (
     when_unlocked,
 )
 
-from bluegreen import events
+from bluegreen.hosts import events
 from bluegreen.lab.monitoring import start_monitoring, stop_receiver
-from bluegreen.service import Service
-from bluegreen.topology import EventSettings
+from bluegreen.model.topology import EventSettings
+from bluegreen.ops.estate import Estate
+from bluegreen.ops.rollback import rollback
 
 
 def _rollback(bench: Bench, *, webhooks: bool) -> float:
     t = bench.topology()
     if not webhooks:
         t = dataclasses.replace(t, events=EventSettings())
-    service = Service(t)
+    service = Estate(t)
     started = time.perf_counter()
-    result = when_unlocked(lambda: service.rollback(emergency=True))
+    result = when_unlocked(lambda: rollback(service, emergency=True))
     wall = time.perf_counter() - started
     if not result.ok:
         raise BenchError(f"rollback failed: {result.error}")

@@ -31,10 +31,11 @@ from typing import Any
 
 from benchlib import BENCH_DIR, Bench, StepTree, arg_parser, md_table, open_bench, say, setup_logging, when_unlocked
 
+from bluegreen.lab.loadgen import RequestLoop
 from bluegreen.lab.nextapp import PHASES, read_build_timings, split_deploy
 from bluegreen.lab.repo import publish_variant
-from bluegreen.loadgen import RequestLoop
-from bluegreen.topology import other_color
+from bluegreen.model.topology import other_color
+from bluegreen.ops.deploy import deploy
 
 START = "<!-- bench_next_deploy: start -->"
 END = "<!-- bench_next_deploy: end -->"
@@ -144,7 +145,7 @@ def _deploy(bench: Bench, ref: str) -> dict[str, Any]:
             MemorySampler(releases, live_releases) as memory:
         loop.wait_for(50, timeout=60)
         started = time.monotonic()
-        result = when_unlocked(lambda: bench.service(progress=tree.progress).deploy(ref, migrate=True))
+        result = when_unlocked(lambda: deploy(bench.service(progress=tree.progress), ref, migrate=True))
         wall = time.monotonic() - started
     report = loop.report
     build = read_build_timings(t, result.color, result.release) if result.release else None

@@ -25,21 +25,17 @@ from benchlib import (
     say,
 )
 
-from bluegreen.service import Service
+from bluegreen.ops.estate import Estate
+from bluegreen.ops.status import color_status, database_status, load_balancer_status, proxmox_status, status
 
 
-def probes(service: Service) -> dict[str, Callable[[], object]]:
-    """Each part of `status` on its own. These are the service's internal probes: no public API
-    runs one alone, and timing them is the point here."""
-    names = ("_status_lb", "_status_color", "_status_db", "_status_pve")
-    missing = [n for n in names if not callable(getattr(service, n, None))]
-    if missing:
-        raise BenchError(f"Service no longer has {', '.join(missing)}: update bench_status.probes")
-    found: dict[str, Callable[[], object]] = {"load balancer": service._status_lb}
-    for color in sorted(service.t.app_hosts):
-        found[f"{color} app host"] = lambda c=color: service._status_color(c)  # type: ignore[misc]
-    found["database"] = service._status_db
-    found["proxmox"] = service._status_pve
+def probes(estate: Estate) -> dict[str, Callable[[], object]]:
+    """Each part of `status` on its own (the parts `status` runs side by side)."""
+    found: dict[str, Callable[[], object]] = {"load balancer": lambda: load_balancer_status(estate)}
+    for color in sorted(estate.t.app_hosts):
+        found[f"{color} app host"] = lambda c=color: color_status(estate, c)  # type: ignore[misc]
+    found["database"] = lambda: database_status(estate)
+    found["proxmox"] = lambda: proxmox_status(estate)
     return found
 
 
@@ -51,7 +47,7 @@ def run(bench: Bench, *, repeats: int = 10) -> Section:
     for _ in range(repeats):
         service = bench.service()
         started = time.perf_counter()
-        report = service.status()
+        report = status(service)
         walls.append(time.perf_counter() - started)
         if report.live is None:
             raise BenchError(f"status could not read the live colour: {report.errors}")

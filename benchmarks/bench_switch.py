@@ -33,7 +33,9 @@ from benchlib import (
     when_unlocked,
 )
 
-from bluegreen.progress import RecordingProgress
+from bluegreen.model.progress import RecordingProgress
+from bluegreen.ops.rollback import rollback
+from bluegreen.ops.switch import switch
 
 BLUEGREEN = PROJECT_DIR / ".venv" / "bin" / "bluegreen"
 
@@ -59,9 +61,9 @@ def _timed(bench: Bench, operation: str) -> Timing:
     service = bench.service(progress=progress, executor_factory=timing_factory(bench.topology(), calls))
     started = time.perf_counter()
     if operation == "switch":
-        result = when_unlocked(lambda: service.switch(emergency=True, watch=False))
+        result = when_unlocked(lambda: switch(service, emergency=True, watch=False))
     else:
-        result = when_unlocked(lambda: service.rollback())
+        result = when_unlocked(lambda: rollback(service))
     wall = time.perf_counter() - started
     if not result.ok:
         raise BenchError(f"{operation} failed: {result.error}")

@@ -28,14 +28,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bluegreen import haproxy_runtime
-from bluegreen.errors import BlueGreenError, LockedError
-from bluegreen.executor import CommandResult, Executor, SshExecutor, connect
+from bluegreen.hosts import haproxy as haproxy_runtime
+from bluegreen.hosts.executor import CommandResult, Executor, SshExecutor, connect
 from bluegreen.lab.lab import Lab
-from bluegreen.loadgen import Sample
-from bluegreen.progress import Progress, RecordingProgress, StepRecord
-from bluegreen.service import Service
-from bluegreen.topology import Container, Topology, load_stack, other_color, set_active_color_in_file
+from bluegreen.lab.loadgen import Sample
+from bluegreen.model.errors import BlueGreenError, LockedError
+from bluegreen.model.progress import Progress, RecordingProgress, StepRecord
+from bluegreen.model.stackfile import load_stack, set_active_color_in_file
+from bluegreen.model.topology import Container, Topology, other_color
+from bluegreen.ops.deploy import deploy
+from bluegreen.ops.estate import Estate
+from bluegreen.ops.status import status
+from bluegreen.ops.switch import switch
 
 log = logging.getLogger("bluegreen.bench")
 
@@ -74,8 +78,8 @@ class Bench:
         return load_stack(self.project, self.stack)
 
     def service(self, *, progress: Progress | None = None,
-                executor_factory: Callable[[Container], Executor] | None = None) -> Service:
-        return Service(self.topology(), progress=progress, executor_factory=executor_factory)
+                executor_factory: Callable[[Container], Executor] | None = None) -> Estate:
+        return Estate(self.topology(), progress=progress, executor_factory=executor_factory)
 
     def executor(self, host: Container) -> SshExecutor:
         return connect(self.topology(), host)
@@ -118,19 +122,19 @@ def ensure_deployed(bench: Bench, progress: Progress | None = None) -> dict[str,
 
     Returns {colour: ref served}. A cutover can only be measured between two working colours.
     """
-    report = bench.service(progress=progress).status()
+    report = status(bench.service(progress=progress))
     if report.live is None:
         raise BenchError(f"cannot tell the live colour: {'; '.join(report.errors) or 'HAProxy did not say'}")
     if not report.colors[report.live].healthy:
         log.info("the live colour %s serves nothing: deploying v1 to the standby and switching", report.live)
-        when_unlocked(lambda: bench.service(progress=progress).deploy("v1", migrate=True))
-        when_unlocked(lambda: bench.service(progress=progress).switch(watch=False))
-        report = bench.service(progress=progress).status()
+        when_unlocked(lambda: deploy(bench.service(progress=progress), "v1", migrate=True))
+        when_unlocked(lambda: switch(bench.service(progress=progress), watch=False))
+        report = status(bench.service(progress=progress))
     standby = other_color(report.live or report.declared)
     if not report.colors[standby].release or not report.colors[standby].healthy:
         log.info("the standby %s serves nothing: deploying main to it", standby)
-        when_unlocked(lambda: bench.service(progress=progress).deploy("main", migrate=True))
-        report = bench.service(progress=progress).status()
+        when_unlocked(lambda: deploy(bench.service(progress=progress), "main", migrate=True))
+        report = status(bench.service(progress=progress))
     broken = [c for c, s in report.colors.items() if not s.healthy or not s.release]
     if broken:
         raise BenchError(f"colour(s) {', '.join(broken)} still not serving after deploying: "

@@ -14,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from bluegreen.errors import BlueGreenError
-from bluegreen.loadgen import RequestLoop
+from bluegreen.lab.loadgen import RequestLoop
+from bluegreen.model.errors import BlueGreenError
 
 # Enough for 15 minutes at the rates a laptop reaches; the budget only stops a runaway loop.
 MAX_REQUESTS = 20_000_000

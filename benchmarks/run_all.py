@@ -35,7 +35,7 @@ from benchlib import (
     ssh_command_cost,
 )
 
-from bluegreen.errors import BlueGreenError
+from bluegreen.model.errors import BlueGreenError
 
 
 def _ms(seconds: float | None) -> str:

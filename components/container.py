@@ -29,9 +29,9 @@ from pulumi_proxmoxve import (
     ContainerLegacyStartupArgs,
 )
 
-from bluegreen.changes import frozen_fields
-from bluegreen.ctsettings import MountPoint
-from bluegreen.topology import Container, Topology
+from bluegreen.model.changes import frozen_fields
+from bluegreen.model.ctsettings import MountPoint
+from bluegreen.model.topology import Container, Topology
 
 CONTAINER_TYPE = "bluegreen:proxmox:Container"
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pulumi
 
-from bluegreen.topology import COLORS, Topology, read_public_keys
+from bluegreen.model.config import read_public_keys
+from bluegreen.model.topology import COLORS, Topology
 
 from .container import ProxmoxContainerArgs
 from .roles import (

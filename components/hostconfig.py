@@ -21,13 +21,13 @@ import pulumi
 import pulumi.dynamic as dyn
 from pulumi.runtime import rpc
 
-from bluegreen import providers as logic
-from bluegreen.errors import ConfigError
-from bluegreen.sensitive import Sensitive
-from bluegreen.topology import COLORS, Container, Topology
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.sensitive import Sensitive
+from bluegreen.model.topology import COLORS, Container, Topology
 
 if TYPE_CHECKING:
     from .estate import Estate
+from bluegreen.hosts import hostconfig, providers
 
 HOST_CONFIGURATION_TYPE = "bluegreen:hosts:HostConfiguration"
 ROUTING_RESOURCE_NAME = "live-color-routing"
@@ -54,9 +54,9 @@ def _has_unknowns(value: Any) -> bool:
 class _HostDynamicProvider(dyn.ResourceProvider):
     """Adapts a `bluegreen.providers.HostProvider` to the engine's calls."""
 
-    logic_class: ClassVar[type[logic.HostProvider]]
+    logic_class: ClassVar[type[providers.HostProvider]]
 
-    def _logic(self) -> logic.HostProvider:
+    def _logic(self) -> providers.HostProvider:
         return self.logic_class()
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
@@ -87,27 +87,27 @@ class _HostDynamicProvider(dyn.ResourceProvider):
 
 
 class BootstrapDynamicProvider(_HostDynamicProvider):
-    logic_class = logic.BootstrapProvider
+    logic_class = providers.BootstrapProvider
 
 
 class PostgresDatabaseDynamicProvider(_HostDynamicProvider):
-    logic_class = logic.PostgresDatabaseProvider
+    logic_class = providers.PostgresDatabaseProvider
 
 
 class HaproxyConfigDynamicProvider(_HostDynamicProvider):
-    logic_class = logic.HaproxyConfigProvider
+    logic_class = providers.HaproxyConfigProvider
 
 
 class LiveColorRoutingDynamicProvider(_HostDynamicProvider):
-    logic_class = logic.LiveColorRoutingProvider
+    logic_class = providers.LiveColorRoutingProvider
 
 
 class Pm2EcosystemDynamicProvider(_HostDynamicProvider):
-    logic_class = logic.Pm2EcosystemProvider
+    logic_class = providers.Pm2EcosystemProvider
 
 
 class AppEnvDynamicProvider(_HostDynamicProvider):
-    logic_class = logic.AppEnvProvider
+    logic_class = providers.AppEnvProvider
 
 
 # --------------------------------------------------------------------------- resources
@@ -186,7 +186,7 @@ class AppEnv(dyn.Resource, module="bluegreen", name="AppEnv"):
 def bootstrap_inputs(t: Topology, c: Container) -> dict[str, Any]:
     """`providers.bootstrap_props`, plus: trust the new host key of a container the program
     creates (never of an adopted one) when the bootstrap is created with it."""
-    return {**logic.bootstrap_props(t, c), "trust_new_host_key": not c.existing}
+    return {**providers.bootstrap_props(t, c), "trust_new_host_key": not c.existing}
 
 
 def _render_sql(t: Topology, password: str) -> str:
@@ -202,13 +202,13 @@ def postgres_inputs(t: Topology, db_password: pulumi.Input[str]) -> dict[str, An
     db = t.database_host
     rendered: pulumi.Output[str] = pulumi.Output.from_input(db_password).apply(lambda p: _render_sql(t, p))
     sql: pulumi.Output[str] = pulumi.Output.secret(rendered)
-    return {"connection": logic.connection_props(t, db), "sql": sql, "hba": render_pg_hba(t),
-            "socket_dir": db.path(logic.PG_SOCKET_DIR), "port": t.database.port}
+    return {"connection": providers.connection_props(t, db), "sql": sql, "hba": render_pg_hba(t),
+            "socket_dir": db.path(hostconfig.PG_SOCKET_DIR), "port": t.database.port}
 
 
 def app_env_secrets(t: Topology) -> dict[str, Sensitive]:
     """The `app.env` secrets: Pulumi secret config `bluegreen:<name>` first (`bluegreen.appenv`)."""
-    from bluegreen.appenv import resolve_secrets
+    from bluegreen.model.secrets import resolve_secrets
 
     return resolve_secrets(t, config_secret=pulumi.Config("bluegreen").get)
 
@@ -217,13 +217,13 @@ def app_env_inputs(t: Topology, color: str, db_password: pulumi.Input[str],
                    resolved: Mapping[str, Sensitive]) -> dict[str, Any]:
     """`AppEnv` props: shared/.env rendered (`bluegreen.appenv`) from the password and the
     `app.env` secrets, the whole text a secret."""
-    from bluegreen.appenv import env_path, render_env
+    from bluegreen.render.appenv import env_path, render_env
 
     host = t.app_host(color)
     rendered: pulumi.Output[str] = pulumi.Output.from_input(db_password).apply(
         lambda p: render_env(t, Sensitive(p), resolved).reveal())
     content: pulumi.Output[str] = pulumi.Output.secret(rendered)
-    return {"connection": logic.connection_props(t, host), "content": content,
+    return {"connection": providers.connection_props(t, host), "content": content,
             "path": env_path(t, host), "owner": t.app.deploy_user}
 
 
@@ -271,7 +271,7 @@ class HostConfiguration(pulumi.ComponentResource):
         db, lb = t.database_host, t.load_balancer
         self.database = PostgresDatabase(f"{db.name}-database", postgres_inputs(t, args.db_password),
                                          after(self.bootstraps[db.vmid]))
-        self.haproxy = HaproxyConfig(f"{lb.name}-haproxy", logic.haproxy_config_props(t),
+        self.haproxy = HaproxyConfig(f"{lb.name}-haproxy", providers.haproxy_config_props(t),
                                      after(self.bootstraps[lb.vmid]))
         app_secrets = args.app_secrets if args.app_secrets is not None else app_env_secrets(t)
         self.app_envs = {
@@ -280,13 +280,13 @@ class HostConfiguration(pulumi.ComponentResource):
             for color in COLORS
         }
         self.ecosystems = {
-            color: Pm2Ecosystem(f"{t.app_host(color).name}-pm2-ecosystem", logic.ecosystem_props(t, color),
+            color: Pm2Ecosystem(f"{t.app_host(color).name}-pm2-ecosystem", providers.ecosystem_props(t, color),
                                 with_container(t.app_host(color).vmid, self.bootstraps[t.app_host(color).vmid],
                                                self.database, self.app_envs[color]))
             for color in COLORS
         }
         # Top-level on purpose (no parent): its URN must not depend on this component's name.
-        self.routing = LiveColorRouting(ROUTING_RESOURCE_NAME, logic.routing_props(t),
+        self.routing = LiveColorRouting(ROUTING_RESOURCE_NAME, providers.routing_props(t),
                                         pulumi.ResourceOptions(depends_on=[self.haproxy]))
         self.register_outputs({
             "live_color": self.routing.live_color,

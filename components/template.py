@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_proxmoxve import download as pve_download
 
-from bluegreen.topology import Topology
+from bluegreen.model.topology import Topology
 
 TEMPLATE_TYPE = "bluegreen:proxmox:ContainerTemplate"
 

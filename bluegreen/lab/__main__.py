@@ -8,9 +8,9 @@ import logging
 import os
 import sys
 
-from ..errors import BlueGreenError
-from .lab import Lab
-from .services import servers_get_default_signals
+from bluegreen.lab.lab import Lab
+from bluegreen.lab.services import servers_get_default_signals
+from bluegreen.model.errors import BlueGreenError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("paramiko").setLevel(logging.WARNING)
     try:
         if args.legacy and args.command == "up":
-            from .legacy import LegacyLab
+            from bluegreen.lab.legacy import LegacyLab
 
             lab: Lab = LegacyLab(stack=args.stack, reset=args.reset)
         else:

@@ -17,18 +17,23 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
-from .. import commands as cmd
-from ..cli import format_status
-from ..errors import BlueGreenError
-from ..loadgen import LoadReport, RequestLoop
-from ..progress import TerminalProgress
-from ..service import Service
-from ..topology import load_stack
-from .lab import Lab
-from .nextapp import DeployTimings, format_timings, read_build_timings, render_form, split_deploy, submit
-from .services import servers_get_default_signals
+from bluegreen.faces.cli_support import format_status
+from bluegreen.faces.terminal import TerminalProgress
+from bluegreen.lab.lab import Lab
+from bluegreen.lab.loadgen import LoadReport, RequestLoop
+from bluegreen.lab.nextapp import DeployTimings, format_timings, read_build_timings, render_form, split_deploy, submit
+from bluegreen.lab.services import servers_get_default_signals
+from bluegreen.model.errors import BlueGreenError
+from bluegreen.model.stackfile import load_stack
+from bluegreen.ops.deploy import deploy
+from bluegreen.ops.deploy_run import DeployResult
+from bluegreen.ops.estate import Estate
+from bluegreen.ops.rollback import rollback
+from bluegreen.ops.status import status
+from bluegreen.ops.switch import switch
+from bluegreen.render import commands as cmd
 
 
 @dataclass
@@ -38,62 +43,63 @@ class Chapter:
     seconds: float
 
 
-def run(clients: int = 16) -> int:
-    progress = TerminalProgress(sys.stderr)
-    chapters: list[Chapter] = []
+class Story:
+    """The demo's chapters as they happen: a line on stderr each, the table at the end."""
 
-    def chapter(what: str, outcome: str, started: float) -> None:
-        chapters.append(Chapter(what, outcome, time.monotonic() - started))
+    def __init__(self, lab: Lab, progress: TerminalProgress) -> None:
+        self.lab = lab
+        self.progress = progress
+        self.chapters: list[Chapter] = []
+        self.timings: dict[str, DeployTimings] = {}
+
+    def chapter(self, what: str, outcome: str, started: float) -> None:
+        self.chapters.append(Chapter(what, outcome, time.monotonic() - started))
         sys.stderr.write(f"==> {what}: {outcome}\n")
 
+    def estate(self) -> Estate:
+        # Reloaded each time: switches record the declared live colour.
+        return Estate(load_stack(self.lab.project_dir, "lab"), progress=self.progress)
+
+    def deploy(self, ref: str) -> DeployResult:
+        started = time.monotonic()
+        first_step = len(self.progress.steps)
+        result = deploy(self.estate(), ref, migrate=True)
+        build = read_build_timings(self.lab.topology, result.color, result.release) if result.release else None
+        self.timings[f"{ref} -> {result.color} ({result.dependencies})"] = split_deploy(
+            self.progress.steps[first_step:], time.monotonic() - started, build)
+        self.chapter(f"deploy {ref} to {result.color}", f"release {result.release}, deps {result.dependencies}, "
+                     f"migrations {result.migrations_applied or 'none'}", started)
+        return result
+
+
+def run(clients: int = 16) -> int:
+    progress = TerminalProgress(sys.stderr)
     lab = Lab()
+    story = Story(lab, progress)
     started = time.monotonic()
     with progress.step("start the lab and configure every host as `pulumi up` would", long=True):
         info = lab.up()
-    chapter("lab up", f"started {len(info.started)}, reused {len(info.reused)}", started)
-
-    def service() -> Service:
-        # Reload each time: switches record the live colour in the stack file.
-        return Service(load_stack(lab.project_dir, "lab"), progress=progress)
-
+    story.chapter("lab up", f"started {len(info.started)}, reused {len(info.reused)}", started)
     t = lab.topology
-    timings: dict[str, DeployTimings] = {}
 
-    def deploy(ref: str) -> Any:
-        first_step = len(progress.steps)
-        begun = time.monotonic()
-        result = service().deploy(ref, migrate=True)
-        build = read_build_timings(t, result.color, result.release) if result.release else None
-        timings[f"{ref} -> {result.color} ({result.dependencies})"] = split_deploy(
-            progress.steps[first_step:], time.monotonic() - begun, build)
-        return result
-
+    story.deploy("next-v1")
     started = time.monotonic()
-    first = deploy("next-v1")
-    chapter(f"deploy next-v1 to {first.color}", f"release {first.release}, deps {first.dependencies}, "
-            f"migrations {first.migrations_applied or 'none'}", started)
-
-    started = time.monotonic()
-    switch1 = service().switch()
-    chapter(f"switch to {switch1.color}", f"flip {switch1.flip_ms:.0f} ms, verified {switch1.verified}", started)
-
+    switch1 = switch(story.estate())
+    story.chapter(f"switch to {switch1.color}", f"flip {switch1.flip_ms:.0f} ms, verified {switch1.verified}",
+                  started)
     started = time.monotonic()
     form = render_form(f"{t.public_url}/", ca_file=t.haproxy.ca_file, server_name=t.tls_server_name)
-    chapter("render the Server Action form", f"on {form.served_by}, action {form.action_id[:12]}...", started)
+    story.chapter("render the Server Action form", f"on {form.served_by}, action {form.action_id[:12]}...", started)
 
-    started = time.monotonic()
-    second = deploy("next-v2")
-    chapter(f"deploy next-v2 to {second.color}", f"release {second.release}, deps {second.dependencies}, "
-            f"migrations {second.migrations_applied or 'none'}", started)
-
+    story.deploy("next-v2")
     started = time.monotonic()
     with RequestLoop.visitor(t, "/", clients=clients, max_seconds=300) as loop:
         loop.wait_for(300)
-        switch2 = service().switch()
+        switch2 = switch(story.estate())
         loop.wait_for(300)
     load: LoadReport = loop.report
-    chapter(f"switch to {switch2.color} under load", f"{len(load.failures)} failed of {load.total} "
-            f"requests ({clients} clients)", started)
+    story.chapter(f"switch to {switch2.color} under load", f"{len(load.failures)} failed of {load.total} "
+                  f"requests ({clients} clients)", started)
 
     started = time.monotonic()
     marker = f"demo-{int(time.time())}"
@@ -101,28 +107,30 @@ def run(clients: int = 16) -> int:
                   ca_file=t.haproxy.ca_file, server_name=t.tls_server_name)
     rows = _count_shifts(lab, marker)
     action_ok = sent.status == 200 and rows == 1
-    chapter("submit that form after the switch", f"HTTP {sent.status} from {sent.served_by}, "
-            f"rows written {rows}" + ("" if action_ok else "  <-- FAILED"), started)
+    story.chapter("submit that form after the switch", f"HTTP {sent.status} from {sent.served_by}, "
+                  f"rows written {rows}" + ("" if action_ok else "  <-- FAILED"), started)
 
     started = time.monotonic()
-    back = service().rollback()
-    chapter(f"rollback to {back.color}", f"flip {back.flip_ms:.0f} ms", started)
+    back = rollback(story.estate())
+    story.chapter(f"rollback to {back.color}", f"flip {back.flip_ms:.0f} ms", started)
+    _report(story, status(story.estate()).to_json(), load, info.lab_dir, sys.stdout)
+    return 0 if not load.failures and action_ok else 1
 
-    status = service().status().to_json()
-    live = status["live"]
-    release = status["colors"][live]["ref"] if live else None
 
-    out = sys.stdout
-    out.write("\n" + format_status(status) + "\n\n")
+def _report(story: Story, report: dict[str, Any], load: LoadReport, lab_dir: Any, out: TextIO) -> None:
+    t = story.lab.topology
+    live = report["live"]
+    release = report["colors"][live]["ref"] if live else None
+    out.write("\n" + format_status(report) + "\n\n")
     out.write("The story:\n")
-    width = max(len(c.what) for c in chapters)
-    for c in chapters:
+    width = max(len(c.what) for c in story.chapters)
+    for c in story.chapters:
         out.write(f"  {c.what:<{width}}  {c.seconds:6.1f}s  {c.outcome}\n")
     out.write(f"\nRequest loop during the switch: {load.summary()}\n")
     out.write("\nWhere the deploys' time went (seconds; tool = SSH, git, snapshot, checks, backup):\n")
-    out.write(format_timings(timings) + "\n")
+    out.write(format_timings(story.timings) + "\n")
     out.write(f"The lab now serves {release} from {live} at {t.public_url}/\n\n")
-    out.write("Where each part runs (all on loopback, files under " f"{info.lab_dir}):\n")
+    out.write("Where each part runs (all on loopback, files under " f"{lab_dir}):\n")
     out.write(f"  Proxmox VE API (fakepve)   {t.proxmox.endpoint}\n")
     for host in t.containers:
         what = {"database": f"PostgreSQL :{t.database.port}",
@@ -138,9 +146,8 @@ def run(clients: int = 16) -> int:
         out.write(f"\nMonitoring (docs/MONITORING.md): Prometheus http://{t.monitoring.prometheus}/ "
                   f"(graph `max by (color) (bluegreen_live_color)` to see the cutover, alerts at /alerts, "
                   f"targets at /targets); dashboard monitoring/dashboards/bluegreen.json; deployment events "
-                  f"received in {info.lab_dir}/monitoring/events.jsonl\n")
+                  f"received in {lab_dir}/monitoring/events.jsonl\n")
     out.write("\nTry: .venv/bin/bluegreen status --stack lab    |    make lab-down to stop it all\n")
-    return 0 if not load.failures and action_ok else 1
 
 
 def _count_shifts(lab: Lab, post: str) -> int:

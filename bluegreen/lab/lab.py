@@ -2,7 +2,7 @@
 
 Each container is a loopback address with its own sshd and its own root directory; Proxmox is
 fakepve; the database container runs a real PostgreSQL. After the processes are up, the estate's
-configuration is applied exactly as `pulumi up` would (`providers.apply_estate`), which also
+configuration is applied exactly as `pulumi up` would (`ops.configure.apply_estate`), which also
 starts HAProxy and writes the PM2 ecosystems. Every process is stopped by its PID; the lab's
 data stays on disk between `down` and `up` so the next `up` is fast.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
-import ipaddress
 import json
 import logging
 import os
@@ -21,21 +20,27 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..commands import AppPaths, parse_current, pm2_jlist, pm2_reload, read_current
-from ..errors import ConfigError, HostKeyError
-from ..executor import Executor, SshExecutor, connect, known_hosts_line, trust_host
-from ..providers import apply_estate, pm2_home
-from ..sensitive import Sensitive
-from ..topology import Container, Topology, load_stack, set_active_color_in_file
-from .monitoring import start_monitoring
-from .pve import start_fakepve
-from .repo import build_next_refs, build_sample_repo
-from .services import (
+from bluegreen.hosts import haproxy_cli as hr
+from bluegreen.hosts.executor import Executor, SshExecutor, connect, known_hosts_line, trust_host
+from bluegreen.hosts.hostconfig import pm2_home
+from bluegreen.lab.monitoring import start_monitoring
+from bluegreen.lab.paths import (
+    LAB_DIR,
+    LEGACY_MARKER,
+    PM2,
+    PROJECT_DIR,
+    LabInfo,
+    LabPaths,
+    ProcessStatus,
+    check_loopback_only,
+)
+from bluegreen.lab.pve import start_fakepve
+from bluegreen.lab.repo import build_next_refs, build_sample_repo
+from bluegreen.lab.services import (
     SSH_KEYGEN,
     LabError,
     ManagedProcess,
@@ -44,129 +49,15 @@ from .services import (
     start_postgres,
     start_sshd,
 )
-from .tls import ensure_lab_tls
+from bluegreen.lab.tls import ensure_lab_tls
+from bluegreen.model.errors import ConfigError, HostKeyError
+from bluegreen.model.sensitive import Sensitive
+from bluegreen.model.stackfile import load_stack, set_active_color_in_file
+from bluegreen.model.topology import Container, Topology
+from bluegreen.ops.configure import apply_estate
+from bluegreen.render.commands import AppPaths, parse_current, pm2_jlist, pm2_reload, read_current
 
 log = logging.getLogger("bluegreen.lab")
-
-LAB_DIR = Path("/var/tmp/jw-lab")
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-PM2 = "pm2"
-LEGACY_MARKER = "legacy-estate"  # written by `up --legacy` (legacy.py)
-
-
-@dataclass(frozen=True)
-class LabPaths:
-    root: Path
-
-    @property
-    def ssh(self) -> Path:
-        return self.root / "ssh"
-
-    @property
-    def identity(self) -> Path:
-        return self.ssh / "id_ed25519"
-
-    @property
-    def public_key(self) -> Path:
-        return self.ssh / "id_ed25519.pub"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.ssh / "known_hosts"
-
-    @property
-    def pve(self) -> Path:
-        return self.root / "pve"
-
-    @property
-    def pids(self) -> Path:
-        return self.root / "pids"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def secrets(self) -> Path:
-        return self.root / "secrets"
-
-    @property
-    def db_password(self) -> Path:
-        return self.secrets / "db_password"
-
-    @property
-    def server_actions_key(self) -> Path:
-        return self.secrets / "next_server_actions_key"  # named by app.env in the lab stack
-
-    @property
-    def sample_repo(self) -> Path:
-        return self.root / "sample-app.git"
-
-    @property
-    def registry(self) -> Path:
-        """Processes started through other modules (fakepve): how to find and stop them again."""
-        return self.pids / "registry.json"
-
-    @property
-    def lock(self) -> Path:
-        return self.root / ".lab.lock"
-
-    @property
-    def leases(self) -> Path:
-        return self.root / "leases"
-
-    @property
-    def started_by_session(self) -> Path:
-        return self.pids / "started-by-session"
-
-
-@dataclass(frozen=True)
-class ProcessStatus:
-    name: str
-    pid: int | None
-    running: bool
-    pid_file: str
-    listen: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class LabInfo:
-    lab_dir: str
-    stack: str
-    public_url: str
-    preview_url: str
-    proxmox_endpoint: str
-    ssh_hosts: list[str]
-    started: list[str]
-    reused: list[str]
-    applied: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def check_loopback_only(t: Topology) -> None:
-    """The lab must never reach a real server: every address it uses has to be in 127.0.0.0/8."""
-    loopback = ipaddress.IPv4Network("127.0.0.0/8")
-    outside = [c.label for c in t.containers if c.interface.ip not in loopback]
-    endpoint_host = urlsplit(t.proxmox.endpoint).hostname or ""
-    try:
-        endpoint_ok = ipaddress.ip_address(endpoint_host) in loopback
-    except ValueError:
-        endpoint_ok = False
-    if not endpoint_ok:
-        outside.append(f"proxmox endpoint {t.proxmox.endpoint}")
-    for key, address in (("monitoring.prometheus", t.monitoring.prometheus),
-                         ("monitoring.blackboxExporter", t.monitoring.blackbox),
-                         *((f"webhook {w.name}", urlsplit(w.url).hostname) for w in t.events.webhooks if w.url)):
-        if address and not address.startswith("127."):
-            outside.append(f"{key} {address}")
-    if outside:
-        raise ConfigError(f"stack {t.stack!r} is not a lab stack: {', '.join(outside)} "
-                          f"not on 127.0.0.0/8 (the lab only runs on loopback addresses)")
 
 
 class Lab:
@@ -316,9 +207,7 @@ class Lab:
         self.topology = load_stack(self.project_dir, self.topology.stack)
         t, p = self.topology, self.paths
         if (p.root / LEGACY_MARKER).exists():
-            from .legacy import clear_legacy
-
-            clear_legacy(self)  # the legacy estate goes; the lab's own is built from scratch
+            self.clear_estate()  # the legacy estate goes; the lab's own is built from scratch
         for directory in (p.ssh, p.pve, p.pids, p.logs, p.secrets):
             directory.mkdir(parents=True, exist_ok=True)
         for private in (p.ssh, p.secrets):
@@ -391,8 +280,7 @@ class Lab:
         declared colour may lag behind a lab that kept running)."""
         import dataclasses
 
-        from .. import haproxy_runtime as hr
-        from ..providers import map_live_color, serving_color
+        from bluegreen.hosts.hostconfig import map_live_color, serving_color
 
         live, _ = serving_color(executors[t.load_balancer.vmid], hr.HaproxyPaths.from_topology(t), None)
         if live is None:
@@ -504,7 +392,8 @@ class Lab:
         return Sensitive(path.read_text().strip())
 
     def _write_app_env(self, password: Sensitive) -> None:
-        from ..appenv import ensure_secret_files, render_env, resolve_secrets
+        from bluegreen.model.secrets import ensure_secret_files, resolve_secrets
+        from bluegreen.render.appenv import render_env
 
         ensure_secret_files(self.topology)
         content = render_env(self.topology, password, resolve_secrets(self.topology, environ={})).reveal()
@@ -533,9 +422,10 @@ class Lab:
 
     def down(self) -> list[str]:
         with self.exclusive():
-            return self._down()
+            return self.stop_processes()
 
-    def _down(self) -> list[str]:
+    def stop_processes(self) -> list[str]:
+        """Stop every process the lab started, by PID (the caller holds the lab's lock)."""
         stopped: list[str] = []
         for home, daemon in self.pm2_daemons():
             pid = daemon.pid()
@@ -551,12 +441,25 @@ class Lab:
         log.info("lab down: stopped %d processes", len(stopped))
         return stopped
 
+    def clear_estate(self) -> None:
+        """Stop the lab and remove the estate's files and data (either kind): the next up builds
+        anew. The lab's keys, CA and token stay."""
+        t, p = self.topology, self.paths
+        self.stop_processes()
+        (p.root / LEGACY_MARKER).unlink(missing_ok=True)
+        # fakepve keeps nothing across a restart (containers are provisioned anew); its CA and token
+        # stay, so no client ever meets a certificate it was not given.
+        for host in t.containers:
+            for rel in (t.app.dir, t.app.dir + ".working-copy", "/etc/haproxy", "/var/lib/jw-deployment",
+                        "/var/lib/bluegreen", "/var/lib/postgresql", "/root/.pm2", "/usr/local/bin"):
+                shutil.rmtree(host.path(rel), ignore_errors=True)
+
     def destroy(self) -> list[str]:
         """down(), then remove every file of the lab."""
         with self.exclusive():
             if self._live_leases():
                 raise LabError("test sessions are using the lab right now; destroy it when they are done")
-            stopped = self._down()
+            stopped = self.stop_processes()
             for child in self.paths.root.iterdir():
                 if child == self.paths.lock:
                     continue
@@ -597,7 +500,7 @@ class Lab:
             with self.exclusive():
                 lease.unlink(missing_ok=True)
                 if not self._live_leases() and self.paths.started_by_session.exists():
-                    self._down()
+                    self.stop_processes()
                     self.paths.started_by_session.unlink(missing_ok=True)
 
     def _live_leases(self) -> list[Path]:

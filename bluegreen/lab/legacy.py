@@ -31,14 +31,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from ..providers import pm2_home
-from ..sensitive import Sensitive
-from ..topology import Container, Topology
-from .lab import LEGACY_MARKER, PM2, Lab, LabInfo
-from .pve import start_fakepve
-from .repo import build_sample_repo
-from .services import LabError, host_public_key, start_postgres, start_sshd
-from .tls import ensure_lab_tls
+from bluegreen.hosts.hostconfig import pm2_home
+from bluegreen.lab.lab import Lab
+from bluegreen.lab.paths import LEGACY_MARKER, PM2, LabInfo
+from bluegreen.lab.pve import start_fakepve
+from bluegreen.lab.repo import build_sample_repo
+from bluegreen.lab.services import LabError, host_public_key, start_postgres, start_sshd
+from bluegreen.lab.tls import ensure_lab_tls
+from bluegreen.model.sensitive import Sensitive
+from bluegreen.model.topology import Container, Topology
 
 log = logging.getLogger("bluegreen.lab.legacy")
 
@@ -133,7 +134,7 @@ class LegacyLab(Lab):
         marker = p.root / LEGACY_MARKER
         if self.reset or not marker.exists():
             # Whatever ran here before (the normal lab, an earlier rehearsal) goes: hosts and data.
-            clear_legacy(self)
+            self.clear_estate()
         for directory in (p.ssh, p.pve, p.pids, p.logs, p.secrets):
             directory.mkdir(parents=True, exist_ok=True)
         self._ensure_client_key()
@@ -174,7 +175,8 @@ class LegacyLab(Lab):
     def _hand_built_containers(self) -> None:
         from proxmoxer import ProxmoxAPI
 
-        from ..pve import parse_endpoint, read_token
+        from bluegreen.hosts.pve import parse_endpoint
+        from bluegreen.model.secrets import read_token
 
         t = self.topology
         token_id, secret = read_token(t)
@@ -274,20 +276,6 @@ class LegacyLab(Lab):
             _run(["haproxy", "-c", "-q", "-f", str(cfg)])
             _run(["haproxy", "-W", "-S", f"{lb.path(hp.master_socket)},mode,600", "-f", str(cfg),
                   "-p", lb.path(hp.pid_file), "-D"])
-
-
-def clear_legacy(lab: Lab) -> None:
-    """Stop the lab and remove the estate's files and data (either kind): the next up builds anew.
-    The lab's keys, CA and token stay."""
-    t, p = lab.topology, lab.paths
-    lab._down()
-    (p.root / LEGACY_MARKER).unlink(missing_ok=True)
-    # fakepve keeps nothing across a restart (containers are provisioned anew); its CA and token
-    # stay, so no client ever meets a certificate it was not given.
-    for host in t.containers:
-        for rel in (t.app.dir, t.app.dir + ".working-copy", "/etc/haproxy", "/var/lib/jw-deployment",
-                    "/var/lib/bluegreen", "/var/lib/postgresql", "/root/.pm2", "/usr/local/bin"):
-            shutil.rmtree(host.path(rel), ignore_errors=True)
 
 
 def _run(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,

@@ -15,14 +15,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..render.monitoring import (
-    node_exporter_args,
-    render_blackbox_config,
-    render_prometheus_config,
-)
-from ..topology import Topology
-from .services import LabError, ManagedProcess, spawn, wait_port
+from bluegreen.lab.services import LabError, ManagedProcess, spawn, wait_port
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.topology import Topology
+from bluegreen.render.monitoring import node_exporter_args, render_blackbox_config, render_prometheus_config
 
 log = logging.getLogger("bluegreen.lab")
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import httpx
 
-from .. import health
-from ..errors import BlueGreenError
-from ..health import SERVED_BY_HEADER
-from ..progress import StepRecord
-from ..topology import Topology
+from bluegreen.hosts import health
+from bluegreen.hosts.health import SERVED_BY_HEADER
+from bluegreen.model.errors import BlueGreenError
+from bluegreen.model.progress import StepRecord
+from bluegreen.model.topology import Topology
 
 NEXT_REFS = ("next-v1", "next-v2")
 _ACTION_FIELD = re.compile(r'<input[^>]*\bname="(\$ACTION_ID_[0-9a-f]+)"')

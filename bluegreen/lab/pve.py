@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import BlueGreenError, ConfigError
-from ..pve import DEFAULT_TASK_TIMEOUT, DEFAULT_TIMEOUT, PveClient, parse_endpoint, read_token
-from ..sensitive import Sensitive
-from ..topology import Topology
-from . import pve_server
-from .services import LabError, ManagedProcess, log_tail, spawn
+from bluegreen.hosts.pve import DEFAULT_TASK_TIMEOUT, DEFAULT_TIMEOUT, PveClient, parse_endpoint
+from bluegreen.lab import pve_server
+from bluegreen.lab.services import LabError, ManagedProcess, log_tail, spawn
+from bluegreen.model.errors import BlueGreenError, ConfigError
+from bluegreen.model.secrets import read_token
+from bluegreen.model.sensitive import Sensitive
+from bluegreen.model.topology import Topology
 
 if TYPE_CHECKING:
     from fakepve import FakePve

@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BlueGreenError, ConfigError
-from ..pve import parse_api_token
-from ..sensitive import Sensitive
-from ..topology import Container, Topology, load_stack
-from .services import LabError
+from bluegreen.lab.services import LabError
+from bluegreen.model.errors import BlueGreenError, ConfigError
+from bluegreen.model.secrets import parse_api_token
+from bluegreen.model.sensitive import Sensitive
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Container, Topology
 
 if TYPE_CHECKING:
     from fakepve import FakePve
@@ -179,7 +180,7 @@ def _provision(t: Topology, *, endpoint: str, token_id: str, secret: Sensitive, 
                timeout: float) -> None:
     from proxmoxer import ProxmoxAPI, ResourceException
 
-    from ..pve import parse_endpoint
+    from bluegreen.hosts.pve import parse_endpoint
 
     host, port = parse_endpoint(endpoint)
     user, _, name = token_id.partition("!")

@@ -6,7 +6,9 @@ parameters `container_create_params` builds, which start it), and does to the la
 what that does to a real one: its processes stop (PM2 and its apps, sshd), its root file system
 is gone, and the new one boots with nothing but an sshd with a *new* host key that accepts the
 estate's public key (PVE's ssh-public-keys). Everything after that (waiting for SSH, trusting the
-new key, configuring, deploying) is the same code for the lab and for Pulumi (`bluegreen.rebuild`).
+new key, configuring, deploying) is the same code for the lab and for Pulumi
+(`bluegreen.ops.rebuild`). The lab registers `LabBackend.for_stack` as the `lab` entry of the
+`bluegreen.container_backends` entry points (pyproject.toml): the product never imports the lab.
 """
 
 from __future__ import annotations
@@ -16,13 +18,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..appenv import ensure_secret_files, resolve_secrets
-from ..rebuild import Secrets
-from ..topology import Container, Topology
-from .lab import Lab, stop_pm2
-from .pve import lab_client
-from .pve_server import container_create_params
-from .services import LabError, start_sshd
+from bluegreen.lab.lab import Lab, stop_pm2
+from bluegreen.lab.pve import lab_client
+from bluegreen.lab.pve_server import container_create_params
+from bluegreen.lab.services import LabError, start_sshd
+from bluegreen.model.secrets import Secrets, ensure_secret_files, resolve_secrets
+from bluegreen.model.topology import Container, Topology
 
 log = logging.getLogger("bluegreen.lab.rebuild")
 

@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
-from ..errors import BlueGreenError
+from bluegreen.model.errors import BlueGreenError
 
 log = logging.getLogger("bluegreen.lab.repo")
 

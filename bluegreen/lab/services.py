@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BlueGreenError
+from bluegreen.model.errors import BlueGreenError
 
 log = logging.getLogger("bluegreen.lab")
 

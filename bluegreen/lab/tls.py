@@ -14,7 +14,7 @@ import ipaddress
 import os
 from pathlib import Path
 
-from ..topology import Topology
+from bluegreen.model.topology import Topology
 
 CA_NAME = "jw-lab CA"
 RENEW_BEFORE = datetime.timedelta(days=7)

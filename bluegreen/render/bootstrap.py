@@ -12,10 +12,15 @@ import posixpath
 import re
 import shlex
 
-from ..errors import ConfigError
-from ..topology import Container, Topology
-from . import GENERATED_BY
-from .monitoring import NODE_EXPORTER, NODE_EXPORTER_DEFAULTS, render_node_exporter_defaults, textfile_dir
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.topology import Container, Topology
+from bluegreen.render import GENERATED_BY
+from bluegreen.render.monitoring import (
+    NODE_EXPORTER,
+    NODE_EXPORTER_DEFAULTS,
+    render_node_exporter_defaults,
+    textfile_dir,
+)
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_SOCKET_DIR = "/var/run/postgresql"

@@ -6,9 +6,9 @@ is decided per request by the map file, so a flip is a runtime `set map` and nev
 
 from __future__ import annotations
 
-from ..errors import ConfigError
-from ..topology import COLORS, Topology, other_color
-from . import GENERATED_BY, http_path, plain_path, plain_word
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.topology import COLORS, Topology, other_color
+from bluegreen.render import GENERATED_BY, http_path, plain_path, plain_word
 
 # Old workers otherwise linger forever on a client that never closes its connection, and each
 # reload would add one more; five minutes is far beyond any request the app serves.

@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
-from ..topology import Container, Topology
-from . import GENERATED_BY
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.topology import Container, Topology
+from bluegreen.render import GENERATED_BY
 
 NODE_EXPORTER = "prometheus-node-exporter"
 NODE_EXPORTER_DEFAULTS = "/etc/default/prometheus-node-exporter"

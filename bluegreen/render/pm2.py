@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import shlex
 
-from ..errors import ConfigError
-from ..topology import Topology
-from . import GENERATED_BY, plain_word
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.topology import Topology
+from bluegreen.render import GENERATED_BY, plain_word
 
 # Next.js never calls process.send('ready'), so with wait_ready PM2 waits this long before it
 # counts a new instance as up: enough for `next start` to bind, short enough for a reload.

@@ -10,10 +10,10 @@ of the file stays the administrator's.
 
 from __future__ import annotations
 
-from ..errors import ConfigError
-from ..sensitive import Sensitive
-from ..topology import COLORS, Topology
-from . import GENERATED_BY
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.sensitive import Sensitive
+from bluegreen.model.topology import COLORS, Topology
+from bluegreen.render import GENERATED_BY
 
 BEGIN_MARKER = "# BEGIN bluegreen managed block"
 END_MARKER = "# END bluegreen managed block"

@@ -10,10 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bluegreen import haproxy_runtime
-from bluegreen.errors import LockedError
-from bluegreen.executor import CommandResult, SshExecutor, connect
-from bluegreen.topology import Topology, config_getter, from_config, load_stack, set_active_color_in_file
+from bluegreen.hosts import haproxy as haproxy_runtime
+from bluegreen.hosts.executor import CommandResult, SshExecutor, connect
+from bluegreen.model.config import config_getter, from_config
+from bluegreen.model.errors import LockedError
+from bluegreen.model.stackfile import load_stack, set_active_color_in_file
+from bluegreen.model.topology import Topology
 
 SSH_PORT = 2222
 APP_PORT = 3000

@@ -58,10 +58,10 @@ def test_tests_and_a_switch_on_the_lab_leave_the_clone_clean(estate: Lab, tmp_pa
 
     before = live_color(lab.topology)
     for command in (["switch", "--direct"], ["rollback", "--direct"]):
-        out = run(clone, "-m", "bluegreen.cli", *command, "--stack", "lab", "--yes", "--json")
+        out = run(clone, "-m", "bluegreen", *command, "--stack", "lab", "--yes", "--json")
         assert out.returncode == 0, out.stderr
     assert live_color(lab.topology) == before
-    out = run(clone, "-m", "bluegreen.cli", "status", "--stack", "lab", "--json")
+    out = run(clone, "-m", "bluegreen", "status", "--stack", "lab", "--json")
     assert out.returncode == 0, out.stderr
 
     assert git(clone, "status", "--porcelain", "--untracked-files=all") == ""

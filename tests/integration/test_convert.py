@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.commands import AppPaths
-from bluegreen.convert import LEGACY_PM2_RECORD, convert_host, replace_hand_started, working_copy_path
-from bluegreen.errors import ConfigError
-from bluegreen.executor import LocalExecutor
-from bluegreen.topology import Topology, load_stack
+from bluegreen.hosts.executor import LocalExecutor
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Topology
+from bluegreen.ops.convert import LEGACY_PM2_RECORD, convert_host, replace_hand_started, working_copy_path
+from bluegreen.render.commands import AppPaths
 
 pytestmark = pytest.mark.integration
 

@@ -21,16 +21,24 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen import commands as cmd
-from bluegreen import dbsafety, migrations
-from bluegreen.errors import DeployError
-from bluegreen.executor import connect
+from bluegreen.hosts import database
+from bluegreen.hosts.executor import connect
 from bluegreen.lab.lab import Lab
+from bluegreen.lab.loadgen import RequestLoop
 from bluegreen.lab.repo import publish_variant
-from bluegreen.loadgen import RequestLoop
-from bluegreen.progress import RecordingProgress, StepRecord
-from bluegreen.service import DeployResult, Service
-from bluegreen.topology import Topology, load_stack, other_color
+from bluegreen.model import dumps, migrations
+from bluegreen.model.errors import DeployError
+from bluegreen.model.progress import RecordingProgress, StepRecord
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Topology, other_color
+from bluegreen.ops import rollback
+from bluegreen.ops.deploy import deploy
+from bluegreen.ops.deploy_run import DeployResult
+from bluegreen.ops.estate import Estate
+from bluegreen.ops.status import status
+from bluegreen.ops.switch import switch
+from bluegreen.render import commands as cmd
+from bluegreen.render import dbcommands
 from tests.integration.support import copy_project, live_color, retry_locked
 
 pytestmark = pytest.mark.integration
@@ -73,9 +81,9 @@ def columns(t: Topology, table: str) -> list[str]:
                    f"WHERE table_name = '{table}' ORDER BY ordinal_position").split()
 
 
-def backups(t: Topology) -> list[dbsafety.Backup]:
+def backups(t: Topology) -> list[dumps.Backup]:
     with connect(t, t.database_host) as db:
-        return dbsafety.read_backups(t, db)
+        return database.read_backups(t, db)
 
 
 def release_sha(t: Topology, color: str) -> str:
@@ -85,7 +93,7 @@ def release_sha(t: Topology, color: str) -> str:
 
 
 def cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bluegreen.cli", "--cwd", str(project), "--stack", STACK,
+    return subprocess.run([sys.executable, "-m", "bluegreen", "--cwd", str(project), "--stack", STACK,
                            *args], capture_output=True, text=True, timeout=600)
 
 
@@ -93,11 +101,11 @@ def cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def base(lab: Lab, project: Path) -> Iterator[Path]:
     """Both colours serve a release (the live one healthy) and the schema has the base tables."""
     t = topology(project)
-    report = Service(t).status()
+    report = status(Estate(t))
     assert report.live is not None, report.errors
     if not report.colors[report.live].healthy:
-        retry_locked(lambda: Service(topology(project)).deploy("v1", migrate=True, snapshot=False))
-        retry_locked(lambda: Service(topology(project)).switch(watch=False))
+        retry_locked(lambda: deploy(Estate(topology(project)), "v1", migrate=True, snapshot=False))
+        retry_locked(lambda: switch(Estate(topology(project)), watch=False))
     # The database matches what the live release expects (a lab whose database was recreated
     # under releases deployed earlier would otherwise lack their tables).
     t = topology(project)
@@ -142,7 +150,7 @@ def test_deploy_that_migrates_then_rollback_with_database_brings_code_and_rows_b
     applied_before = applied(t)
     assert "door" in rows_before
 
-    deployed = retry_locked(lambda: Service(topology(project)).deploy(branch, migrate=True, snapshot=False))
+    deployed = retry_locked(lambda: deploy(Estate(topology(project)), branch, migrate=True, snapshot=False))
     assert deployed.ok and deployed.migrations_applied == [migration]
     assert deployed.backup and deployed.backup_bytes and deployed.backup_bytes > 0
     assert migration in applied(t) and column in columns(t, "Shift")
@@ -154,7 +162,7 @@ def test_deploy_that_migrates_then_rollback_with_database_brings_code_and_rows_b
     status = json.loads(cli(project, "--json", "status").stdout)
     assert status["database"]["lastGoodDump"]["path"] == deployed.backup
 
-    switched = retry_locked(lambda: Service(topology(project)).switch(watch=False))
+    switched = retry_locked(lambda: switch(Estate(topology(project)), watch=False))
     assert switched.ok
     new_live = switched.color
     assert release_sha(t, new_live) == deployed.sha
@@ -172,8 +180,8 @@ def test_deploy_that_migrates_then_rollback_with_database_brings_code_and_rows_b
         if record.name.startswith("restore ") and "one transaction" in record.name:
             window[event] = time.monotonic()
 
-    svc = Service(topology(project), progress=RecordingProgress(listener=progress))
-    plan = dbsafety.plan_rollback_with_database(svc)
+    svc = Estate(topology(project), progress=RecordingProgress(listener=progress))
+    plan = rollback.plan_rollback_with_database(svc)
     assert plan.problems == [] and plan.to_color == live and plan.undoes == [migration]
     assert plan.dump is not None and plan.dump["path"] == deployed.backup
     assert plan.steps[0].startswith(f"switch live traffic {new_live} -> {live}")
@@ -181,7 +189,7 @@ def test_deploy_that_migrates_then_rollback_with_database_brings_code_and_rows_b
             RequestLoop.visitor(t, "/api/ready", clients=2, max_seconds=300, pause=0.01) as ready:
         loop.wait_for(50)
         ready.wait_for(20)
-        data = dbsafety.rollback_with_database(svc, plan, direct=True)
+        data = rollback.rollback_with_database(svc, plan, direct=True)
     assert data["ok"] is True, data
     start, end = window["start"], window["end"]
     samples = sorted(loop.report.samples + ready.report.samples, key=lambda s: s.started)
@@ -231,7 +239,7 @@ def test_a_truncated_dump_is_refused_before_migrating(lab: Lab, base: Path) -> N
 
     def truncate(event: str, record: StepRecord) -> None:
         if event == "end" and record.name == "back up the database" and record.ok:
-            dumps = sorted(Path(dbsafety.backup_folder(t)).glob("*.dump"), key=lambda p: p.stat().st_mtime)
+            dumps = sorted(Path(dbcommands.backup_folder(t)).glob("*.dump"), key=lambda p: p.stat().st_mtime)
             newest = dumps[-1]
             size = newest.stat().st_size
             with open(newest, "r+b") as f:
@@ -240,9 +248,9 @@ def test_a_truncated_dump_is_refused_before_migrating(lab: Lab, base: Path) -> N
 
     standby = other_color(live_color(t))
     before = release_sha(t, standby)
-    svc = Service(topology(project), progress=RecordingProgress(listener=truncate))
+    svc = Estate(topology(project), progress=RecordingProgress(listener=truncate))
     with pytest.raises(DeployError) as info:
-        retry_locked(lambda: svc.deploy(branch, migrate=True, snapshot=False))
+        retry_locked(lambda: deploy(svc, branch, migrate=True, snapshot=False))
     message = str(info.value)
     print(f"\n{message}")
     assert cut, "the dump was never taken"
@@ -259,7 +267,7 @@ def test_a_truncated_dump_is_refused_before_migrating(lab: Lab, base: Path) -> N
 def test_retention_after_failed_retries_keeps_the_last_good_dump(lab: Lab, base: Path) -> None:
     project = base
     t = topology(project)
-    good = dbsafety.last_good(backups(t))
+    good = dumps.last_good(backups(t))
     if good is None:  # the rollback test ran first in this module normally; make one otherwise
         pytest.skip("no good dump yet (run with the rollback test)")
     stamp = time.strftime("%Y%m%d%H%M%S")
@@ -279,7 +287,7 @@ def test_retention_after_failed_retries_keeps_the_last_good_dump(lab: Lab, base:
         # Resolve the failed row, as an operator would, so the next retry can run.
         psql(t, f"DELETE FROM _prisma_migrations WHERE migration_name = '{stamp}_fails_{i}'")
     after = backups(t)
-    assert dbsafety.last_good(after) is not None and dbsafety.last_good(after).file == good.file  # type: ignore[union-attr]
+    assert dumps.last_good(after) is not None and dumps.last_good(after).file == good.file  # type: ignore[union-attr]
     failed_attempts = [b for b in after if b.ours and not b.good]
     assert len(failed_attempts) <= keep
     listing = cli(project, "db", "backups")
@@ -353,7 +361,7 @@ def test_a_deploy_failing_after_its_migration_says_the_database_stays_migrated(l
 
     quick = dataclasses.replace(topology(project), app=dataclasses.replace(t.app, health_timeout=4.0))
     with pytest.raises(DeployError) as info:
-        retry_locked(lambda: Service(quick).deploy(branch, migrate=True, snapshot=False))
+        retry_locked(lambda: deploy(Estate(quick), branch, migrate=True, snapshot=False))
     message = str(info.value)
     print(f"\n{message}")
     assert migration in applied(t)  # the migration ran; the standby went back
@@ -368,4 +376,4 @@ def test_a_deploy_failing_after_its_migration_says_the_database_stays_migrated(l
 
 
 def deploy_migrating(project: Path, ref: str) -> DeployResult:
-    return Service(topology(project)).deploy(ref, migrate=True, snapshot=False)
+    return deploy(Estate(topology(project)), ref, migrate=True, snapshot=False)

@@ -17,17 +17,22 @@ from typing import Any
 
 import pytest
 
-from bluegreen import commands as cmd
-from bluegreen import haproxy_runtime
-from bluegreen.errors import ConfigError, DeployError, LockedError, SwitchError
-from bluegreen.executor import sh
-from bluegreen.journal import LockManager, parse_state
+from bluegreen.hosts import haproxy as haproxy_runtime
+from bluegreen.hosts.lock import LockManager
 from bluegreen.lab.lab import Lab
+from bluegreen.lab.loadgen import RequestLoop
 from bluegreen.lab.repo import publish_variant
-from bluegreen.loadgen import RequestLoop
-from bluegreen.progress import RecordingProgress, StepRecord
-from bluegreen.service import Service
-from bluegreen.topology import Topology, load_stack, other_color
+from bluegreen.model.errors import ConfigError, DeployError, LockedError, SwitchError
+from bluegreen.model.journal import parse_state
+from bluegreen.model.progress import RecordingProgress, StepRecord
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Topology, other_color
+from bluegreen.ops.deploy import deploy
+from bluegreen.ops.estate import Estate
+from bluegreen.ops.status import status
+from bluegreen.ops.switch import switch
+from bluegreen.render import commands as cmd
+from bluegreen.render.shell import sh
 from tests.integration.support import wait_backends_up
 
 pytestmark = pytest.mark.integration
@@ -49,8 +54,8 @@ def topology(lab: Lab, **app: Any) -> Topology:
     return dataclasses.replace(t, app=dataclasses.replace(t.app, **app)) if app else t
 
 
-def service(lab: Lab, progress: RecordingProgress | None = None, **app: object) -> Service:
-    return Service(topology(lab, **app), progress=progress)
+def service(lab: Lab, progress: RecordingProgress | None = None, **app: object) -> Estate:
+    return Estate(topology(lab, **app), progress=progress)
 
 
 def live_colour(lab: Lab) -> str:
@@ -107,9 +112,9 @@ def estate(lab: Lab) -> Iterator[Lab]:
         live = live_colour(lab)
         standby = other_color(live)
         if not release_of(lab, standby)[1]:
-            service(lab).deploy("v1", migrate=True)
+            deploy(service(lab), "v1", migrate=True)
         if not release_of(lab, live)[1]:
-            service(lab).switch(watch=False)
+            switch(service(lab), watch=False)
     assert all(release_of(lab, c)[1] for c in ("blue", "green"))
     wait_backends_up(topology(lab))  # a fault an earlier test set and cleared may still show DOWN
     yield lab
@@ -142,7 +147,7 @@ def test_deploy_switch_rollback_cycle_with_json_cli(estate: Lab, traffic: Reques
     lab = estate
 
     def cli(*args: str) -> dict:
-        out = subprocess.run([sys.executable, "-m", "bluegreen.cli", "--cwd", str(lab.project_dir),
+        out = subprocess.run([sys.executable, "-m", "bluegreen", "--cwd", str(lab.project_dir),
                               "--stack", "lab", "--json", *args], capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
@@ -208,7 +213,7 @@ def test_failed_deploy_leaves_live_serving_and_standby_on_previous_release(
         svc, expect = service(lab), "migrations"
 
     with pytest.raises(DeployError) as info:
-        svc.deploy(ref, migrate=True)
+        deploy(svc, ref, migrate=True)
     message = str(info.value)
     assert expect in info.value.step and standby in message
     assert live_colour(lab) == live
@@ -234,7 +239,7 @@ def test_failed_deploy_leaves_live_serving_and_standby_on_previous_release(
 def test_unknown_ref_is_bad_input(estate: Lab) -> None:
     live = live_colour(estate)
     with pytest.raises(ConfigError, match="unknown git ref 'no-such-branch'"):
-        service(estate).deploy("no-such-branch")
+        deploy(service(estate), "no-such-branch")
     assert live_colour(estate) == live
 
 
@@ -243,7 +248,7 @@ def test_second_deploy_is_refused_while_the_lock_is_held(estate: Lab) -> None:
     with estate.executor(t.load_balancer) as lb:
         locks = LockManager(lb, t.load_balancer.path(t.journal.lock_path), holder="alice@laptop")
         with locks.hold("deploy", "alice@laptop"), pytest.raises(LockedError) as info:
-            service(estate).deploy("v1")
+            deploy(service(estate), "v1")
     message = str(info.value)
     assert "alice@laptop" in message and "deploy" in message
 
@@ -255,7 +260,7 @@ def test_switch_refuses_an_unhealthy_standby(estate: Lab, traffic: RequestLoop) 
     live = live_colour(estate)
     set_fault(estate, other_color(live), "5xx")
     with pytest.raises(SwitchError, match="not healthy"):
-        service(estate).switch()
+        switch(service(estate))
     assert live_colour(estate) == live
 
 
@@ -269,7 +274,7 @@ def test_switch_goes_back_when_the_new_colour_answers_5xx(estate: Lab) -> None:
         if event == "end" and record.name.startswith("verify new requests"):
             set_fault(lab, target, "5xx")
 
-    result = service(lab, progress=RecordingProgress(listener=break_after_verify)).switch()
+    result = switch(service(lab, progress=RecordingProgress(listener=break_after_verify)))
     assert result.ok is False and result.rolled_back is True
     assert target in (result.error or "") and live in (result.error or "")
     assert live_colour(lab) == live
@@ -287,9 +292,9 @@ def test_seed_journal_is_read_and_extended(estate: Lab) -> None:
     seed["prod"], seed["standby"] = live, other_color(live)
     with lab.executor(t.load_balancer) as lb:
         lb.put(t.load_balancer.path(t.journal.path), json.dumps(seed, indent=2), step="seed journal")
-    status = service(lab).status()
-    assert status.switch_count == seed["switchCount"] and status.last_switch == seed["lastSwitch"]
-    service(lab).switch(watch=False)
+    report = status(service(lab))
+    assert report.switch_count == seed["switchCount"] and report.last_switch == seed["lastSwitch"]
+    switch(service(lab), watch=False)
     state = journal(lab)
     assert state.switch_count == seed["switchCount"] + 1
     assert list(state.history[1:]) == seed["history"][: len(state.history) - 1]
@@ -311,7 +316,7 @@ def test_trust_pins_only_a_confirmed_fingerprint(lab: Lab, tmp_path: Path) -> No
     (project / "stacks" / "Pulumi.lab.yaml").write_text(stack.replace(t.ssh.known_hosts, str(known)))
 
     def trust(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "bluegreen.cli", "--cwd", str(project), "--stack", "lab",
+        return subprocess.run([sys.executable, "-m", "bluegreen", "--cwd", str(project), "--stack", "lab",
                                "trust", "blue", *args], capture_output=True, text=True, timeout=60)
 
     refused = trust("--fingerprint", "SHA256:" + "A" * 43)
@@ -327,18 +332,18 @@ def test_trust_pins_only_a_confirmed_fingerprint(lab: Lab, tmp_path: Path) -> No
 def test_deploy_snapshots_the_standby_and_rollback_snapshot_restores_it(estate: Lab) -> None:
     """The Proxmox side: a deploy snapshots the standby container first (kept per retention) and
     `bluegreen rollback --snapshot` restores the newest one, all through proxmoxer on fakepve."""
-    from bluegreen.pve import PveClient
+    from bluegreen.hosts.pve import PveClient
 
     lab = estate
     t = topology(lab)
     standby = other_color(live_colour(lab))
     vmid = t.app_host(standby).vmid
-    deployed = service(lab).deploy("v1", migrate=True)
+    deployed = deploy(service(lab), "v1", migrate=True)
     assert deployed.snapshot and deployed.snapshot.startswith("bluegreen-")
     client = PveClient.from_topology(t)
     ours = [s.name for s in client.snapshots(vmid) if s.name.startswith("bluegreen-")]
     assert ours[-1] == deployed.snapshot and len(ours) <= t.proxmox.snapshot_keep
-    out = subprocess.run([sys.executable, "-m", "bluegreen.cli", "--cwd", str(lab.project_dir), "--stack", "lab",
+    out = subprocess.run([sys.executable, "-m", "bluegreen", "--cwd", str(lab.project_dir), "--stack", "lab",
                           "--json", "rollback", "--snapshot", "--yes"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)

@@ -24,15 +24,24 @@ from typing import Any
 
 import pytest
 
-from bluegreen import commands as cmd
-from bluegreen import emergency as em
-from bluegreen import haproxy_runtime
-from bluegreen.errors import PulumiError, RemoteError
-from bluegreen.executor import connect
-from bluegreen.journal import LockInfo, LockManager, State, parse_state
+from bluegreen.hosts import haproxy as haproxy_runtime
+from bluegreen.hosts import journal as host_journal
+from bluegreen.hosts import visitor
+from bluegreen.hosts.executor import connect
+from bluegreen.hosts.lock import LockManager
 from bluegreen.lab.lab import Lab
-from bluegreen.service import Service
-from bluegreen.topology import Topology, load_stack, other_color, set_active_color_in_file
+from bluegreen.model import journal as journal_model
+from bluegreen.model.errors import PulumiError, RemoteError
+from bluegreen.model.journal import State, parse_state
+from bluegreen.model.lock import LockInfo
+from bluegreen.model.stackfile import load_stack, set_active_color_in_file
+from bluegreen.model.topology import Topology, other_color
+from bluegreen.ops import emergency, signals
+from bluegreen.ops.deploy import deploy, plan_deploy
+from bluegreen.ops.estate import Estate
+from bluegreen.ops.status import history, lock_status, status
+from bluegreen.ops.switch import plan_switch, switch
+from bluegreen.render import commands as cmd
 from tests.integration.support import (
     InterceptingExecutor,
     copy_project,
@@ -60,20 +69,20 @@ def topology(project: Path) -> Topology:
 @pytest.fixture(scope="module")
 def estate(project: Path) -> Path:
     """Both colours serve a release that deployed ok; the live one is healthy."""
-    report = Service(topology(project)).status()
+    report = status(Estate(topology(project)))
     assert report.live is not None, f"cannot read the live colour: {report.errors}"
     if not report.colors[report.live].healthy:
-        retry_locked(lambda: Service(topology(project)).deploy("v1", migrate=True, snapshot=False))
-        retry_locked(lambda: Service(topology(project)).switch(direct=True, watch=False))
-        report = Service(topology(project)).status()
+        retry_locked(lambda: deploy(Estate(topology(project)), "v1", migrate=True, snapshot=False))
+        retry_locked(lambda: switch(Estate(topology(project)), direct=True, watch=False))
+        report = status(Estate(topology(project)))
     standby = other_color(report.live or report.declared)
     if not report.colors[standby].release or not report.colors[standby].healthy:
-        retry_locked(lambda: Service(topology(project)).deploy("main", migrate=True, snapshot=False))
-    if Service(topology(project)).plan_deploy("main").pending:
+        retry_locked(lambda: deploy(Estate(topology(project)), "main", migrate=True, snapshot=False))
+    if plan_deploy(Estate(topology(project)), "main").pending:
         # An earlier file left the database behind `main` (a restore, a recreated lab): these tests
         # deploy `main` without --migrate, so bring its migrations in first.
-        retry_locked(lambda: Service(topology(project)).deploy("main", migrate=True, snapshot=False))
-    report = Service(topology(project)).status()
+        retry_locked(lambda: deploy(Estate(topology(project)), "main", migrate=True, snapshot=False))
+    report = status(Estate(topology(project)))
     broken = {c: s.errors for c, s in report.colors.items() if not (s.healthy and s.release)}
     assert not broken, f"the lab's colours do not both serve a release: {broken}"
     return project
@@ -94,11 +103,11 @@ def journal(t: Topology) -> State:
     raw = journal_text(t)
     state = parse_state(raw.decode() if raw is not None else None, declared_color=live_color(t))
     with connect(t, t.load_balancer) as lb:
-        return em.fold_pending(lb, t.load_balancer.path(t.journal.path), state, t.journal.history_keep)
+        return host_journal.fold_pending(lb, t.load_balancer.path(t.journal.path), state, t.journal.history_keep)
 
 
 def served_by_public(t: Topology) -> str | None:
-    return em.served_by(f"{t.public_url}{t.app.health_path}", ca_file=t.haproxy.ca_file,
+    return visitor.served_by(f"{t.public_url}{t.app.health_path}", ca_file=t.haproxy.ca_file,
                         server_name=t.tls_server_name)[1]
 
 
@@ -112,7 +121,7 @@ def assert_true_state(project: Path, color: str, *, declared: str | None = None)
 
 
 def lock_now(t: Topology) -> dict[str, Any] | None:
-    return Service(t).lock_status()
+    return lock_status(Estate(t))
 
 
 def wait_free(t: Topology, timeout: float = 120) -> None:
@@ -215,8 +224,8 @@ def test_emergency_rollback_with_a_corrupt_journal_records_beside_it_and_the_nex
         try:
             data = emergency_rollback(estate)
             assert data["colour"] == other_color(live)
-            assert data["recordedIn"] == em.side_path(path)
-            side = lb.get(em.side_path(path), step="read the side file")
+            assert data["recordedIn"] == journal_model.side_path(path)
+            side = lb.get(journal_model.side_path(path), step="read the side file")
             assert side is not None and json.loads(side.decode().splitlines()[-1])["to"] == other_color(live)
             assert live_color(t) == other_color(live)
             refused = cli(estate, "history", "--json")
@@ -228,7 +237,7 @@ def test_emergency_rollback_with_a_corrupt_journal_records_beside_it_and_the_nex
     back = cli(estate, "switch", "--direct", "--no-watch", "--yes", "--json")  # a normal command writes
     assert back.returncode == 0, back.stderr
     with connect(t, t.load_balancer) as lb:
-        assert lb.get(em.side_path(path), step="t") is None, "the side file was not folded in"
+        assert lb.get(journal_model.side_path(path), step="t") is None, "the side file was not folded in"
     ids = [e.get("id") for e in journal(t).history]
     assert json.loads(side.decode().splitlines()[-1])["id"] in ids
     assert_true_state(estate, live)
@@ -268,11 +277,11 @@ def test_emergency_in_automation_mode_goes_direct_and_status_names_the_reconcili
     t = topology(estate)
     live = live_color(t)
     auto = dataclasses.replace(t, switch=dataclasses.replace(t.switch, mode="automation"))
-    result = em.run(auto, rollback=True)
+    result = emergency.run(auto, rollback=True)
     assert result.ok, result.error
     assert result.declared == live and result.reconcile and other_color(live) in result.reconcile
     assert topology(estate).active_color == live  # left for the reconciling command
-    report = Service(auto).status()
+    report = status(Estate(auto))
     assert report.drift and report.reconcile == result.reconcile
     set_active_color_in_file(estate, STACK, other_color(live))  # what `pulumi config set` does
     assert_true_state(estate, other_color(live))
@@ -321,10 +330,10 @@ def test_the_automation_flip_ends_with_the_declared_colour_served(estate: Path, 
                                            "concurrent update": (255, DIY_LOCKED)}.get(case),
                           interrupt={"interrupt before flip": "before flip",
                                      "interrupt after flip": "after flip"}.get(case))
-    svc = Service(auto, pulumi_command=fake)
+    svc = Estate(auto, pulumi_command=fake)
     outcome: Any
     try:
-        outcome = svc.switch(watch=False)
+        outcome = switch(svc, watch=False)
     except (PulumiError, KeyboardInterrupt) as exc:
         outcome = exc
     ups = [c for c in fake.calls if "up" in c]
@@ -386,31 +395,32 @@ def test_an_interrupted_deploy_restores_the_standby_and_records_the_step(
     assert data["colors"][standby]["release"] == before.name
     # Converges: the standby serves its good release again, and a switch to it is allowed.
     deadline = time.monotonic() + 60
-    while (plan := Service(topology(estate)).plan_switch()).problems:
+    while (plan := plan_switch(Estate(topology(estate)))).problems:
         assert time.monotonic() < deadline, plan.problems
         time.sleep(1)
 
 
-class _InterruptingRecord(Service):
+class _InterruptingRecord(Estate):
     """Delivers a real SIGTERM to this process between the flip and the journal write."""
 
-    def _record_switch(self, lb: Any, from_color: str, to_color: str, reason: str, emergency: bool,
-                       duration_ms: int) -> None:
-        if not getattr(self, "_fired", False):
-            self._fired = True
+    fired = False
+
+    def write_state(self, lb: Any, state: State, live: str) -> None:
+        if not self.fired:
+            self.fired = True
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)
-        super()._record_switch(lb, from_color, to_color, reason, emergency, duration_ms)
+        super().write_state(lb, state, live)
 
 
 def test_sigterm_between_the_flip_and_the_journal_write_switches_back_and_records_both(estate: Path) -> None:
     wait_free(topology(estate))
     t = topology(estate)
     live = live_color(t)
-    em.raise_on_sigterm()
+    signals.raise_on_sigterm()
     try:
         with pytest.raises(KeyboardInterrupt):
-            _InterruptingRecord(t).switch(direct=True, watch=False)
+            switch(_InterruptingRecord(t), direct=True, watch=False)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     state = journal(t)
@@ -434,11 +444,11 @@ def test_a_flip_whose_journal_write_fails_is_still_verified_watched_and_recorded
     wait_free(topology(estate))
     t = topology(estate)
     live = live_color(t)
-    failing = Service(t, executor_factory=lambda c: _JournalWriteFails(connect(t, c)))
-    result = failing.switch(direct=True, watch=True)
+    failing = Estate(t, executor_factory=lambda c: _JournalWriteFails(connect(t, c)))
+    result = switch(failing, direct=True, watch=True)
     assert result.color == other_color(live) and result.verified and result.watched_s > 0
     assert not result.ok and "journal write failed" in (result.error or "") and "No space" in (result.error or "")
-    assert em.side_path(t.load_balancer.path(t.journal.path)) in (result.error or "")
+    assert journal_model.side_path(t.load_balancer.path(t.journal.path)) in (result.error or "")
     assert live_color(t) == other_color(live) and topology(estate).active_color == other_color(live)
     assert lock_now(t) is None
     # The next normal command folds the side entry in: the journal tells the truth again.
@@ -447,7 +457,7 @@ def test_a_flip_whose_journal_write_fails_is_still_verified_watched_and_recorded
 
 
 def journal_via_service(t: Topology) -> list[dict[str, Any]]:
-    return Service(t).history(1)
+    return history(Estate(t), 1)
 
 
 # --------------------------------------------------------------------------- the lock

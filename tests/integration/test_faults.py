@@ -41,21 +41,28 @@ from typing import Any
 
 import pytest
 
-from bluegreen import commands as cmd
-from bluegreen import haproxy_runtime, health, migrations
-from bluegreen.errors import BlueGreenError, DeployError, LockedError, ProxmoxError, RemoteError, SwitchError
-from bluegreen.executor import Executor, SshExecutor, connect
-from bluegreen.journal import State, parse_state
+from bluegreen.hosts import haproxy as haproxy_runtime
+from bluegreen.hosts import health
+from bluegreen.hosts.executor import Executor, SshExecutor, connect
+from bluegreen.hosts.providers import HaproxyConfigProvider, haproxy_config_props
+from bluegreen.hosts.pve import snapshot_name
 from bluegreen.lab.lab import Lab
+from bluegreen.lab.loadgen import LoadReport, RequestLoop
 from bluegreen.lab.pve import InProcessPve, serve_fakepve
 from bluegreen.lab.repo import publish_variant
 from bluegreen.lab.services import ManagedProcess
-from bluegreen.loadgen import LoadReport, RequestLoop
-from bluegreen.progress import RecordingProgress, StepRecord
-from bluegreen.providers import HaproxyConfigProvider, haproxy_config_props
-from bluegreen.pve import snapshot_name
-from bluegreen.service import Service
-from bluegreen.topology import Container, Topology, load_stack, other_color
+from bluegreen.model import migrations
+from bluegreen.model.errors import BlueGreenError, DeployError, LockedError, ProxmoxError, RemoteError, SwitchError
+from bluegreen.model.journal import State, parse_state
+from bluegreen.model.progress import RecordingProgress, StepRecord
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Container, Topology, other_color
+from bluegreen.ops.deploy import deploy
+from bluegreen.ops.estate import Estate
+from bluegreen.ops.rollback import rollback_snapshot
+from bluegreen.ops.status import lock_release, lock_status, status
+from bluegreen.ops.switch import switch
+from bluegreen.render import commands as cmd
 from tests.integration.support import (
     LOCK_WAIT_S,
     InterceptingExecutor,
@@ -98,25 +105,25 @@ def topology(project: Path) -> Topology:
 def wait_unlocked(t: Topology) -> None:
     """Other test sessions share the lab: wait until nobody holds the deployment lock."""
     deadline = time.monotonic() + LOCK_WAIT_S
-    while Service(t).lock_status() is not None:
+    while lock_status(Estate(t)) is not None:
         if time.monotonic() >= deadline:
-            pytest.fail(f"the deployment lock stayed taken for {LOCK_WAIT_S:g}s: {Service(t).lock_status()}")
+            pytest.fail(f"the deployment lock stayed taken for {LOCK_WAIT_S:g}s: {lock_status(Estate(t))}")
         time.sleep(1.0)
 
 
 @pytest.fixture(scope="module")
 def estate(project: Path) -> Path:
     """Both colours serve a release and the live one is healthy; returns the project copy."""
-    report = Service(topology(project)).status()
+    report = status(Estate(topology(project)))
     assert report.live is not None, f"cannot read the live colour: {report.errors}"
     if not report.colors[report.live].healthy:
-        retry_locked(lambda: Service(topology(project)).deploy("v1", migrate=True, snapshot=False))
-        retry_locked(lambda: Service(topology(project)).switch(watch=False))
-        report = Service(topology(project)).status()
+        retry_locked(lambda: deploy(Estate(topology(project)), "v1", migrate=True, snapshot=False))
+        retry_locked(lambda: switch(Estate(topology(project)), watch=False))
+        report = status(Estate(topology(project)))
     standby = other_color(report.live or report.declared)
     if not report.colors[standby].release or not report.colors[standby].healthy:
-        retry_locked(lambda: Service(topology(project)).deploy("main", migrate=True, snapshot=False))
-        report = Service(topology(project)).status()
+        retry_locked(lambda: deploy(Estate(topology(project)), "main", migrate=True, snapshot=False))
+        report = status(Estate(topology(project)))
     broken = {c: s.errors for c, s in report.colors.items() if not (s.healthy and s.release)}
     assert not broken, f"the lab's colours do not both serve a release: {broken}"
     return project
@@ -134,7 +141,7 @@ class Standby:
 
 
 @dataclass(frozen=True)
-class Estate:
+class EstateSnapshot:
     live: str
     standby: Standby
     backups: Mapping[str, str]  # file name -> sha256
@@ -146,7 +153,7 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def capture(t: Topology) -> Estate:
+def capture(t: Topology) -> EstateSnapshot:
     live = live_color(t)
     standby = other_color(live)
     host = t.app_host(standby)
@@ -167,7 +174,7 @@ def capture(t: Topology) -> Estate:
         config = ex.get(lb.path(t.haproxy.config_path), step="read haproxy.cfg") or b""
     journal = parse_state(raw.decode() if raw is not None else None, source="state.json",
                           declared_color=live)
-    return Estate(live=live, standby=Standby(standby, current.strip(), revision.strip(),
+    return EstateSnapshot(live=live, standby=Standby(standby, current.strip(), revision.strip(),
                                              frozenset(names.split())),
                   backups=backups, journal=journal, config_sha=_sha(config))
 
@@ -184,7 +191,7 @@ def new_history(before: State, after: State) -> list[Mapping[str, Any]]:
                          f"before: {json.dumps(old[:5], indent=1)}\nafter: {json.dumps(new[:5], indent=1)}")
 
 
-def assert_nothing_lost(t: Topology, before: Estate, *, same_live: bool = True) -> Estate:
+def assert_nothing_lost(t: Topology, before: EstateSnapshot, *, same_live: bool = True) -> EstateSnapshot:
     after = capture(t)
     if same_live:
         assert after.live == before.live, f"the live colour moved from {before.live} to {after.live}"
@@ -227,7 +234,7 @@ def _commit(result: health.ProbeResult) -> str | None:
 def assert_unlocked(t: Topology) -> None:
     """Our operations run in this process: a lock naming our pid was left behind by them. (Another
     session on the shared lab may hold the lock by now; that one is not ours to judge.)"""
-    lock = Service(t).lock_status()
+    lock = lock_status(Estate(t))
     assert lock is None or lock.get("pid") != os.getpid(), f"the deployment lock was left behind: {lock}"
 
 
@@ -256,12 +263,12 @@ def assert_no_failures(report: LoadReport) -> None:
 
 @dataclass
 class Attempt:
-    before: Estate
+    before: EstateSnapshot
     error: BlueGreenError | None = None
     result: Any = None
 
 
-def attempt(t: Topology, action: Callable[[Estate], Any]) -> Attempt:
+def attempt(t: Topology, action: Callable[[EstateSnapshot], Any]) -> Attempt:
     """Capture the estate, then run `action(before)`; its BlueGreenError is the outcome.
 
     The lab is shared with other test sessions: if one of them holds the lock, nothing of ours
@@ -321,12 +328,12 @@ def test_ssh_drop_at_each_deploy_step_loses_nothing(estate: Path, step: str) -> 
     t = topology(estate)
     faults: list[DropBeforeStep] = []
 
-    def deploy(before: Estate) -> Any:
+    def deploy_dropping(before: EstateSnapshot) -> Any:
         faults.append(DropBeforeStep(t, t.app_host(before.standby.color), step))
-        return Service(t, executor_factory=faults[-1]).deploy("main", migrate=True, snapshot=False)
+        return deploy(Estate(t, executor_factory=faults[-1]), "main", migrate=True, snapshot=False)
 
     with traffic(t) as loop:
-        outcome = attempt(t, deploy)
+        outcome = attempt(t, deploy_dropping)
     before, fault = outcome.before, faults[-1]
     host = fault.host
     assert fault.fired, f"the deploy never ran step {step!r} on {host.label}; it ran {fault.seen}"
@@ -384,15 +391,15 @@ def test_standby_app_killed_as_a_switch_starts_is_refused_and_live_keeps_serving
     t = topology(estate)
     killed: list[int] = []
 
-    def switch(before: Estate) -> Any:
+    def switch_killing(before: EstateSnapshot) -> Any:
         def kill_at_checks(event: str, record: StepRecord) -> None:
             if event == "start" and record.name == "pre-switch checks" and not killed:
                 killed.extend(kill_app(t, before.standby.color))
 
-        return Service(t, progress=RecordingProgress(listener=kill_at_checks)).switch(watch=True)
+        return switch(Estate(t, progress=RecordingProgress(listener=kill_at_checks)), watch=True)
 
     with traffic(t) as loop:
-        outcome = attempt(t, switch)
+        outcome = attempt(t, switch_killing)
     before = outcome.before
     standby = before.standby.color
     try:
@@ -414,15 +421,15 @@ def test_new_live_app_killed_right_after_the_flip_is_switched_back(estate: Path)
     t = topology(estate)
     killed: list[int] = []
 
-    def switch(before: Estate) -> Any:
+    def switch_killing(before: EstateSnapshot) -> Any:
         def kill_after_flip(event: str, record: StepRecord) -> None:
             if event == "end" and record.name.startswith("flip live traffic") and not killed:
                 killed.extend(kill_app(t, before.standby.color))
 
-        return Service(t, progress=RecordingProgress(listener=kill_after_flip)).switch(watch=True)
+        return switch(Estate(t, progress=RecordingProgress(listener=kill_after_flip)), watch=True)
 
     with traffic(t) as loop:
-        outcome = attempt(t, switch)
+        outcome = attempt(t, switch_killing)
         returned = time.monotonic()
     before, result = outcome.before, outcome.result
     old, new = before.live, before.standby.color
@@ -453,7 +460,7 @@ def _worker_pids(t: Topology) -> frozenset[int]:
 
 
 def _candidate_exists(t: Topology) -> bool:
-    from bluegreen.providers import candidate_path
+    from bluegreen.hosts.hostconfig import candidate_path
 
     path = candidate_path(t.load_balancer.path(t.haproxy.config_path))
     with connect(t, t.load_balancer) as lb:
@@ -582,7 +589,7 @@ def test_full_backup_volume_stops_the_deploy_before_it_migrates(lab: Lab, estate
     with full_volume(folder) as full:
         inside_before = {p.name: _sha(p.read_bytes()) for p in full.iterdir()}
         with traffic(t) as loop:
-            outcome = attempt(t, lambda _: Service(t).deploy(branch, migrate=True, snapshot=False))
+            outcome = attempt(t, lambda _: deploy(Estate(t), branch, migrate=True, snapshot=False))
         inside_after = {p.name: _sha(p.read_bytes()) for p in full.iterdir()}
     before = outcome.before
     assert_no_failures(loop.report)
@@ -623,7 +630,7 @@ def _read_until(proc: subprocess.Popen[str], needle: str, timeout: float) -> tup
     return False, lines
 
 
-def kill_deploy_at(t: Topology, project: Path, needle: str) -> tuple[int, Estate]:
+def kill_deploy_at(t: Topology, project: Path, needle: str) -> tuple[int, EstateSnapshot]:
     """Start `bluegreen deploy`, SIGKILL it by its pid once it prints `needle`; (pid, estate before)."""
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
@@ -675,9 +682,9 @@ def test_tool_killed_holding_the_lock_leaves_it_stale_with_its_holder(estate: Pa
             assert again is None or again.get("pid") != pid, again
         finally:
             # A failed assertion must not leave the shared lab locked for everyone else.
-            left = Service(t).lock_status()
+            left = lock_status(Estate(t))
             if left is not None and left.get("pid") == pid:
-                Service(t).lock_release(force=True)
+                lock_release(Estate(t), force=True)
     assert_no_failures(loop.report)
     assert_nothing_lost(t, before)
     assert_standby_serves(t, before.standby.color, before.standby.revision)
@@ -715,7 +722,7 @@ def test_proxmox_refusing_or_failing_the_snapshot_stops_the_deploy_first(
         for vmid in (c.vmid for c in t.app_hosts.values()):
             pve_node.call(pve_node.pve.fail, "POST", f"/nodes/{t.proxmox.node}/lxc/{vmid}/snapshot", error=fault)
     with traffic(t) as loop:
-        outcome = attempt(t, lambda _: Service(t).deploy("main", migrate=True, snapshot=True))
+        outcome = attempt(t, lambda _: deploy(Estate(t), "main", migrate=True, snapshot=True))
     before = outcome.before
     vmid = t.app_host(before.standby.color).vmid
     assert_no_failures(loop.report)
@@ -737,7 +744,7 @@ def test_snapshot_rollback_of_a_locked_container_is_refused_in_pves_words(
         client.snapshot(vmid, snapshot_name("fault", datetime.now(UTC)), "fault test")
         pve_node.call(pve_node.pve.snapshot_lock, vmid, "backup")
     with traffic(t) as loop:
-        outcome = attempt(t, lambda _: Service(t).rollback_snapshot())
+        outcome = attempt(t, lambda _: rollback_snapshot(Estate(t)))
     before = outcome.before
     vmid = t.app_host(before.standby.color).vmid
     assert_no_failures(loop.report)

@@ -14,11 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen import health
+from bluegreen.hosts import health
 from bluegreen.lab.lab import Lab
 from bluegreen.lab.pve import lab_client
-from bluegreen.service import Service
-from bluegreen.topology import load_stack
+from bluegreen.model.stackfile import load_stack
+from bluegreen.ops.deploy import deploy
+from bluegreen.ops.estate import Estate
+from bluegreen.ops.status import status
+from bluegreen.ops.switch import switch
 
 pytestmark = pytest.mark.integration
 
@@ -62,19 +65,19 @@ def test_a_fresh_estate_is_created_configured_serving_and_a_second_run_changes_n
                 assert stat.S_IMODE(env.stat().st_mode) == 0o600
                 assert "NEXT_SERVER_ACTIONS_ENCRYPTION_KEY=" in env.read_text()
 
-            svc = Service(load_stack(project, "lab"))
-            first = svc.deploy("v1", migrate=True, snapshot=False)
-            assert svc.switch(watch=False).ok
-            second = Service(load_stack(project, "lab")).deploy("v1", snapshot=False)
+            svc = Estate(load_stack(project, "lab"))
+            first = deploy(svc, "v1", migrate=True, snapshot=False)
+            assert switch(svc, watch=False).ok
+            second = deploy(Estate(load_stack(project, "lab")), "v1", snapshot=False)
             assert first.ok and second.ok and first.sha == second.sha
             probe = health.http_probe(f"{t.public_url}{t.app.health_path}", **health.visitor(t))
             assert probe.ok and (probe.json() or {}).get("commit") == first.sha
 
             again = fresh.up()
             assert again.started == [] and again.applied == [], again
-            status = Service(load_stack(project, "lab")).status()
-            assert status.live == first.color and not status.drift
-            assert all(c.healthy and c.sha == first.sha for c in status.colors.values())
+            report = status(Estate(load_stack(project, "lab")))
+            assert report.live == first.color and not report.drift
+            assert all(c.healthy and c.sha == first.sha for c in report.colors.values())
         finally:
             if fresh is not None:
                 fresh.down()

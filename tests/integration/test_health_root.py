@@ -8,21 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen import haproxy_runtime
-from bluegreen.health import http_probe
+from bluegreen.hosts import haproxy, haproxy_cli
+from bluegreen.hosts.health import COMMIT_NOT_REPORTED, http_probe
+from bluegreen.hosts.hostconfig import apply_haproxy_config
 from bluegreen.lab.lab import Lab
-from bluegreen.providers import apply_haproxy_config
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Topology, other_color
+from bluegreen.ops.deploy import deploy
+from bluegreen.ops.estate import Estate
+from bluegreen.ops.status import status
 from bluegreen.render.haproxy import render_haproxy_cfg, render_live_map
-from bluegreen.service import COMMIT_NOT_REPORTED, Service
-from bluegreen.topology import Topology, load_stack, other_color
 
 pytestmark = pytest.mark.integration
 
 
 def _apply_lb(lab: Lab, t: Topology) -> None:
     with lab.executor(t.load_balancer) as lb:
-        live = haproxy_runtime.live_color(lb, t)
-        apply_haproxy_config(lb, haproxy_runtime.HaproxyPaths.from_topology(t), render_haproxy_cfg(t),
+        live = haproxy.live_color(lb, t)
+        apply_haproxy_config(lb, haproxy_cli.HaproxyPaths.from_topology(t), render_haproxy_cfg(t),
                              render_live_map(t, live))
 
 
@@ -38,7 +41,7 @@ def root_health(lab: Lab) -> Iterator[tuple[Topology, str]]:
     stack = load_stack(lab.project_dir, "lab")
     t = dataclasses.replace(stack, app=dataclasses.replace(stack.app, health_path="/", health_status=200))
     with lab.executor(stack.load_balancer) as lb:
-        standby = other_color(haproxy_runtime.live_color(lb, stack))
+        standby = other_color(haproxy.live_color(lb, stack))
     env = Path(stack.app_host(standby).path(f"{stack.app.dir}/shared/.env"))
     _set_env(env, "1")
     _apply_lb(lab, t)
@@ -47,19 +50,19 @@ def root_health(lab: Lab) -> Iterator[tuple[Topology, str]]:
     finally:
         _set_env(env, "0")  # PM2 keeps removed keys: set it off rather than drop it
         _apply_lb(lab, stack)
-        Service(load_stack(lab.project_dir, "lab")).deploy(snapshot=False, migrate=True)
+        deploy(Estate(load_stack(lab.project_dir, "lab")), snapshot=False, migrate=True)
 
 
 @pytest.mark.timeout(1200)  # two deploys (the test's and the one that puts the standby back)
 def test_deploy_gates_on_the_root_path_when_the_app_has_no_health_route(
         lab: Lab, root_health: tuple[Topology, str]) -> None:
     t, standby = root_health
-    result = Service(t).deploy(snapshot=False, migrate=True)
+    result = deploy(Estate(t), snapshot=False, migrate=True)
     assert result.ok and result.color == standby, result.error
     host = t.app_host(standby)
     assert http_probe(f"http://{host.ip}:{t.app.port}/api/health").status == 404  # really has none
     assert http_probe(f"http://{host.ip}:{t.app.port}/").status == 200
-    report = Service(t).status()
+    report = status(Estate(t))
     assert report.colors[standby].healthy
     assert report.colors[standby].commit == COMMIT_NOT_REPORTED
     assert report.colors[standby].sha == result.sha  # the release is still known from the host

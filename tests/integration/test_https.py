@@ -6,11 +6,11 @@ import socket
 
 import pytest
 
-from bluegreen import health
-from bluegreen.health import http_probe, visitor
+from bluegreen.hosts import health
+from bluegreen.hosts.health import http_probe, visitor
 from bluegreen.lab.lab import Lab
-from bluegreen.loadgen import RequestLoop
-from bluegreen.topology import load_stack
+from bluegreen.lab.loadgen import RequestLoop
+from bluegreen.model.stackfile import load_stack
 
 pytestmark = pytest.mark.integration
 

@@ -12,17 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.errors import ConfigError, HostKeyError
-from bluegreen.executor import SshExecutor, SshTarget
-from bluegreen.lab.lab import PROJECT_DIR, Lab
-from bluegreen.lab.services import (
-    LabError,
-    ManagedProcess,
-    host_public_key,
-    spawn,
-    wait_port,
-    write_pid_file,
-)
+from bluegreen.hosts.executor import SshExecutor, SshTarget
+from bluegreen.lab.lab import Lab
+from bluegreen.lab.paths import PROJECT_DIR
+from bluegreen.lab.services import LabError, ManagedProcess, host_public_key, spawn, wait_port, write_pid_file
+from bluegreen.model.errors import ConfigError, HostKeyError
 
 
 def _is_gone(pid: int) -> bool:

@@ -1,6 +1,6 @@
 """The MCP server over a real stdio connection, driven by the SDK's own client, against the lab.
 
-Each test starts `python -m bluegreen.cli mcp --stack lab` as a subprocess through
+Each test starts `python -m bluegreen mcp --stack lab` as a subprocess through
 `mcp.client.stdio.stdio_client`, which stops it by its PID when the session closes. What the
 server claims is checked against the estate itself: the CLI's status, the hosts' health
 endpoints, the public frontend's `X-Served-By` header, the journal.
@@ -31,12 +31,15 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp import types as mcp_types
 from mcp.client.session import ClientRequestContext, ElicitationFnT
 
-from bluegreen.exposure import mark_tree
-from bluegreen.health import http_probe, visitor
+from bluegreen.faces.exposure import mark_tree
+from bluegreen.hosts.health import http_probe, visitor
 from bluegreen.lab.lab import Lab
 from bluegreen.lab.repo import publish_variant
-from bluegreen.service import Service
-from bluegreen.topology import Topology, other_color
+from bluegreen.model.topology import Topology, other_color
+from bluegreen.ops.deploy import deploy
+from bluegreen.ops.estate import Estate
+from bluegreen.ops.status import history, lock_status, status
+from bluegreen.ops.switch import switch
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +56,7 @@ TOOLS = {"get_deployment_status", "get_deployment_history", "deploy_to_standby",
 async def mcp_session(errlog: TextIO, *, approvals: Path, env: dict[str, str] | None = None,
                       elicitation: ElicitationFnT | None = None) -> AsyncIterator[ClientSession]:
     params = StdioServerParameters(
-        command=str(PYTHON), args=["-m", "bluegreen.cli", "mcp", "--stack", "lab", "--cwd", str(REPO)],
+        command=str(PYTHON), args=["-m", "bluegreen", "mcp", "--stack", "lab", "--cwd", str(REPO)],
         env={"BLUEGREEN_APPROVALS_DIR": str(approvals), **(env or {})}, cwd=str(REPO))
     async with stdio_client(params, errlog=errlog) as (read, write), \
             ClientSession(read, write, elicitation_callback=elicitation) as session:
@@ -73,11 +76,11 @@ def data_of(result: mcp_types.CallToolResult) -> dict[str, Any]:
 
 def fingerprint(t: Topology) -> dict[str, Any]:
     """Everything a mutating call would change, read straight from the estate."""
-    status = Service(t).status().to_json()
-    history = Service(t).history(1)
-    return {"live": status["live"], "switchCount": status["switchCount"],
-            "colours": {c: (s["release"], s["sha"]) for c, s in status["colors"].items()},
-            "lastEntry": history[0] if history else None}
+    report = status(Estate(t)).to_json()
+    entries = history(Estate(t), 1)
+    return {"live": report["live"], "switchCount": report["switchCount"],
+            "colours": {c: (s["release"], s["sha"]) for c, s in report["colors"].items()},
+            "lastEntry": entries[0] if entries else None}
 
 
 def served_by(t: Topology) -> str | None:
@@ -144,7 +147,7 @@ def code_of(data: dict[str, Any]) -> str:
 def wait_until_unlocked(t: Topology, patience_s: float = 300.0) -> None:
     """Other test sessions share the lab: let their deploy or switch finish before ours starts."""
     deadline = time.monotonic() + patience_s
-    while Service(t).lock_status() is not None:
+    while lock_status(Estate(t)) is not None:
         if time.monotonic() > deadline:
             pytest.fail(f"the lab's deployment lock stayed held for {patience_s:g}s")
         time.sleep(1)
@@ -154,18 +157,18 @@ def wait_until_unlocked(t: Topology, patience_s: float = 300.0) -> None:
 def estate(lab: Lab) -> Topology:
     """The lab with a healthy release on both colours, so either one can take traffic."""
     t = lab.topology
-    service = Service(t)
+    service = Estate(t)
     wait_until_unlocked(t)
     for _ in range(2):
-        status = service.status()
-        standby = status.colors[status.standby]
+        report = status(service)
+        standby = report.colors[report.standby]
         if not (standby.healthy and standby.release):
-            service.deploy("v1", migrate=True)
-        live = status.colors[status.live or status.declared]
+            deploy(service, "v1", migrate=True)
+        live = report.colors[report.live or report.declared]
         if live.healthy and live.release:
             break
         # The live colour has nothing to serve: move traffic, then give the other colour a release.
-        service.switch(watch=False, emergency=not live.healthy)
+        switch(service, watch=False, emergency=not live.healthy)
     return t
 
 
@@ -242,7 +245,7 @@ def test_history_is_the_journal(estate: Topology, errlog: TextIO, approvals: Pat
 
     two, bad = anyio.run(main)
     # The journal's entries, with the remote output they quote marked as untrusted.
-    assert two["entries"] == mark_tree(Service(estate).history(2))
+    assert two["entries"] == mark_tree(history(Estate(estate), 2))
     assert two["count"] == len(two["entries"]) == 2
     assert bad.is_error and "limit" in text_of(bad)
 
@@ -562,7 +565,7 @@ def test_operational_failure_is_a_tool_error_with_the_cli_message(estate: Topolo
 @pytest.mark.parametrize("raw", ["soon", "1e300", "5"])
 def test_server_refuses_a_bad_ttl_setting(errlog: TextIO, raw: str) -> None:
     completed = subprocess.run(
-        [str(PYTHON), "-m", "bluegreen.cli", "mcp", "--stack", "lab", "--cwd", str(REPO)],
+        [str(PYTHON), "-m", "bluegreen", "mcp", "--stack", "lab", "--cwd", str(REPO)],
         env={"PATH": "/usr/bin:/bin", "BLUEGREEN_MCP_APPROVAL_TTL": raw}, stdin=subprocess.DEVNULL,
         capture_output=True, text=True, timeout=60)
     assert completed.returncode == 2

@@ -14,12 +14,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from bluegreen.executor import connect
-from bluegreen.health import http_probe, visitor
-from bluegreen.journal import parse_state
+from bluegreen.hosts.executor import connect
+from bluegreen.hosts.health import http_probe, visitor
 from bluegreen.lab.lab import Lab
-from bluegreen.service import Service
-from bluegreen.topology import Topology, load_stack, other_color
+from bluegreen.model.journal import parse_state
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Topology, other_color
+from bluegreen.ops.deploy import deploy
+from bluegreen.ops.estate import Estate
+from bluegreen.ops.switch import switch
 from tests.integration.support import copy_project, live_color, retry_locked
 
 from .test_deploy import estate  # noqa: F401
@@ -103,8 +106,8 @@ def test_exporter_counts_live_traffic_on_the_live_colours_backend(estate: Lab, p
 def test_textfile_after_deploy_and_switch_parses_and_names_the_live_colour(lab: Lab, project: Path) -> None:
     t = topology(project)
     started = time.time()
-    deployed = retry_locked(lambda: Service(topology(project)).deploy("main", migrate=True, snapshot=False))
-    switched = retry_locked(lambda: Service(topology(project)).switch(watch=False))
+    deployed = retry_locked(lambda: deploy(Estate(topology(project)), "main", migrate=True, snapshot=False))
+    switched = retry_locked(lambda: switch(Estate(topology(project)), watch=False))
     assert switched.ok and switched.color == deployed.color, switched.to_json()
 
     lb = t.load_balancer

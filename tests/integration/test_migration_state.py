@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen import commands as cmd
-from bluegreen import migrations
-from bluegreen.errors import DeployError
 from bluegreen.lab.lab import Lab
-from bluegreen.progress import RecordingProgress
-from bluegreen.service import Service
-from bluegreen.topology import load_stack
+from bluegreen.model import migrations
+from bluegreen.model.errors import DeployError
+from bluegreen.model.progress import RecordingProgress
+from bluegreen.model.stackfile import load_stack
+from bluegreen.ops.deploy import deploy
+from bluegreen.ops.estate import Estate
+from bluegreen.render import commands as cmd
 from tests.integration.support import LAB_STACK, copy_project, live_color, retry_locked
 
 pytestmark = pytest.mark.integration
@@ -40,7 +41,7 @@ def sql(lab: Lab, query: str) -> str:
 def project(lab: Lab, tmp_path: Path) -> Path:
     project = copy_project(lab.project_dir, tmp_path)
     # The stand-in's migrations must be in place (the table exists) before rows are planted.
-    retry_locked(lambda: Service(load_stack(project, LAB_STACK)).deploy("main", migrate=True))
+    retry_locked(lambda: deploy(Estate(load_stack(project, LAB_STACK)), "main", migrate=True))
     return project
 
 
@@ -60,7 +61,7 @@ def test_failed_migration_blocks_the_deploy_in_prismas_words(lab: Lab, project: 
     t = load_stack(project, LAB_STACK)
     live = live_color(t)
     with pytest.raises(DeployError) as info:
-        retry_locked(lambda: Service(t).deploy("v1", migrate=True))
+        retry_locked(lambda: deploy(Estate(t), "v1", migrate=True))
     message = str(info.value)
     assert info.value.step == "migrations"
     assert "P3009" in message and migrations.P3009_TEXT in message
@@ -80,8 +81,8 @@ def test_edited_applied_migration_is_reported(lab: Lab, project: Path) -> None:
     sql(lab, f"UPDATE _prisma_migrations SET checksum = '{'f' * 64}' WHERE migration_name = '{INIT}'")
     try:
         progress = RecordingProgress()
-        result = retry_locked(lambda: Service(load_stack(project, LAB_STACK), progress=progress)
-                              .deploy("main", migrate=True))
+        estate = Estate(load_stack(project, LAB_STACK), progress=progress)
+        result = retry_locked(lambda: deploy(estate, "main", migrate=True))
     finally:
         sql(lab, f"UPDATE _prisma_migrations SET checksum = '{original}' WHERE migration_name = '{INIT}'")
     assert result.ok

@@ -17,16 +17,21 @@ from typing import Any
 import httpx
 import pytest
 
-from bluegreen import commands as cmd
-from bluegreen import haproxy_runtime, health
-from bluegreen.executor import sh
+from bluegreen.hosts import haproxy as haproxy_runtime
+from bluegreen.hosts import health
 from bluegreen.lab.lab import Lab
 from bluegreen.lab.monitoring import events_record, start_monitoring, stop_receiver
 from bluegreen.lab.receiver import read_events
-from bluegreen.progress import RecordingProgress, StepRecord
+from bluegreen.model.progress import RecordingProgress, StepRecord
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Topology, other_color
+from bluegreen.ops.deploy import deploy
+from bluegreen.ops.estate import Estate as Handle
+from bluegreen.ops.rollback import rollback
+from bluegreen.ops.switch import switch
+from bluegreen.render import commands as cmd
 from bluegreen.render.monitoring import haproxy_metrics_target
-from bluegreen.service import Service
-from bluegreen.topology import Topology, load_stack, other_color
+from bluegreen.render.shell import sh
 
 from .support import LAB_STACK, copy_project, retry_locked
 
@@ -47,8 +52,8 @@ class Estate:
     def topology(self) -> Topology:
         return load_stack(self.project, LAB_STACK)
 
-    def service(self, progress: RecordingProgress | None = None) -> Service:
-        return Service(self.topology(), progress=progress)
+    def service(self, progress: RecordingProgress | None = None) -> Handle:
+        return Handle(self.topology(), progress=progress)
 
     @property
     def prometheus(self) -> str:
@@ -104,9 +109,9 @@ def estate(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estat
     chapters): both colours serve a release, so later tests can switch either way."""
     project = copy_project(lab.project_dir, tmp_path_factory.mktemp("monitoring-project"))
     the = Estate(lab, project)
-    retry_locked(lambda: the.service().deploy("v1", migrate=True))
-    retry_locked(lambda: the.service().switch())
-    retry_locked(lambda: the.service().deploy("v2", migrate=True))
+    retry_locked(lambda: deploy(the.service(), "v1", migrate=True))
+    retry_locked(lambda: switch(the.service()))
+    retry_locked(lambda: deploy(the.service(), "v2", migrate=True))
     yield the
 
 
@@ -130,7 +135,7 @@ def test_prometheus_reports_every_target_up(estate: Estate) -> None:
 def test_live_colour_query_follows_a_switch_within_two_scrape_intervals(estate: Estate) -> None:
     t = estate.topology()
     before = estate.live()
-    result = retry_locked(lambda: estate.service().switch(watch=False))
+    result = retry_locked(lambda: switch(estate.service(), watch=False))
     switched = time.monotonic()
     assert result.ok and result.color == other_color(before)
 
@@ -167,7 +172,7 @@ def test_every_dashboard_query_parses_and_returns_data(estate: Estate) -> None:
 
 
 def test_injected_5xx_on_the_live_colour_fires_the_5xx_ratio_alert(estate: Estate) -> None:
-    retry_locked(lambda: estate.service().switch(watch=False))  # a recent switch: the alert's window
+    retry_locked(lambda: switch(estate.service(), watch=False))  # a recent switch: the alert's window
     live = estate.live()
 
     def firing() -> list[dict[str, Any]]:
@@ -203,10 +208,10 @@ def test_the_receiver_gets_one_event_per_operation(estate: Estate) -> None:
     start = len(estate.events())
     svc = estate.service
     live = estate.live()
-    retry_locked(lambda: svc().deploy("v1"))
-    retry_locked(lambda: svc().switch(watch=False))
-    retry_locked(lambda: svc().rollback())
-    retry_locked(lambda: svc().switch(emergency=True, watch=False))
+    retry_locked(lambda: deploy(svc(), "v1"))
+    retry_locked(lambda: switch(svc(), watch=False))
+    retry_locked(lambda: rollback(svc()))
+    retry_locked(lambda: switch(svc(), emergency=True, watch=False))
     target = other_color(estate.live())
 
     def break_after_flip(event: str, record: StepRecord) -> None:
@@ -215,7 +220,7 @@ def test_the_receiver_gets_one_event_per_operation(estate: Estate) -> None:
             set_fault(estate, target, "5xx")
 
     try:
-        went_back = retry_locked(lambda: svc(RecordingProgress(listener=break_after_flip)).switch())
+        went_back = retry_locked(lambda: switch(svc(RecordingProgress(listener=break_after_flip))))
     finally:
         set_fault(estate, target, None)
     assert went_back.rolled_back
@@ -225,15 +230,15 @@ def test_the_receiver_gets_one_event_per_operation(estate: Estate) -> None:
     got = estate.events()[start:]
     assert sorted(e["event"] for e in got) == sorted(expected), [e["event"] for e in got]
     by_kind = {e["event"]: e for e in got}
-    deploy = by_kind["deploy"]
-    assert deploy["ok"] and deploy["colour"] == other_color(live) and deploy["ref"] == "v1"
-    assert deploy["sha"] and deploy["release"] and deploy["who"] and deploy["durationSeconds"] > 0
+    deployed = by_kind["deploy"]
+    assert deployed["ok"] and deployed["colour"] == other_color(live) and deployed["ref"] == "v1"
+    assert deployed["sha"] and deployed["release"] and deployed["who"] and deployed["durationSeconds"] > 0
     assert by_kind["switch-back"]["to"] != by_kind["switch-back"]["from"]
     assert by_kind["emergency-switch"]["emergency"] is True
     assert len({e["id"] for e in got}) == 6
-    switch = [e for e in got if e["event"] == "switch"]
-    assert {e["result"] for e in switch} == {"ok", "switched-back"}
-    assert all(e["sha"] for e in switch)
+    switches = [e for e in got if e["event"] == "switch"]
+    assert {e["result"] for e in switches} == {"ok", "switched-back"}
+    assert all(e["sha"] for e in switches)
     token = (estate.lab.paths.root / "secrets" / "webhook-token").read_text().strip()
     assert token not in events_record(estate.lab.paths.root).read_text()
     wait_for("both backends UP again", lambda: backends_up(estate), 30, every=0.5)
@@ -245,7 +250,7 @@ def test_emergency_rollback_with_the_receiver_stopped_still_works(estate: Estate
     assert stop_receiver(lab.paths.root)
     try:
         before = estate.live()
-        result = retry_locked(lambda: estate.service().rollback(emergency=True))
+        result = retry_locked(lambda: rollback(estate.service(), emergency=True))
         assert result.ok and result.color == other_color(before) and estate.live() == result.color
         time.sleep(3)  # the delivery process has given up by now (refused connections, 2 retries)
         assert len(estate.events()) == start

@@ -16,13 +16,15 @@ from typing import Any
 
 import pytest
 
-from bluegreen import commands as cmd
 from bluegreen.lab.lab import Lab
+from bluegreen.lab.loadgen import RequestLoop
 from bluegreen.lab.nextapp import read_build_timings, render_form, submit
-from bluegreen.loadgen import RequestLoop
-from bluegreen.progress import RecordingProgress
-from bluegreen.service import Service
-from bluegreen.topology import load_stack
+from bluegreen.model.progress import RecordingProgress
+from bluegreen.model.stackfile import load_stack
+from bluegreen.ops.deploy import deploy
+from bluegreen.ops.estate import Estate
+from bluegreen.ops.switch import switch
+from bluegreen.render import commands as cmd
 from tests.integration.support import LAB_STACK, copy_project, retry_locked
 
 pytestmark = pytest.mark.integration
@@ -43,15 +45,15 @@ def test_real_app_deploys_switches_under_load_and_keeps_server_actions(lab: Lab,
     project = copy_project(lab.project_dir, tmp_path)
     progress = RecordingProgress()
 
-    def service() -> Service:
-        return Service(load_stack(project, LAB_STACK), progress=progress)
+    def service() -> Estate:
+        return Estate(load_stack(project, LAB_STACK), progress=progress)
 
-    first = retry_locked(lambda: service().deploy("next-v1", migrate=True))
+    first = retry_locked(lambda: deploy(service(), "next-v1", migrate=True))
     assert first.ok and first.sha
     # The build ran the app's own script: prisma generate, then next build, each timed.
     build = read_build_timings(lab.topology, first.color, first.release)
     assert build is not None and build["generateSeconds"] > 0 and build["nextBuildSeconds"] > 0
-    assert retry_locked(lambda: service().switch()).ok
+    assert retry_locked(lambda: switch(service())).ok
 
     t = load_stack(project, LAB_STACK)
     public = f"{t.public_url}/"
@@ -59,13 +61,13 @@ def test_real_app_deploys_switches_under_load_and_keeps_server_actions(lab: Lab,
     form = render_form(public, **tls)
     assert form.served_by == first.color and form.color == first.color
 
-    second = retry_locked(lambda: service().deploy("next-v2", migrate=True))
+    second = retry_locked(lambda: deploy(service(), "next-v2", migrate=True))
     assert second.ok and second.color != first.color
     # Four clients on the page (a database read per request). A slow answer is not a dropped one:
     # on a shared 2-core machine a page can take seconds, so the client waits up to 30 s.
     with RequestLoop.visitor(t, "/", clients=4, max_seconds=300, timeout=30.0) as loop:
         loop.wait_for(40, timeout=120)
-        switched = retry_locked(lambda: service().switch())
+        switched = retry_locked(lambda: switch(service()))
         loop.wait_for(40, timeout=120)
     assert switched.ok and switched.color == second.color
     assert loop.report.failures == [], loop.report.summary()

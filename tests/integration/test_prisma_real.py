@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen import commands as cmd
-from bluegreen import migrations
+from bluegreen.model import migrations
+from bluegreen.render import commands as cmd
 from tests.integration.test_sample_app import PSQL, Postgres, database, postgres  # noqa: F401
 
 pytestmark = pytest.mark.integration

@@ -36,27 +36,26 @@ import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime import rpc
 
-from bluegreen import haproxy_runtime as hr
-from bluegreen.errors import ConfigError, RemoteError
-from bluegreen.executor import SshExecutor, connect, trust_host
-from bluegreen.lab.services import ManagedProcess, host_public_key, start_postgres, start_sshd
-from bluegreen.loadgen import RequestLoop
-from bluegreen.providers import (
-    SWITCH_ENV,
-    apply_estate,
+from bluegreen.hosts import haproxy as hr
+from bluegreen.hosts import haproxy_cli as hr_cli
+from bluegreen.hosts.executor import SshExecutor, connect, trust_host
+from bluegreen.hosts.hostconfig import SWITCH_ENV, pm2_home, sql_secrets
+from bluegreen.hosts.providers import (
     connection_props,
     ecosystem_props,
     haproxy_config_props,
-    plan_estate,
-    pm2_home,
     postgres_props,
     routing_props,
-    sql_secrets,
 )
+from bluegreen.lab.loadgen import RequestLoop
+from bluegreen.lab.services import ManagedProcess, host_public_key, start_postgres, start_sshd
+from bluegreen.model.errors import ConfigError, RemoteError
+from bluegreen.model.sensitive import MASK, Sensitive, redact
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Topology
+from bluegreen.ops.configure import apply_estate, plan_estate
 from bluegreen.render.haproxy import render_live_map
 from bluegreen.render.postgres import BEGIN_MARKER, render_database_sql
-from bluegreen.sensitive import MASK, Sensitive, redact
-from bluegreen.topology import Topology, load_stack
 from components.hostconfig import (
     BootstrapDynamicProvider,
     HaproxyConfigDynamicProvider,
@@ -109,8 +108,8 @@ class Estate:
         return connect(self.t, self.t.find_host(role_or_color))
 
     @property
-    def paths(self) -> hr.HaproxyPaths:
-        return hr.HaproxyPaths.from_topology(self.t)
+    def paths(self) -> hr_cli.HaproxyPaths:
+        return hr_cli.HaproxyPaths.from_topology(self.t)
 
     def psql(self, sql: str) -> str:
         db = self.t.database_host
@@ -170,7 +169,7 @@ def estate() -> Iterator[Estate]:
             server = QuietServer((host.ip, APP_PORT), OkApp)
             threading.Thread(target=server.serve_forever, daemon=True).start()
             servers.append(server)
-        paths = hr.HaproxyPaths.from_topology(t)
+        paths = hr_cli.HaproxyPaths.from_topology(t)
         stoppers.append(ManagedProcess("haproxy", Path(paths.pid_file), expect=paths.config).stop)
         for home in sorted({Path(pm2_home(t, host)) for host in t.app_hosts.values()}):
             stoppers.append(functools.partial(_stop_pm2, home))
@@ -224,7 +223,7 @@ def served_by(url: str) -> str | None:
         return response.getheader("X-Served-By") if response.status == 200 else None
 
 
-def proc_table(estate: Estate) -> hr.ProcTable:
+def proc_table(estate: Estate) -> hr_cli.ProcTable:
     with closing(estate.executor("loadbalancer")) as ex:
         return hr.show_proc(ex, estate.paths)
 

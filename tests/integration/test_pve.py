@@ -16,23 +16,16 @@ from pathlib import Path
 import pytest
 from proxmoxer import ProxmoxAPI
 
-from bluegreen.errors import ConfigError, ProxmoxError
+from bluegreen.hosts.pve import PveClient, Snapshot, from_topology, parse_endpoint, snapshot_name, snapshots_to_prune
 from bluegreen.lab import pve as lab_pve
 from bluegreen.lab.pve import InProcessPve, lab_client, serve_fakepve, start_fakepve
 from bluegreen.lab.pve_server import container_create_params
 from bluegreen.lab.services import LabError, ManagedProcess
-from bluegreen.pve import (
-    TOKEN_ENV,
-    PveClient,
-    Snapshot,
-    from_topology,
-    parse_endpoint,
-    read_token,
-    snapshot_name,
-    snapshots_to_prune,
-)
-from bluegreen.sensitive import MASK, Sensitive
-from bluegreen.topology import Topology, load_stack
+from bluegreen.model.errors import ConfigError, ProxmoxError
+from bluegreen.model.secrets import TOKEN_ENV, read_token
+from bluegreen.model.sensitive import MASK, Sensitive
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Topology
 
 pytestmark = pytest.mark.integration
 

@@ -13,15 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen import commands as cmd
-from bluegreen.errors import HostKeyError, LockedError, ProxmoxError
-from bluegreen.executor import fetch_host_key, fingerprint, ssh_target
-from bluegreen.hostkeys import trust_created_host
+from bluegreen.hosts.executor import fetch_host_key, fingerprint, ssh_target
+from bluegreen.hosts.hostkeys import trust_created_host
 from bluegreen.lab.lab import Lab
+from bluegreen.lab.loadgen import RequestLoop
 from bluegreen.lab.pve import lab_client
-from bluegreen.loadgen import RequestLoop
-from bluegreen.progress import RecordingProgress
-from bluegreen.topology import other_color
+from bluegreen.model.errors import HostKeyError, LockedError, ProxmoxError
+from bluegreen.model.progress import RecordingProgress
+from bluegreen.model.topology import other_color
+from bluegreen.ops.deploy import deploy
+from bluegreen.ops.rebuild import rebuild_standby
+from bluegreen.ops.status import lock_status
+from bluegreen.render import commands as cmd
 
 from .support import copy_project
 from .test_deploy import estate, journal, live_colour, release_of, service, topology  # noqa: F401
@@ -49,7 +52,7 @@ def test_rebuild_standby_under_load(estate: Lab) -> None:  # noqa: F811
     with RequestLoop(f"{t.public_url}/", clients=8, max_seconds=300, ca_file=t.haproxy.ca_file,
                      server_name=t.haproxy.server_name) as loop:
         loop.wait_for(50)
-        data = service(lab, progress, install_command=OFFLINE_INSTALL).rebuild_standby()
+        data = rebuild_standby(service(lab, progress, install_command=OFFLINE_INSTALL)).to_json()
     report = loop.report
     assert report.total > 50
     assert report.failures == [], report.summary()
@@ -78,7 +81,7 @@ def test_rebuild_standby_under_load(estate: Lab) -> None:  # noqa: F811
     paths = cmd.AppPaths.of(t, host)
     with lab.executor(host) as ex:
         assert ex.run(cmd.read_current(paths), step="read").ok
-    from bluegreen import health
+    from bluegreen.hosts import health
     probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}")
     assert probe.ok, probe  # (the health path no longer reports the commit: release_of checks it)
     # The journal records the rebuild and the new key.
@@ -103,7 +106,7 @@ def test_rebuild_cli_json(estate: Lab, tmp_path: Path) -> None:  # noqa: F811
     project = copy_project(REPO, tmp_path)
     stack = project / "stacks" / "Pulumi.lab.yaml"
     stack.write_text(re.sub(r"installCommand: .*", f"installCommand: {OFFLINE_INSTALL}", stack.read_text()))
-    out = subprocess.run([sys.executable, "-m", "bluegreen.cli", "--cwd", str(project), "rebuild", "standby",
+    out = subprocess.run([sys.executable, "-m", "bluegreen", "--cwd", str(project), "rebuild", "standby",
                           "--stack", "lab", "--yes", "--json"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
@@ -123,7 +126,7 @@ def test_plan_changes_refuses_a_reboot_of_the_live_colour(estate: Lab, tmp_path:
     stack.write_text(text.replace(line, line.replace("memory: 2048", "memory: 3072")))
 
     def plan(*extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "bluegreen.cli", "--cwd", str(project), "plan", "--changes",
+        return subprocess.run([sys.executable, "-m", "bluegreen", "--cwd", str(project), "plan", "--changes",
                                "--stack", "lab", "--json", *extra], capture_output=True, text=True, timeout=120)
 
     out = plan()
@@ -151,19 +154,19 @@ def test_rebuild_holds_the_lock_for_its_whole_run_and_records_a_failure(estate: 
         configures_hosts = True
 
         def replace(self, host: object) -> None:
-            seen["lock"] = service(lab).lock_status()
+            seen["lock"] = lock_status(service(lab))
             try:
-                service(lab).deploy("v1")
+                deploy(service(lab), "v1")
             except LockedError as exc:
                 seen["deploy"] = str(exc)
             raise ProxmoxError("creating CT: node refused (test)")
 
     with pytest.raises(ProxmoxError, match="node refused"):
-        service(lab).rebuild_standby(ProbeBackend())
+        rebuild_standby(service(lab), ProbeBackend())
     lock = seen["lock"]
     assert isinstance(lock, dict) and lock["operation"] == "rebuild standby"
     assert "deploy" in seen  # a deploy during the rebuild is refused
-    assert service(lab).lock_status() is None  # released at the end, even on failure
+    assert lock_status(service(lab)) is None  # released at the end, even on failure
     assert release_of(lab, standby) == before
     entry = next(e for e in journal(lab).recent(5) if e.get("type") == "rebuild")
     assert entry["result"] == "failed" and entry["backend"] == "probe" and "node refused" in entry["error"]

@@ -34,12 +34,13 @@ from typing import Any
 import pytest
 
 from bluegreen.lab.tls import ensure_lab_tls
+from bluegreen.model.sensitive import Sensitive
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Topology
 from bluegreen.render.bootstrap import render_bootstrap
 from bluegreen.render.haproxy import render_haproxy_cfg, render_live_map
 from bluegreen.render.pm2 import render_ecosystem
 from bluegreen.render.postgres import merge_managed_block, render_database_sql, render_pg_hba
-from bluegreen.sensitive import Sensitive
-from bluegreen.topology import Topology, load_stack
 
 pytestmark = pytest.mark.integration
 

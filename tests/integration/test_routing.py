@@ -18,13 +18,15 @@ import dill
 import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
-from bluegreen import haproxy_runtime as hr
-from bluegreen.executor import SshExecutor, connect, trust_host
+from bluegreen.hosts import haproxy as hr
+from bluegreen.hosts import haproxy_cli
+from bluegreen.hosts.executor import SshExecutor, connect, trust_host
+from bluegreen.hosts.hostconfig import SWITCH_ENV, apply_haproxy_config
+from bluegreen.hosts.providers import haproxy_config_props, routing_props
+from bluegreen.lab.loadgen import RequestLoop
 from bluegreen.lab.services import ManagedProcess, host_public_key, start_sshd
-from bluegreen.loadgen import RequestLoop
-from bluegreen.providers import SWITCH_ENV, apply_haproxy_config, haproxy_config_props, routing_props
+from bluegreen.model.topology import Topology
 from bluegreen.render.haproxy import render_live_map
-from bluegreen.topology import Topology
 from components.hostconfig import LiveColorRoutingDynamicProvider
 from tests.integration.support import APP_PORT, SSH_PORT, OkApp, QuietServer, loopback_topology
 
@@ -42,8 +44,8 @@ class Site:
     t: Topology
 
     @property
-    def paths(self) -> hr.HaproxyPaths:
-        return hr.HaproxyPaths.from_topology(self.t)
+    def paths(self) -> haproxy_cli.HaproxyPaths:
+        return haproxy_cli.HaproxyPaths.from_topology(self.t)
 
     def lb(self) -> SshExecutor:
         return connect(self.t, self.t.load_balancer)
@@ -57,7 +59,7 @@ def site() -> Iterator[Site]:
     known_hosts = base / "known_hosts"
     t = make_topology(base, identity, known_hosts)
     lb = t.load_balancer
-    paths = hr.HaproxyPaths.from_topology(t)
+    paths = haproxy_cli.HaproxyPaths.from_topology(t)
     haproxy = ManagedProcess("haproxy", Path(paths.pid_file), expect=paths.config)
     sshd: ManagedProcess | None = None
     servers: list[QuietServer] = []
@@ -162,7 +164,7 @@ def test_runtime_api_the_service_uses(site: Site) -> None:
 
 def test_a_stopped_haproxy_is_a_clear_error(site: Site) -> None:
     with site.lb() as ex:
-        missing = hr.HaproxyPaths(config=site.paths.config, map=site.paths.map,
+        missing = haproxy_cli.HaproxyPaths(config=site.paths.config, map=site.paths.map,
                                   admin_socket=site.t.load_balancer.path("/run/haproxy/none.sock"),
                                   master_socket=site.paths.master_socket, pid_file=site.paths.pid_file)
         with pytest.raises(hr.HaproxyUnavailable) as err:

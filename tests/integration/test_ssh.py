@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from bluegreen.errors import HostKeyError, RemoteError
-from bluegreen.executor import SshExecutor, SshTarget, trust_host
+from bluegreen.hosts.executor import SshExecutor, SshTarget, trust_host
 from bluegreen.lab.services import ManagedProcess, host_public_key, start_sshd
+from bluegreen.model.errors import HostKeyError, RemoteError
 
 pytestmark = pytest.mark.integration
 
@@ -238,9 +238,9 @@ def test_stack_alias_in_a_test_ssh_config_is_trusted_and_used(ssh_host: SshHost,
 
     import yaml
 
-    from bluegreen import cli
-    from bluegreen.executor import connect, fingerprint
-    from bluegreen.topology import load_stack
+    from bluegreen.faces import cli
+    from bluegreen.hosts.executor import connect, fingerprint
+    from bluegreen.model.stackfile import load_stack
 
     config = tmp_path / "ssh_config"
     config.write_text(f"Host jwa\n    HostName {ADDRESS}\n    Port {PORT}\n    User root\n"

@@ -13,21 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.health import http_probe, visitor
+from bluegreen.hosts.health import http_probe, visitor
 from bluegreen.lab.lab import Lab
-from bluegreen.lab.legacy import (
-    BRANCH,
-    CT_NOTES,
-    DB_USER,
-    HISTORY,
-    STATE_SCRIPT,
-    SWITCH_COUNT,
-    LegacyLab,
-    clear_legacy,
-)
+from bluegreen.lab.legacy import BRANCH, CT_NOTES, DB_USER, HISTORY, STATE_SCRIPT, SWITCH_COUNT, LegacyLab
 from bluegreen.lab.services import LabError
-from bluegreen.service import Service
-from bluegreen.topology import Topology, load_stack
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Topology
+from bluegreen.ops.estate import Estate
+from bluegreen.ops.status import history, status
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +43,7 @@ def legacy() -> Iterator[LegacyLab]:
                     time.sleep(2)
                     Lab()._up()
             else:
-                clear_legacy(the_lab)
+                the_lab.clear_estate()
 
 
 def _sh(*argv: str) -> str:
@@ -59,12 +52,12 @@ def _sh(*argv: str) -> str:
 
 def test_status_reads_the_old_tools_journal_as_it_is(legacy: LegacyLab) -> None:
     t = load_stack(legacy.project_dir, "lab")
-    report = Service(t).status()
+    report = status(Estate(t))
     assert report.live == "blue"
     assert report.switch_count == SWITCH_COUNT  # the old counter, not the length of history
     assert report.last_switch == "2025-10-25T12:00:00.000Z"  # milliseconds kept
-    history = Service(t).history(limit=10)
-    assert [(h["from"], h["to"], h["timestamp"]) for h in history] == [
+    entries = history(Estate(t), limit=10)
+    assert [(h["from"], h["to"], h["timestamp"]) for h in entries] == [
         (h["from"], h["to"], h["timestamp"]) for h in HISTORY]
     # Reading changed nothing: the file is byte for byte what the old tool wrote.
     state = Path(t.load_balancer.path(t.journal.path))
@@ -74,7 +67,7 @@ def test_status_reads_the_old_tools_journal_as_it_is(legacy: LegacyLab) -> None:
 def wait_for(t: Topology, color: str) -> None:
     """Until a visitor's request is answered through `color`'s backend (the reload has taken)."""
     deadline = time.monotonic() + 20
-    while Service(t).status().live != color:
+    while status(Estate(t)).live != color:
         assert time.monotonic() < deadline, f"the reload never routed to {color}"
         time.sleep(0.2)
 
@@ -89,11 +82,11 @@ def test_status_follows_a_switch_made_the_old_way(legacy: LegacyLab) -> None:
         # The old switch: rewrite use_backend, reload through the master CLI, set the state.
         cfg.write_text(original.replace("use_backend blue_servers", "use_backend green_servers"))
         # Rewritten but not reloaded yet: HAProxy still serves blue, and status says so.
-        assert Service(t).status().live == "blue"
+        assert status(Estate(t)).live == "blue"
         _sh("bash", "-c", f"echo reload | socat stdio {lb.path(t.haproxy.master_socket)}")
         wait_for(t, "green")
         _sh(lb.path(STATE_SCRIPT), "set", "prod", "green")
-        assert Service(t).status().live == "green"
+        assert status(Estate(t)).live == "green"
         assert _sh(lb.path(STATE_SCRIPT), "get", "prod") == "green"
     finally:
         cfg.write_text(original)
@@ -118,7 +111,8 @@ def test_the_estate_is_built_as_the_operators_describe_it(legacy: LegacyLab) -> 
     # The containers as built by hand: a description, on-boot on some, nesting on, no start-up order.
     from proxmoxer import ProxmoxAPI
 
-    from bluegreen.pve import parse_endpoint, read_token
+    from bluegreen.hosts.pve import parse_endpoint
+    from bluegreen.model.secrets import read_token
 
     token_id, secret = read_token(t)
     address, port = parse_endpoint(t.proxmox.endpoint)
@@ -131,7 +125,7 @@ def test_the_estate_is_built_as_the_operators_describe_it(legacy: LegacyLab) -> 
         assert int(config.get("onboot") or 0) == int(onboot)
         assert "nesting=1" in str(config.get("features"))
         assert not config.get("startup")
-    report = Service(t).status()
+    report = status(Estate(t))
     assert report.database["reachable"] and report.database["applied"] == 1
     assert all(p["status"] == "online" for c in report.colors.values() for p in c.pm2)
     assert report.proxmox and not report.proxmox.get("error")

@@ -28,14 +28,15 @@ from typing import Any
 
 import pytest
 
-from bluegreen import cli
-from bluegreen import haproxy_runtime as hr
-from bluegreen.adopt import parse_env
-from bluegreen.executor import connect
+from bluegreen.faces import cli
+from bluegreen.hosts import haproxy as hr
+from bluegreen.hosts.executor import connect
 from bluegreen.lab.lab import Lab
-from bluegreen.lab.legacy import LegacyLab, clear_legacy
-from bluegreen.loadgen import RequestLoop
-from bluegreen.topology import Topology, load_stack
+from bluegreen.lab.legacy import LegacyLab
+from bluegreen.lab.loadgen import RequestLoop
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Topology
+from bluegreen.ops.adopt import parse_env
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +61,7 @@ def legacy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LegacyLab
             if was_running:
                 Lab()._up()
             else:
-                clear_legacy(the_lab)
+                the_lab.clear_estate()
 
 
 def bluegreen(copy: Path, *args: str) -> dict[str, Any]:

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import yaml
 
-from bluegreen.adopt import adopt
-from bluegreen.executor import LocalExecutor
+from bluegreen.hosts.executor import LocalExecutor
 from bluegreen.lab.pve import serve_fakepve
-from bluegreen.topology import load_stack
+from bluegreen.model.stackfile import load_stack
+from bluegreen.ops.adopt import adopt
 
 from .conftest import PROJECT_DIR, PulumiHarness
 
@@ -167,10 +167,11 @@ def test_adopt_reads_the_estate_and_writes_no_secret(adopted_lab: Any) -> None:
 
 
 def test_adopted_stack_registers_imports_equal_to_what_pve_reports(
-        adopted_lab: Any, pulumi_harness: PulumiHarness) -> None:
+        adopted_lab: Any, pulumi_harness: PulumiHarness, lab_key: str) -> None:
     project, _, _, pve_configs = adopted_lab
     config = dict(yaml.safe_load((project / "stacks/Pulumi.lab.yaml").read_text())["config"])
     config["proxmoxve:apiToken"] = "root@pam!deploy=mock-token-secret"
+    config["bluegreen:ssh"]["publicKeys"] = [f"file:{lab_key}"]  # not the running lab's own key
     run = pulumi_harness.run("lab", config, secret_keys=("proxmoxve:apiToken",))
     assert run.error is None, run.error
     containers = run.containers()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.topology import Topology, load_stack
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Topology
 from components.container import STARTUP_BY_ROLE, ProxmoxContainerArgs, normalized_tags
 from components.roles import AppHostArgs, DatabaseHostArgs, LoadBalancerArgs
 from components.template import ContainerTemplateArgs, needs_download

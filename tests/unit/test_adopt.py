@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 import yaml
 
-from bluegreen.adopt import (
+from bluegreen.hosts.haproxy_cfg import color_from_backend_names
+from bluegreen.model.config import from_config
+from bluegreen.model.errors import ConfigError
+from bluegreen.ops.adopt import (
     container_values,
-    live_color_from_config,
     parse_database_url,
     parse_env,
     size_gb,
@@ -18,8 +20,6 @@ from bluegreen.adopt import (
     text_diff,
     update_stack_text,
 )
-from bluegreen.errors import ConfigError
-from bluegreen.topology import from_config
 
 HAND_BUILT = {
     "hostname": "jw-blue", "cores": 4, "memory": 4096, "swap": 1024,
@@ -137,11 +137,11 @@ backend jw_green_backend
 
 
 def test_live_colour_of_a_hand_written_config() -> None:
-    assert live_color_from_config(LEGACY_CFG) == "green"
+    assert color_from_backend_names(LEGACY_CFG) == "green"
     blue = LEGACY_CFG.replace("use_backend jw_green_backend", "use_backend jw_blue_backend")
-    assert live_color_from_config(blue) == "blue"
+    assert color_from_backend_names(blue) == "blue"
     # A map-based config does not name one colour: the runtime API must be asked.
-    assert live_color_from_config(
+    assert color_from_backend_names(
         "frontend f\n    bind :80\n    use_backend %[str(live),map(/m,bk_blue)]\n") is None
 
 
@@ -199,7 +199,7 @@ def test_written_values_are_read_back_by_the_topology() -> None:
             {"id": 134, "name": "green", "role": "app", "color": "green", "ip": "10.92.3.24/24"},
             {"id": 136, "name": "lb", "role": "loadbalancer", "ip": "10.92.3.26/24"}],
     }
-    from bluegreen.topology import config_getter
+    from bluegreen.model.config import config_getter
 
     t = from_config(config_getter(config), stack="x", project_dir=".")
     s = t.container(132).settings

@@ -11,11 +11,14 @@ from typing import Any
 import pytest
 import yaml
 
-from bluegreen.appenv import default_secret_env, render_env, resolve_secrets, values_of
-from bluegreen.errors import ConfigError, ValidationError
-from bluegreen.hostkeys import repin
-from bluegreen.sensitive import Sensitive
-from bluegreen.topology import config_getter, from_config, load_stack, set_active_color_in_file, stack_file
+from bluegreen.hosts.appenv import values_of
+from bluegreen.hosts.hostkeys import repin
+from bluegreen.model.config import config_getter, from_config
+from bluegreen.model.errors import ConfigError, ValidationError
+from bluegreen.model.secrets import default_secret_env, resolve_secrets
+from bluegreen.model.sensitive import Sensitive
+from bluegreen.model.stackfile import load_stack, set_active_color_in_file, stack_file
+from bluegreen.render.appenv import render_env
 
 REPO = Path(__file__).resolve().parents[2]
 

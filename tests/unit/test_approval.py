@@ -11,11 +11,10 @@ import anyio
 import pytest
 from mcp.types import TextContent
 
-from bluegreen.approval import ApprovalError, describe_changes, digest
-from bluegreen.approval_store import ApprovalStore
-from bluegreen.errors import ConfigError, DeployError, LockedError, RemoteError
-from bluegreen.exposure import NOTE, mark_tree
-from bluegreen.mcp_server import (
+from bluegreen.faces.approval import ApprovalError, describe_changes, digest
+from bluegreen.faces.approval_store import ApprovalStore
+from bluegreen.faces.exposure import NOTE, mark_tree
+from bluegreen.faces.mcp_server import (
     ELICITATION_ENV,
     TTL_ENV,
     DeployTools,
@@ -26,8 +25,9 @@ from bluegreen.mcp_server import (
     ok_result,
     redact_tree,
 )
-from bluegreen.sensitive import Sensitive
-from bluegreen.topology import load_stack
+from bluegreen.model.errors import ConfigError, DeployError, LockedError, RemoteError
+from bluegreen.model.sensitive import Sensitive
+from bluegreen.model.stackfile import load_stack
 
 
 @pytest.mark.parametrize(("before", "after", "expected"), [

@@ -21,8 +21,8 @@ import anyio
 import pytest
 from mcp.types import CallToolResult, TextContent
 
-from bluegreen.approval import ApprovalError
-from bluegreen.approval_store import (
+from bluegreen.faces.approval import ApprovalError
+from bluegreen.faces.approval_store import (
     APPROVALS_DIR_ENV,
     CODE_ALPHABET,
     ApprovalStore,
@@ -30,13 +30,15 @@ from bluegreen.approval_store import (
     new_code,
     normalize_code,
 )
-from bluegreen.approve import approve, printable, render_request
-from bluegreen.errors import ConfigError
-from bluegreen.exposure import known_secrets, mark_tree, quote_untrusted
-from bluegreen.journal import State, create_exclusive_command, scrub_errors
-from bluegreen.mcp_server import DeployTools
-from bluegreen.sensitive import Sensitive
-from bluegreen.topology import load_stack
+from bluegreen.faces.approve import approve, printable, render_request
+from bluegreen.faces.exposure import mark_tree, quote_untrusted
+from bluegreen.faces.mcp_server import DeployTools, Operations
+from bluegreen.hosts.lock import create_exclusive_command
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.journal import State, scrub_errors
+from bluegreen.model.secrets import known_secrets
+from bluegreen.model.sensitive import Sensitive
+from bluegreen.model.stackfile import load_stack
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -306,38 +308,47 @@ class Estate:
         return "green" if self.live == "blue" else "blue"
 
 
-class FakeService:
-    def __init__(self, estate: Estate) -> None:
-        self.e = estate
+class FakeOps:
+    """The operations as the tools call them, on the fake estate above."""
 
-    def status(self) -> Reported:
-        colors = {c: {"release": r, "sha": r * 20} for c, r in self.e.releases.items()}
-        return Reported({"live": self.e.live, "standby": self.e.standby, "switchCount": self.e.switches,
-                         "colors": colors})
+    @staticmethod
+    def status(e: Estate) -> Reported:
+        colors = {c: {"release": r, "sha": r * 20} for c, r in e.releases.items()}
+        return Reported({"live": e.live, "standby": e.standby, "switchCount": e.switches, "colors": colors})
 
-    def history(self, limit: int) -> list[dict[str, Any]]:
+    @staticmethod
+    def history(e: Estate, limit: int) -> list[dict[str, Any]]:
         return []
 
-    def plan_switch(self, *, emergency: bool = False) -> Reported:
-        standby = self.e.standby
-        return Reported({"from": self.e.live, "colour": standby, "release": self.e.releases[standby],
-                         "sha": self.e.releases[standby] * 20, "path": "direct", "emergency": emergency,
+    @staticmethod
+    def plan_switch(e: Estate, *, emergency: bool = False) -> Reported:
+        standby = e.standby
+        return Reported({"from": e.live, "colour": standby, "release": e.releases[standby],
+                         "sha": e.releases[standby] * 20, "path": "direct", "emergency": emergency,
                          "checks": [], "problems": []})
 
-    def switch(self, *, emergency: bool = False) -> Reported:
-        old, self.e.live = self.e.live, self.e.standby
-        self.e.switches += 1
-        return Reported({"ok": True, "from": old, "colour": self.e.live})
+    @staticmethod
+    def switch(e: Estate, *, emergency: bool = False) -> Reported:
+        old, e.live = e.live, e.standby
+        e.switches += 1
+        return Reported({"ok": True, "from": old, "colour": e.live})
 
-    def plan_deploy(self, ref: str | None, *, migrate: bool = False) -> Reported:
-        return Reported({"colour": self.e.standby, "ref": ref, "migrate": migrate, "live": self.e.live,
-                         "steps": ["build"], "sha": self.e.head,
+    @staticmethod
+    def plan_deploy(e: Estate, ref: str | None, *, migrate: bool = False) -> Reported:
+        return Reported({"colour": e.standby, "ref": ref, "migrate": migrate, "live": e.live,
+                         "steps": ["build"], "sha": e.head,
                          "pendingMigrations": [{"name": "20250101000000_add", "checksum": "ab" * 32}]})
 
-    def deploy(self, ref: str | None, *, migrate: bool = False, approved: Any = None) -> Reported:
-        self.e.deploys.append(str(ref))
-        self.e.pins.append(approved)
-        return Reported({"ok": True, "colour": self.e.standby, "ref": ref})
+    @staticmethod
+    def deploy(e: Estate, ref: str | None, *, migrate: bool = False, approved: Any = None) -> Reported:
+        e.deploys.append(str(ref))
+        e.pins.append(approved)
+        return Reported({"ok": True, "colour": e.standby, "ref": ref})
+
+
+FAKE_OPS = Operations(status=FakeOps.status, history=FakeOps.history, plan_switch=FakeOps.plan_switch,
+                      switch=FakeOps.switch, plan_deploy=FakeOps.plan_deploy, deploy=FakeOps.deploy,
+                      rollback=FakeOps.switch)
 
 
 class FakeCtx:
@@ -351,7 +362,8 @@ class FakeCtx:
 
 def _tools(store: ApprovalStore, estate: Estate, secret: str = "hunter2-secret") -> DeployTools:
     return DeployTools(load_stack(REPO, "lab"), store=store, ttl=300,
-                       service_factory=lambda progress: FakeService(estate),  # type: ignore[arg-type,return-value]
+                       estate_factory=lambda progress: estate,  # type: ignore[arg-type,return-value]
+                       ops=FAKE_OPS,
                        secrets=[Sensitive(secret)], poll_seconds=0.01)
 
 
@@ -534,7 +546,7 @@ def test_store_directory_mode_survives_umask(tmp_path: Path) -> None:
 
 def test_cli_approve_without_a_terminal_approves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                          ) -> None:
-    from bluegreen.cli import main
+    from bluegreen.faces.cli import main
 
     monkeypatch.setenv(APPROVALS_DIR_ENV, str(tmp_path))
     store = ApprovalStore(tmp_path / "lab", "lab")

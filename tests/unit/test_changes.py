@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from bluegreen.changes import IN_PLACE, REBOOT, REPLACE, container_changes, disruption_problems
-from bluegreen.topology import load_stack
+from bluegreen.model.changes import IN_PLACE, REBOOT, REPLACE, container_changes, disruption_problems
+from bluegreen.model.stackfile import load_stack
 
 REPO = Path(__file__).resolve().parents[2]
 T = dataclasses.replace(load_stack(REPO, "prod"), active_color="blue")

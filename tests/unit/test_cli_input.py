@@ -22,7 +22,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def bluegreen(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bluegreen.cli", "--cwd", str(cwd), *args],
+    return subprocess.run([sys.executable, "-m", "bluegreen", "--cwd", str(cwd), *args],
                           capture_output=True, text=True, timeout=60)
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen import commands as cmd
-from bluegreen.errors import ConfigError
-from bluegreen.executor import LocalExecutor
-from bluegreen.topology import load_stack
+from bluegreen.hosts.executor import LocalExecutor
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.stackfile import load_stack
+from bluegreen.render import commands as cmd
 
 PROJECT = Path(__file__).resolve().parents[2]
 

@@ -9,9 +9,11 @@ import shlex
 
 import pytest
 
-from bluegreen import dbsafety
-from bluegreen.dbsafety import Backup, DeployPin, DumpMeta, PlanMismatch, TocEntry
-from bluegreen.errors import ConfigError
+from bluegreen.model import deploy_pin, dumps
+from bluegreen.model.deploy_pin import DeployPin, PlanMismatch
+from bluegreen.model.dumps import Backup, DumpMeta, TocEntry
+from bluegreen.model.errors import ConfigError
+from bluegreen.render import dbcommands
 
 TOC = """;
 ; Archive created at 2026-11-30 22:40:08 UTC
@@ -34,7 +36,7 @@ TOC = """;
 
 
 def test_parse_toc_reads_kinds_schemas_and_names() -> None:
-    entries = dbsafety.parse_toc(TOC)
+    entries = dumps.parse_toc(TOC)
     assert TocEntry("TYPE", "public", "Role") in entries
     assert TocEntry("TABLE", "public", "Shift") in entries
     assert TocEntry("TABLE DATA", "public", "Shift") in entries
@@ -52,16 +54,16 @@ TABLES = {"public.Shift": "r", "public._prisma_migrations": "r"}
     ("unreadable", {"list_error": "input file is too short"}, ["cannot read it: input file is too short"]),
     ("truncated", {"read_error": "could not read from input file: end of file"}, ["truncated or corrupt"]),
     ("missing table", {"db_tables": {**TABLES, "public.Attendant": "r"}}, ["public.Attendant"]),
-    ("no data", {"toc": [e for e in dbsafety.parse_toc(TOC) if e.desc != "TABLE DATA"]},
+    ("no data", {"toc": [e for e in dumps.parse_toc(TOC) if e.desc != "TABLE DATA"]},
      ["no data for table(s): public.Shift, public._prisma_migrations"]),
     ("partitioned parent needs no data", {"db_tables": {**TABLES, "public.Shift": "p"},
-                                          "toc": [e for e in dbsafety.parse_toc(TOC)
+                                          "toc": [e for e in dumps.parse_toc(TOC)
                                                   if not (e.desc == "TABLE DATA" and e.name == "Shift")]}, []),
 ])
 def test_verify_problems(case: str, kwargs: dict, expect: list[str]) -> None:
-    args = {"size": 1234, "toc": dbsafety.parse_toc(TOC), "list_error": None, "read_error": None,
+    args = {"size": 1234, "toc": dumps.parse_toc(TOC), "list_error": None, "read_error": None,
             "db_tables": TABLES, **kwargs}
-    problems = dbsafety.verify_problems(**args)
+    problems = dumps.verify_problems(**args)
     assert len(problems) == len(expect), problems
     for wanted, got in zip(expect, problems, strict=True):
         assert wanted in got
@@ -88,21 +90,21 @@ def stamp(i: int) -> str:
 def test_retention(case: str, history: list[bool], keep: int, deleted: list[int]) -> None:
     backups = [backup(f"2026010{i}000000-blue-abcdef{i}.dump", good=g, created=stamp(i))
                for i, g in enumerate(history, start=1)]
-    doomed = dbsafety.retention(backups, keep)
+    doomed = dumps.retention(backups, keep)
     assert [b.file[7] for b in doomed] == [str(i) for i in deleted], case
     survivors = [b for b in backups if b not in doomed]
     if any(history):
-        assert dbsafety.last_good(survivors) == dbsafety.last_good(backups)
+        assert dumps.last_good(survivors) == dumps.last_good(backups)
 
 
 def test_retention_never_touches_files_it_did_not_write() -> None:
     nightly = Backup(file="nightly-2026-01-01.dump", path="/b/n", bytes=1, mtime=0.0, meta=None)
     legacy = Backup(file="20250101000000-blue-abc1234.dump", path="/b/l", bytes=1, mtime=0.0, meta=None)
-    doomed = dbsafety.retention([nightly, legacy, *[backup(f"2026010{i}000000-x.dump", good=False,
+    doomed = dumps.retention([nightly, legacy, *[backup(f"2026010{i}000000-x.dump", good=False,
                                                            created=stamp(i)) for i in range(1, 4)]], 1)
     assert nightly not in doomed and legacy in doomed
     with pytest.raises(ConfigError, match="backupKeep"):
-        dbsafety.retention([], 0)
+        dumps.retention([], 0)
 
 
 def test_backup_listing_round_trips_the_sidecar() -> None:
@@ -114,7 +116,7 @@ def test_backup_listing_round_trips_the_sidecar() -> None:
            "nightly.dump\t5\t1600000000\t\n"
            "broken.dump\t7\t1600000001\tnot-base64!\n"
            "garbage line\n")
-    listed = dbsafety.parse_backup_listing(out, "/var/backups/x")
+    listed = dumps.parse_backup_listing(out, "/var/backups/x")
     by_name = {b.file: b for b in listed}
     assert by_name[meta.file].meta == meta and by_name[meta.file].good
     assert by_name["nightly.dump"].meta is None and not by_name["nightly.dump"].ours
@@ -125,15 +127,15 @@ def test_backup_listing_round_trips_the_sidecar() -> None:
 def test_pick_backup_by_name_prefix_or_last_good() -> None:
     backups = [backup("20260102000000-blue-a.dump", good=False, created=stamp(2)),
                backup("20260101000000-blue-b.dump", good=True, created=stamp(1))]
-    assert dbsafety.pick_backup(backups, None).file == "20260101000000-blue-b.dump"
-    assert dbsafety.pick_backup(backups, "/some/dir/20260102000000-blue-a.dump").file.endswith("a.dump")
-    assert dbsafety.pick_backup(backups, "20260101").file.endswith("b.dump")
+    assert dumps.pick_backup(backups, None).file == "20260101000000-blue-b.dump"
+    assert dumps.pick_backup(backups, "/some/dir/20260102000000-blue-a.dump").file.endswith("a.dump")
+    assert dumps.pick_backup(backups, "20260101").file.endswith("b.dump")
     with pytest.raises(ConfigError, match="matches 2"):
-        dbsafety.pick_backup(backups, "2026010")
+        dumps.pick_backup(backups, "2026010")
     with pytest.raises(ConfigError, match="no dump named"):
-        dbsafety.pick_backup(backups, "nope")
-    with pytest.raises(dbsafety.RestoreRefused):
-        dbsafety.pick_backup(backups[:1], None)
+        dumps.pick_backup(backups, "nope")
+    with pytest.raises(dumps.RestoreRefused):
+        dumps.pick_backup(backups[:1], None)
 
 
 def test_dump_before_release_is_the_good_one_of_that_colour_and_sha() -> None:
@@ -144,18 +146,18 @@ def test_dump_before_release_is_the_good_one_of_that_colour_and_sha() -> None:
 
     backups = [meta_backup("a", "green", "s1", True, 1), meta_backup("b", "green", "s1", False, 2),
                meta_backup("c", "blue", "s1", True, 3), meta_backup("d", "green", "s2", True, 4)]
-    assert dbsafety.dump_before_release(backups, "green", "s1").file == "a"  # type: ignore[union-attr]
-    assert dbsafety.dump_before_release(backups, "blue", "s2") is None
+    assert dumps.dump_before_release(backups, "green", "s1").file == "a"  # type: ignore[union-attr]
+    assert dumps.dump_before_release(backups, "blue", "s2") is None
 
 
 def test_extra_objects_and_the_restore_prelude() -> None:
-    toc = dbsafety.parse_toc(TOC)
+    toc = dumps.parse_toc(TOC)
     db = [TocEntry("TABLE", "public", "Shift"), TocEntry("TABLE", "public", "New"),
           TocEntry("VIEW", "public", "v"), TocEntry("TYPE", "public", 'Mo"od'),
           TocEntry("SEQUENCE", "public", "New_id_seq"), TocEntry("TABLE", "other", "Untouched")]
-    extras = dbsafety.extra_objects(db, toc)
+    extras = dumps.extra_objects(db, toc)
     assert [(e.desc, e.name) for e in extras] == [("TABLE", "New"), ("TYPE", 'Mo"od'), ("SEQUENCE", "New_id_seq")]
-    prelude = dbsafety.restore_prelude(extras)
+    prelude = dumps.restore_prelude(extras)
     assert prelude.splitlines() == [
         "SET LOCAL lock_timeout = '30s';",
         'DROP TABLE IF EXISTS "public"."New" CASCADE;',
@@ -173,14 +175,14 @@ def test_applied_in_dump_reads_the_copy_block() -> None:
         "2\tc2\t\\N\t20250201_failed\tboom\t\\N\t2026-01-01 00:00:00+00\t0\n"
         "3\tc3\t2026-01-01 00:00:00+00\t20250301_back\t\\N\t2026-01-02 00:00:00+00\t1\n"
         "\\.\n")
-    assert dbsafety.applied_in_dump(text) == ["20250101_init"]
-    assert dbsafety.applied_in_dump("") == []
+    assert dumps.applied_in_dump(text) == ["20250101_init"]
+    assert dumps.applied_in_dump("") == []
 
 
 def test_migration_files_from_git_ls_tree() -> None:
     out = ("prisma/migrations/20250101_init/migration.sql\nprisma/migrations/migration_lock.toml\n"
            "prisma/migrations/20250201_notes/migration.sql\nprisma/migrations/20250201_notes/README\n")
-    assert dbsafety.migration_files(out) == ["20250101_init", "20250201_notes"]
+    assert deploy_pin.migration_files(out) == ["20250101_init", "20250201_notes"]
 
 
 SHA_A, SHA_B = "a" * 40, "b" * 40
@@ -197,10 +199,10 @@ SHA_A, SHA_B = "a" * 40, "b" * 40
 def test_check_pin(case: str, sha: str, pending: list | None, refused: bool, shown: list[str]) -> None:
     pin = DeployPin(ref="main", sha=SHA_A, pending=(("m1", "c1"),))
     if not refused:
-        dbsafety.check_pin(pin, sha=sha, pending=pending)
+        deploy_pin.check_pin(pin, sha=sha, pending=pending)
         return
     with pytest.raises(PlanMismatch) as info:
-        dbsafety.check_pin(pin, sha=sha, pending=pending)
+        deploy_pin.check_pin(pin, sha=sha, pending=pending)
     message = str(info.value)
     assert "approved:" in message and "now:" in message and "Nothing was changed" in message
     for text in shown:
@@ -208,7 +210,7 @@ def test_check_pin(case: str, sha: str, pending: list | None, refused: bool, sho
 
 
 def test_no_pin_checks_nothing() -> None:
-    dbsafety.check_pin(None, sha=SHA_B, pending=[("x", "y")])
+    deploy_pin.check_pin(None, sha=SHA_B, pending=[("x", "y")])
 
 
 @pytest.mark.parametrize("data, error", [
@@ -234,23 +236,23 @@ def test_restore_command_is_one_transaction_with_clean_if_exists() -> None:
 
     t = loopback_topology(Path("/srv/unit"), Path("/srv/id"), Path("/srv/kh"), net="127.0.9",
                           stack="unit", prefix="u")
-    command = dbsafety.restore_command(t, t.database_host, "/var/backups/x/a b.dump", "/var/backups/x/.p.sql")
+    command = dbcommands.restore_command(t, t.database_host, "/var/backups/x/a b.dump", "/var/backups/x/.p.sql")
     assert "pipefail" in command
     assert "pg_restore --clean --if-exists --file=- '/var/backups/x/a b.dump'" in command
     psql = command.split("| ", 1)[1]
     assert "--single-transaction" in psql and "ON_ERROR_STOP=1" in psql
     assert shlex.split(command.split("{ ", 1)[1].split(" &&")[0]) == ["cat", "/var/backups/x/.p.sql"]
-    assert dbsafety.full_read_command("/b/x.dump") == "pg_restore --file=/dev/null /b/x.dump"
+    assert dbcommands.full_read_command("/b/x.dump") == "pg_restore --file=/dev/null /b/x.dump"
 
 
 def test_the_deploy_plan_json_carries_what_an_approval_fingerprint_must_cover() -> None:
-    from bluegreen.approval import digest
-    from bluegreen.service import DeployPlan
+    from bluegreen.faces.approval import digest
+    from bluegreen.ops.deploy import DeployPlan
 
     def plan(sha: str, checksum: str) -> DeployPlan:
         return DeployPlan(color="green", host="h", ref="main", migrate=True, allow_destructive=False,
                           live="blue", steps=[], sha=sha,
-                          pending=[dbsafety.PendingMigration("m1", checksum, "ALTER TABLE x ADD y int;")])
+                          pending=[deploy_pin.PendingMigration("m1", checksum, "ALTER TABLE x ADD y int;")])
 
     approved = plan(SHA_A, "c1")
     data = approved.to_json()

@@ -15,11 +15,17 @@ from typing import Any
 
 import pytest
 
-from bluegreen import emergency as em
-from bluegreen.errors import LockedError, ValidationError
-from bluegreen.executor import LocalExecutor
-from bluegreen.journal import LockInfo, LockManager, State, parse_state
-from bluegreen.topology import config_getter, from_config, load_stack, read_stack_config
+from bluegreen.hosts import journal as host_journal
+from bluegreen.hosts import openssh
+from bluegreen.hosts.executor import LocalExecutor
+from bluegreen.hosts.lock import LockManager
+from bluegreen.model import journal as journal_model
+from bluegreen.model.config import config_getter, from_config
+from bluegreen.model.errors import LockedError, ValidationError
+from bluegreen.model.journal import State, parse_state
+from bluegreen.model.lock import LockInfo
+from bluegreen.model.stackfile import load_stack, read_stack_config
+from bluegreen.ops import emergency, signals
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -33,16 +39,16 @@ FLIP_ANSWER = ("0x56546ee83470 live bk_green\n0x56546ee83500 preview bk_blue\n\n
 
 
 def test_answers_of_one_connection_split_at_empty_lines() -> None:
-    answers = em.split_cli_answers(FLIP_ANSWER)
+    answers = emergency.split_cli_answers(FLIP_ANSWER)
     assert answers[:4] == ["0x56546ee83470 live bk_green\n0x56546ee83500 preview bk_blue", "", "",
                            "0x56546ee83470 live bk_blue\n0x56546ee83500 preview bk_green"]
-    assert em.parse_map(answers[3]) == {"live": "bk_blue", "preview": "bk_green"}
-    assert em.parse_map("entry not found.") == {}
+    assert emergency.parse_map(answers[3]) == {"live": "bk_blue", "preview": "bk_green"}
+    assert emergency.parse_map("entry not found.") == {}
 
 
 def test_the_flip_is_one_socket_connection_and_writes_the_map_file() -> None:
     t = load_stack(PROJECT_DIR, "lab")
-    command = em.flip_command(t, "green")
+    command = emergency.flip_command(t, "green")
     assert command.count("socat") == 1
     assert "set map /var/tmp/jw-lab/ct136/etc/haproxy/live-color.map live bk_green" in command
     assert "set map /var/tmp/jw-lab/ct136/etc/haproxy/live-color.map preview bk_blue" in command
@@ -52,7 +58,7 @@ def test_the_flip_is_one_socket_connection_and_writes_the_map_file() -> None:
 def test_ssh_options_pin_host_keys_and_never_add_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     t = load_stack(PROJECT_DIR, "lab")
-    argv = em.ssh_argv(t, t.load_balancer)
+    argv = openssh.ssh_argv(t, t.load_balancer)
     joined = " ".join(argv)
     assert "StrictHostKeyChecking=yes" in joined and "BatchMode=yes" in joined
     assert "UserKnownHostsFile=/var/tmp/jw-lab/ssh/known_hosts" in joined
@@ -60,7 +66,7 @@ def test_ssh_options_pin_host_keys_and_never_add_them(tmp_path: Path, monkeypatc
     assert argv[-1] == "127.0.3.26" and argv[argv.index("-p") + 1] == "2222"
     (tmp_path / ".ssh").mkdir()
     (tmp_path / ".ssh" / "config").write_text("Host jw-haproxy\n  HostName 127.0.3.26\n  Port 2200\n")
-    aliased = em.ssh_argv(t, t.load_balancer)
+    aliased = openssh.ssh_argv(t, t.load_balancer)
     assert aliased[-1] == "jw-haproxy" and "-p" not in aliased  # ~/.ssh/config decides, as with paramiko
 
 
@@ -68,14 +74,14 @@ def test_ssh_options_pin_host_keys_and_never_add_them(tmp_path: Path, monkeypatc
 
 
 def _entry(frm: str, to: str, ts: float = 1_760_000_000.0) -> dict[str, Any]:
-    return em.switch_entry(from_color=frm, to_color=to, when=ts, who="ops@laptop", reason="emergency rollback",
-                           duration_ms=12, preempted=LockInfo("al@box", "box", 42, "deploy", 1.0, 2.0),
-                           path="emergency")
+    return journal_model.switch_entry(from_color=frm, to_color=to, when=ts, who="ops@laptop",
+                                      reason="emergency rollback", duration_ms=12,
+                                      preempted=LockInfo("al@box", "box", 42, "deploy", 1.0, 2.0), path="emergency")
 
 
 def test_an_emergency_entry_moves_prod_and_names_whom_it_preempted() -> None:
     state = State.fresh("blue")
-    after = em.with_entry(state, _entry("blue", "green"), keep=200)
+    after = journal_model.with_entry(state, _entry("blue", "green"), keep=200)
     assert (after.prod, after.standby, after.switch_count) == ("green", "blue", 1)
     top = after.history[0]
     assert top["emergency"] is True and top["preempted"]["pid"] == 42 and top["id"]
@@ -85,25 +91,25 @@ def test_an_emergency_entry_moves_prod_and_names_whom_it_preempted() -> None:
 def test_side_entries_are_folded_once_in_order_and_garbage_is_skipped() -> None:
     first, second = _entry("blue", "green", 1_760_000_000), _entry("green", "blue", 1_760_000_100)
     text = "\n".join([json.dumps(first), "{not json", json.dumps({"to": "purple"}), json.dumps(second)])
-    entries = em.parse_side(text)
+    entries = journal_model.parse_side(text)
     assert [e["to"] for e in entries] == ["green", "blue"]
-    folded = em.fold(State.fresh("blue"), entries, keep=200)
+    folded = journal_model.fold(State.fresh("blue"), entries, keep=200)
     assert folded.prod == "blue" and folded.switch_count == 2
     assert [h["to"] for h in folded.history] == ["blue", "green"]  # newest first
-    assert em.fold(folded, entries, keep=200) == folded  # ids already there: nothing twice
+    assert journal_model.fold(folded, entries, keep=200) == folded  # ids already there: nothing twice
 
 
 def test_side_file_is_folded_by_reads_and_cleared_after_a_write(tmp_path: Path) -> None:
     ex = LocalExecutor()
     journal = str(tmp_path / "state.json")
     Path(journal).write_text(State.fresh("blue").to_json())
-    ex.run(em.append_side_command(journal, json.dumps(_entry("blue", "green"))), step="t")
-    state = em.fold_pending(ex, journal, parse_state(Path(journal).read_text()), keep=200)
+    ex.run(host_journal.append_side_command(journal, json.dumps(_entry("blue", "green"))), step="t")
+    state = host_journal.fold_pending(ex, journal, parse_state(Path(journal).read_text()), keep=200)
     assert state.prod == "green"
-    em.clear_pending(ex, journal, State.fresh("blue"))  # a journal without it: the side file stays
-    assert Path(em.side_path(journal)).exists()
-    em.clear_pending(ex, journal, state)
-    assert not Path(em.side_path(journal)).exists()
+    host_journal.clear_pending(ex, journal, State.fresh("blue"))  # a journal without it: the side file stays
+    assert Path(journal_model.side_path(journal)).exists()
+    host_journal.clear_pending(ex, journal, state)
+    assert not Path(journal_model.side_path(journal)).exists()
 
 
 def test_record_writes_the_journal_or_the_side_file_and_releases_only_our_lock(tmp_path: Path) -> None:
@@ -118,14 +124,14 @@ def test_record_writes_the_journal_or_the_side_file_and_releases_only_our_lock(t
     mine.take_over("emergency rollback")
     assert mine.held is not None
     ex = LocalExecutor()
-    ex.run(em.record_command(t, mine.held.token, journal_text=State.fresh("green").to_json(), side_line=None),
+    ex.run(emergency.record_command(t, mine.held.token, journal_text=State.fresh("green").to_json(), side_line=None),
            step="t")
     assert parse_state(journal.read_text()).prod == "green" and not lock.exists()
     other = LockManager(LocalExecutor(), str(lock), holder="bob@desk")
     other.acquire("deploy")
-    ex.run(em.record_command(t, mine.held.token, journal_text=None, side_line='{"x":1}'), step="t")
+    ex.run(emergency.record_command(t, mine.held.token, journal_text=None, side_line='{"x":1}'), step="t")
     assert lock.exists() and LockInfo.from_file(lock.read_text()).holder == "bob@desk"
-    assert Path(em.side_path(str(journal))).read_text() == '{"x":1}\n'
+    assert Path(journal_model.side_path(str(journal))).read_text() == '{"x":1}\n'
 
 
 # --------------------------------------------------------------------------- lock CAS, pre-emption
@@ -183,7 +189,7 @@ def test_a_release_whose_deploy_did_not_finish_ok_is_not_promoted(
     state = State.fresh("blue")
     for name, result in history:
         state = _deploy(state, "green", name, result, None if result == "ok" else "build")
-    why = em.unfinished_release(state, "green", release)
+    why = journal_model.unfinished_release(state, "green", release)
     assert (why is None) if refused is None else (why is not None and refused in why)
 
 
@@ -196,12 +202,12 @@ def test_signals_are_held_back_then_delivered_as_an_interrupt() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         before = signal.default_int_handler
     done = []
-    with pytest.raises(KeyboardInterrupt), em.signals_deferred():
+    with pytest.raises(KeyboardInterrupt), signals.signals_deferred():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)
         done.append("finished")  # the block is not cut short
     assert done == ["finished"]
-    with em.signals_deferred(deliver=False):
+    with signals.signals_deferred(deliver=False):
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)
     assert signal.getsignal(signal.SIGINT) is before
@@ -210,7 +216,7 @@ def test_signals_are_held_back_then_delivered_as_an_interrupt() -> None:
 def test_a_signal_ignored_at_start_stays_ignored_in_the_block() -> None:
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        with em.signals_deferred():
+        with signals.signals_deferred():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN

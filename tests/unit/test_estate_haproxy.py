@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.estate_haproxy import backend_colors, color_from_config, routed_backend, served_color
+from bluegreen.hosts.haproxy_cfg import backend_colors, color_from_config, routed_backend, served_color
 from bluegreen.lab.legacy import haproxy_cfg
-from bluegreen.topology import load_stack
+from bluegreen.model.stackfile import load_stack
 
 PROJECT = Path(__file__).resolve().parents[2]
 LAB = load_stack(PROJECT, "lab")

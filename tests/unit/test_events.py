@@ -14,10 +14,13 @@ from typing import Any
 
 import pytest
 
-from bluegreen import events
-from bluegreen.errors import ConfigError, DeployError
-from bluegreen.service import Service, SwitchResult
-from bluegreen.topology import EventSettings, Topology, Webhook, load_stack
+from bluegreen.hosts import events
+from bluegreen.model.errors import ConfigError, DeployError
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import EventSettings, Topology, Webhook
+from bluegreen.ops.deploy import deploy
+from bluegreen.ops.estate import Estate
+from bluegreen.ops.switch import SwitchResult
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -163,9 +166,9 @@ def test_a_failing_pre_deploy_hook_stops_the_deploy_before_any_host_is_contacted
         contacted.append(host.name)
         raise AssertionError("no host may be contacted")
 
-    service = Service(t, executor_factory=factory, who="alice@laptop")
+    service = Estate(t, executor_factory=factory, who="alice@laptop")
     with pytest.raises(DeployError, match=r"pre-deploy hook.*exited with 3: freeze: v9 by alice@laptop"):
-        service.deploy("v9")
+        deploy(service, "v9")
     assert contacted == []
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen import haproxy_runtime as hr
-from bluegreen.errors import ConfigError
-from bluegreen.topology import load_stack
+from bluegreen.hosts import haproxy, haproxy_cli
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.stackfile import load_stack
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -116,10 +116,10 @@ HAPROXY_C_REJECTION = """\
 
 
 def test_map_commands_name_the_map_file_key_and_backend() -> None:
-    assert hr.set_map("/etc/haproxy/live-color.map", "live", "bk_green") == \
+    assert haproxy_cli.set_map("/etc/haproxy/live-color.map", "live", "bk_green") == \
         "set map /etc/haproxy/live-color.map live bk_green"
-    assert hr.add_map("/m.map", "preview", "bk_blue") == "add map /m.map preview bk_blue"
-    assert hr.show_map("/etc/haproxy/live-color.map") == "show map /etc/haproxy/live-color.map"
+    assert haproxy_cli.add_map("/m.map", "preview", "bk_blue") == "add map /m.map preview bk_blue"
+    assert haproxy_cli.show_map("/etc/haproxy/live-color.map") == "show map /etc/haproxy/live-color.map"
 
 
 @pytest.mark.parametrize("map_path, key, value", [
@@ -130,20 +130,20 @@ def test_map_commands_name_the_map_file_key_and_backend() -> None:
 ])
 def test_map_commands_refuse_words_the_cli_would_split(map_path: str, key: str, value: str) -> None:
     with pytest.raises(ConfigError, match="cannot be passed to the HAProxy CLI"):
-        hr.set_map(map_path, key, value)
+        haproxy_cli.set_map(map_path, key, value)
 
 
 def test_routing_entries_send_preview_to_the_other_colour() -> None:
-    assert hr.routing_entries("green") == {"live": "bk_green", "preview": "bk_blue"}
-    assert hr.routing_entries("blue") == {"live": "bk_blue", "preview": "bk_green"}
-    assert hr.color_of("bk_green") == "green"
-    assert hr.color_of("bk_purple") is None
+    assert haproxy_cli.routing_entries("green") == {"live": "bk_green", "preview": "bk_blue"}
+    assert haproxy_cli.routing_entries("blue") == {"live": "bk_blue", "preview": "bk_green"}
+    assert haproxy_cli.color_of("bk_green") == "green"
+    assert haproxy_cli.color_of("bk_purple") is None
     with pytest.raises(ConfigError, match="unknown colour 'purple'"):
-        hr.routing_entries("purple")
+        haproxy_cli.routing_entries("purple")
 
 
 def test_runtime_command_is_one_socat_per_command_each_followed_by_the_marker() -> None:
-    line = hr.runtime_command("/run/haproxy/admin.sock", ["show map /m.map", "show stat"], timeout=3)
+    line = haproxy_cli.runtime_command("/run/haproxy/admin.sock", ["show map /m.map", "show stat"], timeout=3)
     assert line.startswith("set -o pipefail; ")
     pipelines = line[len("set -o pipefail; "):].split(" && ")
     assert len(pipelines) == 4
@@ -151,78 +151,79 @@ def test_runtime_command_is_one_socat_per_command_each_followed_by_the_marker() 
         printf, socat = (shlex.split(part) for part in pipeline.split(" | "))
         assert printf == ["printf", "%s\\n", command]
         assert socat == ["socat", "-T", "3", "-t", "3", "-", "UNIX-CONNECT:/run/haproxy/admin.sock"]
-    assert pipelines[1::2] == [f"echo {hr.RESPONSE_END}"] * 2
+    assert pipelines[1::2] == [f"echo {haproxy_cli.RESPONSE_END}"] * 2
 
 
 def test_runtime_command_line_runs_in_bash_and_answers_split_per_command(tmp_path: Path) -> None:
     # Real bash and socat: a socket nobody listens on stops the chain with socat's own complaint.
-    line = hr.runtime_command(str(tmp_path / "no.sock"), ["show proc"])
+    line = haproxy_cli.runtime_command(str(tmp_path / "no.sock"), ["show proc"])
     result = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
-    assert hr.split_answers(result.stdout) == []
+    assert haproxy_cli.split_answers(result.stdout) == []
     assert "No such file or directory" in result.stderr
 
 
 @pytest.mark.parametrize("socket_path", ["relative.sock", "/run/a,b.sock", "/run/a:b.sock", "/run/a b"])
 def test_runtime_command_refuses_socket_paths_socat_would_misread(socket_path: str) -> None:
     with pytest.raises(ConfigError, match="socket path"):
-        hr.runtime_command(socket_path, ["show proc"])
+        haproxy_cli.runtime_command(socket_path, ["show proc"])
 
 
 @pytest.mark.parametrize("command", ["show proc\nreload", "show map /m.map; show stat"])
 def test_runtime_command_refuses_smuggled_commands(command: str) -> None:
     with pytest.raises(ConfigError, match="one command per line"):
-        hr.runtime_command("/run/admin.sock", [command])
+        haproxy_cli.runtime_command("/run/admin.sock", [command])
 
 
 def test_start_command_runs_master_worker_daemon_with_master_socket() -> None:
-    paths = hr.HaproxyPaths(config="/etc/haproxy/haproxy.cfg", map="/etc/haproxy/live-color.map",
+    paths = haproxy_cli.HaproxyPaths(config="/etc/haproxy/haproxy.cfg", map="/etc/haproxy/live-color.map",
                             admin_socket="/run/haproxy/admin.sock", master_socket="/run/haproxy/master.sock",
                             pid_file="/run/haproxy.pid")
-    mkdir, start = hr.start_command(paths).split(" && ")
+    mkdir, start = haproxy_cli.start_command(paths).split(" && ")
     assert shlex.split(mkdir) == ["mkdir", "-p", "/run", "/run/haproxy"]
     assert shlex.split(start) == ["haproxy", "-W", "-S", "/run/haproxy/master.sock,mode,600",
                                   "-f", "/etc/haproxy/haproxy.cfg", "-p", "/run/haproxy.pid", "-D"]
-    assert shlex.split(hr.check_config_command("/etc/haproxy/x y.cfg")) == \
+    assert shlex.split(haproxy_cli.check_config_command("/etc/haproxy/x y.cfg")) == \
         ["haproxy", "-c", "-f", "/etc/haproxy/x y.cfg"]
 
 
 def test_paths_are_rooted_per_host_and_systemd_only_on_real_hosts() -> None:
-    lab = hr.HaproxyPaths.from_topology(load_stack(PROJECT_DIR, "lab"))
+    lab = haproxy_cli.HaproxyPaths.from_topology(load_stack(PROJECT_DIR, "lab"))
     assert lab.config == "/var/tmp/jw-lab/ct136/etc/haproxy/haproxy.cfg"
     assert lab.admin_socket == "/var/tmp/jw-lab/ct136/run/haproxy/admin.sock"
     assert lab.service is None
-    prod = hr.HaproxyPaths.from_topology(load_stack(PROJECT_DIR, "prod"))
+    prod = haproxy_cli.HaproxyPaths.from_topology(load_stack(PROJECT_DIR, "prod"))
     assert prod.config == "/etc/haproxy/haproxy.cfg"
     assert prod.master_socket == "/run/haproxy/master.sock"
     assert prod.service == "haproxy"
-    assert hr.HaproxyPaths.from_props(prod.to_props()) == prod
+    assert haproxy_cli.HaproxyPaths.from_props(prod.to_props()) == prod
     props = prod.to_props()
     del props["master_socket"]
     with pytest.raises(ConfigError, match="master_socket"):
-        hr.HaproxyPaths.from_props(props)
+        haproxy_cli.HaproxyPaths.from_props(props)
 
 
 # --------------------------------------------------------------------------- parsers
 
 
 def test_split_answers_drops_the_closing_empty_line_of_each_answer() -> None:
-    stdout = f"{SHOW_MAP}\n{hr.RESPONSE_END}\n\n{hr.RESPONSE_END}\nentry not found.\n\n{hr.RESPONSE_END}\n"
-    assert hr.split_answers(stdout) == [SHOW_MAP.rstrip("\n"), "", "entry not found."]
+    end = haproxy_cli.RESPONSE_END
+    stdout = f"{SHOW_MAP}\n{end}\n\n{end}\nentry not found.\n\n{end}\n"
+    assert haproxy_cli.split_answers(stdout) == [SHOW_MAP.rstrip("\n"), "", "entry not found."]
 
 
 def test_show_map_parses_key_and_value() -> None:
-    assert hr.parse_show_map(SHOW_MAP) == {"live": "bk_blue", "preview": "bk_green"}
-    assert hr.parse_show_map("") == {}
+    assert haproxy_cli.parse_show_map(SHOW_MAP) == {"live": "bk_blue", "preview": "bk_green"}
+    assert haproxy_cli.parse_show_map("") == {}
 
 
 def test_show_map_error_text_is_an_unexpected_answer() -> None:
-    with pytest.raises(hr.UnexpectedAnswer, match="Unknown map identifier"):
-        hr.parse_show_map("Unknown map identifier. Please use #<id> or <file>.\n")
+    with pytest.raises(haproxy_cli.UnexpectedAnswer, match="Unknown map identifier"):
+        haproxy_cli.parse_show_map("Unknown map identifier. Please use #<id> or <file>.\n")
 
 
 def test_stat_csv_gives_backends_servers_and_counters() -> None:
-    snapshot = hr.parse_stat_csv(SHOW_STAT)
+    snapshot = haproxy_cli.parse_stat_csv(SHOW_STAT)
     assert set(snapshot.frontends) == {"pub"}
     assert set(snapshot.backends) == {"bk_blue", "bk_green"}
     blue, green = snapshot.backends["bk_blue"], snapshot.backends["bk_green"]
@@ -236,12 +237,12 @@ def test_stat_csv_gives_backends_servers_and_counters() -> None:
 
 
 def test_stat_csv_without_its_header_is_an_unexpected_answer() -> None:
-    with pytest.raises(hr.UnexpectedAnswer):
-        hr.parse_stat_csv("Permission denied\n")
+    with pytest.raises(haproxy_cli.UnexpectedAnswer):
+        haproxy_cli.parse_stat_csv("Permission denied\n")
 
 
 def test_backend_summary_is_plain_json() -> None:
-    summary = hr.backend_summary(hr.parse_stat_csv(SHOW_STAT).backends["bk_green"])
+    summary = haproxy.backend_summary(haproxy_cli.parse_stat_csv(SHOW_STAT).backends["bk_green"])
     assert summary["status"] == "DOWN"
     assert summary["servers"] == [{"name": "green", "status": "DOWN", "check": "L4CON",
                                    "check_description": "Layer4 connection problem",
@@ -249,40 +250,40 @@ def test_backend_summary_is_plain_json() -> None:
 
 
 def test_servers_state_by_column_name() -> None:
-    rows = hr.parse_servers_state(SHOW_SERVERS_STATE)
+    rows = haproxy_cli.parse_servers_state(SHOW_SERVERS_STATE)
     assert [(r["be_name"], r["srv_name"], r["srv_port"], r["srv_op_state"]) for r in rows] == \
         [("bk_blue", "blue", "9001", "2"), ("bk_green", "green", "9002", "2")]
 
 
 def test_show_proc_after_a_good_reload() -> None:
-    table = hr.parse_show_proc(SHOW_PROC)
+    table = haproxy_cli.parse_show_proc(SHOW_PROC)
     assert (table.master.pid, table.reloads, table.failed_reloads) == (7746, 1, 0)
     assert table.worker_pids == {7909}
     assert table.old_workers == ()
 
 
 def test_show_proc_counts_failed_reloads() -> None:
-    table = hr.parse_show_proc(SHOW_PROC_FAILED)
+    table = haproxy_cli.parse_show_proc(SHOW_PROC_FAILED)
     assert (table.reloads, table.failed_reloads) == (2, 1)
     assert [w.reloads for w in table.workers] == [1]
 
 
 def test_show_proc_lists_workers_still_draining_apart() -> None:
-    table = hr.parse_show_proc(SHOW_PROC_DRAINING)
+    table = haproxy_cli.parse_show_proc(SHOW_PROC_DRAINING)
     assert table.worker_pids == {26387}
     assert [w.pid for w in table.old_workers] == [26060]
 
 
 def test_show_proc_without_master_is_an_unexpected_answer() -> None:
-    with pytest.raises(hr.UnexpectedAnswer):
-        hr.parse_show_proc("Unknown command.\n")
+    with pytest.raises(haproxy_cli.UnexpectedAnswer):
+        haproxy_cli.parse_show_proc("Unknown command.\n")
 
 
 def test_config_errors_keep_haproxys_alerts_only() -> None:
-    message = hr.config_errors(HAPROXY_C_REJECTION)
+    message = haproxy_cli.config_errors(HAPROXY_C_REJECTION)
     assert "unknown keyword 'bogus' in 'backend' section" in message
     assert "NOTICE" not in message
-    assert hr.config_errors("something else broke\n") == "something else broke"
+    assert haproxy_cli.config_errors("something else broke\n") == "something else broke"
 
 
 def test_tcp_binds_lists_ipv4_listeners_only() -> None:
@@ -291,7 +292,7 @@ def test_tcp_binds_lists_ipv4_listeners_only() -> None:
         "frontend b\n    bind unix@/run/x.sock\n    bind :::443 v4v6\n"
         "    # bind 10.0.0.1:22 is a comment\n"
     )
-    assert hr.tcp_binds(config) == {("127.0.3.26", 80), ("127.0.3.26", 8080)}
+    assert haproxy_cli.tcp_binds(config) == {("127.0.3.26", 80), ("127.0.3.26", 8080)}
 
 
 def test_port_check_is_a_real_connect_attempt() -> None:
@@ -299,8 +300,8 @@ def test_port_check_is_a_real_connect_attempt() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        taken = subprocess.run(["bash", "-c", hr.port_in_use_command("127.0.0.1", port)], timeout=30)
-    free = subprocess.run(["bash", "-c", hr.port_in_use_command("127.0.0.1", port)], timeout=30,
+        taken = subprocess.run(["bash", "-c", haproxy_cli.port_in_use_command("127.0.0.1", port)], timeout=30)
+    free = subprocess.run(["bash", "-c", haproxy_cli.port_in_use_command("127.0.0.1", port)], timeout=30,
                           capture_output=True)
     assert taken.returncode == 0
     assert free.returncode != 0
@@ -312,7 +313,7 @@ def test_guarded_flip_refuses_a_missing_backend_before_touching_the_map(tmp_path
     import stat
     import subprocess
 
-    from bluegreen.haproxy_runtime import MISSING_BACKEND_EXIT, guarded_flip_command, routing_entries
+    from bluegreen.hosts.haproxy_cli import MISSING_BACKEND_EXIT, guarded_flip_command, routing_entries
 
     log = tmp_path / "sent"
     fake = tmp_path / "socat"

@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bluegreen.errors import ConfigError
-from bluegreen.health import ErrorWindow, ProbeResult, http_probe, poll
+from bluegreen.hosts.health import ErrorWindow, ProbeResult, http_probe, poll
+from bluegreen.model.errors import ConfigError
 
 
 class AppHandler(BaseHTTPRequestHandler):

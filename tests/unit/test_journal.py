@@ -14,19 +14,12 @@ from typing import cast
 
 import pytest
 
-from bluegreen.errors import ConfigError, LockedError, RemoteError, ValidationError
-from bluegreen.executor import Executor, LocalExecutor
-from bluegreen.journal import (
-    DeployRecord,
-    JournalStore,
-    LockInfo,
-    LockManager,
-    State,
-    SwitchRecord,
-    create_exclusive_command,
-    lock_status,
-    parse_state,
-)
+from bluegreen.hosts.executor import Executor, LocalExecutor
+from bluegreen.hosts.journal import JournalStore
+from bluegreen.hosts.lock import LockManager, create_exclusive_command
+from bluegreen.model.errors import ConfigError, LockedError, RemoteError, ValidationError
+from bluegreen.model.journal import DeployRecord, State, SwitchRecord, parse_state
+from bluegreen.model.lock import LockInfo, lock_status
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "state.seed.json"
 T0 = 1_757_883_791.0  # 2025-09-14T21:03:11Z

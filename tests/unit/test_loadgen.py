@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bluegreen.errors import ConfigError
-from bluegreen.loadgen import RequestLoop
+from bluegreen.lab.loadgen import RequestLoop
+from bluegreen.model.errors import ConfigError
 
 ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Served-By: blue\r\n"
           b"Connection: keep-alive\r\n\r\nok")

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bluegreen.errors import ConfigError
-from bluegreen.journal import DeployRecord, State, parse_state
-from bluegreen.metrics import render_metrics
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.journal import DeployRecord, State, parse_state
+from bluegreen.render.metrics import render_metrics
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "state.seed.json"
 NOW = 1_757_938_000.5

@@ -14,34 +14,37 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.errors import ConfigError
-from bluegreen.executor import LocalExecutor, sh
-from bluegreen.migrations import (
+from bluegreen.hosts.executor import LocalExecutor
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.migrations import (
+    PSQL_ARGS,
+    AppliedRow,
+    MigrationTableError,
+    applied_not_local,
+    applied_rows_query,
+    checksum_drift,
+    checksum_matches,
+    failed,
+    migration_checksum,
+    parse_applied,
+    pending,
+)
+from bluegreen.model.sql_analysis import (
     ADD_NOT_NULL,
     ALLOW_FLAG,
     ALTER_TYPE,
     DROP_COLUMN,
     DROP_SCHEMA,
     DROP_TABLE,
-    PSQL_ARGS,
     RENAME_COLUMN,
     RENAME_TABLE,
     SET_NOT_NULL,
     TRUNCATE,
-    AppliedRow,
-    MigrationTableError,
     analyze,
-    applied_not_local,
-    applied_rows_query,
-    checksum_drift,
-    checksum_matches,
     explain,
-    failed,
-    migration_checksum,
-    parse_applied,
-    pending,
     split_statements,
 )
+from bluegreen.render.shell import sh
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "fixtures" / "prisma" / "migrations"
 
@@ -380,7 +383,7 @@ def test_a_schema_name_is_quoted_not_pasted(db: tuple[str, str]) -> None:
 
 # --------------------------------------------------------------------------- data loss, types, dynamic SQL
 
-from bluegreen.migrations import (  # noqa: E402
+from bluegreen.model.sql_analysis import (  # noqa: E402
     DELETE_ROWS,
     DROP_TYPE,
     DROP_VIEW,

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bluegreen.errors import ConfigError
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.stackfile import load_stack
 from bluegreen.render.monitoring import (
     node_exporter_args,
     render_blackbox_config,
     render_node_exporter_defaults,
     render_prometheus_config,
 )
-from bluegreen.topology import load_stack
 
 PROJECT = Path(__file__).resolve().parents[2]
 MONITORING = PROJECT / "monitoring"

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen import commands as cmd
-from bluegreen import migrations
-from bluegreen.errors import ConfigError
 from bluegreen.lab.nextapp import NextAppError, parse_action_form, split_deploy
 from bluegreen.lab.repo import first_release_text
-from bluegreen.progress import StepRecord
+from bluegreen.model import migrations
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.progress import StepRecord
+from bluegreen.render import commands as cmd
 
 KEY = "NEXT_SERVER_ACTIONS_ENCRYPTION_KEY"
 
@@ -42,7 +42,7 @@ def test_export_build_env_rejects_bad_names() -> None:
 
 
 def test_build_exports_before_building() -> None:
-    from bluegreen.topology import load_stack
+    from bluegreen.model.stackfile import load_stack
     t = load_stack(Path(__file__).resolve().parents[2], "lab")
     line = cmd.build(t, "/rel")
     assert line.index(KEY) < line.index(t.app.build_command)

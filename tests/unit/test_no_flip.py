@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bluegreen.errors import ConfigError
-from bluegreen.providers import SWITCH_ENV, map_live_color, refuse_flip
+from bluegreen.hosts.hostconfig import SWITCH_ENV, map_live_color, refuse_flip
+from bluegreen.model.errors import ConfigError
 
 
 @pytest.mark.parametrize(("live", "declared"), [(None, "blue"), ("blue", "blue"), ("green", "green")])

@@ -10,18 +10,13 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bluegreen.errors import ConfigError, ValidationError
-from bluegreen.journal import State
-from bluegreen.metrics import render_dump_metrics, render_lock_metrics, render_metrics, textfile_path
-from bluegreen.progress import TerminalProgress, status_table
-from bluegreen.topology import (
-    config_getter,
-    from_config,
-    load_stack,
-    other_color,
-    read_stack_config,
-    set_active_color_in_file,
-)
+from bluegreen.faces.terminal import TerminalProgress, status_table
+from bluegreen.model.config import config_getter, from_config
+from bluegreen.model.errors import ConfigError, ValidationError
+from bluegreen.model.journal import State
+from bluegreen.model.stackfile import load_stack, read_stack_config, set_active_color_in_file
+from bluegreen.model.topology import other_color
+from bluegreen.render.metrics import render_dump_metrics, render_lock_metrics, render_metrics, textfile_path
 
 PROJECT = Path(__file__).resolve().parents[2]
 

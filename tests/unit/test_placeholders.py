@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bluegreen.errors import ValidationError
-from bluegreen.placeholders import require_complete, unset
-from bluegreen.topology import load_stack
+from bluegreen.model.errors import ValidationError
+from bluegreen.model.placeholders import require_complete, unset
+from bluegreen.model.stackfile import load_stack
+from bluegreen.ops.deploy import deploy, plan_deploy
+from bluegreen.ops.estate import Estate
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -68,7 +70,7 @@ def test_prod_stack_as_shipped_lists_every_missing_value() -> None:
 @pytest.mark.parametrize("key", list(FILLED))
 def test_config_check_names_each_placeholder_left_unset(project: Path, key: str) -> None:
     fill_prod_placeholders(project, leave=key)
-    out = subprocess.run([sys.executable, "-m", "bluegreen.cli", "--cwd", str(project), "config", "check",
+    out = subprocess.run([sys.executable, "-m", "bluegreen", "--cwd", str(project), "config", "check",
                           "--stack", "prod"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stdout + out.stderr
     assert f"set {key}: " in out.stderr
@@ -79,7 +81,7 @@ def test_config_check_names_each_placeholder_left_unset(project: Path, key: str)
 
 def test_config_check_passes_once_everything_is_set(project: Path) -> None:
     fill_prod_placeholders(project)
-    out = subprocess.run([sys.executable, "-m", "bluegreen.cli", "--cwd", str(project), "config", "check",
+    out = subprocess.run([sys.executable, "-m", "bluegreen", "--cwd", str(project), "config", "check",
                           "--stack", "prod"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "https://10.92.3.26:443" in out.stdout + out.stderr
@@ -98,17 +100,15 @@ def test_lab_stack_is_complete() -> None:
 
 
 def test_a_deploy_with_values_missing_stops_before_contacting_any_host() -> None:
-    from bluegreen.service import Service
-
     contacted: list[str] = []
 
     def no_hosts(container: object) -> object:
         contacted.append(str(container))
         raise AssertionError("a host was contacted")
 
-    service = Service(load_stack(PROJECT, "prod"), executor_factory=no_hosts)  # type: ignore[arg-type]
-    for attempt in (service.plan_deploy, service.deploy):
+    estate = Estate(load_stack(PROJECT, "prod"), executor_factory=no_hosts)  # type: ignore[arg-type]
+    for attempt in (plan_deploy, deploy):
         with pytest.raises(ValidationError) as err:
-            attempt()
+            attempt(estate)
         assert "set app.repo: " in str(err.value)
     assert contacted == []

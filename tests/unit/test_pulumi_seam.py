@@ -23,8 +23,7 @@ from pulumi.resource import create_urn
 from pulumi.runtime import settings
 from semver import VersionInfo
 
-from bluegreen.errors import ConfigError, PulumiError
-from bluegreen.pulumi_seam import (
+from bluegreen.hosts.pulumi import (
     CONTAINER_TYPE,
     MISSING_CLI,
     ROUTING_RESOURCE_NAME,
@@ -33,7 +32,8 @@ from bluegreen.pulumi_seam import (
     find_container_urn,
     routing_urn,
 )
-from bluegreen.sensitive import Sensitive
+from bluegreen.model.errors import ConfigError, PulumiError
+from bluegreen.model.sensitive import Sensitive
 
 REPO = Path(__file__).resolve().parents[2]
 EXPORT = REPO / "tests" / "fixtures" / "pulumi" / "stack-export.lab.json"
@@ -446,7 +446,7 @@ def test_only_the_switchs_own_up_may_move_traffic(project: Path, monkeypatch: py
     `up` carries the colour it switches to, nothing else does (providers.refuse_flip)."""
     import os
 
-    from bluegreen.providers import SWITCH_ENV
+    from bluegreen.hosts.hostconfig import SWITCH_ENV
 
     monkeypatch.delenv(SWITCH_ENV, raising=False)
     seen: list[tuple[str, str | None]] = []

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.errors import ConfigError
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Container, Topology
 from bluegreen.render.bootstrap import render_bootstrap
-from bluegreen.topology import Container, Topology, load_stack
 
 PROJECT = Path(__file__).resolve().parents[2]
 NODE_EXPORTER = "prometheus-node-exporter:prometheus-node-exporter"
@@ -166,8 +167,8 @@ def test_prod_hosts_get_the_systemd_settings_the_tool_relies_on() -> None:
     import shlex
     from pathlib import Path
 
+    from bluegreen.model.stackfile import load_stack
     from bluegreen.render.bootstrap import render_bootstrap
-    from bluegreen.topology import load_stack
 
     t = load_stack(Path(__file__).resolve().parents[2], "prod")
     lb = render_bootstrap(t, t.load_balancer)
@@ -217,8 +218,8 @@ def test_haproxy_unit_options_untouched_when_the_master_cli_is_open() -> None:
 def test_installed_state_script_reads_and_sets_the_journal_under_its_lock(tmp_path: Path) -> None:
     import json
 
-    from bluegreen.executor import LocalExecutor
-    from bluegreen.journal import JournalStore
+    from bluegreen.hosts.executor import LocalExecutor
+    from bluegreen.hosts.journal import JournalStore
     from bluegreen.render.bootstrap import render_state_script
 
     t = load_stack(PROJECT, "lab")

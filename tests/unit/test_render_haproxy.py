@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.errors import ConfigError
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Topology
 from bluegreen.render.haproxy import backend_name, render_haproxy_cfg, render_live_map
-from bluegreen.topology import Topology, load_stack
 
 PROJECT = Path(__file__).resolve().parents[2]
 STACKS = ("prod", "lab")

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from bluegreen.errors import ConfigError
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Topology
 from bluegreen.render.pm2 import KILL_TIMEOUT_MS, render_ecosystem
-from bluegreen.topology import Topology, load_stack
 
 PROJECT = Path(__file__).resolve().parents[2]
 CASES = [(name, color) for name in ("prod", "lab") for color in ("blue", "green")]

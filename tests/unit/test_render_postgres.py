@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.errors import ConfigError
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.sensitive import Sensitive
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Topology
 from bluegreen.render.postgres import (
     BEGIN_MARKER,
     END_MARKER,
@@ -15,8 +18,6 @@ from bluegreen.render.postgres import (
     render_pg_hba,
     sql_literal,
 )
-from bluegreen.sensitive import Sensitive
-from bluegreen.topology import Topology, load_stack
 
 PROJECT = Path(__file__).resolve().parents[2]
 STACKS = ("prod", "lab")

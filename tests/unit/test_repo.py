@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.errors import BlueGreenError
 from bluegreen.lab.repo import V2_MIGRATION, SampleRepoError, build_sample_repo, publish_variant
+from bluegreen.model.errors import BlueGreenError
 
 SAMPLE_APP = Path(__file__).resolve().parents[2] / "sample-app"
 

@@ -7,9 +7,9 @@ import pickle
 
 import pytest
 
-from bluegreen.errors import RemoteError
-from bluegreen.executor import LocalExecutor
-from bluegreen.sensitive import MASK, Sensitive, redact
+from bluegreen.hosts.executor import LocalExecutor
+from bluegreen.model.errors import RemoteError
+from bluegreen.model.sensitive import MASK, Sensitive, redact
 
 
 def test_sensitive_never_shows_its_value() -> None:

@@ -11,14 +11,9 @@ from typing import Any
 
 import pytest
 
-from bluegreen.errors import ValidationError
-from bluegreen.topology import (
-    config_getter,
-    from_config,
-    load_stack,
-    pulumi_getter,
-    read_stack_config,
-)
+from bluegreen.model.config import config_getter, from_config, pulumi_getter
+from bluegreen.model.errors import ValidationError
+from bluegreen.model.stackfile import load_stack, read_stack_config
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,101 @@
+"""What every command of the CLI shares: output on stdout or stderr, confirmation, the estate handle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import TYPE_CHECKING, Any, TextIO
+
+from bluegreen.faces.terminal import TerminalProgress
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.secrets import known_secrets
+from bluegreen.model.topology import Topology
+
+if TYPE_CHECKING:
+    from bluegreen.ops.estate import Estate
+
+DEFAULT_STACK_ENV = "BLUEGREEN_STACK"
+
+
+def stack_name(args: argparse.Namespace) -> str:
+    """`--stack`, else $BLUEGREEN_STACK, else prod."""
+    return args.stack or os.environ.get(DEFAULT_STACK_ENV) or "prod"
+
+
+class Output:
+    def __init__(self, as_json: bool, out: TextIO, err: TextIO) -> None:
+        self.as_json = as_json
+        self.out = out
+        self.err = err
+
+    def result(self, data: Any, human: str) -> None:
+        if self.as_json:
+            self.out.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+        else:
+            self.err.write(human.rstrip() + "\n")
+
+    def say(self, text: str) -> None:
+        self.err.write(text.rstrip() + "\n")
+
+
+def confirm(question: str, *, yes: bool, stdin: TextIO, err: TextIO) -> None:
+    if yes:
+        return
+    if not stdin.isatty():
+        raise ConfigError(f"{question} needs confirmation: pass --yes when not running interactively")
+    err.write(f"{question} [y/N] ")
+    err.flush()
+    if stdin.readline().strip().lower() not in ("y", "yes"):
+        raise ConfigError("cancelled")
+
+
+def format_status(data: dict[str, Any]) -> str:
+    live = data["live"] or "unknown"
+    lines = [f"stack {data['stack']}: live {live}, declared {data['declared']}, standby {data['standby']}"
+             + ("  ** DRIFT: HAProxy and stack config disagree **" if data["drift"] else "")]
+    if data.get("reconcile"):
+        lines.append(f"  reconcile the declared colour with: {data['reconcile']}")
+    lines.append(f"  {'colour':<7} {'host':<12} {'health':<14} {'release':<24} {'sha':<8} {'pm2':<16} haproxy")
+    for color, c in data["colors"].items():
+        health = f"{c['statusCode'] or '-'} {c['latencyMs'] or 0:.0f}ms" if c["healthy"] else \
+            ("DOWN" if c["reachable"] else "UNREACHABLE")
+        pm2 = ",".join(f"{p.get('status')}" for p in c["pm2"]) or "-"
+        mark = "*" if color == data["live"] else " "
+        lines.append(f"{mark} {color:<7} {c['host']:<12} {health:<14} {(c['release'] or '-'):<24} "
+                     f"{(c['sha'] or '-')[:7]:<8} {pm2:<16} {(c['haproxy'] or {}).get('status', '-')}")
+        if c.get("commit") == "commit not reported":
+            lines.append("      commit not reported (the health answer names no commit)")
+        for e in c["errors"]:
+            lines.append(f"      ! {e}")
+    db = data["database"]
+    db_state = "reachable" if db.get("reachable") else f"UNREACHABLE ({db.get('error')})"
+    lines.append(f"database {db.get('host')}: {db_state}; applied {db.get('applied', 0)}, "
+                 f"pending {len(db.get('pending') or [])}"
+                 + (f", FAILED {db['failed']}" if db.get("failed") else ""))
+    good = db.get("lastGoodDump")
+    lines.append(f"last good dump: {good['file']} ({good['bytes']} bytes, {good['createdAt']}, before "
+                 f"{good.get('colour')} {str(good.get('sha') or '')[:7]})" if good else "last good dump: none")
+    pve = data.get("proxmox") or {}
+    if pve.get("error"):
+        lines.append(f"proxmox: {pve['error']}")
+    elif pve:
+        parts = [f"{vmid} {s.get('status')} up {int(s.get('uptime_s') or s.get('uptime') or 0)}s"
+                 for vmid, s in sorted(pve.get("containers", {}).items())]
+        lines.append(f"proxmox {pve.get('node')}: " + "; ".join(parts))
+    lines.append(f"last switch {data['lastSwitch'] or 'never'}; switches {data['switchCount']}")
+    lock = data["lock"]
+    lines.append("lock: free" if not lock else
+                 f"lock: held by {lock.get('holder')} ({lock.get('operation')}) since {lock.get('startedAt')}"
+                 + (" - STALE" if lock.get("stale") else ""))
+    lines.append(f"public {data['endpoints']['public']}  preview {data['endpoints']['preview']}")
+    for e in data.get("errors", []):
+        lines.append(f"! {e}")
+    return "\n".join(lines)
+
+
+def cli_estate(t: Topology, progress: TerminalProgress) -> Estate:
+    """The handle a command runs on: every secret the stack knows is scrubbed from its output."""
+    from bluegreen.ops.estate import Estate  # here, not at the top: the emergency path never needs it
+
+    return Estate(t, progress=progress, secrets=known_secrets(t, os.environ))

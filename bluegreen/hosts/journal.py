@@ -1,0 +1,165 @@
+"""The deployment journal on the HAProxy host.
+
+Writes are atomic and take the old tool's flock (`state.lock` beside the journal), optionally as
+a compare-and-swap against what was read. An emergency that cannot parse the journal appends its
+record to a side file instead (`<journal>.pending`), which the next normal read folds in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import time
+from collections.abc import Callable, Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
+from bluegreen.hosts.executor import Executor
+from bluegreen.model.errors import ConfigError, RemoteError
+from bluegreen.model.journal import State, fold, parse_side, parse_state, scrub_errors, side_path
+from bluegreen.model.topology import COLORS, Topology
+from bluegreen.render.metrics import render_metrics
+from bluegreen.render.shell import sh
+
+
+class JournalStore:
+    """`state.json` on one host. Callers hold the deployment lock around read-modify-write."""
+
+    def __init__(self, executor: Executor, path: str, *, declared_color: str = COLORS[0]) -> None:
+        self.executor = executor
+        self.path = path
+        self.declared_color = declared_color
+
+    @property
+    def source(self) -> str:
+        return f"{self.executor.host}:{self.path}"
+
+    def read(self, *, default_live: str | None = None) -> State:
+        """The journal; a missing one starts from `default_live` (else the store's declared colour)."""
+        declared = default_live or self.declared_color
+        raw = self.executor.get(self.path, step="read the deployment journal")
+        return self._parse(raw, declared)
+
+    def _parse(self, raw: bytes | None, declared: str) -> State:
+        if raw is None:
+            return parse_state(None, source=self.source, declared_color=declared)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{self.source}: not UTF-8 text (byte {exc.start}); "
+                              f"fix the file by hand or move it aside to start a fresh journal") from None
+        return parse_state(text, source=self.source, declared_color=declared)
+
+    def write(self, state: State) -> None:
+        """Replace the file atomically while holding the state lock `jw-deployment-state.sh`
+        takes (flock on `state.lock` beside it), so neither side ever sees the other's half."""
+        self._install(state, expected=None)
+
+    def update(self, change: Callable[[State], State]) -> State:
+        """Read, change, write back only if nobody wrote in between (under the state lock);
+        otherwise read again and re-apply `change`."""
+        import hashlib
+
+        for _ in range(JOURNAL_CAS_ATTEMPTS):
+            raw = self.executor.get(self.path, step="read the deployment journal")
+            digest = hashlib.sha256(raw).hexdigest() if raw is not None else ABSENT
+            state = change(self._parse(raw, self.declared_color))
+            if self._install(state, expected=digest):
+                return state
+        raise RemoteError(self.executor.host, "write the deployment journal",
+                          f"{self.path} kept changing while being updated; try again")
+
+    @property
+    def state_lock(self) -> str:
+        return state_lock_path(self.path)
+
+    def _install(self, state: State, *, expected: str | None) -> bool:
+        # Private: the journal quotes remote stderr, redacted here first. `install -d` also
+        # tightens an existing directory.
+        text = scrub_errors(state, getattr(self.executor, "secrets", None) or []).to_json()
+        directory = str(PurePosixPath(self.path).parent)
+        self.executor.run(sh("install", "-d", "-m", "700", "--", directory), step="write the deployment journal")
+        tmp = f"{self.path}.bluegreen-tmp"
+        self.executor.put(tmp, text, step="write the deployment journal", mode=0o600)
+        result = self.executor.run(install_state_command(self.path, tmp, self.state_lock, expected),
+                                   step="write the deployment journal", check=False)
+        if result.exit_code == CAS_CONFLICT:
+            return False
+        if not result.ok:
+            self.executor.run(sh("rm", "-f", tmp), step="discard the journal update", check=False)
+            raise RemoteError(self.executor.host, "write the deployment journal",
+                              (result.stderr or result.stdout).strip()
+                              or f"could not take {self.state_lock} within {STATE_LOCK_WAIT}s")
+        return True
+
+
+# The old tool's lock: `jw-deployment-state.sh` holds flock on this file while it reads or sets.
+STATE_LOCK_NAME = "state.lock"
+STATE_LOCK_WAIT = 10
+JOURNAL_CAS_ATTEMPTS = 5
+CAS_CONFLICT = 3
+ABSENT = "absent"
+
+
+def state_lock_path(state_path: str) -> str:
+    return str(PurePosixPath(state_path).with_name(STATE_LOCK_NAME))
+
+
+def install_state_command(path: str, tmp: str, lock: str, expected: str | None) -> str:
+    """Move `tmp` over `path` under `flock lock`; with `expected` (a sha256, or `absent`), only
+    if the file still has that content (else exit 3, the temp file removed)."""
+    check = ""
+    if expected is not None:
+        check = ('cur=$(sha256sum "$1" 2>/dev/null | cut -d" " -f1); '
+                 f'if [ "${{cur:-{ABSENT}}}" != "$4" ]; then rm -f "$2"; exit {CAS_CONFLICT}; fi; ')
+    script = check + 'mv -f "$2" "$1"'
+    return sh("flock", "-w", STATE_LOCK_WAIT, lock, "bash", "-c", script, "_", path, tmp, lock,
+              expected or "")
+
+
+def append_side_command(journal_path: str, line: str) -> str:
+    """Append one JSON line to the side journal (a single short write: appends do not interleave)."""
+    side = shlex.quote(side_path(journal_path))
+    return f"mkdir -p -- \"$(dirname -- {side})\" && printf '%s\\n' {shlex.quote(line)} >> {side}"
+
+
+def fold_pending(executor: Any, journal_path: str, state: State, keep: int) -> State:
+    """What a normal command reads: the journal plus anything an emergency left in the side file."""
+    raw = executor.get(side_path(journal_path), step="read the side journal")
+    if raw is None:
+        return state
+    return fold(state, parse_side(raw.decode(errors="replace")), keep)
+
+
+def clear_pending(executor: Any, journal_path: str, state: State) -> None:
+    """After the journal was written: drop the side file if the journal now holds all of it."""
+    path = side_path(journal_path)
+    raw = executor.get(path, step="read the side journal")
+    if raw is None:
+        return
+    known = {e.get("id") for e in state.history if isinstance(e, Mapping)}
+    if all(e.get("id") in known for e in parse_side(raw.decode(errors="replace"))):
+        executor.run(f"rm -f -- {shlex.quote(path)}", step="fold the side journal in")
+
+
+class EstateJournal:
+    """The journal as operations use it: on read, what an emergency left in the side file is folded
+    in; on write, the side file goes once the journal holds all of it, and the metrics textfile
+    (live colour, switches, deploys) is rewritten for node_exporter."""
+
+    def __init__(self, executor: Executor, t: Topology) -> None:
+        self.t = t
+        self.store = JournalStore(executor, t.load_balancer.path(t.journal.path))
+
+    def read(self) -> State:
+        state = self.store.read(default_live=self.t.active_color)
+        return fold_pending(self.store.executor, self.store.path, state, self.t.journal.history_keep)
+
+    def write(self, state: State, *, live: str) -> None:
+        lb = self.store.executor
+        self.store.write(state)
+        with contextlib.suppress(RemoteError):
+            clear_pending(lb, self.store.path, state)
+        metrics = render_metrics(state, live=live, generated_at=time.time(), declared=self.t.active_color)
+        with contextlib.suppress(RemoteError):
+            lb.put(self.t.load_balancer.path(self.t.journal.metrics_path), metrics, step="write metrics", mode=0o644)

@@ -1,0 +1,105 @@
+"""Stack files (`stacks/Pulumi.<stack>.yaml`): reading them, and recording the declared live colour."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError as RuamelYAMLError
+
+from bluegreen.model.config import config_getter, from_config
+from bluegreen.model.errors import ConfigError, Problem, ValidationError
+from bluegreen.model.reader import json_kind
+from bluegreen.model.topology import COLORS, NAMESPACE, Topology
+
+
+def stack_file(project_dir: str | os.PathLike[str], stack: str) -> Path:
+    return Path(project_dir) / "stacks" / f"Pulumi.{stack}.yaml"
+
+
+def available_stacks(project_dir: str | os.PathLike[str]) -> list[str]:
+    folder = Path(project_dir) / "stacks"
+    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in folder.glob("Pulumi.*.yaml"))
+
+
+def read_stack_config(project_dir: str | os.PathLike[str], stack: str) -> dict[str, Any]:
+    path = stack_file(project_dir, stack)
+    if not path.is_file():
+        known = ", ".join(available_stacks(project_dir)) or "none"
+        raise ConfigError(f"unknown stack {stack!r}: {path} does not exist (stacks here: {known})")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ValidationError(str(path), [Problem("(top level)", f"expected a mapping, got {json_kind(data)}")])
+    config = data.get("config", {})
+    if not isinstance(config, Mapping):
+        raise ValidationError(str(path), [Problem("config", f"expected a mapping, got {json_kind(config)}")])
+    return dict(config)
+
+
+def load_stack(project_dir: str | os.PathLike[str], stack: str) -> Topology:
+    """Read and validate `stacks/Pulumi.<stack>.yaml`."""
+    config = read_stack_config(project_dir, stack)
+    return from_config(config_getter(config), stack=stack, project_dir=project_dir,
+                       source=str(stack_file(project_dir, stack)))
+
+
+def set_active_color_in_file(project_dir: str | os.PathLike[str], stack: str, color: str) -> None:
+    """Record the live colour in the stack file through a round-trip YAML edit (ruamel.yaml): the
+    value changes, comments, key order and quoting elsewhere stay as they were.
+
+    A stack that names an `activeColorFile` (the lab: a file in its own directory, outside the
+    repository) keeps its declared colour there instead, so running it never edits a tracked file.
+    """
+    if color not in COLORS:
+        raise ConfigError(f"unknown colour {color!r}")
+    raw_overlay = read_stack_config(project_dir, stack).get(f"{NAMESPACE}:activeColorFile")
+    overlay = None
+    if isinstance(raw_overlay, str) and raw_overlay.strip():
+        expanded = os.path.expanduser(raw_overlay)
+        overlay = expanded if os.path.isabs(expanded) else str(Path(project_dir).resolve() / expanded)
+    if overlay is not None:
+        target = Path(overlay)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp_overlay = target.with_name(f".{target.name}.tmp")
+        tmp_overlay.write_text(color + "\n")
+        os.replace(tmp_overlay, target)
+        return
+    path = stack_file(project_dir, stack)
+    key = f"{NAMESPACE}:activeColor"
+    rt = _round_trip_yaml()
+    try:
+        data = rt.load(path.read_text())
+    except (OSError, RuamelYAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read it to record the live colour: {exc}") from None
+    config = data.get("config") if isinstance(data, Mapping) else None
+    if not isinstance(config, MutableMapping) or key not in config:
+        raise ConfigError(f"{path}: no '{key}' line to update")
+    if config[key] == color:
+        return
+    config[key] = color
+    out = io.StringIO()
+    rt.dump(data, out)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(out.getvalue())
+    os.replace(tmp, path)
+
+
+def _round_trip_yaml() -> YAML:
+    rt = YAML(typ="rt")
+    rt.preserve_quotes = True
+    rt.width = 4096  # never re-wrap long flow mappings (the container lines)
+    rt.indent(mapping=2, sequence=4, offset=2)  # the layout of the stack files in stacks/
+    return rt

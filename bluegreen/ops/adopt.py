@@ -1,0 +1,459 @@
+"""`bluegreen adopt`: write the running estate into the stack file, the way `pulumi import` writes code.
+
+For every container of the stack it reads the configuration PVE holds (cores, memory, swap, root
+disk, network, hostname, DNS, features, on-boot, start-up order, protection, description, tags,
+mount points) and writes each value as a per-container stack value, with `existing: true`, so the
+Pulumi program declares exactly what the provider reads back and the first `pulumi preview` shows
+imports with no diff. From the estate itself it reads:
+
+- the live colour: HAProxy's routing (runtime map, else the `use_backend`/`default_backend` of its
+  config), else the journal's `prod`;
+- the repository URL: `git remote get-url origin` of the working copy on an app host;
+- the database user and name: the app's `.env` `DATABASE_URL` (the password is never written).
+
+The stack file is rewritten round trip (ruamel.yaml), so its comments and layout survive; a second
+run writes nothing. Pure parts (PVE config -> stack values, `.env` parsing, the diff) are at the top.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import logging
+import os
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from bluegreen.hosts import haproxy as hr
+from bluegreen.hosts.executor import connect
+from bluegreen.hosts.haproxy_cfg import color_from_backend_names
+from bluegreen.hosts.pve import from_topology
+from bluegreen.model.errors import BlueGreenError, ConfigError, RemoteError
+from bluegreen.model.journal import parse_state
+from bluegreen.model.stackfile import read_stack_config, stack_file
+from bluegreen.model.topology import COLORS, NAMESPACE, Container, Topology
+
+log = logging.getLogger("bluegreen.adopt")
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)$")
+_GB_PER_UNIT = {"": 1 / 1024 ** 3, "K": 1 / 1024 ** 2, "M": 1 / 1024, "G": 1, "T": 1024}
+
+
+# --------------------------------------------------------------------------- pure
+
+
+def parse_pve_list(text: str) -> dict[str, str]:
+    """`key=value,key=value` as PVE writes net0, rootfs, startup, features and mount points; a
+    leading item without `=` (the volume of rootfs/mpN) is returned under `volume`."""
+    result: dict[str, str] = {}
+    for i, item in enumerate(p for p in str(text).split(",") if p):
+        key, sep, value = item.partition("=")
+        if not sep and i == 0:
+            result["volume"] = key
+        else:
+            result[key.strip()] = value.strip()
+    return result
+
+
+def size_gb(text: str, *, what: str) -> int:
+    """PVE's `16G` / `512M` / `1T` as whole GB (the provider's unit); refuses a fraction."""
+    m = _SIZE.match(str(text).strip().upper())
+    if not m:
+        raise ConfigError(f"{what}: unexpected size {text!r}")
+    value = float(m.group(1)) * _GB_PER_UNIT[m.group(2)]
+    if value != int(value) or value < 1:
+        raise ConfigError(f"{what}: size {text} is not a whole number of GB, which the provider "
+                          "cannot declare; resize it in Proxmox to whole GB first")
+    return int(value)
+
+
+def _flag(value: Any) -> bool:
+    return str(value).strip() in ("1", "true", "True")
+
+
+def container_values(vmid: int, config: Mapping[str, Any], *, running: bool) -> dict[str, Any]:
+    """The stack values of one container, from PVE's `GET /nodes/{node}/lxc/{vmid}/config`.
+
+    Every value the program declares is given, including PVE's "unset" readings (no start-up
+    order -> `none`, no onboot -> false), because the provider reads them back that way.
+    """
+    where = f"CT {vmid}"
+    net = parse_pve_list(config.get("net0", ""))
+    if not net:
+        raise ConfigError(f"{where}: has no net0 interface; adopt needs its address")
+    ip = net.get("ip", "")
+    if not ip or ip in ("dhcp", "manual") or "/" not in ip:
+        raise ConfigError(f"{where}: net0 has ip={ip or 'nothing'}; adopt needs a static address "
+                          "with prefix (set one in Proxmox first)")
+    rootfs = parse_pve_list(config.get("rootfs", ""))
+    if "volume" not in rootfs or "size" not in rootfs:
+        raise ConfigError(f"{where}: rootfs {config.get('rootfs')!r} names no volume and size")
+    values: dict[str, Any] = {
+        "hostname": str(config.get("hostname") or ""),
+        "ip": ip,
+        "cores": int(config.get("cores") or 1),
+        "memory": int(config.get("memory") or 512),
+        "swap": int(config.get("swap") or 0),
+        "disk": size_gb(rootfs["size"], what=f"{where} rootfs"),
+        "datastore": rootfs["volume"].split(":", 1)[0],
+        "bridge": net.get("bridge", "vmbr0"),
+        "gateway": net.get("gw"),
+        "firewall": _flag(net.get("firewall", "0")),
+        "mac": net["hwaddr"].upper() if net.get("hwaddr") else None,
+        "vlan": int(net["tag"]) if net.get("tag") else None,
+        "mtu": int(net["mtu"]) if net.get("mtu") else None,
+        "dnsServers": str(config.get("nameserver") or "").split() or None,
+        "dnsDomain": config.get("searchdomain") or None,
+        "onBoot": _flag(config.get("onboot", 0)),
+        "started": running,
+        "protection": _flag(config.get("protection", 0)),
+        "unprivileged": _flag(config.get("unprivileged", 0)),
+        "description": str(config["description"]) if config.get("description") else None,
+        "tags": sorted({t.strip().lower() for t in re.split(r"[;, ]", str(config.get("tags") or ""))
+                        if t.strip()}),
+    }
+    startup = parse_pve_list(config.get("startup", "")) if config.get("startup") else {}
+    if startup:
+        values["startup"] = {k: int(startup[p]) for k, p in
+                             (("order", "order"), ("upDelay", "up"), ("downDelay", "down")) if p in startup}
+    else:
+        values["startup"] = "none"
+    features = parse_pve_list(config.get("features", "")) if config.get("features") else {}
+    values["features"] = {k: _flag(features[k]) for k in ("nesting", "keyctl", "fuse") if k in features}
+    mounts = []
+    for key in sorted((k for k in config if re.fullmatch(r"mp\d+", k)), key=lambda k: int(k[2:])):
+        mp = parse_pve_list(config[key])
+        entry: dict[str, Any] = {"key": key, "volume": mp.get("volume", ""), "path": mp.get("mp", "")}
+        if mp.get("size"):
+            entry["size"] = size_gb(mp["size"], what=f"{where} {key}")
+        if "backup" in mp:
+            entry["backup"] = _flag(mp["backup"])
+        if "ro" in mp:
+            entry["readOnly"] = _flag(mp["ro"])
+        mounts.append(entry)
+    if mounts:
+        values["mountPoints"] = mounts
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def stack_values_for(container: Mapping[str, Any], found: Mapping[str, Any], *,
+                     proxmox: Mapping[str, Any]) -> dict[str, Any]:
+    """What to write into one container's stack entry: every found value, except the stack-wide
+    ones (datastore, bridge, gateway, DNS) when they equal the stack-wide setting, and the
+    hostname when it equals the entry's name."""
+    stack_wide = {"datastore": proxmox.get("datastore"), "bridge": proxmox.get("bridge", "vmbr0"),
+                  "gateway": proxmox.get("gateway"), "dnsServers": proxmox.get("dnsServers") or None,
+                  "dnsDomain": proxmox.get("dnsDomain")}
+    values: dict[str, Any] = {}
+    for key, value in found.items():
+        if key in stack_wide and value == stack_wide[key] and key not in container:
+            continue
+        if key == "hostname" and value == container.get("name") and "hostname" not in container:
+            continue
+        values[key] = value
+    values["existing"] = True
+    return values
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """A `.env` file as dotenv reads it: `KEY=value`, `export KEY=value`, quotes, `#` comments."""
+    result: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", key):
+            continue
+        value = value.strip()
+        if value[:1] in ("'", '"'):
+            quote = value[0]
+            end = value.find(quote, 1)
+            value = value[1:end] if end > 0 else value[1:]
+            if quote == '"':
+                value = value.replace("\\n", "\n")
+        else:
+            value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
+        result[key] = value
+    return result
+
+
+@dataclass(frozen=True)
+class DatabaseUrl:
+    user: str
+    name: str
+    host: str
+    port: int
+
+
+def parse_database_url(url: str) -> DatabaseUrl:
+    """User, database, host and port of `postgresql://user:password@host:port/db?...`; the
+    password is read past and never kept."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("postgres", "postgresql") or not parts.username:
+        raise ConfigError("DATABASE_URL: expected postgresql://user:password@host:port/database")
+    name = unquote(parts.path.lstrip("/"))
+    if not name:
+        raise ConfigError("DATABASE_URL: names no database")
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        raise ConfigError("DATABASE_URL: the port is not a number") from None
+    return DatabaseUrl(user=unquote(parts.username), name=name, host=parts.hostname or "", port=port)
+
+
+def text_diff(before: str, after: str, path: str) -> str:
+    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
+                                        fromfile=f"{path} (now)", tofile=f"{path} (adopted)"))
+
+
+# --------------------------------------------------------------------------- the stack file
+
+
+def _yaml() -> Any:
+    from ruamel.yaml import YAML
+
+    y = YAML()
+    y.preserve_quotes = True
+    y.width = 4096
+    y.indent(mapping=2, sequence=4, offset=2)
+    return y
+
+
+def update_stack_text(text: str, *, containers: Mapping[int, Mapping[str, Any]],
+                      top: Mapping[str, Any], app: Mapping[str, Any], database: Mapping[str, Any]) -> str:
+    """The stack file's text with the adopted values set; comments, order and style kept.
+
+    `containers` maps vmid to the keys to set in that entry; `top` sets `bluegreen:<key>` scalars;
+    `app`/`database` set keys inside `bluegreen:app` / `bluegreen:database`. A value equal to the
+    one in the file is not touched, so a second run returns the text unchanged.
+    """
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    y = _yaml()
+    data = y.load(text)
+    if not isinstance(data, Mapping) or not isinstance(data.get("config"), Mapping):
+        raise ConfigError("the stack file has no `config:` mapping")
+    config = data["config"]
+    entries = config.get(f"{NAMESPACE}:containers")
+    if not isinstance(entries, list):
+        raise ConfigError(f"the stack file has no {NAMESPACE}:containers list")
+
+    def to_node(value: Any, flow: bool) -> Any:
+        if isinstance(value, Mapping):
+            node = CommentedMap((k, to_node(v, flow)) for k, v in value.items())
+            if flow:
+                node.fa.set_flow_style()
+            return node
+        if isinstance(value, list):
+            seq = CommentedSeq(to_node(v, flow) for v in value)
+            if flow:
+                seq.fa.set_flow_style()
+            return seq
+        return value
+
+    def set_keys(target: Any, values: Mapping[str, Any], flow: bool) -> None:
+        for key, value in values.items():
+            if _same(target.get(key), value):
+                continue
+            target[key] = to_node(value, flow)
+
+    for entry in entries:
+        if not isinstance(entry, Mapping) or entry.get("id") is None:
+            continue
+        values = containers.get(int(entry["id"]))
+        if values:
+            set_keys(entry, values, flow=True)
+    for key, value in top.items():
+        full = f"{NAMESPACE}:{key}"
+        if not _same(config.get(full), value):
+            config[full] = value
+    for section, values in ((f"{NAMESPACE}:app", app), (f"{NAMESPACE}:database", database)):
+        if not values:
+            continue
+        target = config.get(section)
+        if target is None:
+            config[section] = target = CommentedMap()
+        set_keys(target, values, flow=False)
+    out = io.StringIO()
+    y.dump(data, out)
+    new = out.getvalue()
+    return text if _reparse(new) == _reparse(text) else new
+
+
+def _same(a: Any, b: Any) -> bool:
+    return _to_plain(a) == _to_plain(b)
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _reparse(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+# --------------------------------------------------------------------------- reading the estate
+
+
+@dataclass
+class Findings:
+    """What adopt found; `notes` are the lines it prints."""
+
+    containers: dict[int, dict[str, Any]] = field(default_factory=dict)
+    live_color: str | None = None
+    live_source: str | None = None
+    repo: str | None = None
+    database_user: str | None = None
+    database_name: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AdoptResult:
+    stack_file: str
+    findings: Findings
+    diff: str
+    written: bool
+    dry_run: bool
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.diff)
+
+    def to_json(self) -> dict[str, Any]:
+        f = self.findings
+        return {"ok": True, "stackFile": self.stack_file, "dryRun": self.dry_run, "changed": self.changed,
+                "written": self.written, "diff": self.diff, "liveColor": f.live_color,
+                "liveColorSource": f.live_source, "repo": f.repo, "databaseUser": f.database_user,
+                "databaseName": f.database_name, "containers": f.containers, "notes": f.notes}
+
+
+ExecutorFactory = Callable[[Container], Any]
+
+
+def read_live_color(t: Topology, executor: Any) -> tuple[str | None, str]:
+    """HAProxy's live colour (runtime map, else its config's backend), else the journal's `prod`."""
+    try:
+        return hr.live_color(executor, t), "HAProxy runtime map"
+    except BlueGreenError as exc:
+        log.debug("no runtime live colour: %s", exc)
+    lb = t.load_balancer
+    try:
+        cfg = executor.get(lb.path(t.haproxy.config_path), step="read haproxy.cfg")
+    except RemoteError as exc:
+        log.debug("cannot read haproxy.cfg: %s", exc)
+        cfg = None
+    if cfg is not None:
+        color = color_from_backend_names(cfg.decode(errors="replace"))
+        if color:
+            return color, f"{t.haproxy.config_path} (use_backend)"
+    state = executor.get(lb.path(t.journal.path), step="read the journal")
+    if state is not None:
+        parsed = parse_state(state.decode(errors="replace"), source=t.journal.path,
+                             declared_color=t.active_color)
+        if parsed.prod in COLORS:
+            return parsed.prod, f"{t.journal.path} (prod)"
+    return None, "nowhere (HAProxy and the journal name no colour)"
+
+
+def read_app_host(t: Topology, host: Container, executor: Any) -> tuple[str | None, dict[str, str] | None, str]:
+    """(origin URL, .env values, where .env was) of one app host; either may be None."""
+    app_dir = host.path(t.app.dir)
+    repo = None
+    for candidate in (app_dir, f"{app_dir}/repo.git"):
+        result = executor.run(f"git -C {shlex.quote(candidate)} remote get-url origin", step="read the origin URL",
+                              check=False)
+        if result.ok and result.stdout.strip():
+            repo = result.stdout.strip()
+            break
+    env = None
+    where = ""
+    for path in (f"{app_dir}/.env", f"{app_dir}/shared/.env"):
+        data = executor.get(path, step="read the app's .env")
+        if data is not None:
+            env = parse_env(data.decode(errors="replace"))
+            where = path
+            break
+    return repo, env, where
+
+
+def gather(t: Topology, *, pve: Any, connect: ExecutorFactory) -> Findings:
+    f = Findings()
+    for c in t.containers:
+        config = pve.container_config(c.vmid)
+        running = pve.container_status(c.vmid).running
+        f.containers[c.vmid] = container_values(c.vmid, config, running=running)
+        summary = f.containers[c.vmid]
+        f.notes.append(f"CT {c.vmid} ({c.name}): {summary['cores']} cores, {summary['memory']} MB, "
+                       f"disk {summary['datastore']}:{summary['disk']}G, {summary['ip']}, "
+                       f"onboot {str(summary['onBoot']).lower()}, startup {summary['startup']}, "
+                       f"{'running' if running else 'stopped'}")
+    with connect(t.load_balancer) as lb:
+        f.live_color, f.live_source = read_live_color(t, lb)
+    f.notes.append(f"live colour: {f.live_color or 'unknown'} (from {f.live_source})")
+    for color in COLORS:
+        host = t.app_host(color)
+        try:
+            with connect(host) as ex:
+                repo, env, where = read_app_host(t, host, ex)
+        except RemoteError as exc:
+            f.notes.append(f"{color}: cannot read the app host ({exc})")
+            continue
+        if repo and not f.repo:
+            f.repo = repo
+            f.notes.append(f"repository: {repo} (origin of {host.label}'s working copy)")
+        if env and env.get("DATABASE_URL") and not f.database_user:
+            db = parse_database_url(env["DATABASE_URL"])
+            f.database_user, f.database_name = db.user, db.name
+            f.notes.append(f"database: user {db.user}, database {db.name} (DATABASE_URL in {where}; "
+                           "password not copied)")
+    return f
+
+
+def adopt(t: Topology, *, pve: Any, connect: ExecutorFactory, dry_run: bool = False,
+          confirm: Callable[[str], None] | None = None) -> AdoptResult:
+    """Read the estate, write the stack file (unless `dry_run`); `confirm(diff)` may refuse."""
+    f = gather(t, pve=pve, connect=connect)
+    path = stack_file(t.project_dir, t.stack)
+    text = path.read_text()
+    raw = read_stack_config(t.project_dir, t.stack)
+    proxmox = raw.get(f"{NAMESPACE}:proxmox") or {}
+    entries = {int(e["id"]): e for e in raw.get(f"{NAMESPACE}:containers") or []
+               if isinstance(e, Mapping) and e.get("id") is not None}
+    per_container = {vmid: stack_values_for(entries.get(vmid, {}), found, proxmox=proxmox)
+                     for vmid, found in f.containers.items()}
+    top = {"activeColor": f.live_color} if f.live_color else {}
+    app = {"repo": f.repo} if f.repo else {}
+    database: dict[str, Any] = {}
+    if f.database_user:
+        database = {"user": f.database_user, "name": f.database_name}
+    new = update_stack_text(text, containers=per_container, top=top, app=app, database=database)
+    diff = text_diff(text, new, str(path))
+    written = False
+    if diff and not dry_run:
+        if confirm is not None:
+            confirm(diff)
+        tmp = path.with_name(f".{path.name}.adopt.tmp")
+        tmp.write_text(new)
+        os.replace(tmp, path)
+        written = True
+    return AdoptResult(stack_file=str(path), findings=f, diff=diff, written=written, dry_run=dry_run)
+
+
+def run_adopt(t: Topology, *, dry_run: bool, confirm: Callable[[str], None] | None = None) -> AdoptResult:
+    """`bluegreen adopt`: the stack's own PVE client and SSH connections."""
+    return adopt(t, pve=from_topology(t), connect=lambda c: connect(t, c), dry_run=dry_run, confirm=confirm)

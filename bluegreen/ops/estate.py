@@ -1,0 +1,149 @@
+"""The estate handle every operation receives.
+
+An `Estate` is what one run of the tool holds of the estate: the stack's topology, an executor per
+host (opened on demand, or pooled for a switch), the deployment lock and journal on the load
+balancer, the Proxmox client, the secrets every output is scrubbed of, who runs it and where its
+progress goes. Operations (`bluegreen.ops.*`) are functions of an `Estate`; they reach hosts only
+through it and the host layer (`bluegreen.hosts`), never through each other's private names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from bluegreen.hosts import haproxy
+from bluegreen.hosts.executor import Executor, connect
+from bluegreen.hosts.journal import EstateJournal
+from bluegreen.hosts.lock import LockManager
+from bluegreen.hosts.metrics import LOCK_METRICS_OPERATIONS, write_lock_metrics
+from bluegreen.hosts.openssh import OpenSshExecutor
+from bluegreen.hosts.pve import PveClient
+from bluegreen.model.journal import State
+from bluegreen.model.lock import default_holder
+from bluegreen.model.progress import NullProgress, Progress
+from bluegreen.model.sensitive import Sensitive
+from bluegreen.model.topology import Container, Topology
+
+ExecutorFactory = Callable[[Container], Executor]
+
+
+class Estate:
+    """One run's handle on the estate. `t` follows the declared colour as switches change it."""
+
+    def __init__(self, topology: Topology, *, progress: Progress | None = None,
+                 secrets: Sequence[Sensitive] = (), who: str | None = None, pulumi_command: Any = None,
+                 executor_factory: ExecutorFactory | None = None) -> None:
+        self.t = topology
+        self.progress: Progress = progress or NullProgress()
+        self.secrets = list(secrets)
+        self.who = who or default_holder()
+        self.pulumi_command = pulumi_command
+        self._factory = executor_factory
+        self._pool: dict[int, Executor] | None = None
+        self._pool_mutex = threading.Lock()
+        self._lease: LockManager | None = None
+
+    # -- hosts --------------------------------------------------------------------------
+
+    def connect(self, host: Container) -> Executor:
+        """A new executor for `host` (its owner closes it)."""
+        return self._factory(host) if self._factory else connect(self.t, host, self.secrets)
+
+    def _session(self, host: Container) -> Executor:
+        return self._factory(host) if self._factory else OpenSshExecutor(self.t, host, secrets=self.secrets)
+
+    @contextlib.contextmanager
+    def on(self, host: Container) -> Iterator[Executor]:
+        """An executor for `host` for the block: the pooled one inside `pooled()`, else a new one."""
+        if self._pool is not None:
+            with self._pool_mutex:
+                ex = self._pool.get(host.vmid)
+                if ex is None:
+                    ex = self._pool[host.vmid] = self._session(host)
+            yield ex
+            return
+        ex = self.connect(host)
+        try:
+            yield ex
+        finally:
+            ex.close()
+
+    @contextlib.contextmanager
+    def pooled(self) -> Iterator[None]:
+        """One persistent connection and remote shell per host for everything inside (a switch:
+        each step is then one script down an open session, not a new connection or login)."""
+        if self._pool is not None:
+            yield
+            return
+        self._pool = {}
+        if self._factory is None:
+            # Start every connection a switch may need at once: their logins overlap.
+            for host in (self.t.load_balancer, *self.t.app_hosts.values()):
+                session = OpenSshExecutor(self.t, host, secrets=self.secrets)
+                session.start()
+                self._pool[host.vmid] = session
+        try:
+            yield
+        finally:
+            pool, self._pool = self._pool, None
+            for ex in pool.values():
+                ex.close()
+
+    # -- the lock -------------------------------------------------------------------------
+
+    def lock(self, lb: Executor) -> LockManager:
+        return LockManager(lb, self.t.load_balancer.path(self.t.journal.lock_path))
+
+    @contextlib.contextmanager
+    def holding(self, operation: str) -> Iterator[None]:
+        """Hold the estate lock on its own connection: the heartbeat thread uses it while the
+        operation's own connection may be dropped and reopened. Re-entrant: an operation that
+        holds it (rebuild) runs others (deploy) inside without letting go."""
+        if self._lease is not None:
+            yield
+            return
+        with self.on(self.t.load_balancer) as lock_ex:
+            manager = self.lock(lock_ex)
+            metrics = operation in LOCK_METRICS_OPERATIONS  # for the stale-lock alert
+            with manager.hold(operation, self.who):
+                self._lease = manager
+                if metrics:
+                    write_lock_metrics(lock_ex, self.t, held=True, operation=operation, holder=self.who)
+                try:
+                    yield
+                finally:
+                    self._lease = None
+                    if metrics:
+                        write_lock_metrics(lock_ex, self.t, held=False, operation=operation, holder=self.who)
+
+    def check_lock(self) -> None:
+        """At each step boundary: stop if the lock was broken or pre-empted (an emergency)."""
+        if self._lease is not None:
+            self._lease.check()
+
+    # -- the journal and the live colour -----------------------------------------------------
+
+    def journal(self, lb: Executor) -> EstateJournal:
+        return EstateJournal(lb, self.t)
+
+    def read_state(self, lb: Executor) -> State:
+        return self.journal(lb).read()
+
+    def write_state(self, lb: Executor, state: State, live: str) -> None:
+        self.journal(lb).write(state, live=live)
+
+    def live_color(self, lb: Executor) -> str:
+        return haproxy.live_color(lb, self.t)
+
+    def declare(self, color: str) -> None:
+        """The declared colour as the stack file now says it (after a flip recorded it)."""
+        self.t = dataclasses.replace(self.t, active_color=color)
+
+    # -- Proxmox ----------------------------------------------------------------------------
+
+    def pve(self) -> PveClient:
+        return PveClient.from_topology(self.t)

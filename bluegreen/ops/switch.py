@@ -1,0 +1,339 @@
+"""`bluegreen switch`: live traffic to the other colour, checked first, verified, watched.
+
+The path of the flip: `automation` (stack config through the Automation API and a targeted `pulumi
+up` of the routing resource), `direct` (HAProxy's runtime API, then the declared colour recorded),
+or `emergency` (`ops.emergency`: the load balancer only, no checks). A flip that is not verified,
+or a watch that sees errors, switches back at once; every flip is recorded in the journal, or in
+the side file beside it when the journal cannot take it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bluegreen.hosts import haproxy, health
+from bluegreen.hosts.executor import Executor
+from bluegreen.hosts.journal import append_side_command
+from bluegreen.hosts.pulumi import PulumiSeam
+from bluegreen.model.errors import BlueGreenError, ConfigError, RemoteError, SwitchError
+from bluegreen.model.journal import side_path, switch_entry, unfinished_release
+from bluegreen.model.stackfile import set_active_color_in_file
+from bluegreen.model.timestamps import iso, utcnow
+from bluegreen.model.topology import other_color
+from bluegreen.ops.emergency import run as emergency_run
+from bluegreen.ops.estate import Estate
+from bluegreen.ops.notify import emits_switch, switch_back
+from bluegreen.ops.signals import signals_deferred
+from bluegreen.render import commands as cmd
+
+log = logging.getLogger("bluegreen.switch")
+
+
+@dataclass
+class SwitchPlan:
+    from_color: str
+    to_color: str
+    release: str | None
+    sha: str | None
+    emergency: bool
+    path: str
+    checks: list[str]
+    problems: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"from": self.from_color, "colour": self.to_color, "release": self.release,
+                "sha": self.sha, "emergency": self.emergency, "path": self.path,
+                "checks": self.checks, "problems": self.problems}
+
+
+@dataclass
+class SwitchResult:
+    ok: bool
+    color: str
+    from_color: str
+    release: str | None
+    path: str
+    flip_ms: float
+    verified: bool
+    watched_s: float = 0.0
+    rolled_back: bool = False
+    reason: str | None = None
+    error: str | None = None
+    sha: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "colour": self.color, "from": self.from_color,
+                "release": self.release, "path": self.path, "flipMs": round(self.flip_ms, 1),
+                "verified": self.verified, "watchedSeconds": round(self.watched_s, 1),
+                "rolledBack": self.rolled_back, "reason": self.reason, "error": self.error}
+
+
+def switch_path(estate: Estate, emergency_: bool, direct: bool) -> str:
+    if emergency_:
+        return "emergency"
+    if direct or estate.t.switch.mode == "direct":
+        return "direct"
+    return "automation"
+
+
+def plan_switch(estate: Estate, *, emergency: bool = False, direct: bool = False,
+                to_color: str | None = None) -> SwitchPlan:
+    with estate.pooled(), estate.on(estate.t.load_balancer) as lb:
+        return _plan(estate, lb, emergency=emergency, direct=direct, to_color=to_color)
+
+
+def _plan(estate: Estate, lb: Executor, *, emergency: bool, direct: bool, to_color: str | None = None) -> SwitchPlan:
+    t = estate.t
+    live = estate.live_color(lb)
+    target = to_color or other_color(live)
+    if target == live:
+        raise SwitchError(f"{target} is already live")
+    host = t.app_host(target)
+    release = sha = None
+    problems: list[str] = []
+    try:
+        with estate.on(host) as ex:
+            current = cmd.parse_current(ex.run(cmd.read_current(cmd.AppPaths.of(t, host)), step="read release").stdout)
+            release, sha = current.name, current.sha
+    except BlueGreenError as exc:
+        problems.append(str(exc))
+    checks = [f"{target} serves a release", f"{target} answers {t.app.health_path} with 200",
+              f"HAProxy sees backend bk_{target} UP"]
+    if emergency:
+        checks = ["none (emergency: checks skipped)"]
+    else:
+        problems += _standby_problems(estate, lb, target, release)
+    return SwitchPlan(from_color=live, to_color=target, release=release, sha=sha, emergency=emergency,
+                      path=switch_path(estate, emergency, direct), checks=checks, problems=problems)
+
+
+def _standby_problems(estate: Estate, lb: Executor, target: str, release: str | None) -> list[str]:
+    """Why `target` must not go live: no release, an unfinished deploy, unhealthy, DOWN in HAProxy."""
+    t = estate.t
+    host = t.app_host(target)
+    problems: list[str] = []
+    if not release:
+        problems.append(f"{target} ({host.ip}) has no release deployed")
+    else:
+        try:
+            unfinished = unfinished_release(estate.read_state(lb), target, release)
+        except BlueGreenError as exc:
+            unfinished = f"cannot check how {release} was deployed: {exc}"
+        if unfinished:
+            problems.append(unfinished)
+    probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}",
+                              expect_status=t.app.health_status)
+    if not probe.ok:
+        problems.append(f"{target} is not healthy: {probe.error or probe.status}")
+    server = haproxy.backend_states(lb, t).get(target)
+    if server and not str(server.get("status", "")).upper().startswith("UP"):
+        problems.append(f"HAProxy sees bk_{target} as {server.get('status')}")
+    return problems
+
+
+@emits_switch
+def switch(estate: Estate, *, emergency: bool = False, direct: bool = False, watch: bool = True,
+           to_color: str | None = None, reason: str = "switch") -> SwitchResult:
+    t = estate.t
+    if emergency:
+        # The load balancer only: no lock wait, no app hosts, no journal needed (ops/emergency.py).
+        return emergency_switch(estate, rollback=reason == "rollback", to_color=to_color)
+    with estate.pooled(), estate.holding(reason), estate.on(t.load_balancer) as lb:
+        with estate.progress.step("pre-switch checks"):
+            plan = _plan(estate, lb, emergency=False, direct=direct, to_color=to_color)
+            if plan.problems:
+                raise SwitchError(
+                    f"refusing to switch to {plan.to_color}: " + "; ".join(plan.problems)
+                    + ". Fix the standby (or use --emergency to skip the checks).")
+        estate.check_lock()
+        result = SwitchResult(ok=True, color=plan.to_color, from_color=plan.from_color, release=plan.release,
+                              path=plan.path, flip_ms=0.0, verified=False, reason=reason, sha=plan.sha)
+        recorded = False
+        try:
+            flip_started = time.monotonic()
+            with estate.progress.step(f"flip live traffic to {plan.to_color} ({plan.path})"):
+                flip(estate, lb, plan.to_color, plan.path)
+            result.flip_ms = (time.monotonic() - flip_started) * 1000
+            with estate.progress.step("verify new requests reach the new colour"):
+                result.verified = _verify_serving(estate, plan.to_color)
+            why: str | None = None
+            if not result.verified:
+                # Back at once: every moment here serves users from a colour that is not answering.
+                why = f"new requests were not served by {plan.to_color}"
+                _switch_back(estate, lb, plan, why, result)
+            _record_safely(estate, lb, plan.from_color, plan.to_color, reason, False, int(result.flip_ms), result)
+            recorded = True
+            if why is None and watch and t.switch.watch_seconds > 0:
+                why = _watch(estate, lb, plan.to_color, result)
+                if why:
+                    _switch_back(estate, lb, plan, why, result)
+            if why is not None:
+                _record_safely(estate, lb, plan.to_color, plan.from_color, f"automatic switch back: {why}",
+                               True, 0, result)
+        except KeyboardInterrupt:
+            # SIGINT/SIGTERM: the restore path of a failed step (back to the old colour), recorded.
+            with signals_deferred():
+                _interrupted(estate, lb, plan, result, reason, recorded)
+            raise
+        return result
+
+
+def emergency_switch(estate: Estate, *, rollback: bool, to_color: str | None) -> SwitchResult:
+    done = emergency_run(estate.t, rollback=rollback, who=estate.who, to_color=to_color, progress=estate.progress)
+    if estate.t.switch.mode == "direct":
+        estate.declare(done.color)
+    return SwitchResult(ok=done.ok, color=done.color, from_color=done.from_color, release=None,
+                        path=done.path, flip_ms=done.flip_ms, verified=done.verified,
+                        reason=done.reason, error=done.error)
+
+
+def _interrupted(estate: Estate, lb: Executor, plan: SwitchPlan, result: SwitchResult, reason: str,
+                 recorded: bool) -> None:
+    try:
+        live = estate.live_color(lb)
+    except BlueGreenError as exc:
+        log.error("interrupted; cannot read the live colour to restore it: %s", exc)
+        return
+    if live != plan.to_color:
+        # Not flipped (or already back): only the declared colour may need to follow.
+        if estate.t.switch.mode == "direct" or plan.path != "automation":
+            with contextlib.suppress(ConfigError, OSError):
+                set_active_color_in_file(estate.t.project_dir, estate.t.stack, live)
+        return
+    if not recorded:
+        _record_safely(estate, lb, plan.from_color, plan.to_color, reason, False, 0, result)
+    _switch_back(estate, lb, plan, "interrupted", result)
+    _record_safely(estate, lb, plan.to_color, plan.from_color, "automatic switch back: interrupted", True, 0, result)
+
+
+def _record_safely(estate: Estate, lb: Executor, from_color: str, to_color: str, reason: str, emergency_: bool,
+                   duration_ms: int, result: SwitchResult) -> None:
+    """Record a flip that happened; if the journal cannot take it, the side file does (the next
+    normal command folds it in) and the result says so: the flip stands, the error is real."""
+    try:
+        state = estate.read_state(lb).with_switch(
+            from_color=from_color, to_color=to_color, who=estate.who, when=iso(utcnow()), reason=reason,
+            emergency=emergency_, duration_ms=duration_ms, keep=estate.t.journal.history_keep)
+        estate.write_state(lb, state, to_color)
+        return
+    except BlueGreenError as exc:
+        problem = f"the switch to {to_color} happened but the journal write failed: {exc}"
+    entry = switch_entry(from_color=from_color, to_color=to_color, when=time.time(), who=estate.who,
+                         reason=reason, duration_ms=duration_ms, preempted=None, path=result.path)
+    journal = estate.t.load_balancer.path(estate.t.journal.path)
+    try:
+        lb.run(append_side_command(journal, json.dumps(entry, separators=(",", ":"))),
+               step="record the switch in the side journal")
+        problem += f"; recorded in {side_path(journal)} instead"
+    except BlueGreenError as exc:
+        problem += f"; the side journal could not take it either: {exc}"
+    log.error("%s", problem)
+    result.ok = False
+    result.error = f"{result.error}; {problem}" if result.error else problem
+
+
+def _switch_back(estate: Estate, lb: Executor, plan: SwitchPlan, why: str, result: SwitchResult) -> None:
+    estate.progress.note(f"switching back to {plan.from_color}: {why}")
+    started = time.time()
+    with estate.progress.step(f"automatic switch back to {plan.from_color}"):
+        flip(estate, lb, plan.from_color, "direct" if plan.path == "automation" else plan.path)
+    switch_back(estate, from_color=plan.to_color, to_color=plan.from_color, why=why, started=started)
+    result.ok = False
+    result.rolled_back = True
+    result.error = f"switched back to {plan.from_color}: {why}"
+
+
+def flip(estate: Estate, lb: Executor, color: str, path: str) -> None:
+    """Route live traffic to `color` by `path`; the declared colour follows."""
+    t = estate.t
+    if path == "automation":
+        _flip_through_pulumi(estate, lb, color)
+        return
+    try:
+        haproxy.flip(lb, t, color)
+    except RemoteError as exc:
+        # HAProxy can take a `set map` and lose the answer when busy: the flip is idempotent,
+        # so one more try either confirms it (and writes the map file) or fails for real.
+        log.warning("flip to %s: %s; trying once more", color, exc)
+        haproxy.flip(lb, t, color)
+    # The declared colour follows the runtime flip, so a later `pulumi up` changes nothing.
+    set_active_color_in_file(t.project_dir, t.stack, color)
+    estate.declare(color)
+
+
+def _flip_through_pulumi(estate: Estate, lb: Executor, color: str) -> None:
+    t = estate.t
+    seam = PulumiSeam(t.project_dir, t.stack, pulumi_command=estate.pulumi_command)
+    try:
+        seam.switch_to(color, on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
+        live = estate.live_color(lb)
+        if live != color:
+            raise SwitchError(f"pulumi up finished but HAProxy still routes to {live}")
+    except BaseException as exc:
+        # `config set` already declared `color`: make the stack file say what HAProxy
+        # serves, or the next routine `pulumi up` flips production with no checks.
+        with signals_deferred():
+            live = _restore_declared(estate, lb, previous=t.active_color)
+        if live == color and not isinstance(exc, KeyboardInterrupt):
+            log.warning("pulumi failed after the routing changed (%s); the flip stands", exc)
+            estate.declare(color)
+            return
+        raise
+    estate.declare(color)
+
+
+def _restore_declared(estate: Estate, lb: Executor, *, previous: str) -> str:
+    """The stack file's declared colour set to the one HAProxy serves (else back to `previous`)."""
+    try:
+        live = estate.live_color(lb)
+    except BlueGreenError as exc:
+        log.error("cannot read the live colour (%s); declaring %s again", exc, previous)
+        live = previous
+    set_active_color_in_file(estate.t.project_dir, estate.t.stack, live)
+    estate.declare(live)
+    return live
+
+
+def _verify_serving(estate: Estate, color: str, attempts: int = 5) -> bool:
+    t = estate.t
+    url = f"{t.public_url}{t.app.health_path}"
+    for _ in range(attempts):
+        probe = health.http_probe(url, headers={"Connection": "close"}, **health.visitor(t),
+                                  expect_status=t.app.health_status)
+        if probe.ok and probe.served_by == color:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _watch(estate: Estate, lb: Executor, color: str, result: SwitchResult) -> str | None:
+    """Watch the new live backend; return why it breached, or None if it held."""
+    t = estate.t
+    host = t.app_host(color)
+    window = health.ErrorWindow(max_ratio=t.switch.max_error_ratio, min_requests=t.switch.min_requests)
+    started = time.monotonic()
+    baseline = haproxy.backend_counters(lb, t, color)
+    failures = 0
+    with estate.progress.step(f"watch {color} for {t.switch.watch_seconds:g}s", long=True):
+        while time.monotonic() - started < t.switch.watch_seconds:
+            estate.check_lock()  # pre-empted (an emergency flip): stop, never switch back over it
+            probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}",
+                                      expect_status=t.app.health_status)
+            failures = 0 if probe.ok else failures + 1
+            if failures >= 3:
+                result.watched_s = time.monotonic() - started
+                return f"{color} failed 3 health checks in a row ({probe.error or probe.status})"
+            counters = haproxy.backend_counters(lb, t, color)
+            verdict = window.breach(total=counters.total - baseline.total,
+                                    errors=counters.http_5xx - baseline.http_5xx)
+            if verdict:
+                result.watched_s = time.monotonic() - started
+                return f"{color} answered errors: {verdict}"
+            time.sleep(0.5)
+    result.watched_s = time.monotonic() - started
+    return None

@@ -1,0 +1,282 @@
+"""Command lines for app and database hosts, built and never run here (the service runs them).
+
+Every function is pure: topology (and a few values) in, a shell command string out, every
+argument quoted. Paths go through `Container.path` so the lab's per-host roots work.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.topology import Container, Topology
+from bluegreen.render.shell import sh
+
+# Git refs as users type them: branches, tags, shas, `HEAD~1`. Never an option (leading dash).
+_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/@^~{}-]{0,199}$")
+
+
+def validate_ref(ref: str) -> str:
+    if not _REF.match(ref) or ".." in ref or ref.endswith((".lock", "/", ".")):
+        raise ConfigError(f"invalid git ref {ref!r}: expected a branch, tag or commit sha")
+    return ref
+
+
+@dataclass(frozen=True)
+class AppPaths:
+    """Where one app host keeps its releases (rooted for the lab)."""
+
+    app_dir: str
+    releases: str
+    current: str
+    shared: str
+    env_file: str
+    mirror: str
+    ecosystem: str
+    fault_file: str
+    pm2_home: str
+
+    @classmethod
+    def of(cls, t: Topology, host: Container) -> AppPaths:
+        app_dir = host.path(t.app.dir)
+        home = t.app.pm2_home or ("/root/.pm2" if t.app.deploy_user == "root"
+                                  else f"/home/{t.app.deploy_user}/.pm2")
+        return cls(app_dir=app_dir, releases=f"{app_dir}/releases", current=f"{app_dir}/current",
+                   shared=f"{app_dir}/shared", env_file=f"{app_dir}/shared/.env",
+                   mirror=f"{app_dir}/repo.git", ecosystem=f"{app_dir}/ecosystem.config.js",
+                   fault_file=f"{app_dir}/shared/fault", pm2_home=host.path(home))
+
+    def release(self, name: str) -> str:
+        return f"{self.releases}/{name}"
+
+
+def release_name(sha: str, now: datetime) -> str:
+    return f"{now.strftime('%Y%m%d%H%M%S')}-{sha[:7]}"
+
+
+def as_deploy_user(t: Topology, command: str) -> str:
+    """Run as the deploy user when we log in as someone else (root in the containers)."""
+    if t.app.deploy_user in ("", t.ssh.user):
+        return command
+    return sh("runuser", "-u", t.app.deploy_user, "--", "bash", "-c", command)
+
+
+def fetch_ref(t: Topology, paths: AppPaths, ref: str) -> str:
+    """Keep a mirror of the app repository on the host, update it, print the ref's commit sha."""
+    validate_ref(ref)
+    mirror = paths.mirror
+    return (
+        f"set -e; if [ ! -d {sh(mirror)} ]; then "
+        f"git clone --quiet --mirror {sh(t.app.repo)} {sh(mirror)}; else "
+        f"git --git-dir={sh(mirror)} remote set-url origin {sh(t.app.repo)}; "
+        f"git --git-dir={sh(mirror)} fetch --quiet --prune --force origin; fi; "
+        f"git --git-dir={sh(mirror)} rev-parse --verify --quiet {sh(ref + '^{commit}')}"
+    )
+
+
+def export_release(paths: AppPaths, release: str, sha: str, ref: str) -> str:
+    """Unpack one commit into a new release directory (no .git: a release never changes)."""
+    return (
+        f"set -e; mkdir -p {sh(release)}; "
+        f"git --git-dir={sh(paths.mirror)} archive --format=tar {sh(sha)} | tar -x -C {sh(release)}; "
+        f"printf '%s\\n' {sh(sha)} > {sh(release + '/REVISION')}; "
+        f"printf '%s\\n' {sh(ref)} > {sh(release + '/REF')}; "
+        f"ln -sfn {sh(paths.env_file)} {sh(release + '/.env')}"
+    )
+
+
+def read_current(paths: AppPaths) -> str:
+    """Print the release `current` points at, its REVISION and REF (empty lines when none)."""
+    cur = paths.current
+    return (
+        f"if [ -L {sh(cur)} ]; then readlink -f {sh(cur)}; "
+        f"cat {sh(cur + '/REVISION')} 2>/dev/null || echo; cat {sh(cur + '/REF')} 2>/dev/null || echo; "
+        f"else echo; echo; echo; fi"
+    )
+
+
+@dataclass(frozen=True)
+class CurrentRelease:
+    path: str | None
+    sha: str | None
+    ref: str | None
+
+    @property
+    def name(self) -> str | None:
+        return self.path.rsplit("/", 1)[-1] if self.path else None
+
+
+def parse_current(stdout: str) -> CurrentRelease:
+    """What `read_current` printed; tolerant of missing lines (a release without REF, say)."""
+    path, sha, ref = ([line.strip() for line in stdout.split("\n")] + ["", "", ""])[:3]
+    return CurrentRelease(path or None, sha or None, ref or None)
+
+
+def install_dependencies(t: Topology, paths: AppPaths, release: str, previous: str | None) -> str:
+    """Reuse the previous release's node_modules (hard links) when the lockfile is unchanged."""
+    install = as_deploy_user(t, f"cd {sh(release)} && {t.app.install_command}")
+    if not previous:
+        return f"set -e; {install}; echo installed"
+    lock_new, lock_old = f"{release}/package-lock.json", f"{previous}/package-lock.json"
+    return (
+        f"set -e; if [ -f {sh(lock_new)} ] && [ -d {sh(previous + '/node_modules')} ] && "
+        f"cmp -s {sh(lock_new)} {sh(lock_old)}; then "
+        f"cp -al {sh(previous + '/node_modules')} {sh(release + '/node_modules')}; echo reused; "
+        f"else {install}; echo installed; fi"
+    )
+
+
+# Settings from the release's `.env` (the shared one) that the build itself needs, exported for it.
+# NEXT_SERVER_ACTIONS_ENCRYPTION_KEY: Next.js derives Server Action ids from it, so both colours
+# must build with the same key or a page rendered by one fails when submitted to the other.
+BUILD_ENV_KEYS = ("NEXT_SERVER_ACTIONS_ENCRYPTION_KEY",)
+
+
+def export_build_env(release: str, keys: Iterable[str] = BUILD_ENV_KEYS) -> str:
+    """Export `keys` from `<release>/.env` when it sets them (last line wins, one pair of quotes
+    stripped); the values stay on the host, never in the command line."""
+    env_file = sh(f"{release}/.env")
+    parts = []
+    for key in keys:
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key):
+            raise ConfigError(f"{key!r} is not an environment variable name")
+        parts.append(
+            f"v=$(sed -n -e 's/^[[:space:]]*\\(export[[:space:]]\\+\\)\\?{key}[[:space:]]*=[[:space:]]*//p' "
+            f"{env_file} 2>/dev/null | tail -n 1 | sed -e 's/[[:space:]]*$//' "
+            f"-e 's/^\"\\(.*\\)\"$/\\1/' -e \"s/^'\\(.*\\)'$/\\1/\"); "
+            f"if [ -n \"$v\" ]; then export {key}=\"$v\"; fi; unset v")
+    return "; ".join(parts)
+
+
+def build(t: Topology, release: str) -> str:
+    return as_deploy_user(t, f"{export_build_env(release)}; cd {sh(release)} && {t.app.build_command}")
+
+
+def list_migrations(release: str) -> str:
+    folder = f"{release}/prisma/migrations"
+    return (f"if [ -d {sh(folder)} ]; then cd {sh(folder)} && "
+            f"for d in */; do [ -f \"$d/migration.sql\" ] && echo \"${{d%/}}\"; done; fi; true")
+
+
+def migration_checksums(release: str) -> str:
+    """`name sha256` of every migration.sql in the release (Prisma's checksum of the file)."""
+    folder = f"{release}/prisma/migrations"
+    return (f"if [ -d {sh(folder)} ]; then cd {sh(folder)} && for d in */; do "
+            f"[ -f \"$d/migration.sql\" ] && printf '%s %s\\n' \"${{d%/}}\" "
+            f"\"$(sha256sum < \"$d/migration.sql\" | cut -d' ' -f1)\"; done; fi; true")
+
+
+def migrate(t: Topology, release: str) -> str:
+    return as_deploy_user(t, f"cd {sh(release)} && {t.app.migrate_command}")
+
+
+def point_current(paths: AppPaths, release: str) -> str:
+    """Atomically repoint `current` (rename over the old link, never a moment without one)."""
+    tmp = f"{paths.app_dir}/.current.tmp"
+    return f"ln -sfn {sh(release)} {sh(tmp)} && mv -Tf {sh(tmp)} {sh(paths.current)}"
+
+
+def pm2_invocation(args: Iterable[str], *, pm2_home: str, run_as: str, login_user: str) -> str:
+    """`pm2 ...` with its home, as the deploy user. The scheduling policy only matters to a daemon
+    started by this call: the OS, not round-robin, spreads connections so draining works."""
+    command = sh("env", f"PM2_HOME={pm2_home}", "NODE_CLUSTER_SCHED_POLICY=none", "pm2", *args)
+    if run_as and run_as != login_user:
+        command = sh("runuser", "-u", run_as, "--") + " " + command
+    return command
+
+
+def pm2(t: Topology, paths: AppPaths, *args: str) -> str:
+    return pm2_invocation(args, pm2_home=paths.pm2_home, run_as=t.app.deploy_user, login_user=t.ssh.user)
+
+
+def pm2_reload(t: Topology, paths: AppPaths) -> str:
+    return (f"cd {sh(paths.app_dir)} && {pm2(t, paths, 'startOrReload', paths.ecosystem, '--update-env')}"
+            f" && {pm2(t, paths, 'save', '--force')}")
+
+
+def pm2_stop(t: Topology, paths: AppPaths) -> str:
+    """Used when a first deploy fails: no previous release to go back to, so nothing runs."""
+    return f"{pm2(t, paths, 'delete', t.app.name)} >/dev/null 2>&1 || true; {pm2(t, paths, 'save', '--force')}"
+
+
+def pm2_jlist(t: Topology, paths: AppPaths) -> str:
+    # Without a daemon `jlist` would start one; report "no daemon" instead.
+    pid_file = f"{paths.pm2_home}/pm2.pid"
+    return (f"if [ -f {sh(pid_file)} ] && kill -0 \"$(cat {sh(pid_file)})\" 2>/dev/null; "
+            f"then {pm2(t, paths, 'jlist')}; else echo '[]'; fi")
+
+
+def prune_releases(paths: AppPaths, keep: int, protect: list[str]) -> str:
+    """Delete the oldest releases beyond `keep`, never one in `protect` (current, previous)."""
+    guard = " ".join(f"! -path {sh(p)}" for p in protect if p)
+    return (
+        f"cd {sh(paths.releases)} 2>/dev/null || exit 0; "
+        f"ls -1d */ 2>/dev/null | sed 's#/$##' | sort | head -n -{int(keep)} | "
+        f"while read -r r; do p={sh(paths.releases)}/\"$r\"; "
+        f"if [ -n \"$(find \"$p\" -maxdepth 0 {guard})\" ]; then rm -rf -- \"$p\"; echo \"$r\"; fi; done"
+    )
+
+
+def remove_release(release: str) -> str:
+    return f"rm -rf -- {sh(release)}"
+
+
+# ---------------------------------------------------------------- database host
+
+
+def psql(t: Topology, db_host: Container, sql: str, *, database: str | None = None) -> str:
+    socket_dir = db_host.path("/var/run/postgresql")
+    return sh("runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+              "-h", socket_dir, "-p", str(t.database.port), "-d", database or t.database.name,
+              "-At", "-F", "\x1f", "-c", sql)
+
+
+def backup_path(t: Topology, db_host: Container, color: str, sha: str, now: datetime) -> str:
+    stamp = now.strftime("%Y%m%d%H%M%S")
+    return f"{db_host.path(t.database.backup_dir)}/{stamp}-{color}-{sha[:7]}.dump"
+
+
+def dump_database(t: Topology, db_host: Container, target: str) -> str:
+    """pg_dump to a temp name, renamed only when complete: a failed dump leaves no partial file."""
+    socket_dir = db_host.path("/var/run/postgresql")
+    folder = db_host.path(t.database.backup_dir)
+    tmp = f"{target}.partial"
+    dump = sh("runuser", "-u", "postgres", "--", "pg_dump", "-Fc", "-h", socket_dir,
+              "-p", str(t.database.port), "-f", tmp, t.database.name)
+    return (f"set -e; install -d -o postgres -g postgres -m 0750 {sh(folder)}; "
+            f"if ! {dump}; then rm -f {sh(tmp)}; exit 1; fi; mv {sh(tmp)} {sh(target)}")
+
+
+def prune_backups(t: Topology, db_host: Container) -> str:
+    folder = db_host.path(t.database.backup_dir)
+    keep = int(t.database.backup_keep)
+    return (f"cd {sh(folder)} 2>/dev/null || exit 0; ls -1t -- *.dump 2>/dev/null | "
+            f"tail -n +{keep + 1} | while read -r f; do rm -f -- \"$f\"; echo \"$f\"; done")
+
+
+def deploy_plan(t: Topology, host: Container) -> list[tuple[str, str]]:
+    """(step, command) of a deploy of the configured branch to `host`, for `bluegreen plan`.
+
+    Offline: the commit and release name are only known at deploy time, so they are shown as
+    placeholders; the previous release is whatever `current` points at then.
+    """
+    paths = AppPaths.of(t, host)
+    release = paths.release("<YYYYmmddHHMMSS>-<sha7>")
+    previous = f"{paths.releases}/<previous>"
+    db = t.database_host
+    return [
+        ("fetch the ref", fetch_ref(t, paths, t.app.branch)),
+        ("export the release", export_release(paths, release, "<sha>", t.app.branch)),
+        ("install dependencies", install_dependencies(t, paths, release, previous)),
+        ("build", build(t, release)),
+        ("list migrations", list_migrations(release)),
+        ("back up the database (on the database host, only with pending migrations)",
+         dump_database(t, db, f"{db.path(t.database.backup_dir)}/<YYYYmmddHHMMSS>-{host.color}-<sha7>.dump")),
+        ("migrate (only with --migrate and pending migrations)", migrate(t, release)),
+        ("point current at the release", point_current(paths, release)),
+        ("reload PM2", pm2_reload(t, paths)),
+        ("prune old releases", prune_releases(paths, t.app.keep_releases, [release, previous])),
+    ]
