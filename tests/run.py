@@ -1,6 +1,6 @@
 """The whole suite, with the integration tests spread over several private lab worlds.
 
-    python tests/run.py [--worlds N] [PYTEST ARGS...]
+    python tests/run.py [--worlds N] [--files NAME...] [--no-unit] [PYTEST ARGS...]
 
 Each world is a network namespace of its own (its own loopback: 127.0.3.x free to bind again, and
 no route anywhere else) plus a mount namespace of its own, for its whole life, in which
@@ -11,6 +11,11 @@ left behind fails every time, not one run in five). Each world brings its lab up
 each file in a pytest session that reuses the lab, then stops its lab by PID
 (`bluegreen.lab down`) and its namespaces are deleted. The unit and Pulumi tests run meanwhile,
 outside any world.
+
+`--files` runs only the integration files named (`test_deploy.py` or a path) in the worlds, and
+`--no-unit` leaves the unit and Pulumi tests out. Several runs may share one machine: each sets
+`JW_TEST_WORLD_NAME` (default `world`) to a name of its own, so that their lab directories
+(`/var/tmp/jw-lab-<name><N>`) differ; namespaces and logs are named by the runner's pid anyway.
 
 Without root, or without `ip`/`unshare`/`nsenter`, or with `--worlds 1`, it is plain `pytest` in one lab.
 """
@@ -74,7 +79,7 @@ class World:
 
     @property
     def lab_dir(self) -> Path:
-        return Path(f"/var/tmp/jw-lab-world{self.index}")
+        return Path(f"/var/tmp/jw-lab-{os.environ.get('JW_TEST_WORLD_NAME', 'world')}{self.index}")
 
     @property
     def mount_ns(self) -> Path:
@@ -174,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worlds", type=int, default=int(os.environ.get("JW_TEST_WORLDS", "3")),
                         help="labs side by side (default 3, or $JW_TEST_WORLDS); 1: plain pytest")
+    parser.add_argument("--files", nargs="+", metavar="NAME", help="only these integration files")
+    parser.add_argument("--no-unit", action="store_true", help="leave the unit and Pulumi tests out")
     args, pytest_args = parser.parse_known_args(argv)
     sys.path.insert(0, str(REPO))
     from bluegreen.lab.services import servers_get_default_signals
@@ -183,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     why_not = can_make_worlds()
     if args.worlds > 1 and not why_not and not pytest_args:
         try:
-            return run_in_worlds(args.worlds)
+            return run_in_worlds(args.worlds, only=args.files, unit=not args.no_unit)
         except WorldsUnavailable as exc:
             why_not = str(exc)
     if why_not and args.worlds > 1:
@@ -202,7 +209,18 @@ def deal(files: list[Path], count: int) -> list[list[Path]]:
     return shares
 
 
-def run_in_worlds(count: int) -> int:
+def integration_files(only: list[str] | None) -> list[Path]:
+    every = sorted((REPO / "tests/integration").glob("test_*.py"))
+    if not only:
+        return every
+    wanted = {Path(name).name for name in only}
+    unknown = wanted - {f.name for f in every}
+    if unknown:
+        raise SystemExit(f"tests: no integration file {', '.join(sorted(unknown))}")
+    return [f for f in every if f.name in wanted]
+
+
+def run_in_worlds(count: int, *, only: list[str] | None = None, unit: bool = True) -> int:
     started = time.monotonic()
     run_id = str(os.getpid())
     logs = Path(f"/tmp/jw-test-logs-{run_id}")
@@ -210,7 +228,8 @@ def run_in_worlds(count: int) -> int:
     # Each file's pytest --basetemp under it; short, as tests put unix sockets there (108 bytes)
     scratch = Path(f"/tmp/jwt{run_id}")
     scratch.mkdir(parents=True)
-    files = sorted((REPO / "tests/integration").glob("test_*.py"))
+    files = integration_files(only)
+    count = min(count, len(files))
     unrun = dict(enumerate(deal(files, count)))
     worlds = [World(i, run_id) for i in range(count)]
     outcomes: list[Outcome] = []
@@ -249,16 +268,18 @@ def run_in_worlds(count: int) -> int:
             w.destroy()
         raise WorldsUnavailable(str(exc)) from None
     try:
-        with open(fast_log, "wb") as out:
-            fast = subprocess.Popen([*PYTEST, "tests/unit", "tests/pulumi"], cwd=REPO, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        print(f"tests: unit and Pulumi tests, and {len(files)} integration files in {count} lab worlds "
-              f"(logs in {logs})", flush=True)
+        if unit:
+            with open(fast_log, "wb") as out:
+                fast = subprocess.Popen([*PYTEST, "tests/unit", "tests/pulumi"], cwd=REPO, stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        print(f"tests: {'unit and Pulumi tests, and ' if unit else ''}{len(files)} integration files in "
+              f"{count} lab worlds (logs in {logs})", flush=True)
         for thread in threads:
             thread.start()
-        fast_code = fast.wait()
-        report(Outcome("unit + pulumi", -1, fast_code, time.monotonic() - started, fast_log,
-                       last_line(fast_log)))
+        if fast is not None:
+            fast_code = fast.wait()
+            report(Outcome("unit + pulumi", -1, fast_code, time.monotonic() - started, fast_log,
+                           last_line(fast_log)))
         for thread in threads:
             thread.join()
     except KeyboardInterrupt:
