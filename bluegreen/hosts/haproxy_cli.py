@@ -167,17 +167,55 @@ def systemd_start_command(service: str) -> str:
     return sh("systemctl", "start", service)
 
 
+WILDCARD = "*"
+
+
 def port_in_use_command(address: str, port: int) -> str:
-    """Exit status 0 when something accepts TCP connections on address:port (bash's /dev/tcp)."""
-    return sh("timeout", "3", "bash", "-c", f'exec 3<>"/dev/tcp/{address}/{port}"')
+    """Exit status 0 when something accepts TCP connections on address:port (bash's /dev/tcp);
+    for a wildcard address, when anything listens on the port on any address (`ss`)."""
+    if address == WILDCARD:
+        return f"ss -Hltn {sh(f'( sport = :{port} )')} | grep -q ."
+    return sh("timeout", "3", "bash", "-c", f'exec 3<>"/dev/tcp/{address.strip("[]")}/{port}"')
 
 
-_BIND = re.compile(r"^\s*bind\s+(\d{1,3}(?:\.\d{1,3}){3}):(\d+)(?:\s|$)", re.M)
+_BIND_LINE = re.compile(r"^\s*bind\s+(\S+)", re.M)
+# Address families HAProxy listens on with TCP; unix@, abns@, fd@, sockpair@, udp@, quic@ are not TCP.
+_TCP_PREFIXES = ("ipv4@", "ipv6@", "tcp@", "tcp4@", "tcp6@")
+_OTHER_PREFIX = re.compile(r"^[a-z0-9]+@")
+_WILDCARDS = {"", "*", "0.0.0.0", "::", "[::]"}  # noqa: S104 - read from a config, never bound here
+
+
+def _bind_endpoints(word: str) -> set[tuple[str, int]]:
+    """`[family@]address:port[-port][,...]` (HAProxy's bind syntax) as (address, port) pairs; a
+    wildcard address (`*`, empty, 0.0.0.0, ::) is WILDCARD."""
+    found: set[tuple[str, int]] = set()
+    for item in word.split(","):
+        for prefix in _TCP_PREFIXES:
+            if item.startswith(prefix):
+                item = item[len(prefix):]
+                break
+        else:
+            if _OTHER_PREFIX.match(item):
+                continue  # a unix socket, an inherited fd, UDP/QUIC: no TCP port to check
+        address, sep, ports = item.rpartition(":")
+        if not sep:
+            continue
+        low, _, high = ports.partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            continue
+        host = WILDCARD if address in _WILDCARDS else address
+        found |= {(host, port) for port in range(int(low), int(high or low) + 1)}
+    return found
 
 
 def tcp_binds(config: str) -> set[tuple[str, int]]:
-    """The IPv4 `bind address:port` listeners of a config (other bind forms are not listed)."""
-    return {(m.group(1), int(m.group(2))) for m in _BIND.finditer(config)}
+    """Every TCP listener the config's `bind` lines open, in any of HAProxy's address forms
+    (`a.b.c.d:p`, `ipv4@a.b.c.d:p`, `*:p`, `:p`, `[::1]:p`, ranges, comma lists). Comments skipped."""
+    text = "\n".join(line.split("#", 1)[0] for line in config.splitlines())
+    found: set[tuple[str, int]] = set()
+    for match in _BIND_LINE.finditer(text):
+        found |= _bind_endpoints(match.group(1))
+    return found
 
 
 # --------------------------------------------------------------------------- pure parsers

@@ -286,13 +286,25 @@ def test_config_errors_keep_haproxys_alerts_only() -> None:
     assert haproxy_cli.config_errors("something else broke\n") == "something else broke"
 
 
-def test_tcp_binds_lists_ipv4_listeners_only() -> None:
-    config = (
-        "frontend a\n    bind 127.0.3.26:80\n    bind 127.0.3.26:8080 ssl crt /x.pem\n"
-        "frontend b\n    bind unix@/run/x.sock\n    bind :::443 v4v6\n"
-        "    # bind 10.0.0.1:22 is a comment\n"
-    )
-    assert haproxy_cli.tcp_binds(config) == {("127.0.3.26", 80), ("127.0.3.26", 8080)}
+@pytest.mark.parametrize(("bind", "expected"), [
+    ("bind 127.0.3.26:80", {("127.0.3.26", 80)}),
+    ("bind 127.0.3.26:8080 ssl crt /x.pem", {("127.0.3.26", 8080)}),
+    ("bind ipv4@127.0.3.26:2222", {("127.0.3.26", 2222)}),
+    ("bind tcp4@127.0.3.26:81 name x", {("127.0.3.26", 81)}),
+    ("bind *:443 ssl crt /x.pem", {(haproxy_cli.WILDCARD, 443)}),
+    ("bind :8404", {(haproxy_cli.WILDCARD, 8404)}),
+    ("bind 0.0.0.0:80", {(haproxy_cli.WILDCARD, 80)}),
+    ("bind :::443 v4v6", {(haproxy_cli.WILDCARD, 443)}),
+    ("bind ipv6@[::1]:8443", {("[::1]", 8443)}),
+    ("bind 127.0.3.26:80,127.0.3.27:81", {("127.0.3.26", 80), ("127.0.3.27", 81)}),
+    ("bind 127.0.3.26:9000-9002", {("127.0.3.26", 9000), ("127.0.3.26", 9001), ("127.0.3.26", 9002)}),
+    ("bind unix@/run/x.sock", set()),
+    ("bind fd@${FD}", set()),
+    ("bind quic4@:443", set()),
+    ("# bind 10.0.0.1:22 is a comment", set()),
+])
+def test_tcp_binds_reads_every_tcp_listener_form(bind: str, expected: set[tuple[str, int]]) -> None:
+    assert haproxy_cli.tcp_binds(f"frontend a\n    {bind}\n") == expected
 
 
 def test_port_check_is_a_real_connect_attempt() -> None:
@@ -303,6 +315,19 @@ def test_port_check_is_a_real_connect_attempt() -> None:
         taken = subprocess.run(["bash", "-c", haproxy_cli.port_in_use_command("127.0.0.1", port)], timeout=30)
     free = subprocess.run(["bash", "-c", haproxy_cli.port_in_use_command("127.0.0.1", port)], timeout=30,
                           capture_output=True)
+    assert taken.returncode == 0
+    assert free.returncode != 0
+
+
+def test_port_check_of_a_wildcard_listener_sees_any_address() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        taken = subprocess.run(["bash", "-c", haproxy_cli.port_in_use_command(haproxy_cli.WILDCARD, port)],
+                               timeout=30)
+    free = subprocess.run(["bash", "-c", haproxy_cli.port_in_use_command(haproxy_cli.WILDCARD, port)],
+                          timeout=30)
     assert taken.returncode == 0
     assert free.returncode != 0
 
