@@ -2,9 +2,11 @@
 
 Clients run in threads, half on keep-alive connections and half opening a new connection per
 request, until stopped or until their request budget runs out. Like a browser or curl, a client
-whose reused keep-alive connection was closed before any byte of the answer retries that GET once
-on a new connection (RFC 9112, 9.3.1: a server may close an idle connection at any moment, and
-a reload does); such retries are counted in the report, and any other error is a failure.
+retries a GET once, on a new connection, exactly when RFC 9112 (9.3.1) lets it: the method is
+idempotent, the connection had been used before (a server may close an idle one at any moment,
+and a reload does), and it closed (end of stream or reset) before the client received any byte
+of the status line. Such retries are counted in the report. A timeout, a 5xx, a reset after the
+status line began, or anything on a fresh connection is a failure; `retry=False` turns retries off.
 Every response is recorded with the colour that served it (`X-Served-By`), so callers can count
 failures, old-colour answers after a flip, and latency percentiles. Only loopback targets are
 allowed: this is a test tool.
@@ -12,7 +14,9 @@ allowed: this is a test tool.
 
 from __future__ import annotations
 
+import errno
 import http.client
+import io
 import ipaddress
 import ssl
 import threading
@@ -105,7 +109,7 @@ class RequestLoop:
 
     def __init__(self, url: str, *, clients: int = 8, max_requests: int = 200_000,
                  max_seconds: float = 600.0, timeout: float = 5.0, pause: float = 0.0,
-                 ca_file: str | None = None, server_name: str | None = None) -> None:
+                 ca_file: str | None = None, server_name: str | None = None, retry: bool = True) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"expected an http:// or https:// URL, got {url!r}")
@@ -118,6 +122,7 @@ class RequestLoop:
         self.server_name = server_name
         self.path = parts.path or "/"
         self.clients = clients
+        self.retry = retry
         self.budget = max_requests
         self.max_seconds = max_seconds
         self.timeout = timeout
@@ -171,10 +176,14 @@ class RequestLoop:
                    **kwargs)
 
     def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection
         if self.tls is None:
-            return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        return _TlsConnection(self.host, self.port, timeout=self.timeout, context=self.tls,
-                              server_name=self.server_name or self.host)
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        else:
+            conn = _TlsConnection(self.host, self.port, timeout=self.timeout, context=self.tls,
+                                  server_name=self.server_name or self.host)
+        conn.response_class = _CountingResponse
+        return conn
 
     def _client(self, keep_alive: bool, deadline: float) -> None:
         conn: http.client.HTTPConnection | None = None
@@ -187,6 +196,7 @@ class RequestLoop:
                     conn, reused = self._connection(), False
                 current = conn
                 status = served = error = None
+                _CountingResponse.received.value = 0
                 try:
                     status, served, will_close = self._get(current, keep_alive)
                     reused = True
@@ -194,10 +204,10 @@ class RequestLoop:
                         current.close()
                         conn = None
                 except (OSError, http.client.HTTPException) as exc:
-                    error = type(exc).__name__
+                    error = _describe(exc)
                     current.close()
                     conn = None
-                    if reused and not retried and isinstance(exc, _CLOSED_WHILE_IDLE):
+                    if self.retry and reused and not retried and retryable(exc, _CountingResponse.received.value):
                         retried = True
                         continue
                 break
@@ -219,9 +229,64 @@ class RequestLoop:
         return response.status, response.getheader("X-Served-By"), response.will_close
 
 
-# What a keep-alive connection closed by the server between two requests looks like to the client
-# (no byte of the answer arrived); anything else, a timeout included, is a real failure.
-_CLOSED_WHILE_IDLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+# A connection the server closed: end of stream before a status line, a reset, a broken pipe. A
+# timeout is not one of them (the server is there, and slow).
+_CLOSED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception's type; for a bare OSError also its errno, the only thing that tells them apart."""
+    if type(exc) is OSError and exc.errno is not None:
+        return f"OSError({errno.errorcode.get(exc.errno, exc.errno)})"
+    return type(exc).__name__
+
+
+def retryable(exc: BaseException, answer_bytes: int) -> bool:
+    """RFC 9112, 9.3.1, for a GET on a reused connection: the connection closed before any byte of
+    the answer (the status line) arrived."""
+    return answer_bytes == 0 and isinstance(exc, _CLOSED)
+
+
+class _Received(threading.local):
+    value = 0
+
+
+class _CountingReader(io.RawIOBase):
+    """The socket's own reader (which keeps the socket open while a response reads it, even after
+    the connection let go of it), its bytes counted for the current thread's request."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        n: int | None = self._raw.readinto(buffer)
+        if n:
+            _CountingResponse.received.value += n
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _CountingSocket:
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def makefile(self, mode: str, *args: Any, **kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(_CountingReader(self._sock.makefile("rb", buffering=0)))
+
+
+class _CountingResponse(http.client.HTTPResponse):
+    """An answer whose bytes are counted as they arrive, even when reading it fails half-way."""
+
+    received = _Received()
+
+    def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(_CountingSocket(sock), *args, **kwargs)  # type: ignore[arg-type]
 
 
 class _TlsConnection(http.client.HTTPConnection):
