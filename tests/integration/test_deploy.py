@@ -130,6 +130,7 @@ def traffic(lab: Lab) -> Iterator[RequestLoop]:
         yield loop
     assert loop.report.total > 50
     assert loop.report.failures == [], loop.report.summary()
+    assert loop.report.retried == 0, loop.report.summary()  # a deploy never touches the live colour
 
 
 def assert_failed_deploy_left_standby_alone(lab: Lab, standby: str, before: tuple[str, str],

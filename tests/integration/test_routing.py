@@ -105,7 +105,8 @@ def test_flips_under_load_drop_nothing_and_new_requests_follow_at_once(site: Sit
     with site.lb() as ex:
         before = hr.show_proc(ex, site.paths)
     flips: list[tuple[float, float, str]] = []  # (update called, update returned, colour)
-    with RequestLoop(site.t.public_url, clients=8, max_requests=40_000, max_seconds=120) as loop:
+    # The loop outlives the flips however slow a shared machine makes them (it stops with the block).
+    with RequestLoop(site.t.public_url, clients=8, max_requests=40_000, max_seconds=900) as loop:
         loop.wait_for(200)
         for color in ("green", "blue", "green", "blue", "green", "blue", "green"):
             # The routing resource only moves traffic inside `bluegreen switch` (which says so).
@@ -115,10 +116,10 @@ def test_flips_under_load_drop_nothing_and_new_requests_follow_at_once(site: Sit
             flips.append((called, time.monotonic(), color))
             assert result.outs is not None
             state = result.outs
-            loop.wait_for(150)
+            loop.wait_for(150, timeout=300)  # requests flow after each flip, however loaded the machine
     report = loop.report
     assert report.total >= 200 + 150 * 7, report.summary()
-    assert not report.failures, report.summary()
+    assert not report.failures and report.retried == 0, report.summary()  # a flip closes no connection
     assert set(report.colours()) == {"blue", "green"}
     # From a flip's return until the next flip is called, every request that started was served
     # by that colour: in-memory `set map` applies to the very next request, keep-alive or not.
@@ -149,7 +150,7 @@ def test_runtime_api_the_service_uses(site: Site) -> None:
         counters = hr.backend_counters(ex, site.t, "blue")
         with RequestLoop(site.t.public_url, clients=2, max_requests=50) as loop:
             loop.wait_for(50)
-        assert not loop.report.failures, loop.report.summary()
+        assert not loop.report.failures and loop.report.retried == 0, loop.report.summary()
         grown = hr.backend_counters(ex, site.t, "blue")
         assert grown.total - counters.total == loop.report.total
         assert grown.http_5xx == counters.http_5xx
