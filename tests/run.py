@@ -25,12 +25,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,8 +46,9 @@ PYTEST = (PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE")
 # Seconds each file took in a CI-like run (three worlds on a 2-core machine): the longest go first,
 # so that no world is left with a long file at the end. Files not listed count as a minute.
 WEIGHTS = {
-    "test_dbsafety.py": 300, "test_sample_app.py": 165, "test_faults.py": 160, "test_emergency.py": 155,
-    "test_deploy.py": 130, "test_mcp.py": 125, "test_next_app.py": 115, "test_providers.py": 110,
+    "test_dbsafety.py": 300, "test_demo.py": 280, "test_sample_app.py": 165, "test_faults.py": 160,
+    "test_emergency.py": 155, "test_deploy.py": 130, "test_mcp.py": 125, "test_next_app.py": 115,
+    "test_providers.py": 110,
     "test_prisma_real.py": 75, "test_monitoring.py": 70, "test_zzz_takeover.py": 70, "test_clean_repo.py": 50,
     "test_fresh_estate.py": 40, "test_rebuild.py": 40, "test_routing.py": 30, "test_zz_legacy_lab.py": 25,
     "test_migration_state.py": 20, "test_lab.py": 17, "test_pve.py": 17, "test_health_root.py": 14,
@@ -188,11 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     servers_get_default_signals()
     signal.signal(signal.SIGTERM, _interrupt)  # a CI time-out stops the worlds like Ctrl-C does
     why_not = can_make_worlds()
-    if args.worlds > 1 and not why_not and not pytest_args:
+    # Chosen files always run in a world of their own (even one): never in the shared root lab.
+    if (args.worlds > 1 or args.files) and not why_not and not pytest_args:
         try:
-            return run_in_worlds(args.worlds, only=args.files, unit=not args.no_unit)
+            return run_in_worlds(max(args.worlds, 1), only=args.files, unit=not args.no_unit)
         except WorldsUnavailable as exc:
             why_not = str(exc)
+    if args.files:
+        print(f"tests: --files needs lab worlds, which cannot be made here ({why_not})", file=sys.stderr)
+        return 2
     if why_not and args.worlds > 1:
         print(f"tests: one lab ({why_not})", file=sys.stderr)
     return subprocess.call([PYTHON, "-m", "pytest", "-q", *pytest_args], cwd=REPO)
@@ -230,7 +237,7 @@ def run_in_worlds(count: int, *, only: list[str] | None = None, unit: bool = Tru
     scratch.mkdir(parents=True)
     files = integration_files(only)
     count = min(count, len(files))
-    unrun = dict(enumerate(deal(files, count)))
+    dealt = dict(enumerate(deal(files, count)))
     worlds = [World(i, run_id) for i in range(count)]
     outcomes: list[Outcome] = []
     lock = threading.Lock()
@@ -249,8 +256,10 @@ def run_in_worlds(count: int, *, only: list[str] | None = None, unit: bool = Tru
         code = world.run([PYTHON, "-m", "bluegreen.lab", "up"], log, timeout=900)
         report(Outcome("(lab up)", world.index, code, time.monotonic() - t0, log,
                        "" if code == 0 else last_line(log)))
-        while code == 0 and not stopping.is_set() and unrun[world.index]:
-            test_file = unrun[world.index].pop(0)
+        # Each dealt file is read, not popped: one that dies with its thread is still counted.
+        for test_file in dealt[world.index]:
+            if code != 0 or stopping.is_set():
+                break
             file_log = logs / f"{test_file.stem}.log"
             t0 = time.monotonic()
             rc = world.run([*PYTEST, f"--basetemp={scratch / test_file.stem.removeprefix('test_')}",
@@ -298,15 +307,42 @@ def run_in_worlds(count: int, *, only: list[str] | None = None, unit: bool = Tru
                 w.destroy()
         shutil.rmtree(scratch, ignore_errors=True)
 
-    not_run = sum(len(left) for left in unrun.values())
+    finished = {o.name for o in outcomes}
+    not_run = [f.name for share in dealt.values() for f in share if f.name not in finished]
     failed = [o for o in outcomes if o.code != 0]
     for o in failed:
         text = o.log.read_text(errors="replace")
         print(f"\n{'=' * 30} {o.name} (world {o.world}, exit {o.code}) {'=' * 30}\n{text[-12000:]}")
     minutes = (time.monotonic() - started) / 60
-    print(f"\ntests: {len(outcomes)} runs, {len(failed)} failed, {not_run} files not run, "
+    if not_run:
+        print(f"\ntests: NOT RUN: {', '.join(not_run)}", flush=True)
+    print(f"\ntests: {len(outcomes)} runs, {len(failed)} failed, {len(not_run)} files not run, "
           f"{minutes:.1f} min in all", flush=True)
+    counts = tally(o.summary for o in outcomes if o.name != "(lab up)")
+    print(f"{summary_line(counts, len(not_run))} in {minutes:.1f} min", flush=True)
     return 0 if not failed and not not_run and not stopping.is_set() else 1
+
+
+_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed)\b")
+
+
+def tally(summaries: Iterable[str]) -> dict[str, int]:
+    """pytest's closing lines (`22 passed, 1 xfailed in 9.1s`) summed by kind."""
+    counts: dict[str, int] = {}
+    for line in summaries:
+        for number, kind in _COUNT.findall(line):
+            kind = "error" if kind.startswith("error") else kind
+            counts[kind] = counts.get(kind, 0) + int(number)
+    return counts
+
+
+def summary_line(counts: dict[str, int], not_run: int) -> str:
+    """`N passed, N failed[, N error, ...]`: passed and failed always, the others when they occur."""
+    parts = [f"{counts.get('passed', 0)} passed", f"{counts.get('failed', 0)} failed"]
+    parts += [f"{counts[k]} {k}" for k in ("error", "skipped", "xfailed", "xpassed") if counts.get(k)]
+    if not_run:
+        parts.append(f"{not_run} files not run")
+    return ", ".join(parts)
 
 
 if __name__ == "__main__":
