@@ -169,10 +169,27 @@ def as_engine_config(config: Mapping[str, Any]) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
 
 
-class PulumiHarness:
-    """Runs `__main__.py` under fresh mocks for a given stack and config."""
+DECLARED = object()  # `live=DECLARED`: HAProxy serves the colour the stack declares
 
-    def run(self, stack: str, config: Mapping[str, Any], *, secret_keys: tuple[str, ...] = ()) -> ProgramRun:
+
+class PulumiHarness:
+    """Runs `__main__.py` under fresh mocks for a given stack and config.
+
+    The program reads the live colour and the project lock from the load balancer before it
+    registers anything (components/live.py); here that reader is replaced, so nothing connects:
+    `live` is what HAProxy "serves" (None: unreadable), `lock` the lock it "finds".
+    """
+
+    def run(self, stack: str, config: Mapping[str, Any], *, secret_keys: tuple[str, ...] = (),
+            live: Any = DECLARED, lock: Any = None) -> ProgramRun:
+        from components import live as live_estate
+
+        def reader(t: Any) -> Any:
+            serving = t.active_color if live is DECLARED else live
+            return live_estate.LiveEstate(serving, "the test harness" if serving else "unreadable (test harness)",
+                                          lock)
+
+        live_estate.READER = reader
         # Each run is a new program: a new root stack resource, new config, a new monitor.
         settings.ROOT.set(None)
         mocks = RecordingMocks()
@@ -208,8 +225,15 @@ class PulumiHarness:
                           exports=exports, error=error)
 
 
+def _no_connection(t: Any) -> Any:
+    raise AssertionError(f"the program tried to read the live estate of stack {t.stack} outside the harness")
+
+
 @pytest.fixture(autouse=True)
 def pulumi_harness() -> Iterator[PulumiHarness]:
+    from components import live as live_estate
+
+    live_estate.READER = _no_connection
     # Pulumi's mocks need a current event loop; any earlier asyncio.run() in this process (the
     # MCP tests use the SDK's client) leaves the main thread without one.
     loop = asyncio.new_event_loop()
@@ -220,6 +244,7 @@ def pulumi_harness() -> Iterator[PulumiHarness]:
     # Config and the root stack are process-wide: leave nothing for the next test.
     pulumi.runtime.set_all_config({}, [])
     settings.ROOT.set(None)
+    live_estate.READER = live_estate.read_live_estate
 
 
 @pytest.fixture
