@@ -123,13 +123,15 @@ def read_container(config: Mapping[str, Any], running: bool, node: str) -> dict[
         out["mountPoints"] = [_mount(kv(config[k])) for k in mps]
     devs = sorted((k for k in config if k.startswith("dev") and k[3:].isdigit()), key=lambda k: int(k[3:]))
     if devs:
-        out["devicePassthroughs"] = [{"path": kv(config[k]).get("path", kv(config[k]).get("volume", "")),
-                                      "mode": kv(config[k]).get("mode", "0660"), "uid": int(kv(config[k]).get("uid", 0)),
-                                      "gid": int(kv(config[k]).get("gid", 0)),
-                                      "denyWrite": _b(kv(config[k]).get("deny-write"))} for k in devs]
+        out["devicePassthroughs"] = [_device(kv(config[k])) for k in devs]
     if config.get("ostype"):
         out["operatingSystem"] = {"type": config["ostype"]}
     return out
+
+
+def _device(d: Mapping[str, str]) -> dict[str, Any]:
+    return {"path": d.get("path", d.get("volume", "")), "mode": d.get("mode", "0660"), "uid": int(d.get("uid", 0)),
+            "gid": int(d.get("gid", 0)), "denyWrite": _b(d.get("deny-write"))}
 
 
 def _mount(m: Mapping[str, str]) -> dict[str, Any]:
@@ -191,7 +193,8 @@ class ContainerProvider:
         if inputs is not None:  # a refresh: what Read cannot see stays as recorded
             for key in ("vmId", "operatingSystem"):
                 if key in inputs:
-                    read[key] = {**inputs[key], **read.get(key, {})} if isinstance(inputs[key], Mapping) else inputs[key]
+                    kept = inputs[key]
+                    read[key] = {**kept, **read.get(key, {})} if isinstance(kept, Mapping) else kept
             if "userAccount" in (inputs.get("initialization") or {}):
                 read["initialization"]["userAccount"] = inputs["initialization"]["userAccount"]
         return vmid, read, dict(read)
@@ -205,9 +208,9 @@ class ContainerProvider:
         changed += [key for key in ("console", "devicePassthroughs", "environmentVariables", "mountPoints")
                     if key not in new_inputs and key not in ignored and old_outputs.get(key)]
         replace = [c for c in changed if _matches(c, FORCE_NEW)]
-        if "disk" not in ignored and "disk.size" in changed:
-            if float(new_inputs["disk"]["size"]) < float(old_outputs["disk"]["size"]):
-                replace.append("disk.size")
+        if ("disk" not in ignored and "disk.size" in changed
+                and float(new_inputs["disk"]["size"]) < float(old_outputs["disk"]["size"])):
+            replace.append("disk.size")
         if "vmId" not in ignored and new_inputs.get("vmId") is not None and str(int(new_inputs["vmId"])) != id_:
             replace.append("vmId")
         return Diff(bool(changed or replace), replace, changed)
@@ -301,7 +304,22 @@ def config_params(inputs: Mapping[str, Any], keys: set[str]) -> dict[str, Any]:
         p["features"] = ",".join(f"{k}={int(bool(v))}" for k, v in inputs["features"].items() if isinstance(v, bool))
     if "unprivileged" in keys and "vmId" in keys:
         p["unprivileged"] = int(bool(inputs["unprivileged"]))
-    return p
+    if "cpu" in keys and (inputs.get("cpu") or {}).get("limit"):
+        p["cpulimit"] = inputs["cpu"]["limit"]
+    if "console" in keys and inputs.get("console"):
+        c = inputs["console"]
+        p.update({k: v for k, v in (("console", int(bool(c.get("enabled", True)))), ("cmode", c.get("type")),
+                                    ("tty", c.get("ttyCount"))) if v is not None})
+    if "environmentVariables" in keys and inputs.get("environmentVariables"):
+        p["env"] = "\0".join(f"{k}={v}" for k, v in inputs["environmentVariables"].items())
+    if "mountPoints" in keys:
+        for i, mp in enumerate(inputs.get("mountPoints") or []):
+            opts = {"mp": mp["path"], "size": mp.get("size"), "acl": mp.get("acl"), "quota": mp.get("quota"),
+                    "replicate": mp.get("replicate"), "backup": mp.get("backup"), "ro": mp.get("readOnly"),
+                    "mountoptions": ";".join(mp.get("mountOptions") or []) or None}
+            p[f"mp{i}"] = ",".join([mp["volume"], *(f"{k}={int(v) if isinstance(v, bool) else v}"
+                                                    for k, v in opts.items() if v is not None)])
+    return {k: _num(v) for k, v in p.items()}  # the engine hands numbers over as floats
 
 
 # --------------------------------------------------------------------------- the dynamic providers

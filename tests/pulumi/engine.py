@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .conftest import SIG_KEY, SECRET_SIG, ProgramRun, Registration
+from .conftest import SECRET_SIG, SIG_KEY, ProgramRun, Registration
 
 ROOT_STACK = "pulumi:pulumi:Stack"
 PROVIDER_PREFIX = "pulumi:providers:"

@@ -35,7 +35,8 @@ class World:
 
     def diff(self, id_: str, old_inputs: Mapping[str, Any], old_outputs: Mapping[str, Any],
              new_inputs: Mapping[str, Any], ignore_changes: Sequence[str]) -> Diff:
-        changed = [k for k in new_inputs if k not in ignore_changes and differences(k, old_outputs.get(k), new_inputs[k])]
+        changed = [k for k in new_inputs
+                   if k not in ignore_changes and differences(k, old_outputs.get(k), new_inputs[k])]
         return Diff(bool(changed), [k for k in changed if k in self.force_new], changed)
 
     def create(self, urn: str, inputs: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
