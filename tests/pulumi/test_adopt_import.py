@@ -5,8 +5,10 @@ built containers are (no start-up order, notes, on-boot off on some, nesting and
 point, other sizes); the estate's files (a hand-written haproxy.cfg, a git working copy with
 `.env`) are real files read through the local executor. adopt writes the stack; the program must
 then register every container as an import whose inputs equal what PVE reports, value by value
-(parsed here independently of adopt), with `ignore_changes` holding what the provider cannot read
-back. A value left to differ would make the engine refuse the import.
+(parsed here independently of adopt), so a container rebuilt from its entry is the one that ran.
+Since Pulumi 3.174 a value left to differ is no longer refused: the engine would update it in the
+same run (test_first_up_adopted.py shows the first up through the engine stand-in); the program
+therefore ignores every input of an adopted container but the three it manages in place.
 """
 
 from __future__ import annotations
