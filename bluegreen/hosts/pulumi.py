@@ -199,7 +199,7 @@ class PulumiSeam:
         """Declare `color` live and apply only the routing resource (and what depends on it).
 
         The routing resource is refreshed first: its provider's diff compares the state's recorded
-        outputs with the new inputs (pulumi/pulumi `sdk/python/lib/pulumi/dynamic/__main__.py`,
+        outputs with the new inputs (pulumi/pulumi `sdk/python/lib/pulumi/dynamic/__main__.py` 102-103,
         `Diff` passes `request.olds`, the recorded outputs, to `diff`), so after a flip made outside
         Pulumi (`--direct`, `--emergency`, an automatic switch back) a state that still records the
         target colour would make this update a no-op and the switch fail forever. The refresh reads

@@ -10,21 +10,21 @@ gates of the CHANGELOG; the lines cited are in `pkg/resource/deploy/step_generat
   state is deleted at the end of the run (`NewReplaceStep(..., pendingDelete=true)`).
   Before 3.174 an import whose inputs (after `ignore_changes`) differ from the read fails ("inputs to
   import do not match"); since 3.174 the run goes on to an ordinary diff, and so an update
-  (`continueStepsFromImport`, 1243). Before 3.252 the state after an import records no import id
-  (pulumi/pulumi#23834, `ImportID: new.ImportID`), so the next run imports again.
+  (`continueStepsFromImport`, 1244). Before 3.252 the state after an import records no import id
+  (pulumi/pulumi#23834, `ImportID: new.ImportID`, 1161), so the next run imports again.
 - **ignore_changes** (`processIgnoreChanges`, 3076): each ignored path of the new inputs is reset to
   the old inputs' value, or removed when the old inputs have none (`PropertyPath.Reset`).
-- **targets** (`isTargetedForUpdate`, 158; "Case 3"/"Case 4", 1500-1785): an untargeted resource keeps
+- **targets** (`isTargetedForUpdate`, 158; "Case 3"/"Case 4", 1536-1781): an untargeted resource keeps
   its old state (a same step), an untargeted new one is not created (a skipped create), and a targeted
   resource depending on a skipped create fails the run. `--target-dependents` adds the resources that
   depend on targeted ones.
-- **replacement** (1940-2160): a `--replace` target, a diff with replace keys, or a resource in whose
+- **replacement** (1940-2165): a `--replace` target, a diff with replace keys, or a resource in whose
   `replace_with` a replaced resource is (2895-2905, >= 3.207) is replaced; refused for a protected one
   and, in an update, for a goal that still has an import id ("previously-imported resources that
   still specify an ID may not be replaced", 1992); delete-before-replace deletes first. A delete keeps
   the resource when the *old* state has `retain_on_delete` (step.go, DeleteStep.Apply, 661).
 - **state writes**: the new state takes the goal's options (`retainOnDelete`, `protect`, `importID` =
-  the goal's import id, 806-842), also for a same step (pkg/backend/snapshot.go, mustWrite).
+  the goal's import id, `ImportID: goal.ID` 827), also for a same step (pkg/backend/snapshot.go, mustWrite).
 - **dynamic providers** diff the recorded *outputs* with the new inputs (sdk/python/lib/pulumi/dynamic/
   __main__.py, `Diff`: `olds = request.olds`).
 """
@@ -329,8 +329,8 @@ class _Run:
         self.steps.append(Step("create", goal.urn))
 
     def new_state(self, goal: Goal, id_: str, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> Resource:
-        # After an import in this run the state goes on from the import's (`newnew`, 1133-1180),
-        # whose import id was "" before 3.252; otherwise the goal's (`ImportID: goal.ID`, 830).
+        # After an import in this run the state goes on from the import's (`newnew`, 1137-1178),
+        # whose import id was "" before 3.252; otherwise the goal's (`ImportID: goal.ID`, 827).
         recorded = self.e.state[goal.urn].import_id if self.imported_now else goal.import_id
         return Resource(goal.urn, goal.type, True, id_, dict(inputs), dict(outputs), goal.parent, goal.protect,
                         goal.retain_on_delete, recorded, goal.replace_with, goal.dependencies)
