@@ -13,11 +13,14 @@ from pathlib import Path
 import pulumi
 import pulumi_proxmoxve as proxmoxve
 
+from bluegreen.hosts.hostconfig import SWITCH_ENV
 from bluegreen.model.config import from_config, pulumi_getter, read_public_keys
+from bluegreen.model.ctinputs import REBUILD_ENV, lifecycle, parse_rebuild
 from bluegreen.model.errors import BlueGreenError, ConfigError
 from bluegreen.model.placeholders import require_complete
 from bluegreen.model.secrets import TOKEN_ENV, read_token
 from bluegreen.model.topology import Topology
+from components import live as live_estate
 from components.estate import build_estate, stack_outputs
 from components.hostconfig import app_env_secrets, configure_hosts, database_password
 
@@ -45,14 +48,33 @@ def api_token(topology: Topology) -> pulumi.Output[str]:
     return pulumi.Output.secret(f"{token_id}={secret.reveal()}")
 
 
+def read_estate(topology: Topology) -> live_estate.LiveEstate:
+    """The colour HAProxy serves and the project lock; refuses while another operation holds it."""
+    found = live_estate.READER(topology)
+    live_estate.refuse_if_locked(topology, found)
+    if found.live_color is None:
+        pulumi.log.warn(f"the live colour could not be read ({found.source}): both colours are treated as "
+                        "serving, so no reboot or replacement of either is applied in this run")
+    elif found.live_color != topology.active_color:
+        pulumi.log.warn(f"HAProxy serves {found.live_color} but bluegreen:activeColor declares "
+                        f"{topology.active_color}: {found.live_color} is protected as the serving colour")
+    return found
+
+
 def main() -> None:
     try:
+        live_estate.require_engine()  # the engine behaviours this program relies on, by CLI version
         topology = load_topology()
         require_complete(topology)  # before any resource: "set KEY: ..." for what is missing
         public_keys = read_public_keys(topology.ssh)
         token = api_token(topology)
         db_password = database_password(topology)
         app_secrets = app_env_secrets(topology)
+        found = read_estate(topology)
+        rebuild = parse_rebuild(os.environ.get(REBUILD_ENV))
+        switch_run = bool(os.environ.get(SWITCH_ENV))
+        for c in topology.containers:  # a rebuild left half-way refuses here, before any resource
+            lifecycle(topology, c, live=found.live_color, rebuild=rebuild, switch_run=switch_run)
     except BlueGreenError as err:
         raise pulumi.RunError(str(err)) from None
 
@@ -63,10 +85,11 @@ def main() -> None:
         insecure=topology.proxmox.insecure if configured_insecure is None else configured_insecure,
         api_token=token,
     )
-    estate = build_estate(topology, provider, public_keys=public_keys)
+    estate = build_estate(topology, provider, public_keys=public_keys, live=found.live_color,
+                          rebuild=rebuild, switch_run=switch_run)
     # Each host is configured over SSH once its container exists: the same renderers and
     # providers the automation and the lab use, so they can never disagree.
-    configure_hosts(topology, estate, db_password, app_secrets=app_secrets)
+    configure_hosts(topology, estate, db_password, app_secrets=app_secrets, live=found.live_color)
 
     for name, value in stack_outputs(topology).items():
         pulumi.export(name, value)

@@ -14,6 +14,7 @@ from typing import Any
 import pulumi
 
 from bluegreen.model.config import read_public_keys
+from bluegreen.model.resources import template_name
 from bluegreen.model.topology import COLORS, Topology
 
 from .container import ProxmoxContainerArgs
@@ -46,28 +47,38 @@ class Estate:
 
 
 def build_estate(topology: Topology, provider: pulumi.ProviderResource, *,
-                 public_keys: Sequence[str] | None = None) -> Estate:
+                 public_keys: Sequence[str] | None = None, live: str | None = None,
+                 rebuild: tuple[int, str] | None = None, switch_run: bool = False) -> Estate:
     """Register the estate's resources, all through `provider`.
 
     `public_keys` are key texts; when None they are read here from `ssh.publicKeys`, which may
     raise `ConfigError`: callers that must fail before registering anything read them first.
+    `live` is the colour HAProxy serves (None: unknown); `rebuild` and `switch_run` say which run
+    of the automation this is (`model.ctinputs.lifecycle`).
     """
     keys = list(public_keys) if public_keys is not None else read_public_keys(topology.ssh)
     opts = pulumi.ResourceOptions(provider=provider)
 
+    def args_of(vmid: int, file_id: pulumi.Input[str] | None = None) -> ProxmoxContainerArgs:
+        return ProxmoxContainerArgs.from_topology(topology, topology.container(vmid), public_keys=keys,
+                                                  template_file_id=file_id, live=live, rebuild=rebuild,
+                                                  switch_run=switch_run)
+
+    # Lifecycles first: may raise (a rebuild left half-way) before anything is registered.
+    planned = {c.vmid: args_of(c.vmid) for c in topology.containers}
     template: ContainerTemplate | None = None
     template_args = ContainerTemplateArgs.from_topology(topology)
-    if template_args is not None and needs_download(topology):
-        template = ContainerTemplate(f"{topology.proxmox.node}-{template_args.file}", template_args, opts)
+    created = [vmid for vmid, a in planned.items() if a.life.created_by_program]
+    if template_args is not None and needs_download(topology, created):
+        template = ContainerTemplate(template_name(topology), template_args, opts)
     elif template_args is not None:
         log.debug("every container is adopted: template %s is not downloaded", template_args.file_id)
 
     def container_args(vmid: int) -> ProxmoxContainerArgs:
-        container = topology.container(vmid)
         # Adopted containers ignore their template: they must not wait for (or cause) a download.
-        file_id = template.file_id if template is not None and not container.existing else None
-        return ProxmoxContainerArgs.from_topology(topology, container, public_keys=keys,
-                                                  template_file_id=file_id)
+        if template is not None and planned[vmid].life.created_by_program:
+            return args_of(vmid, template.file_id)
+        return planned[vmid]
 
     db = topology.database_host
     database = DatabaseHost(db.name, DatabaseHostArgs(container_args(db.vmid)), opts)

@@ -21,7 +21,9 @@ import pulumi
 import pulumi.dynamic as dyn
 from pulumi.runtime import rpc
 
+from bluegreen.model import resources
 from bluegreen.model.errors import ConfigError
+from bluegreen.model.resources import HOST_CONFIGURATION_TYPE, ROUTING_RESOURCE_NAME, ROUTING_TYPE
 from bluegreen.model.sensitive import Sensitive
 from bluegreen.model.topology import COLORS, Container, Topology
 
@@ -29,15 +31,8 @@ if TYPE_CHECKING:
     from .estate import Estate
 from bluegreen.hosts import hostconfig, providers
 
-HOST_CONFIGURATION_TYPE = "bluegreen:hosts:HostConfiguration"
-ROUTING_RESOURCE_NAME = "live-color-routing"
-# dynamic.Resource registers `pulumi-python:dynamic/<module>:<name>`.
-ROUTING_TYPE = "pulumi-python:dynamic/bluegreen:LiveColorRouting"
-
-
-def routing_urn(stack: str, project: str) -> str:
-    """The routing resource's URN (top-level, so no parent type in it)."""
-    return f"urn:pulumi:{stack}::{project}::{ROUTING_TYPE}::{ROUTING_RESOURCE_NAME}"
+# dynamic.Resource registers `pulumi-python:dynamic/<module>:<name>` (model/resources.py).
+routing_urn = resources.routing_urn
 
 
 # --------------------------------------------------------------------------- providers
@@ -175,7 +170,8 @@ class AppEnv(dyn.Resource, module="bluegreen", name="AppEnv"):
 
     def __init__(self, name: str, props: Mapping[str, Any],
                  opts: pulumi.ResourceOptions | None = None) -> None:
-        secret = pulumi.ResourceOptions(additional_secret_outputs=["content"])
+        # The digest too: a sha256 of a short .env (one password, a few keys) can be searched for.
+        secret = pulumi.ResourceOptions(additional_secret_outputs=["content", "content_sha256"])
         super().__init__(AppEnvDynamicProvider(), name, {**props, "content_sha256": None},
                          pulumi.ResourceOptions.merge(opts, secret))
 
@@ -183,10 +179,11 @@ class AppEnv(dyn.Resource, module="bluegreen", name="AppEnv"):
 # --------------------------------------------------------------------------- the component
 
 
-def bootstrap_inputs(t: Topology, c: Container) -> dict[str, Any]:
+def bootstrap_inputs(t: Topology, c: Container, created_by_program: bool | None = None) -> dict[str, Any]:
     """`providers.bootstrap_props`, plus: trust the new host key of a container the program
     creates (never of an adopted one) when the bootstrap is created with it."""
-    return {**providers.bootstrap_props(t, c), "trust_new_host_key": not c.existing}
+    created = not c.existing if created_by_program is None else created_by_program
+    return {**providers.bootstrap_props(t, c), "trust_new_host_key": created}
 
 
 def _render_sql(t: Topology, password: str) -> str:
@@ -233,11 +230,14 @@ class HostConfigurationArgs:
     db_password: pulumi.Input[str]
     # What each host's configuration waits for (its container), by vmid.
     hosts: Mapping[int, pulumi.Resource] = field(default_factory=dict)
-    # The container resources the program creates, by vmid: a host's configuration is replaced
-    # with its container (`replace_with`), deleted before it is created again.
+    # The container resources the program creates (or owns), by vmid: every resource configured on
+    # such a container is replaced with it (`replace_with`, Pulumi >= 3.207), deleted before it is
+    # created again. Adopted containers are never replaced by the program, so nothing is tied to them.
     containers: Mapping[int, pulumi.Resource] = field(default_factory=dict)
     # The resolved `app.env` secrets by variable name (None: resolved from the stack config).
     app_secrets: Mapping[str, Sensitive] | None = None
+    # The colour HAProxy serves now (None: unknown): its PM2 ecosystem is never reloaded in place.
+    live: str | None = None
 
 
 class HostConfiguration(pulumi.ComponentResource):
@@ -253,41 +253,40 @@ class HostConfiguration(pulumi.ComponentResource):
         super().__init__(HOST_CONFIGURATION_TYPE, name, None, opts)
         t = args.topology
 
-        def after(*resources: pulumi.Resource | None) -> pulumi.ResourceOptions:
-            return pulumi.ResourceOptions(parent=self, depends_on=[r for r in resources if r is not None])
-
-        def with_container(vmid: int, *resources: pulumi.Resource | None) -> pulumi.ResourceOptions:
-            container = args.containers.get(vmid)
+        def on(c: Container, *after: pulumi.Resource | None, parent: pulumi.Resource | None = None) -> \
+                pulumi.ResourceOptions:
+            """Waits for `after`; tied to `c`'s container when the program owns it."""
+            options = pulumi.ResourceOptions(parent=parent, depends_on=[r for r in after if r is not None])
+            container = args.containers.get(c.vmid)
             if container is None:
-                return after(*resources)
-            return pulumi.ResourceOptions.merge(after(*resources), pulumi.ResourceOptions(
+                return options
+            return pulumi.ResourceOptions.merge(options, pulumi.ResourceOptions(
                 replace_with=[container], delete_before_replace=True))
 
         self.bootstraps = {
-            c.vmid: Bootstrap(f"{c.name}-bootstrap", bootstrap_inputs(t, c),
-                              with_container(c.vmid, args.hosts.get(c.vmid)))
+            c.vmid: Bootstrap(resources.bootstrap_name(c),
+                              bootstrap_inputs(t, c, created_by_program=c.vmid in args.containers),
+                              on(c, args.hosts.get(c.vmid), parent=self))
             for c in t.containers
         }
         db, lb = t.database_host, t.load_balancer
-        self.database = PostgresDatabase(f"{db.name}-database", postgres_inputs(t, args.db_password),
-                                         after(self.bootstraps[db.vmid]))
-        self.haproxy = HaproxyConfig(f"{lb.name}-haproxy", providers.haproxy_config_props(t),
-                                     after(self.bootstraps[lb.vmid]))
+        self.database = PostgresDatabase(resources.database_resource_name(db), postgres_inputs(t, args.db_password),
+                                         on(db, self.bootstraps[db.vmid], parent=self))
+        self.haproxy = HaproxyConfig(resources.haproxy_resource_name(lb), providers.haproxy_config_props(t),
+                                     on(lb, self.bootstraps[lb.vmid], parent=self))
         app_secrets = args.app_secrets if args.app_secrets is not None else app_env_secrets(t)
-        self.app_envs = {
-            color: AppEnv(f"{t.app_host(color).name}-app-env", app_env_inputs(t, color, args.db_password, app_secrets),
-                          with_container(t.app_host(color).vmid, self.bootstraps[t.app_host(color).vmid]))
-            for color in COLORS
-        }
-        self.ecosystems = {
-            color: Pm2Ecosystem(f"{t.app_host(color).name}-pm2-ecosystem", providers.ecosystem_props(t, color),
-                                with_container(t.app_host(color).vmid, self.bootstraps[t.app_host(color).vmid],
-                                               self.database, self.app_envs[color]))
-            for color in COLORS
-        }
+        self.app_envs = {}
+        self.ecosystems = {}
+        for color in COLORS:
+            host = t.app_host(color)
+            self.app_envs[color] = AppEnv(resources.app_env_name(host),
+                                          app_env_inputs(t, color, args.db_password, app_secrets),
+                                          on(host, self.bootstraps[host.vmid], parent=self))
+            self.ecosystems[color] = Pm2Ecosystem(
+                resources.ecosystem_name(host), providers.ecosystem_props(t, color, live=args.live),
+                on(host, self.bootstraps[host.vmid], self.database, self.app_envs[color], parent=self))
         # Top-level on purpose (no parent): its URN must not depend on this component's name.
-        self.routing = LiveColorRouting(ROUTING_RESOURCE_NAME, providers.routing_props(t),
-                                        pulumi.ResourceOptions(depends_on=[self.haproxy]))
+        self.routing = LiveColorRouting(ROUTING_RESOURCE_NAME, providers.routing_props(t), on(lb, self.haproxy))
         self.register_outputs({
             "live_color": self.routing.live_color,
             "live_backend": self.routing.live_backend,
@@ -312,7 +311,7 @@ def database_password(t: Topology) -> pulumi.Output[str]:
 
 def configure_hosts(t: Topology, estate: Estate, db_password: pulumi.Input[str] | None = None,
                     opts: pulumi.ResourceOptions | None = None, *,
-                    app_secrets: Mapping[str, Sensitive] | None = None) -> HostConfiguration:
+                    app_secrets: Mapping[str, Sensitive] | None = None, live: str | None = None) -> HostConfiguration:
     """The host configuration of `estate`, each host waiting for its container."""
     hosts: dict[int, pulumi.Resource] = {t.database_host.vmid: estate.database,
                                          t.load_balancer.vmid: estate.load_balancer}
@@ -320,10 +319,10 @@ def configure_hosts(t: Topology, estate: Estate, db_password: pulumi.Input[str] 
     # Adopted containers are never replaced by the program (retain_on_delete, ignore_changes).
     containers: dict[int, pulumi.Resource] = {
         host.container.args.vmid: host.container.resource for host in estate.hosts()
-        if not host.container.args.existing}
+        if host.container.args.life.created_by_program}
     password = db_password if db_password is not None else database_password(t)
-    return HostConfiguration(f"{t.stack}-hosts", HostConfigurationArgs(t, password, hosts, containers, app_secrets),
-                             opts)
+    return HostConfiguration(resources.host_configuration_name(t),
+                             HostConfigurationArgs(t, password, hosts, containers, app_secrets, live), opts)
 
 
 __all__: Sequence[str] = (

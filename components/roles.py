@@ -14,11 +14,13 @@ from dataclasses import dataclass
 
 import pulumi
 
+from bluegreen.model.resources import ROLE_TYPES
+
 from .container import ProxmoxContainer, ProxmoxContainerArgs
 
-DATABASE_HOST_TYPE = "bluegreen:estate:DatabaseHost"
-APP_HOST_TYPE = "bluegreen:estate:AppHost"
-LOAD_BALANCER_TYPE = "bluegreen:estate:LoadBalancer"
+DATABASE_HOST_TYPE = ROLE_TYPES["database"]
+APP_HOST_TYPE = ROLE_TYPES["app"]
+LOAD_BALANCER_TYPE = ROLE_TYPES["loadbalancer"]
 
 
 def _require_role(args: ProxmoxContainerArgs, role: str) -> None:

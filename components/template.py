@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pulumi
 from pulumi_proxmoxve import download as pve_download
 
+from bluegreen.model.resources import TEMPLATE_COMPONENT_TYPE
 from bluegreen.model.topology import Topology
 
-TEMPLATE_TYPE = "bluegreen:proxmox:ContainerTemplate"
+TEMPLATE_TYPE = TEMPLATE_COMPONENT_TYPE
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,11 @@ class ContainerTemplateArgs:
         return f"{self.storage}:vztmpl/{self.file}"
 
 
-def needs_download(topology: Topology) -> bool:
-    """Download only when a URL is given and some container will be created from it: adopting an
-    estate must not touch the node's storage."""
-    return bool(topology.proxmox.template.url) and any(not c.existing for c in topology.containers)
+def needs_download(topology: Topology, created: Iterable[int] | None = None) -> bool:
+    """Download only when a URL is given and some container will be created from it (`created`:
+    their vmids; by default those not `existing`): adopting an estate must not touch the node's storage."""
+    vmids = list(created) if created is not None else [c.vmid for c in topology.containers if not c.existing]
+    return bool(topology.proxmox.template.url) and bool(vmids)
 
 
 def download_file_args(args: ContainerTemplateArgs) -> pve_download.FileArgs:

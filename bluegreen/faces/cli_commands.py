@@ -14,7 +14,7 @@ from bluegreen.faces import cli_db
 from bluegreen.faces.cli_emergency import cmd_emergency
 from bluegreen.faces.cli_support import Output, cli_estate, confirm, format_status
 from bluegreen.faces.terminal import TerminalProgress, status_table
-from bluegreen.model.errors import ConfigError
+from bluegreen.model.errors import BlueGreenError, ConfigError
 from bluegreen.model.topology import Topology
 from bluegreen.ops.deploy import deploy, plan_deploy
 from bluegreen.ops.rebuild import rebuild_standby
@@ -205,8 +205,13 @@ def _plan_changes(t: Topology, o: Output) -> int:
     from bluegreen.hosts.pve import PveClient
     from bluegreen.ops.plan import plan_changes
 
-    with connect(t, t.load_balancer) as lb:
-        live = haproxy.live_color(lb, t)
+    live: str | None
+    try:
+        with connect(t, t.load_balancer) as lb:
+            live = haproxy.live_color(lb, t)
+    except BlueGreenError as exc:
+        live = None  # as the program does: both colours count as serving
+        o.say(f"the live colour could not be read ({exc}): both colours count as serving")
     changes, refused = plan_changes(t, PveClient.from_topology(t), live)
     lines = [str(c) for c in changes] or ["no container changes"]
     o.result({"live": live, "changes": [c.to_json() for c in changes], "refused": refused},

@@ -41,6 +41,9 @@ log = logging.getLogger("bluegreen.hostconfig")
 # Set (to the target colour) only by `bluegreen switch` around its `pulumi up` of the routing: the
 # one run that may move traffic. Any other run that would serve another colour is refused.
 SWITCH_ENV = "BLUEGREEN_SWITCH_TO"
+# Set by the automation (hosts.pulumi) for a `pulumi up` it runs while holding the project lock:
+# the lock's token, so the program (components/live.py) knows that lock is its caller's.
+LOCK_TOKEN_ENV = "BLUEGREEN_LOCK_TOKEN"  # noqa: S105 (a variable name, not a secret)
 
 BOOTSTRAP_SCRIPT_PATH = "/var/lib/bluegreen/bootstrap.sh"
 PG_SOCKET_DIR = "/var/run/postgresql"

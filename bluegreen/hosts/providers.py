@@ -411,9 +411,10 @@ def routing_props(t: Topology, live_color: str | None = None) -> dict[str, Any]:
             "declared_in": declared_in(t)}
 
 
-def ecosystem_props(t: Topology, color: str) -> dict[str, Any]:
+def ecosystem_props(t: Topology, color: str, *, live: str | None = None) -> dict[str, Any]:
+    """`live`: the colour HAProxy serves now (default: the declared one); it is never reloaded."""
     host = t.app_host(color)
     app_dir = host.path(t.app.dir)
     return {"connection": connection_props(t, host), "ecosystem": render_ecosystem(t, color),
             "path": str(PurePosixPath(app_dir) / ECOSYSTEM_FILE), "pm2_home": pm2_home(t, host),
-            "app_dir": app_dir, "run_as": t.app.deploy_user, "reload": color != t.active_color}
+            "app_dir": app_dir, "run_as": t.app.deploy_user, "reload": color != (live or t.active_color)}

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bluegreen.lab.services import LabError
+from bluegreen.model.ctinputs import declared_inputs
 from bluegreen.model.errors import BlueGreenError, ConfigError
 from bluegreen.model.secrets import parse_api_token
 from bluegreen.model.sensitive import Sensitive
@@ -65,8 +66,15 @@ class Tls:
 
 
 def container_create_params(t: Topology, c: Container) -> dict[str, Any]:
-    """`POST /nodes/{node}/lxc` parameters for one container, as the Pulumi provider would send."""
+    """`POST /nodes/{node}/lxc` parameters for one container, as the Pulumi provider would send for
+    what the program declares (`model.ctinputs.declared_inputs`), so `plan --changes` finds the lab
+    built as declared. Protection is left out: the lab destroys and recreates its containers, and
+    `pulumi up` would set it in place."""
     px = t.proxmox
+    declared = declared_inputs(t, c, public_keys=())
+    nic = declared["networkInterfaces"][0]
+    net0 = [f"name={nic['name']}", f"bridge={nic['bridge']}", *(["firewall=1"] if nic.get("firewall") else []),
+            f"ip={c.interface.with_prefixlen}", f"gw={px.gateway}"]
     params: dict[str, Any] = {
         "vmid": c.vmid,
         "ostemplate": px.template.file_id,
@@ -75,11 +83,17 @@ def container_create_params(t: Topology, c: Container) -> dict[str, Any]:
         "memory": c.memory,
         "swap": c.swap,
         "rootfs": f"{px.datastore}:{c.disk}",
-        "net0": f"name=eth0,bridge={px.bridge},ip={c.interface.with_prefixlen},gw={px.gateway}",
+        "net0": ",".join(net0),
         "unprivileged": 1,
-        "onboot": 1,
+        "onboot": int(bool(declared["startOnBoot"])),
         "start": 1,
     }
+    if declared.get("startup"):
+        s = declared["startup"]
+        params["startup"] = ",".join(f"{pve}={s[key]}" for key, pve in (("order", "order"), ("upDelay", "up"),
+                                                                        ("downDelay", "down")) if key in s)
+    if declared.get("features"):
+        params["features"] = ",".join(f"{k}={int(v)}" for k, v in declared["features"].items() if isinstance(v, bool))
     if c.tags:
         params["tags"] = ";".join(c.tags)
     if px.dns_servers:

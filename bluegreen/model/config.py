@@ -16,7 +16,9 @@ from bluegreen.model.errors import ConfigError, ValidationError
 from bluegreen.model.reader import Reader, json_kind
 from bluegreen.model.topology import (
     COLORS,
+    DISRUPTION_SCOPES,
     NAMESPACE,
+    REBUILDING,
     ROLES,
     SWITCH_MODES,
     AppEnvVar,
@@ -68,8 +70,8 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
     active, color_file = _read_active_color(r, get, resolve)
     allow_disruption = r.str_list({"allowDisruption": get("allowDisruption")}, "allowDisruption", "")
     for item in allow_disruption:
-        if item not in ("live", "database"):
-            r.problem("allowDisruption", f"expected a list of live and/or database, got {item!r}")
+        if item not in DISRUPTION_SCOPES:
+            r.problem("allowDisruption", f"expected a list of {', '.join(DISRUPTION_SCOPES)}, got {item!r}")
     allow_restart = r.bool_({"allowRestart": get("allowRestart")}, "allowRestart", "", False)
     if r.problems:
         raise ValidationError(source or f"stack {stack!r}", r.problems)
@@ -480,7 +482,9 @@ def _read_container(r: Reader, m: Mapping[str, Any], path: str, gateway: ipaddre
         memory=r.num(m, "memory", path, 1024, minimum=16),
         swap=r.num(m, "swap", path, 512),
         disk=r.num(m, "disk", path, 8, minimum=1),
-        existing=r.bool_(m, "existing", path, False),
+        # `existing: rebuilding`: between adopted and owned (`bluegreen rebuild standby`, ops/rebuild.py).
+        existing=m.get("existing") == REBUILDING or r.bool_(m, "existing", path, False),
+        rebuilding=m.get("existing") == REBUILDING,
         root=resolve(r.str_(m, "root", path, "/")) or "/",
         tags=tuple(sorted({t.lower() for t in tags_raw})),
         settings=read_settings(r, m, path),

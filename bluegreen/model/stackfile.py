@@ -97,6 +97,38 @@ def set_active_color_in_file(project_dir: str | os.PathLike[str], stack: str, co
     os.replace(tmp, path)
 
 
+def set_container_existing(project_dir: str | os.PathLike[str], stack: str, vmid: int,
+                           value: bool | str) -> None:
+    """Set `existing` of one container's entry (`True`, `"rebuilding"`, or `False`, which removes the
+    key: a container the program owns), through a round-trip YAML edit that keeps everything else,
+    written atomically. Used by `bluegreen rebuild standby` to move an adopted container to owned."""
+    path = stack_file(project_dir, stack)
+    rt = _round_trip_yaml()
+    try:
+        data = rt.load(path.read_text())
+    except (OSError, RuamelYAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read it to record CT {vmid} as {value!r}: {exc}") from None
+    config = data.get("config") if isinstance(data, Mapping) else None
+    entries = config.get(f"{NAMESPACE}:containers") if isinstance(config, Mapping) else None
+    entry = next((e for e in entries or [] if isinstance(e, MutableMapping) and str(e.get("id")) == str(vmid)),
+                 None)
+    if entry is None:
+        raise ConfigError(f"{path}: no container with id {vmid} in {NAMESPACE}:containers")
+    if value is False:
+        if "existing" not in entry:
+            return
+        del entry["existing"]
+    else:
+        if entry.get("existing") == value:
+            return
+        entry["existing"] = value
+    out = io.StringIO()
+    rt.dump(data, out)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(out.getvalue())
+    os.replace(tmp, path)
+
+
 def _round_trip_yaml() -> YAML:
     rt = YAML(typ="rt")
     rt.preserve_quotes = True

@@ -17,6 +17,10 @@ from bluegreen.model.errors import ConfigError
 NAMESPACE = "bluegreen"
 COLORS = ("blue", "green")
 ROLES = ("database", "app", "loadbalancer")
+# What `bluegreen:allowDisruption` may name: hosts whose reboot or replacement `pulumi up` holds back.
+DISRUPTION_SCOPES = ("live", "database", "loadbalancer")
+# `existing: rebuilding`: an adopted container on its way to being owned by the program.
+REBUILDING = "rebuilding"
 SWITCH_MODES = ("automation", "direct")
 
 
@@ -35,6 +39,8 @@ class Container:
     root: str
     tags: tuple[str, ...]
     settings: ContainerSettings = field(default_factory=ContainerSettings)
+    # `existing: rebuilding` (then `existing` is True too): adopted, and a rebuild has begun.
+    rebuilding: bool = False
 
     @property
     def ip(self) -> str:

@@ -32,6 +32,7 @@ from bluegreen.hosts import haproxy as hr
 from bluegreen.hosts.executor import connect
 from bluegreen.hosts.haproxy_cfg import color_from_backend_names
 from bluegreen.hosts.pve import from_topology
+from bluegreen.model.ctread import stack_values
 from bluegreen.model.errors import BlueGreenError, ConfigError, RemoteError
 from bluegreen.model.journal import parse_state
 from bluegreen.model.stackfile import read_stack_config, stack_file
@@ -39,105 +40,19 @@ from bluegreen.model.topology import COLORS, NAMESPACE, Container, Topology
 
 log = logging.getLogger("bluegreen.adopt")
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)$")
-_GB_PER_UNIT = {"": 1 / 1024 ** 3, "K": 1 / 1024 ** 2, "M": 1 / 1024, "G": 1, "T": 1024}
-
-
 # --------------------------------------------------------------------------- pure
 
 
-def parse_pve_list(text: str) -> dict[str, str]:
-    """`key=value,key=value` as PVE writes net0, rootfs, startup, features and mount points; a
-    leading item without `=` (the volume of rootfs/mpN) is returned under `volume`."""
-    result: dict[str, str] = {}
-    for i, item in enumerate(p for p in str(text).split(",") if p):
-        key, sep, value = item.partition("=")
-        if not sep and i == 0:
-            result["volume"] = key
-        else:
-            result[key.strip()] = value.strip()
-    return result
-
-
-def size_gb(text: str, *, what: str) -> int:
-    """PVE's `16G` / `512M` / `1T` as whole GB (the provider's unit); refuses a fraction."""
-    m = _SIZE.match(str(text).strip().upper())
-    if not m:
-        raise ConfigError(f"{what}: unexpected size {text!r}")
-    value = float(m.group(1)) * _GB_PER_UNIT[m.group(2)]
-    if value != int(value) or value < 1:
-        raise ConfigError(f"{what}: size {text} is not a whole number of GB, which the provider "
-                          "cannot declare; resize it in Proxmox to whole GB first")
-    return int(value)
-
-
-def _flag(value: Any) -> bool:
-    return str(value).strip() in ("1", "true", "True")
-
-
-def container_values(vmid: int, config: Mapping[str, Any], *, running: bool) -> dict[str, Any]:
-    """The stack values of one container, from PVE's `GET /nodes/{node}/lxc/{vmid}/config`.
-
-    Every value the program declares is given, including PVE's "unset" readings (no start-up
-    order -> `none`, no onboot -> false), because the provider reads them back that way.
-    """
-    where = f"CT {vmid}"
-    net = parse_pve_list(config.get("net0", ""))
-    if not net:
-        raise ConfigError(f"{where}: has no net0 interface; adopt needs its address")
-    ip = net.get("ip", "")
-    if not ip or ip in ("dhcp", "manual") or "/" not in ip:
-        raise ConfigError(f"{where}: net0 has ip={ip or 'nothing'}; adopt needs a static address "
-                          "with prefix (set one in Proxmox first)")
-    rootfs = parse_pve_list(config.get("rootfs", ""))
-    if "volume" not in rootfs or "size" not in rootfs:
-        raise ConfigError(f"{where}: rootfs {config.get('rootfs')!r} names no volume and size")
-    values: dict[str, Any] = {
-        "hostname": str(config.get("hostname") or ""),
-        "ip": ip,
-        "cores": int(config.get("cores") or 1),
-        "memory": int(config.get("memory") or 512),
-        "swap": int(config.get("swap") or 0),
-        "disk": size_gb(rootfs["size"], what=f"{where} rootfs"),
-        "datastore": rootfs["volume"].split(":", 1)[0],
-        "bridge": net.get("bridge", "vmbr0"),
-        "gateway": net.get("gw"),
-        "firewall": _flag(net.get("firewall", "0")),
-        "mac": net["hwaddr"].upper() if net.get("hwaddr") else None,
-        "vlan": int(net["tag"]) if net.get("tag") else None,
-        "mtu": int(net["mtu"]) if net.get("mtu") else None,
-        "dnsServers": str(config.get("nameserver") or "").split() or None,
-        "dnsDomain": config.get("searchdomain") or None,
-        "onBoot": _flag(config.get("onboot", 0)),
-        "started": running,
-        "protection": _flag(config.get("protection", 0)),
-        "unprivileged": _flag(config.get("unprivileged", 0)),
-        "description": str(config["description"]) if config.get("description") else None,
-        "tags": sorted({t.strip().lower() for t in re.split(r"[;, ]", str(config.get("tags") or ""))
-                        if t.strip()}),
-    }
-    startup = parse_pve_list(config.get("startup", "")) if config.get("startup") else {}
-    if startup:
-        values["startup"] = {k: int(startup[p]) for k, p in
-                             (("order", "order"), ("upDelay", "up"), ("downDelay", "down")) if p in startup}
-    else:
-        values["startup"] = "none"
-    features = parse_pve_list(config.get("features", "")) if config.get("features") else {}
-    values["features"] = {k: _flag(features[k]) for k in ("nesting", "keyctl", "fuse") if k in features}
-    mounts = []
-    for key in sorted((k for k in config if re.fullmatch(r"mp\d+", k)), key=lambda k: int(k[2:])):
-        mp = parse_pve_list(config[key])
-        entry: dict[str, Any] = {"key": key, "volume": mp.get("volume", ""), "path": mp.get("mp", "")}
-        if mp.get("size"):
-            entry["size"] = size_gb(mp["size"], what=f"{where} {key}")
-        if "backup" in mp:
-            entry["backup"] = _flag(mp["backup"])
-        if "ro" in mp:
-            entry["readOnly"] = _flag(mp["ro"])
-        mounts.append(entry)
-    if mounts:
-        values["mountPoints"] = mounts
-    return {k: v for k, v in values.items() if v is not None}
+def container_values(vmid: int, config: Mapping[str, Any], *, running: bool,
+                     notes: list[str] | None = None) -> dict[str, Any]:
+    """The stack values of one container, from PVE's `GET /nodes/{node}/lxc/{vmid}/config`: every
+    value the provider's Read returns (`model.ctread.stack_values`: DNS inherited or not, every NIC,
+    IPv6, mount-point options, sizes as PVE writes them), including PVE's "unset" readings (no
+    start-up order -> `none`, no onboot -> false). What the program cannot declare goes to `notes`."""
+    values, found_notes = stack_values(config, running=running, vmid=vmid)
+    if notes is not None:
+        notes.extend(found_notes)
+    return values
 
 
 def stack_values_for(container: Mapping[str, Any], found: Mapping[str, Any], *,
@@ -155,8 +70,22 @@ def stack_values_for(container: Mapping[str, Any], found: Mapping[str, Any], *,
         if key == "hostname" and value == container.get("name") and "hostname" not in container:
             continue
         values[key] = value
+    # A value an earlier run wrote that PVE no longer has (DNS now inherited, a NIC removed) goes,
+    # or the entry would declare what is not there.
+    for key in ADOPTED_KEYS:
+        if key in container and key not in found:
+            values[key] = REMOVE
     values["existing"] = True
     return values
+
+
+# Every per-container key `container_values` may write (ctread.stack_values).
+ADOPTED_KEYS = ("hostname", "ip", "bridge", "gateway", "firewall", "mac", "vlan", "mtu", "rate", "ip6", "gateway6",
+                "interfaceName", "cores", "memory", "swap", "disk", "datastore", "dnsServers", "dnsDomain",
+                "inheritDns", "onBoot", "started", "protection", "unprivileged", "description", "tags", "startup",
+                "features", "extraInterfaces", "rootfs", "cpuLimit", "cpuUnits", "console", "devices", "lxcEnv",
+                "osType", "mountPoints")
+REMOVE = object()  # as a value to set: delete the key
 
 
 def parse_env(text: str) -> dict[str, str]:
@@ -261,6 +190,10 @@ def update_stack_text(text: str, *, containers: Mapping[int, Mapping[str, Any]],
 
     def set_keys(target: Any, values: Mapping[str, Any], flow: bool) -> None:
         for key, value in values.items():
+            if value is REMOVE:
+                if key in target:
+                    del target[key]
+                continue
             if _same(target.get(key), value):
                 continue
             target[key] = to_node(value, flow)
@@ -396,7 +329,7 @@ def gather(t: Topology, *, pve: Any, connect: ExecutorFactory) -> Findings:
     for c in t.containers:
         config = pve.container_config(c.vmid)
         running = pve.container_status(c.vmid).running
-        f.containers[c.vmid] = container_values(c.vmid, config, running=running)
+        f.containers[c.vmid] = container_values(c.vmid, config, running=running, notes=f.notes)
         summary = f.containers[c.vmid]
         f.notes.append(f"CT {c.vmid} ({c.name}): {summary['cores']} cores, {summary['memory']} MB, "
                        f"disk {summary['datastore']}:{summary['disk']}G, {summary['ip']}, "

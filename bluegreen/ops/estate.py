@@ -120,6 +120,13 @@ class Estate:
                     if metrics:
                         write_lock_metrics(lock_ex, self.t, held=False, operation=operation, holder=self.who)
 
+    @property
+    def lock_token(self) -> str | None:
+        """The token of the project lock this run holds (None: it holds none): a `pulumi up` the
+        run makes passes it on, so the program knows that lock is its caller's (components/live.py)."""
+        held = self._lease.held if self._lease is not None else None
+        return held.token if held is not None else None
+
     def check_lock(self) -> None:
         """At each step boundary: stop if the lock was broken or pre-empted (an emergency)."""
         if self._lease is not None:

@@ -4,9 +4,11 @@ The steps, all under the deployment lock and never touching the live colour:
 
 1. read which colour is live (HAProxy) and the release it serves;
 2. replace the standby's container (`ContainerBackend.replace`): with Pulumi, `pulumi up
-   --replace` of its URN (the program deletes before it creates, and the host configuration is
-   replaced with it); on the lab, the same delete and create calls against the fake PVE, and the
-   container "boots" (its root is new, its sshd has a new host key);
+   --replace` of its URN, targeting exactly its resources (the program deletes before it creates,
+   and the host configuration on it is replaced with it); an adopted container first takes the
+   defined way from adopted to owned (`replace_through_pulumi`); on the lab, the same delete and
+   create calls against the fake PVE, and the container "boots" (its root is new, its sshd has a
+   new host key);
 3. wait for SSH to answer, bounded (`ssh_wait_s`), with progress;
 4. trust the new host key: trust on first use, *only* for the container this run just created
    (`trust_created_host`); its fingerprint is printed and written to the journal. Every other
@@ -23,18 +25,28 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
 from bluegreen.hosts.executor import connect
 from bluegreen.hosts.hostkeys import HostKey, trust_created_host
-from bluegreen.hosts.pulumi import PulumiSeam
-from bluegreen.model.errors import BlueGreenError, SwitchError
+from bluegreen.hosts.pulumi import PulumiSeam, find_container, find_urn
+from bluegreen.model.ctinputs import REBUILD_ENV, RELEASE, REPLACE
+from bluegreen.model.errors import BlueGreenError, PulumiError, SwitchError
+from bluegreen.model.resources import (
+    TEMPLATE_FILE_TYPE,
+    container_urn,
+    host_resource_urn,
+    host_resources,
+    template_name,
+    template_urns,
+)
 from bluegreen.model.secrets import Secrets, secrets_from_environment
+from bluegreen.model.stackfile import load_stack, set_container_existing
 from bluegreen.model.timestamps import iso, utcnow
-from bluegreen.model.topology import Container, Topology, other_color
+from bluegreen.model.topology import REBUILDING, Container, Topology, other_color
 from bluegreen.ops.configure import configure_app_host
 from bluegreen.ops.deploy import deploy
 from bluegreen.ops.estate import Estate
@@ -69,17 +81,84 @@ class SecretHolder(Protocol):
 
 @dataclass
 class PulumiBackend:
-    """`pulumi up --replace <container urn> --target-dependents`, through the Automation API."""
+    """`pulumi up --replace <container urn>` targeting exactly that host's resources, through the
+    Automation API; on an adopted container, the transition to owned first (`replace_through_pulumi`)."""
 
     project_dir: str
     stack: str
     pulumi_command: Any = None
     name: str = "pulumi"
     configures_hosts: bool = True
+    topology: Topology | None = None
+    lock_token: str | None = None  # the project lock the rebuild holds (rebuild_standby sets it)
 
     def replace(self, host: Container) -> None:
-        seam = PulumiSeam(self.project_dir, self.stack, pulumi_command=self.pulumi_command)
-        seam.replace_container(host.vmid, on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
+        t = self.topology or load_stack(self.project_dir, self.stack)
+        seam = PulumiSeam(self.project_dir, self.stack, pulumi_command=self.pulumi_command,
+                          lock_token=self.lock_token)
+        replace_through_pulumi(seam, t, host, on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
+
+
+def standby_targets(t: Topology, project: str, host: Container, deployment: Mapping[str, Any],
+                    container_urn_: str, *, created: bool) -> list[str]:
+    """Exactly the rebuilt host's resources: its container, the host configuration on it, and the
+    template download when the container is to be created from it and the state has none yet
+    (a targeted update creates only what it targets: step_generator.go, "Case 4", skipped creates).
+    Never `--target-dependents`: the load balancer depends on both colours, and would come along."""
+    targets = [container_urn_]
+    for resource in host_resources(t, host):
+        targets.append(find_urn(deployment, resource.type, resource.name)
+                       or host_resource_urn(t, project, resource))
+    if created and t.proxmox.template.url and find_urn(deployment, TEMPLATE_FILE_TYPE, template_name(t)) is None:
+        targets += template_urns(t, project)
+    return targets
+
+
+def replace_through_pulumi(seam: PulumiSeam, t: Topology, host: Container, *,
+                           on_output: Callable[[str], Any] | None = None) -> None:
+    """Replace `host`'s container with a new one the program owns.
+
+    A container the program created: one `up --replace`. An adopted one (`existing: true`) takes
+    the defined way to owned, each step recorded before the next so a cut leaves a state the next
+    run continues from (model/ctinputs.py, `lifecycle`):
+
+    1. the stack file says `existing: rebuilding`: from here a plain `pulumi up` refuses to run;
+    2. `release` (if the state still retains it): an `up` of the container alone that records
+       `retain_on_delete: false` (same import id, so no import; a "same" step that persists it,
+       pkg/backend/snapshot.go `mustWrite`). Without it the replacement's delete would keep CT
+       and the create collide with its vmid: the engine deletes by the *old* state's flag
+       (pkg/resource/deploy/step.go, DeleteStep.Apply: `s.old.RetainOnDelete`);
+    3. `replace`: the container declared without `import` (one that still declares it may not be
+       replaced: step_generator.go, "previously-imported resources that still specify an ID may not
+       be replaced"), with template and keys, its host configuration tied to it; `--replace` of its
+       URN, targets exactly its resources;
+    4. the stack file drops `existing`: owned. A plain `up` now declares what the replace created
+       and changes nothing.
+    """
+    vmid = host.vmid
+    deployment = seam.export()
+    found = find_container(deployment, vmid)
+    urn = str(found["urn"]) if found is not None else container_urn(t, seam.project, host)
+    targets = standby_targets(t, seam.project, host, deployment, urn, created=True)
+    replace = [urn] if found is not None else []  # nothing to replace: a cut after the delete
+    if not host.existing:
+        seam.up(f"replace container {vmid}", targets=targets, replace=replace,
+                message=f"bluegreen: replace container {vmid}", on_output=on_output)
+        return
+    if found is None:
+        raise PulumiError(f"stack {t.stack!r} has no state for the adopted CT {vmid} ({host.name}): run "
+                          f"`pulumi up --stack {t.stack}` first (it imports the running container and changes "
+                          "nothing), then rebuild; creating it now would collide with the running one")
+    if not host.rebuilding:
+        set_container_existing(t.project_dir, t.stack, vmid, REBUILDING)
+    if found.get("retainOnDelete"):
+        seam.up(f"release container {vmid} from adoption", targets=[urn],
+                env={REBUILD_ENV: f"{vmid}:{RELEASE}"}, on_output=on_output,
+                message=f"bluegreen: rebuild {vmid}: stop retaining the adopted container")
+    seam.up(f"replace container {vmid}", targets=targets, replace=replace,
+            env={REBUILD_ENV: f"{vmid}:{REPLACE}"}, on_output=on_output,
+            message=f"bluegreen: rebuild {vmid}: replace the adopted container with one the program owns")
+    set_container_existing(t.project_dir, t.stack, vmid, False)
 
 
 # --------------------------------------------------------------------------- the run
@@ -121,10 +200,14 @@ def rebuild_standby(estate: Estate, backend: ContainerBackend | None = None, sec
     """Replace the standby's container and bring it back serving the live release."""
     t = estate.t
     backend = backend or backend_for(t, estate.pulumi_command)
+    if isinstance(backend, PulumiBackend):
+        backend.topology = backend.topology or t
     if secrets is None:
         secrets = backend.secrets() if isinstance(backend, SecretHolder) else None
     started = time.monotonic()
     with estate.holding("rebuild standby"), estate.on(t.load_balancer) as lb:
+        if isinstance(backend, PulumiBackend):
+            backend.lock_token = estate.lock_token  # the program then knows the lock is ours
         live = estate.live_color(lb)
         standby = other_color(live)
         host, live_host = t.app_host(standby), t.app_host(live)
@@ -183,4 +266,4 @@ def backend_for(t: Topology, pulumi_command: Any = None) -> ContainerBackend:
     for entry in entry_points(group=BACKENDS_GROUP, name=t.environment):
         factory: Callable[[Topology], ContainerBackend] = entry.load()
         return factory(t)
-    return PulumiBackend(t.project_dir, t.stack, pulumi_command)
+    return PulumiBackend(t.project_dir, t.stack, pulumi_command, topology=t)

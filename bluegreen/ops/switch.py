@@ -267,8 +267,15 @@ def flip(estate: Estate, lb: Executor, color: str, path: str) -> None:
 
 
 def _flip_through_pulumi(estate: Estate, lb: Executor, color: str) -> None:
+    """`bluegreen:activeColor` through the stack config and a targeted `pulumi up` of the routing.
+
+    Never wedged by a flip made outside Pulumi (`--direct`, `--emergency`, an automatic switch
+    back): the seam refreshes the routing resource from HAProxy's live map first, so the update
+    compares the colour HAProxy really serves with the one asked for (hosts/pulumi.py,
+    `PulumiSeam.switch_to`). The program it runs knows this switch holds the project lock.
+    """
     t = estate.t
-    seam = PulumiSeam(t.project_dir, t.stack, pulumi_command=estate.pulumi_command)
+    seam = PulumiSeam(t.project_dir, t.stack, pulumi_command=estate.pulumi_command, lock_token=estate.lock_token)
     try:
         seam.switch_to(color, on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
         live = estate.live_color(lb)

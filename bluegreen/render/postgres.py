@@ -78,6 +78,23 @@ def render_database_sql(t: Topology, password: Sensitive) -> str:
     ])
 
 
+# PostgreSQL's md5 method accepts a password stored as an MD5 hash (challenge-response) and one
+# stored as SCRAM (it then runs SCRAM): "If md5 is specified ... but the user's password is
+# encrypted for SCRAM, then SCRAM-based authentication will automatically be chosen instead"
+# (PostgreSQL 15 documentation, 21.5 "Password Authentication"). scram-sha-256 accepts only SCRAM.
+ADOPTED_DATABASE_METHOD = "md5"
+CREATED_DATABASE_METHOD = "scram-sha-256"
+
+
+def hba_method(t: Topology) -> str:
+    """The password method of the managed rules. On an adopted database the app's role may well
+    have an MD5-stored password (PostgreSQL before 14 stored them so by default): a scram-sha-256
+    rule placed first would lock it out, so the rule keeps accepting what the role uses (md5, which
+    still runs SCRAM for a SCRAM-stored password). A database the program creates has only roles it
+    created with SCRAM (render_database_sql), and gets scram-sha-256."""
+    return ADOPTED_DATABASE_METHOD if t.database_host.existing else CREATED_DATABASE_METHOD
+
+
 def render_pg_hba(t: Topology) -> str:
     """Rules for the managed block: local admin by peer, the app user from exactly the app hosts.
 
@@ -89,8 +106,9 @@ def render_pg_hba(t: Topology) -> str:
     sources = [f"{t.app_host(color).interface.ip}/32" for color in COLORS]
     if any(t.app_host(color).interface.ip.is_loopback for color in COLORS):
         sources.append("127.0.0.1/32")
+    method = hba_method(t)
     rows = [("local", "all", "postgres", "", "peer")]
-    rows += [("host", db, user, source, "scram-sha-256") for source in dict.fromkeys(sources)]
+    rows += [("host", db, user, source, method) for source in dict.fromkeys(sources)]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [f"# {GENERATED_BY}"]
     for row in rows:

@@ -418,7 +418,9 @@ def test_only_insecure_turns_verification_off(fake: InProcessPve, tmp_path: Path
 def test_create_params_follow_the_topology(tmp_path: Path) -> None:
     t = load_stack(PROJECT, "lab")
     params = container_create_params(t, t.container(132))
-    assert params["net0"] == "name=eth0,bridge=vmbr0,ip=127.0.3.22/24,gw=127.0.3.1"
+    # What the program declares: the firewall on, nesting, the app's start-up order.
+    assert params["net0"] == "name=eth0,bridge=vmbr0,firewall=1,ip=127.0.3.22/24,gw=127.0.3.1"
+    assert (params["features"], params["startup"], params["onboot"]) == ("nesting=1", "order=2,up=5", 1)
     assert params["rootfs"] == "local-lvm:16"
     assert params["tags"] == "app;blue;jw-attendant"
     assert params["ostemplate"] == "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"

@@ -520,11 +520,51 @@ def test_pg_hba_block_parses_in_postgres(name: str, postgres: Postgres) -> None:
     finally:
         hba.write_text(original)
     blue, green = t.app_host("blue").ip, t.app_host("green").ip
+    method = "md5" if t.database_host.existing else "scram-sha-256"  # prod's database is adopted
     assert rows.splitlines() == [
         "local|all|postgres||peer|",
-        f"host|{t.database.name}|{t.database.user}|{blue}|scram-sha-256|",
-        f"host|{t.database.name}|{t.database.user}|{green}|scram-sha-256|",
+        f"host|{t.database.name}|{t.database.user}|{blue}|{method}|",
+        f"host|{t.database.name}|{t.database.user}|{green}|{method}|",
     ]
+
+
+def test_an_adopted_databases_md5_role_keeps_logging_in_under_the_managed_block(postgres: Postgres) -> None:
+    """A legacy role whose password is stored as MD5 (the default before PostgreSQL 14) must still
+    log in once the managed block sits first: a scram-sha-256 rule would lock it out, the md5 rule
+    an adopted database gets admits it, and still runs SCRAM for a SCRAM-stored password."""
+    lab = load_stack(PROJECT, "lab")
+    legacy, modern = "jw_legacy_md5", "jw_modern_scram"
+    for role, encryption in ((legacy, "md5"), (modern, "scram-sha-256")):
+        postgres.query(f"SET password_encryption = '{encryption}'; DROP ROLE IF EXISTS {role}; "
+                       f"CREATE ROLE {role} LOGIN PASSWORD 'Pa55-{role}'")
+    assert postgres.query(f"SELECT rolpassword LIKE 'md5%' FROM pg_authid WHERE rolname = '{legacy}'") == "t"
+    hba = postgres.data / "pg_hba.conf"
+    original = hba.read_text()
+
+    def login(role: str) -> subprocess.CompletedProcess[str]:
+        return run(["psql", "-X", "-w", "-At", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", role,
+                    "-d", "postgres", "-c", "SELECT current_user"], env={**os.environ, "PGPASSWORD": f"Pa55-{role}"})
+
+    def with_block(t: Topology, role: str) -> subprocess.CompletedProcess[str]:
+        # The managed rules, admitting `role` to `postgres` from 127.0.0.1 (blue stands there).
+        t = dataclasses.replace(readdressed(t, {132: "127.0.0.1"}),
+                                database=dataclasses.replace(t.database, name="postgres", user=role))
+        hba.write_text(merge_managed_block(original, render_pg_hba(t)))
+        assert postgres.query("SELECT pg_reload_conf()") == "t"
+        return login(role)
+
+    adopted = dataclasses.replace(lab, containers=tuple(dataclasses.replace(c, existing=True) for c in lab.containers))
+    created = dataclasses.replace(lab, containers=tuple(dataclasses.replace(c, existing=False) for c in lab.containers))
+    try:
+        for role in (legacy, modern):
+            result = with_block(adopted, role)
+            assert (result.returncode, result.stdout.strip()) == (0, role), result.stderr
+        refused = with_block(created, legacy)  # what a scram-sha-256 rule does to the legacy role
+        assert refused.returncode != 0 and "password authentication failed" in refused.stderr
+    finally:
+        hba.write_text(original)
+        postgres.query("SELECT pg_reload_conf()")
+        postgres.query(f"DROP ROLE IF EXISTS {legacy}; DROP ROLE IF EXISTS {modern}")
 
 
 # --------------------------------------------------------------------------- PM2

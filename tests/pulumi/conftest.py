@@ -9,6 +9,7 @@ provider references) and the outputs each component registers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import runpy
 from collections.abc import Iterator, Mapping
@@ -55,6 +56,7 @@ class Registration:
     delete_before_replace: bool = False
     replace_with: list[str] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    additional_secret_outputs: list[str] = field(default_factory=list)
 
 
 def unwrap_secret(value: Any) -> tuple[bool, Any]:
@@ -108,7 +110,8 @@ class RecordingMonitor(MockMonitor):
                 retain_on_delete=bool(request.retainOnDelete),
                 dependencies=list(request.dependencies), id=response.id,
                 delete_before_replace=bool(request.deleteBeforeReplace),
-                replace_with=list(request.replace_with)))
+                replace_with=list(request.replace_with),
+                additional_secret_outputs=list(request.additionalSecretOutputs)))
         return response
 
     def RegisterResourceOutputs(self, request: Any) -> Any:
@@ -169,10 +172,28 @@ def as_engine_config(config: Mapping[str, Any]) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
 
 
-class PulumiHarness:
-    """Runs `__main__.py` under fresh mocks for a given stack and config."""
+DECLARED = object()  # `live=DECLARED`: HAProxy serves the colour the stack declares
+REAL = object()  # `live=REAL`: the program reads the real load balancer (integration tests only)
 
-    def run(self, stack: str, config: Mapping[str, Any], *, secret_keys: tuple[str, ...] = ()) -> ProgramRun:
+
+class PulumiHarness:
+    """Runs `__main__.py` under fresh mocks for a given stack and config.
+
+    The program reads the live colour and the project lock from the load balancer before it
+    registers anything (components/live.py); here that reader is replaced, so nothing connects:
+    `live` is what HAProxy "serves" (None: unreadable), `lock` the lock it "finds".
+    """
+
+    def run(self, stack: str, config: Mapping[str, Any], *, secret_keys: tuple[str, ...] = (),
+            live: Any = DECLARED, lock: Any = None) -> ProgramRun:
+        from components import live as live_estate
+
+        def reader(t: Any) -> Any:
+            serving = t.active_color if live is DECLARED else live
+            return live_estate.LiveEstate(serving, "the test harness" if serving else "unreadable (test harness)",
+                                          lock)
+
+        live_estate.READER = live_estate.read_live_estate if live is REAL else reader
         # Each run is a new program: a new root stack resource, new config, a new monitor.
         settings.ROOT.set(None)
         mocks = RecordingMocks()
@@ -208,18 +229,35 @@ class PulumiHarness:
                           exports=exports, error=error)
 
 
-@pytest.fixture(autouse=True)
-def pulumi_harness() -> Iterator[PulumiHarness]:
+def _no_connection(t: Any) -> Any:
+    raise AssertionError(f"the program tried to read the live estate of stack {t.stack} outside the harness")
+
+
+@contextlib.contextmanager
+def pulumi_session() -> Iterator[PulumiHarness]:
+    """A harness, and afterwards nothing of it left in the process."""
+    from components import live as live_estate
+
+    live_estate.READER = _no_connection
     # Pulumi's mocks need a current event loop; any earlier asyncio.run() in this process (the
     # MCP tests use the SDK's client) leaves the main thread without one.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    yield PulumiHarness()
-    asyncio.set_event_loop(None)
-    loop.close()
-    # Config and the root stack are process-wide: leave nothing for the next test.
-    pulumi.runtime.set_all_config({}, [])
-    settings.ROOT.set(None)
+    try:
+        yield PulumiHarness()
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+        # Config and the root stack are process-wide: leave nothing for the next test.
+        pulumi.runtime.set_all_config({}, [])
+        settings.ROOT.set(None)
+        live_estate.READER = live_estate.read_live_estate
+
+
+@pytest.fixture(autouse=True)
+def pulumi_harness() -> Iterator[PulumiHarness]:
+    with pulumi_session() as harness:
+        yield harness
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from tests.pulumi.conftest import CONTAINER, PulumiHarness, Registration, stack_
 DYNAMIC = "pulumi-python:dynamic/bluegreen:"
 TOKEN = "root@pam!deploy=00000000-test-only"
 ACTIONS_KEY = "actions-key-for-mock-tests-only"
-REPLACED_WITH_CONTAINER = ("Bootstrap", "AppEnv", "Pm2Ecosystem")
+REPLACED_WITH_CONTAINER = ("Bootstrap", "AppEnv", "Pm2Ecosystem", "PostgresDatabase", "HaproxyConfig",
+                           "LiveColorRouting")
 
 
 @pytest.fixture
@@ -65,9 +66,16 @@ def test_host_configuration_is_replaced_with_its_container(pulumi_harness: Pulum
             wanted = urn_of_container[_host_of(reg)].rsplit("::", 1)[-1]
             assert [u.rsplit("::", 1)[-1] for u in reg.replace_with] == [wanted], (kind, reg.name)
             assert reg.delete_before_replace, (kind, reg.name)
-    # Shared resources are not tied to one container: replacing an app host leaves them alone.
+    # What runs on the database and load balancer hosts is tied to those containers too: replacing
+    # 136 in a created stack reinstalls HAProxy's config and map, never leaves Debian's default.
     for kind in ("PostgresDatabase", "HaproxyConfig", "LiveColorRouting"):
-        assert all(not r.replace_with for r in _dynamic(run, kind)), kind
+        regs = _dynamic(run, kind)
+        assert regs, kind
+        for reg in regs:
+            wanted = urn_of_container[_host_of(reg)].rsplit("::", 1)[-1]
+            assert [u.rsplit("::", 1)[-1] for u in reg.replace_with] == [wanted], kind
+            assert reg.delete_before_replace, kind
+    assert {_host_of(r) for r in _dynamic(run, "HaproxyConfig") + _dynamic(run, "LiveColorRouting")} == {"127.0.3.26"}
     # A bootstrap created with its container trusts that container's new host key (only then).
     assert all(r.inputs["trust_new_host_key"] is True for r in _dynamic(run, "Bootstrap"))
 
@@ -109,13 +117,35 @@ def test_adopted_containers_are_not_tied_and_never_trusted_on_first_use(pulumi_h
     assert all(r.inputs["trust_new_host_key"] is False for r in _dynamic(run, "Bootstrap"))
 
 
-def test_live_colour_and_database_reboots_are_held_back_unless_allowed(pulumi_harness: PulumiHarness,
-                                                                       lab_config: dict[str, Any]) -> None:
+def test_serving_hosts_reboots_are_held_back_unless_allowed(pulumi_harness: PulumiHarness,
+                                                            lab_config: dict[str, Any]) -> None:
     run = pulumi_harness.run("lab", lab_config, secret_keys=("proxmoxve:apiToken",))
     frozen = {vmid: reg.ignore_changes for vmid, reg in run.containers().items()}
-    assert frozen[134] == frozen[136] == []  # the standby (green) and the load balancer
-    assert "memory" in frozen[131] and "memory" in frozen[132]
-    lab_config["bluegreen:allowDisruption"] = ["live"]
+    assert frozen[134] == []  # the standby (green)
+    for vmid in (131, 132, 136):  # the database, the live colour, the load balancer
+        assert {"memory", "initialization", "networkInterfaces", "operatingSystem"} <= set(frozen[vmid]), vmid
+    lab_config["bluegreen:allowDisruption"] = ["live", "loadbalancer"]
     run = pulumi_harness.run("lab", lab_config, secret_keys=("proxmoxve:apiToken",))
     frozen = {vmid: reg.ignore_changes for vmid, reg in run.containers().items()}
-    assert frozen[132] == [] and "memory" in frozen[131]
+    assert frozen[132] == frozen[136] == [] and "memory" in frozen[131]
+
+
+def test_protection_follows_the_colour_haproxy_serves_not_the_declared_one(
+        pulumi_harness: PulumiHarness, lab_config: dict[str, Any]) -> None:
+    """After an emergency flip the stack still declares blue while green serves."""
+    run = pulumi_harness.run("lab", lab_config, secret_keys=("proxmoxve:apiToken",), live="green")
+    assert run.error is None, run.error
+    frozen = {vmid: reg.ignore_changes for vmid, reg in run.containers().items()}
+    assert frozen[132] == [] and "memory" in frozen[134]
+    # The live colour's PM2 ecosystem is never reloaded in place: that is green's now.
+    reload = {_host_of(r): r.inputs["reload"] for r in _dynamic(run, "Pm2Ecosystem")}
+    assert reload == {"127.0.3.22": True, "127.0.3.24": False}
+    # The routing still declares blue: only `bluegreen switch` moves traffic (providers.refuse_flip).
+    assert [r.inputs["live_color"] for r in _dynamic(run, "LiveColorRouting")] == ["blue"]
+
+
+def test_an_unreadable_live_colour_protects_both_colours(pulumi_harness: PulumiHarness,
+                                                         lab_config: dict[str, Any]) -> None:
+    run = pulumi_harness.run("lab", lab_config, secret_keys=("proxmoxve:apiToken",), live=None)
+    assert run.error is None, run.error
+    assert all("memory" in reg.ignore_changes for reg in run.containers().values())

@@ -10,18 +10,20 @@ import yaml
 
 from bluegreen.hosts.haproxy_cfg import color_from_backend_names
 from bluegreen.model.config import from_config
+from bluegreen.model.ctread import size_in_gb
+from bluegreen.model.ctsettings import size_text
 from bluegreen.model.errors import ConfigError
 from bluegreen.ops.adopt import (
+    REMOVE,
     container_values,
     parse_database_url,
     parse_env,
-    size_gb,
     stack_values_for,
     text_diff,
     update_stack_text,
 )
 
-HAND_BUILT = {
+HAND_BUILT: dict[str, Any] = {
     "hostname": "jw-blue", "cores": 4, "memory": 4096, "swap": 1024,
     "net0": "name=eth0,bridge=vmbr1,firewall=1,gw=10.92.3.1,hwaddr=bc:24:11:08:47:a3,ip=10.92.3.22/24,type=veth",
     "rootfs": "local-zfs:subvol-132-disk-0,size=32G", "onboot": 1, "startup": "order=2,up=10",
@@ -29,6 +31,7 @@ HAND_BUILT = {
     "nameserver": "1.1.1.1 8.8.8.8", "searchdomain": "cloudigan.net", "unprivileged": 1,
     "mp0": "local-zfs:subvol-132-disk-1,mp=/data,size=8G,backup=1", "ostype": "debian", "digest": "x",
 }
+MOUNT_DEFAULTS = {"readOnly": False, "acl": False, "quota": False, "replicate": True, "shared": False}
 
 
 def test_pve_config_becomes_every_declared_value() -> None:
@@ -40,9 +43,47 @@ def test_pve_config_becomes_every_declared_value() -> None:
         "dnsDomain": "cloudigan.net", "onBoot": True, "started": True, "protection": False,
         "unprivileged": True, "description": "Blue app\nbuilt by hand\n", "tags": ["app", "blue"],
         "startup": {"order": 2, "upDelay": 10}, "features": {"nesting": True, "keyctl": True},
+        "osType": "debian",
         "mountPoints": [{"key": "mp0", "volume": "local-zfs:subvol-132-disk-1", "path": "/data",
-                         "size": 8, "backup": True}],
+                         "size": "8G", "backup": True, **MOUNT_DEFAULTS}],
     }
+
+
+def test_everything_read_returns_is_written() -> None:
+    """What a hand-built container has beyond the usual: inherited DNS, a second NIC with IPv6,
+    a terabyte mount point with options, a CPU limit, a rate limit, a console mode, devices, env."""
+    config = {**{k: v for k, v in HAND_BUILT.items() if k not in ("nameserver", "searchdomain")},
+              "net0": HAND_BUILT["net0"] + ",ip6=fd00::22/64,gw6=fd00::1,rate=12.5,mtu=1400,tag=30",
+              "net1": "name=eth1,bridge=vmbr9,ip=192.168.9.22/24,firewall=0,hwaddr=bc:24:11:00:00:09",
+              "mp0": "local-zfs:subvol-132-disk-1,mp=/data,size=1T,acl=1,quota=1,replicate=0,shared=1,"
+                     "mountoptions=noatime;nodev,backup=0,ro=1",
+              "cpulimit": "1.5", "cpuunits": 512, "cmode": "shell", "tty": 3, "console": 1,
+              "dev0": "/dev/net/tun,mode=0666,uid=0,gid=0,deny-write=1", "env": "TZ=UTC\x00LANG=C.UTF-8",
+              "rootfs": "local-zfs:subvol-132-disk-0,size=32G,acl=1,mountoptions=lazytime"}
+    v = container_values(132, config, running=True)
+    assert v["inheritDns"] is True and "dnsServers" not in v and "dnsDomain" not in v
+    assert (v["ip6"], v["gateway6"], v["rate"], v["mtu"], v["vlan"]) == ("fd00::22/64", "fd00::1", 12.5, 1400, 30)
+    assert v["extraInterfaces"] == [{"key": "net1", "name": "eth1", "bridge": "vmbr9", "ip": "192.168.9.22/24",
+                                     "firewall": False, "mac": "BC:24:11:00:00:09"}]
+    assert v["mountPoints"] == [{"key": "mp0", "volume": "local-zfs:subvol-132-disk-1", "path": "/data",
+                                 "size": "1T", "backup": False, "readOnly": True, "acl": True, "quota": True,
+                                 "replicate": False, "shared": True, "mountOptions": ["noatime", "nodev"]}]
+    assert (v["cpuLimit"], v["cpuUnits"]) == (1.5, 512)
+    assert v["console"] == {"enabled": True, "mode": "shell", "tty": 3}
+    assert v["devices"] == [{"key": "dev0", "path": "/dev/net/tun", "mode": "0666", "uid": 0, "gid": 0,
+                             "denyWrite": True}]
+    assert v["lxcEnv"] == {"LANG": "C.UTF-8", "TZ": "UTC"}
+    assert v["rootfs"] == {"acl": True, "mountOptions": ["lazytime"]}
+
+
+def test_what_the_program_cannot_declare_is_noted() -> None:
+    notes: list[str] = []
+    container_values(132, {**HAND_BUILT, "hookscript": "local:snippets/hook.sh",
+                           "lxc.idmap": "u 0 100000 65536", "net2": "name=eth2,bridge=vmbr0"},
+                     running=True, notes=notes)
+    assert any("hook script local:snippets/hook.sh" in n for n in notes)
+    assert any("lxc.idmap" in n for n in notes)
+    assert any("net0, net2 have gaps" in n for n in notes)
 
 
 @pytest.mark.parametrize(("change", "key", "expected"), [
@@ -53,6 +94,8 @@ def test_pve_config_becomes_every_declared_value() -> None:
     ({"unprivileged": None}, "unprivileged", False),
     ({"description": None}, "description", None),
     ({"startup": "order=1,up=15,down=30"}, "startup", {"order": 1, "upDelay": 15, "downDelay": 30}),
+    ({"nameserver": None, "searchdomain": None}, "inheritDns", True),
+    ({"searchdomain": None}, "inheritDns", None),  # a nameserver alone is not inherited
 ])
 def test_unset_and_set_pve_values(change: dict[str, Any], key: str, expected: Any) -> None:
     config = {k: v for k, v in {**HAND_BUILT, **change}.items() if v is not None}
@@ -62,20 +105,29 @@ def test_unset_and_set_pve_values(change: dict[str, Any], key: str, expected: An
 @pytest.mark.parametrize(("config", "message"), [
     ({**HAND_BUILT, "net0": "name=eth0,bridge=vmbr0,ip=dhcp"}, "static address"),
     ({k: v for k, v in HAND_BUILT.items() if k != "net0"}, "no net0"),
-    ({**HAND_BUILT, "rootfs": "local:100/vm-disk.raw,size=1536M"}, "whole number of GB"),
+    ({**HAND_BUILT, "rootfs": "local-zfs:subvol-132-disk-0"}, "names no volume and size"),
 ])
 def test_what_adopt_cannot_declare_is_refused_by_name(config: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         container_values(132, config, running=True)
 
 
-@pytest.mark.parametrize(("text", "gb"), [("16G", 16), ("1T", 1024), ("2048M", 2), ("8", None)])
-def test_sizes(text: str, gb: int | None) -> None:
-    if gb is None:
-        with pytest.raises(ConfigError):
-            size_gb(text, what="x")
-    else:
-        assert size_gb(text, what="x") == gb
+def test_a_fractional_root_disk_is_rounded_up_and_noted() -> None:
+    notes: list[str] = []
+    v = container_values(132, {**HAND_BUILT, "rootfs": "local:100/vm-disk.raw,size=1536M"}, running=True,
+                         notes=notes)
+    assert v["disk"] == 2 and any("1536M is not a whole number of GB" in n for n in notes)
+
+
+@pytest.mark.parametrize(("text", "gb"), [("16G", 16), ("1T", 1024), ("2048M", 2), ("512M", 0.5), ("x", None)])
+def test_sizes(text: str, gb: float | None) -> None:
+    assert size_in_gb(text) == gb
+
+
+@pytest.mark.parametrize(("value", "text"), [(8, "8G"), ("1t", "1T"), ("512M", "512M"), (0, None), ("8X", None),
+                                             (True, None), (1.5, None)])
+def test_stack_sizes_as_pve_writes_them(value: Any, text: str | None) -> None:
+    assert size_text(value) == text
 
 
 def test_stack_wide_values_are_not_repeated_per_container() -> None:
@@ -86,6 +138,15 @@ def test_stack_wide_values_are_not_repeated_per_container() -> None:
     for key in ("datastore", "bridge", "gateway", "dnsServers", "dnsDomain", "hostname"):
         assert key not in values
     assert values["existing"] is True and values["cores"] == 4
+
+
+def test_values_pve_no_longer_has_are_removed() -> None:
+    inherited = {k: v for k, v in HAND_BUILT.items() if k not in ("nameserver", "searchdomain", "mp0")}
+    found = container_values(132, inherited, running=True)
+    entry = {"id": 132, "name": "jw-blue", "dnsServers": ["1.1.1.1"], "mountPoints": [{"key": "mp0"}], "sshAlias": "b"}
+    values = stack_values_for(entry, found, proxmox={})
+    assert values["dnsServers"] is REMOVE and values["mountPoints"] is REMOVE and values["inheritDns"] is True
+    assert "sshAlias" not in values  # not adopt's to remove
 
 
 ENV = """# app settings

@@ -29,6 +29,7 @@ from bluegreen.hosts.pulumi import (
     ROUTING_RESOURCE_NAME,
     ROUTING_TYPE,
     PulumiSeam,
+    cli_too_old,
     find_container_urn,
     routing_urn,
 )
@@ -127,6 +128,8 @@ class FakePulumi(PulumiCommand):
         if verb == "refresh":
             self.last_message = "refresh"
             return "Refreshing (lab):\n\nResources:\n    16 unchanged\n\nDuration: 2s", "", 0
+        if verb == "cancel":
+            return "", "", 0
         if verb == "stack output":
             password = "s3cret-db-pass" if "--show-secrets" in argv else "[secret]"
             return json.dumps({"activeColor": self.active_color, "dbPassword": password,
@@ -266,12 +269,22 @@ def test_two_containers_with_one_vmid_are_refused() -> None:
 # --------------------------------------------------------------------------- operations
 
 
-def test_switch_sets_the_colour_then_updates_only_the_routing_resource(project: Path) -> None:
+def refresh_routing() -> list[str]:
+    return ["--non-interactive", "refresh", "--skip-preview", "--yes", "--target", ROUTING_URN, "--color", "never",
+            "--exec-kind", "auto.local", "--stack", "lab"]
+
+
+def test_switch_reads_the_live_map_then_sets_the_colour_then_updates_only_the_routing(project: Path) -> None:
     fake = FakePulumi()
     lines: list[str] = []
     outcome = seam(project, fake).switch_to("green", on_output=lines.append)
     assert fake.calls == [
         ["--non-interactive", "stack", "select", "--stack", "lab"],
+        ["--non-interactive", "stack", "export", "--show-secrets", "--stack", "lab"],
+        # The routing state first follows HAProxy: after a flip made outside Pulumi the update
+        # would otherwise compare the new colour with a stale recorded one and do nothing.
+        refresh_routing(),
+        tail_calls(fake)[2],  # a refresh reads only its history entry back
         ["config", "set", "bluegreen:activeColor", "--plaintext", "--stack", "lab", "--non-interactive",
          "--", "green"],
         ["--non-interactive", "up", "--yes", "--skip-preview", "--message",
@@ -288,27 +301,63 @@ def test_switch_sets_the_colour_then_updates_only_the_routing_resource(project: 
     assert ROUTING_LINE.format("updated (0.41s)") in lines
 
 
-def test_replace_finds_the_container_in_the_state_and_replaces_only_it(project: Path) -> None:
+def test_a_stack_without_the_routing_resource_is_not_refreshed(project: Path) -> None:
+    deployment = json.loads(EXPORT.read_text())
+    deployment["deployment"]["resources"] = [r for r in deployment["deployment"]["resources"]
+                                             if r["type"] != ROUTING_TYPE]
+    fake = FakePulumi(export_text=json.dumps(deployment))
+    seam(project, fake).switch_to("green")
+    assert not [c for c in fake.calls if "refresh" in c]
+    assert [c for c in fake.calls if "up" in c]
+
+
+def test_targeted_up_names_exactly_the_targets(project: Path) -> None:
     fake = FakePulumi()
-    outcome = seam(project, fake).replace_container(134)
-    assert fake.calls == [
-        ["--non-interactive", "stack", "select", "--stack", "lab"],
-        ["--non-interactive", "stack", "export", "--show-secrets", "--stack", "lab"],
-        ["--non-interactive", "up", "--yes", "--skip-preview", "--message",
-         "bluegreen: replace container 134", "--replace", GREEN_URN, "--target", GREEN_URN,
-         "--target-dependents", "--color", "never", "--exec-kind", "auto.local", "--stack", "lab"],
-        *tail_calls(fake),
-    ]
+    targets = [GREEN_URN, f"{URN_PREFIX}bluegreen:hosts:HostConfiguration$pulumi-python:dynamic/bluegreen:Bootstrap"
+                          "::jw-green-bootstrap"]
+    outcome = seam(project, fake).up("replace container 134", targets=targets, replace=[GREEN_URN],
+                                     message="bluegreen: replace container 134")
+    assert fake.calls[1] == [
+        "--non-interactive", "up", "--yes", "--skip-preview", "--message", "bluegreen: replace container 134",
+        "--replace", GREEN_URN, "--target", targets[0], "--target", targets[1],
+        "--color", "never", "--exec-kind", "auto.local", "--stack", "lab"]
+    assert "--target-dependents" not in fake.calls[1]
     assert outcome.changes == {"update": 1, "same": 15}
 
 
-def test_replacing_an_unknown_container_runs_no_update_and_leaks_nothing(project: Path) -> None:
-    fake = FakePulumi()
-    with pytest.raises(PulumiError) as err:
-        seam(project, fake).replace_container(999)
-    assert "no container with vmid 999" in str(err.value)
-    assert API_TOKEN not in str(err.value)
-    assert not [c for c in fake.calls if "up" in c]
+def test_the_lock_token_and_run_variables_reach_the_cli_only_during_the_run(project: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from bluegreen.hosts.hostconfig import LOCK_TOKEN_ENV
+
+    monkeypatch.delenv(LOCK_TOKEN_ENV, raising=False)
+    seen: list[tuple[str | None, str | None]] = []
+
+    def record(argv: list[str]) -> None:
+        if "up" in argv:
+            seen.append((os.environ.get(LOCK_TOKEN_ENV), os.environ.get("BLUEGREEN_REBUILD")))
+
+    fake = FakePulumi(on_run=record)
+    s = PulumiSeam(project, "lab", pulumi_command=fake, env=ENV, lock_token="0123456789abcdef")
+    s.up("x", targets=[GREEN_URN], env={"BLUEGREEN_REBUILD": "134:replace"}, message="m")
+    assert seen == [("0123456789abcdef", "134:replace")]
+    assert LOCK_TOKEN_ENV not in os.environ and "BLUEGREEN_REBUILD" not in os.environ
+
+
+def test_an_imported_container_is_found_by_its_import_id(project: Path) -> None:
+    """An imported container's state has no vmId (bpg container.go 1230-1246: the importer sets only
+    the id and the node): the import id, else the id, names it."""
+    deployment = json.loads(EXPORT.read_text())["deployment"]
+    for r in deployment["resources"]:
+        if r["type"] == CONTAINER_TYPE:
+            r["inputs"].pop("vmId", None)
+            r["outputs"].pop("vmId", None)
+            r["importID"] = f"pve/{r['id']}"
+    assert find_container_urn(deployment, 134) == GREEN_URN
+    for r in deployment["resources"]:
+        r.pop("importID", None)
+    assert find_container_urn(deployment, 134) == GREEN_URN
 
 
 def test_refresh_and_outputs(project: Path) -> None:
@@ -317,6 +366,9 @@ def test_refresh_and_outputs(project: Path) -> None:
     assert s.refresh() == {"same": 16}
     assert fake.calls[1] == ["--non-interactive", "refresh", "--skip-preview", "--yes", "--color", "never",
                              "--exec-kind", "auto.local", "--stack", "lab"]
+    fake.calls.clear()
+    s.refresh(targets=[ROUTING_URN])
+    assert fake.calls[0] == refresh_routing()
     fake.calls.clear()
     outputs = s.outputs()
     assert fake.calls == tail_calls(fake)[:2]  # the stack is selected once per seam
@@ -328,7 +380,7 @@ def test_no_operation_rewrites_the_project_or_stack_file(project: Path) -> None:
     before = {p: p.read_bytes() for p in (project / "Pulumi.yaml", project / "stacks" / "Pulumi.lab.yaml")}
     s = seam(project, FakePulumi())
     s.switch_to("green")
-    s.replace_container(132)
+    s.up("x", targets=[GREEN_URN], replace=[GREEN_URN], message="m")
     s.refresh()
     s.outputs()
     assert {p: p.read_bytes() for p in before} == before
@@ -354,6 +406,9 @@ def test_a_locked_stack_says_so_in_the_clis_words_without_secrets(project: Path)
     assert message.startswith("stack 'lab': switch to green refused: another update holds the stack's lock")
     assert "error: the stack is currently locked by 1 lock(s)" in message
     assert "bluegreen switch --direct" in message
+    # `pulumi cancel` clears a crashed update's lock on both backends (pkg/backend/diy/backend.go,
+    # CancelCurrentUpdate deletes the lock files); there is no `pulumi state unlock`.
+    assert "`pulumi cancel --stack lab`" in message and "state unlock" not in message
     assert PASSPHRASE not in message
 
 
@@ -362,7 +417,7 @@ def test_a_failed_update_reports_the_cli_error_redacted(project: Path) -> None:
               f"    error: 401 authentication failure (apiToken: {API_TOKEN})\n")
     fake = FakePulumi(failures={"up": (255, stderr)})
     with pytest.raises(PulumiError) as err:
-        seam(project, fake).replace_container(134)
+        seam(project, fake).up("replace container 134", targets=[GREEN_URN], message="m")
     message = str(err.value)
     assert message.startswith("stack 'lab': replace container 134 failed: error: 401 authentication failure")
     assert "8d1f6c2e" not in message
@@ -384,7 +439,7 @@ def test_secrets_printed_by_the_cli_never_reach_the_output_callback(project: Pat
 
     lines: list[str] = []
     seam(project, LeakyPulumi()).switch_to("green", on_output=lines.append)
-    assert lines[0] == "warning: PULUMI_CONFIG_PASSPHRASE=[REDACTED]"
+    assert "warning: PULUMI_CONFIG_PASSPHRASE=[REDACTED]" in lines
     assert not any(PASSPHRASE in line for line in lines)
 
 
@@ -407,7 +462,7 @@ def test_output_the_sdk_cannot_read_is_a_clear_error(project: Path) -> None:
             return super()._answer(verb, argv)
 
     with pytest.raises(PulumiError, match="export the stack state: unexpected answer from the Pulumi CLI"):
-        seam(project, GarbledPulumi()).replace_container(134)
+        seam(project, GarbledPulumi()).export()
 
 
 def test_without_the_cli_the_error_says_how_to_install_it_or_go_direct(
@@ -455,5 +510,37 @@ def test_only_the_switchs_own_up_may_move_traffic(project: Path, monkeypatch: py
                                             os.environ.get(SWITCH_ENV)))
     seam(project, fake).switch_to("green")
     assert ("up", "green") in seen
-    assert ("config set", None) in seen  # declaring the colour is not the flip
     assert SWITCH_ENV not in os.environ
+
+
+# --------------------------------------------------------------------------- the CLI version
+
+
+@pytest.mark.parametrize(("version", "missing"), [
+    ("3.173.0", ["3.174.0", "3.207.0", "3.252.0"]),
+    ("3.206.9", ["3.207.0", "3.252.0"]),
+    ("3.251.0", ["3.252.0"]),
+    ("3.252.0", []),
+    ("3.272.0", []),
+])
+def test_the_cli_version_is_checked_by_what_each_release_brought(version: str, missing: list[str]) -> None:
+    problem = cli_too_old(VersionInfo.parse(version))
+    if not missing:
+        assert problem is None
+        return
+    assert problem is not None and problem.startswith(f"the Pulumi CLI is {version}, too old")
+    for needed in ("3.174.0", "3.207.0", "3.252.0"):
+        assert (needed in problem) is (needed in missing)
+    assert "bluegreen switch --direct" in problem
+
+
+def test_an_old_cli_is_refused_before_any_command(project: Path) -> None:
+    fake = FakePulumi()
+    fake.version = VersionInfo.parse("3.200.0")
+    with pytest.raises(PulumiError, match=r"the Pulumi CLI is 3.200.0, too old for this project: it needs 3.207.0 "
+                                          r"for `replace_with`"):
+        seam(project, fake).switch_to("green")
+    assert fake.calls == []
+    fake.version = None
+    with pytest.raises(PulumiError, match="cannot tell the Pulumi CLI's version"):
+        seam(project, fake).refresh()

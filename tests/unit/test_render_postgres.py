@@ -104,12 +104,20 @@ def hba_rows(t: Topology) -> list[list[str]]:
 
 
 def test_pg_hba_admits_the_app_user_from_exactly_the_two_app_hosts() -> None:
+    # prod's database is adopted: its roles keep authenticating with what their passwords are
+    # stored as (md5 accepts MD5- and SCRAM-stored passwords; scram-sha-256 only SCRAM).
     rows = hba_rows(stack("prod"))
     assert rows == [
         ["local", "all", "postgres", "peer"],
-        ["host", "jw_attendant", "jw_app", "10.92.3.22/32", "scram-sha-256"],
-        ["host", "jw_attendant", "jw_app", "10.92.3.24/32", "scram-sha-256"],
+        ["host", "jw_attendant", "jw_app", "10.92.3.22/32", "md5"],
+        ["host", "jw_attendant", "jw_app", "10.92.3.24/32", "md5"],
     ]
+
+
+def test_pg_hba_of_a_database_the_program_creates_is_scram_only() -> None:
+    t = stack("prod")
+    t = dataclasses.replace(t, containers=tuple(dataclasses.replace(c, existing=False) for c in t.containers))
+    assert {row[-1] for row in hba_rows(t) if row[0] == "host"} == {"scram-sha-256"}
 
 
 def test_pg_hba_on_loopback_hosts_also_admits_their_real_source_address() -> None:
@@ -129,8 +137,8 @@ def test_pg_hba_follows_the_topology() -> None:
                                 dataclasses.replace(c, interface=ipaddress.IPv4Interface("10.92.9.9/16"))
                                 if c.color == "blue" else c for c in t.containers))
     hosts = [r for r in hba_rows(t) if r[0] == "host"]
-    assert hosts == [["host", "other_db", "other_user", "10.92.9.9/32", "scram-sha-256"],
-                     ["host", "other_db", "other_user", "10.92.3.24/32", "scram-sha-256"]]
+    assert hosts == [["host", "other_db", "other_user", "10.92.9.9/32", "md5"],
+                     ["host", "other_db", "other_user", "10.92.3.24/32", "md5"]]
 
 
 EXISTING = "# admin's own\nlocal all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n"
