@@ -92,6 +92,8 @@ def _operation_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
     rb = sub.add_parser("rebuild", parents=[common], help="rebuild the standby container from scratch")
     rb.add_argument("target", choices=["standby"])
+    rb.add_argument("--discard-working-copy", action="store_true",
+                    help="rebuild even though the standby's working copy holds unpushed or uncommitted work")
     rb.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
     h = sub.add_parser("history", parents=[common], help="switches and deploys, newest first")

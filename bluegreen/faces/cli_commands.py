@@ -125,10 +125,11 @@ def cmd_rollback(args: argparse.Namespace, t: Topology, o: Output, p: TerminalPr
 def cmd_rebuild(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
     estate = cli_estate(t, p)
     confirm("destroy and rebuild the standby container?", yes=args.yes, stdin=sys.stdin, err=o.err)
-    data = rebuild_standby(estate).to_json()
+    data = rebuild_standby(estate, discard_working_copy=args.discard_working_copy).to_json()
     key = data.get("hostKey") or {}
     o.result(data, f"{data['colour']} rebuilt and serving release {data['release']}"
-             + (f"; new host key {key.get('type')} {key.get('fingerprint')} pinned" if key else ""))
+             + (f"; new host key {key.get('type')} {key.get('fingerprint')} pinned" if key else "")
+             + (f"\n{data['workingCopy']}" if data.get("workingCopy") else ""))
     return 0
 
 

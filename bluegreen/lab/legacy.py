@@ -3,8 +3,8 @@
 The normal lab is built by `apply_estate` (what `pulumi up` does). This one is built the way the
 operators built production, so the takeover of a running estate can be rehearsed on it:
 
-- app hosts (blue 127.0.3.22, green 127.0.3.24): a git working copy of the sample repo at the app
-  dir on branch `production-gold-standard`, `.env` inside it (DATABASE_URL, PORT, HOSTNAME), built
+- app hosts (blue 127.0.3.22, green 127.0.3.24): a git working copy of the sample repo at
+  `app.workingCopy` on branch `production-gold-standard`, `.env` inside it (DATABASE_URL, PORT, HOSTNAME), built
   in place, started by hand under PM2 in fork mode: `pm2 start npm --name <app> -- start`. The app
   has no /api/health (NO_HEALTH_ROUTE=1 in .env): only `/` answers.
 - load balancer (127.0.3.26): a hand-written haproxy.cfg, TLS on :443 from the lab CA's bundle,
@@ -228,7 +228,7 @@ class LegacyLab(Lab):
 
     def _app_host(self, host: Container, password: Sensitive) -> None:
         t, p = self.topology, self.paths
-        work = Path(host.path(t.app.dir))
+        work = Path(host.path(t.app.working_copy or t.app.dir))
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
         if not (work / ".git").exists():
             if work.exists():

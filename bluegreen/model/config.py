@@ -151,13 +151,48 @@ def _read_ssh(r: Reader, raw: Any, resolve: Resolve) -> SshSettings:
     return ssh
 
 
+# Releases live beside the team's working copy, never inside it (a `git clean` there must not
+# touch them) and never instead of it (its branch, origin and uncommitted work stay usable).
+DEFAULT_APP_DIR = "/opt/jw-attendant-scheduler-deploy"
+DEFAULT_WORKING_COPY = "/opt/jw-attendant-scheduler"
+NO_WORKING_COPY = ("", "none")
+
+
+def _working_copy(r: Reader, ap: Mapping[str, Any]) -> str | None:
+    value = ap.get("workingCopy", DEFAULT_WORKING_COPY)
+    if value is None or (isinstance(value, str) and value.strip().lower() in NO_WORKING_COPY):
+        return None
+    path = r.abs_path(ap, "workingCopy", "app", DEFAULT_WORKING_COPY)
+    return path.rstrip("/") or None
+
+
+def _git_credentials(r: Reader, ap: Mapping[str, Any]) -> str | None:
+    value = r.opt_str(ap, "gitCredentials", "app")
+    if value is not None and not value.startswith(("/", "~/")):
+        r.problem("app.gitCredentials", f"expected an absolute path or ~/..., got {value!r}")
+    return value
+
+
+def _check_apart(r: Reader, app: AppSettings) -> None:
+    """The release directory and the working copy must not contain each other."""
+    if not app.working_copy or not app.dir.startswith("/"):
+        return
+    releases, work = app.dir.rstrip("/") + "/", app.working_copy + "/"
+    if releases == work:
+        r.problem("app.dir", f"is the working copy ({app.working_copy}): releases live beside it, "
+                  f"e.g. dir: {app.working_copy}-deploy")
+    elif releases.startswith(work) or work.startswith(releases):
+        r.problem("app.dir", f"{app.dir} and app.workingCopy {app.working_copy} are inside one another: "
+                  "keep them apart (siblings)")
+
+
 def _read_app(r: Reader, raw: Any, resolve: Resolve) -> AppSettings:
     ap = r.obj(raw, "app")
     app = AppSettings(
         name=r.str_(ap, "name", "app", "jw-attendant-scheduler"),
         repo=r.str_(ap, "repo", "app", ""),  # `bluegreen adopt` reads it from the estate
         branch=r.str_(ap, "branch", "app", required=True),
-        dir=r.abs_path(ap, "dir", "app", "/opt/jw-attendant-scheduler"),
+        dir=r.abs_path(ap, "dir", "app", DEFAULT_APP_DIR),
         port=r.num(ap, "port", "app", 3000, minimum=1),
         health_path=r.str_(ap, "healthPath", "app", "/api/health"),
         instances=r.num(ap, "instances", "app", 2, minimum=1),
@@ -173,7 +208,10 @@ def _read_app(r: Reader, raw: Any, resolve: Resolve) -> AppSettings:
         pm2_home=r.opt_str(ap, "pm2Home", "app"),
         health_status=r.num(ap, "healthStatus", "app", 200),
         env=_read_app_env(r, ap.get("env"), resolve),
+        working_copy=_working_copy(r, ap),
+        git_credentials=_git_credentials(r, ap),
     )
+    _check_apart(r, app)
     if not 100 <= app.health_status <= 599:
         r.problem("app.healthStatus", f"expected an HTTP status (100-599), got {app.health_status}")
     if app.health_path and not app.health_path.startswith("/"):

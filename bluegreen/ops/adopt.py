@@ -36,6 +36,7 @@ from bluegreen.model.errors import BlueGreenError, ConfigError, RemoteError
 from bluegreen.model.journal import parse_state
 from bluegreen.model.stackfile import read_stack_config, stack_file
 from bluegreen.model.topology import COLORS, NAMESPACE, Container, Topology
+from bluegreen.render.workingcopy import without_userinfo
 
 log = logging.getLogger("bluegreen.adopt")
 
@@ -373,16 +374,19 @@ def read_live_color(t: Topology, executor: Any) -> tuple[str | None, str]:
 def read_app_host(t: Topology, host: Container, executor: Any) -> tuple[str | None, dict[str, str] | None, str]:
     """(origin URL, .env values, where .env was) of one app host; either may be None."""
     app_dir = host.path(t.app.dir)
+    work = host.path(t.app.working_copy) if t.app.working_copy else None
     repo = None
-    for candidate in (app_dir, f"{app_dir}/repo.git"):
-        result = executor.run(f"git -C {shlex.quote(candidate)} remote get-url origin", step="read the origin URL",
-                              check=False)
+    for candidate in (*filter(None, [work]), f"{app_dir}/repo.git"):
+        quoted = shlex.quote(candidate)
+        result = executor.run(f"git -c safe.directory={quoted} -C {quoted} remote get-url origin",
+                              step="read the origin URL", check=False)
         if result.ok and result.stdout.strip():
-            repo = result.stdout.strip()
+            # A token pasted into the URL stays on the host: the stack gets the URL without it.
+            repo = without_userinfo(result.stdout.strip())
             break
     env = None
     where = ""
-    for path in (f"{app_dir}/.env", f"{app_dir}/shared/.env"):
+    for path in (*filter(None, [work and f"{work}/.env"]), f"{app_dir}/shared/.env"):
         data = executor.get(path, step="read the app's .env")
         if data is not None:
             env = parse_env(data.decode(errors="replace"))

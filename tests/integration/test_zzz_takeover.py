@@ -32,7 +32,7 @@ from bluegreen.faces import cli
 from bluegreen.hosts import haproxy as hr
 from bluegreen.hosts.executor import connect
 from bluegreen.lab.lab import Lab
-from bluegreen.lab.legacy import LegacyLab
+from bluegreen.lab.legacy import BRANCH, LegacyLab
 from bluegreen.lab.loadgen import RequestLoop
 from bluegreen.model.stackfile import load_stack
 from bluegreen.model.topology import Topology
@@ -90,12 +90,30 @@ def psql(t: Topology, sql: str) -> str:
 
 
 def env_values(t: Topology, color: str) -> dict[str, str]:
+    """The settings the app runs with: shared/.env once converted, the working copy's before."""
     host = t.app_host(color)
-    for rel in ("shared/.env", ".env"):
-        path = Path(host.path(t.app.dir), rel)
+    assert t.app.working_copy is not None
+    for path in (Path(host.path(t.app.dir), "shared/.env"), Path(host.path(t.app.working_copy), ".env")):
         if path.exists():
             return parse_env(path.read_text())
     raise AssertionError(f"no .env on {color}")
+
+
+def working_copies(t: Topology) -> dict[str, dict[str, str]]:
+    """Each app host's working copy as the team sees it: branch, commit, origin, status, .env."""
+    out = {}
+    for color in ("blue", "green"):
+        assert t.app.working_copy is not None
+        work = t.app_host(color).path(t.app.working_copy)
+
+        def git(*args: str, work: str = work) -> str:
+            return subprocess.run(["git", "-C", work, *args], capture_output=True, text=True, check=True,
+                                  timeout=60).stdout
+
+        out[color] = {"branch": git("rev-parse", "--abbrev-ref", "HEAD"), "head": git("rev-parse", "HEAD"),
+                      "origin": git("remote", "get-url", "origin"), "status": git("status", "--porcelain"),
+                      "env": Path(work, ".env").read_text()}
+    return out
 
 
 def facts(t: Topology) -> dict[str, Any]:
@@ -116,7 +134,12 @@ def facts(t: Topology) -> dict[str, Any]:
 def test_takeover_under_load_loses_nothing(legacy: tuple[LegacyLab, Path]) -> None:
     _, copy = legacy
     t = load_stack(copy, "lab")
+    assert t.app.working_copy is not None
+    # A developer's uncommitted edit on green, the standby converted first: it must survive.
+    edit = Path(t.app_host("green").path(t.app.working_copy), "NOTES.md")
+    edit.write_text("work in progress on green\n")
     before = facts(t)
+    copies = working_copies(t)
     loop = RequestLoop(f"{t.public_url}/", clients=6, ca_file=t.haproxy.ca_file, server_name=t.tls_server_name,
                        max_requests=5_000_000, max_seconds=1700, pause=0.002)
     with loop:
@@ -154,6 +177,12 @@ def test_takeover_under_load_loses_nothing(legacy: tuple[LegacyLab, Path]) -> No
     assert after["postgres"] == before["postgres"], "PostgreSQL was restarted"
     with connect(t, t.load_balancer) as lb:
         assert hr.live_color(lb, t) == t.active_color == "blue"
-    # The working copies are kept aside, never deleted.
+    # The working copies are where the team left them: branch, commit, origin, uncommitted work,
+    # .env; the releases live beside them.
+    assert working_copies(t) == copies and edit.read_text() == "work in progress on green\n"
+    assert "?? NOTES.md" in copies["green"]["status"]
+    status = bluegreen(copy, "status")
     for color in ("blue", "green"):
-        assert Path(t.app_host(color).path(t.app.dir + ".working-copy"), ".git").is_dir()
+        wc = status["colors"][color]["workingCopy"]
+        assert (wc["state"], wc["branch"], wc["ahead"], wc["behind"]) == ("present", BRANCH, 0, 0), wc
+    assert status["colors"]["green"]["workingCopy"]["untracked"] == 1
