@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from bluegreen.faces import cli_db
@@ -250,7 +251,8 @@ def cmd_adopt(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProg
         o.say(diff)
         confirm("write these values into the stack file?", yes=args.yes, stdin=sys.stdin, err=o.err)
 
-    result = run_adopt(t, dry_run=args.dry_run, confirm=ask)
+    ide = Path(args.ide_config).expanduser() if args.ide_config else None
+    result = run_adopt(t, dry_run=args.dry_run, confirm=ask, ide_config=ide)
     lines = list(result.findings.notes)
     if not result.diff:
         lines.append(f"{result.stack_file} already holds what the estate runs: nothing to write")

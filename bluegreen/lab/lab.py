@@ -447,6 +447,7 @@ class Lab:
         t, p = self.topology, self.paths
         self.stop_processes()
         (p.root / LEGACY_MARKER).unlink(missing_ok=True)
+        shutil.rmtree(p.root / "operator", ignore_errors=True)  # the legacy estate's operator machine
         # fakepve keeps nothing across a restart (containers are provisioned anew); its CA and token
         # stay, so no client ever meets a certificate it was not given.
         work = [t.app.working_copy, t.app.working_copy + ".working-copy"] if t.app.working_copy else []

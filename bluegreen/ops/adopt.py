@@ -25,6 +25,7 @@ import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -36,6 +37,7 @@ from bluegreen.model.errors import BlueGreenError, ConfigError, RemoteError
 from bluegreen.model.journal import parse_state
 from bluegreen.model.stackfile import read_stack_config, stack_file
 from bluegreen.model.topology import COLORS, NAMESPACE, Container, Topology
+from bluegreen.ops.retire import find_legacy_tools
 from bluegreen.render.workingcopy import without_userinfo
 
 log = logging.getLogger("bluegreen.adopt")
@@ -321,6 +323,7 @@ class Findings:
     database_user: str | None = None
     database_name: str | None = None
     notes: list[str] = field(default_factory=list)
+    legacy: dict[str, Any] | None = None  # the estate's old switch and MCP server (ops/retire.py)
 
 
 @dataclass
@@ -340,7 +343,8 @@ class AdoptResult:
         return {"ok": True, "stackFile": self.stack_file, "dryRun": self.dry_run, "changed": self.changed,
                 "written": self.written, "diff": self.diff, "liveColor": f.live_color,
                 "liveColorSource": f.live_source, "repo": f.repo, "databaseUser": f.database_user,
-                "databaseName": f.database_name, "containers": f.containers, "notes": f.notes}
+                "databaseName": f.database_name, "containers": f.containers, "notes": f.notes,
+                "legacyTools": f.legacy}
 
 
 ExecutorFactory = Callable[[Container], Any]
@@ -395,7 +399,7 @@ def read_app_host(t: Topology, host: Container, executor: Any) -> tuple[str | No
     return repo, env, where
 
 
-def gather(t: Topology, *, pve: Any, connect: ExecutorFactory) -> Findings:
+def gather(t: Topology, *, pve: Any, connect: ExecutorFactory, ide_config: Path | None = None) -> Findings:
     f = Findings()
     for c in t.containers:
         config = pve.container_config(c.vmid)
@@ -408,7 +412,10 @@ def gather(t: Topology, *, pve: Any, connect: ExecutorFactory) -> Findings:
                        f"{'running' if running else 'stopped'}")
     with connect(t.load_balancer) as lb:
         f.live_color, f.live_source = read_live_color(t, lb)
+        legacy = find_legacy_tools(t, lb, ide_config)
     f.notes.append(f"live colour: {f.live_color or 'unknown'} (from {f.live_source})")
+    f.legacy = legacy.to_json()
+    f.notes += legacy.notes
     for color in COLORS:
         host = t.app_host(color)
         try:
@@ -429,9 +436,9 @@ def gather(t: Topology, *, pve: Any, connect: ExecutorFactory) -> Findings:
 
 
 def adopt(t: Topology, *, pve: Any, connect: ExecutorFactory, dry_run: bool = False,
-          confirm: Callable[[str], None] | None = None) -> AdoptResult:
+          confirm: Callable[[str], None] | None = None, ide_config: Path | None = None) -> AdoptResult:
     """Read the estate, write the stack file (unless `dry_run`); `confirm(diff)` may refuse."""
-    f = gather(t, pve=pve, connect=connect)
+    f = gather(t, pve=pve, connect=connect, ide_config=ide_config)
     path = stack_file(t.project_dir, t.stack)
     text = path.read_text()
     raw = read_stack_config(t.project_dir, t.stack)
@@ -458,6 +465,8 @@ def adopt(t: Topology, *, pve: Any, connect: ExecutorFactory, dry_run: bool = Fa
     return AdoptResult(stack_file=str(path), findings=f, diff=diff, written=written, dry_run=dry_run)
 
 
-def run_adopt(t: Topology, *, dry_run: bool, confirm: Callable[[str], None] | None = None) -> AdoptResult:
+def run_adopt(t: Topology, *, dry_run: bool, confirm: Callable[[str], None] | None = None,
+              ide_config: Path | None = None) -> AdoptResult:
     """`bluegreen adopt`: the stack's own PVE client and SSH connections."""
-    return adopt(t, pve=from_topology(t), connect=lambda c: connect(t, c), dry_run=dry_run, confirm=confirm)
+    return adopt(t, pve=from_topology(t), connect=lambda c: connect(t, c), dry_run=dry_run, confirm=confirm,
+                 ide_config=ide_config)
