@@ -1,4 +1,5 @@
 """Can an app host fetch the app's repository, as the deploy user, with its own credentials?
+(And is `app.dir` a place to fetch into at all: never the team's working copy.)
 
 Deploys fetch on the host itself (a mirror beside the releases), as the deploy user, with the
 token the team keeps in that user's `~/.git-credentials` (`app.gitCredentials`). Before a deploy
@@ -34,6 +35,8 @@ def access_command(t: Topology, host: Container, paths: AppPaths) -> str:
         f"echo mode=$(stat -c %a {cred}); echo owner=$(stat -c %U {cred}); "
         "else echo credentials=absent; fi",
         f"if [ {sh(user)} != root ] && [ -e {root_store} ]; then echo rootCredentials=present; fi",
+        # A stack that still names the working copy as app.dir would fetch into it: refused here.
+        f"if [ -e {sh(paths.app_dir + '/.git')} ]; then echo appDirIsWorkingCopy=yes; fi",
         f"if out=$(timeout {LS_REMOTE_TIMEOUT_S} {probe} 2>&1 >/dev/null); then echo access=ok; "
         "else echo access=failed; "
         # git's own first complaint (`fatal: ...`), else its last line.
@@ -92,6 +95,8 @@ def parse_access(t: Topology, host: Container, paths: AppPaths, stdout: str) -> 
     mode, owner = values.get("mode"), values.get("owner")
     access = values.get("access") == "ok"
     problems: list[str] = []
+    if values.get("appDirIsWorkingCopy") == "yes":
+        problems.append(working_copy_as_app_dir(paths.app_dir))
     if t.app.repo != repo:
         problems.append(f"app.repo carries credentials in its URL: keep the token in {store} (0600) "
                         "and the URL without it")
@@ -113,6 +118,11 @@ def parse_access(t: Topology, host: Container, paths: AppPaths, stdout: str) -> 
     return GitAccess(host=host.label, user=user, repo=repo, credentials=store, present=present, mode=mode,
                      owner=owner, root_has_store=values.get("rootCredentials") == "present",
                      access=access, error=values.get("error"), problems=problems)
+
+
+def working_copy_as_app_dir(app_dir: str) -> str:
+    return (f"{app_dir} is a git working copy: releases live beside it, not in it; set app.dir to a "
+            f"directory beside it (e.g. {app_dir}-deploy) and app.workingCopy: {app_dir}")
 
 
 def describe_problems(found: GitAccess) -> str:
