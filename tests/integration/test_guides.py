@@ -103,13 +103,13 @@ class Guide:
     def host(self, alias: str) -> Container:
         return self.t.find_host(str(self.aliases[alias]))
 
-    def on_host(self, alias: str, script: str) -> Ran:
+    def on_host(self, alias: str, script: str, *, label: str | None = None) -> Ran:
         host = self.host(alias)
         rooted = SCRIPT_NAME.sub(host.path(STATE_SCRIPT), self.translate(script))
         rooted = ROOTED.sub(lambda m: host.path(m.group(1)), rooted)
         with self.lab.executor(host) as ex:
             done = ex.run(f"{GIT_IDENTITY}\n{rooted}", step="a guide's command", check=False, timeout=300)
-        return Ran(script, done.exit_code, done.stdout + done.stderr)
+        return Ran(label or script, done.exit_code, done.stdout + done.stderr)
 
     def local(self, command: str) -> Ran:
         done = subprocess.run(["bash", "-c", self.translate(command)], capture_output=True, text=True,
@@ -126,7 +126,7 @@ class Guide:
             if words[0] == "bluegreen":
                 ran.append(self.bluegreen(command))
             elif words[0] == "ssh":
-                ran.append(self.on_host(words[1], " ".join(words[2:])))
+                ran.append(self.on_host(words[1], " ".join(words[2:]), label=command))
             else:
                 ran.append(self.local(command))
         return ran
@@ -141,7 +141,8 @@ def _serve_both(g: Guide) -> None:
         colors = status(Estate(g.t)).colors
         if all(c.release and c.healthy for c in colors.values()):
             return
-        for command in ("bluegreen deploy --yes --stack prod", "bluegreen switch --yes --stack prod"):
+        # A fresh lab world's database has none of the sample app's migrations yet.
+        for command in ("bluegreen deploy --yes --migrate --stack prod", "bluegreen switch --yes --stack prod"):
             ran = g.bluegreen(command)
             assert ran.code == 0, ran.out[-3000:]
 
