@@ -8,8 +8,11 @@ imports with no diff. From the estate itself it reads:
 
 - the live colour: HAProxy's routing (runtime map, else the `use_backend`/`default_backend` of its
   config), else the journal's `prod`;
-- the repository URL: `git remote get-url origin` of the working copy on an app host;
-- the database user and name: the app's `.env` `DATABASE_URL` (the password is never written).
+- the repository URL: `git remote get-url origin` of the working copy (`app.workingCopy`) on an
+  app host, without any token pasted into it;
+- the database user and name: the app's `.env` `DATABASE_URL` (the password is never written);
+- the estate's old tools, reported only: its switch script and the old MCP server
+  (`ops/retire.py`, which `bluegreen retire-legacy` uses to make them harmless).
 
 The stack file is rewritten round trip (ruamel.yaml), so its comments and layout survive; a second
 run writes nothing. Pure parts (PVE config -> stack values, `.env` parsing, the diff) are at the top.
