@@ -131,12 +131,13 @@ def _record(t: Topology) -> list[str]:
              "(if ($pre | length) > 0 then {preempted: ($pre | fromjson? // {} | "
              "{holder, host, pid, operation})} else {} end)")
     update = (".prod = $to | .standby = $from | .lastSwitch = $ts | .switchCount = ((.switchCount // 0) + 1)"
-              f" | .history = ([{entry}] + (.history // []))[:{int(t.journal.history_keep)}]")
+              f" | .history = [{entry}] + (.history // [])")
     args = ("--arg from \"$1\" --arg to \"$2\" --arg reason \"$3\" --arg who \"$4\" --argjson emergency \"$5\" "
             "--arg id \"$6\" --arg pre \"$7\" --arg ts \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"")
     return [
         # Under the journal's flock (bluegreen's writes take it too); a journal that does not parse
         # is left alone and the switch goes to the side file, which the next bluegreen run folds in.
+        # History is never trimmed here: what bluegreen keeps of it is bluegreen's business.
         "record_switch() {",
         "  (",
         "    exec 9>\"$STATE_LOCK\"; locked=false; flock -w 10 9 && locked=true",
