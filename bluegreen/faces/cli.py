@@ -92,6 +92,8 @@ def _operation_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
     rb = sub.add_parser("rebuild", parents=[common], help="rebuild the standby container from scratch")
     rb.add_argument("target", choices=["standby"])
+    rb.add_argument("--discard-working-copy", action="store_true",
+                    help="rebuild even though the standby's working copy holds unpushed or uncommitted work")
     rb.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
     h = sub.add_parser("history", parents=[common], help="switches and deploys, newest first")
@@ -134,6 +136,14 @@ def _estate_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                         help="write the running estate (PVE settings, live colour, repo, db user) into the stack file")
     ad.add_argument("--dry-run", action="store_true", help="show the stack file diff, write nothing")
     ad.add_argument("--yes", "-y", action="store_true", help="write without asking")
+    ad.add_argument("--ide-config", metavar="FILE",
+                    help="also look for the old MCP server in this IDE config (default: Windsurf's, if any)")
+    rl = sub.add_parser("retire-legacy", parents=[common],
+                        help="replace the estate's old switch script with one that switches the new way")
+    rl.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
+    rl.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    rl.add_argument("--ide-config", metavar="FILE",
+                    help="the IDE config that registers the old MCP server (default: Windsurf's, if any)")
 
 
 def _database_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -162,7 +172,7 @@ COMMANDS: dict[str, str] = {
     "rebuild": "cli_commands:cmd_rebuild", "history": "cli_commands:cmd_history",
     "lock": "cli_commands:cmd_lock", "plan": "cli_commands:cmd_plan", "mcp": "cli_commands:cmd_mcp",
     "trust": "cli_commands:cmd_trust", "adopt": "cli_commands:cmd_adopt", "db": "cli_db:cmd_db",
-    "config": "cli_commands:cmd_config_check",
+    "config": "cli_commands:cmd_config_check", "retire-legacy": "cli_legacy:cmd_retire_legacy",
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from bluegreen.faces import cli_db
@@ -125,10 +126,11 @@ def cmd_rollback(args: argparse.Namespace, t: Topology, o: Output, p: TerminalPr
 def cmd_rebuild(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
     estate = cli_estate(t, p)
     confirm("destroy and rebuild the standby container?", yes=args.yes, stdin=sys.stdin, err=o.err)
-    data = rebuild_standby(estate).to_json()
+    data = rebuild_standby(estate, discard_working_copy=args.discard_working_copy).to_json()
     key = data.get("hostKey") or {}
     o.result(data, f"{data['colour']} rebuilt and serving release {data['release']}"
-             + (f"; new host key {key.get('type')} {key.get('fingerprint')} pinned" if key else ""))
+             + (f"; new host key {key.get('type')} {key.get('fingerprint')} pinned" if key else "")
+             + (f"\n{data['workingCopy']}" if data.get("workingCopy") else ""))
     return 0
 
 
@@ -254,7 +256,8 @@ def cmd_adopt(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProg
         o.say(diff)
         confirm("write these values into the stack file?", yes=args.yes, stdin=sys.stdin, err=o.err)
 
-    result = run_adopt(t, dry_run=args.dry_run, confirm=ask)
+    ide = Path(args.ide_config).expanduser() if args.ide_config else None
+    result = run_adopt(t, dry_run=args.dry_run, confirm=ask, ide_config=ide)
     lines = list(result.findings.notes)
     if not result.diff:
         lines.append(f"{result.stack_file} already holds what the estate runs: nothing to write")

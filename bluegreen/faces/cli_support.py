@@ -76,6 +76,10 @@ def format_status(data: dict[str, Any]) -> str:
     good = db.get("lastGoodDump")
     lines.append(f"last good dump: {good['file']} ({good['bytes']} bytes, {good['createdAt']}, before "
                  f"{good.get('colour')} {str(good.get('sha') or '')[:7]})" if good else "last good dump: none")
+    for color, c in data["colors"].items():
+        wc = c.get("workingCopy")
+        if wc and wc.get("state") != "unmanaged":
+            lines.append(f"working copy on {color}: {wc['summary']}")
     pve = data.get("proxmox") or {}
     if pve.get("error"):
         lines.append(f"proxmox: {pve['error']}")

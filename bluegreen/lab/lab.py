@@ -447,10 +447,12 @@ class Lab:
         t, p = self.topology, self.paths
         self.stop_processes()
         (p.root / LEGACY_MARKER).unlink(missing_ok=True)
+        shutil.rmtree(p.root / "operator", ignore_errors=True)  # the legacy estate's operator machine
         # fakepve keeps nothing across a restart (containers are provisioned anew); its CA and token
         # stay, so no client ever meets a certificate it was not given.
+        work = [t.app.working_copy, t.app.working_copy + ".working-copy"] if t.app.working_copy else []
         for host in t.containers:
-            for rel in (t.app.dir, t.app.dir + ".working-copy", "/etc/haproxy", "/var/lib/jw-deployment",
+            for rel in (t.app.dir, *work, "/etc/haproxy", "/var/lib/jw-deployment",
                         "/var/lib/bluegreen", "/var/lib/postgresql", "/root/.pm2", "/usr/local/bin"):
                 shutil.rmtree(host.path(rel), ignore_errors=True)
 

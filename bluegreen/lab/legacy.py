@@ -3,8 +3,8 @@
 The normal lab is built by `apply_estate` (what `pulumi up` does). This one is built the way the
 operators built production, so the takeover of a running estate can be rehearsed on it:
 
-- app hosts (blue 127.0.3.22, green 127.0.3.24): a git working copy of the sample repo at the app
-  dir on branch `production-gold-standard`, `.env` inside it (DATABASE_URL, PORT, HOSTNAME), built
+- app hosts (blue 127.0.3.22, green 127.0.3.24): a git working copy of the sample repo at
+  `app.workingCopy` on branch `production-gold-standard`, `.env` inside it (DATABASE_URL, PORT, HOSTNAME), built
   in place, started by hand under PM2 in fork mode: `pm2 start npm --name <app> -- start`. The app
   has no /api/health (NO_HEALTH_ROUTE=1 in .env): only `/` answers.
 - load balancer (127.0.3.26): a hand-written haproxy.cfg, TLS on :443 from the lab CA's bundle,
@@ -76,19 +76,58 @@ STATE_SCRIPT_TEXT = """#!/bin/bash
 # jw-deployment-state.sh: the deployment state of the blue-green estate (written by hand).
 #   jw-deployment-state.sh get [key]      print the state (or one key)
 #   jw-deployment-state.sh set KEY VALUE  set prod|standby|lastSwitch|switchCount under the lock
+#   jw-deployment-state.sh history        the switches, newest first
+#   jw-deployment-state.sh switch [blue|green] [reason]
+#                                         point use_backend at the colour, reload HAProxy, record it
 set -euo pipefail
 ROOT="${JW_ROOT:-%(root)s}"
 STATE="$ROOT/var/lib/jw-deployment/state.json"
 LOCK="$ROOT/var/lib/jw-deployment/state.lock"
+CFG="$ROOT/etc/haproxy/haproxy.cfg"
+MASTER="%(master)s"
 exec 9>"$LOCK"
 flock -w 10 9 || { echo "state is locked" >&2; exit 1; }
 case "${1:-}" in
   get) if [ -n "${2:-}" ]; then jq -r --arg k "$2" '.[$k]' "$STATE"; else cat "$STATE"; fi ;;
   set) tmp="$STATE.tmp"
-       jq --arg k "$2" --arg v "$3" 'if $k == "switchCount" then .[$k] = ($v|tonumber) else .[$k] = $v end' \
+       jq --arg k "$2" --arg v "$3" 'if $k == "switchCount" then .[$k] = ($v|tonumber) else .[$k] = $v end' \\
           "$STATE" > "$tmp" && mv "$tmp" "$STATE" ;;
-  *) echo "usage: $0 get [key] | set KEY VALUE" >&2; exit 2 ;;
+  history) jq -r '.history[] | "\\(.timestamp)  \\(.from) -> \\(.to)  \\(.reason // "")"' "$STATE" ;;
+  switch) from=$(jq -r .prod "$STATE")
+          to="${2:-}"; [ "$to" = --emergency ] && to=""
+          [ -n "$to" ] || { [ "$from" = blue ] && to=green || to=blue; }
+          # The old way: rewrite the frontend's use_backend line, reload through the master CLI.
+          sed -i -E "s/^([[:space:]]*use_backend[[:space:]]+).*/\\1${to}_servers/" "$CFG"
+          echo reload | socat stdio "UNIX-CONNECT:$MASTER" >/dev/null
+          now=$(date -u +%%Y-%%m-%%dT%%H:%%M:%%S.%%3NZ); tmp="$STATE.tmp"
+          jq --arg f "$from" --arg t "$to" --arg now "$now" --arg r "${3:-switch}" \\
+             '.prod = $t | .standby = $f | .lastSwitch = $now | .switchCount += 1
+              | .history = [{from: $f, to: $t, timestamp: $now, reason: $r}] + .history' \\
+             "$STATE" > "$tmp" && mv "$tmp" "$STATE"
+          echo "switched $from -> $to" ;;
+  *) echo "usage: $0 get [key] | set KEY VALUE | history | switch [colour] [reason]" >&2; exit 2 ;;
 esac
+"""
+
+# The operator's machine, as the seed describes it: Windsurf starts the old Node MCP server
+# (`mcp-blue-green/server.js`), which switches through the script above over SSH. The lab keeps
+# both under <lab>/operator/ (`bluegreen adopt --ide-config <lab>/operator/.codeium/windsurf/mcp_config.json`).
+OPERATOR_DIR = "operator"
+IDE_CONFIG = ".codeium/windsurf/mcp_config.json"
+
+
+def old_mcp_config(server_js: str, haproxy_host: str) -> dict[str, Any]:
+    return {"mcpServers": {"blue-green-deployment": {
+        "command": "node", "args": [server_js], "env": {"HAPROXY_HOST": haproxy_host, "SSH_USER": "root"}}}}
+
+
+OLD_MCP_SERVER_JS = """// mcp-blue-green/server.js (the seed's Node MCP server, abridged)
+const { execSync } = require("child_process");
+function ssh(cmd) { return execSync(`ssh root@${process.env.HAPROXY_HOST} '${cmd}'`).toString(); }
+const tools = {
+  get_deployment_status: () => ssh("jw-deployment-state.sh get"),
+  switch_traffic: ({ emergency }) => ssh(`jw-deployment-state.sh switch${emergency ? " --emergency" : ""}`),
+};
 """
 
 
@@ -163,6 +202,7 @@ class LegacyLab(Lab):
             self._app_host(t.app_host(color), password)
         ensure_lab_tls(p.root / "tls", t)
         self._load_balancer()
+        self._operator_machine()
         marker.write_text("built by bluegreen.lab.legacy\n")
         return LabInfo(lab_dir=str(p.root), stack=t.stack, public_url=t.public_url,
                        preview_url="(none: the legacy estate has no preview frontend)",
@@ -228,7 +268,7 @@ class LegacyLab(Lab):
 
     def _app_host(self, host: Container, password: Sensitive) -> None:
         t, p = self.topology, self.paths
-        work = Path(host.path(t.app.dir))
+        work = Path(host.path(t.app.working_copy or t.app.dir))
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
         if not (work / ".git").exists():
             if work.exists():
@@ -255,6 +295,16 @@ class LegacyLab(Lab):
             _run([PM2, "start", "npm", "--name", t.app.name, "--", "start"], cwd=work, env=pm2_env)
             _run([PM2, "save"], env=pm2_env)
 
+    def _operator_machine(self) -> None:
+        """The old MCP server and the Windsurf config that registers it, under <lab>/operator/."""
+        home = self.paths.root / OPERATOR_DIR
+        server = home / "mcp-blue-green/server.js"
+        server.parent.mkdir(parents=True, exist_ok=True)
+        server.write_text(OLD_MCP_SERVER_JS)
+        config = home / IDE_CONFIG
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(json.dumps(old_mcp_config(str(server), self.topology.load_balancer.ip), indent=2) + "\n")
+
     def _load_balancer(self) -> None:
         t = self.topology
         lb, hp = t.load_balancer, t.haproxy
@@ -268,7 +318,7 @@ class LegacyLab(Lab):
             state.write_text(json.dumps(legacy_state(), indent=2) + "\n")
         script = Path(lb.path(STATE_SCRIPT))
         script.parent.mkdir(parents=True, exist_ok=True)
-        script.write_text(STATE_SCRIPT_TEXT % {"root": lb.root})
+        script.write_text(STATE_SCRIPT_TEXT % {"root": lb.root, "master": lb.path(hp.master_socket)})
         script.chmod(0o755)
         if not self.haproxy().alive():
             for path in (hp.admin_socket, hp.master_socket, hp.pid_file):

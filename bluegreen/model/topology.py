@@ -126,6 +126,11 @@ class AppSettings:
     health_status: int = 200  # the status the health path answers when healthy
     # Extra variables of shared/.env (`app.env`), by name; see `AppEnvVar`.
     env: tuple[AppEnvVar, ...] = ()
+    # The team's git working copy on each app host (`app.workingCopy`): developers commit and push
+    # from it, and it stays where it is; releases live beside it under `dir`. None: no working copy.
+    working_copy: str | None = None
+    # The deploy user's git credential store (`app.gitCredentials`, default `~/.git-credentials`).
+    git_credentials: str | None = None
 
 
 @dataclass(frozen=True)

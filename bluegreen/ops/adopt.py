@@ -8,8 +8,11 @@ imports with no diff. From the estate itself it reads:
 
 - the live colour: HAProxy's routing (runtime map, else the `use_backend`/`default_backend` of its
   config), else the journal's `prod`;
-- the repository URL: `git remote get-url origin` of the working copy on an app host;
-- the database user and name: the app's `.env` `DATABASE_URL` (the password is never written).
+- the repository URL: `git remote get-url origin` of the working copy (`app.workingCopy`) on an
+  app host, without any token pasted into it;
+- the database user and name: the app's `.env` `DATABASE_URL` (the password is never written);
+- the estate's old tools, reported only: its switch script and the old MCP server
+  (`ops/retire.py`, which `bluegreen retire-legacy` uses to make them harmless).
 
 The stack file is rewritten round trip (ruamel.yaml), so its comments and layout survive; a second
 run writes nothing. Pure parts (PVE config -> stack values, `.env` parsing, the diff) are at the top.
@@ -25,6 +28,7 @@ import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -37,6 +41,8 @@ from bluegreen.model.errors import BlueGreenError, ConfigError, RemoteError
 from bluegreen.model.journal import parse_state
 from bluegreen.model.stackfile import read_stack_config, stack_file
 from bluegreen.model.topology import COLORS, NAMESPACE, Container, Topology
+from bluegreen.ops.retire import find_legacy_tools
+from bluegreen.render.workingcopy import without_userinfo
 
 log = logging.getLogger("bluegreen.adopt")
 
@@ -253,6 +259,7 @@ class Findings:
     database_user: str | None = None
     database_name: str | None = None
     notes: list[str] = field(default_factory=list)
+    legacy: dict[str, Any] | None = None  # the estate's old switch and MCP server (ops/retire.py)
 
 
 @dataclass
@@ -272,7 +279,8 @@ class AdoptResult:
         return {"ok": True, "stackFile": self.stack_file, "dryRun": self.dry_run, "changed": self.changed,
                 "written": self.written, "diff": self.diff, "liveColor": f.live_color,
                 "liveColorSource": f.live_source, "repo": f.repo, "databaseUser": f.database_user,
-                "databaseName": f.database_name, "containers": f.containers, "notes": f.notes}
+                "databaseName": f.database_name, "containers": f.containers, "notes": f.notes,
+                "legacyTools": f.legacy}
 
 
 ExecutorFactory = Callable[[Container], Any]
@@ -306,16 +314,19 @@ def read_live_color(t: Topology, executor: Any) -> tuple[str | None, str]:
 def read_app_host(t: Topology, host: Container, executor: Any) -> tuple[str | None, dict[str, str] | None, str]:
     """(origin URL, .env values, where .env was) of one app host; either may be None."""
     app_dir = host.path(t.app.dir)
+    work = host.path(t.app.working_copy) if t.app.working_copy else None
     repo = None
-    for candidate in (app_dir, f"{app_dir}/repo.git"):
-        result = executor.run(f"git -C {shlex.quote(candidate)} remote get-url origin", step="read the origin URL",
-                              check=False)
+    for candidate in (*filter(None, [work]), f"{app_dir}/repo.git"):
+        quoted = shlex.quote(candidate)
+        result = executor.run(f"git -c safe.directory={quoted} -C {quoted} remote get-url origin",
+                              step="read the origin URL", check=False)
         if result.ok and result.stdout.strip():
-            repo = result.stdout.strip()
+            # A token pasted into the URL stays on the host: the stack gets the URL without it.
+            repo = without_userinfo(result.stdout.strip())
             break
     env = None
     where = ""
-    for path in (f"{app_dir}/.env", f"{app_dir}/shared/.env"):
+    for path in (*filter(None, [work and f"{work}/.env"]), f"{app_dir}/shared/.env"):
         data = executor.get(path, step="read the app's .env")
         if data is not None:
             env = parse_env(data.decode(errors="replace"))
@@ -324,7 +335,7 @@ def read_app_host(t: Topology, host: Container, executor: Any) -> tuple[str | No
     return repo, env, where
 
 
-def gather(t: Topology, *, pve: Any, connect: ExecutorFactory) -> Findings:
+def gather(t: Topology, *, pve: Any, connect: ExecutorFactory, ide_config: Path | None = None) -> Findings:
     f = Findings()
     for c in t.containers:
         config = pve.container_config(c.vmid)
@@ -337,7 +348,10 @@ def gather(t: Topology, *, pve: Any, connect: ExecutorFactory) -> Findings:
                        f"{'running' if running else 'stopped'}")
     with connect(t.load_balancer) as lb:
         f.live_color, f.live_source = read_live_color(t, lb)
+        legacy = find_legacy_tools(t, lb, ide_config)
     f.notes.append(f"live colour: {f.live_color or 'unknown'} (from {f.live_source})")
+    f.legacy = legacy.to_json()
+    f.notes += legacy.notes
     for color in COLORS:
         host = t.app_host(color)
         try:
@@ -358,9 +372,9 @@ def gather(t: Topology, *, pve: Any, connect: ExecutorFactory) -> Findings:
 
 
 def adopt(t: Topology, *, pve: Any, connect: ExecutorFactory, dry_run: bool = False,
-          confirm: Callable[[str], None] | None = None) -> AdoptResult:
+          confirm: Callable[[str], None] | None = None, ide_config: Path | None = None) -> AdoptResult:
     """Read the estate, write the stack file (unless `dry_run`); `confirm(diff)` may refuse."""
-    f = gather(t, pve=pve, connect=connect)
+    f = gather(t, pve=pve, connect=connect, ide_config=ide_config)
     path = stack_file(t.project_dir, t.stack)
     text = path.read_text()
     raw = read_stack_config(t.project_dir, t.stack)
@@ -387,6 +401,8 @@ def adopt(t: Topology, *, pve: Any, connect: ExecutorFactory, dry_run: bool = Fa
     return AdoptResult(stack_file=str(path), findings=f, diff=diff, written=written, dry_run=dry_run)
 
 
-def run_adopt(t: Topology, *, dry_run: bool, confirm: Callable[[str], None] | None = None) -> AdoptResult:
+def run_adopt(t: Topology, *, dry_run: bool, confirm: Callable[[str], None] | None = None,
+              ide_config: Path | None = None) -> AdoptResult:
     """`bluegreen adopt`: the stack's own PVE client and SSH connections."""
-    return adopt(t, pve=from_topology(t), connect=lambda c: connect(t, c), dry_run=dry_run, confirm=confirm)
+    return adopt(t, pve=from_topology(t), connect=lambda c: connect(t, c), dry_run=dry_run, confirm=confirm,
+                 ide_config=ide_config)

@@ -21,10 +21,12 @@ from bluegreen.model.timestamps import iso, utcnow
 from bluegreen.model.topology import other_color
 from bluegreen.ops.deploy_run import DeployResult, DeployRun
 from bluegreen.ops.estate import Estate
+from bluegreen.ops.gitaccess import git_access_all
 from bluegreen.ops.migrate import failure_note, inspect_ref
 from bluegreen.ops.notify import emits_deploy
 from bluegreen.ops.signals import signals_deferred
 from bluegreen.render import commands as cmd
+from bluegreen.render.gitaccess import describe_problems
 
 log = logging.getLogger("bluegreen.deploy")
 
@@ -62,8 +64,10 @@ def plan_deploy(estate: Estate, ref: str | None = None, *, migrate: bool = False
     with estate.on(t.load_balancer) as lb:
         live = estate.live_color(lb)
     standby = other_color(live)
+    access = _preflight(estate, standby)
     steps = [
         f"lock the estate (on {t.load_balancer.label})",
+        f"check git access on {standby} ({access})",
         f"snapshot CT {t.app_host(standby).vmid} in Proxmox (keep {t.proxmox.snapshot_keep})",
         f"fetch {ref} from {t.app.repo} into a new release on {standby}",
         "link shared .env; install dependencies (reused when package-lock.json is unchanged)",
@@ -82,6 +86,22 @@ def plan_deploy(estate: Estate, ref: str | None = None, *, migrate: bool = False
                     + " (a run that finds another commit or other migrations is refused)")
     return DeployPlan(color=standby, host=t.app_host(standby).label, ref=ref, migrate=migrate,
                       allow_destructive=allow_destructive, live=live, steps=steps, sha=sha, pending=pending)
+
+
+def _preflight(estate: Estate, standby: str) -> str:
+    """Every app host asked whether it can fetch (as the deploy user, with its credentials): the
+    standby's problems stop the plan; the live colour's are warned about (its next deploy, after a
+    switch, would fail). What the standby uses, for the plan."""
+    found = git_access_all(estate)
+    for color, answer in sorted(found.items()):
+        problem = answer if isinstance(answer, str) else (None if answer.ok else describe_problems(answer))
+        if problem and color == standby:
+            raise ConfigError(f"{problem}; nothing was changed")
+        if problem:
+            log.warning("%s (its next deploy, after a switch, would fail)", problem)
+    mine = found[standby]
+    assert not isinstance(mine, str)
+    return f"as {mine.user} with {mine.credentials}" + ("" if mine.present else " (absent: not needed)")
 
 
 @emits_deploy

@@ -1,8 +1,9 @@
 """One deploy to the standby, step by step: each step recorded, so a failure is undone precisely.
 
-Steps: snapshot, fetch (pinned commit checked), export the release, install, build, migrations
-(`ops.migrate`), point `current`, reload PM2, wait for health, smoke test through the preview
-frontend, prune. `restore()` puts the standby back on its previous release; the live colour is
+Steps: git access checked (as the deploy user, with its credentials), snapshot, fetch (pinned
+commit checked), export the release, a working copy where the host has none, install, build,
+migrations (`ops.migrate`), point `current`, reload PM2, wait for health, smoke test through the
+preview frontend, prune. `restore()` puts the standby back on its previous release; the live colour is
 never touched.
 """
 
@@ -23,8 +24,10 @@ from bluegreen.model.timestamps import utcnow
 from bluegreen.model.topology import other_color
 from bluegreen.ops.convert import convert_host, needs_conversion_command, replace_hand_started
 from bluegreen.ops.estate import Estate
+from bluegreen.ops.gitaccess import require_git_access
 from bluegreen.ops.migrate import check_fetched, migrations_step
 from bluegreen.render import commands as cmd
+from bluegreen.render import workingcopy
 from bluegreen.render.shell import sh
 
 log = logging.getLogger("bluegreen.deploy")
@@ -49,10 +52,11 @@ class DeployResult:
     backup_bytes: int | None = None
     database: str | None = None  # what happened to the database when the deploy failed after its dump
     migrations_edited: list[str] = field(default_factory=list)
+    working_copy: str | None = None  # what the deploy did about the host's working copy, if anything
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "colour": self.color, "ref": self.ref, "sha": self.sha,
-                "migrationsEdited": self.migrations_edited,
+                "migrationsEdited": self.migrations_edited, "workingCopy": self.working_copy,
                 "release": self.release, "previousRelease": self.previous_release,
                 "dependencies": self.dependencies, "migrationsApplied": self.migrations_applied,
                 "backup": self.backup, "snapshot": self.snapshot,
@@ -95,6 +99,9 @@ class DeployRun:
 
     def execute(self, *, migrate: bool, allow_destructive: bool, snapshot: bool) -> None:
         t, paths = self.t, self.paths
+        user = t.app.deploy_user or t.ssh.user
+        with self.step(f"check git access on {self.color} (as {user}, {paths.git_credentials})"):
+            require_git_access(self.estate, self.color)
         if snapshot:
             with self.step(f"snapshot CT {self.host.vmid}", long=True):
                 self.result.snapshot = self._snapshot()
@@ -102,6 +109,7 @@ class DeployRun:
             self._convert_layout(ex)
             with self.step(f"fetch {self.ref}", long=True):
                 sha = self._fetch(ex)
+            self._ensure_working_copy(ex)
             with self.step("install dependencies", long=True):
                 out = ex.run(cmd.install_dependencies(t, paths, self.release or "", self.previous),
                              step="install dependencies")
@@ -147,9 +155,25 @@ class DeployRun:
         ex.run(cmd.export_release(paths, self.release, sha, self.ref), step="export release")
         return sha
 
+    def _ensure_working_copy(self, ex: Executor) -> None:
+        """A host without the team's working copy (rebuilt, or new) gets one on `app.branch`, from
+        the mirror just fetched. Never fails the deploy: the release does not depend on it."""
+        if self.paths.working_copy is None:
+            return
+        out = ex.run(workingcopy.create_command(self.t, self.paths, self.t.app.branch),
+                     step="create the working copy", check=False)
+        if not out.ok:
+            self.result.working_copy = (f"could not create the working copy {self.paths.working_copy}: "
+                                        f"{(out.stderr or out.stdout).strip()[-300:]}")
+            log.warning("%s: %s", self.host.label, self.result.working_copy)
+        elif "created" in out.stdout.split():
+            self.result.working_copy = (f"created the working copy {self.paths.working_copy} on "
+                                        f"{self.t.app.branch} (the host had none)")
+            log.info("%s: %s", self.host.label, self.result.working_copy)
+
     def _convert_layout(self, ex: Executor) -> None:
         """The first deploy to a host still kept by hand (working copy, .env, hand-started PM2)
-        moves it to the release layout; see ops/convert.py."""
+        gives it the release layout beside the working copy; see ops/convert.py."""
         if not ex.run(needs_conversion_command(self.paths), step="look for the old layout", check=False).ok:
             return
         with self.step(f"convert {self.color} to the release layout"):

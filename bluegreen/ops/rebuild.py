@@ -16,7 +16,12 @@ The steps, all under the deployment lock and never touching the live colour:
 5. configure the host (bootstrap, PM2 ecosystem, shared/.env from the stack's secrets), unless
    the backend's engine already did;
 6. deploy the live release to it (no migrations: the database is shared and already there) and
-   check its health and the preview frontend, like every deploy.
+   check its health and the preview frontend, like every deploy; the deploy gives the new host a
+   working copy on `app.branch` (cloned from the fetched mirror), where the team expects one.
+
+The team's working copy on the standby goes with its container, so a rebuild first reads it and
+refuses while it holds work found nowhere else (uncommitted or untracked files, commits on no
+remote branch, stashes), naming it, unless told to discard it.
 
 `rebuild_standby` returns a `RebuildResult`; every failure is a `BlueGreenError` naming its step.
 """
@@ -34,7 +39,7 @@ from bluegreen.hosts.executor import connect
 from bluegreen.hosts.hostkeys import HostKey, trust_created_host
 from bluegreen.hosts.pulumi import PulumiSeam, find_container, find_urn
 from bluegreen.model.ctinputs import REBUILD_ENV, RELEASE, REPLACE
-from bluegreen.model.errors import BlueGreenError, PulumiError, SwitchError
+from bluegreen.model.errors import BlueGreenError, ConfigError, PulumiError, SwitchError
 from bluegreen.model.resources import (
     TEMPLATE_FILE_TYPE,
     container_urn,
@@ -50,6 +55,7 @@ from bluegreen.model.topology import REBUILDING, Container, Topology, other_colo
 from bluegreen.ops.configure import configure_app_host
 from bluegreen.ops.deploy import deploy
 from bluegreen.ops.estate import Estate
+from bluegreen.ops.status import read_working_copy
 from bluegreen.render import commands as cmd
 
 log = logging.getLogger("bluegreen.rebuild")
@@ -176,9 +182,11 @@ class RebuildResult:
     host_key: HostKey | None = None
     configured: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+    working_copy: str | None = None  # what became of the standby's working copy
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "colour": self.color, "vmid": self.vmid, "live": self.live,
+                "workingCopy": self.working_copy,
                 "backend": self.backend, "release": self.release, "sha": self.sha,
                 "hostKey": self.host_key.to_json() if self.host_key else None,
                 "configured": self.configured, "durationSeconds": round(self.duration_s, 2)}
@@ -196,7 +204,7 @@ def record_rebuild(state: Any, result: RebuildResult, *, who: str, when: str, ke
 
 
 def rebuild_standby(estate: Estate, backend: ContainerBackend | None = None, secrets: Secrets | None = None, *,
-                    ssh_wait_s: float = SSH_WAIT_S) -> RebuildResult:
+                    ssh_wait_s: float = SSH_WAIT_S, discard_working_copy: bool = False) -> RebuildResult:
     """Replace the standby's container and bring it back serving the live release."""
     t = estate.t
     backend = backend or backend_for(t, estate.pulumi_command)
@@ -216,9 +224,11 @@ def rebuild_standby(estate: Estate, backend: ContainerBackend | None = None, sec
                                                step="read the live release").stdout)
         if not current.sha:
             raise SwitchError(f"the live colour {live} serves no release to copy to the rebuilt {standby}")
+        kept = _check_working_copy(estate, host, discard=discard_working_copy)
         if secrets is None and not backend.configures_hosts:
             secrets = secrets_from_environment(t)
-        result = RebuildResult(ok=False, color=standby, vmid=host.vmid, live=live, backend=backend.name)
+        result = RebuildResult(ok=False, color=standby, vmid=host.vmid, live=live, backend=backend.name,
+                               working_copy=kept)
         error: str | None = None
         try:
             _replace_and_serve(estate, backend, host, current.sha, secrets, result, ssh_wait_s=ssh_wait_s)
@@ -254,7 +264,36 @@ def _replace_and_serve(estate: Estate, backend: ContainerBackend, host: Containe
             result.configured = configure_app_host(t, host, ex, secrets)
     deployed = deploy(estate, sha, migrate=False, snapshot=False)
     result.release, result.sha = deployed.release, deployed.sha
+    if deployed.working_copy:
+        result.working_copy = "; ".join(filter(None, [result.working_copy, deployed.working_copy]))
     result.ok = True
+
+
+def _check_working_copy(estate: Estate, host: Container, *, discard: bool) -> str | None:
+    """Refuse to replace a container whose working copy holds work found nowhere else (unless
+    `discard`); what is known about it, for the result. An unreachable host is what a rebuild is
+    for: it goes on, saying the working copy could not be checked."""
+    paths = cmd.AppPaths.of(estate.t, host)
+    if paths.working_copy is None:
+        return None
+    try:
+        with estate.on(host) as ex:
+            found = read_working_copy(ex, paths)
+    except BlueGreenError as exc:
+        note = f"the working copy {paths.working_copy} on {host.label} could not be checked ({exc})"
+        estate.progress.note(note)
+        return note
+    if found.state != "present" or not found.unsaved:
+        return None
+    what = ", ".join(found.unsaved)
+    if not discard:
+        raise ConfigError(
+            f"the working copy {paths.working_copy} on {host.label} holds work found nowhere else ({what}); "
+            "a rebuild replaces the container and it with it: commit and push it (or copy it off the host) "
+            "first, or rebuild with --discard-working-copy")
+    note = f"discarded the working copy {paths.working_copy} on {host.label} with {what} (--discard-working-copy)"
+    estate.progress.note(note)
+    return note
 
 
 BACKENDS_GROUP = "bluegreen.container_backends"

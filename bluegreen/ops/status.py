@@ -21,6 +21,7 @@ from bluegreen.model.topology import other_color
 from bluegreen.ops.emergency import reconcile_command
 from bluegreen.ops.estate import Estate
 from bluegreen.render import commands as cmd
+from bluegreen.render import workingcopy
 
 
 @dataclass
@@ -40,10 +41,12 @@ class ColorStatus:
     proxmox: dict[str, Any] | None = None
     errors: list[str] = field(default_factory=list)
     commit: str | None = None  # what the health answer reports, or COMMIT_NOT_REPORTED
+    working_copy: workingcopy.WorkingCopy | None = None  # the team's git working copy beside the releases
 
     def to_json(self) -> dict[str, Any]:
         return {
             "commit": self.commit,
+            "workingCopy": self.working_copy.to_json() if self.working_copy else None,
             "host": self.host, "vmid": self.vmid, "reachable": self.reachable,
             "healthy": self.healthy, "statusCode": self.status_code, "latencyMs": self.latency_ms,
             "release": self.release, "sha": self.sha, "ref": self.ref, "pm2": self.pm2,
@@ -151,9 +154,21 @@ def color_status(estate: Estate, color: str) -> ColorStatus:
             result.release, result.sha, result.ref = current.name, current.sha, current.ref
             raw = ex.run(cmd.pm2_jlist(t, paths), step="pm2 jlist", check=False).stdout
             result.pm2 = pm2_summary(raw)
+            result.working_copy = read_working_copy(ex, paths)
     except BlueGreenError as exc:
         result.errors.append(str(exc))
     return result
+
+
+def read_working_copy(ex: Any, paths: cmd.AppPaths) -> workingcopy.WorkingCopy:
+    """The working copy's branch, how far it is ahead of or behind its upstream (as of its last
+    fetch: status fetches nothing) and the work only it holds. Read-only."""
+    out = ex.run(workingcopy.report_command(paths), step="read the working copy", check=False)
+    found = workingcopy.parse_report(paths.working_copy, out.stdout)
+    if found.state == "unreadable" and out.stderr.strip():
+        return workingcopy.WorkingCopy(path=paths.working_copy, state="unreadable",
+                                       error=out.stderr.strip().splitlines()[-1])
+    return found
 
 
 def database_status(estate: Estate) -> dict[str, Any]:

@@ -171,8 +171,9 @@ def _app(t: Topology, host: Container) -> list[str]:
         f"command -v pm2 >/dev/null 2>&1 || "
         f"{{ npm install -g {PM2_PACKAGE}; changed {_q('installed ' + PM2_PACKAGE)}; }}",
         f"ensure_user {_q(user)}",
-        # A git working copy at the app dir is the estate's old layout, possibly serving: left as
-        # it is (owner included); the first deploy to that colour converts it (convert.py).
+        # Releases live beside the team's working copy (app.workingCopy), which bootstrap never
+        # touches. A git working copy at app.dir itself (a stack that still names it there) is left
+        # as it is, owner included; the first deploy refuses it with the fix (convert.py).
         f"if [ ! -e {_q(host.path(app_dir + '/.git'))} ]; then",
         f"  ensure_dir {_q(host.path(app_dir))} {_q(user)} 0755",
         f"  ensure_dir {_q(host.path(app_dir + '/releases'))} {_q(user)} 0755",

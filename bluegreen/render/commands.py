@@ -38,19 +38,43 @@ class AppPaths:
     ecosystem: str
     fault_file: str
     pm2_home: str
+    # The team's git working copy beside the releases (None: the stack names none).
+    working_copy: str | None = None
+    # The deploy user's git credential store, used by every fetch (`app.gitCredentials`).
+    git_credentials: str = ""
 
     @classmethod
     def of(cls, t: Topology, host: Container) -> AppPaths:
         app_dir = host.path(t.app.dir)
-        home = t.app.pm2_home or ("/root/.pm2" if t.app.deploy_user == "root"
-                                  else f"/home/{t.app.deploy_user}/.pm2")
+        home = t.app.pm2_home or f"{deploy_home(t)}/.pm2"
         return cls(app_dir=app_dir, releases=f"{app_dir}/releases", current=f"{app_dir}/current",
                    shared=f"{app_dir}/shared", env_file=f"{app_dir}/shared/.env",
                    mirror=f"{app_dir}/repo.git", ecosystem=f"{app_dir}/ecosystem.config.js",
-                   fault_file=f"{app_dir}/shared/fault", pm2_home=host.path(home))
+                   fault_file=f"{app_dir}/shared/fault", pm2_home=host.path(home),
+                   working_copy=host.path(t.app.working_copy) if t.app.working_copy else None,
+                   git_credentials=host.path(git_credentials_path(t)))
 
     def release(self, name: str) -> str:
         return f"{self.releases}/{name}"
+
+
+def deploy_home(t: Topology) -> str:
+    """The deploy user's home (unrooted), as Debian's adduser makes it."""
+    user = t.app.deploy_user or t.ssh.user
+    return "/root" if user == "root" else f"/home/{user}"
+
+
+def git_credentials_path(t: Topology) -> str:
+    """`app.gitCredentials` (`~/` is the deploy user's home), else `~/.git-credentials`."""
+    configured = t.app.git_credentials or "~/.git-credentials"
+    return deploy_home(t) + configured[1:] if configured.startswith("~/") else configured
+
+
+def git_as_deploy_user(t: Topology, paths: AppPaths, git_args: str) -> str:
+    """`git <git_args>` with the deploy user's credential store (after any helper they configured
+    themselves), never prompting: a missing or wrong token fails at once, named."""
+    helper = f"store --file={sh(paths.git_credentials)}"
+    return f"env GIT_TERMINAL_PROMPT=0 git -c credential.helper={sh(helper)} {git_args}"
 
 
 def release_name(sha: str, now: datetime) -> str:
@@ -65,16 +89,27 @@ def as_deploy_user(t: Topology, command: str) -> str:
 
 
 def fetch_ref(t: Topology, paths: AppPaths, ref: str) -> str:
-    """Keep a mirror of the app repository on the host, update it, print the ref's commit sha."""
+    """Keep a mirror of the app repository on the host, update it, print the ref's commit sha.
+
+    Runs as the deploy user with its git credentials (`git_as_deploy_user`); a mirror an earlier
+    version made as the login user is handed to the deploy user first.
+    """
     validate_ref(ref)
-    mirror = paths.mirror
-    return (
-        f"set -e; if [ ! -d {sh(mirror)} ]; then "
-        f"git clone --quiet --mirror {sh(t.app.repo)} {sh(mirror)}; else "
-        f"git --git-dir={sh(mirror)} remote set-url origin {sh(t.app.repo)}; "
-        f"git --git-dir={sh(mirror)} fetch --quiet --prune --force origin; fi; "
-        f"git --git-dir={sh(mirror)} rev-parse --verify --quiet {sh(ref + '^{commit}')}"
+    mirror = sh(paths.mirror)
+    user = t.app.deploy_user
+    hand_over = ""
+    if user and user != t.ssh.user:
+        hand_over = (f"if [ -d {mirror} ] && [ \"$(stat -c %U {mirror})\" != {sh(user)} ]; then "
+                     f"chown -R {sh(user)}: {mirror}; fi; ")
+    git = lambda args: git_as_deploy_user(t, paths, args)  # noqa: E731
+    fetch = (
+        f"set -e; if [ ! -d {mirror} ]; then "
+        f"{git(f'clone --quiet --mirror {sh(t.app.repo)} {mirror}')}; else "
+        f"git --git-dir={mirror} remote set-url origin {sh(t.app.repo)}; "
+        f"{git(f'--git-dir={mirror} fetch --quiet --prune --force origin')}; fi; "
+        f"git --git-dir={mirror} rev-parse --verify --quiet {sh(ref + '^{commit}')}"
     )
+    return f"set -e; {hand_over}{as_deploy_user(t, fetch)}"
 
 
 def export_release(paths: AppPaths, release: str, sha: str, ref: str) -> str:

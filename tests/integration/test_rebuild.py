@@ -84,6 +84,10 @@ def test_rebuild_standby_under_load(estate: Lab) -> None:  # noqa: F811
     from bluegreen.hosts import health
     probe = health.http_probe(f"http://{host.ip}:{t.app.port}{t.app.health_path}")
     assert probe.ok, probe  # (the health path no longer reports the commit: release_of checks it)
+    # The team's working copy went with the old container; the deploy made it again on app.branch.
+    assert t.app.working_copy is not None
+    assert "created the working copy" in (data["workingCopy"] or ""), data["workingCopy"]
+    assert Path(host.path(t.app.working_copy), ".git").is_dir()
     # The journal records the rebuild and the new key.
     entry = journal(lab).recent(5)
     rebuilds = [e for e in entry if e.get("type") == "rebuild"]

@@ -99,7 +99,8 @@ def test_the_estate_is_built_as_the_operators_describe_it(legacy: LegacyLab) -> 
     t = load_stack(legacy.project_dir, "lab")
     for color in ("blue", "green"):
         host = t.app_host(color)
-        work = host.path(t.app.dir)
+        assert t.app.working_copy is not None
+        work = host.path(t.app.working_copy)
         assert _sh("git", "-C", work, "rev-parse", "--abbrev-ref", "HEAD") == BRANCH
         assert _sh("git", "-C", work, "remote", "get-url", "origin") == str(legacy.paths.sample_repo)
         dotenv = Path(work, ".env").read_text()

@@ -31,12 +31,17 @@ import pytest
 from bluegreen.faces import cli
 from bluegreen.hosts import haproxy as hr
 from bluegreen.hosts.executor import connect
+from bluegreen.hosts.haproxy_cli import runtime_command
+from bluegreen.hosts.health import http_probe, visitor
+from bluegreen.hosts.lock import LockManager
 from bluegreen.lab.lab import Lab
-from bluegreen.lab.legacy import LegacyLab
+from bluegreen.lab.legacy import BRANCH, IDE_CONFIG, OPERATOR_DIR, LegacyLab
 from bluegreen.lab.loadgen import RequestLoop
+from bluegreen.model.errors import LockedError
 from bluegreen.model.stackfile import load_stack
 from bluegreen.model.topology import Topology
 from bluegreen.ops.adopt import parse_env
+from bluegreen.render.bootstrap import STATE_SCRIPT
 
 pytestmark = pytest.mark.integration
 
@@ -64,12 +69,11 @@ def legacy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LegacyLab
                 the_lab.clear_estate()
 
 
-def bluegreen(copy: Path, *args: str) -> dict[str, Any]:
+def bluegreen(copy: Path, *args: str) -> Any:
     out, err = io.StringIO(), io.StringIO()
     code = cli.main(["--cwd", str(copy), "--stack", "lab", "--json", *args], out=out, err=err)
     assert code == 0, f"bluegreen {' '.join(args)} exited {code}: {err.getvalue()[-2000:]}"
-    result: dict[str, Any] = json.loads(out.getvalue())
-    return result
+    return json.loads(out.getvalue())
 
 
 def certificate(t: Topology) -> bytes:
@@ -90,12 +94,30 @@ def psql(t: Topology, sql: str) -> str:
 
 
 def env_values(t: Topology, color: str) -> dict[str, str]:
+    """The settings the app runs with: shared/.env once converted, the working copy's before."""
     host = t.app_host(color)
-    for rel in ("shared/.env", ".env"):
-        path = Path(host.path(t.app.dir), rel)
+    assert t.app.working_copy is not None
+    for path in (Path(host.path(t.app.dir), "shared/.env"), Path(host.path(t.app.working_copy), ".env")):
         if path.exists():
             return parse_env(path.read_text())
     raise AssertionError(f"no .env on {color}")
+
+
+def working_copies(t: Topology) -> dict[str, dict[str, str]]:
+    """Each app host's working copy as the team sees it: branch, commit, origin, status, .env."""
+    out = {}
+    for color in ("blue", "green"):
+        assert t.app.working_copy is not None
+        work = t.app_host(color).path(t.app.working_copy)
+
+        def git(*args: str, work: str = work) -> str:
+            return subprocess.run(["git", "-C", work, *args], capture_output=True, text=True, check=True,
+                                  timeout=60).stdout
+
+        out[color] = {"branch": git("rev-parse", "--abbrev-ref", "HEAD"), "head": git("rev-parse", "HEAD"),
+                      "origin": git("remote", "get-url", "origin"), "status": git("status", "--porcelain"),
+                      "env": Path(work, ".env").read_text()}
+    return out
 
 
 def facts(t: Topology) -> dict[str, Any]:
@@ -116,7 +138,12 @@ def facts(t: Topology) -> dict[str, Any]:
 def test_takeover_under_load_loses_nothing(legacy: tuple[LegacyLab, Path]) -> None:
     _, copy = legacy
     t = load_stack(copy, "lab")
+    assert t.app.working_copy is not None
+    # A developer's uncommitted edit on green, the standby converted first: it must survive.
+    edit = Path(t.app_host("green").path(t.app.working_copy), "NOTES.md")
+    edit.write_text("work in progress on green\n")
     before = facts(t)
+    copies = working_copies(t)
     loop = RequestLoop(f"{t.public_url}/", clients=6, ca_file=t.haproxy.ca_file, server_name=t.tls_server_name,
                        max_requests=5_000_000, max_seconds=1700, pause=0.002)
     with loop:
@@ -154,6 +181,109 @@ def test_takeover_under_load_loses_nothing(legacy: tuple[LegacyLab, Path]) -> No
     assert after["postgres"] == before["postgres"], "PostgreSQL was restarted"
     with connect(t, t.load_balancer) as lb:
         assert hr.live_color(lb, t) == t.active_color == "blue"
-    # The working copies are kept aside, never deleted.
+    # The working copies are where the team left them: branch, commit, origin, uncommitted work,
+    # .env; the releases live beside them.
+    assert working_copies(t) == copies and edit.read_text() == "work in progress on green\n"
+    assert "?? NOTES.md" in copies["green"]["status"]
+    status = bluegreen(copy, "status")
     for color in ("blue", "green"):
-        assert Path(t.app_host(color).path(t.app.dir + ".working-copy"), ".git").is_dir()
+        wc = status["colors"][color]["workingCopy"]
+        assert (wc["state"], wc["branch"], wc["ahead"], wc["behind"]) == ("present", BRANCH, 0, 0), wc
+    assert status["colors"]["green"]["workingCopy"]["untracked"] == 1
+
+
+def _state_script(t: Topology, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([t.load_balancer.path(STATE_SCRIPT), *args], capture_output=True, text=True, timeout=60)
+
+
+def _admin(t: Topology, command: str) -> str:
+    with connect(t, t.load_balancer) as lb:
+        return lb.run(runtime_command(t.load_balancer.path(t.haproxy.admin_socket), [command]),
+                      step="admin socket").stdout
+
+
+def _served_by(t: Topology) -> str | None:
+    return http_probe(f"{t.public_url}/", headers={"Connection": "close"}, **visitor(t)).served_by
+
+
+@pytest.mark.timeout(900)
+def test_the_old_switch_is_retired_and_an_old_habit_switches_the_new_way(legacy: tuple[LegacyLab, Path]) -> None:
+    the_lab, copy = legacy
+    t = load_stack(copy, "lab")
+    Lab(project_dir=copy)._apply()  # map routing in place (what the takeover above left; a no-op then)
+    lb = t.load_balancer
+    script = Path(lb.path(STATE_SCRIPT))
+    state_file = Path(lb.path(t.journal.path))
+    old_script = script.read_text()
+    ide = the_lab.paths.root / OPERATOR_DIR / IDE_CONFIG
+
+    # adopt says what it found: the old switch (and what it does) and the old MCP server in Windsurf.
+    found = bluegreen(copy, "adopt", "--dry-run", "--ide-config", str(ide))["legacyTools"]
+    assert found["scriptKind"] == "estate" and found["needsRetiring"], found
+    assert "rewrites use_backend in haproxy.cfg" in found["does"] and "switch" in found["commands"]
+    [entry] = found["ideEntries"]
+    assert entry["name"] == "blue-green-deployment" and entry["serverJs"].endswith("mcp-blue-green/server.js")
+    assert entry["does"] == ["switches through jw-deployment-state.sh on the load balancer"]
+
+    retired = bluegreen(copy, "retire-legacy", "--yes", "--ide-config", str(ide))
+    assert Path(str(script) + ".pre-bluegreen").read_text() == old_script  # kept, byte for byte
+    assert retired["replacementEntry"][f"bluegreen-{t.stack}"]["args"][:3] == ["-m", "bluegreen", "mcp"]
+    assert bluegreen(copy, "retire-legacy", "--yes")["changes"] == []  # a second run changes nothing
+
+    with connect(t, lb) as ex:
+        live = hr.live_color(ex, t)
+    target = "green" if live == "blue" else "blue"
+    before = json.loads(state_file.read_text())
+    # get, history and set keep working on the journal; set cannot make it lie.
+    assert _state_script(t, "get", "prod").stdout.strip() == live == before["prod"]
+    newest = _state_script(t, "history", "1").stdout.strip()
+    assert newest.startswith(str(before["history"][0].get("timestamp") or before["history"][0].get("when")))
+    refused = _state_script(t, "set", "prod", target)
+    assert refused.returncode == 2 and f"switch {target}" in refused.stderr
+    assert json.loads(state_file.read_text()) == before
+
+    # A target HAProxy sees DOWN is refused; nothing moves.
+    _admin(t, f"set server bk_{target}/{target} state maint")
+    try:
+        down = _state_script(t, "switch")
+        assert down.returncode == 1 and f"bk_{target} has no server UP" in down.stderr
+    finally:
+        _admin(t, f"set server bk_{target}/{target} state ready")
+    deadline = time.monotonic() + 30
+    while f"bk_{target}" not in _admin(t, "show stat") or \
+            not [ln for ln in _admin(t, "show stat").splitlines() if ln.startswith(f"bk_{target},{target},")
+                 and ",UP," in ln]:
+        assert time.monotonic() < deadline, "the target never came back UP"
+        time.sleep(0.5)
+
+    # The old habit: `jw-deployment-state.sh switch`. It flips the map (runtime and file) and records it.
+    switched = _state_script(t, "switch", "--reason", "old habit")
+    assert switched.returncode == 0, switched.stderr
+    with connect(t, lb) as ex:
+        assert hr.live_color(ex, t) == target
+    assert f"live bk_{target}" in Path(lb.path(t.haproxy.map_path)).read_text()
+    assert _served_by(t) == target
+    after = json.loads(state_file.read_text())
+    assert (after["prod"], after["switchCount"]) == (target, before["switchCount"] + 1)
+    assert after["history"][0]["reason"] == "old habit" and after["history"][0]["path"] == "jw-deployment-state.sh"
+    assert after["history"][1:] == before["history"][:len(after["history"]) - 1]
+    assert bluegreen(copy, "history", "--limit", "1")[0]["to"] == target
+    assert not Path(lb.path(t.journal.lock_path)).exists()  # released
+    again = _state_script(t, "switch", target)
+    assert again.returncode == 0 and "already live" in again.stdout
+
+    # A held deployment lock refuses a normal switch; --emergency takes it over, as bluegreen's does.
+    with connect(t, lb) as ex:
+        holder = LockManager(ex, lb.path(t.journal.lock_path))
+        holder.acquire("deploy", who="ops@laptop")
+        held = _state_script(t, "switch")
+        assert held.returncode == 1 and "held by ops@laptop for deploy" in held.stderr
+        emergency = _state_script(t, "switch", "--emergency")
+        assert emergency.returncode == 0, emergency.stderr
+        with pytest.raises(LockedError):
+            holder.check()
+    final = json.loads(state_file.read_text())
+    assert final["prod"] == live and final["history"][0]["preempted"]["holder"] == "ops@laptop"
+    assert final["history"][0]["emergency"] is True
+    assert _served_by(t) == live
+    assert not Path(lb.path(t.journal.lock_path)).exists()

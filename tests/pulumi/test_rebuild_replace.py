@@ -92,7 +92,7 @@ def test_app_env_carries_the_stack_secrets_as_a_secret(pulumi_harness: PulumiHar
         assert f"NEXT_SERVER_ACTIONS_ENCRYPTION_KEY={ACTIONS_KEY}\n" in content
         db = lab_config["bluegreen:database"]
         assert f"DATABASE_URL=postgresql://{db['user']}:" in content and f"@127.0.3.21:5432/{db['name']}\n" in content
-        assert reg.inputs["path"].endswith("/opt/jw-attendant-scheduler/shared/.env")
+        assert reg.inputs["path"].endswith("/opt/jw-attendant-scheduler-deploy/shared/.env")
 
 
 def test_a_missing_app_secret_fails_before_anything_is_registered(pulumi_harness: PulumiHarness,

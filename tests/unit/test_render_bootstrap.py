@@ -72,10 +72,10 @@ def test_app_host_gets_its_release_layout_owned_by_the_deploy_user() -> None:
     script = render_bootstrap(t, t.app_host("green"))
     assert calls(script, "ensure_user") == [["jwapp"]]
     assert dirs_of(script) == {
-        "/opt/jw-attendant-scheduler": ("jwapp", "0755"),
-        "/opt/jw-attendant-scheduler/releases": ("jwapp", "0755"),
-        "/opt/jw-attendant-scheduler/shared": ("jwapp", "0750"),
-        "/opt/jw-attendant-scheduler/logs": ("jwapp", "0755"),
+        "/opt/jw-attendant-scheduler-deploy": ("jwapp", "0755"),
+        "/opt/jw-attendant-scheduler-deploy/releases": ("jwapp", "0755"),
+        "/opt/jw-attendant-scheduler-deploy/shared": ("jwapp", "0750"),
+        "/opt/jw-attendant-scheduler-deploy/logs": ("jwapp", "0755"),
         "/var/lib/prometheus/node-exporter": (),
     }
 
@@ -269,3 +269,25 @@ def test_a_working_copy_at_the_app_dir_is_left_alone(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in app.iterdir()) == before
     assert (app.stat().st_mode & 0o777) == 0o750
+
+
+def test_the_working_copy_is_left_alone_and_releases_live_beside_it(tmp_path: Path) -> None:
+    """app.workingCopy (the team's git working copy) is never touched by bootstrap; the release
+    layout is made in app.dir, a sibling directory."""
+    t = load_stack(PROJECT, "lab")
+    assert t.app.working_copy is not None and t.app.dir != t.app.working_copy
+    host = dataclasses.replace(t.app_host("green"), root=str(tmp_path))
+    t = dataclasses.replace(t, containers=tuple(host if c.color == "green" else c for c in t.containers))
+    assert t.app.working_copy is not None
+    work = Path(host.path(t.app.working_copy))
+    (work / ".git").mkdir(parents=True)
+    (work / ".env").write_text("A=1\n")
+    os.chmod(work, 0o750)
+    before = sorted(p.name for p in work.iterdir())
+    script = tmp_path / "bootstrap.sh"
+    script.write_text(render_bootstrap(t, host))
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in work.iterdir()) == before and (work.stat().st_mode & 0o777) == 0o750
+    app = Path(host.path(t.app.dir))
+    assert {p.name for p in app.iterdir()} >= {"releases", "shared", "logs"}

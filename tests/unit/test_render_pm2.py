@@ -55,9 +55,9 @@ def test_lab_paths_are_rooted_per_host() -> None:
     t = stack("lab")
     blue, _, _ = parts(render_ecosystem(t, "blue"))
     green, green_env_file, _ = parts(render_ecosystem(t, "green"))
-    assert blue["cwd"] == "/var/tmp/jw-lab/ct132/opt/jw-attendant-scheduler/current"
-    assert green["cwd"] == "/var/tmp/jw-lab/ct134/opt/jw-attendant-scheduler/current"
-    assert green_env_file == "/var/tmp/jw-lab/ct134/opt/jw-attendant-scheduler/shared/.env"
+    assert blue["cwd"] == "/var/tmp/jw-lab/ct132/opt/jw-attendant-scheduler-deploy/current"
+    assert green["cwd"] == "/var/tmp/jw-lab/ct134/opt/jw-attendant-scheduler-deploy/current"
+    assert green_env_file == "/var/tmp/jw-lab/ct134/opt/jw-attendant-scheduler-deploy/shared/.env"
 
 
 def test_prod_runs_next_in_cluster_mode() -> None:

@@ -168,6 +168,15 @@ BAD: list[tuple[str, Mutation, list[tuple[str, str]]]] = [
      [("haproxy", "must differ")]),
     ("relative app dir", lambda c: c["bluegreen:app"].update(dir="opt/app"),
      [("app.dir", "expected an absolute path")]),
+    ("releases in the working copy", lambda c: c["bluegreen:app"].update(dir="/opt/jw-attendant-scheduler"),
+     [("app.dir", "is the working copy")]),
+    ("releases nested in the working copy",
+     lambda c: c["bluegreen:app"].update(dir="/opt/jw-attendant-scheduler/deploy"),
+     [("app.dir", "inside one another")]),
+    ("relative working copy", lambda c: c["bluegreen:app"].update(workingCopy="opt/app"),
+     [("app.workingCopy", "expected an absolute path")]),
+    ("relative git credentials", lambda c: c["bluegreen:app"].update(gitCredentials=".git-credentials"),
+     [("app.gitCredentials", "expected an absolute path or ~/")]),
     ("section not a mapping", _set("bluegreen:app", "jw"),
      [("app", "expected a mapping"), ("app.branch", "is required")]),
 ]
@@ -220,3 +229,12 @@ def test_edge_cases_are_reported(mutate: Mutation, key: str) -> None:
     config = prod_config()
     mutate(config)
     assert key in {k for k, _ in validate(config)}
+
+
+def test_releases_live_beside_the_working_copy() -> None:
+    t = from_config(config_getter(prod_config()), stack="prod", project_dir=PROJECT_DIR)
+    assert t.app.working_copy == "/opt/jw-attendant-scheduler"
+    assert t.app.dir == "/opt/jw-attendant-scheduler-deploy"
+    config = prod_config()
+    config["bluegreen:app"].update(workingCopy="none")
+    assert from_config(config_getter(config), stack="prod", project_dir=PROJECT_DIR).app.working_copy is None
