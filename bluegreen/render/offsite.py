@@ -1,0 +1,574 @@
+"""The off-host copies as text: the scripts on both ends, the systemd units, the key line (pure).
+
+Two hosts push to the backup host (`bluegreen:backup`), each with a key of its own that the
+backup host accepts only for one forced command:
+- the database host (`bluegreen-offsite sync|dump|pull`): every verified dump and its sidecar,
+  each checked on arrival against the sha256 taken on the database host; `dump` is the scheduled
+  verified dump (a systemd timer, `backup.schedule`); `pull` fetches a copy back (a rebuild);
+- the HAProxy host (`bluegreen-offsite journal`): the journal, each time it changes (a systemd
+  path unit, plus an hourly timer should one push fail).
+The backup host's `receive` script (in `backup.dir`, so no root is needed there) is the only thing
+those keys can run: the database key may store, list, fetch and prune dumps, the journal key may
+only store a journal copy; neither can delete a copy outside retention. The operator's own key
+reaches it unrestricted (listing both places, re-checking checksums, reading the journal copy).
+
+Retention is counted on both hosts by `PRUNE_FUNCTIONS`, the shell twin of
+`model.dumps.retention`: the newest `keep` of each class (good / scheduled / other), by name
+(names start with a UTC timestamp); files of other names are never touched.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from bluegreen.model.errors import ConfigError
+from bluegreen.model.topology import BackupSettings, Container, Topology
+from bluegreen.render import GENERATED_BY
+from bluegreen.render.dbcommands import tables_query
+
+OFFSITE_SCRIPT = "/usr/local/sbin/bluegreen-offsite"
+OFFSITE_DIR = "/etc/bluegreen/offsite"  # the pushing host's key and the backup host's pinned key
+UNIT_DIR = "/etc/systemd/system"
+DUMP_UNIT = "bluegreen-dump"
+JOURNAL_UNIT = "bluegreen-journal-offsite"
+RECEIVE = ".bluegreen/receive"  # inside backup.dir
+JOURNAL_SUBDIR = "journal"
+ROLES = ("database", "journal")
+DUMP_NAME = r"^[0-9]{14}-[a-z0-9-]+\.dump$"
+EXIT_MISMATCH = 3  # a checksum did not match: nothing was stored or replaced
+EXIT_UNREACHABLE = 4  # the backup host did not answer
+
+
+def _q(value: str | int) -> str:
+    return shlex.quote(str(value))
+
+
+def require_backup(t: Topology) -> BackupSettings:
+    if t.backup is None:
+        raise ConfigError(f"stack {t.stack} names no second place for its backups: set bluegreen:backup "
+                          "(host, dir; see docs/OPERATIONS.md, 'Backups off the database host')")
+    return t.backup
+
+
+def receive_path(b: BackupSettings) -> str:
+    return b.path(f"{b.dir.rstrip('/')}/{RECEIVE}")
+
+
+def key_path(host: Container) -> str:
+    return host.path(f"{OFFSITE_DIR}/id_ed25519")
+
+
+def known_hosts_path(host: Container) -> str:
+    return host.path(f"{OFFSITE_DIR}/known_hosts")
+
+
+def key_marker(t: Topology, role: str) -> str:
+    """The comment that names a pushing host's line in the backup host's authorized_keys."""
+    return f"bluegreen-offsite:{t.stack}:{role}"
+
+
+def authorized_key_line(t: Topology, role: str, public_key: str) -> str:
+    """`restrict,command="<receive> <role>" <type> <key> <marker>`: that key runs one script."""
+    if role not in ROLES:
+        raise ConfigError(f"unknown off-host role {role!r}")
+    fields = public_key.split()
+    if len(fields) < 2 or not fields[0].startswith(("ssh-", "ecdsa-")):
+        raise ConfigError(f"not an OpenSSH public key: {public_key[:40]!r}")
+    command = f"{receive_path(require_backup(t))} {role}"
+    if '"' in command or "\\" in command:
+        raise ConfigError(f"backup.dir: {command!r} cannot be quoted in authorized_keys")
+    return f'restrict,command="{command}" {fields[0]} {fields[1]} {key_marker(t, role)}'
+
+
+def authorize_command(t: Topology, role: str, public_key: str) -> str:
+    """On the backup host: replace the role's line in ~/.ssh/authorized_keys; prints `changed`."""
+    line = authorized_key_line(t, role, public_key)
+    marker = key_marker(t, role)
+    return (f"set -euo pipefail; umask 077; d=\"$HOME/.ssh\"; ak=\"$d/authorized_keys\"; "
+            f"install -d -m 0700 \"$d\"; touch \"$ak\"; "
+            f"{{ grep -v -- {_q(' ' + marker + '$')} \"$ak\" || true; printf '%s\\n' {_q(line)}; }} "
+            f"> \"$ak.bluegreen\"; "
+            f"if cmp -s \"$ak\" \"$ak.bluegreen\"; then rm -f \"$ak.bluegreen\"; "
+            f"else chmod 0600 \"$ak.bluegreen\"; mv -f \"$ak.bluegreen\" \"$ak\"; echo changed; fi")
+
+
+def known_hosts_text(b: BackupSettings, keys: list[str]) -> str:
+    """The pushing host's pin of the backup host: the keys the operator's known_hosts pins."""
+    field = b.address if b.port == 22 else f"[{b.address}]:{b.port}"
+    return "".join(f"{field} {key}\n" for key in keys)
+
+
+# --------------------------------------------------------------------------- retention (shell twin)
+
+PRUNE_FUNCTIONS = r"""# The retention class of one dump of ours (model.dumps.retention_class).
+dump_class() {  # path
+  local sidecar="$1.json"
+  if [ -f "$sidecar" ] && grep -Eq '"verified"[[:space:]]*:[[:space:]]*true' "$sidecar"; then
+    if grep -Eq '"migrated"[[:space:]]*:[[:space:]]*true' "$sidecar"; then echo good; return; fi
+    if grep -Eq '"kind"[[:space:]]*:[[:space:]]*"scheduled"' "$sidecar"; then echo scheduled; return; fi
+  fi
+  echo other
+}
+
+# Keep the newest $1 dumps of each class in directory $2 (names start with a UTC timestamp);
+# prints `pruned NAME` per dump deleted. Files of other names are never touched.
+prune_dumps() {  # keep dir
+  local keep=$1 dir=$2 f class
+  local -A seen=()
+  while IFS= read -r f; do
+    [ -n "$f" ] || continue
+    class=$(dump_class "$dir/$f")
+    seen[$class]=$(( ${seen[$class]:-0} + 1 ))
+    if [ "${seen[$class]}" -gt "$keep" ]; then
+      rm -f -- "$dir/$f" "$dir/$f.json" "$dir/$f.sha256" "$dir/$f.json.sha256"
+      echo "pruned $f"
+    fi
+  done < <(ls -1 -- "$dir" 2>/dev/null | grep -E '""" + DUMP_NAME + r"""' | sort -r)
+}"""
+
+
+# --------------------------------------------------------------------------- the backup host
+
+
+def render_receive(t: Topology) -> str:
+    """The backup host's end: `receive ROLE [VERB ARGS]` (a forced command reads the verb from
+    SSH_ORIGINAL_COMMAND). Verbs: put NAME SHA256 (stdin), sums, list, get NAME, verify NAME,
+    prune, journal-put SHA256 (stdin), journals, journal-get NAME."""
+    b = require_backup(t)
+    folder = b.path(b.dir)
+    return "\n".join([
+        "#!/bin/bash",
+        f"# {GENERATED_BY}",
+        f"# stack {t.stack}: the backup host's end of the off-host copies (bluegreen/render/offsite.py).",
+        "set -euo pipefail",
+        "umask 077",
+        f"DIR={_q(folder)}",
+        f"JOURNALS={_q(folder + '/' + JOURNAL_SUBDIR)}",
+        f"KEEP={int(b.keep)}",
+        f"JOURNAL_KEEP={int(b.journal_keep)}",
+        _RECEIVE_BODY.replace("@DUMP@", DUMP_NAME).replace("@MISMATCH@", str(EXIT_MISMATCH)),
+        PRUNE_FUNCTIONS,
+        "main \"$@\"",
+        "",
+    ])
+
+
+_RECEIVE_BODY = r"""
+fail() { echo "bluegreen receive: $*" >&2; exit 2; }
+valid_file() {  # a dump of ours or its sidecar, nothing else
+  [[ $1 =~ @DUMP@ || ${1%.json} =~ @DUMP@ && $1 == *.json ]] || fail "refusing file name ${1@Q}"
+}
+valid_sum() { [[ $1 =~ ^[0-9a-f]{64}$ ]] || fail "refusing checksum ${1@Q}"; }
+
+# stdin -> $2/$1, kept only when its sha256 is $3; its checksum recorded beside it as $1.sha256.
+store() {  # name dir sha256
+  local name=$1 dir=$2 want=$3 tmp got
+  mkdir -p -- "$dir"
+  tmp="$dir/.$name.part.$$"
+  trap 'rm -f -- "$tmp"' EXIT
+  cat > "$tmp"
+  got=$(sha256sum -- "$tmp" | cut -d' ' -f1)
+  if [ "$got" != "$want" ]; then
+    echo "bluegreen receive: checksum mismatch for $name: sent $want, received $got; not stored" >&2
+    exit @MISMATCH@
+  fi
+  sync -- "$tmp" 2>/dev/null || true
+  mv -f -- "$tmp" "$dir/$name"
+  printf '%s  %s\n' "$got" "$name" > "$dir/.$name.sha256.part"
+  mv -f -- "$dir/.$name.sha256.part" "$dir/$name.sha256"
+  trap - EXIT
+  echo "stored $name $got"
+}
+
+list_dumps() {
+  local f s m
+  cd -- "$DIR" 2>/dev/null || return 0
+  for f in *.dump; do
+    [ -f "$f" ] || continue
+    s=''; [ -f "$f.sha256" ] && s=$(cut -d' ' -f1 < "$f.sha256")
+    m=''; [ -f "$f.json" ] && m=$(base64 -w0 < "$f.json")
+    printf '%s\t%s\t%s\t%s\t%s\n' "$f" "$(stat -c %s -- "$f")" "$(stat -c %Y -- "$f")" "$s" "$m"
+  done
+}
+
+verify() {  # name: the file's bytes against the checksum recorded when it arrived
+  local name=$1 want got
+  valid_file "$name"
+  [ -f "$DIR/$name" ] || fail "$name is not here"
+  [ -f "$DIR/$name.sha256" ] || { echo "unchecked $name (no checksum recorded)"; exit @MISMATCH@; }
+  want=$(cut -d' ' -f1 < "$DIR/$name.sha256")
+  got=$(sha256sum -- "$DIR/$name" | cut -d' ' -f1)
+  if [ "$got" = "$want" ]; then echo "ok $name $got"; return; fi
+  echo "mismatch $name recorded $want now $got"
+  exit @MISMATCH@
+}
+
+journal_put() {  # sha256: a copy of the journal, unless the newest copy already has it
+  local want=$1 newest name
+  valid_sum "$want"
+  newest=$(ls -1 -- "$JOURNALS" 2>/dev/null | grep -E '^[0-9]{14}-[0-9a-f]{8}-state\.json$' | sort | tail -n 1 || true)
+  if [ -n "$newest" ] && [ "$(cut -d' ' -f1 < "$JOURNALS/$newest.sha256" 2>/dev/null)" = "$want" ]; then
+    cat > /dev/null
+    echo "present $newest"
+    return
+  fi
+  name="$(date -u +%Y%m%d%H%M%S)-${want:0:8}-state.json"
+  store "$name" "$JOURNALS" "$want"
+  { ls -1 -- "$JOURNALS" | grep -E '^[0-9]{14}-[0-9a-f]{8}-state\.json$' || true; } | sort -r \
+    | tail -n +$((JOURNAL_KEEP + 1)) \
+    | while IFS= read -r old; do rm -f -- "$JOURNALS/$old" "$JOURNALS/$old.sha256"; done
+}
+
+journals() {
+  local f
+  cd -- "$JOURNALS" 2>/dev/null || return 0
+  for f in *-state.json; do
+    [ -f "$f" ] && [ -f "$f.sha256" ] || continue
+    printf '%s\t%s\t%s\n' "$f" "$(stat -c %s -- "$f")" "$(cut -d' ' -f1 < "$f.sha256")"
+  done
+}
+
+main() {
+  local role=${1:-}
+  shift || true
+  if [ "$role" != operator ]; then
+    # A pushing host's key: the command it asked for is data, never a shell line.
+    local -a words=()
+    read -r -a words <<< "${SSH_ORIGINAL_COMMAND:-}"
+    set -- "${words[@]}"
+  fi
+  local verb=${1:-}
+  shift || true
+  case "$role:$verb" in
+    database:put|database:sums|database:list|database:get|database:prune|journal:journal-put) ;;
+    operator:*) ;;
+    *) fail "the $role key may not run ${verb@Q}" ;;
+  esac
+  case "$verb" in
+    put) [ $# -eq 2 ] || fail "usage: put NAME SHA256"; valid_file "$1"; valid_sum "$2"; store "$1" "$DIR" "$2" ;;
+    sums) cat -- "$DIR"/*.sha256 2>/dev/null || true ;;
+    list) list_dumps ;;
+    get) [ $# -eq 1 ] || fail "usage: get NAME"; valid_file "$1"; cat -- "$DIR/$1" ;;
+    verify) [ $# -eq 1 ] || fail "usage: verify NAME"; verify "$1" ;;
+    prune) prune_dumps "$KEEP" "$DIR" ;;
+    journal-put) [ $# -eq 1 ] || fail "usage: journal-put SHA256"; journal_put "$1" ;;
+    journals) journals ;;
+    journal-get) [ $# -eq 1 ] && [[ $1 =~ ^[0-9]{14}-[0-9a-f]{8}-state\.json$ ]] || fail "usage: journal-get NAME"
+                 cat -- "$JOURNALS/$1" ;;
+    *) fail "unknown verb ${verb@Q}" ;;
+  esac
+}"""
+
+
+def receive_command(t: Topology, *args: str) -> str:
+    """The operator's call of the backup host's script."""
+    return " ".join([_q(receive_path(require_backup(t))), "operator", *(_q(a) for a in args)])
+
+
+# --------------------------------------------------------------------------- the pushing hosts
+
+
+@dataclass(frozen=True)
+class DumpSettings:
+    """What the database host's script needs to take and verify a dump itself."""
+
+    socket_dir: str
+    port: int
+    database: str
+    folder: str
+    keep: int
+
+
+def render_offsite_script(t: Topology, host: Container) -> str:
+    """`bluegreen-offsite` on the database host (sync, dump, pull) or the HAProxy host (journal)."""
+    b = require_backup(t)
+    if host.role not in ("database", "loadbalancer"):
+        raise ConfigError(f"{host.label}: only the database and HAProxy hosts push off-host copies")
+    lines = [
+        "#!/bin/bash",
+        f"# {GENERATED_BY}",
+        f"# stack {t.stack}: off-host copies from {host.label} to {b.label} (bluegreen/render/offsite.py).",
+        "set -euo pipefail",
+        "umask 077",
+        f"KEY={_q(key_path(host))}",
+        f"KNOWN={_q(known_hosts_path(host))}",
+        "remote() {",
+        "  ssh -F /dev/null -i \"$KEY\" -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes \\",
+        "      -o UserKnownHostsFile=\"$KNOWN\" -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes \\",
+        "      -o ConnectTimeout=10 -o ServerAliveInterval=15 \\",
+        f"      -p {int(b.port)} {_q(f'{b.user}@{b.address}')} -- \"$@\"",
+        "}",
+        "fail() { echo \"bluegreen-offsite: $*\" >&2; exit 2; }",
+    ]
+    if host.role == "loadbalancer":
+        lines += [f"JOURNAL={_q(host.path(t.journal.path))}", _JOURNAL_BODY]
+    else:
+        db = DumpSettings(socket_dir=host.path("/var/run/postgresql"), port=t.database.port,
+                          database=t.database.name, folder=host.path(t.database.backup_dir),
+                          keep=t.database.backup_keep)
+        lines += [f"BACKUPS={_q(db.folder)}", f"LOCAL_KEEP={int(db.keep)}", f"DATABASE={_q(db.database)}",
+                  "psql_q() {",
+                  f"  (cd / && runuser -u postgres -- psql -X -At -v ON_ERROR_STOP=1 -h {_q(db.socket_dir)} "
+                  f"-p {int(db.port)} -d \"$DATABASE\" \"$@\")",
+                  "}",
+                  "pg_dump_to() {",
+                  f"  (cd / && runuser -u postgres -- pg_dump -Fc -h {_q(db.socket_dir)} -p {int(db.port)} "
+                  "-f \"$1\" \"$DATABASE\")",
+                  "}",
+                  f"TABLES_SQL={_q(tables_query())}",
+                  PRUNE_FUNCTIONS,
+                  _DATABASE_BODY.replace("@DUMP@", DUMP_NAME).replace("@UNREACHABLE@", str(EXIT_UNREACHABLE))
+                  .replace("@MISMATCH@", str(EXIT_MISMATCH))]
+    lines += ["main \"$@\"", ""]
+    return "\n".join(lines)
+
+
+_JOURNAL_BODY = r"""
+main() {
+  [ "${1:-}" = journal ] || fail "usage: bluegreen-offsite journal"
+  [ -f "$JOURNAL" ] || { echo "no journal at $JOURNAL yet"; return 0; }
+  local tmp sum
+  tmp=$(mktemp)
+  trap 'rm -f -- "$tmp"' EXIT
+  cp -- "$JOURNAL" "$tmp"
+  sum=$(sha256sum -- "$tmp" | cut -d' ' -f1)
+  remote journal-put "$sum" < "$tmp"
+}"""
+
+_DATABASE_BODY = r"""
+# The sha256 a verified dump's sidecar recorded (taken right after verification), else computed.
+sum_of_dump() {
+  local s
+  s=$(grep -Eo '"sha256"[[:space:]]*:[[:space:]]*"[0-9a-f]{64}"' "$1.json" 2>/dev/null \
+      | grep -Eo '[0-9a-f]{64}' || true)
+  [ -n "$s" ] || s=$(sha256sum -- "$1" | cut -d' ' -f1)
+  echo "$s"
+}
+verified() { [ -f "$1.json" ] && grep -Eq '"verified"[[:space:]]*:[[:space:]]*true' "$1.json"; }
+
+# Every verified dump and its sidecar not yet on the backup host (by checksum) goes there; then the
+# backup host applies its retention. Prints copied|present|failed|pruned NAME lines.
+sync_all() {
+  local sums f sum side rc=0
+  sums=$(remote sums) || { echo "failed - the backup host did not answer" ; exit @UNREACHABLE@; }
+  cd -- "$BACKUPS"
+  while IFS= read -r f; do
+    [ -n "$f" ] && verified "$f" || continue
+    sum=$(sum_of_dump "$f")
+    if grep -qxF "$sum  $f" <<< "$sums"; then
+      echo "present $f $sum"
+    elif out=$(remote put "$f" "$sum" < "$f" 2>&1); then
+      echo "copied $f $sum"
+    else
+      echo "failed $f ${out//$'\n'/ }"; rc=1; continue
+    fi
+    side=$(sha256sum -- "$f.json" | cut -d' ' -f1)
+    if ! grep -qxF "$side  $f.json" <<< "$sums"; then
+      out=$(remote put "$f.json" "$side" < "$f.json" 2>&1) || { echo "failed $f.json ${out//$'\n'/ }"; rc=1; }
+    fi
+  done < <(ls -1 | grep -E '@DUMP@' | sort)
+  remote prune || rc=1
+  return $rc
+}
+
+bad_dump() {  # partial-file reason
+  rm -f -- "$1"
+  echo "bluegreen-offsite: the scheduled dump failed verification and was removed: $2" >&2
+  exit 1
+}
+
+# A verified dump now (the timer, or `bluegreen db backup`): pg_dump, verify it like the deploys do
+# (non-empty, `pg_restore --list` lists every table with its data, a full read gets through), its
+# sidecar, local retention, then the copy off-host.
+take_dump() {
+  local stamp name target part size toc tables line qual kind schema rel sum applied tables_json
+  install -d -o postgres -g postgres -m 0700 "$BACKUPS"
+  stamp=$(date -u +%Y%m%d%H%M%S)
+  name="$stamp-scheduled.dump"; target="$BACKUPS/$name"; part="$target.partial"
+  pg_dump_to "$part" || { rm -f -- "$part"; fail "pg_dump failed"; }
+  size=$(stat -c %s -- "$part")
+  [ "$size" -gt 0 ] || bad_dump "$part" "the dump file is empty"
+  toc=$(pg_restore --list "$part" 2>&1) || bad_dump "$part" "pg_restore --list cannot read it"
+  pg_restore --file=/dev/null "$part" >/dev/null 2>&1 || bad_dump "$part" "reading every data block failed"
+  tables=$(psql_q -F $'\x1f' -c "$TABLES_SQL")
+  while IFS=$'\x1f' read -r qual kind; do
+    [ -n "$qual" ] || continue
+    schema=${qual%%.*}; rel=${qual#*.}
+    grep -qF " TABLE $schema $rel " <<< "$toc" || bad_dump "$part" "it does not list table $qual"
+    if [ "$kind" = r ]; then
+      grep -qF " TABLE DATA $schema $rel " <<< "$toc" || bad_dump "$part" "it has no data for $qual"
+    fi
+  done <<< "$tables"
+  sum=$(sha256sum -- "$part" | cut -d' ' -f1)
+  applied='[]'
+  if [ "$(psql_q -c "SELECT to_regclass('public._prisma_migrations') IS NOT NULL")" = t ]; then
+    applied=$(psql_q -c "SELECT coalesce(json_agg(migration_name ORDER BY migration_name), '[]'::json)
+      FROM _prisma_migrations WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL")
+  fi
+  tables_json=$(cut -d$'\x1f' -f1 <<< "$tables" | { grep -v '^$' || true; } \
+    | sed 's/\\/\\\\/g; s/"/\\"/g; s/.*/"&"/' | paste -sd, -)
+  psql_q -v file="$name" -v bytes="$size" -v sha="$sum" -v by="${BLUEGREEN_BY:-bluegreen-offsite dump}" \
+    -v applied="$applied" -v tables="[${tables_json}]" > "$target.json.part" <<'SQL'
+SELECT json_build_object('file', :'file', 'bytes', (:'bytes')::bigint,
+  'createdAt', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'kind', 'scheduled',
+  'database', current_database(), 'verified', true, 'tables', (:'tables')::json,
+  'applied', (:'applied')::json, 'pending', '[]'::json, 'colour', NULL, 'ref', NULL, 'sha', NULL,
+  'release', NULL, 'by', :'by', 'migrated', false, 'migratedAt', NULL, 'note', NULL, 'sha256', :'sha');
+SQL
+  mv -f -- "$target.json.part" "$target.json"
+  chown postgres:postgres -- "$part"
+  mv -f -- "$part" "$target"
+  echo "dumped $name $size $sum"
+  prune_dumps "$LOCAL_KEEP" "$BACKUPS"
+}
+
+# A copy back from the backup host (a rebuilt database host), checked against the checksum the
+# backup host recorded when it arrived.
+pull() {  # name
+  local name=$1 sums want side got
+  [[ $name =~ @DUMP@ ]] || fail "refusing file name ${name@Q}"
+  sums=$(remote sums) || { echo "bluegreen-offsite: the backup host did not answer" >&2; exit @UNREACHABLE@; }
+  want=$(awk -v n="$name" '$2 == n {print $1}' <<< "$sums")
+  side=$(awk -v n="$name.json" '$2 == n {print $1}' <<< "$sums")
+  [ -n "$want" ] || fail "$name is not on the backup host (or has no checksum there)"
+  install -d -o postgres -g postgres -m 0700 "$BACKUPS"
+  trap 'rm -f -- "$BACKUPS/.$name.pull" "$BACKUPS/.$name.json.pull"' EXIT
+  remote get "$name" > "$BACKUPS/.$name.pull"
+  got=$(sha256sum -- "$BACKUPS/.$name.pull" | cut -d' ' -f1)
+  if [ "$got" != "$want" ]; then
+    echo "bluegreen-offsite: checksum mismatch pulling $name: recorded $want, received $got" >&2
+    exit @MISMATCH@
+  fi
+  if [ -n "$side" ]; then
+    remote get "$name.json" > "$BACKUPS/.$name.json.pull"
+    [ "$(sha256sum -- "$BACKUPS/.$name.json.pull" | cut -d' ' -f1)" = "$side" ] \
+      || { echo "bluegreen-offsite: checksum mismatch pulling $name.json" >&2; exit @MISMATCH@; }
+    mv -f -- "$BACKUPS/.$name.json.pull" "$BACKUPS/$name.json"
+  fi
+  chown postgres:postgres -- "$BACKUPS/.$name.pull"
+  mv -f -- "$BACKUPS/.$name.pull" "$BACKUPS/$name"
+  trap - EXIT
+  echo "pulled $name $got"
+}
+
+main() {
+  install -d -o postgres -g postgres -m 0700 "$BACKUPS"
+  exec 9>"$BACKUPS/.offsite.lock"
+  flock -w 900 9 || fail "another off-host copy holds $BACKUPS/.offsite.lock"
+  case "${1:-}" in
+    sync) sync_all ;;
+    dump) take_dump; sync_all ;;
+    pull) [ $# -eq 2 ] || fail "usage: bluegreen-offsite pull NAME"; pull "$2" ;;
+    *) fail "usage: bluegreen-offsite sync | dump | pull NAME" ;;
+  esac
+}"""
+
+
+def offsite_command(host: Container, *args: str) -> str:
+    return " ".join([_q(host.path(OFFSITE_SCRIPT)), *(_q(a) for a in args)])
+
+
+# --------------------------------------------------------------------------- systemd units
+
+
+def render_units(t: Topology, host: Container) -> dict[str, str]:
+    """The unit files (name -> text) the bootstrap installs on a pushing host."""
+    b = require_backup(t)
+    script = host.path(OFFSITE_SCRIPT)
+    head = f"# {GENERATED_BY}\n"
+    if host.role == "database":
+        return {
+            f"{DUMP_UNIT}.service": head + "\n".join([
+                "[Unit]",
+                f"Description=bluegreen: a verified dump of {t.database.name}, copied to {b.label}",
+                "After=postgresql.service network-online.target",
+                "Wants=network-online.target",
+                "",
+                "[Service]",
+                "Type=oneshot",
+                f"Environment=BLUEGREEN_BY={DUMP_UNIT}.timer",
+                f"ExecStart={script} dump",
+                "Nice=10",
+                "IOSchedulingClass=idle",
+                ""]),
+            f"{DUMP_UNIT}.timer": head + "\n".join([
+                "[Unit]",
+                f"Description=bluegreen: scheduled verified dump of {t.database.name}",
+                "",
+                "[Timer]",
+                f"OnCalendar={b.schedule}",
+                "Persistent=true",
+                "",
+                "[Install]",
+                "WantedBy=timers.target",
+                ""]),
+        }
+    if host.role == "loadbalancer":
+        return {
+            f"{JOURNAL_UNIT}.service": head + "\n".join([
+                "[Unit]",
+                f"Description=bluegreen: copy the deployment journal to {b.label}",
+                "After=network-online.target",
+                "",
+                "[Service]",
+                "Type=oneshot",
+                f"ExecStart={script} journal",
+                ""]),
+            f"{JOURNAL_UNIT}.path": head + "\n".join([
+                "[Unit]",
+                "Description=bluegreen: copy the deployment journal off-host whenever it changes",
+                "",
+                "[Path]",
+                f"PathChanged={host.path(t.journal.path)}",
+                "",
+                "[Install]",
+                "WantedBy=paths.target",
+                ""]),
+            f"{JOURNAL_UNIT}.timer": head + "\n".join([
+                "[Unit]",
+                "Description=bluegreen: copy the deployment journal off-host hourly (should a push fail)",
+                "",
+                "[Timer]",
+                "OnCalendar=hourly",
+                "Persistent=true",
+                "",
+                "[Install]",
+                "WantedBy=timers.target",
+                ""]),
+        }
+    return {}
+
+
+def bootstrap_lines(t: Topology, host: Container) -> list[str]:
+    """What the bootstrap of a pushing host adds: its key, the script, the units (enabled only
+    where systemd runs; the lab's stand-in reads the unit files)."""
+    if t.backup is None or host.role not in ("database", "loadbalancer"):
+        return []
+    role = "database" if host.role == "database" else "journal"
+    key = key_path(host)
+    script = host.path(OFFSITE_SCRIPT)
+    unit_dir = host.path(UNIT_DIR)
+    units = render_units(t, host)
+    enable = [name for name in units if not name.endswith(".service")]
+    lines = [
+        f"install -d -m 0700 {_q(host.path(OFFSITE_DIR))}",
+        f"if [ ! -f {_q(key)} ]; then",
+        f"  ssh-keygen -q -t ed25519 -N '' -C {_q(f'{key_marker(t, role)}:{host.name}')} -f {_q(key)}",
+        f"  changed {_q('created the off-host copy key ' + OFFSITE_DIR + '/id_ed25519')}",
+        "fi",
+        f"if ensure_file {_q(script)} {_q(render_offsite_script(t, host).rstrip(chr(10)))}; then "
+        f"chmod 0755 {_q(script)}; fi",
+        "units_changed=0",
+    ]
+    for name, text in units.items():
+        lines.append(f"if ensure_file {_q(unit_dir + '/' + name)} {_q(text.rstrip(chr(10)))}; then units_changed=1; fi")
+    lines += [
+        "if [ -d /run/systemd/system ]; then",
+        "  if [ \"$units_changed\" = 1 ]; then systemctl daemon-reload; fi",
+        *[f"  if ! systemctl is-enabled --quiet {name} 2>/dev/null || [ \"$units_changed\" = 1 ]; then "
+          f"systemctl enable --now {name} >/dev/null 2>&1 && changed {_q('enabled ' + name)}; fi"
+          for name in enable],
+        "fi",
+    ]
+    return lines
