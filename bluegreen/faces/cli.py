@@ -121,7 +121,8 @@ def _estate_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="instead: compare each container with Proxmox; say what reboots or replaces it")
 
     tr = sub.add_parser("trust", parents=[common], help="pin the SSH host keys of the estate's hosts")
-    tr.add_argument("hosts", nargs="*", help="vmid, name, colour or role (default: every host)")
+    tr.add_argument("hosts", nargs="*",
+                    help="vmid, name, colour, role or `backup` (default: every host and the backup host)")
     tr.add_argument("--fingerprint", action="append", default=[], metavar="SHA256:...",
                     help="accept only a key with this fingerprint (repeatable); no prompt")
     tr.add_argument("--yes", "-y", action="store_true", help="pin without asking (trust on first use)")
@@ -139,7 +140,14 @@ def _estate_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 def _database_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     db = sub.add_parser("db", parents=[common], help="database dumps: list them, restore one")
     db_sub = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
-    db_sub.add_parser("backups", parents=[common], help="the dumps: when, size, deploy, release, verified")
+    bk = db_sub.add_parser("backups", parents=[common],
+                           help="the dumps on the database host and on the backup host, side by side")
+    bk.add_argument("--verify", action="store_true",
+                    help="also re-read every copy on the backup host against its checksum")
+    db_sub.add_parser("backup", parents=[common],
+                      help="a verified dump now, copied to the backup host (what the nightly timer runs)")
+    db_sub.add_parser("offsite-setup", parents=[common],
+                      help="authorize the database and HAProxy hosts on the backup host (after `pulumi up`)")
     rs = db_sub.add_parser("restore", parents=[common],
                            help="restore a dump (default: the one taken before the last migration)")
     rs.add_argument("backup", nargs="?", help="file name of the dump (see `bluegreen db backups`)")
