@@ -90,8 +90,15 @@ def _operation_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="then restore the dump taken before the rolled-back release's migrations")
     r.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
-    rb = sub.add_parser("rebuild", parents=[common], help="rebuild the standby container from scratch")
-    rb.add_argument("target", choices=["standby"])
+    rb = sub.add_parser("rebuild", parents=[common],
+                        help="rebuild the standby container, or the whole estate, from scratch")
+    rb.add_argument("target", choices=["standby", "estate"],
+                    help="estate: every container, the database and the journal from the off-host copies")
+    rb.add_argument("--backup", metavar="FILE", help="estate: the dump to restore (default: the newest verified)")
+    rb.add_argument("--replace", action="append", default=[], metavar="HOSTS",
+                    help="estate: containers that still exist and may be destroyed (vmid, name, colour, role; "
+                         "comma-separated or repeated; `all`)")
+    rb.add_argument("--ref", help="estate: the release to deploy (default: what the journal says the live colour ran)")
     rb.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
     h = sub.add_parser("history", parents=[common], help="switches and deploys, newest first")

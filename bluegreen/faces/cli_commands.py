@@ -123,6 +123,12 @@ def cmd_rollback(args: argparse.Namespace, t: Topology, o: Output, p: TerminalPr
 
 
 def cmd_rebuild(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
+    if args.target == "estate":
+        from bluegreen.faces.cli_rebuild import cmd_rebuild_estate
+
+        return cmd_rebuild_estate(args, t, o, p)
+    if args.backup or args.replace or args.ref:
+        raise ConfigError("--backup, --replace and --ref are options of `rebuild estate`")
     estate = cli_estate(t, p)
     confirm("destroy and rebuild the standby container?", yes=args.yes, stdin=sys.stdin, err=o.err)
     data = rebuild_standby(estate).to_json()
@@ -143,6 +149,11 @@ def cmd_history(args: argparse.Namespace, t: Topology, o: Output, p: TerminalPro
                          + (f" at {e.get('failedStep')}: {e.get('error')}" if e.get("failedStep") else "")
                          + (f" [dump {e.get('backup')}, {e.get('backupBytes')} bytes]" if e.get("backup") else "")
                          + f"  ({e.get('who', '?')})")
+        elif e.get("type") == "rebuild":
+            what = "estate" if e.get("scope") == "estate" else f"{e.get('color')} (CT {e.get('vmid')})"
+            lines.append(f"{when}  rebuild {what} {e.get('result')}"
+                         + (f" from {e.get('backup')}" if e.get("backup") else "")
+                         + (f": {e.get('error')}" if e.get("error") else "") + f"  ({e.get('who', '?')})")
         elif e.get("type") == "restore":
             lines.append(f"{when}  restore {e.get('restored')} ({e.get('reason')}); undo: "
                          f"`{e.get('undoCommand')}`  ({e.get('who', '?')})")

@@ -169,6 +169,16 @@ def pull_dump(t: Topology, db: Executor, name: str) -> str:
     return line.split()[2]
 
 
+def restore_tls(t: Topology, lb: Executor) -> str:
+    """Put the newest copy of the certificate bundle back on a rebuilt HAProxy host (0600)."""
+    out = lb.run(render.offsite_command(t.load_balancer, "tls-restore"), step="restore the certificate bundle",
+                 check=False)
+    if not out.ok:
+        raise OffsiteError(f"restoring the certificate bundle from the backup host failed: "
+                           f"{short_error(out.stderr or out.stdout)}")
+    return out.stdout.strip()
+
+
 def push_journal(t: Topology, lb: Executor) -> str:
     out = lb.run(render.offsite_command(t.load_balancer, "journal"), step="copy the journal off-host",
                  check=False)
@@ -197,6 +207,11 @@ def verify_copy(t: Topology, backup: Executor, name: str) -> str:
 
 def journal_copies(t: Topology, backup: Executor) -> list[JournalCopy]:
     out = backup.run(render.receive_command(t, "journals"), step="list the journal's copies")
+    return parse_journal_listing(out.stdout)
+
+
+def tls_copies(t: Topology, backup: Executor) -> list[JournalCopy]:
+    out = backup.run(render.receive_command(t, "tls-copies"), step="list the certificate bundle's copies")
     return parse_journal_listing(out.stdout)
 
 

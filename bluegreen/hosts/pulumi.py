@@ -176,6 +176,26 @@ class PulumiSeam:
         return self._up(f"replace container {vmid}", target=urn, replace=True,
                         message=f"bluegreen: replace container {vmid}", on_output=on_output)
 
+    def recreate_estate(self, replace_vmids: Sequence[int], *,
+                        on_output: Callable[[str], Any] | None = None) -> UpdateOutcome:
+        """After the node lost containers: `pulumi refresh` (what is gone leaves the state), then
+        one `pulumi up` of the whole stack, replacing the containers of `replace_vmids` that the
+        state still holds; the program recreates the rest and configures every host."""
+        self.refresh(on_output=on_output)
+        stack = self._open()
+        exported = self._call("export the stack state", stack.export_stack)
+        urns = []
+        for vmid in replace_vmids:
+            try:
+                urns.append(find_container_urn(exported.deployment or {}, vmid, stack=self.stack_name))
+            except PulumiError:
+                log.info("container %d is no longer in the state: it is created, not replaced", vmid)
+        with self._project_file_guard():
+            result = self._call("recreate the estate", lambda: stack.up(
+                replace=urns or None, message="bluegreen: rebuild the estate",
+                on_output=self._redacting(on_output), color="never"))
+        return UpdateOutcome(changes=_changes(result.summary), outputs=_plain_outputs(result.outputs))
+
     def refresh(self, *, on_output: Callable[[str], Any] | None = None) -> dict[str, int]:
         """Read every resource back from the real world into the state; returns the changes."""
         stack = self._open()

@@ -83,15 +83,20 @@ class Watch:
     kind: str  # timer | path
     spec: str  # OnCalendar= or PathChanged=
     due: float | None = None  # timers: the next elapse
-    seen: tuple[int, int, int] | None = None  # paths: (inode, size, mtime_ns) last seen
+    seen: tuple[tuple[int, int, int], ...] | None = None  # paths: (inode, size, mtime_ns) of each, last seen
 
 
-def _stat(path: str) -> tuple[int, int, int]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return (0, -1, 0)
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+def _stat(paths: str) -> tuple[tuple[int, int, int], ...]:
+    """Of each watched path (one per line): what tells a change, (0, -1, 0) when it is missing."""
+    out = []
+    for path in paths.splitlines():
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append((0, -1, 0))
+            continue
+        out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
 @dataclass
@@ -133,7 +138,9 @@ class Scheduler:
             return None
         key = ("Timer", "OnCalendar") if unit.suffix == ".timer" else ("Path", "PathChanged")
         values = sections.get(key[0], {}).get(key[1], [])
-        return values[0] if values else None
+        if not values:
+            return None
+        return values[0] if unit.suffix == ".timer" else "\n".join(values)
 
     def tick(self, now: float) -> list[str]:
         """Fire what is due; the services run, in order."""
@@ -144,10 +151,11 @@ class Scheduler:
                 fired.append(self.fire(watch))
             elif watch.kind == "path" and watch.spec:
                 state = _stat(watch.spec)
-                if state != watch.seen:
-                    watch.seen = state
-                    if state[1] >= 0:  # changed, and there (systemd: PathChanged on close after a write)
-                        fired.append(self.fire(watch))
+                before, watch.seen = watch.seen, state
+                # A path that changed and is there (systemd: PathChanged fires on the close after a write).
+                if before is not None and any(now_ != then and now_[1] >= 0 for now_, then in zip(state, before,
+                                                                                                  strict=True)):
+                    fired.append(self.fire(watch))
         return fired
 
     def fire(self, watch: Watch) -> str:

@@ -30,6 +30,7 @@ from bluegreen.model.dumps import (
     RestoreRefused,
 )
 from bluegreen.model.errors import ConfigError
+from bluegreen.model.journal import DeployRecord, State
 from bluegreen.model.reader import Reader
 from bluegreen.model.topology import BackupSettings, DatabaseSettings, SshSettings
 
@@ -253,3 +254,28 @@ def summary(rows: Sequence[BackupRow]) -> Mapping[str, int]:
     for row in rows:
         counts[row.offsite_state] = counts.get(row.offsite_state, 0) + 1
     return counts
+
+
+# --------------------------------------------------------------------------- what a rebuild brings back
+
+
+def release_to_restore(state: State, live: str) -> DeployRecord | None:
+    """The release the live colour served: the newest deploy to it that finished ok (a failed one
+    left it on its previous release)."""
+    for record in state.records():
+        if isinstance(record, DeployRecord) and record.color == live and record.ok and record.sha:
+            return record
+    return None
+
+
+def history_kept(before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]]) -> bool:
+    """Every entry of `before` is in `after`, in the same order (newer entries may come first)."""
+    wanted = [json.dumps(e, sort_keys=True) for e in before]
+    have = [json.dumps(e, sort_keys=True) for e in after]
+    position = 0
+    for entry in wanted:
+        try:
+            position = have.index(entry, position) + 1
+        except ValueError:
+            return False
+    return True

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
@@ -80,6 +80,13 @@ class PulumiBackend:
     def replace(self, host: Container) -> None:
         seam = PulumiSeam(self.project_dir, self.stack, pulumi_command=self.pulumi_command)
         seam.replace_container(host.vmid, on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
+
+    def recreate(self, hosts: Sequence[Container], replace: Sequence[Container]) -> None:
+        """`rebuild estate`: refresh, then one `pulumi up` that recreates every container (those of
+        `replace` still existing are replaced) and configures every host."""
+        seam = PulumiSeam(self.project_dir, self.stack, pulumi_command=self.pulumi_command)
+        seam.recreate_estate([h.vmid for h in replace],
+                             on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
 
 
 # --------------------------------------------------------------------------- the run

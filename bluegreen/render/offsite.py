@@ -5,11 +5,13 @@ backup host accepts only for one forced command:
 - the database host (`bluegreen-offsite sync|dump|pull`): every verified dump and its sidecar,
   each checked on arrival against the sha256 taken on the database host; `dump` is the scheduled
   verified dump (a systemd timer, `backup.schedule`); `pull` fetches a copy back (a rebuild);
-- the HAProxy host (`bluegreen-offsite journal`): the journal, each time it changes (a systemd
-  path unit, plus an hourly timer should one push fail).
+- the HAProxy host (`bluegreen-offsite journal`): the journal and the TLS certificate bundle (no
+  code can recreate it), each time one changes (a systemd path unit, plus an hourly timer should a
+  push fail); `tls-restore` puts the bundle back on a rebuilt HAProxy host.
 The backup host's `receive` script (in `backup.dir`, so no root is needed there) is the only thing
 those keys can run: the database key may store, list, fetch and prune dumps, the journal key may
-only store a journal copy; neither can delete a copy outside retention. The operator's own key
+store copies of the journal and the bundle and fetch the bundle; neither can delete a copy outside
+retention. The operator's own key
 reaches it unrestricted (listing both places, re-checking checksums, reading the journal copy).
 
 Retention is counted on both hosts by `PRUNE_FUNCTIONS`, the shell twin of
@@ -87,6 +89,7 @@ def authorize_command(t: Topology, role: str, public_key: str) -> str:
     marker = key_marker(t, role)
     return (f"set -euo pipefail; umask 077; d=\"$HOME/.ssh\"; ak=\"$d/authorized_keys\"; "
             f"install -d -m 0700 \"$d\"; touch \"$ak\"; "
+            f"if grep -qxF -- {_q(line)} \"$ak\"; then exit 0; fi; "
             f"{{ grep -v -- {_q(' ' + marker + '$')} \"$ak\" || true; printf '%s\\n' {_q(line)}; }} "
             f"> \"$ak.bluegreen\"; "
             f"if cmp -s \"$ak\" \"$ak.bluegreen\"; then rm -f \"$ak.bluegreen\"; "
@@ -134,7 +137,7 @@ prune_dumps() {  # keep dir
 def render_receive(t: Topology) -> str:
     """The backup host's end: `receive ROLE [VERB ARGS]` (a forced command reads the verb from
     SSH_ORIGINAL_COMMAND). Verbs: put NAME SHA256 (stdin), sums, list, get NAME, verify NAME,
-    prune, journal-put SHA256 (stdin), journals, journal-get NAME."""
+    prune, journal-put|tls-put SHA256 (stdin), journals|tls-copies, journal-get|tls-get NAME."""
     b = require_backup(t)
     folder = b.path(b.dir)
     return "\n".join([
@@ -144,7 +147,6 @@ def render_receive(t: Topology) -> str:
         "set -euo pipefail",
         "umask 077",
         f"DIR={_q(folder)}",
-        f"JOURNALS={_q(folder + '/' + JOURNAL_SUBDIR)}",
         f"KEEP={int(b.keep)}",
         f"JOURNAL_KEEP={int(b.journal_keep)}",
         _RECEIVE_BODY.replace("@DUMP@", DUMP_NAME).replace("@MISMATCH@", str(EXIT_MISMATCH)),
@@ -204,29 +206,47 @@ verify() {  # name: the file's bytes against the checksum recorded when it arriv
   exit @MISMATCH@
 }
 
-journal_put() {  # sha256: a copy of the journal, unless the newest copy already has it
-  local want=$1 newest name
+# Copies of the HAProxy host's own files: `journal` (state.json) and `tls` (the certificate bundle,
+# which no code can recreate), each kept while it changes, the newest `keep` of them.
+copy_dir() { case $1 in journal) echo "$DIR/journal" ;; tls) echo "$DIR/tls" ;; *) fail "kind ${1@Q}" ;; esac; }
+copy_pattern() {
+  case $1 in
+    journal) echo '^[0-9]{14}-[0-9a-f]{8}-state\.json$' ;;
+    tls) echo '^[0-9]{14}-[0-9a-f]{8}-bundle\.pem$' ;;
+  esac
+}
+
+copy_put() {  # kind sha256: a copy (stdin), unless the newest copy already holds it
+  local kind=$1 want=$2 dir pattern newest name keep=$JOURNAL_KEEP
   valid_sum "$want"
-  newest=$(ls -1 -- "$JOURNALS" 2>/dev/null | grep -E '^[0-9]{14}-[0-9a-f]{8}-state\.json$' | sort | tail -n 1 || true)
-  if [ -n "$newest" ] && [ "$(cut -d' ' -f1 < "$JOURNALS/$newest.sha256" 2>/dev/null)" = "$want" ]; then
+  dir=$(copy_dir "$kind"); pattern=$(copy_pattern "$kind")
+  [ "$kind" = tls ] && keep=3
+  newest=$({ ls -1 -- "$dir" 2>/dev/null | grep -E "$pattern" || true; } | sort | tail -n 1)
+  if [ -n "$newest" ] && [ "$(cut -d' ' -f1 < "$dir/$newest.sha256" 2>/dev/null)" = "$want" ]; then
     cat > /dev/null
     echo "present $newest"
     return
   fi
-  name="$(date -u +%Y%m%d%H%M%S)-${want:0:8}-state.json"
-  store "$name" "$JOURNALS" "$want"
-  { ls -1 -- "$JOURNALS" | grep -E '^[0-9]{14}-[0-9a-f]{8}-state\.json$' || true; } | sort -r \
-    | tail -n +$((JOURNAL_KEEP + 1)) \
-    | while IFS= read -r old; do rm -f -- "$JOURNALS/$old" "$JOURNALS/$old.sha256"; done
+  name="$(date -u +%Y%m%d%H%M%S)-${want:0:8}-$([ "$kind" = tls ] && echo bundle.pem || echo state.json)"
+  store "$name" "$dir" "$want"
+  { ls -1 -- "$dir" | grep -E "$pattern" || true; } | sort -r | tail -n +$((keep + 1)) \
+    | while IFS= read -r old; do rm -f -- "$dir/$old" "$dir/$old.sha256"; done
 }
 
-journals() {
-  local f
-  cd -- "$JOURNALS" 2>/dev/null || return 0
-  for f in *-state.json; do
-    [ -f "$f" ] && [ -f "$f.sha256" ] || continue
-    printf '%s\t%s\t%s\n' "$f" "$(stat -c %s -- "$f")" "$(cut -d' ' -f1 < "$f.sha256")"
+copy_list() {  # kind: name<TAB>size<TAB>sha256, oldest first
+  local dir pattern f
+  dir=$(copy_dir "$1"); pattern=$(copy_pattern "$1")
+  { ls -1 -- "$dir" 2>/dev/null | grep -E "$pattern" || true; } | sort | while IFS= read -r f; do
+    [ -f "$dir/$f.sha256" ] || continue
+    printf '%s\t%s\t%s\n' "$f" "$(stat -c %s -- "$dir/$f")" "$(cut -d' ' -f1 < "$dir/$f.sha256")"
   done
+}
+
+copy_get() {  # kind name
+  local dir
+  dir=$(copy_dir "$1")
+  [[ $2 =~ $(copy_pattern "$1") ]] || fail "refusing file name ${2@Q}"
+  cat -- "$dir/$2"
 }
 
 main() {
@@ -241,7 +261,8 @@ main() {
   local verb=${1:-}
   shift || true
   case "$role:$verb" in
-    database:put|database:sums|database:list|database:get|database:prune|journal:journal-put) ;;
+    database:put|database:sums|database:list|database:get|database:prune) ;;
+    journal:journal-put|journal:tls-put|journal:tls-copies|journal:tls-get) ;;
     operator:*) ;;
     *) fail "the $role key may not run ${verb@Q}" ;;
   esac
@@ -252,10 +273,10 @@ main() {
     get) [ $# -eq 1 ] || fail "usage: get NAME"; valid_file "$1"; cat -- "$DIR/$1" ;;
     verify) [ $# -eq 1 ] || fail "usage: verify NAME"; verify "$1" ;;
     prune) prune_dumps "$KEEP" "$DIR" ;;
-    journal-put) [ $# -eq 1 ] || fail "usage: journal-put SHA256"; journal_put "$1" ;;
-    journals) journals ;;
-    journal-get) [ $# -eq 1 ] && [[ $1 =~ ^[0-9]{14}-[0-9a-f]{8}-state\.json$ ]] || fail "usage: journal-get NAME"
-                 cat -- "$JOURNALS/$1" ;;
+    journal-put|tls-put) [ $# -eq 1 ] || fail "usage: $verb SHA256"; copy_put "${verb%-put}" "$1" ;;
+    journals) copy_list journal ;;
+    tls-copies) copy_list tls ;;
+    journal-get|tls-get) [ $# -eq 1 ] || fail "usage: $verb NAME"; copy_get "${verb%-get}" "$1" ;;
     *) fail "unknown verb ${verb@Q}" ;;
   esac
 }"""
@@ -293,16 +314,13 @@ def render_offsite_script(t: Topology, host: Container) -> str:
         "umask 077",
         f"KEY={_q(key_path(host))}",
         f"KNOWN={_q(known_hosts_path(host))}",
-        "remote() {",
-        "  ssh -F /dev/null -i \"$KEY\" -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes \\",
-        "      -o UserKnownHostsFile=\"$KNOWN\" -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes \\",
-        "      -o ConnectTimeout=10 -o ServerAliveInterval=15 \\",
-        f"      -p {int(b.port)} {_q(f'{b.user}@{b.address}')} -- \"$@\"",
-        "}",
-        "fail() { echo \"bluegreen-offsite: $*\" >&2; exit 2; }",
+        f"DEST=({_q('-p')} {int(b.port)} {_q(f'{b.user}@{b.address}')})",
+        _REMOTE,
     ]
     if host.role == "loadbalancer":
-        lines += [f"JOURNAL={_q(host.path(t.journal.path))}", _JOURNAL_BODY]
+        tls = host.path(t.haproxy.tls_cert) if t.haproxy.tls_cert else ""
+        lines += [f"JOURNAL={_q(host.path(t.journal.path))}", f"TLS={_q(tls)}",
+                  _JOURNAL_BODY.replace("@MISMATCH@", str(EXIT_MISMATCH))]
     else:
         db = DumpSettings(socket_dir=host.path("/var/run/postgresql"), port=t.database.port,
                           database=t.database.name, folder=host.path(t.database.backup_dir),
@@ -324,16 +342,65 @@ def render_offsite_script(t: Topology, host: Container) -> str:
     return "\n".join(lines)
 
 
+# One SSH connection for the whole run (a master opened on first use, its stdio detached so no
+# caller waits on it), closed on exit with the temporary files the run registered.
+_REMOTE = r"""CTL=$(mktemp -d)
+TMPFILES=()
+on_exit() {
+  [ -S "$CTL/m" ] && ssh -F /dev/null -o ControlPath="$CTL/m" -O exit "${DEST[@]}" >/dev/null 2>&1
+  rm -rf -- "$CTL" "${TMPFILES[@]}"
+}
+trap on_exit EXIT
+ssh_opts() {
+  printf '%s\n' -F /dev/null -i "$KEY" -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes \
+    -o UserKnownHostsFile="$KNOWN" -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes \
+    -o ConnectTimeout=10 -o ServerAliveInterval=15 -o ControlPath="$CTL/m"
+}
+remote() {
+  local -a opts
+  mapfile -t opts < <(ssh_opts)
+  [ -S "$CTL/m" ] || ssh "${opts[@]}" -o ControlMaster=yes -f -N "${DEST[@]}" </dev/null >/dev/null 2>&1 || true
+  ssh "${opts[@]}" -o ControlMaster=no "${DEST[@]}" -- "$@"
+}
+fail() { echo "bluegreen-offsite: $*" >&2; exit 2; }"""
+
 _JOURNAL_BODY = r"""
-main() {
-  [ "${1:-}" = journal ] || fail "usage: bluegreen-offsite journal"
-  [ -f "$JOURNAL" ] || { echo "no journal at $JOURNAL yet"; return 0; }
-  local tmp sum
+push_copy() {  # kind file: a copy of the file off-host (the backup host keeps it only if it changed)
+  local kind=$1 file=$2 tmp sum
+  [ -f "$file" ] || { echo "no $kind at $file yet"; return 0; }
   tmp=$(mktemp)
-  trap 'rm -f -- "$tmp"' EXIT
-  cp -- "$JOURNAL" "$tmp"
+  TMPFILES+=("$tmp")
+  cp -- "$file" "$tmp"
   sum=$(sha256sum -- "$tmp" | cut -d' ' -f1)
-  remote journal-put "$sum" < "$tmp"
+  remote "$kind-put" "$sum" < "$tmp"
+}
+
+# The newest copy of the certificate bundle put back (a rebuilt HAProxy host), checked against the
+# checksum recorded on the backup host.
+tls_restore() {
+  local line name want tmp
+  [ -n "$TLS" ] || fail "the stack names no haproxy.tlsCert"
+  line=$(remote tls-copies | tail -n 1)
+  [ -n "$line" ] || fail "the backup host holds no copy of the certificate bundle"
+  IFS=$'\t' read -r name _ want <<< "$line"
+  tmp=$(mktemp)
+  TMPFILES+=("$tmp")
+  remote tls-get "$name" > "$tmp"
+  if [ "$(sha256sum -- "$tmp" | cut -d' ' -f1)" != "$want" ]; then
+    echo "bluegreen-offsite: checksum mismatch on $name" >&2
+    exit @MISMATCH@
+  fi
+  install -d -m 0755 -- "$(dirname -- "$TLS")"
+  install -m 0600 -- "$tmp" "$TLS"
+  echo "restored $name $want"
+}
+
+main() {
+  case "${1:-}" in
+    journal) push_copy journal "$JOURNAL"; if [ -n "$TLS" ]; then push_copy tls "$TLS"; fi ;;
+    tls-restore) tls_restore ;;
+    *) fail "usage: bluegreen-offsite journal | tls-restore" ;;
+  esac
 }"""
 
 _DATABASE_BODY = r"""
@@ -433,7 +500,7 @@ pull() {  # name
   side=$(awk -v n="$name.json" '$2 == n {print $1}' <<< "$sums")
   [ -n "$want" ] || fail "$name is not on the backup host (or has no checksum there)"
   install -d -o postgres -g postgres -m 0700 "$BACKUPS"
-  trap 'rm -f -- "$BACKUPS/.$name.pull" "$BACKUPS/.$name.json.pull"' EXIT
+  TMPFILES+=("$BACKUPS/.$name.pull" "$BACKUPS/.$name.json.pull")
   remote get "$name" > "$BACKUPS/.$name.pull"
   got=$(sha256sum -- "$BACKUPS/.$name.pull" | cut -d' ' -f1)
   if [ "$got" != "$want" ]; then
@@ -448,7 +515,6 @@ pull() {  # name
   fi
   chown postgres:postgres -- "$BACKUPS/.$name.pull"
   mv -f -- "$BACKUPS/.$name.pull" "$BACKUPS/$name"
-  trap - EXIT
   echo "pulled $name $got"
 }
 
@@ -521,6 +587,7 @@ def render_units(t: Topology, host: Container) -> dict[str, str]:
                 "",
                 "[Path]",
                 f"PathChanged={host.path(t.journal.path)}",
+                *([f"PathChanged={host.path(t.haproxy.tls_cert)}"] if t.haproxy.tls_cert else []),
                 "",
                 "[Install]",
                 "WantedBy=paths.target",
