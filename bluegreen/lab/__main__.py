@@ -58,13 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print("\n".join(changes) if changes else "nothing to change: every host already matches")
         elif args.command == "lose-node":
-            from bluegreen.lab.loss import lose_node
-
-            done = lose_node(lab)
-            if args.json:
-                print(json.dumps({"done": done}, indent=2))
-            else:
-                print("\n".join(done) if done else "nothing to lose: no container runs")
+            _lose_node(lab, as_json=args.json)
         elif args.command in ("down", "destroy"):
             stopped = lab.down() if args.command == "down" else lab.destroy()
             if args.json:
@@ -95,6 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     return 0
+
+
+def _lose_node(lab: Lab, *, as_json: bool) -> None:
+    from bluegreen.lab.loss import lose_node
+
+    done = lose_node(lab)
+    if as_json:
+        print(json.dumps({"done": done}, indent=2))
+    else:
+        print("\n".join(done) if done else "nothing to lose: no container runs")
 
 
 if __name__ == "__main__":

@@ -184,7 +184,7 @@ def parse_backup_listing(stdout: str, folder: str) -> list[Backup]:
 def retention_class(backup: Backup) -> str:
     """Which count a dump of ours is kept in: `good` (taken before a migration that succeeded),
     `scheduled` (verified, taken by the timer or `db backup`), or `other` (failed attempts,
-    pre-restore dumps, anything unverified). The shell twin is `render.offsite.PRUNE_FUNCTIONS`."""
+    pre-restore dumps, anything unverified). The shell twin is `render.offsite_scripts.PRUNE_FUNCTIONS`."""
     if backup.good:
         return "good"
     if backup.meta is not None and backup.meta.verified and backup.meta.kind == KIND_SCHEDULED:
@@ -198,11 +198,13 @@ def retention(backups: Sequence[Backup], keep: int) -> list[Backup]:
     push out the dump that undoes a migration; files this tool did not write are never deleted."""
     if keep < 1:
         raise ConfigError(f"database.backupKeep must be at least 1, got {keep}")
-    ours = sorted((b for b in backups if b.ours), key=Backup.sort_key, reverse=True)
+    # Ours by name only, newest first by name (it starts with the UTC time it was taken): the
+    # shell twin on the backup host sees names, not the times inside sidecars.
+    ours = sorted((b for b in backups if _OUR_NAME.match(b.file)), key=lambda b: b.file, reverse=True)
     doomed: list[Backup] = []
     for kind in ("good", "scheduled", "other"):
         doomed += [b for b in ours if retention_class(b) == kind][keep:]
-    return sorted(doomed, key=Backup.sort_key)
+    return sorted(doomed, key=lambda b: b.file)
 
 
 def last_good(backups: Iterable[Backup]) -> Backup | None:
