@@ -190,8 +190,8 @@ def test_losing_the_node_then_rebuilding_the_estate_from_scratch(lab: Lab, proje
     before = parse_journal(t)
     assert before.history
 
-    started = time.monotonic()
     lost = lose_node(lab)
+    started = time.monotonic()  # the node is gone: recovery starts here
     assert any("gone from the node" in line for line in lost)
     states = lab_client(lab.paths.root, t).statuses([c.vmid for c in t.containers])
     assert all(s.status == "missing" for s in states.values()), states
