@@ -269,8 +269,10 @@ def rebuild_estate(estate: Estate, plan: EstatePlan, backend: ContainerBackend |
         raise RebuildRefused("refusing to rebuild the estate: " + ("; ".join(plan.problems) or "incomplete plan"))
     t = estate.t
     backend = backend or backend_for(t, estate.pulumi_command)
-    if secrets is None:
-        secrets = backend.secrets() if isinstance(backend, SecretHolder) else secrets_from_environment(t)
+    if secrets is None and isinstance(backend, SecretHolder):
+        secrets = backend.secrets()
+    if secrets is None and not backend.configures_hosts:  # the Pulumi program has its own
+        secrets = secrets_from_environment(t)
     started = time.monotonic()
     result = EstateRebuildResult(ok=False, live=plan.live, backend=backend.name)
     if plan.live != t.active_color:
@@ -349,13 +351,14 @@ def _containers(estate: Estate, backend: ContainerBackend, plan: EstatePlan, res
                                                        progress=progress))
 
 
-def _configure(estate: Estate, backend: ContainerBackend, live: str, secrets: Secrets,
+def _configure(estate: Estate, backend: ContainerBackend, live: str, secrets: Secrets | None,
                result: EstateRebuildResult) -> None:
     """Host configuration with traffic routed to the colour that was not live (nothing serves yet):
     the first deploy then lands on the one that was."""
     t, progress = estate.t, estate.progress
     first = dataclasses.replace(t, active_color=other_color(live))
     if not backend.configures_hosts:
+        assert secrets is not None
         with progress.step("bootstrap every host", long=True):
             for host in t.containers:
                 props = bootstrap_props(t, host)

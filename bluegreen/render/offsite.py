@@ -285,7 +285,7 @@ def bootstrap_lines(t: Topology, host: Container) -> list[str]:
         f"install -d -m 0700 {_q(host.path(OFFSITE_DIR))}",
         f"if [ ! -f {_q(key)} ]; then",
         f"  ssh-keygen -q -t ed25519 -N '' -C {_q(f'{key_marker(t, role)}:{host.name}')} -f {_q(key)}",
-        f"  changed {_q('created the off-host copy key ' + OFFSITE_DIR + '/id_ed25519')}",
+        f"  changed {_q('generated the off-host copy key ' + key)}",
         "fi",
         f"if ensure_file {_q(script)} {_q(render_offsite_script(t, host).rstrip(chr(10)))}; then "
         f"chmod 0755 {_q(script)}; fi",

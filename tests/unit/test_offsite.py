@@ -354,7 +354,8 @@ def test_the_bootstrap_installs_the_key_script_and_units_only_with_a_backup_host
     from bluegreen.render.bootstrap import render_bootstrap
 
     db = render_bootstrap(t, t.database_host)
-    assert "ssh-keygen -q -t ed25519" in db and "bluegreen-dump.timer" in db and "openssh-client" in db
+    assert "ssh-keygen -q -t ed25519" in db and "bluegreen-dump.timer" in db and "ssh:openssh-client" in db
+    assert "ssh:openssh-client" in render_bootstrap(t, t.load_balancer)
     assert "bluegreen-journal-offsite.path" in render_bootstrap(t, t.load_balancer)
     assert "offsite" not in render_bootstrap(t, t.app_host("blue"))
     plain = dataclasses.replace(t, backup=None)
