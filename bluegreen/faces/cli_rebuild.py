@@ -53,7 +53,8 @@ def format_result(data: dict[str, Any]) -> str:
     db = data.get("database") or {}
     journal = data.get("journal") or {}
     phases = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in data["phases"].items())
-    lines = [f"the estate is back in {data['durationSeconds']:.0f}s ({phases}):",
+    lines = [f"the estate is back in {data['durationSeconds']:.0f}s ({phases}); visitors were served again "
+             f"after {data['servingAfterSeconds']:.0f}s:",
              f"  database restored from {db.get('file')} ({len(db.get('migrationsApplied') or [])} migrations "
              "applied)",
              f"  journal restored from {journal.get('copy')} ({journal.get('entries')} history entries)",

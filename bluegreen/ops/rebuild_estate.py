@@ -17,10 +17,10 @@ The run then, in order:
    against the checksum recorded there), verified, replayed in one transaction;
 4. the journal, from its off-host copy: history, live colour, switch count as they were;
 5. under the deployment lock: the release deployed to the colour that was live (its migrations
-   applied when the dump predates them), traffic moved there, the same release deployed to the
-   other colour; the journal gets a `rebuild` entry (scope `estate`) with what was restored;
-6. the public URL must answer from the live colour on that release; then the journal and the
-   dumps are copied off-host again.
+   applied when the dump predates them), traffic moved there, and the public URL must answer
+   from it on that release (visitors are served again: `servingAfterSeconds`); then the same
+   release deployed to the other colour; the journal gets a `rebuild` entry (scope `estate`);
+6. the journal and the dumps are copied off-host again.
 
 A failure names its phase; what exists by then stays, and a second run (`--replace all`) starts
 over. Nothing here can reach a container the plan did not list as missing or named.
@@ -227,8 +227,9 @@ def _steps(t: Topology, plan: EstatePlan) -> list[str]:
              "transaction",
              f"journal: restore {plan.journal.file if plan.journal else '?'} ({plan.history} history entries)",
              f"deploy {(plan.ref or '?')[:12]} to {live} (migrating what the dump predates), route traffic to "
-             f"{live}, deploy it to {other_color(live) if live in COLORS else '?'}",
-             f"check {t.public_url} answers from {live}; copy the journal and the dumps off-host again"]
+             f"{live}, check {t.public_url} answers from it, deploy it to "
+             f"{other_color(live) if live in COLORS else '?'}",
+             "record the rebuild in the journal; copy the journal and the dumps off-host again"]
     if plan.live and plan.live != plan.declared:
         steps.insert(0, f"the stack declares {plan.declared} live, the journal {plan.live}: the declared colour "
                         f"is set to {plan.live} (the journal wins)")
@@ -252,6 +253,7 @@ class EstateRebuildResult:
     configured: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
     duration_s: float = 0.0
+    serving_s: float | None = None  # from the start until the public URL answered from the live colour
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -259,6 +261,7 @@ class EstateRebuildResult:
                 "containers": self.containers, "hostKeys": [k.to_json() for k in self.host_keys],
                 "database": self.database, "journal": self.journal, "deploys": self.deploys,
                 "phases": {k: round(v, 2) for k, v in self.phases.items()},
+                "servingAfterSeconds": round(self.serving_s, 2) if self.serving_s is not None else None,
                 "durationSeconds": round(self.duration_s, 2), "error": self.error}
 
 
@@ -290,17 +293,22 @@ def rebuild_estate(estate: Estate, plan: EstatePlan, backend: ContainerBackend |
         with _phase(result, phase := "journal"):
             _restore_journal(estate, plan, result)
         with estate.holding("rebuild estate"):
-            with _phase(result, phase := "deploy"):
-                _deploy_both(estate, plan.live, plan.ref, result)
+            with _phase(result, phase := "deploy live"):
+                _deploy_live(estate, plan.live, plan.ref, result)
             with _phase(result, phase := "verify"):
                 _verify_public(estate, plan.live, result)
+                result.serving_s = time.monotonic() - started  # visitors are served again from here
+            with _phase(result, phase := "deploy standby"):
+                second = deploy(estate, plan.ref, migrate=True, allow_destructive=True, snapshot=False)
+                result.deploys.append(second.to_json())
+            _verify_public(estate, plan.live, result)
             result.ok = True
             result.duration_s = time.monotonic() - started
             _record(estate, plan, result)
     except BlueGreenError as exc:
         result.duration_s = time.monotonic() - started
         result.error = f"{phase}: {exc}"
-        if phase in ("deploy", "verify"):
+        if phase in ("deploy live", "verify", "deploy standby"):
             _record(estate, plan, result)
         raise RebuildFailed(f"rebuild estate failed at {phase}: {exc}. What was built so far stays; fix the "
                             "cause and run `bluegreen rebuild estate --replace all` again") from None
@@ -428,17 +436,17 @@ def _restore_journal(estate: Estate, plan: EstatePlan, result: EstateRebuildResu
                       "prod": restored.prod, "switchCount": restored.switch_count}
 
 
-def _deploy_both(estate: Estate, live: str, ref: str, result: EstateRebuildResult) -> None:
+def _deploy_live(estate: Estate, live: str, ref: str, result: EstateRebuildResult) -> None:
+    """The release onto the colour that was live (HAProxy routes to the other one meanwhile:
+    the deploy's smoke test goes through the preview frontend), then traffic moved there."""
     t = estate.t
     first = deploy(estate, ref, migrate=True, allow_destructive=True, snapshot=False)
     result.deploys.append(first.to_json())
     if first.color != live:
         raise RebuildFailed(f"the first deploy went to {first.color}, expected {live}")
+    result.sha = first.sha
     with estate.on(t.load_balancer) as lb, estate.progress.step(f"route traffic to {live}"):
         haproxy.set_live_color(lb, HaproxyPaths.from_topology(t), live, render_live_map(t, live))
-    second = deploy(estate, ref, migrate=True, allow_destructive=True, snapshot=False)
-    result.deploys.append(second.to_json())
-    result.sha = first.sha
 
 
 def _verify_public(estate: Estate, live: str, result: EstateRebuildResult) -> None:
