@@ -310,6 +310,10 @@ def rebuild_estate(estate: Estate, plan: EstatePlan, backend: ContainerBackend |
         result.error = f"{phase}: {exc}"
         if phase in ("deploy live", "verify", "deploy standby"):
             _record(estate, plan, result)
+        if phase == "deploy standby":
+            raise RebuildFailed(f"rebuild estate: visitors are served again by {plan.live} (release "
+                                f"{(result.sha or '')[:7]}), but deploying it to {other_color(plan.live)} failed: "
+                                f"{exc}. Fix the cause and run `bluegreen deploy --ref {plan.ref}`") from None
         raise RebuildFailed(f"rebuild estate failed at {phase}: {exc}. What was built so far stays; fix the "
                             "cause and run `bluegreen rebuild estate --replace all` again") from None
     _copy_off_host(estate)

@@ -121,6 +121,17 @@ def test_refused_while_the_containers_exist(lab: Lab, project: Path) -> None:
     assert [c.action for c in plan_rebuild_estate(service(project), replace=["all"]).containers] == ["replace"] * 4
 
 
+def test_an_unreachable_backup_host_is_a_reason_in_the_plan_not_a_crash(lab: Lab, project: Path) -> None:
+    stack = project / "stacks" / f"Pulumi.{LAB_STACK}.yaml"
+    stack.write_text(stack.read_text().replace("host: 127.0.3.40\n    port: 2222", "host: 127.0.3.40\n    port: 2299"))
+    plan = plan_rebuild_estate(service(project), replace=["all"])
+    assert any("cannot read the backup host" in p and "127.0.3.40:2299" in p for p in plan.problems), plan.problems
+    with pytest.raises(RebuildRefused):
+        rebuild_estate(service(project), plan)
+    report = list_backups(service(project))
+    assert report.offsite_error and report.local_error is None and report.rows  # the other place still listed
+
+
 def test_the_timer_takes_a_verified_dump_and_copies_it_off_host(lab: Lab, project: Path) -> None:
     """The scheduled dump as the database host's timer runs it (the lab's stand-in fires it):
     every 5 seconds for this test, then back to the stack's schedule."""
