@@ -11,8 +11,8 @@ backup host accepts only for one forced command:
 The backup host's `receive` script (in `backup.dir`, so no root is needed there) is the only thing
 those keys can run: the database key may store, list, fetch and prune dumps, the journal key may
 store copies of the journal and the bundle and fetch the bundle; neither can delete a copy outside
-retention. The operator's own key
-reaches it unrestricted (listing both places, re-checking checksums, reading the journal copy).
+retention. The operator's own key reaches it unrestricted (listing both places, re-checking
+checksums, reading the journal copy).
 
 Retention is counted on both hosts by `PRUNE_FUNCTIONS`, the shell twin of
 `model.dumps.retention`: the newest `keep` of each class (good / scheduled / other), by name
@@ -43,7 +43,6 @@ UNIT_DIR = "/etc/systemd/system"
 DUMP_UNIT = "bluegreen-dump"
 JOURNAL_UNIT = "bluegreen-journal-offsite"
 RECEIVE = ".bluegreen/receive"  # inside backup.dir
-JOURNAL_SUBDIR = "journal"
 ROLES = ("database", "journal")
 EXIT_MISMATCH = 3  # a checksum did not match: nothing was stored or replaced
 EXIT_UNREACHABLE = 4  # the backup host did not answer
