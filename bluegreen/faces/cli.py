@@ -90,10 +90,17 @@ def _operation_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="then restore the dump taken before the rolled-back release's migrations")
     r.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
-    rb = sub.add_parser("rebuild", parents=[common], help="rebuild the standby container from scratch")
-    rb.add_argument("target", choices=["standby"])
+    rb = sub.add_parser("rebuild", parents=[common],
+                        help="rebuild the standby container, or the whole estate, from scratch")
+    rb.add_argument("target", choices=["standby", "estate"],
+                    help="estate: every container, the database and the journal from the off-host copies")
+    rb.add_argument("--backup", metavar="FILE", help="estate: the dump to restore (default: the newest verified)")
+    rb.add_argument("--replace", action="append", default=[], metavar="HOSTS",
+                    help="estate: containers that still exist and may be destroyed (vmid, name, colour, role; "
+                         "comma-separated or repeated; `all`)")
+    rb.add_argument("--ref", help="estate: the release to deploy (default: what the journal says the live colour ran)")
     rb.add_argument("--discard-working-copy", action="store_true",
-                    help="rebuild even though the standby's working copy holds unpushed or uncommitted work")
+                    help="standby: rebuild even though its working copy holds unpushed or uncommitted work")
     rb.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
     h = sub.add_parser("history", parents=[common], help="switches and deploys, newest first")
@@ -123,7 +130,8 @@ def _estate_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="instead: compare each container with Proxmox; say what reboots or replaces it")
 
     tr = sub.add_parser("trust", parents=[common], help="pin the SSH host keys of the estate's hosts")
-    tr.add_argument("hosts", nargs="*", help="vmid, name, colour or role (default: every host)")
+    tr.add_argument("hosts", nargs="*",
+                    help="vmid, name, colour, role or `backup` (default: every host and the backup host)")
     tr.add_argument("--fingerprint", action="append", default=[], metavar="SHA256:...",
                     help="accept only a key with this fingerprint (repeatable); no prompt")
     tr.add_argument("--yes", "-y", action="store_true", help="pin without asking (trust on first use)")
@@ -149,7 +157,14 @@ def _estate_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 def _database_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     db = sub.add_parser("db", parents=[common], help="database dumps: list them, restore one")
     db_sub = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
-    db_sub.add_parser("backups", parents=[common], help="the dumps: when, size, deploy, release, verified")
+    bk = db_sub.add_parser("backups", parents=[common],
+                           help="the dumps on the database host and on the backup host, side by side")
+    bk.add_argument("--verify", action="store_true",
+                    help="also re-read every copy on the backup host against its checksum")
+    db_sub.add_parser("backup", parents=[common],
+                      help="a verified dump now, copied to the backup host (what the nightly timer runs)")
+    db_sub.add_parser("offsite-setup", parents=[common],
+                      help="authorize the database and HAProxy hosts on the backup host (after `pulumi up`)")
     rs = db_sub.add_parser("restore", parents=[common],
                            help="restore a dump (default: the one taken before the last migration)")
     rs.add_argument("backup", nargs="?", help="file name of the dump (see `bluegreen db backups`)")

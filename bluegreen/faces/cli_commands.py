@@ -124,6 +124,12 @@ def cmd_rollback(args: argparse.Namespace, t: Topology, o: Output, p: TerminalPr
 
 
 def cmd_rebuild(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
+    if args.target == "estate":
+        from bluegreen.faces.cli_rebuild import cmd_rebuild_estate
+
+        return cmd_rebuild_estate(args, t, o, p)
+    if args.backup or args.replace or args.ref:
+        raise ConfigError("--backup, --replace and --ref are options of `rebuild estate`")
     estate = cli_estate(t, p)
     confirm("destroy and rebuild the standby container?", yes=args.yes, stdin=sys.stdin, err=o.err)
     data = rebuild_standby(estate, discard_working_copy=args.discard_working_copy).to_json()
@@ -145,6 +151,11 @@ def cmd_history(args: argparse.Namespace, t: Topology, o: Output, p: TerminalPro
                          + (f" at {e.get('failedStep')}: {e.get('error')}" if e.get("failedStep") else "")
                          + (f" [dump {e.get('backup')}, {e.get('backupBytes')} bytes]" if e.get("backup") else "")
                          + f"  ({e.get('who', '?')})")
+        elif e.get("type") == "rebuild":
+            what = "estate" if e.get("scope") == "estate" else f"{e.get('color')} (CT {e.get('vmid')})"
+            lines.append(f"{when}  rebuild {what} {e.get('result')}"
+                         + (f" from {e.get('backup')}" if e.get("backup") else "")
+                         + (f": {e.get('error')}" if e.get("error") else "") + f"  ({e.get('who', '?')})")
         elif e.get("type") == "restore":
             lines.append(f"{when}  restore {e.get('restored')} ({e.get('reason')}); undo: "
                          f"`{e.get('undoCommand')}`  ({e.get('who', '?')})")
@@ -223,27 +234,30 @@ def _plan_changes(t: Topology, o: Output) -> int:
 
 def cmd_trust(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
     from bluegreen.hosts.executor import fetch_host_key, fingerprint, resolve_target, ssh_target, trust_host
+    from bluegreen.hosts.offsite import backup_target
 
-    hosts = [t.find_host(h) for h in args.hosts] if args.hosts else list(t.containers)
+    # The estate's containers, and the backup host (`backup`) when the stack names one.
+    wanted = list(args.hosts) or [str(c.vmid) for c in t.containers] + (["backup"] if t.backup else [])
+    targets = [(t.backup.label, backup_target(t)) if name == "backup" and t.backup
+               else (t.find_host(name).label, ssh_target(t, t.find_host(name))) for name in wanted]
     pinned: list[dict[str, Any]] = []
     added_count = 0
-    for host in hosts:
-        target = ssh_target(t, host)
+    for label, target in targets:
         # Pinned under the address and port the connection really uses (an ~/.ssh/config alias's
         # HostName and Port), which is what the host key is checked against when connecting.
         address, port, _, _ = resolve_target(target)
         key_type, key_b64 = fetch_host_key(target)
         print_ = fingerprint(key_b64)
-        o.say(f"{host.label}: {key_type} {print_}")
+        o.say(f"{label}: {key_type} {print_}")
         if args.fingerprint:
             if print_ not in args.fingerprint:
-                raise ConfigError(f"{host.label} presented {print_}, which is not one of the fingerprints "
+                raise ConfigError(f"{label} presented {print_}, which is not one of the fingerprints "
                                   "given: refusing to pin it")
         else:
             confirm(f"pin this key for {address}:{port}?", yes=args.yes, stdin=sys.stdin, err=o.err)
         added = trust_host(target.known_hosts, address, port, f"{key_type} {key_b64}")
         added_count += added
-        pinned.append({"host": host.label, "fingerprint": print_, "added": added})
+        pinned.append({"host": label, "fingerprint": print_, "added": added})
     o.result({"ok": True, "knownHosts": t.ssh.known_hosts, "hosts": pinned},
              f"{added_count} key(s) added to {t.ssh.known_hosts}")
     return 0

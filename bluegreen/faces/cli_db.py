@@ -12,19 +12,29 @@ from typing import Any
 
 from bluegreen.faces.cli_support import Output, cli_estate, confirm
 from bluegreen.faces.terminal import TerminalProgress
+from bluegreen.hosts import offsite
 from bluegreen.model import deploy_pin, dumps
 from bluegreen.model.errors import ConfigError
 from bluegreen.model.topology import Topology
+from bluegreen.ops import backups as backup_ops
 from bluegreen.ops import restore, rollback
 from bluegreen.ops.deploy import DeployPlan, plan_deploy
-from bluegreen.render import dbcommands
 
 
 def cmd_db(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
     estate = cli_estate(t, p)
     if args.db_command == "backups":
-        backups = restore.list_dumps(estate)
-        o.result([b.to_json() for b in backups], format_backups(backups, t))
+        report = backup_ops.list_backups(estate, verify=args.verify)
+        o.result(report.to_json(), format_backups(report, t))
+        return 1 if report.local_error and report.offsite_error else 0
+    if args.db_command == "backup":
+        done = backup_ops.backup_now(estate)
+        o.result(done.to_json(), f"took {done.file} (verified) on {t.database_host.label}; "
+                 + format_offsite(done.offsite, t))
+        return 0 if done.offsite.ok else 1
+    if args.db_command == "offsite-setup":
+        changes = backup_ops.setup_offsite(estate)
+        o.result({"ok": True, "changes": changes}, "\n".join(changes) or "nothing to change")
         return 0
     backups = restore.list_dumps(estate)
     chosen = dumps.pick_backup(backups, args.backup)
@@ -41,21 +51,46 @@ def cmd_db(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress
     return 0
 
 
-def format_backups(backups: list[dumps.Backup], t: Topology) -> str:
-    if not backups:
-        return f"no dumps in {dbcommands.backup_folder(t)}"
-    lines = [f"dumps in {dbcommands.backup_folder(t)} (newest first; keep {t.database.backup_keep} good "
-             f"+ {t.database.backup_keep} others):",
-             f"  {'file':<44} {'size':>10}  {'taken':<20} {'kind':<14} {'deploy':<22} verified  good"]
-    for b in backups:
-        d = b.to_json()
+def format_backups(report: backup_ops.BackupsReport, t: Topology) -> str:
+    keep = t.database.backup_keep
+    lines = [f"dumps on {t.database_host.label} in {report.local_folder} (keep {keep} good + {keep} "
+             f"scheduled + {keep} others)"]
+    if report.offsite_label:
+        lines[0] += f"\n  and on {report.offsite_label} in {report.offsite_folder}"
+    else:
+        lines.append("  no second place configured (bluegreen:backup): the dumps live on the database host only")
+    for where, error in (("database host", report.local_error), ("backup host", report.offsite_error)):
+        if error:
+            lines.append(f"  ! {where} not read: {error}")
+    if not report.rows:
+        lines.append("  no dumps")
+        return "\n".join(lines)
+    lines.append(f"  {'file':<44} {'size':>10}  {'taken':<20} {'kind':<14} {'deploy':<14} verified  good  "
+                 "off-host")
+    for row in report.rows:
+        b, d = row.newest, row.newest.to_json()
         deploy = f"{d['colour'] or '-'} {(d['sha'] or '')[:7]}".strip() if d["sha"] else "-"
+        where = row.offsite_state if report.offsite_label else "-"
+        if row.local is None:
+            where += " (gone from the database host)"
+        recheck = report.rechecked.get(row.file)
+        if recheck:
+            where += f"; re-read: {recheck}"
         lines.append(f"  {b.file:<44} {dumps.human_bytes(b.bytes):>10}  {b.created:<20} {d['kind']:<14} "
-                     f"{deploy:<22} {'yes' if d['verified'] else 'no':<9} {'GOOD' if d['good'] else ''}")
+                     f"{deploy:<14} {'yes' if d['verified'] else 'no':<9} {'GOOD' if d['good'] else '    '}  "
+                     f"{where}")
         if d["release"]:
             lines.append(f"      release {d['release']}; applied before: {len(d['applied'] or [])}; "
                          f"migrating: {', '.join(d['pending'] or []) or 'none'}")
     return "\n".join(lines)
+
+
+def format_offsite(result: offsite.OffsiteResult, t: Topology) -> str:
+    label = t.backup.label if t.backup else "the backup host"
+    if result.ok:
+        return (f"copied to {label} (checksums checked there): {len(result.copied)} new, "
+                f"{len(result.present)} already there, {len(result.pruned)} pruned by retention")
+    return f"NOT all copied to {label}: " + ("; ".join(result.failed) or result.error or "unknown failure")
 
 
 def format_restore(data: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bluegreen.hosts import offsite
 from bluegreen.hosts.executor import Executor
 from bluegreen.model import migrations
 from bluegreen.model.dumps import (
@@ -39,6 +40,7 @@ from bluegreen.render.dbcommands import (
     tables_query,
     toc_command,
 )
+from bluegreen.render.shell import sh
 
 log = logging.getLogger("bluegreen.database")
 
@@ -89,16 +91,41 @@ def take_verified_dump(t: Topology, db: Executor, target: str, *, progress: Prog
             raise DumpError(f"the database dump {target} failed verification and was removed: "
                             + "; ".join(problems) + ". Nothing was migrated or restored.")
     info = dict(deploy or {})
+    # The checksum every copy of this verified file is held to (the backup host checks it on arrival).
+    digest = db.run(sh("sha256sum", "--", target), step="checksum the dump").stdout.split()[0]
     meta = DumpMeta(file=target.rsplit("/", 1)[-1], bytes=size, created_at=iso(utcnow()), kind=kind,
                     database=t.database.name, verified=True, tables=tuple(sorted(tables)),
                     applied=tuple(sorted(applied)), pending=tuple(pending), color=info.get("colour"),
-                    ref=info.get("ref"), sha=info.get("sha"), release=info.get("release"), by=who)
+                    ref=info.get("ref"), sha=info.get("sha"), release=info.get("release"), by=who,
+                    sha256=digest)
     write_meta(db, target, meta)
     return meta
 
 
 def write_meta(db: Executor, target: str, meta: DumpMeta) -> None:
     db.put(target + SIDECAR_SUFFIX, meta.sidecar(), step="record the dump", mode=0o640)
+
+
+def copy_offsite(t: Topology, db: Executor, progress: Progress) -> offsite.OffsiteResult | None:
+    """Copy the verified dumps not yet on the backup host there (none configured: None).
+
+    A failed copy is reported, not raised: the dump on the database host is there and verified,
+    and the next copy (the scheduled dump's, or the next deploy's) sends whatever is missing."""
+    if t.backup is None:
+        return None
+    try:
+        with progress.step("copy the dump off-host"):
+            result = offsite.sync_dumps(t, db)
+    except BlueGreenError as exc:
+        result = offsite.OffsiteResult(ok=False, error=str(exc))
+    if result.ok:
+        for line in result.copied:
+            progress.note(f"copied to {t.backup.label}, checksum checked there: {line.split()[0]}")
+    else:
+        problem = "; ".join(result.failed) or result.error or "unknown failure"
+        progress.note(f"NOT copied off-host ({problem}); the next scheduled dump copies it")
+        log.warning("off-host copy failed: %s", problem)
+    return result
 
 
 def prune(t: Topology, db: Executor) -> list[str]:

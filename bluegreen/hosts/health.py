@@ -121,6 +121,17 @@ def http_probe(url: str, *, timeout: float = 3.0, headers: Mapping[str, str] | N
                        served_by=response.headers.get(SERVED_BY_HEADER))
 
 
+def tcp_answers(address: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether something accepts TCP connections on `address:port` (a service still serving)."""
+    import socket
+
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def poll(probe: Callable[[], ProbeResult], *, deadline_s: float, interval_s: float = 0.5,
          clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
          accept: Callable[[ProbeResult], bool] | None = None,

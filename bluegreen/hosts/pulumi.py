@@ -230,6 +230,27 @@ class PulumiSeam:
         exported = self._call("export the stack state", stack.export_stack)
         return exported.deployment or {}
 
+    def recreate_estate(self, replace_vmids: Sequence[int], *,
+                        on_output: Callable[[str], Any] | None = None) -> UpdateOutcome:
+        """After the node lost containers: `pulumi refresh` (what is gone leaves the state), then
+        one `pulumi up` of the whole stack, replacing the containers of `replace_vmids` that the
+        state still holds; the program recreates the rest and configures every host."""
+        self.refresh(on_output=on_output)
+        deployment = self.export()
+        urns = []
+        for vmid in replace_vmids:
+            found = find_container(deployment, vmid)
+            if found is None:
+                log.info("container %d is no longer in the state: it is created, not replaced", vmid)
+            else:
+                urns.append(str(found.get("urn")))
+        stack = self._open()
+        with self._project_file_guard(), self._environment({}):
+            result = self._call("recreate the estate", lambda: stack.up(
+                replace=urns or None, message="bluegreen: rebuild the estate",
+                on_output=self._redacting(on_output), color="never"))
+        return UpdateOutcome(changes=_changes(result.summary), outputs=_plain_outputs(result.outputs))
+
     def up(self, doing: str, *, targets: Sequence[str], replace: Sequence[str] = (), message: str,
            env: Mapping[str, str] | None = None, target_dependents: bool = False,
            on_output: Callable[[str], Any] | None = None) -> UpdateOutcome:

@@ -16,8 +16,10 @@ from bluegreen.model.errors import BlueGreenError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bluegreen.lab",
                                      description="The local lab: the stack `lab` on loopback addresses.")
-    parser.add_argument("command", choices=("up", "down", "status", "destroy", "apply"),
-                        help="apply: the host configuration `pulumi up` would apply, on the running lab")
+    parser.add_argument("command", choices=("up", "down", "status", "destroy", "apply", "lose-node"),
+                        help="apply: the host configuration `pulumi up` would apply, on the running lab; "
+                             "lose-node: destroy the four containers' processes and data (`bluegreen "
+                             "rebuild estate` brings them back)")
     parser.add_argument("--stack", default="lab", help="the stack to run locally (default: lab)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--legacy", action="store_true",
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"changes": changes}, indent=2))
             else:
                 print("\n".join(changes) if changes else "nothing to change: every host already matches")
+        elif args.command == "lose-node":
+            _lose_node(lab, as_json=args.json)
         elif args.command in ("down", "destroy"):
             stopped = lab.down() if args.command == "down" else lab.destroy()
             if args.json:
@@ -85,6 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     return 0
+
+
+def _lose_node(lab: Lab, *, as_json: bool) -> None:
+    from bluegreen.lab.loss import lose_node
+
+    done = lose_node(lab)
+    if as_json:
+        print(json.dumps({"done": done}, indent=2))
+    else:
+        print("\n".join(done) if done else "nothing to lose: no container runs")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from bluegreen.hosts import haproxy_cli as hr
 from bluegreen.hosts.executor import Executor, SshExecutor, connect, known_hosts_line, trust_host
 from bluegreen.hosts.hostconfig import pm2_home
 from bluegreen.lab.monitoring import start_monitoring
+from bluegreen.lab.offsite import start_backup_host
 from bluegreen.lab.paths import (
     LAB_DIR,
     LEGACY_MARKER,
@@ -49,6 +50,7 @@ from bluegreen.lab.services import (
     start_postgres,
     start_sshd,
 )
+from bluegreen.lab.timers import start_timers
 from bluegreen.lab.tls import ensure_lab_tls
 from bluegreen.model.errors import ConfigError, HostKeyError
 from bluegreen.model.sensitive import Sensitive
@@ -235,15 +237,13 @@ class Lab:
         self._register(fakepve, f"{endpoint.hostname}:{endpoint.port or 8006}")
         note(fakepve, previous.get(fakepve.name, False))
 
-        db = t.database_host
         postgres = self.postgres()
         was_running = postgres.alive()
-        start_postgres(name=db.name, data_dir=Path(db.path("/var/lib/postgresql/15/main")),
-                       address=db.ip, port=t.database.port,
-                       socket_dir=Path(db.path("/var/run/postgresql")),
-                       hba_file=Path(db.path("/etc/postgresql/15/main/pg_hba.conf")),
-                       log_file=p.logs / "postgres.log", pid_file=postgres.pid_file)
+        self.start_database()
         note(postgres, was_running)
+        backup_host = self._start_backup_host()
+        if backup_host is not None:
+            note(backup_host, previous.get(backup_host.name, False))
 
         password = self._db_password()
         build_sample_repo(p.sample_repo, self.project_dir / "sample-app")
@@ -267,6 +267,10 @@ class Lab:
         for process, listen in start_monitoring(p.root, t, self.project_dir):  # Prometheus & co.
             self._register(process, listen)
             note(process, previous.get(process.name, False))
+        if t.backup is not None:  # the hosts' timers and path units (no systemd here)
+            timers = start_timers(p.root, t)
+            self._register(timers, None)
+            note(timers, previous.get(timers.name, False))
         log.info("lab up: %d started, %d reused", len(started), len(reused))
         return LabInfo(lab_dir=str(p.root), stack=t.stack, public_url=t.public_url,
                        preview_url=t.preview_url, proxmox_endpoint=t.proxmox.endpoint,
@@ -296,6 +300,28 @@ class Lab:
             set_active_color_in_file(t.project_dir, t.stack, live)
         return dataclasses.replace(t, active_color=live)
 
+    def start_database(self) -> ManagedProcess:
+        """PostgreSQL of the database host (on a real host, its package starts the cluster)."""
+        t, db = self.topology, self.topology.database_host
+        postgres = self.postgres()
+        start_postgres(name=db.name, data_dir=Path(db.path("/var/lib/postgresql/15/main")),
+                       address=db.ip, port=t.database.port,
+                       socket_dir=Path(db.path("/var/run/postgresql")),
+                       hba_file=Path(db.path("/etc/postgresql/15/main/pg_hba.conf")),
+                       log_file=self.paths.logs / "postgres.log", pid_file=postgres.pid_file)
+        return postgres
+
+    def _start_backup_host(self) -> ManagedProcess | None:
+        """The second place for backups (`bluegreen:backup`): a machine of its own, not a container."""
+        p = self.paths
+        started = start_backup_host(self.topology, lab_root=p.root, pids=p.pids, logs=p.logs,
+                                    client_key=p.public_key, known_hosts=p.known_hosts)
+        if started is None:
+            return None
+        process, listen = started
+        self._register(process, listen)
+        return process
+
     def apply(self) -> list[str]:
         """The host configuration `pulumi up` applies, through the same providers' logic
         (`apply_estate`), on the running lab as its stack file now declares it; what changed."""
@@ -304,6 +330,7 @@ class Lab:
 
     def _apply(self) -> list[str]:
         t = self.topology
+        self._start_backup_host()  # the off-host configuration reaches it (a legacy lab has none yet)
         executors: dict[int, Executor] = {c.vmid: self.executor(c) for c in t.containers}
         try:
             return apply_estate(t, self._db_password(), executor_for=executors)

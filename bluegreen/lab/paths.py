@@ -128,6 +128,8 @@ def check_loopback_only(t: Topology) -> None:
         endpoint_ok = False
     if not endpoint_ok:
         outside.append(f"proxmox endpoint {t.proxmox.endpoint}")
+    if t.backup is not None and not t.backup.address.startswith("127."):
+        outside.append(f"backup.host {t.backup.address}")
     for key, address in (("monitoring.prometheus", t.monitoring.prometheus),
                          ("monitoring.blackboxExporter", t.monitoring.blackbox),
                          *((f"webhook {w.name}", urlsplit(w.url).hostname) for w in t.events.webhooks if w.url)):

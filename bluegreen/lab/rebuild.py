@@ -75,12 +75,16 @@ class LabBackend:
         return True
 
     def boot(self, host: Container) -> None:
-        """The new container's first boot: an sshd with a fresh host key, the estate's key allowed."""
+        """The new container's first boot: an sshd with a fresh host key, the estate's key allowed.
+        A database container also gets its PostgreSQL cluster, which the package's installation
+        creates and starts on a real one (the lab's hosts share this machine's binaries)."""
         t, p = self.lab.topology, self.lab.paths
         process = self.lab.sshd(host)
         start_sshd(name=host.name, address=host.ip, port=t.ssh.port, state_dir=Path(host.path("/etc/ssh")),
                    authorized_keys=p.public_key, log_file=p.logs / f"sshd-{host.vmid}.log",
                    pid_file=process.pid_file, home=Path(host.path("/root")))
+        if host.role == "database":
+            self.lab.start_database()
 
     def _stop_processes(self, host: Container) -> None:
         root = Path(host.root)
@@ -88,4 +92,8 @@ class LabBackend:
             if not home.is_relative_to(root) or daemon.pid() is None:
                 continue
             stop_pm2(home, daemon)
+        if host.role == "database":
+            self.lab.postgres().stop()
+        if host.role == "loadbalancer":
+            self.lab.haproxy().stop()
         self.lab.sshd(host).stop()

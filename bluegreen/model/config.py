@@ -12,6 +12,7 @@ from typing import Any
 
 from bluegreen.model.config_containers import read_containers
 from bluegreen.model.errors import ConfigError, ValidationError
+from bluegreen.model.offsite import read_backup
 from bluegreen.model.reader import Reader, json_kind
 from bluegreen.model.topology import (
     COLORS,
@@ -58,6 +59,7 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
     journal = _read_journal(r, get("journal"))
     monitoring = _read_monitoring(r, get("monitoring"))
     events = _read_events(r, get("events"), resolve)
+    backup = read_backup(r, get("backup"), ssh, database, resolve)
     active, color_file = _read_active_color(r, get, resolve)
     allow_disruption = r.str_list({"allowDisruption": get("allowDisruption")}, "allowDisruption", "")
     for item in allow_disruption:
@@ -72,7 +74,7 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         journal=journal, environment=str(get("environment") or "production"),
         allow_restart=allow_restart,
         monitoring=monitoring, events=events,
-        active_color_file=color_file, allow_disruption=allow_disruption,
+        active_color_file=color_file, allow_disruption=allow_disruption, backup=backup,
     )
 
 

@@ -42,6 +42,7 @@ log = logging.getLogger("bluegreen.dumps")
 
 KIND_PRE_MIGRATION = "pre-migration"
 KIND_PRE_RESTORE = "pre-restore"
+KIND_SCHEDULED = "scheduled"  # the database host's timer (render.offsite), or `bluegreen db backup`
 SIDECAR_SUFFIX = ".json"
 # Names this tool gives its dumps (`commands.backup_path` and the pre-restore ones).
 _OUR_NAME = re.compile(r"^\d{14}-[a-z0-9-]+\.dump$")
@@ -80,13 +81,15 @@ class DumpMeta:
     migrated: bool = False
     migrated_at: str | None = None
     note: str | None = None
+    sha256: str | None = None  # of the verified file: what every copy of it is checked against
 
     def to_json(self) -> dict[str, Any]:
         return {"file": self.file, "bytes": self.bytes, "createdAt": self.created_at, "kind": self.kind,
                 "database": self.database, "verified": self.verified, "tables": list(self.tables),
                 "applied": list(self.applied), "pending": list(self.pending), "colour": self.color,
                 "ref": self.ref, "sha": self.sha, "release": self.release, "by": self.by,
-                "migrated": self.migrated, "migratedAt": self.migrated_at, "note": self.note}
+                "migrated": self.migrated, "migratedAt": self.migrated_at, "note": self.note,
+                "sha256": self.sha256}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DumpMeta:
@@ -105,10 +108,14 @@ class DumpMeta:
                    tables=strs("tables"), applied=strs("applied"), pending=strs("pending"),
                    color=opt("colour"), ref=opt("ref"), sha=opt("sha"), release=opt("release"),
                    by=opt("by"), migrated=data.get("migrated") is True, migrated_at=opt("migratedAt"),
-                   note=opt("note"))
+                   note=opt("note"), sha256=_sha256(data.get("sha256")))
 
     def sidecar(self) -> str:
         return json.dumps(self.to_json(), sort_keys=False) + "\n"
+
+
+def _sha256(value: Any) -> str | None:
+    return value if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) else None
 
 
 @dataclass(frozen=True)
@@ -174,16 +181,30 @@ def parse_backup_listing(stdout: str, folder: str) -> list[Backup]:
     return sorted(backups, key=Backup.sort_key, reverse=True)
 
 
+def retention_class(backup: Backup) -> str:
+    """Which count a dump of ours is kept in: `good` (taken before a migration that succeeded),
+    `scheduled` (verified, taken by the timer or `db backup`), or `other` (failed attempts,
+    pre-restore dumps, anything unverified). The shell twin is `render.offsite_scripts.PRUNE_FUNCTIONS`."""
+    if backup.good:
+        return "good"
+    if backup.meta is not None and backup.meta.verified and backup.meta.kind == KIND_SCHEDULED:
+        return "scheduled"
+    return "other"
+
+
 def retention(backups: Sequence[Backup], keep: int) -> list[Backup]:
-    """Which dumps to delete: keep the newest `keep` good ones and, apart from them, the newest
-    `keep` others of ours. Good dumps are counted separately, so failed attempts never push out
-    the last good one; files this tool did not write are never deleted."""
+    """Which dumps to delete: keep the newest `keep` of each class (`retention_class`). Classes are
+    counted apart, so failed attempts never push out the last good dump and nightly dumps never
+    push out the dump that undoes a migration; files this tool did not write are never deleted."""
     if keep < 1:
         raise ConfigError(f"database.backupKeep must be at least 1, got {keep}")
-    ours = sorted((b for b in backups if b.ours), key=Backup.sort_key, reverse=True)
-    good = [b for b in ours if b.good]
-    others = [b for b in ours if not b.good]
-    return sorted(good[keep:] + others[keep:], key=Backup.sort_key)
+    # Ours by name only, newest first by name (it starts with the UTC time it was taken): the
+    # shell twin on the backup host sees names, not the times inside sidecars.
+    ours = sorted((b for b in backups if _OUR_NAME.match(b.file)), key=lambda b: b.file, reverse=True)
+    doomed: list[Backup] = []
+    for kind in ("good", "scheduled", "other"):
+        doomed += [b for b in ours if retention_class(b) == kind][keep:]
+    return sorted(doomed, key=lambda b: b.file)
 
 
 def last_good(backups: Iterable[Backup]) -> Backup | None:

@@ -232,6 +232,38 @@ class EventSettings:
 
 
 @dataclass(frozen=True)
+class BackupSettings:
+    """`bluegreen:backup`: the second place, off the database host, that every verified dump and
+    the journal are copied to (a host reached over SSH; the lab runs one on a loopback address).
+
+    `dir` is on that host; `root` roots every path on it like a container's (the lab); `keep` is
+    the retention counted there (per class, like `database.backupKeep`); `schedule` is the
+    systemd `OnCalendar=` of the scheduled dump on the database host."""
+
+    address: str
+    port: int
+    user: str
+    dir: str
+    keep: int
+    schedule: str
+    ssh_alias: str | None = None
+    root: str = "/"
+    journal_keep: int = 20
+
+    @property
+    def label(self) -> str:
+        return f"backup host ({self.address})"
+
+    def path(self, path: str) -> str:
+        rel = PurePosixPath(path)
+        if not rel.is_absolute():
+            raise ValueError(f"expected an absolute path, got {path!r}")
+        if self.root == "/":
+            return str(rel)
+        return str(PurePosixPath(self.root) / rel.relative_to("/"))
+
+
+@dataclass(frozen=True)
 class Topology:
     stack: str
     project_dir: str
@@ -254,6 +286,8 @@ class Topology:
     active_color_file: str | None = None
     # What may be rebooted or replaced while it serves (`allowDisruption`: live, database).
     allow_disruption: tuple[str, ...] = ()
+    # Where dumps and the journal are copied off the database host (`backup`); None: nowhere.
+    backup: BackupSettings | None = None
 
     @property
     def database_host(self) -> Container:

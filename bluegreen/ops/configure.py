@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from bluegreen.hosts import haproxy_cli as hr
+from bluegreen.hosts import offsite
 from bluegreen.hosts.appenv import apply_env
 from bluegreen.hosts.executor import Executor, connect
 from bluegreen.hosts.hostconfig import (
@@ -89,10 +90,24 @@ def apply_estate(t: Topology, db_password: Sensitive, *,
                                                 pm2_home=eco["pm2_home"], app_dir=eco["app_dir"],
                                                 run_as=eco["run_as"], login_user=t.ssh.user,
                                                 reload=eco["reload"]))
+        changes += configure_offsite(t, [(db, on(db)), (lb, on(lb))], secrets=[db_password])
     finally:
         for executor in own.values():
             executor.close()
     return changes
+
+
+def configure_offsite(t: Topology, pushers: list[tuple[Container, Executor]], *,
+                      secrets: list[Sensitive]) -> list[str]:
+    """The cross-host part of the off-host copies (`bluegreen:backup`): the backup host's receive
+    script, the pushing hosts' keys authorized there, its key pinned on them. Nothing without one."""
+    if t.backup is None:
+        return []
+    with offsite.backup_executor(t, secrets) as backup:
+        done = offsite.setup(t, backup, pushers)
+    for line in done:
+        log.info("%s: offsite: %s", t.backup.label, line)
+    return [f"{t.backup.label}: offsite: {line}" for line in done]
 
 
 def _file(step: str, path: str, content: str) -> dict[str, str]:

@@ -153,12 +153,14 @@ def _dump_and_migrate(estate: Estate, ex: Executor, db: Executor, run: Migrating
     result.backup_bytes = meta.bytes
     write_dump_metrics(db, t, target)  # for the no-recent-good-dump alert
     database.prune_quietly(t, db)  # safe before migrating: good dumps are counted apart from this one
+    database.copy_offsite(t, db, estate.progress)  # off the host before the step a switch cannot undo
     run.pending = pending
     with estate.progress.step(f"apply {len(pending)} migration(s)", long=True):
         ex.run(cmd.migrate(t, run.release or ""), step="migrate")
     result.migrations_applied = pending
     database.write_meta(db, target, dataclasses.replace(meta, migrated=True, migrated_at=iso(utcnow())))
     database.prune_quietly(t, db)
+    database.copy_offsite(t, db, estate.progress)  # the sidecar now says GOOD there too
 
 
 def failure_note(estate: Estate, run: MigratingRun) -> str | None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
@@ -165,6 +165,22 @@ def replace_through_pulumi(seam: PulumiSeam, t: Topology, host: Container, *,
             env={REBUILD_ENV: f"{vmid}:{REPLACE}"}, on_output=on_output,
             message=f"bluegreen: rebuild {vmid}: replace the adopted container with one the program owns")
     set_container_existing(t.project_dir, t.stack, vmid, False)
+
+    def recreate(self, hosts: Sequence[Container], replace: Sequence[Container]) -> None:
+        """`rebuild estate`: refresh, then one `pulumi up` that recreates every container (those of
+        `replace` still existing are replaced) and configures every host.
+
+        An adopted container (`existing: true`) that is gone cannot be imported again: the program
+        would declare an import of what no longer exists. Each one is recorded as owned first (the
+        stack file drops `existing`), so the program creates it; a plain `up` afterwards declares
+        what it created and changes nothing."""
+        for host in hosts:
+            if host.existing:
+                set_container_existing(self.project_dir, self.stack, host.vmid, False)
+        seam = PulumiSeam(self.project_dir, self.stack, pulumi_command=self.pulumi_command,
+                          lock_token=self.lock_token)
+        seam.recreate_estate([h.vmid for h in replace],
+                             on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
 
 
 # --------------------------------------------------------------------------- the run

@@ -11,6 +11,7 @@ from typing import Any
 
 from bluegreen.hosts.database import (
     applied_rows,
+    copy_offsite,
     migrations_in_dump,
     prune_quietly,
     read_backups,
@@ -116,6 +117,7 @@ def restore(estate: Estate, backup: str | None = None, *, check_live: bool = Tru
                                   deploy={"colour": None, "ref": None, "sha": None, "release": None})
         undo = dataclasses.replace(undo, note=f"taken before restoring {chosen.file}")
         write_meta(db, undo_target, undo)
+        copy_offsite(t, db, estate.progress)
         extras = extra_objects(parse_objects(db.run(cmd.psql(t, t.database_host, objects_query()),
                                                     step="list database objects").stdout), toc)
         prelude = f"{backup_folder(t)}/.restore-prelude.sql"

@@ -21,6 +21,7 @@ from bluegreen.render.monitoring import (
     render_node_exporter_defaults,
     textfile_dir,
 )
+from bluegreen.render.offsite import bootstrap_lines as offsite_lines
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_SOCKET_DIR = "/var/run/postgresql"
@@ -277,8 +278,12 @@ def render_bootstrap(t: Topology, container: Container) -> str:
         raise ConfigError(f"no bootstrap for role {container.role!r} of {container.label}")
     if container not in t.containers:
         raise ConfigError(f"{container.label} is not a container of stack {t.stack!r}")
+    # Hosts that push copies off-host (bluegreen:backup) need an SSH client and flock.
+    pushing = t.backup is not None and container.role in ("database", "loadbalancer")
+    extra = (("ssh", "openssh-client"), ("flock", "util-linux")) if pushing else ()
     packages = " ".join(_q(f"{probe}:{package}")
-                        for probe, package in (*PACKAGES[container.role], NODE_EXPORTER_PACKAGE))
+                        for probe, package in dict.fromkeys((*PACKAGES[container.role], *extra,
+                                                             NODE_EXPORTER_PACKAGE)))
     lines = [
         "#!/usr/bin/env bash",
         f"# {GENERATED_BY}",
@@ -288,5 +293,6 @@ def render_bootstrap(t: Topology, container: Container) -> str:
         f"ensure_packages {packages}",
         *_ROLES[container.role](t, container),
         *_node_exporter(t, container),
+        *offsite_lines(t, container),
     ]
     return "\n".join(lines) + "\n"

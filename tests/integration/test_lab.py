@@ -144,7 +144,12 @@ def test_every_host_answers_over_ssh_with_its_own_pinned_key(lab: Lab) -> None:
         keys.add(expected_key)
     assert len(keys) == len(t.containers)
     pinned = lab.paths.known_hosts.read_text().splitlines()
-    assert len(pinned) == len(t.containers)
+    # One pin per container, and one for the backup host (a machine of its own, `bluegreen:backup`).
+    assert t.backup is not None
+    backup_key = host_public_key(Path(t.backup.path("/etc/ssh")))
+    assert sorted(pinned) == sorted([*(f"[{c.ip}]:{t.ssh.port} {host_public_key(Path(c.path('/etc/ssh')))}"
+                                       for c in t.containers),
+                                     f"[{t.backup.address}]:{t.backup.port} {backup_key}"])
 
 
 def test_a_host_is_refused_when_its_key_is_not_pinned(lab: Lab, tmp_path: Path) -> None:

@@ -360,7 +360,8 @@ def test_bootstrap_installs_only_the_missing_packages(tmp_path: Path) -> None:
     apt-get here is a recording stand-in: installing packages is not something a test may do to
     this machine. Only the tools the script needs are on PATH, so haproxy and socat are missing.
     """
-    t = rooted(load_stack(PROJECT, "lab"), tmp_path / "hosts")
+    # Without a backup host: its SSH client and key generation are another test's (test_offsite.py).
+    t = rooted(dataclasses.replace(load_stack(PROJECT, "lab"), backup=None), tmp_path / "hosts")
     bare = tmp_path / "bare-bin"
     bare.mkdir()
     for tool in ("install", "stat", "id", "chown", "chmod", "getent", "cut"):

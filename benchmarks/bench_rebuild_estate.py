@@ -1,0 +1,139 @@
+"""How long the estate takes to come back after losing the node (recovery time), app build included.
+
+    .venv/bin/python benchmarks/bench_rebuild_estate.py [--app next|light] [--runs N]
+
+Each run, on the lab: both colours serve the app (the real Next.js 15 + Prisma app, `next-v1`, by
+default; `--app light` for the small stand-in), rows are written, a verified dump is taken and
+copied off-host (what the nightly timer does) and the journal's copy is current; then
+`python -m bluegreen.lab lose-node` destroys the four containers (processes, Proxmox entries,
+disks) and the clock starts; `rebuild estate` runs (plan, containers, configuration, the dump
+restored, the journal restored, the release built and deployed to both colours, traffic where
+the journal says). Two figures: visitors served again (the public URL answers from the live
+colour, before the standby is rebuilt) and both colours back (the whole run). The rows written
+before the loss are checked to be back.
+
+Results go to `benchmarks/results-rebuild.json` and stdout (a markdown table); RESULTS.md is left
+to the script that regenerates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from typing import Any
+
+from benchlib import (
+    BENCH_DIR,
+    Bench,
+    arg_parser,
+    load_average,
+    machine_info,
+    md_table,
+    open_bench,
+    say,
+    setup_logging,
+    when_unlocked,
+)
+
+from bluegreen.hosts import health, offsite
+from bluegreen.hosts.executor import connect
+from bluegreen.lab.loss import lose_node
+from bluegreen.model.progress import RecordingProgress
+from bluegreen.model.topology import Topology
+from bluegreen.ops.backups import backup_now
+from bluegreen.ops.deploy import deploy
+from bluegreen.ops.rebuild_estate import plan_rebuild_estate, rebuild_estate
+from bluegreen.ops.switch import switch
+from bluegreen.render import commands as cmd
+
+REFS = {"next": "next-v1", "light": "v1"}
+
+
+def serve_everywhere(bench: Bench, ref: str) -> str:
+    """Both colours on `ref` (deploy the standby, switch, deploy the other); the sha."""
+    first = when_unlocked(lambda: deploy(bench.service(), ref, migrate=True, snapshot=False))
+    when_unlocked(lambda: switch(bench.service(), watch=False))
+    bench.sync_declared_color()
+    second = when_unlocked(lambda: deploy(bench.service(), ref, migrate=True, snapshot=False))
+    assert first.sha == second.sha
+    return first.sha or ""
+
+
+def psql(t: Topology, sql: str) -> str:
+    with connect(t, t.database_host) as db:
+        return db.run(cmd.psql(t, t.database_host, sql), step="psql").stdout
+
+
+def journal_current(t: Topology, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connect(t, t.load_balancer) as lb:
+            raw = lb.get(t.load_balancer.path(t.journal.path), step="read the journal") or b""
+        with offsite.backup_executor(t) as backup:
+            copies = offsite.journal_copies(t, backup)
+        if copies and copies[0].sha256 == hashlib.sha256(raw).hexdigest():
+            return
+        time.sleep(0.5)
+    raise SystemExit("the journal's copy never caught up")
+
+
+def one_run(bench: Bench, ref: str) -> dict[str, Any]:
+    sha = serve_everywhere(bench, ref)
+    t = bench.topology()
+    marker = f"bench-rebuild-{int(time.time())}"
+    psql(t, f"INSERT INTO \"Attendant\" (name) VALUES ('{marker}')")
+    dumped = backup_now(bench.service())
+    journal_current(t)
+    say(f"-- losing the node (dump {dumped.file})")
+    lose_node(bench.lab)
+    started = time.monotonic()
+    progress = RecordingProgress()
+    plan = plan_rebuild_estate(bench.service(progress=progress))
+    started_run = time.monotonic()
+    if plan.problems:
+        raise SystemExit("rebuild refused: " + "; ".join(plan.problems))
+    result = rebuild_estate(bench.service(progress=progress), plan)
+    url = f"{t.public_url}{t.app.health_path}"
+    answer = health.poll(lambda: health.http_probe(url, **health.visitor(t)), deadline_s=60)
+    recovery = time.monotonic() - started
+    rows = psql(bench.topology(), f"SELECT count(*) FROM \"Attendant\" WHERE name = '{marker}'").strip()
+    serving = result.serving_s or 0.0
+    return {"ref": ref, "sha": sha, "recoverySeconds": round(recovery, 1),
+            "servingAfterSeconds": round(serving + (started_run - started), 1), "answered": answer.ok,
+            "servedBy": answer.served_by, "rowsBack": rows == "1", "phases": result.to_json()["phases"],
+            "deploySeconds": [d["durationSeconds"] for d in result.deploys],
+            "database": result.database.get("file"), "bytes": result.database.get("bytes"),
+            "load": load_average()}
+
+
+def render(runs: list[dict[str, Any]]) -> str:
+    phases = ("containers", "configure", "database", "journal", "deploy live", "verify", "deploy standby")
+    rows = [[r["ref"], f"{r['servingAfterSeconds']:.0f}", f"{r['recoverySeconds']:.0f}",
+             *(f"{r['phases'].get(p, 0):.0f}" for p in phases), "yes" if r["rowsBack"] else "NO", r["load"]]
+            for r in runs]
+    return md_table(["app", "served again after s", "both colours after s", *phases, "rows back", "load 1/5/15"],
+                    rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = arg_parser(__doc__)
+    parser.add_argument("--app", choices=sorted(REFS), default="next")
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    runs = []
+    with open_bench() as bench:
+        for i in range(args.runs):
+            say(f"-- run {i + 1} of {args.runs}: {REFS[args.app]}")
+            runs.append(one_run(bench, REFS[args.app]))
+    (BENCH_DIR / "results-rebuild.json").write_text(json.dumps({"machine": machine_info(), "runs": runs},
+                                                               indent=2) + "\n")
+    print(render(runs))
+    return 0 if all(r["answered"] and r["rowsBack"] for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
