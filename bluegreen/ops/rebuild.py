@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
@@ -113,7 +113,7 @@ def record_rebuild(state: Any, result: RebuildResult, *, who: str, when: str, ke
              "release": result.release, "sha": result.sha,
              "hostKey": result.host_key.to_json() if result.host_key else None,
              "durationMs": int(result.duration_s * 1000), "error": error}
-    return replace(state, history=((entry, *state.history))[:keep])
+    return state.with_entry_on_top(entry, keep=keep)
 
 
 def rebuild_standby(estate: Estate, backend: ContainerBackend | None = None, secrets: Secrets | None = None, *,
