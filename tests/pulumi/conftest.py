@@ -148,9 +148,8 @@ TEST_DB_PASSWORD = "db-pass-for-mock-tests-only"
 
 # What `bluegreen adopt` writes into the prod stack from the estate (and the one value the operator
 # names): the shipped file leaves them out, and the program refuses to run without them.
-PROD_FILLED = {"bluegreen:app": {"repo": "git@example.invalid:org/app.git"},
-               "bluegreen:database": {"user": "jw_reader"},
-               "bluegreen:haproxy": {"privateAddress": "10.92.9.26"}}
+PROD_FILLED = {"bluegreen:app": {"repo": "git@example.invalid:org/app.git", "deployUser": "root"},
+               "bluegreen:database": {"user": "jw_reader"}}
 
 
 def stack_config(stack: str, *, filled: bool = True) -> dict[str, Any]:
