@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import pulumi
 import pulumi.dynamic as dyn
@@ -28,9 +28,10 @@ from bluegreen.model.topology import COLORS, Container, Topology
 if TYPE_CHECKING:
     from .estate import Estate
 from bluegreen.hosts import hostconfig, providers
+from bluegreen.hosts.resources import ROUTING_RESOURCE_NAME, HostResource, host_resources, resource_props
+from bluegreen.model.secrets import Secrets
 
 HOST_CONFIGURATION_TYPE = "bluegreen:hosts:HostConfiguration"
-ROUTING_RESOURCE_NAME = "live-color-routing"
 # dynamic.Resource registers `pulumi-python:dynamic/<module>:<name>`.
 ROUTING_TYPE = "pulumi-python:dynamic/bluegreen:LiveColorRouting"
 
@@ -215,16 +216,15 @@ def app_env_secrets(t: Topology) -> dict[str, Sensitive]:
 
 def app_env_inputs(t: Topology, color: str, db_password: pulumi.Input[str],
                    resolved: Mapping[str, Sensitive]) -> dict[str, Any]:
-    """`AppEnv` props: shared/.env rendered (`bluegreen.appenv`) from the password and the
-    `app.env` secrets, the whole text a secret."""
-    from bluegreen.render.appenv import env_path, render_env
+    """`AppEnv` props: the variables of shared/.env the stack manages (`render.appenv`), rendered
+    from the password and the `app.env` secrets, the whole text a secret."""
+    from bluegreen.render.appenv import render_env
 
     host = t.app_host(color)
     rendered: pulumi.Output[str] = pulumi.Output.from_input(db_password).apply(
-        lambda p: render_env(t, Sensitive(p), resolved).reveal())
+        lambda p: render_env(t, host, Sensitive(p), resolved).reveal())
     content: pulumi.Output[str] = pulumi.Output.secret(rendered)
-    return {"connection": providers.connection_props(t, host), "content": content,
-            "path": env_path(t, host), "owner": t.app.deploy_user}
+    return providers.app_env_props(t, color, content)
 
 
 @dataclass(frozen=True)
@@ -253,41 +253,22 @@ class HostConfiguration(pulumi.ComponentResource):
         super().__init__(HOST_CONFIGURATION_TYPE, name, None, opts)
         t = args.topology
 
-        def after(*resources: pulumi.Resource | None) -> pulumi.ResourceOptions:
-            return pulumi.ResourceOptions(parent=self, depends_on=[r for r in resources if r is not None])
-
-        def with_container(vmid: int, *resources: pulumi.Resource | None) -> pulumi.ResourceOptions:
-            container = args.containers.get(vmid)
-            if container is None:
-                return after(*resources)
-            return pulumi.ResourceOptions.merge(after(*resources), pulumi.ResourceOptions(
-                replace_with=[container], delete_before_replace=True))
-
-        self.bootstraps = {
-            c.vmid: Bootstrap(f"{c.name}-bootstrap", bootstrap_inputs(t, c),
-                              with_container(c.vmid, args.hosts.get(c.vmid)))
-            for c in t.containers
-        }
-        db, lb = t.database_host, t.load_balancer
-        self.database = PostgresDatabase(f"{db.name}-database", postgres_inputs(t, args.db_password),
-                                         after(self.bootstraps[db.vmid]))
-        self.haproxy = HaproxyConfig(f"{lb.name}-haproxy", providers.haproxy_config_props(t),
-                                     after(self.bootstraps[lb.vmid]))
         app_secrets = args.app_secrets if args.app_secrets is not None else app_env_secrets(t)
-        self.app_envs = {
-            color: AppEnv(f"{t.app_host(color).name}-app-env", app_env_inputs(t, color, args.db_password, app_secrets),
-                          with_container(t.app_host(color).vmid, self.bootstraps[t.app_host(color).vmid]))
-            for color in COLORS
-        }
-        self.ecosystems = {
-            color: Pm2Ecosystem(f"{t.app_host(color).name}-pm2-ecosystem", providers.ecosystem_props(t, color),
-                                with_container(t.app_host(color).vmid, self.bootstraps[t.app_host(color).vmid],
-                                               self.database, self.app_envs[color]))
-            for color in COLORS
-        }
-        # Top-level on purpose (no parent): its URN must not depend on this component's name.
-        self.routing = LiveColorRouting(ROUTING_RESOURCE_NAME, providers.routing_props(t),
-                                        pulumi.ResourceOptions(depends_on=[self.haproxy]))
+        # One list for the program and everything that configures hosts without it (the lab,
+        # `bluegreen plan`, a rebuilt host): `hosts.resources.host_resources`.
+        registered: dict[str, pulumi.Resource] = {}
+        for resource in host_resources(t):
+            registered[resource.name] = RESOURCE_CLASSES[resource.kind](
+                resource.name, self._inputs(resource, args, app_secrets), self._options(resource, args, registered))
+        def of_kind(kind: str) -> list[HostResource]:
+            return [r for r in host_resources(t) if r.kind == kind]
+
+        self.bootstraps = {r.host.vmid: cast(Bootstrap, registered[r.name]) for r in of_kind("bootstrap")}
+        self.database = cast(PostgresDatabase, registered[of_kind("postgres-database")[0].name])
+        self.haproxy = cast(HaproxyConfig, registered[of_kind("haproxy-config")[0].name])
+        self.routing = cast(LiveColorRouting, registered[of_kind("live-color-routing")[0].name])
+        self.app_envs = {r.color or "": cast(AppEnv, registered[r.name]) for r in of_kind("app-env")}
+        self.ecosystems = {r.color or "": cast(Pm2Ecosystem, registered[r.name]) for r in of_kind("pm2-ecosystem")}
         self.register_outputs({
             "live_color": self.routing.live_color,
             "live_backend": self.routing.live_backend,
@@ -295,6 +276,40 @@ class HostConfiguration(pulumi.ComponentResource):
             "bootstrap_sha256": {str(vmid): b.script_sha256 for vmid, b in self.bootstraps.items()},
             "ecosystem_sha256": {color: e.ecosystem_sha256 for color, e in self.ecosystems.items()},
         })
+
+    def _inputs(self, resource: HostResource, args: HostConfigurationArgs,
+                app_secrets: Mapping[str, Sensitive]) -> dict[str, Any]:
+        t = args.topology
+        if resource.kind == "bootstrap":
+            return bootstrap_inputs(t, resource.host)
+        if resource.kind == "postgres-database":
+            return postgres_inputs(t, args.db_password)
+        if resource.kind == "app-env":
+            return app_env_inputs(t, resource.color or "", args.db_password, app_secrets)
+        return resource_props(t, resource, Secrets(Sensitive("")))  # no secret in these
+
+    def _options(self, resource: HostResource, args: HostConfigurationArgs,
+                 registered: Mapping[str, pulumi.Resource]) -> pulumi.ResourceOptions:
+        """Waits for what `resource.after` names (a bootstrap: for its container); top-level ones
+        have no parent; those tied to their container are replaced with it, deleted first."""
+        waits: list[pulumi.Resource] = [registered[name] for name in resource.after]
+        host = args.hosts.get(resource.host.vmid)
+        if resource.kind == "bootstrap" and host is not None:
+            waits.append(host)
+        if resource.top_level:
+            return pulumi.ResourceOptions(depends_on=waits)
+        opts = pulumi.ResourceOptions(parent=self, depends_on=waits)
+        container = args.containers.get(resource.host.vmid)
+        if resource.with_container and container is not None:
+            opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                replace_with=[container], delete_before_replace=True))
+        return opts
+
+
+RESOURCE_CLASSES: dict[str, type[dyn.Resource]] = {
+    "bootstrap": Bootstrap, "postgres-database": PostgresDatabase, "haproxy-config": HaproxyConfig,
+    "live-color-routing": LiveColorRouting, "app-env": AppEnv, "pm2-ecosystem": Pm2Ecosystem,
+}
 
 
 def database_password(t: Topology) -> pulumi.Output[str]:
