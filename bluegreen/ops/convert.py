@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from bluegreen.hosts.executor import Executor
 from bluegreen.model.errors import ConfigError
 from bluegreen.model.topology import Container, Topology
-from bluegreen.render.commands import AppPaths, pm2
+from bluegreen.render.commands import AppPaths, pm2, pm2_save
 from bluegreen.render.shell import sh
 
 WORKING_COPY_SUFFIX = ".working-copy"
@@ -77,8 +77,11 @@ def convert_script(t: Topology, paths: AppPaths) -> str:
         '  install -d -m 0755 -o "$(stat -c %u "$ASIDE")" -g "$(stat -c %g "$ASIDE")" "$APP"',
         '  changed "created $APP"',
         "fi",
+        # Owned by the deploy user, who installs and builds in releases/ and whose PM2 logs there.
+        f"OWNER={q(t.app.deploy_user or 'root')}",
         'for d in releases shared logs; do',
-        '  if [ ! -d "$APP/$d" ]; then install -d -m 0755 "$APP/$d"; changed "created $APP/$d"; fi',
+        '  if [ ! -d "$APP/$d" ]; then install -d -m 0755 -o "$OWNER" -g "$(id -gn "$OWNER")" "$APP/$d";'
+        ' changed "created $APP/$d"; fi',
         "done",
         # 3. .env, moved unchanged (mv keeps bytes, owner and mode).
         'if [ -e "$ASIDE/.env" ]; then',
@@ -133,7 +136,7 @@ def replace_processes_script(t: Topology, paths: AppPaths) -> str:
         "    for id in $ids; do",
         "      " + pm2(t, paths, "delete", "__ID__").replace("__ID__", '"$id"') + " >/dev/null",
         "    done",
-        f"    {pm2(t, paths, 'save', '--force')} >/dev/null",
+        f"    {pm2_save(t, paths)} >/dev/null",
         f'    changed "replaced the hand-started PM2 process(es) $(echo $ids) (described in'
         f' $APP/shared/{LEGACY_PM2_RECORD})"',
         "  fi",

@@ -42,15 +42,24 @@ class AppPaths:
     @classmethod
     def of(cls, t: Topology, host: Container) -> AppPaths:
         app_dir = host.path(t.app.dir)
-        home = t.app.pm2_home or ("/root/.pm2" if t.app.deploy_user == "root"
-                                  else f"/home/{t.app.deploy_user}/.pm2")
         return cls(app_dir=app_dir, releases=f"{app_dir}/releases", current=f"{app_dir}/current",
                    shared=f"{app_dir}/shared", env_file=f"{app_dir}/shared/.env",
                    mirror=f"{app_dir}/repo.git", ecosystem=f"{app_dir}/ecosystem.config.js",
-                   fault_file=f"{app_dir}/shared/fault", pm2_home=host.path(home))
+                   fault_file=f"{app_dir}/shared/fault", pm2_home=host.path(default_pm2_home(t)))
 
     def release(self, name: str) -> str:
         return f"{self.releases}/{name}"
+
+
+def default_pm2_home(t: Topology) -> str:
+    """PM2's home on an app host (unrooted): `app.pm2Home`, else the deploy user's `~/.pm2`."""
+    user = t.app.deploy_user
+    if t.app.pm2_home:
+        return t.app.pm2_home
+    if not user:
+        raise ConfigError("app.deployUser is not set: the user that runs the app's PM2 "
+                          "(`bluegreen adopt` reads it from the estate)")
+    return "/root/.pm2" if user == "root" else f"/home/{user}/.pm2"
 
 
 def release_name(sha: str, now: datetime) -> str:
@@ -77,15 +86,22 @@ def fetch_ref(t: Topology, paths: AppPaths, ref: str) -> str:
     )
 
 
-def export_release(paths: AppPaths, release: str, sha: str, ref: str) -> str:
-    """Unpack one commit into a new release directory (no .git: a release never changes)."""
+def export_release(paths: AppPaths, release: str, sha: str, ref: str, owner: str | None = None) -> str:
+    """Unpack one commit into a new release directory (no .git: a release never changes), owned
+    by `owner` (the deploy user, who installs and builds in it) when that is not who logs in."""
+    chown = f"; chown -hR {sh(owner)}:\"$(id -gn {sh(owner)})\" {sh(release)}" if owner else ""
     return (
         f"set -e; mkdir -p {sh(release)}; "
-        f"git --git-dir={sh(paths.mirror)} archive --format=tar {sh(sha)} | tar -x -C {sh(release)}; "
+        f"git --git-dir={sh(paths.mirror)} archive --format=tar {sh(sha)} | tar -x --no-same-owner -C {sh(release)}; "
         f"printf '%s\\n' {sh(sha)} > {sh(release + '/REVISION')}; "
         f"printf '%s\\n' {sh(ref)} > {sh(release + '/REF')}; "
-        f"ln -sfn {sh(paths.env_file)} {sh(release + '/.env')}"
+        f"ln -sfn {sh(paths.env_file)} {sh(release + '/.env')}{chown}"
     )
+
+
+def other_owner(t: Topology) -> str | None:
+    """The deploy user when commands run as someone else (root logs in), else None."""
+    return t.app.deploy_user if t.app.deploy_user not in ("", t.ssh.user) else None
 
 
 def read_current(paths: AppPaths) -> str:
@@ -192,14 +208,21 @@ def pm2(t: Topology, paths: AppPaths, *args: str) -> str:
     return pm2_invocation(args, pm2_home=paths.pm2_home, run_as=t.app.deploy_user, login_user=t.ssh.user)
 
 
+def pm2_save(t: Topology, paths: AppPaths) -> str:
+    """`pm2 save`, its dump (every process's environment, secrets included) left 0600."""
+    return (f"{pm2(t, paths, 'save', '--force')} && "
+            f"chmod 600 {sh(paths.pm2_home + '/dump.pm2')} && {{ chmod 600 {sh(paths.pm2_home + '/dump.pm2.bak')}"
+            " 2>/dev/null || true; }")
+
+
 def pm2_reload(t: Topology, paths: AppPaths) -> str:
     return (f"cd {sh(paths.app_dir)} && {pm2(t, paths, 'startOrReload', paths.ecosystem, '--update-env')}"
-            f" && {pm2(t, paths, 'save', '--force')}")
+            f" && {pm2_save(t, paths)}")
 
 
 def pm2_stop(t: Topology, paths: AppPaths) -> str:
     """Used when a first deploy fails: no previous release to go back to, so nothing runs."""
-    return f"{pm2(t, paths, 'delete', t.app.name)} >/dev/null 2>&1 || true; {pm2(t, paths, 'save', '--force')}"
+    return f"{pm2(t, paths, 'delete', t.app.name)} >/dev/null 2>&1 || true; {pm2_save(t, paths)}"
 
 
 def pm2_jlist(t: Topology, paths: AppPaths) -> str:
