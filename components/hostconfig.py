@@ -12,7 +12,6 @@ its URN (`ROUTING_TYPE` below) in a `pulumi up --target` without knowing the com
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -306,7 +305,7 @@ class HostConfiguration(pulumi.ComponentResource):
         return opts
 
 
-RESOURCE_CLASSES: dict[str, type[dyn.Resource]] = {
+RESOURCE_CLASSES: dict[str, Any] = {  # kind -> the dynamic resource class (each takes name, props, opts)
     "bootstrap": Bootstrap, "postgres-database": PostgresDatabase, "haproxy-config": HaproxyConfig,
     "live-color-routing": LiveColorRouting, "app-env": AppEnv, "pm2-ecosystem": Pm2Ecosystem,
 }
@@ -314,10 +313,12 @@ RESOURCE_CLASSES: dict[str, type[dyn.Resource]] = {
 
 def database_password(t: Topology) -> pulumi.Output[str]:
     """`bluegreen:databasePassword` (secret config), else the environment variable `database.passwordEnv`."""
+    from bluegreen.model.secrets import database_password_outside_engine
+
     configured = pulumi.Config("bluegreen").get_secret("databasePassword")
     if configured is not None:
         return configured
-    value = os.environ.get(t.database.password_env)
+    value = database_password_outside_engine(t)
     if not value:
         raise ConfigError(
             f"no database password: run pulumi config set --secret bluegreen:databasePassword ... "
