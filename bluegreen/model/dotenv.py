@@ -88,6 +88,8 @@ def is_secret(name: str, value: str) -> bool:
     if name.endswith("_URL") and not _URL_CREDENTIALS.match(value):
         # NEXTAUTH_URL, APP_URL: addresses, not secrets (one with a password in it is, below).
         return False
+    if value.lower() in ("true", "false", "yes", "no", "on", "off", "") or re.fullmatch(r"\d{1,5}", value):
+        return False  # a switch or a small number (AUTH_TRUST_HOST=true) hides nothing
     return bool(_SECRET_WORDS.search(name.upper()) or _URL_CREDENTIALS.match(value))
 
 

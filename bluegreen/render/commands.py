@@ -303,3 +303,41 @@ def deploy_plan(t: Topology, host: Container) -> list[tuple[str, str]]:
         ("reload PM2", pm2_reload(t, paths)),
         ("prune old releases", prune_releases(paths, t.app.keep_releases, [release, previous])),
     ]
+
+
+def pm2_owner_command(app_dir: str) -> str:
+    """Print `<user> <PM2 home>` of every PM2 daemon running a process from `app_dir` (or its
+    working copy set aside): who runs the app's PM2, as it was started (by hand, by a unit). Reads
+    /proc only: the owner of each `PM2 vX: God Daemon` process, its PM2_HOME (else the owner's
+    ~/.pm2), and the working directory of its children."""
+    app = sh(app_dir.rstrip("/"))
+    return "\n".join([
+        f"app=$(readlink -f {app} 2>/dev/null || printf %s {app})",
+        "declare -A daemons=()",
+        "for d in /proc/[0-9]*; do",
+        '  cmd=$(tr "\\0" " " 2>/dev/null < "$d/cmdline") || continue',
+        '  case "$cmd" in "PM2 v"*": God Daemon"*) daemons[${d#/proc/}]=1 ;; esac',
+        "done",
+        "for d in /proc/[0-9]*; do",
+        '  ppid=$(sed -n "s/^PPid:[[:space:]]*//p" 2>/dev/null < "$d/status") || continue',
+        '  [ -n "$ppid" ] && [ -n "${daemons[$ppid]:-}" ] || continue',
+        '  cwd=$(readlink -f "$d/cwd" 2>/dev/null) || continue',
+        '  case "$cwd/" in "$app"/*|"$app".working-copy/*) ;; *) continue ;; esac',
+        # The same directory here, not one of that name in another mount namespace (a lab world).
+        '  [ "$d/cwd" -ef "$cwd" ] || continue',
+        '  user=$(stat -c %U "/proc/$ppid" 2>/dev/null) || continue',
+        '  home=$(tr "\\0" "\\n" 2>/dev/null < "/proc/$ppid/environ" | sed -n "s/^PM2_HOME=//p" | head -n 1)',
+        '  [ -n "$home" ] || home="$(getent passwd "$user" | cut -d: -f6)/.pm2"',
+        '  printf "%s %s\\n" "$user" "$home"',
+        "done | sort -u",
+    ])
+
+
+def parse_pm2_owners(stdout: str) -> list[tuple[str, str]]:
+    """(user, PM2 home) pairs `pm2_owner_command` printed."""
+    pairs = []
+    for line in stdout.splitlines():
+        user, _, home = line.strip().partition(" ")
+        if user and home.startswith("/"):
+            pairs.append((user, home))
+    return pairs

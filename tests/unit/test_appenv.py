@@ -13,11 +13,11 @@ import yaml
 
 from bluegreen.hosts.hostkeys import repin
 from bluegreen.model.config import config_getter, from_config
+from bluegreen.model.dotenv import assignment, is_secret, parse_env, secret_key
 from bluegreen.model.errors import ConfigError, ValidationError
 from bluegreen.model.secrets import default_secret_env, resolve_secrets
 from bluegreen.model.sensitive import Sensitive
 from bluegreen.model.stackfile import load_stack, set_active_color_in_file, stack_file
-from bluegreen.model.dotenv import assignment, is_secret, parse_env, secret_key
 from bluegreen.render.appenv import HEADER, managed_as_found, merge_env, render_env, secret_names, secret_values
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ def test_database_url_keeps_the_query_and_host_the_estate_had(tmp_path: Path) ->
 ESTATE_ENV = """# JW Attendant Scheduler: production settings
 DATABASE_URL="postgresql://jw:old@10.0.0.1:5432/db"
 NEXTAUTH_SECRET='a b c'
-export EMAIL_FROM="Scheduler <noreply@example.invalid>"   
+export EMAIL_FROM="Scheduler <noreply@example.invalid>"
 PORT=3000
 TZ=America/Chicago # the congregation's time zone
 """
