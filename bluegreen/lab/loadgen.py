@@ -1,10 +1,13 @@
 """A bounded, steady request loop: proof that a switch drops nothing.
 
 Clients run in threads, half on keep-alive connections and half opening a new connection per
-request, until stopped or until their request budget runs out. Like a browser or curl, a client
-whose reused keep-alive connection was closed before any byte of the answer retries that GET once
-on a new connection (RFC 9112, 9.3.1: a server may close an idle connection at any moment, and
-a reload does); such retries are counted in the report, and any other error is a failure.
+request, until stopped or until their request budget runs out. Like a browser's or urllib3's
+connection pool, a keep-alive client does not send on an idle connection the server has already
+closed (a reload closes idle ones): it looks first, and opens a new one. A request, once sent, is
+retried only with `retry_idle` (the default): like a browser or curl, once on a new connection when
+the reused one was closed before any byte of the answer (RFC 9112, 9.3.1); such retries are
+counted in the report. Without it (`retry_idle=False`) there are no retries at all: every error
+is a failure.
 Every response is recorded with the colour that served it (`X-Served-By`), so callers can count
 failures, old-colour answers after a flip, and latency percentiles. Only loopback targets are
 allowed: this is a test tool.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import select
 import ssl
 import threading
 import time
@@ -105,7 +109,7 @@ class RequestLoop:
 
     def __init__(self, url: str, *, clients: int = 8, max_requests: int = 200_000,
                  max_seconds: float = 600.0, timeout: float = 5.0, pause: float = 0.0,
-                 ca_file: str | None = None, server_name: str | None = None) -> None:
+                 ca_file: str | None = None, server_name: str | None = None, retry_idle: bool = True) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"expected an http:// or https:// URL, got {url!r}")
@@ -122,6 +126,7 @@ class RequestLoop:
         self.max_seconds = max_seconds
         self.timeout = timeout
         self.pause = pause
+        self.retry_idle = retry_idle
         self.report = LoadReport()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -183,6 +188,9 @@ class RequestLoop:
             started = time.monotonic()
             retried = False
             while True:
+                if conn is not None and _closed_by_server(conn):
+                    conn.close()
+                    conn = None
                 if conn is None:
                     conn, reused = self._connection(), False
                 current = conn
@@ -197,7 +205,7 @@ class RequestLoop:
                     error = type(exc).__name__
                     current.close()
                     conn = None
-                    if reused and not retried and isinstance(exc, _CLOSED_WHILE_IDLE):
+                    if self.retry_idle and reused and not retried and isinstance(exc, _CLOSED_WHILE_IDLE):
                         retried = True
                         continue
                 break
@@ -217,6 +225,21 @@ class RequestLoop:
         response = conn.getresponse()
         response.read()
         return response.status, response.getheader("X-Served-By"), response.will_close
+
+
+def _closed_by_server(conn: http.client.HTTPConnection) -> bool:
+    """Whether an idle connection has something to read (its close, as nothing else is due):
+    the check a connection pool makes before it reuses one."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 # What a keep-alive connection closed by the server between two requests looks like to the client
