@@ -132,7 +132,7 @@ def test_history_keeps_the_newest_entries_and_moves_older_ones_to_the_archive() 
     archive = parse_archive(archive_lines(state.archived))
     assert [*state.recent(100), *archive] == [
         *[deploy("blue", sha=f"{i}" * 40).to_dict() for i in range(4, -1, -1)], *seed.recent(100)]
-    assert [json.loads(line) for line in archive_lines(state.archived).splitlines()][0] == seed.recent(100)[-1]
+    assert next(json.loads(line) for line in archive_lines(state.archived).splitlines()) == seed.recent(100)[-1]
     assert archive_path("/var/lib/jw-deployment/state.json") == "/var/lib/jw-deployment/state.archive.jsonl"
 
 

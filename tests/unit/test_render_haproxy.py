@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,7 +76,7 @@ def test_health_statuses_are_what_haproxy_and_the_probes_accept(configured: obje
     assert not t.app.health_status.accepts(404) and not t.app.health_status.accepts(None)
 
 
-def _lab_config() -> dict[str, object]:
+def _lab_config() -> dict[str, Any]:
     import copy
 
     import yaml
