@@ -57,6 +57,16 @@ BRANCH = "production-gold-standard"
 # The second site on the load balancer: (frontend port, backend address, backend port).
 WIKI = (8081, "127.0.3.28", 8000)
 WIKI_PAGE = "<!doctype html><title>Circuit wiki</title><h1>Circuit wiki</h1><p>Assembly schedules.</p>\n"
+# The wiki's web server: static files, HTTP/1.1 keep-alive, no request log (a load test would fill it).
+WIKI_SERVER = """# jw-lab-wiki
+import functools, http.server, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args):
+        pass
+address, port, root = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+http.server.ThreadingHTTPServer((address, port), functools.partial(Handler, directory=root)).serve_forever()
+"""
 DB_USER = "jw_scheduler"  # the estate's own user: only its .env names it
 STATE_SCRIPT = "/usr/local/bin/jw-deployment-state.sh"
 BACKENDS = {"blue": "blue_servers", "green": "green_servers"}
@@ -327,9 +337,9 @@ class LegacyLab(Lab):
         site = p.root / "wiki"
         site.mkdir(parents=True, exist_ok=True)
         (site / "index.html").write_text(WIKI_PAGE)
-        argv = [sys.executable, "-m", "http.server", str(backend_port), "--bind", address, "--directory", str(site)]
+        argv = [sys.executable, "-c", WIKI_SERVER, address, str(backend_port), str(site)]
         process = spawn("wiki (second site)", argv, pid_file=p.pids / "wiki.pid", log_file=p.logs / "wiki.log",
-                        expect=f"http.server {backend_port} --bind {address}")
+                        expect=f"{address} {backend_port} {site}")
         wait_port(address, backend_port, 30, what="the wiki's web server")
         self._register(process, f"{address}:{backend_port} (behind :{port})")
 

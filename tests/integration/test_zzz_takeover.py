@@ -136,11 +136,14 @@ def test_takeover_under_load_loses_nothing(legacy: tuple[LegacyLab, Path]) -> No
         second = bluegreen(clone, "deploy", "--yes")
         bluegreen(clone, "switch", "--yes")
         rebuilt = bluegreen(clone, "rebuild", "standby", "--yes")
+    summaries = []
     for loop, what in ((app, "the app"), (wiki, "the second site")):
         report = loop.report
-        print(f"takeover under load, {what}: {report.summary()}")
+        summaries.append(f"takeover under load, {what}: {report.summary()}")
         assert report.total > 0 and report.samples[-1].started > apply_ended, f"{what}: the loop must run to the end"
         assert report.failures == [] and report.retried == 0, f"{what}: {report.summary()}"
+    # Kept beside the lab's logs (pytest -q shows no output of a passing test).
+    Path(Lab().paths.logs, "takeover-summary.txt").write_text("\n".join(summaries) + "\n")
     assert {s.status for s in app.report.samples} == {307}  # the sign-in redirect, throughout
     assert (first["colour"], second["colour"], rebuilt["colour"]) == ("green", "blue", "green")
 
