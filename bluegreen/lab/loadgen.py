@@ -49,6 +49,9 @@ class Sample:
 @dataclass
 class LoadReport:
     samples: list[Sample] = field(default_factory=list)
+    # Idle keep-alive connections found closed by the server before reuse (a reload closes them),
+    # replaced by a new one before anything was sent: not a retry, nothing was lost.
+    closed_idle: int = 0
 
     @property
     def total(self) -> int:
@@ -91,6 +94,8 @@ class LoadReport:
         detail = ", ".join(f"{k}: {v}" for k, v in reasons.items())
         return (f"{self.total} requests, {len(fails)} failed" + (f" ({detail})" if detail else "")
                 + (f", {self.retried} retried on a closed idle connection" if self.retried else "")
+                + (f", {self.closed_idle} idle connections closed by the server and replaced before reuse"
+                   if self.closed_idle else "")
                 + f", p50 {self.percentile(50):.1f} ms, p99 {self.percentile(99):.1f} ms, "
                 f"served by {self.colours()}")
 
@@ -191,6 +196,8 @@ class RequestLoop:
                 if conn is not None and _closed_by_server(conn):
                     conn.close()
                     conn = None
+                    with self._lock:
+                        self.report.closed_idle += 1
                 if conn is None:
                     conn, reused = self._connection(), False
                 current = conn

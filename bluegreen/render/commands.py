@@ -66,11 +66,18 @@ def release_name(sha: str, now: datetime) -> str:
     return f"{now.strftime('%Y%m%d%H%M%S')}-{sha[:7]}"
 
 
+# Where the login user keeps its caches and settings: not passed on to the deploy user, whose own
+# (under its HOME, which runuser sets) it must use and own.
+LOGIN_USER_DIRS = ("NPM_CONFIG_CACHE", "npm_config_cache", "NPM_CONFIG_USERCONFIG", "npm_config_userconfig",
+                   "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME")
+
+
 def as_deploy_user(t: Topology, command: str) -> str:
     """Run as the deploy user when we log in as someone else (root in the containers)."""
     if t.app.deploy_user in ("", t.ssh.user):
         return command
-    return sh("runuser", "-u", t.app.deploy_user, "--", "bash", "-c", command)
+    unset = [arg for name in LOGIN_USER_DIRS for arg in ("-u", name)]
+    return sh("runuser", "-u", t.app.deploy_user, "--", "env", *unset, "bash", "-c", command)
 
 
 def fetch_ref(t: Topology, paths: AppPaths, ref: str) -> str:

@@ -71,8 +71,9 @@ def after_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
                 live = hr.live_color(lb, t)
             # The demo ends on a colour the tracked stack file does not declare (green): its last
             # switch recorded that in the lab's directory, which the legacy lab's --reset keeps.
-            flip = shell(clone, bin_dir, "bluegreen --stack lab switch --emergency --yes")
-            assert flip.returncode == 0, flip.stderr[-2000:]
+            for line in ("bluegreen --stack lab deploy --yes --migrate", "bluegreen --stack lab switch --yes"):
+                ran = shell(clone, bin_dir, line)
+                assert ran.returncode == 0, f"{line}: {ran.stderr[-2000:]}"
             assert load_stack(clone, "lab").active_color != live
         yield clone, bin_dir
     finally:
@@ -83,8 +84,12 @@ def after_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
 def test_the_documented_rehearsal_works_as_written_after_the_demo(after_demo: tuple[Path, Path]) -> None:
     clone, bin_dir = after_demo
     tracked = stack_file(clone, "lab").read_text()
+    transcript = Path(Lab().paths.logs, "rehearsal.txt")  # what a newcomer sees, kept beside the lab's logs
+    transcript.write_text("")
     for line in documented_rehearsal():
         ran = shell(clone, bin_dir, line)
+        with transcript.open("a") as out:
+            out.write(f"$ {line}\n{ran.stdout}{ran.stderr}\n")
         assert ran.returncode == 0, f"`{line}` exited {ran.returncode}:\n{ran.stdout[-2000:]}\n{ran.stderr[-3000:]}"
     t = load_stack(clone, "lab")
     adopted = adopted_stack_file(clone, "lab")

@@ -68,7 +68,8 @@ def test_only_a_request_dropped_on_a_reused_connection_is_retried(server: tuple[
     assert report.total == 20
     if behaviour == "close-after-answer":
         # the keep-alive client sees its idle connection closed and opens a new one: no retry needed
-        assert report.failures == [] and report.retried == 0
+        assert report.failures == [] and report.retried == 0 and report.closed_idle >= 5
+        assert "replaced before reuse" in report.summary()
     elif behaviour == "drop-second" and retry_idle:
         # a reused connection closed under a sent request: retried once, and counted
         assert report.failures == [] and report.retried >= 5
