@@ -57,8 +57,10 @@ def after_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     clone = clone_of_the_working_tree(base / "clone")
     bin_dir = base / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python").symlink_to(sys.executable)
-    (bin_dir / "bluegreen").symlink_to(Path(sys.executable).parent / "bluegreen")
+    # Wrappers, not symlinks: a symlink outside the virtualenv would not find its site-packages.
+    for name, target in (("python", sys.executable), ("bluegreen", str(Path(sys.executable).parent / "bluegreen"))):
+        (bin_dir / name).write_text(f'#!/bin/sh\nexec {target} "$@"\n')
+        (bin_dir / name).chmod(0o755)
     try:
         if os.environ.get("JW_REHEARSAL_REAL_DEMO") == "1":
             demo = shell(clone, bin_dir, "python -m bluegreen.lab.demo", timeout=3600)
