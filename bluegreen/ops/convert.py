@@ -106,8 +106,9 @@ def replace_processes_script(t: Topology, paths: AppPaths) -> str:
     """Step 5: the PM2 processes started by hand from the working copy, described in shared/ and
     deleted (run right before the ecosystem starts the release, so a deploy that fails earlier
     leaves the old process serving the standby as before). They are looked for in every PM2
-    daemon whose processes run from the app dir (`pm2_owner_command`: as root by hand, or as
-    another user), not only in the deploy user's: the estate started them as it did."""
+    daemon of the host (`pm2_owner_command`: as root by hand, or as another user), not only in the
+    deploy user's: the estate started them as it did, and one the move of the working copy made
+    crash (nothing running from it) is still listed there."""
     app, aside = paths.app_dir.rstrip("/"), working_copy_path(paths)
     q = shlex.quote
     # PM2 processes whose working directory is the working copy (where it is now or was).
@@ -133,7 +134,7 @@ def replace_processes_script(t: Topology, paths: AppPaths) -> str:
         '  if [ "$user" = "$LOGIN" ]; then env PM2_HOME="$home" pm2 "$@"',
         '  else runuser -u "$user" -- env PM2_HOME="$home" pm2 "$@"; fi',
         "}",
-        f"owners=$({pm2_owner_command(app)})",
+        f"owners=$({pm2_owner_command(None)})",
         # 5. the hand-started processes, recorded then deleted, in whichever PM2 runs them.
         'while read -r user home; do',
         '  [ -n "$user" ] || continue',

@@ -312,30 +312,39 @@ def deploy_plan(t: Topology, host: Container) -> list[tuple[str, str]]:
     ]
 
 
-def pm2_owner_command(app_dir: str) -> str:
-    """Print `<user> <PM2 home>` of every PM2 daemon running a process from `app_dir` (or its
-    working copy set aside): who runs the app's PM2, as it was started (by hand, by a unit). Reads
-    /proc only: the owner of each `PM2 vX: God Daemon` process, its PM2_HOME (else the owner's
-    ~/.pm2), and the working directory of its children."""
-    app = sh(app_dir.rstrip("/"))
-    return "\n".join([
-        f"app=$(readlink -f {app} 2>/dev/null || printf %s {app})",
+def pm2_owner_command(app_dir: str | None) -> str:
+    """Print `<user> <PM2 home>` of every PM2 daemon on this host (its mount namespace: a lab world
+    sees no other world's) that runs a process from `app_dir` or its working copy set aside, or of
+    every one when `app_dir` is None. Who runs the app's PM2, as it was started (by hand, by a
+    unit); reads /proc only: the owner of each `PM2 vX: God Daemon` process, its PM2_HOME (else
+    the owner's ~/.pm2), and the working directory of its children."""
+    lines = [
+        'ns=$(readlink /proc/self/ns/mnt)',
         "declare -A daemons=()",
         "for d in /proc/[0-9]*; do",
         '  cmd=$(tr "\\0" " " 2>/dev/null < "$d/cmdline") || continue',
-        '  case "$cmd" in "PM2 v"*": God Daemon"*) daemons[${d#/proc/}]=1 ;; esac',
+        '  case "$cmd" in "PM2 v"*": God Daemon"*) ;; *) continue ;; esac',
+        '  [ "$(readlink "$d/ns/mnt" 2>/dev/null)" = "$ns" ] && daemons[${d#/proc/}]=1',
         "done",
+        'owner() {  # pid: "user home" of that daemon',
+        '  local user home',
+        '  user=$(stat -c %U "/proc/$1" 2>/dev/null) || return 0',
+        '  home=$(tr "\\0" "\\n" 2>/dev/null < "/proc/$1/environ" | sed -n "s/^PM2_HOME=//p" | head -n 1)',
+        '  [ -n "$home" ] || home="$(getent passwd "$user" | cut -d: -f6)/.pm2"',
+        '  printf "%s %s\\n" "$user" "$home"',
+        "}",
+    ]
+    if app_dir is None:
+        return "\n".join([*lines, 'for pid in "${!daemons[@]}"; do owner "$pid"; done | sort -u'])
+    app = sh(app_dir.rstrip("/"))
+    return "\n".join([
+        f"app=$(readlink -f {app} 2>/dev/null || printf %s {app})",
+        *lines,
         "for d in /proc/[0-9]*; do",
         '  ppid=$(sed -n "s/^PPid:[[:space:]]*//p" 2>/dev/null < "$d/status") || continue',
         '  [ -n "$ppid" ] && [ -n "${daemons[$ppid]:-}" ] || continue',
         '  cwd=$(readlink -f "$d/cwd" 2>/dev/null) || continue',
-        '  case "$cwd/" in "$app"/*|"$app".working-copy/*) ;; *) continue ;; esac',
-        # The same directory here, not one of that name in another mount namespace (a lab world).
-        '  [ "$d/cwd" -ef "$cwd" ] || continue',
-        '  user=$(stat -c %U "/proc/$ppid" 2>/dev/null) || continue',
-        '  home=$(tr "\\0" "\\n" 2>/dev/null < "/proc/$ppid/environ" | sed -n "s/^PM2_HOME=//p" | head -n 1)',
-        '  [ -n "$home" ] || home="$(getent passwd "$user" | cut -d: -f6)/.pm2"',
-        '  printf "%s %s\\n" "$user" "$home"',
+        '  case "$cwd/" in "$app"/*|"$app".working-copy/*) owner "$ppid" ;; esac',
         "done | sort -u",
     ])
 
