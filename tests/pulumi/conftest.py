@@ -228,3 +228,8 @@ def lab_key(tmp_path: Path) -> str:
     path = tmp_path / "id_ed25519.pub"
     path.write_text(key + "\n")
     return str(path)
+
+
+@pytest.fixture(autouse=True)
+def _tracked_stacks(tracked_stacks_only: None) -> None:
+    """The program runs on the repository's stacks as tracked (see `tracked_stacks_only`)."""

@@ -188,3 +188,27 @@ def test_repin_replaces_only_the_pin_of_that_host(tmp_path: Path) -> None:
     assert known.read_text().splitlines() == ["[127.0.3.24]:2222 ssh-ed25519 OTHER",
                                               "[127.0.3.22]:2222 ssh-ed25519 NEW"]
     assert repin(str(known), "127.0.3.26", 2222, "ssh-ed25519", "LB") is False
+
+
+def test_an_adopted_stack_file_is_the_stack_once_it_exists(tmp_path: Path) -> None:
+    from bluegreen.model.stackfile import adopted_stack_file, effective_stack_file
+
+    project = tmp_path / "project"
+    (project / "stacks").mkdir(parents=True)
+    shutil.copy(REPO / "Pulumi.yaml", project)
+    adopted = tmp_path / "lab" / "adopted" / "Pulumi.lab.yaml"
+    text = (stack_file(REPO, "lab").read_text()
+            .replace("/var/tmp/jw-lab/adopted/Pulumi.lab.yaml", str(adopted))
+            .replace("/var/tmp/jw-lab/active-color", str(tmp_path / "colour")))
+    stack_file(project, "lab").write_text(text)
+    assert adopted_stack_file(project, "lab") == adopted
+    assert effective_stack_file(project, "lab") == stack_file(project, "lab")  # not adopted yet
+    adopted.parent.mkdir(parents=True)
+    adopted.write_text(text.replace("healthPath: /api/health", "healthPath: /"))
+    assert effective_stack_file(project, "lab") == adopted
+    assert load_stack(project, "lab").app.health_path == "/"
+    # A switch records the declared colour in the lab's file; neither stack file changes.
+    set_active_color_in_file(project, "lab", "green")
+    assert (tmp_path / "colour").read_text() == "green\n"
+    assert stack_file(project, "lab").read_text() == text
+    assert load_stack(project, "lab").active_color == "green"
