@@ -12,10 +12,9 @@ its URN (`ROUTING_TYPE` below) in a `pulumi up --target` without knowing the com
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import pulumi
 import pulumi.dynamic as dyn
@@ -30,6 +29,9 @@ from bluegreen.model.topology import COLORS, Container, Topology
 if TYPE_CHECKING:
     from .estate import Estate
 from bluegreen.hosts import hostconfig, providers
+from bluegreen.hosts.resources import resource_props
+from bluegreen.model.resources import HostResource, host_resources
+from bluegreen.model.secrets import Secrets
 
 # dynamic.Resource registers `pulumi-python:dynamic/<module>:<name>` (model/resources.py).
 routing_urn = resources.routing_urn
@@ -212,16 +214,15 @@ def app_env_secrets(t: Topology) -> dict[str, Sensitive]:
 
 def app_env_inputs(t: Topology, color: str, db_password: pulumi.Input[str],
                    resolved: Mapping[str, Sensitive]) -> dict[str, Any]:
-    """`AppEnv` props: shared/.env rendered (`bluegreen.appenv`) from the password and the
-    `app.env` secrets, the whole text a secret."""
-    from bluegreen.render.appenv import env_path, render_env
+    """`AppEnv` props: the variables of shared/.env the stack manages (`render.appenv`), rendered
+    from the password and the `app.env` secrets, the whole text a secret."""
+    from bluegreen.render.appenv import render_env
 
     host = t.app_host(color)
     rendered: pulumi.Output[str] = pulumi.Output.from_input(db_password).apply(
-        lambda p: render_env(t, Sensitive(p), resolved).reveal())
+        lambda p: render_env(t, host, Sensitive(p), resolved).reveal())
     content: pulumi.Output[str] = pulumi.Output.secret(rendered)
-    return {"connection": providers.connection_props(t, host), "content": content,
-            "path": env_path(t, host), "owner": t.app.deploy_user}
+    return providers.app_env_props(t, color, content)
 
 
 @dataclass(frozen=True)
@@ -253,40 +254,24 @@ class HostConfiguration(pulumi.ComponentResource):
         super().__init__(HOST_CONFIGURATION_TYPE, name, None, opts)
         t = args.topology
 
-        def on(c: Container, *after: pulumi.Resource | None, parent: pulumi.Resource | None = None) -> \
-                pulumi.ResourceOptions:
-            """Waits for `after`; tied to `c`'s container when the program owns it."""
-            options = pulumi.ResourceOptions(parent=parent, depends_on=[r for r in after if r is not None])
-            container = args.containers.get(c.vmid)
-            if container is None:
-                return options
-            return pulumi.ResourceOptions.merge(options, pulumi.ResourceOptions(
-                replace_with=[container], delete_before_replace=True))
-
-        self.bootstraps = {
-            c.vmid: Bootstrap(resources.bootstrap_name(c),
-                              bootstrap_inputs(t, c, created_by_program=c.vmid in args.containers),
-                              on(c, args.hosts.get(c.vmid), parent=self))
-            for c in t.containers
-        }
-        db, lb = t.database_host, t.load_balancer
-        self.database = PostgresDatabase(resources.database_resource_name(db), postgres_inputs(t, args.db_password),
-                                         on(db, self.bootstraps[db.vmid], parent=self))
-        self.haproxy = HaproxyConfig(resources.haproxy_resource_name(lb), providers.haproxy_config_props(t),
-                                     on(lb, self.bootstraps[lb.vmid], parent=self))
         app_secrets = args.app_secrets if args.app_secrets is not None else app_env_secrets(t)
-        self.app_envs = {}
-        self.ecosystems = {}
-        for color in COLORS:
-            host = t.app_host(color)
-            self.app_envs[color] = AppEnv(resources.app_env_name(host),
-                                          app_env_inputs(t, color, args.db_password, app_secrets),
-                                          on(host, self.bootstraps[host.vmid], parent=self))
-            self.ecosystems[color] = Pm2Ecosystem(
-                resources.ecosystem_name(host), providers.ecosystem_props(t, color, live=args.live),
-                on(host, self.bootstraps[host.vmid], self.database, self.app_envs[color], parent=self))
-        # Top-level on purpose (no parent): its URN must not depend on this component's name.
-        self.routing = LiveColorRouting(ROUTING_RESOURCE_NAME, providers.routing_props(t), on(lb, self.haproxy))
+        # One list for the program and everything that configures hosts without it (the lab,
+        # `bluegreen plan`, a rebuilt host): `model.resources.host_resources`.
+        listed = host_resources(t)
+        registered: dict[str, pulumi.Resource] = {}
+        for resource in listed:
+            registered[resource.name] = RESOURCE_CLASSES[resource.kind](
+                resource.name, self._inputs(resource, args, app_secrets), self._options(resource, args, registered))
+
+        def of_kind(kind: str) -> list[HostResource]:
+            return [r for r in listed if r.kind == kind]
+
+        self.bootstraps = {r.host.vmid: cast(Bootstrap, registered[r.name]) for r in of_kind("bootstrap")}
+        self.database = cast(PostgresDatabase, registered[of_kind("postgres-database")[0].name])
+        self.haproxy = cast(HaproxyConfig, registered[of_kind("haproxy-config")[0].name])
+        self.routing = cast(LiveColorRouting, registered[of_kind("live-color-routing")[0].name])
+        self.app_envs = {r.color or "": cast(AppEnv, registered[r.name]) for r in of_kind("app-env")}
+        self.ecosystems = {r.color or "": cast(Pm2Ecosystem, registered[r.name]) for r in of_kind("pm2-ecosystem")}
         self.register_outputs({
             "live_color": self.routing.live_color,
             "live_backend": self.routing.live_backend,
@@ -295,13 +280,51 @@ class HostConfiguration(pulumi.ComponentResource):
             "ecosystem_sha256": {color: e.ecosystem_sha256 for color, e in self.ecosystems.items()},
         })
 
+    def _inputs(self, resource: HostResource, args: HostConfigurationArgs,
+                app_secrets: Mapping[str, Sensitive]) -> dict[str, Any]:
+        t = args.topology
+        if resource.kind == "bootstrap":
+            return bootstrap_inputs(t, resource.host, created_by_program=resource.host.vmid in args.containers)
+        if resource.kind == "postgres-database":
+            return postgres_inputs(t, args.db_password)
+        if resource.kind == "app-env":
+            return app_env_inputs(t, resource.color or "", args.db_password, app_secrets)
+        if resource.kind == "pm2-ecosystem":  # the colour HAProxy serves now is never reloaded
+            return providers.ecosystem_props(t, resource.color or "", live=args.live)
+        return resource_props(t, resource, Secrets(Sensitive("")))  # no secret in these
+
+    def _options(self, resource: HostResource, args: HostConfigurationArgs,
+                 registered: Mapping[str, pulumi.Resource]) -> pulumi.ResourceOptions:
+        """Waits for what `resource.after` names (a bootstrap: for its container); a top-level one
+        has no parent; each is replaced with its host's container when the program owns that
+        container (deleted first), so a new container never keeps the old one's configuration."""
+        waits: list[pulumi.Resource] = [registered[name] for name in resource.after]
+        host = args.hosts.get(resource.host.vmid)
+        if resource.kind == "bootstrap" and host is not None:
+            waits.append(host)
+        opts = pulumi.ResourceOptions(depends_on=waits) if resource.top_level else \
+            pulumi.ResourceOptions(parent=self, depends_on=waits)
+        container = args.containers.get(resource.host.vmid)
+        if container is not None:
+            opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                replace_with=[container], delete_before_replace=True))
+        return opts
+
+
+RESOURCE_CLASSES: dict[str, Any] = {  # kind -> the dynamic resource class (each takes name, props, opts)
+    "bootstrap": Bootstrap, "postgres-database": PostgresDatabase, "haproxy-config": HaproxyConfig,
+    "live-color-routing": LiveColorRouting, "app-env": AppEnv, "pm2-ecosystem": Pm2Ecosystem,
+}
+
 
 def database_password(t: Topology) -> pulumi.Output[str]:
     """`bluegreen:databasePassword` (secret config), else the environment variable `database.passwordEnv`."""
+    from bluegreen.model.secrets import database_password_outside_engine
+
     configured = pulumi.Config("bluegreen").get_secret("databasePassword")
     if configured is not None:
         return configured
-    value = os.environ.get(t.database.password_env)
+    value = database_password_outside_engine(t)
     if not value:
         raise ConfigError(
             f"no database password: run pulumi config set --secret bluegreen:databasePassword ... "

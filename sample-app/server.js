@@ -100,6 +100,18 @@ function send(res, status, body, contentType = 'application/json; charset=utf-8'
   res.end(payload);
 }
 
+// Signed out, NextAuth's middleware sends every page to its sign-in page with a 307; the sign-in
+// page itself answers 200. The estate's app does this (NEXTAUTH_URL is set in its .env).
+function redirect(res, location) {
+  res.setHeader('Location', location);
+  send(res, 307, `Redirecting to ${location}\n`, 'text/plain; charset=utf-8');
+}
+
+const signInPage =
+  '<!doctype html><html><head><title>Sign in - JW Attendant Scheduler</title></head>' +
+  '<body><form method="post" action="/api/auth/signin/email"><label>Email <input name="email"></label>' +
+  '<button>Sign in with Email</button></form></body></html>\n';
+
 function escapeHtml(text) {
   return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
@@ -171,7 +183,14 @@ function handle(req, res) {
       slow(res, url);
       return;
     case '/':
+      if (process.env.NEXTAUTH_URL) {
+        redirect(res, '/api/auth/signin?callbackUrl=%2F');
+        return;
+      }
       send(res, 200, renderPage(), 'text/html; charset=utf-8');
+      return;
+    case '/api/auth/signin':
+      send(res, 200, signInPage, 'text/html; charset=utf-8');
       return;
     default:
       send(res, 404, { status: 'error', error: `no route for ${url.pathname}` });

@@ -41,3 +41,21 @@ def lab() -> Iterator[Lab]:
     the_lab = Lab()
     with the_lab.session():
         yield the_lab
+
+
+@pytest.fixture
+def tracked_stacks_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repository's stacks as tracked: a takeover rehearsal on this machine may have left an
+    adopted lab stack in the lab's directory (`bluegreen:adoptedStackFile`), which is the lab's
+    stack until the next `lab up`; tests of the code read the tracked one. A stack copy whose
+    adopted file lives elsewhere (a test's own directory) is read as it is."""
+    from bluegreen.lab.paths import LAB_DIR
+    from bluegreen.model import stackfile
+
+    real = stackfile.adopted_stack_file
+
+    def outside_the_lab(project_dir: str | os.PathLike[str], stack: str) -> Path | None:
+        path = real(project_dir, stack)
+        return None if path is not None and path.is_relative_to(LAB_DIR) else path
+
+    monkeypatch.setattr(stackfile, "adopted_stack_file", outside_the_lab)

@@ -278,6 +278,11 @@ def cmd_adopt(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProg
     elif result.dry_run:
         lines += [result.diff.rstrip(), f"(dry run: {result.stack_file} not written)"]
     else:
+        if result.values.secret_files:
+            lines.append(f"kept {len(result.values.secret_files)} secret value(s) in 0600 files under "
+                         f"{t.secrets_dir} (the stack file names the files, never the values)")
+        if result.colour_file:
+            lines.append(f"declared live colour {result.findings.live_color} in {result.colour_file}")
         lines.append(f"wrote {result.stack_file}; next: `pulumi preview --diff --stack {t.stack}` "
                      "shows imports with no changes")
     o.result(result.to_json(), "\n".join(lines))

@@ -335,7 +335,12 @@ def ensure_running(executor: Executor, where: Topology | HaproxyPaths, *,
         executor.run(start_command(paths), step=step)
     deadline = time.monotonic() + timeout
     while True:
-        table = master_answers(executor, paths)
+        try:
+            table = master_answers(executor, paths)
+        except RemoteError as exc:
+            # A master that has just opened its CLI may answer `show proc` with nothing yet.
+            log.debug("%s: the starting HAProxy master: %s", executor.host, exc)
+            table = None
         if table is not None and table.workers:
             log.info("%s: HAProxy started (master %d)", executor.host, table.master.pid)
             return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from bluegreen.model.topology import COLORS, Topology
 
@@ -138,3 +139,111 @@ def _section_bodies(config: str, kind: str) -> dict[str, str]:
     if current is not None:
         sections[current] = "\n".join(lines)
     return sections
+
+
+# --------------------------------------------------------------------------- adopting a hand-written config
+
+_HEADER = re.compile(r"^(global|defaults|frontend|backend|listen|userlist|peers|resolvers|program|cache|"
+                     r"http-errors|ring|mailers|log-forward|crt-store|traces)\b")
+
+
+def raw_sections(config: str) -> list[tuple[str, str, list[str]]]:
+    """(kind, name, raw lines) per section, the text exactly as written: a section's lines run from
+    the comments just above its header to its last directive ("" kind: what precedes the first)."""
+    result: list[tuple[str, str, list[str]]] = [("", "", [])]
+    for raw in config.splitlines():
+        match = _HEADER.match(raw)
+        if match:
+            lead: list[str] = []
+            previous = result[-1][2]
+            while previous and (not previous[-1].strip() or previous[-1].lstrip().startswith("#")) \
+                    and not previous[-1][:1].isspace():
+                lead.insert(0, previous.pop())
+            words = raw.split("#", 1)[0].split()
+            result.append((match.group(1), words[1] if len(words) > 1 else "", [*lead, raw]))
+        else:
+            result[-1][2].append(raw)
+    return result
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    path: str | None  # what `option httpchk` asks for; None: no HTTP check (TCP only)
+    statuses: str | None  # `http-check expect status` as written; None: HAProxy's default (2xx, 3xx)
+    note: str | None = None
+
+
+def health_check(config: str, t: Topology, color: str) -> HealthCheck:
+    """The health check the hand-written config runs against `color`'s backend."""
+    backend = next((name for name, c in backend_colors(config, t).items() if c == color), None)
+    lines = next((body for kind, name, body in sections(config) if kind in ("backend", "listen") and name == backend),
+                 None)
+    if lines is None:
+        return HealthCheck(None, None, f"no backend of {color}'s app host")
+    path = statuses = note = None
+    for line in lines:
+        words = line.split()
+        if words[:2] == ["option", "httpchk"]:
+            rest = words[2:]
+            # `option httpchk`, `option httpchk <uri>`, `option httpchk <method> <uri> [<version>]`
+            path = rest[1] if len(rest) >= 2 else rest[0] if rest and rest[0].startswith("/") else "/"
+        elif words[:2] == ["http-check", "send"] and "uri" in words:
+            path = words[words.index("uri") + 1]
+        elif words[:3] == ["http-check", "expect", "status"] and len(words) > 3:
+            statuses = words[3]
+        elif words[:2] == ["http-check", "expect"]:
+            note = f"`{line}` cannot be expressed as app.healthStatus; the statuses default to 2xx and 3xx"
+    return HealthCheck(path, statuses, note)
+
+
+_ANY_ADDRESS = ("", "*", "0.0.0.0", "::")  # noqa: S104 - bind addresses as a config spells them
+
+
+def _binds(lines: list[str]) -> list[tuple[str, int]]:
+    return [(m.group(1), int(m.group(2))) for m in (_BIND.match(line.strip()) for line in lines) if m]
+
+
+@dataclass
+class OtherSites:
+    """What of a hand-written config is not attendant's: carried over verbatim (`text`)."""
+
+    text: str = ""
+    carried: list[str] = field(default_factory=list)  # "frontend wiki_front", ...
+    notes: list[str] = field(default_factory=list)
+
+
+def other_sites(config: str, t: Topology) -> OtherSites:
+    """Every section of a hand-written haproxy.cfg that serves something else than the app: the
+    other sites' frontends, backends, listens (and the `defaults` they inherit), exactly as written.
+    Left behind: `global`, the app's colour backends, and frontends on a port bluegreen's own
+    config binds (public, HTTPS, preview, stats), which bluegreen's config replaces."""
+    hp, lb = t.haproxy, t.load_balancer
+    ours = {hp.public_port, hp.preview_port, hp.stats_port, *([hp.https_port] if hp.tls else [])}
+    colours = set(backend_colors(config, t))
+    result = OtherSites()
+    pending_defaults: list[str] | None = None
+    for kind, name, lines in raw_sections(config):
+        body = [line.split("#", 1)[0].strip() for line in lines[1:]]
+        if kind in ("", "global"):
+            continue
+        if kind == "defaults":
+            pending_defaults = lines
+            continue
+        if kind in ("frontend", "listen"):
+            taken = [(a, p) for a, p in _binds(body) if p in ours and a in (*_ANY_ADDRESS, lb.ip, t.private_ip)]
+            if taken:
+                others = [w for w in (line.split() for line in body) if w[:1] == ["use_backend"]
+                          and len(w) > 2 and w[1] not in colours]
+                if others:
+                    result.notes.append(f"{kind} {name} also routes to {', '.join(sorted({w[1] for w in others}))} "
+                                        "by rule; bluegreen's frontend replaces it, so add those rules to "
+                                        "haproxy.extraConfig by hand")
+                continue
+        if kind in ("backend", "listen") and name in colours:
+            continue
+        if pending_defaults is not None:
+            result.text += "\n".join(pending_defaults).rstrip("\n") + "\n"
+            pending_defaults = None
+        result.text += "\n".join(lines).rstrip("\n") + "\n"
+        result.carried.append(f"{kind} {name}".strip())
+    return result

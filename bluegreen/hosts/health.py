@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from bluegreen.model.errors import ConfigError
+from bluegreen.model.topology import HealthStatuses
 
 if TYPE_CHECKING:
     from bluegreen.model.topology import Topology
@@ -92,12 +93,23 @@ def visitor(t: Topology) -> dict[str, Any]:
     return {"ca_file": t.haproxy.ca_file, "server_name": t.tls_server_name}
 
 
+def status_ok(status: int | None, expect: int | HealthStatuses | None) -> bool:
+    """Whether `status` is healthy: one the stack's `app.healthStatus` accepts (the same statuses
+    HAProxy's `http-check expect` accepts), exactly `expect` when a number, else 2xx."""
+    if status is None:
+        return False
+    if isinstance(expect, HealthStatuses):
+        return expect.accepts(status)
+    return status == expect if expect else 200 <= status < 300
+
+
 def http_probe(url: str, *, timeout: float = 3.0, headers: Mapping[str, str] | None = None,
                ca_file: str | None = None, server_name: str | None = None,
-               expect_status: int | None = None) -> ProbeResult:
-    """GET `url` once; 2xx (or exactly `expect_status`) is healthy. Network failures come back
-    as `ok=False` with the reason. For https, `server_name` is sent as SNI and Host and the
-    certificate is verified for it against `ca_file` (or the system's CAs)."""
+               expect_status: int | HealthStatuses | None = None) -> ProbeResult:
+    """GET `url` once, never following a redirect (HAProxy does not either); healthy per
+    `status_ok`. Network failures come back as `ok=False` with the reason. For https,
+    `server_name` is sent as SNI and Host and the certificate is verified for it against
+    `ca_file` (or the system's CAs)."""
     client = _client(ca_file)
     started = time.perf_counter()
     sent = dict(headers or {})
@@ -114,7 +126,7 @@ def http_probe(url: str, *, timeout: float = 3.0, headers: Mapping[str, str] | N
         return ProbeResult(ok=False, status=None, latency_ms=elapsed, body="",
                            error=_network_error(exc, url, timeout), served_by=None)
     elapsed = (time.perf_counter() - started) * 1000
-    ok = response.status_code == expect_status if expect_status else 200 <= response.status_code < 300
+    ok = status_ok(response.status_code, expect_status)
     return ProbeResult(ok=ok, status=response.status_code, latency_ms=elapsed,
                        body=response.text[:BODY_LIMIT],
                        error=None if ok else f"{url}: HTTP {response.status_code}",

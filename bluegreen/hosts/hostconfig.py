@@ -32,7 +32,7 @@ from bluegreen.hosts.haproxy_cfg import color_from_backend_names
 from bluegreen.model.errors import BlueGreenError, ConfigError, RemoteError
 from bluegreen.model.sensitive import Sensitive, redact
 from bluegreen.model.topology import Container, Topology
-from bluegreen.render.commands import pm2_invocation
+from bluegreen.render.commands import default_pm2_home, pm2_invocation
 from bluegreen.render.postgres import merge_managed_block
 from bluegreen.render.shell import sh
 
@@ -331,9 +331,7 @@ def apply_routing(executor: Executor, paths: haproxy_cli.HaproxyPaths, live_colo
 
 def pm2_home(t: Topology, host: Container) -> str:
     """PM2's home on `host`: `app.pm2Home`, else the deploy user's ~/.pm2 (rooted like every path)."""
-    user = t.app.deploy_user
-    default = "/root/.pm2" if user == "root" else f"/home/{user}/.pm2"
-    return host.path(t.app.pm2_home or default)
+    return host.path(default_pm2_home(t))
 
 
 def pm2_command(args: Iterable[str], *, pm2_home: str, run_as: str, login_user: str) -> str:
@@ -359,7 +357,7 @@ def apply_ecosystem(executor: Executor, *, text: str, path: str, pm2_home: str, 
     if executor.run(sh("test", "-e", current), step="look for a deployed release", check=False).ok:
         executor.run(pm2_command(["startOrReload", path], pm2_home=pm2_home, run_as=run_as,
                                  login_user=login_user), step="pm2 startOrReload")
-        executor.run(pm2_command(["save"], pm2_home=pm2_home, run_as=run_as, login_user=login_user),
-                     step="pm2 save")
+        executor.run(pm2_command(["save"], pm2_home=pm2_home, run_as=run_as, login_user=login_user)
+                     + " && " + sh("chmod", "600", f"{pm2_home}/dump.pm2"), step="pm2 save")
         changes.append("pm2 startOrReload + save")
     return changes

@@ -2,7 +2,10 @@
 
 Writes are atomic and take the old tool's flock (`state.lock` beside the journal), optionally as
 a compare-and-swap against what was read. An emergency that cannot parse the journal appends its
-record to a side file instead (`<journal>.pending`), which the next normal read folds in.
+record to a side file instead (`<journal>.pending`), which the next normal read folds in. Entries
+trimmed from the file are appended to the archive beside it (`state.archive.jsonl`) under the same
+lock and before the journal is replaced: an interruption between the two can repeat an entry in
+the archive, never lose one.
 """
 
 from __future__ import annotations
@@ -11,12 +14,23 @@ import contextlib
 import shlex
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import PurePosixPath
 from typing import Any
 
 from bluegreen.hosts.executor import Executor
 from bluegreen.model.errors import ConfigError, RemoteError
-from bluegreen.model.journal import State, fold, parse_side, parse_state, scrub_errors, side_path
+from bluegreen.model.journal import (
+    State,
+    archive_lines,
+    archive_path,
+    fold,
+    parse_archive,
+    parse_side,
+    parse_state,
+    scrub_errors,
+    side_path,
+)
 from bluegreen.model.topology import COLORS, Topology
 from bluegreen.render.metrics import render_metrics
 from bluegreen.render.shell import sh
@@ -50,10 +64,12 @@ class JournalStore:
                               f"fix the file by hand or move it aside to start a fresh journal") from None
         return parse_state(text, source=self.source, declared_color=declared)
 
-    def write(self, state: State) -> None:
+    def write(self, state: State) -> State:
         """Replace the file atomically while holding the state lock `jw-deployment-state.sh`
-        takes (flock on `state.lock` beside it), so neither side ever sees the other's half."""
+        takes (flock on `state.lock` beside it), so neither side ever sees the other's half.
+        Returns the state as written (its archived entries appended to the archive)."""
         self._install(state, expected=None)
+        return replace(state, archived=())
 
     def update(self, change: Callable[[State], State]) -> State:
         """Read, change, write back only if nobody wrote in between (under the state lock);
@@ -65,13 +81,22 @@ class JournalStore:
             digest = hashlib.sha256(raw).hexdigest() if raw is not None else ABSENT
             state = change(self._parse(raw, self.declared_color))
             if self._install(state, expected=digest):
-                return state
+                return replace(state, archived=())
         raise RemoteError(self.executor.host, "write the deployment journal",
                           f"{self.path} kept changing while being updated; try again")
 
     @property
     def state_lock(self) -> str:
         return state_lock_path(self.path)
+
+    @property
+    def archive(self) -> str:
+        return archive_path(self.path)
+
+    def read_archive(self) -> list[dict[str, Any]]:
+        """The entries moved out of the journal, newest first ([] when none were)."""
+        raw = self.executor.get(self.archive, step="read the journal archive")
+        return [] if raw is None else parse_archive(raw.decode(errors="replace"))
 
     def _install(self, state: State, *, expected: str | None) -> bool:
         # Private: the journal quotes remote stderr, redacted here first. `install -d` also
@@ -81,12 +106,21 @@ class JournalStore:
         self.executor.run(sh("install", "-d", "-m", "700", "--", directory), step="write the deployment journal")
         tmp = f"{self.path}.bluegreen-tmp"
         self.executor.put(tmp, text, step="write the deployment journal", mode=0o600)
-        result = self.executor.run(install_state_command(self.path, tmp, self.state_lock, expected),
+        moved = scrub_errors(State(prod=state.prod, standby=state.standby, archived=state.archived),
+                             getattr(self.executor, "secrets", None) or []).archived
+        archive_tmp = None
+        if moved:
+            archive_tmp = f"{self.archive}.bluegreen-tmp"
+            self.executor.put(archive_tmp, archive_lines(moved), step="archive older journal entries", mode=0o600)
+        result = self.executor.run(install_state_command(self.path, tmp, self.state_lock, expected,
+                                                         archive=self.archive if moved else None,
+                                                         archive_tmp=archive_tmp),
                                    step="write the deployment journal", check=False)
         if result.exit_code == CAS_CONFLICT:
             return False
         if not result.ok:
-            self.executor.run(sh("rm", "-f", tmp), step="discard the journal update", check=False)
+            self.executor.run(sh("rm", "-f", tmp, *([archive_tmp] if archive_tmp else [])),
+                              step="discard the journal update", check=False)
             raise RemoteError(self.executor.host, "write the deployment journal",
                               (result.stderr or result.stdout).strip()
                               or f"could not take {self.state_lock} within {STATE_LOCK_WAIT}s")
@@ -105,16 +139,22 @@ def state_lock_path(state_path: str) -> str:
     return str(PurePosixPath(state_path).with_name(STATE_LOCK_NAME))
 
 
-def install_state_command(path: str, tmp: str, lock: str, expected: str | None) -> str:
+def install_state_command(path: str, tmp: str, lock: str, expected: str | None, *,
+                          archive: str | None = None, archive_tmp: str | None = None) -> str:
     """Move `tmp` over `path` under `flock lock`; with `expected` (a sha256, or `absent`), only
-    if the file still has that content (else exit 3, the temp file removed)."""
+    if the file still has that content (else exit 3, the temp files removed). With `archive`, the
+    lines of `archive_tmp` are appended to it first (0600); if that fails, nothing is replaced."""
     check = ""
     if expected is not None:
         check = ('cur=$(sha256sum "$1" 2>/dev/null | cut -d" " -f1); '
-                 f'if [ "${{cur:-{ABSENT}}}" != "$4" ]; then rm -f "$2"; exit {CAS_CONFLICT}; fi; ')
-    script = check + 'mv -f "$2" "$1"'
+                 f'if [ "${{cur:-{ABSENT}}}" != "$4" ]; then rm -f "$2" ${{5:+"$5"}}; exit {CAS_CONFLICT}; fi; ')
+    append = ""
+    if archive is not None and archive_tmp is not None:
+        append = ('( umask 077; cat "$5" >> "$6" ) || { rm -f "$2" "$5"; echo "cannot append to $6" >&2; '
+                  'exit 1; }; chmod 600 "$6"; rm -f "$5"; ')
+    script = check + append + 'mv -f "$2" "$1"'
     return sh("flock", "-w", STATE_LOCK_WAIT, lock, "bash", "-c", script, "_", path, tmp, lock,
-              expected or "")
+              expected or "", archive_tmp or "", archive or "")
 
 
 def append_side_command(journal_path: str, line: str) -> str:
@@ -155,11 +195,20 @@ class EstateJournal:
         state = self.store.read(default_live=self.t.active_color)
         return fold_pending(self.store.executor, self.store.path, state, self.t.journal.history_keep)
 
-    def write(self, state: State, *, live: str) -> None:
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The newest `limit` entries, newest first: the journal's, then the archive's."""
+        entries = self.read().recent(limit)
+        if len(entries) < limit:
+            entries += self.store.read_archive()[:limit - len(entries)]
+        return entries
+
+    def write(self, state: State, *, live: str) -> State:
+        """Write the journal (trimmed entries archived); returns the state as written."""
         lb = self.store.executor
-        self.store.write(state)
+        state = self.store.write(state)
         with contextlib.suppress(RemoteError):
             clear_pending(lb, self.store.path, state)
         metrics = render_metrics(state, live=live, generated_at=time.time(), declared=self.t.active_color)
         with contextlib.suppress(RemoteError):
             lb.put(self.t.load_balancer.path(self.t.journal.metrics_path), metrics, step="write metrics", mode=0o644)
+        return state

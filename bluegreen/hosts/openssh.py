@@ -41,7 +41,10 @@ def _ssh_aliases(config: Path) -> set[str]:
 
 def ssh_argv(t: Topology, host: Container) -> list[str]:
     """The OpenSSH client's options for one estate host (pure): host key checked against the
-    tool's known_hosts, never added; `~/.ssh/config` wins for a host it names, as with paramiko."""
+    tool's known_hosts, never added. A host whose alias (`sshAlias`, else its name) the stack's
+    `ssh.configFile` names is reached through that entry (HostName, Port, User, IdentityFile), as
+    every other connection is (`executor.resolve_target`); the key is then checked under the
+    address and port the alias resolves to, which is where `bluegreen trust` pins it."""
     s = t.ssh
     argv = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", f"UserKnownHostsFile={os.path.expanduser(s.known_hosts)}",
@@ -49,8 +52,13 @@ def ssh_argv(t: Topology, host: Container) -> list[str]:
             "-o", f"ConnectTimeout={max(1, math.ceil(s.connect_timeout))}",
             "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR",
             "-T"]
-    if host.name in _ssh_aliases(Path(os.path.expanduser("~/.ssh/config"))):
-        return [*argv, host.name]
+    config = Path(os.path.expanduser(s.config_file))
+    alias = host.settings.ssh_alias or host.name
+    if alias in _ssh_aliases(config):
+        return [*argv, "-F", str(config), alias]
+    if config.is_file():
+        # Another user's settings for this address (a `Host 10.92.3.22` entry) still apply.
+        argv += ["-F", str(config)]
     argv += ["-p", str(s.port), "-l", s.user]
     if s.identity_file:
         argv += ["-i", os.path.expanduser(s.identity_file), "-o", "IdentitiesOnly=yes"]

@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 from bluegreen.hosts import haproxy, haproxy_cli
-from bluegreen.hosts.appenv import values_of, write_env_file
+from bluegreen.hosts.appenv import observe_env_file, write_env_file
 from bluegreen.hosts.executor import Executor, SshExecutor, SshTarget, ssh_target
 from bluegreen.hosts.hostconfig import (
     BOOTSTRAP_SCRIPT_PATH,
@@ -26,9 +26,11 @@ from bluegreen.hosts.hostconfig import (
     sha256_of,
     sql_secrets,
 )
+from bluegreen.model.dotenv import parse_env
 from bluegreen.model.errors import ConfigError
 from bluegreen.model.sensitive import Sensitive
 from bluegreen.model.topology import COLORS, Container, Topology
+from bluegreen.render.appenv import env_path, secret_names, secret_values
 from bluegreen.render.bootstrap import render_bootstrap
 from bluegreen.render.haproxy import render_haproxy_cfg, render_live_map
 from bluegreen.render.pm2 import render_ecosystem
@@ -138,8 +140,17 @@ class HostProvider:
     def identity(self, props: Mapping[str, Any]) -> str:
         return f"{self.kind}:{_lookup(props, 'connection.address')}"
 
-    def apply(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
+    def configure(self, executor: Executor, props: Mapping[str, Any]) -> list[str]:
+        """Bring the host to `props`; what changed (nothing: the host already matched)."""
         raise NotImplementedError
+
+    def outputs(self, props: Mapping[str, Any]) -> dict[str, Any]:
+        """The output properties besides the inputs (pure)."""
+        return {}
+
+    def apply(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
+        _log_changes(executor, self.kind, self.configure(executor, props))
+        return self.outputs(props)
 
     def observe(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
         """The resource's properties as found on the host (for refresh); default: as recorded."""
@@ -210,9 +221,10 @@ class BootstrapProvider(HostProvider):
     def identity(self, props: Mapping[str, Any]) -> str:
         return f"bootstrap:{_lookup(props, 'connection.address')}:{props['script_path']}"
 
-    def apply(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
-        changes = apply_bootstrap(executor, str(props["script"]), str(props["script_path"]))
-        _log_changes(executor, self.kind, changes)
+    def configure(self, executor: Executor, props: Mapping[str, Any]) -> list[str]:
+        return apply_bootstrap(executor, str(props["script"]), str(props["script_path"]))
+
+    def outputs(self, props: Mapping[str, Any]) -> dict[str, Any]:
         return {"script_sha256": sha256_of(str(props["script"]))}
 
     def create(self, props: Mapping[str, Any]) -> Created:
@@ -235,7 +247,10 @@ class BootstrapProvider(HostProvider):
 
 
 class AppEnvProvider(HostProvider):
-    """props: connection, content (secret), path, owner. The app's shared/.env (`bluegreen.appenv`)."""
+    """props: connection, content (secret: the variables the stack manages), path, owner,
+    secret_names, working_copy. The app's shared/.env (`render.appenv`): `content` is laid over
+    the file on the host, so every variable the stack does not manage stays; a refresh reads back
+    only the managed ones (the rest is the estate's, not drift)."""
 
     kind = "app-env"
     required = ("content", "path", "owner")
@@ -243,19 +258,25 @@ class AppEnvProvider(HostProvider):
     replace_on = ("connection.address", "path")
 
     def secrets(self, props: Mapping[str, Any]) -> list[Sensitive]:
-        return values_of(str(props.get("content") or ""))
+        names = props.get("secret_names")
+        content = str(props.get("content") or "")
+        if not isinstance(names, (list, tuple)):  # older state: every value counts as secret
+            names = list(parse_env(content))
+        return secret_values(content, [str(n) for n in names])
 
     def identity(self, props: Mapping[str, Any]) -> str:
         return f"app-env:{_lookup(props, 'connection.address')}:{props['path']}"
 
-    def apply(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
-        changes = write_env_file(executor, str(props["path"]), Sensitive(str(props["content"])),
-                                 str(props["owner"]))
-        _log_changes(executor, self.kind, changes)
+    def configure(self, executor: Executor, props: Mapping[str, Any]) -> list[str]:
+        return write_env_file(executor, str(props["path"]), Sensitive(str(props["content"])),
+                              str(props["owner"]), working_copy=props.get("working_copy") or None)
+
+    def outputs(self, props: Mapping[str, Any]) -> dict[str, Any]:
         return {"content_sha256": sha256_of(str(props["content"]))}
 
     def observe(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
-        found = read_text(executor, str(props["path"]), "read the app settings") or ""
+        found = observe_env_file(executor, str(props["path"]), str(props["content"]),
+                                 working_copy=props.get("working_copy") or None)
         return {**props, "content": found, "content_sha256": sha256_of(found)}
 
 
@@ -273,11 +294,12 @@ class HaproxyConfigProvider(HostProvider):
     def identity(self, props: Mapping[str, Any]) -> str:
         return f"haproxy-config:{_lookup(props, 'connection.address')}:{props['config_path']}"
 
-    def apply(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
+    def configure(self, executor: Executor, props: Mapping[str, Any]) -> list[str]:
         paths = haproxy_cli.HaproxyPaths.from_props(dict(props))
-        changes = apply_haproxy_config(executor, paths, str(props["config"]), str(props["initial_map"]),
-                                       declared_in=str(props.get("declared_in") or "the stack file"))
-        _log_changes(executor, self.kind, changes)
+        return apply_haproxy_config(executor, paths, str(props["config"]), str(props["initial_map"]),
+                                    declared_in=str(props.get("declared_in") or "the stack file"))
+
+    def outputs(self, props: Mapping[str, Any]) -> dict[str, Any]:
         return {"config_sha256": sha256_of(str(props["config"]))}
 
     def observe(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
@@ -308,12 +330,12 @@ class LiveColorRoutingProvider(HostProvider):
         return haproxy_cli.HaproxyPaths(config="", map=str(props["map_path"]), admin_socket=str(props["admin_socket"]),
                                master_socket="", pid_file="")
 
-    def apply(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
-        color = str(props["live_color"])
-        changes = apply_routing(executor, self._paths(props), color, str(props["map_text"]),
-                                declared_in=str(props.get("declared_in") or "the stack file"))
-        _log_changes(executor, self.kind, changes)
-        return {"live_backend": haproxy_cli.backend_for(color)}
+    def configure(self, executor: Executor, props: Mapping[str, Any]) -> list[str]:
+        return apply_routing(executor, self._paths(props), str(props["live_color"]), str(props["map_text"]),
+                             declared_in=str(props.get("declared_in") or "the stack file"))
+
+    def outputs(self, props: Mapping[str, Any]) -> dict[str, Any]:
+        return {"live_backend": haproxy_cli.backend_for(str(props["live_color"]))}
 
     def observe(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
         backend = haproxy.live_backend(executor, self._paths(props))
@@ -331,13 +353,14 @@ class Pm2EcosystemProvider(HostProvider):
     def identity(self, props: Mapping[str, Any]) -> str:
         return f"pm2-ecosystem:{_lookup(props, 'connection.address')}:{props['path']}"
 
-    def apply(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
-        changes = apply_ecosystem(executor, text=str(props["ecosystem"]), path=str(props["path"]),
-                                  pm2_home=str(props["pm2_home"]), app_dir=str(props["app_dir"]),
-                                  run_as=str(props["run_as"]),
-                                  login_user=str(_lookup(props, "connection.user") or "root"),
-                                  reload=bool(props.get("reload", True)))
-        _log_changes(executor, self.kind, changes)
+    def configure(self, executor: Executor, props: Mapping[str, Any]) -> list[str]:
+        return apply_ecosystem(executor, text=str(props["ecosystem"]), path=str(props["path"]),
+                               pm2_home=str(props["pm2_home"]), app_dir=str(props["app_dir"]),
+                               run_as=str(props["run_as"]),
+                               login_user=str(_lookup(props, "connection.user") or "root"),
+                               reload=bool(props.get("reload", True)))
+
+    def outputs(self, props: Mapping[str, Any]) -> dict[str, Any]:
         return {"ecosystem_sha256": sha256_of(str(props["ecosystem"]))}
 
     def observe(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
@@ -366,11 +389,8 @@ class PostgresDatabaseProvider(HostProvider):
         return {"socket_dir": str(props["socket_dir"]), "port": int(_number(props["port"], "port")),
                 "hba_path": props.get("hba_path") or None}
 
-    def apply(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
-        changes = apply_postgres(executor, sql=str(props["sql"]), hba_block=str(props["hba"]),
-                                 **self._where(props))
-        _log_changes(executor, self.kind, changes)
-        return {}
+    def configure(self, executor: Executor, props: Mapping[str, Any]) -> list[str]:
+        return apply_postgres(executor, sql=str(props["sql"]), hba_block=str(props["hba"]), **self._where(props))
 
     def observe(self, executor: Executor, props: Mapping[str, Any]) -> dict[str, Any]:
         present = hba_block_present(executor, hba_block=str(props["hba"]), **self._where(props))
@@ -396,6 +416,14 @@ def haproxy_config_props(t: Topology) -> dict[str, Any]:
     return {"connection": connection_props(t, t.load_balancer), "config": render_haproxy_cfg(t),
             "initial_map": render_live_map(t, t.active_color), "declared_in": declared_in(t),
             **haproxy_cli.HaproxyPaths.from_topology(t).to_props()}
+
+
+def app_env_props(t: Topology, color: str, content: Any) -> dict[str, Any]:
+    """AppEnv's props around `content` (a `Sensitive`'s text, or the engine's secret output)."""
+    host = t.app_host(color)
+    return {"connection": connection_props(t, host), "content": content, "path": env_path(t, host),
+            "owner": t.app.deploy_user, "secret_names": secret_names(t),
+            "working_copy": host.path(t.app.working_copy) if t.app.working_copy else ""}
 
 
 def declared_in(t: Topology) -> str:

@@ -93,7 +93,7 @@ def verify(t: Topology, color: str, *, deadline_s: float = VERIFY_DEADLINE_S,
         status, who, error = served_by(url, ca_file=t.haproxy.ca_file,
                                        server_name=t.tls_server_name, conn=warm)
         warm = None
-        healthy = status is not None and (status == expect if expect else 200 <= status < 300)
+        healthy = expect.accepts(status)  # the statuses HAProxy's health check accepts too
         if healthy and who == color:
             return True, None, (time.perf_counter() - started) * 1000
         problem = error or f"HTTP {status} from {who or 'an unnamed backend'}"

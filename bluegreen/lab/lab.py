@@ -53,8 +53,9 @@ from bluegreen.lab.services import (
 from bluegreen.lab.timers import start_timers
 from bluegreen.lab.tls import ensure_lab_tls
 from bluegreen.model.errors import ConfigError, HostKeyError
+from bluegreen.model.secrets import ensure_secret_files
 from bluegreen.model.sensitive import Sensitive
-from bluegreen.model.stackfile import load_stack, set_active_color_in_file
+from bluegreen.model.stackfile import adopted_stack_file, load_stack, set_active_color_in_file
 from bluegreen.model.topology import Container, Topology
 from bluegreen.ops.configure import apply_estate
 from bluegreen.render.commands import AppPaths, parse_current, pm2_jlist, pm2_reload, read_current
@@ -210,6 +211,8 @@ class Lab:
         t, p = self.topology, self.paths
         if (p.root / LEGACY_MARKER).exists():
             self.clear_estate()  # the legacy estate goes; the lab's own is built from scratch
+            # ... from the stack as the repository has it (an adopted copy went with the estate).
+            self.topology = t = load_stack(self.project_dir, t.stack)
         for directory in (p.ssh, p.pve, p.pids, p.logs, p.secrets):
             directory.mkdir(parents=True, exist_ok=True)
         for private in (p.ssh, p.secrets):
@@ -248,7 +251,7 @@ class Lab:
         password = self._db_password()
         build_sample_repo(p.sample_repo, self.project_dir / "sample-app")
         build_next_refs(p.sample_repo, self.project_dir / "sample-next")
-        self._write_app_env(password)
+        ensure_secret_files(t)  # the lab generates the app.env secrets it names (shared/.env: AppEnv)
 
         ensure_lab_tls(p.root / "tls", t)  # the lab's CA and HAProxy's certificate bundle
         haproxy_was_running = self.haproxy().alive()
@@ -329,7 +332,9 @@ class Lab:
             return self._apply()
 
     def _apply(self) -> list[str]:
-        t = self.topology
+        # As the stack now is: `bluegreen adopt` may have written it since this object was made.
+        self.topology = t = load_stack(self.project_dir, self.topology.stack)
+        ensure_secret_files(t)
         self._start_backup_host()  # the off-host configuration reaches it (a legacy lab has none yet)
         executors: dict[int, Executor] = {c.vmid: self.executor(c) for c in t.containers}
         try:
@@ -418,25 +423,6 @@ class Lab:
                 fh.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
         return Sensitive(path.read_text().strip())
 
-    def _write_app_env(self, password: Sensitive) -> None:
-        from bluegreen.model.secrets import ensure_secret_files, resolve_secrets
-        from bluegreen.render.appenv import render_env
-
-        ensure_secret_files(self.topology)
-        content = render_env(self.topology, password, resolve_secrets(self.topology, environ={})).reveal()
-        for host in self.topology.app_hosts.values():
-            path = Path(host.path(f"{self.topology.app.dir}/shared/.env"))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if path.exists() and path.read_text() == content:
-                path.chmod(0o600)
-                continue
-            tmp = path.with_name(".env.tmp")
-            tmp.unlink(missing_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(content)
-            os.replace(tmp, path)
-
     def executor(self, host: Container | str | int) -> SshExecutor:
         """An SSH executor for one lab host (by Container, vmid, name, colour or role)."""
         container = host if isinstance(host, Container) else self.topology.find_host(str(host))
@@ -475,6 +461,11 @@ class Lab:
         self.stop_processes()
         (p.root / LEGACY_MARKER).unlink(missing_ok=True)
         shutil.rmtree(p.root / "operator", ignore_errors=True)  # the legacy estate's operator machine
+        # What was declared or adopted about the estate that goes: the next one starts from the
+        # stack file as the repository has it.
+        for declared in (t.active_color_file, adopted_stack_file(self.project_dir, t.stack)):
+            if declared is not None and Path(declared).is_relative_to(p.root):
+                Path(declared).unlink(missing_ok=True)
         # fakepve keeps nothing across a restart (containers are provisioned anew); its CA and token
         # stay, so no client ever meets a certificate it was not given.
         work = [t.app.working_copy, t.app.working_copy + ".working-copy"] if t.app.working_copy else []

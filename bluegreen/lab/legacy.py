@@ -4,12 +4,17 @@ The normal lab is built by `apply_estate` (what `pulumi up` does). This one is b
 operators built production, so the takeover of a running estate can be rehearsed on it:
 
 - app hosts (blue 127.0.3.22, green 127.0.3.24): a git working copy of the sample repo at
-  `app.workingCopy` on branch `production-gold-standard`, `.env` inside it (DATABASE_URL, PORT, HOSTNAME), built
-  in place, started by hand under PM2 in fork mode: `pm2 start npm --name <app> -- start`. The app
-  has no /api/health (NO_HEALTH_ROUTE=1 in .env): only `/` answers.
+  `app.workingCopy` on branch `production-gold-standard`, `.env` inside it with the settings a real
+  app has (a DATABASE_URL with query parameters, NextAuth's URL and secret, mail settings, a time
+  zone, ...: a dozen and more, secrets among them, written by hand: comments, quotes, `export`),
+  built in place, started by hand as root under PM2 in fork mode: `pm2 start npm --name <app> --
+  start`. The app has no /api/health (NO_HEALTH_ROUTE=1) and, signed out, `/` redirects (307) to
+  its sign-in page as NextAuth does; the sign-in page answers 200.
 - load balancer (127.0.3.26): a hand-written haproxy.cfg, TLS on :443 from the lab CA's bundle,
-  :80 redirecting, backends `blue_servers`/`green_servers` and a frontend whose `use_backend`
-  line the old switch rewrites; no map file. The old tool's journal
+  :80 redirecting, backends `blue_servers`/`green_servers` checked with `option httpchk GET /`
+  (HAProxy's default: 2xx and 3xx are up) and a frontend whose `use_backend` line the old switch
+  rewrites; no map file. A second site beside attendant's: the circuit's wiki (`wiki_front` on
+  :8081, `wiki_servers` -> a small web server on 127.0.3.28:8000). The old tool's journal
   /var/lib/jw-deployment/state.json (with history) and /usr/local/bin/jw-deployment-state.sh
   (get/set under flock) under the host's root.
 - database (127.0.3.21): `jw_attendant_scheduler_staging` owned by the .env's user, with
@@ -17,17 +22,21 @@ operators built production, so the takeover of a running estate can be rehearsed
 - fakepve: the four containers with hand-built settings: no start-up order, a description,
   on-boot on the database and load balancer only, nesting on.
 
-Processes are the normal lab's (same pid files), so `python -m bluegreen.lab down` stops them.
+Processes are the normal lab's (same pid files; the wiki's server is in the lab's registry), so
+`python -m bluegreen.lab down` stops them.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
+import secrets
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +45,28 @@ from bluegreen.lab.lab import Lab
 from bluegreen.lab.paths import LEGACY_MARKER, PM2, LabInfo
 from bluegreen.lab.pve import start_fakepve
 from bluegreen.lab.repo import build_sample_repo
-from bluegreen.lab.services import LabError, host_public_key, start_postgres, start_sshd
+from bluegreen.lab.services import LabError, host_public_key, spawn, start_postgres, start_sshd, wait_port
 from bluegreen.lab.tls import ensure_lab_tls
 from bluegreen.model.sensitive import Sensitive
+from bluegreen.model.stackfile import load_stack
 from bluegreen.model.topology import Container, Topology
 
 log = logging.getLogger("bluegreen.lab.legacy")
 
 BRANCH = "production-gold-standard"
+# The second site on the load balancer: (frontend port, backend address, backend port).
+WIKI = (8081, "127.0.3.28", 8000)
+WIKI_PAGE = "<!doctype html><title>Circuit wiki</title><h1>Circuit wiki</h1><p>Assembly schedules.</p>\n"
+# The wiki's web server: static files, HTTP/1.1 keep-alive, no request log (a load test would fill it).
+WIKI_SERVER = """# jw-lab-wiki
+import functools, http.server, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args):
+        pass
+address, port, root = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+http.server.ThreadingHTTPServer((address, port), functools.partial(Handler, directory=root)).serve_forever()
+"""
 DB_USER = "jw_scheduler"  # the estate's own user: only its .env names it
 STATE_SCRIPT = "/usr/local/bin/jw-deployment-state.sh"
 BACKENDS = {"blue": "blue_servers", "green": "green_servers"}
@@ -158,7 +181,49 @@ def haproxy_cfg(t: Topology, live: str) -> str:
         host = t.app_host(color)
         lines += [f"backend {name}", "    option httpchk GET /",
                   f"    server {color}1 {host.ip}:{t.app.port} check", ""]
+    port, address, backend_port = WIKI
+    lines += [
+        "# The circuit's wiki, added by hand in 2024: another site on this load balancer.",
+        "frontend wiki_front",
+        f"    bind {lb.ip}:{port}",
+        "    default_backend wiki_servers",
+        "",
+        "backend wiki_servers",
+        "    option httpchk GET /",
+        f"    server wiki1 {address}:{backend_port} check   # the wiki's own container",
+        "",
+    ]
     return "\n".join(lines)
+
+
+def dotenv_text(t: Topology, host: Container, password: Sensitive, secrets: dict[str, str]) -> str:
+    """The app's .env as the operators keep it: by hand, with comments, quotes and `export`."""
+    db = t.database
+    return "\n".join([
+        "# JW Attendant Scheduler - production settings (edited by hand; never commit this file)",
+        f'DATABASE_URL="postgresql://{DB_USER}:{password.reveal()}@{t.database_host.ip}:{db.port}/{db.name}'
+        '?schema=public&connection_limit=5"',
+        f"PORT={t.app.port}",
+        f"HOSTNAME={host.ip}",
+        "NODE_ENV=production",
+        "NO_HEALTH_ROUTE=1",
+        "",
+        "# NextAuth",
+        f"NEXTAUTH_URL=https://{t.haproxy.server_name}",
+        f"NEXTAUTH_SECRET={secrets['nextauth']}",
+        "AUTH_TRUST_HOST=true",
+        "",
+        "# Mail: invitations and shift reminders",
+        "EMAIL_SERVER_HOST=smtp.attendant.invalid",
+        "EMAIL_SERVER_PORT=587",
+        "EMAIL_SERVER_USER=scheduler@attendant.invalid",
+        f"EMAIL_SERVER_PASSWORD='{secrets['mail']}'",
+        'EMAIL_FROM="JW Attendant Scheduler <scheduler@attendant.invalid>"',
+        "",
+        "export TZ=America/Chicago   # the circuit's time zone",
+        f"JWT_SIGNING_KEY={secrets['jwt']}",
+        "",
+    ])
 
 
 class LegacyLab(Lab):
@@ -172,8 +237,10 @@ class LegacyLab(Lab):
         t, p = self.topology, self.paths
         marker = p.root / LEGACY_MARKER
         if self.reset or not marker.exists():
-            # Whatever ran here before (the normal lab, an earlier rehearsal) goes: hosts and data.
+            # Whatever ran here before (the normal lab, an earlier rehearsal) goes: hosts and data,
+            # the declared colour and the adopted stack it left in the lab's directory.
             self.clear_estate()
+            self.topology = t = load_stack(self.project_dir, t.stack)
         for directory in (p.ssh, p.pve, p.pids, p.logs, p.secrets):
             directory.mkdir(parents=True, exist_ok=True)
         self._ensure_client_key()
@@ -201,6 +268,7 @@ class LegacyLab(Lab):
         for color in ("blue", "green"):
             self._app_host(t.app_host(color), password)
         ensure_lab_tls(p.root / "tls", t)
+        self._wiki()
         self._load_balancer()
         self._operator_machine()
         marker.write_text("built by bluegreen.lab.legacy\n")
@@ -279,9 +347,8 @@ class LegacyLab(Lab):
             _run(["git", "-C", str(work), "push", "--quiet", "origin", f"{BRANCH}:{BRANCH}"], env=env)
             _run(["git", "-C", str(work), "branch", "--quiet", f"--set-upstream-to=origin/{BRANCH}"], env=env)
         dotenv = work / ".env"
-        dotenv.write_text(
-            f"DATABASE_URL=postgresql://{DB_USER}:{password.reveal()}@{t.database_host.ip}:"
-            f"{t.database.port}/{t.database.name}\nPORT={t.app.port}\nHOSTNAME={host.ip}\nNO_HEALTH_ROUTE=1\n")
+        if not dotenv.exists():  # the operators' file: kept as it is across `up --legacy`
+            dotenv.write_text(dotenv_text(t, host, password, self._app_secrets()))
         dotenv.chmod(0o600)
         if not (work / "node_modules").exists():
             _run(["npm", "ci", "--prefer-offline", "--no-audit", "--no-fund"], cwd=work)
@@ -304,6 +371,26 @@ class LegacyLab(Lab):
         config = home / IDE_CONFIG
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(json.dumps(old_mcp_config(str(server), self.topology.load_balancer.ip), indent=2) + "\n")
+    def _app_secrets(self) -> dict[str, str]:
+        """The app's own secrets, the same on both colours (one app), made once per estate."""
+        if not hasattr(self, "_secrets"):
+            self._secrets = {"nextauth": base64.b64encode(secrets.token_bytes(32)).decode(),
+                             "mail": f"{secrets.token_urlsafe(12)} {secrets.token_urlsafe(6)}",
+                             "jwt": secrets.token_hex(32)}
+        return self._secrets
+
+    def _wiki(self) -> None:
+        """The second site's backend: a small web server, registered so `lab down` stops it."""
+        p = self.paths
+        port, address, backend_port = WIKI
+        site = p.root / "wiki"
+        site.mkdir(parents=True, exist_ok=True)
+        (site / "index.html").write_text(WIKI_PAGE)
+        argv = [sys.executable, "-c", WIKI_SERVER, address, str(backend_port), str(site)]
+        process = spawn("wiki (second site)", argv, pid_file=p.pids / "wiki.pid", log_file=p.logs / "wiki.log",
+                        expect=f"{address} {backend_port} {site}")
+        wait_port(address, backend_port, 30, what="the wiki's web server")
+        self._register(process, f"{address}:{backend_port} (behind :{port})")
 
     def _load_balancer(self) -> None:
         t = self.topology

@@ -1,12 +1,14 @@
 """A bounded, steady request loop: proof that a switch drops nothing.
 
 Clients run in threads, half on keep-alive connections and half opening a new connection per
-request, until stopped or until their request budget runs out. Like a browser or curl, a client
-retries a GET once, on a new connection, exactly when RFC 9112 (9.3.1) lets it: the method is
-idempotent, the connection had been used before (a server may close an idle one at any moment,
-and a reload does), and it closed (end of stream or reset) before the client received any byte
-of the status line. Such retries are counted in the report. A timeout, a 5xx, a reset after the
-status line began, or anything on a fresh connection is a failure; `retry=False` turns retries off.
+request, until stopped or until their request budget runs out. Like a browser's or urllib3's
+connection pool, a keep-alive client does not send on an idle connection the server has already
+closed (a reload closes idle ones): it looks first, and opens a new one. Once a request is sent,
+the client retries a GET once, on a new connection, exactly when RFC 9112 (9.3.1) lets it: the
+method is idempotent, the connection had been used before, and it closed (end of stream or reset)
+before the client received any byte of the status line. Such retries are counted in the report.
+A timeout, a 5xx, a reset after the status line began, or anything on a fresh connection is a
+failure; `retry=False` turns retries off (every error is then a failure).
 Every response is recorded with the colour that served it (`X-Served-By`), so callers can count
 failures, old-colour answers after a flip, and latency percentiles. Only loopback targets are
 allowed: this is a test tool.
@@ -18,6 +20,7 @@ import errno
 import http.client
 import io
 import ipaddress
+import select
 import ssl
 import threading
 import time
@@ -49,6 +52,9 @@ class Sample:
 @dataclass
 class LoadReport:
     samples: list[Sample] = field(default_factory=list)
+    # Idle keep-alive connections found closed by the server before reuse (a reload closes them),
+    # replaced by a new one before anything was sent: not a retry, nothing was lost.
+    closed_idle: int = 0
 
     @property
     def total(self) -> int:
@@ -91,6 +97,8 @@ class LoadReport:
         detail = ", ".join(f"{k}: {v}" for k, v in reasons.items())
         return (f"{self.total} requests, {len(fails)} failed" + (f" ({detail})" if detail else "")
                 + (f", {self.retried} retried on a closed idle connection" if self.retried else "")
+                + (f", {self.closed_idle} idle connections closed by the server and replaced before reuse"
+                   if self.closed_idle else "")
                 + f", p50 {self.percentile(50):.1f} ms, p99 {self.percentile(99):.1f} ms, "
                 f"served by {self.colours()}")
 
@@ -192,6 +200,11 @@ class RequestLoop:
             started = time.monotonic()
             retried = False
             while True:
+                if conn is not None and _closed_by_server(conn):
+                    conn.close()
+                    conn = None
+                    with self._lock:
+                        self.report.closed_idle += 1
                 if conn is None:
                     conn, reused = self._connection(), False
                 current = conn
@@ -287,6 +300,23 @@ class _CountingResponse(http.client.HTTPResponse):
 
     def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(_CountingSocket(sock), *args, **kwargs)  # type: ignore[arg-type]
+
+
+def _closed_by_server(conn: http.client.HTTPConnection) -> bool:
+    """Whether an idle connection has something to read (its close, as nothing else is due):
+    the check a connection pool makes before it reuses one."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 
 
 class _TlsConnection(http.client.HTTPConnection):

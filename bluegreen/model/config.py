@@ -24,6 +24,7 @@ from bluegreen.model.topology import (
     DatabaseSettings,
     EventSettings,
     HaproxySettings,
+    HealthStatuses,
     JournalSettings,
     MonitoringSettings,
     ProxmoxSettings,
@@ -53,7 +54,7 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
     ssh = _read_ssh(r, get("ssh"), resolve)
     containers = read_containers(r, get("containers"), gateway_ip, resolve)
     app = _read_app(r, get("app"), resolve)
-    database = _read_database(r, get("database"))
+    database = _read_database(r, get("database"), resolve)
     haproxy = _read_haproxy(r, get("haproxy"), resolve)
     switch = _read_switch(r, get("switch"))
     journal = _read_journal(r, get("journal"))
@@ -66,6 +67,9 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         if item not in DISRUPTION_SCOPES:
             r.problem("allowDisruption", f"expected a list of {', '.join(DISRUPTION_SCOPES)}, got {item!r}")
     allow_restart = r.bool_({"allowRestart": get("allowRestart")}, "allowRestart", "", False)
+    top = {"adoptedStackFile": get("adoptedStackFile"), "secretsDir": get("secretsDir")}
+    adopted_stack_file = resolve(r.opt_str(top, "adoptedStackFile", ""))
+    secrets_dir = resolve(r.str_(top, "secretsDir", "", f"~/.config/bluegreen/secrets/{stack}")) or ""
     if r.problems:
         raise ValidationError(source or f"stack {stack!r}", r.problems)
     return Topology(
@@ -75,6 +79,7 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
         allow_restart=allow_restart,
         monitoring=monitoring, events=events,
         active_color_file=color_file, allow_disruption=allow_disruption, backup=backup,
+        adopted_stack_file=adopted_stack_file, secrets_dir=secrets_dir,
     )
 
 
@@ -191,7 +196,8 @@ def _read_app(r: Reader, raw: Any, resolve: Resolve) -> AppSettings:
         port=r.num(ap, "port", "app", 3000, minimum=1),
         health_path=r.str_(ap, "healthPath", "app", "/api/health"),
         instances=r.num(ap, "instances", "app", 2, minimum=1),
-        deploy_user=r.str_(ap, "deployUser", "app", "jwapp"),
+        # Never invented: the user the estate runs the app's PM2 as (`bluegreen adopt` reads it).
+        deploy_user=r.str_(ap, "deployUser", "app", ""),
         node_env=r.str_(ap, "nodeEnv", "app", "production"),
         install_command=r.str_(ap, "installCommand", "app", "npm ci"),
         build_command=r.str_(ap, "buildCommand", "app", "npm run build"),
@@ -201,20 +207,42 @@ def _read_app(r: Reader, raw: Any, resolve: Resolve) -> AppSettings:
         keep_releases=r.num(ap, "keepReleases", "app", 5, minimum=2),
         health_timeout=r.num(ap, "healthTimeout", "app", 120.0, integer=False, minimum=1),
         pm2_home=r.opt_str(ap, "pm2Home", "app"),
-        health_status=r.num(ap, "healthStatus", "app", 200),
+        health_status=_read_health_status(r, ap.get("healthStatus")),
         env=_read_app_env(r, ap.get("env"), resolve),
         working_copy=_working_copy(r, ap),
         git_credentials=_git_credentials(r, ap),
     )
     _check_apart(r, app)
-    if not 100 <= app.health_status <= 599:
-        r.problem("app.healthStatus", f"expected an HTTP status (100-599), got {app.health_status}")
     if app.health_path and not app.health_path.startswith("/"):
         r.problem("app.healthPath", f"expected a path starting with /, got {app.health_path!r}")
     return app
 
 
-def _read_database(r: Reader, raw: Any) -> DatabaseSettings:
+_STATUS_ITEM = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
+
+
+def _read_health_status(r: Reader, raw: Any) -> HealthStatuses:
+    """`app.healthStatus`: 200, "200-399", "200,204,301-308" or a list of those (default 200-399)."""
+    if raw is None:
+        return HealthStatuses()
+    items = raw if isinstance(raw, list) else [raw]
+    ranges: list[tuple[int, int]] = []
+    for item in items:
+        parts = [item] if isinstance(item, int) and not isinstance(item, bool) else \
+            str(item).split(",") if isinstance(item, str) else None
+        for part in parts or [None]:
+            match = _STATUS_ITEM.match(str(part)) if part is not None else None
+            low = int(match.group(1)) if match else 0
+            high = int(match.group(2) or low) if match else 0
+            if not match or not 100 <= low <= high <= 599:
+                r.problem("app.healthStatus", "expected HTTP statuses (100-599): a status, a range like "
+                                              f"200-399, or a list of them, got {raw!r}")
+                return HealthStatuses()
+            ranges.append((low, high))
+    return HealthStatuses(tuple(ranges))
+
+
+def _read_database(r: Reader, raw: Any, resolve: Resolve) -> DatabaseSettings:
     db = r.obj(raw, "database")
     database = DatabaseSettings(
         name=r.str_(db, "name", "database", "jw_attendant"),
@@ -223,7 +251,16 @@ def _read_database(r: Reader, raw: Any) -> DatabaseSettings:
         backup_dir=r.abs_path(db, "backupDir", "database", "/var/backups/jw-attendant"),
         backup_keep=r.num(db, "backupKeep", "database", 10, minimum=1),
         password_env=r.str_(db, "passwordEnv", "database", "BLUEGREEN_DB_PASSWORD"),
+        password_file=resolve(r.opt_str(db, "passwordFile", "database")),
+        url_query=r.str_(db, "urlQuery", "database", ""),
+        url_host=r.opt_str(db, "urlHost", "database"),
     )
+    if database.url_query.startswith("?") or any(ch.isspace() for ch in database.url_query):
+        r.problem("database.urlQuery", "expected the part of DATABASE_URL after `?` (like "
+                                       f"schema=public&connection_limit=5), got {database.url_query!r}")
+    if database.url_host is not None and not re.fullmatch(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]",
+                                                          database.url_host):
+        r.problem("database.urlHost", f"expected a host name or address, got {database.url_host!r}")
     for key, value in (("database.name", database.name), ("database.user", database.user)):
         if value and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
             r.problem(key, f"expected a lowercase SQL identifier, got {value!r}")
@@ -250,6 +287,7 @@ def _read_haproxy(r: Reader, raw: Any, resolve: Resolve) -> HaproxySettings:
         stats_user=r.opt_str(r.obj(hp.get("statsAuth"), "haproxy.statsAuth"), "user", "haproxy.statsAuth"),
         stats_password_hash=r.opt_str(r.obj(hp.get("statsAuth"), "haproxy.statsAuth"), "passwordHash",
                                       "haproxy.statsAuth"),
+        extra_config=r.str_(hp, "extraConfig", "haproxy", ""),
     )
     if haproxy.tls_cert is not None and not haproxy.tls_cert.startswith("/"):
         r.problem("haproxy.tlsCert", f"expected an absolute path on the HAProxy host, got {haproxy.tls_cert!r}")

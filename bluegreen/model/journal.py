@@ -6,13 +6,16 @@ the top and inside history entries, survive a read/write round trip. History ent
 `"type"` are switches (that is all the old tool wrote); new ones carry `"type": "switch"` or
 `"type": "deploy"`. Parsing and extending are pure (here, with the entries an emergency writes
 and how a side file's entries fold in); `hosts.journal` reads and writes it through an `Executor`.
+
+History is complete: the file keeps the newest `journal.historyKeep` entries, and older ones are
+moved (never dropped) to an archive beside it (`archive_path`: JSON lines, oldest first). A state
+carries the entries it moved out in `archived` until the writer has appended them there.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -153,6 +156,8 @@ class State:
     deploy_counts: Mapping[str, Mapping[str, int]] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     key_order: tuple[str, ...] = _KNOWN_KEYS
+    # Entries moved out of `history` (oldest first), to be appended to the archive by the writer.
+    archived: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
     def fresh(cls, declared_color: str) -> State:
@@ -160,9 +165,15 @@ class State:
             raise ConfigError(f"unknown colour {declared_color!r} (expected one of {', '.join(COLORS)})")
         return cls(prod=declared_color, standby=other_color(declared_color))
 
+    def with_entry_on_top(self, entry: Mapping[str, Any], *, keep: int | None = DEFAULT_HISTORY_KEEP) -> State:
+        """`entry` as the newest history entry; entries beyond `keep` move to `archived` (None: the
+        file keeps them all until the next write that trims)."""
+        history, moved = _trim((entry, *self.history), keep)
+        return replace(self, history=history, archived=(*self.archived, *moved))
+
     def with_switch(self, to_color: str, *, when: str | float, who: str | None, reason: str = "",
                     emergency: bool = False, duration_ms: int | None = None,
-                    from_color: str | None = None, keep: int = DEFAULT_HISTORY_KEEP) -> State:
+                    from_color: str | None = None, keep: int | None = DEFAULT_HISTORY_KEEP) -> State:
         """`when` is epoch seconds or an ISO timestamp; `from_color` defaults to the journal's prod."""
         if to_color not in COLORS:
             raise ConfigError(f"cannot record a switch to {to_color!r} (expected one of {', '.join(COLORS)})")
@@ -170,8 +181,7 @@ class State:
         record = SwitchRecord(from_color=from_color or self.prod, to_color=to_color, timestamp=stamp,
                               reason=reason, who=who, emergency=emergency, duration_ms=duration_ms)
         return replace(self, prod=to_color, standby=other_color(to_color), last_switch=stamp,
-                       switch_count=self.switch_count + 1,
-                       history=_trim((record.to_dict(), *self.history), keep))
+                       switch_count=self.switch_count + 1).with_entry_on_top(record.to_dict(), keep=keep)
 
     def with_deploy(self, *, color: str, ref: str, sha: str | None, release: str | None, who: str,
                     when: str | float, duration_ms: int, result: str, failed_step: str | None = None,
@@ -190,8 +200,7 @@ class State:
         counts = {c: dict(r) for c, r in self.deploy_totals().items()}
         counts.setdefault(record.color, {})
         counts[record.color][record.result] = counts[record.color].get(record.result, 0) + 1
-        return replace(self, deploy_counts=counts,
-                       history=_trim((record.to_dict(), *self.history), keep))
+        return replace(self, deploy_counts=counts).with_entry_on_top(record.to_dict(), keep=keep)
 
     def records(self) -> list[JournalRecord]:
         """History as records, newest first; entries of unknown types are left out."""
@@ -262,10 +271,44 @@ def _stamp(when: str | float) -> str:
     return iso_utc(when)
 
 
-def _trim(history: tuple[Mapping[str, Any], ...], keep: int) -> tuple[Mapping[str, Any], ...]:
+def _trim(history: tuple[Mapping[str, Any], ...],
+          keep: int | None) -> tuple[tuple[Mapping[str, Any], ...], tuple[Mapping[str, Any], ...]]:
+    """(the newest `keep` entries, the older ones oldest first: what moves to the archive)."""
+    if keep is None:
+        return history, ()
     if keep < 1:
         raise ConfigError(f"journal.historyKeep must be at least 1, got {keep}")
-    return history[:keep]
+    return history[:keep], tuple(reversed(history[keep:]))
+
+
+ARCHIVE_SUFFIX = ".archive.jsonl"
+
+
+def archive_path(journal_path: str) -> str:
+    """The archive beside the journal: `state.json` -> `state.archive.jsonl`."""
+    stem = journal_path[:-len(".json")] if journal_path.endswith(".json") else journal_path
+    return stem + ARCHIVE_SUFFIX
+
+
+def archive_lines(entries: Sequence[Mapping[str, Any]]) -> str:
+    """Entries as the archive holds them: one JSON object per line, oldest first."""
+    return "".join(json.dumps(dict(e), ensure_ascii=False, separators=(",", ":")) + "\n" for e in entries)
+
+
+def parse_archive(text: str) -> list[dict[str, Any]]:
+    """The archive's entries, newest first (as history is); a damaged line is skipped and logged."""
+    entries = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            log.warning("journal archive line %d is not JSON; skipped", n)
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries[::-1]
 
 
 def parse_state(text: str | None, *, source: str = "state.json", declared_color: str = "blue") -> State:
@@ -344,7 +387,8 @@ def scrub_errors(state: State, secrets: list[Any]) -> State:
         error = entry.get("error") if isinstance(entry, Mapping) else None
         return {**entry, "error": redact(error, secrets)} if isinstance(error, str) else entry
 
-    return replace(state, history=tuple(scrub(e) for e in state.history))
+    return replace(state, history=tuple(scrub(e) for e in state.history),
+                   archived=tuple(scrub(e) for e in state.archived))
 
 
 SIDE_SUFFIX = ".pending"
@@ -363,7 +407,7 @@ def switch_entry(*, from_color: str, to_color: str, when: float, who: str, reaso
     pre-empted and an id that lets a side-file copy be folded in exactly once)."""
     entry: dict[str, Any] = {
         "type": "switch", "from": from_color, "to": to_color,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)), "reason": reason,
+        "timestamp": iso_utc(when), "reason": reason,
         "who": who, "emergency": True, "durationMs": duration_ms, "path": path,
         "id": uuid.uuid4().hex,
     }
@@ -373,8 +417,9 @@ def switch_entry(*, from_color: str, to_color: str, when: float, who: str, reaso
     return entry
 
 
-def with_entry(state: State, entry: Mapping[str, Any], keep: int) -> State:
-    """`state` with an emergency switch entry on top (prod and counters follow it)."""
+def with_entry(state: State, entry: Mapping[str, Any], keep: int | None) -> State:
+    """`state` with an emergency switch entry on top (prod and counters follow it). `keep=None`
+    trims nothing (a writer that cannot archive leaves the trimming to the next normal write)."""
     updated = state.with_switch(str(entry["to"]), when=str(entry["timestamp"]), who=entry.get("who"),
                                 reason=str(entry.get("reason") or ""), emergency=True,
                                 duration_ms=entry.get("durationMs"), from_color=str(entry["from"]),
@@ -399,7 +444,7 @@ def parse_side(text: str) -> list[dict[str, Any]]:
     return entries
 
 
-def fold(state: State, entries: list[dict[str, Any]], keep: int) -> State:
+def fold(state: State, entries: list[dict[str, Any]], keep: int | None) -> State:
     """The journal with side-file entries it does not hold yet (by id) added, oldest first."""
     known = {e.get("id") for e in state.history if isinstance(e, Mapping) and e.get("id")}
     for entry in entries:

@@ -30,6 +30,10 @@ def unset(t: Topology) -> list[Unset]:
         missing.append(Unset("app.repo", (
             f"the URL of the app's git repository, the `origin` of the working copy {t.app.dir}{where} "
             f"(`git -C {t.app.dir} remote get-url origin`); {adopt}")))
+    if not t.app.deploy_user:
+        missing.append(Unset("app.deployUser", (
+            f"the user that runs the app's PM2{where} (the owner of its `PM2 God Daemon`: root when "
+            f"PM2 was started by hand as root); {adopt}")))
     if not t.database.user:
         missing.append(Unset("database.user", (
             f"the database user the app connects as, the user in DATABASE_URL of {t.app.dir}/.env{where}; "
@@ -40,11 +44,6 @@ def unset(t: Topology) -> list[Unset]:
         missing.append(Unset("ssh.publicKeys", (
             f"the OpenSSH public key(s) to install in the container(s) to be created ({names}): "
             "a list of `ssh-ed25519 AAAA... you@host` lines or `file:~/.ssh/id_ed25519.pub`")))
-    if t.haproxy.tls and t.haproxy.private_address is None:
-        missing.append(Unset("haproxy.privateAddress", (
-            f"an address of the HAProxy host {t.load_balancer.label} that is not its public one, where "
-            "the preview and stats frontends listen (a management-network address, or 127.0.0.1 to "
-            "reach them only through an SSH tunnel)")))
     return missing
 
 

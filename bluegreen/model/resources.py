@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bluegreen.model.topology import Container, Topology
+from bluegreen.model.topology import COLORS, Container, Topology
 
 CONTAINER_TYPE = "proxmoxve:index/containerLegacy:ContainerLegacy"
 CONTAINER_COMPONENT_TYPE = "bluegreen:proxmox:Container"
@@ -55,12 +55,26 @@ def host_configuration_name(t: Topology) -> str:
     return f"{t.stack}-hosts"
 
 
+# The host-configuration resources by kind (a provider each: `hosts.resources.PROVIDERS`).
+KIND_TYPES = {"bootstrap": BOOTSTRAP_TYPE, "postgres-database": DATABASE_TYPE, "haproxy-config": HAPROXY_TYPE,
+              "live-color-routing": ROUTING_TYPE, "app-env": APP_ENV_TYPE, "pm2-ecosystem": ECOSYSTEM_TYPE}
+
+
 @dataclass(frozen=True)
 class HostResource:
-    """One host-configuration resource of a container: its type and name."""
+    """One host-configuration resource: its kind, Pulumi name, host and what it waits for. Each is
+    replaced with its host's container when the program owns that container (`replace_with`)."""
 
-    type: str
-    name: str
+    kind: str  # a key of KIND_TYPES
+    name: str  # the Pulumi resource name
+    host: Container
+    after: tuple[str, ...] = ()  # names of the resources (of this list) it waits for
+    top_level: bool = False  # registered without a parent: its URN must not depend on the component
+    color: str | None = None
+
+    @property
+    def type(self) -> str:
+        return KIND_TYPES[self.kind]
 
 
 def bootstrap_name(c: Container) -> str:
@@ -83,16 +97,33 @@ def haproxy_resource_name(c: Container) -> str:
     return f"{c.name}-haproxy"
 
 
-def host_resources(t: Topology, c: Container) -> tuple[HostResource, ...]:
-    """The host configuration that lives on `c` alone: replaced with it, targeted with it."""
-    found = [HostResource(BOOTSTRAP_TYPE, bootstrap_name(c))]
-    if c.role == "app":
-        found += [HostResource(APP_ENV_TYPE, app_env_name(c)), HostResource(ECOSYSTEM_TYPE, ecosystem_name(c))]
-    elif c.role == "database":
-        found.append(HostResource(DATABASE_TYPE, database_resource_name(c)))
-    else:
-        found.append(HostResource(HAPROXY_TYPE, haproxy_resource_name(c)))
-    return tuple(found)
+def host_resources(t: Topology) -> list[HostResource]:
+    """Every host-configuration resource of the stack, in the order they are applied: ONE list,
+    registered by the Pulumi program (components/hostconfig.py), applied and planned without the
+    engine (ops/configure.py: the lab, a rebuilt host, `bluegreen plan`), targeted by a rebuild."""
+    boot = {c.vmid: bootstrap_name(c) for c in t.containers}
+    db, lb = t.database_host, t.load_balancer
+    database = HostResource("postgres-database", database_resource_name(db), db, after=(boot[db.vmid],))
+    haproxy = HostResource("haproxy-config", haproxy_resource_name(lb), lb, after=(boot[lb.vmid],))
+    resources = [HostResource("bootstrap", boot[c.vmid], c) for c in t.containers]
+    resources += [database, haproxy,
+                  HostResource("live-color-routing", ROUTING_RESOURCE_NAME, lb, after=(haproxy.name,),
+                               top_level=True)]
+    envs = {}
+    for color in COLORS:
+        host = t.app_host(color)
+        envs[color] = HostResource("app-env", app_env_name(host), host, after=(boot[host.vmid],), color=color)
+    resources += envs.values()
+    resources += [HostResource("pm2-ecosystem", ecosystem_name(t.app_host(color)), t.app_host(color),
+                               after=(boot[t.app_host(color).vmid], database.name, envs[color].name), color=color)
+                  for color in COLORS]
+    return resources
+
+
+def container_resources(t: Topology, c: Container) -> list[HostResource]:
+    """The host configuration that lives on `c` (replaced with it, targeted with it), the top-level
+    routing aside (a rebuild of the load balancer targets it by its own URN)."""
+    return [r for r in host_resources(t) if r.host.vmid == c.vmid and not r.top_level]
 
 
 def host_resource_urn(t: Topology, project: str, resource: HostResource) -> str:

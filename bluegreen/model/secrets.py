@@ -26,15 +26,36 @@ def default_secret_env(secret: str) -> str:
     return "BLUEGREEN_SECRET_" + re.sub(r"[^A-Za-z0-9]+", "_", snake).upper()
 
 
-def _from_file(var: AppEnvVar) -> str | None:
-    if var.file is None:
+def read_secret_file(path: str | None, key: str) -> str | None:
+    """A secret kept in a file: its text without the final newline (spaces are part of a value,
+    as in the `.env` it came from); None when there is no such file."""
+    if path is None:
         return None
     try:
-        return Path(var.file).read_text().strip() or None
+        text = Path(path).read_text()
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise ConfigError(f"app.env.{var.name}.file: cannot read {var.file}: {exc.strerror}") from None
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    value = text[:-1] if text.endswith("\n") else text
+    return (value[:-1] if value.endswith("\r") else value) or None
+
+
+def write_secret_file(path: str, value: str) -> None:
+    """Keep a secret in a file of its own: 0600 in a 0700 directory, replaced atomically."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    target.parent.chmod(0o700)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    os.replace(tmp, target)
+
+
+def _from_file(var: AppEnvVar) -> str | None:
+    return read_secret_file(var.file, f"app.env.{var.name}.file")
 
 
 def resolve_secrets(t: Topology, *, environ: Mapping[str, str] | None = None,
@@ -86,6 +107,10 @@ def known_secrets(topology: Topology, environ: Mapping[str, str]) -> list[Sensit
     """Secret values to scrub from every message, besides what `redact` recognises by shape."""
     names = [*SECRET_ENVS, topology.database.password_env]
     found = [Sensitive(environ[name]) for name in dict.fromkeys(names) if environ.get(name)]
+    with contextlib.suppress(BlueGreenError):
+        kept = read_secret_file(topology.database.password_file, "database.passwordFile")
+        if kept:
+            found.append(Sensitive(kept))
     with contextlib.suppress(BlueGreenError):  # no token configured: nothing of it to leak either
         found.append(read_token(topology, environ)[1])
     return found
@@ -105,12 +130,20 @@ class Secrets:
         return [self.db_password, *self.app.values()]
 
 
-def secrets_from_environment(t: Topology, environ: Mapping[str, str] | None = None) -> Secrets:
-    """Outside the engine: `database.passwordEnv` and the `app.env` references."""
+def database_password_outside_engine(t: Topology, environ: Mapping[str, str] | None = None) -> str | None:
+    """`database.passwordEnv`, else the file `database.passwordFile` (adopt keeps it there)."""
     env = os.environ if environ is None else environ
-    password = env.get(t.database.password_env)
+    return env.get(t.database.password_env) or read_secret_file(t.database.password_file,
+                                                                  "database.passwordFile")
+
+
+def secrets_from_environment(t: Topology, environ: Mapping[str, str] | None = None) -> Secrets:
+    """Outside the engine: `database.passwordEnv` (or `passwordFile`) and the `app.env` references."""
+    env = os.environ if environ is None else environ
+    password = database_password_outside_engine(t, env)
     if not password:
-        raise ConfigError(f"no database password to write shared/.env: set {t.database.password_env}")
+        where = f" or {t.database.password_file}" if t.database.password_file else ""
+        raise ConfigError(f"no database password to write shared/.env: set {t.database.password_env}{where}")
     return Secrets(Sensitive(password), resolve_secrets(t, environ=env))
 
 

@@ -1,4 +1,10 @@
-"""Stack files (`stacks/Pulumi.<stack>.yaml`): reading them, and recording the declared live colour."""
+"""Stack files (`stacks/Pulumi.<stack>.yaml`): reading them, and recording the declared live colour.
+
+A stack may name an `adoptedStackFile` (the lab: a file in its own directory): `bluegreen adopt`
+writes the adopted stack there instead of the tracked file, and once it exists it IS the stack
+for every command, so rehearsing a takeover never rewrites a file of the repository. A fresh lab
+(`lab up`, `lab up --legacy --reset`) removes it.
+"""
 
 from __future__ import annotations
 
@@ -27,8 +33,31 @@ def available_stacks(project_dir: str | os.PathLike[str]) -> list[str]:
     return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in folder.glob("Pulumi.*.yaml"))
 
 
+def _resolve(project_dir: str | os.PathLike[str], value: Any) -> Path | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    expanded = os.path.expanduser(value)
+    return Path(expanded if os.path.isabs(expanded) else Path(project_dir).resolve() / expanded)
+
+
+def adopted_stack_file(project_dir: str | os.PathLike[str], stack: str) -> Path | None:
+    """Where `bluegreen adopt` writes this stack (`bluegreen:adoptedStackFile`), or None: the
+    stack file itself."""
+    return _resolve(project_dir, _read_file(stack_file(project_dir, stack), project_dir, stack)
+                    .get(f"{NAMESPACE}:adoptedStackFile"))
+
+
+def effective_stack_file(project_dir: str | os.PathLike[str], stack: str) -> Path:
+    """The file that is the stack now: the adopted copy once it exists, else the stack file."""
+    adopted = adopted_stack_file(project_dir, stack)
+    return adopted if adopted is not None and adopted.is_file() else stack_file(project_dir, stack)
+
+
 def read_stack_config(project_dir: str | os.PathLike[str], stack: str) -> dict[str, Any]:
-    path = stack_file(project_dir, stack)
+    return _read_file(effective_stack_file(project_dir, stack), project_dir, stack)
+
+
+def _read_file(path: Path, project_dir: str | os.PathLike[str], stack: str) -> dict[str, Any]:
     if not path.is_file():
         known = ", ".join(available_stacks(project_dir)) or "none"
         raise ConfigError(f"unknown stack {stack!r}: {path} does not exist (stacks here: {known})")
@@ -53,7 +82,7 @@ def load_stack(project_dir: str | os.PathLike[str], stack: str) -> Topology:
     """Read and validate `stacks/Pulumi.<stack>.yaml`."""
     config = read_stack_config(project_dir, stack)
     return from_config(config_getter(config), stack=stack, project_dir=project_dir,
-                       source=str(stack_file(project_dir, stack)))
+                       source=str(effective_stack_file(project_dir, stack)))
 
 
 def set_active_color_in_file(project_dir: str | os.PathLike[str], stack: str, color: str) -> None:
@@ -66,10 +95,7 @@ def set_active_color_in_file(project_dir: str | os.PathLike[str], stack: str, co
     if color not in COLORS:
         raise ConfigError(f"unknown colour {color!r}")
     raw_overlay = read_stack_config(project_dir, stack).get(f"{NAMESPACE}:activeColorFile")
-    overlay = None
-    if isinstance(raw_overlay, str) and raw_overlay.strip():
-        expanded = os.path.expanduser(raw_overlay)
-        overlay = expanded if os.path.isabs(expanded) else str(Path(project_dir).resolve() / expanded)
+    overlay = _resolve(project_dir, raw_overlay)
     if overlay is not None:
         target = Path(overlay)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +103,7 @@ def set_active_color_in_file(project_dir: str | os.PathLike[str], stack: str, co
         tmp_overlay.write_text(color + "\n")
         os.replace(tmp_overlay, target)
         return
-    path = stack_file(project_dir, stack)
+    path = effective_stack_file(project_dir, stack)
     key = f"{NAMESPACE}:activeColor"
     rt = _round_trip_yaml()
     try:
@@ -102,7 +128,7 @@ def set_container_existing(project_dir: str | os.PathLike[str], stack: str, vmid
     """Set `existing` of one container's entry (`True`, `"rebuilding"`, or `False`, which removes the
     key: a container the program owns), through a round-trip YAML edit that keeps everything else,
     written atomically. Used by `bluegreen rebuild standby` to move an adopted container to owned."""
-    path = stack_file(project_dir, stack)
+    path = effective_stack_file(project_dir, stack)
     rt = _round_trip_yaml()
     try:
         data = rt.load(path.read_text())

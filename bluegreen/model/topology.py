@@ -105,6 +105,22 @@ class SshSettings:
 
 
 @dataclass(frozen=True)
+class HealthStatuses:
+    """The HTTP statuses a healthy answer may have, as inclusive ranges: what both the tool's probes
+    and HAProxy's `http-check expect status` accept. Default: 2xx and 3xx, HAProxy's own default
+    for `option httpchk` (a home page behind a sign-in redirects)."""
+
+    ranges: tuple[tuple[int, int], ...] = ((200, 399),)
+
+    def accepts(self, status: int | None) -> bool:
+        return status is not None and any(low <= status <= high for low, high in self.ranges)
+
+    def __str__(self) -> str:
+        """`200-399`, `200`, `200,204,301-308`: HAProxy's list-of-codes-or-ranges spelling."""
+        return ",".join(str(low) if low == high else f"{low}-{high}" for low, high in self.ranges)
+
+
+@dataclass(frozen=True)
 class AppSettings:
     name: str
     repo: str
@@ -113,7 +129,7 @@ class AppSettings:
     port: int
     health_path: str
     instances: int
-    deploy_user: str
+    deploy_user: str  # "" until the stack names it (`bluegreen adopt` reads it from the estate)
     node_env: str
     install_command: str
     build_command: str
@@ -123,7 +139,7 @@ class AppSettings:
     keep_releases: int
     health_timeout: float
     pm2_home: str | None
-    health_status: int = 200  # the status the health path answers when healthy
+    health_status: HealthStatuses = field(default_factory=HealthStatuses)  # what a healthy answer is
     # Extra variables of shared/.env (`app.env`), by name; see `AppEnvVar`.
     env: tuple[AppEnvVar, ...] = ()
     # The team's git working copy on each app host (`app.workingCopy`): developers commit and push
@@ -156,6 +172,9 @@ class DatabaseSettings:
     backup_dir: str
     backup_keep: int
     password_env: str
+    password_file: str | None = None  # where the password is kept outside the engine (adopt writes it)
+    url_query: str = ""  # what DATABASE_URL carries after `?` (schema=public&connection_limit=5)
+    url_host: str | None = None  # the host DATABASE_URL names; default the database container's address
 
 
 @dataclass(frozen=True)
@@ -177,6 +196,9 @@ class HaproxySettings:
     private_address: str | None = None  # where preview and stats listen (off the public address)
     stats_user: str | None = None  # basic auth on stats/metrics, with stats_password_hash
     stats_password_hash: str | None = None  # a crypt(3) hash, never the password itself
+    # Other sites the load balancer serves (their frontends, backends, ...), carried over verbatim
+    # from the hand-written haproxy.cfg by `bluegreen adopt` and rendered after ours.
+    extra_config: str = ""
 
     @property
     def tls(self) -> bool:
@@ -288,6 +310,11 @@ class Topology:
     allow_disruption: tuple[str, ...] = ()
     # Where dumps and the journal are copied off the database host (`backup`); None: nowhere.
     backup: BackupSettings | None = None
+    # Where `bluegreen adopt` writes the adopted stack instead of the tracked file (the lab keeps
+    # it in its own directory); when that file exists, it is the stack.
+    adopted_stack_file: str | None = None
+    # Where `bluegreen adopt` keeps the secret values it reads from the estate (0600 files).
+    secrets_dir: str = ""
 
     @property
     def database_host(self) -> Container:

@@ -10,27 +10,30 @@ imports with no diff. From the estate itself it reads:
   config), else the journal's `prod`;
 - the repository URL: `git remote get-url origin` of the working copy (`app.workingCopy`) on an
   app host, without any token pasted into it;
-- the database user and name: the app's `.env` `DATABASE_URL` (the password is never written);
+- everything of the app (`ops/adopt_app.py`): every `.env` variable (secrets as references to
+  0600 files, never values in the stack file), the user that runs its PM2, the health check and
+  the other sites of the hand-written haproxy.cfg;
 - the estate's old tools, reported only: its switch script and the old MCP server
   (`ops/retire.py`, which `bluegreen retire-legacy` uses to make them harmless).
 
 The stack file is rewritten round trip (ruamel.yaml), so its comments and layout survive; a second
-run writes nothing. Pure parts (PVE config -> stack values, `.env` parsing, the diff) are at the top.
+run writes nothing. A stack that names `adoptedStackFile` (the lab) is written there instead, so a
+rehearsal never rewrites a tracked file; its declared colour goes to `activeColorFile` if it has one.
+Pure parts (PVE config -> stack values, the diff) are at the top.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import io
 import logging
 import os
-import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from bluegreen.hosts import haproxy as hr
 from bluegreen.hosts.executor import connect
@@ -39,8 +42,23 @@ from bluegreen.hosts.pve import from_topology
 from bluegreen.model.ctread import stack_values
 from bluegreen.model.errors import BlueGreenError, ConfigError, RemoteError
 from bluegreen.model.journal import parse_state
-from bluegreen.model.stackfile import read_stack_config, stack_file
+from bluegreen.model.secrets import resolve_secrets
+from bluegreen.model.stackfile import (
+    adopted_stack_file,
+    effective_stack_file,
+    read_stack_config,
+    set_active_color_in_file,
+)
 from bluegreen.model.topology import COLORS, NAMESPACE, Container, Topology
+from bluegreen.ops.adopt_app import (
+    AppFindings,
+    AppValues,
+    app_values,
+    parse_database_url,
+    read_app_host,
+    read_load_balancer,
+    secrets_dir_is_safe,
+)
 from bluegreen.ops.retire import find_legacy_tools
 from bluegreen.render.workingcopy import without_userinfo
 
@@ -94,56 +112,6 @@ ADOPTED_KEYS = ("hostname", "ip", "bridge", "gateway", "firewall", "mac", "vlan"
 REMOVE = object()  # as a value to set: delete the key
 
 
-def parse_env(text: str) -> dict[str, str]:
-    """A `.env` file as dotenv reads it: `KEY=value`, `export KEY=value`, quotes, `#` comments."""
-    result: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export "):].lstrip()
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", key):
-            continue
-        value = value.strip()
-        if value[:1] in ("'", '"'):
-            quote = value[0]
-            end = value.find(quote, 1)
-            value = value[1:end] if end > 0 else value[1:]
-            if quote == '"':
-                value = value.replace("\\n", "\n")
-        else:
-            value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
-        result[key] = value
-    return result
-
-
-@dataclass(frozen=True)
-class DatabaseUrl:
-    user: str
-    name: str
-    host: str
-    port: int
-
-
-def parse_database_url(url: str) -> DatabaseUrl:
-    """User, database, host and port of `postgresql://user:password@host:port/db?...`; the
-    password is read past and never kept."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("postgres", "postgresql") or not parts.username:
-        raise ConfigError("DATABASE_URL: expected postgresql://user:password@host:port/database")
-    name = unquote(parts.path.lstrip("/"))
-    if not name:
-        raise ConfigError("DATABASE_URL: names no database")
-    try:
-        port = parts.port or 5432
-    except ValueError:
-        raise ConfigError("DATABASE_URL: the port is not a number") from None
-    return DatabaseUrl(user=unquote(parts.username), name=name, host=parts.hostname or "", port=port)
-
-
 def text_diff(before: str, after: str, path: str) -> str:
     return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
                                         fromfile=f"{path} (now)", tofile=f"{path} (adopted)"))
@@ -163,14 +131,18 @@ def _yaml() -> Any:
 
 
 def update_stack_text(text: str, *, containers: Mapping[int, Mapping[str, Any]],
-                      top: Mapping[str, Any], app: Mapping[str, Any], database: Mapping[str, Any]) -> str:
+                      top: Mapping[str, Any], app: Mapping[str, Any], database: Mapping[str, Any],
+                      haproxy: Mapping[str, Any] | None = None, env: Mapping[str, Any] | None = None) -> str:
     """The stack file's text with the adopted values set; comments, order and style kept.
 
     `containers` maps vmid to the keys to set in that entry; `top` sets `bluegreen:<key>` scalars;
-    `app`/`database` set keys inside `bluegreen:app` / `bluegreen:database`. A value equal to the
-    one in the file is not touched, so a second run returns the text unchanged.
+    `app`/`database`/`haproxy` set keys inside `bluegreen:app` / `:database` / `:haproxy`; `env`
+    sets variables of `bluegreen:app.env` one by one (a secret reference in flow style, a multi-line
+    value as a literal block). A value equal to the one in the file is not touched, so a second run
+    returns the text unchanged.
     """
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.scalarstring import LiteralScalarString
 
     y = _yaml()
     data = y.load(text)
@@ -202,7 +174,10 @@ def update_stack_text(text: str, *, containers: Mapping[int, Mapping[str, Any]],
                 continue
             if _same(target.get(key), value):
                 continue
-            target[key] = to_node(value, flow)
+            if isinstance(value, str) and "\n" in value:
+                target[key] = LiteralScalarString(value)  # haproxy.extraConfig, as it reads in the file
+            else:
+                target[key] = to_node(value, flow)
 
     for entry in entries:
         if not isinstance(entry, Mapping) or entry.get("id") is None:
@@ -214,13 +189,21 @@ def update_stack_text(text: str, *, containers: Mapping[int, Mapping[str, Any]],
         full = f"{NAMESPACE}:{key}"
         if not _same(config.get(full), value):
             config[full] = value
-    for section, values in ((f"{NAMESPACE}:app", app), (f"{NAMESPACE}:database", database)):
+    for section, values in ((f"{NAMESPACE}:app", app), (f"{NAMESPACE}:database", database),
+                            (f"{NAMESPACE}:haproxy", haproxy or {})):
         if not values:
             continue
         target = config.get(section)
         if target is None:
             config[section] = target = CommentedMap()
         set_keys(target, values, flow=False)
+    if env:
+        app_section = config.get(f"{NAMESPACE}:app")
+        if app_section is None:
+            config[f"{NAMESPACE}:app"] = app_section = CommentedMap()
+        if app_section.get("env") is None:
+            app_section["env"] = CommentedMap()
+        set_keys(app_section["env"], env, flow=True)
     out = io.StringIO()
     y.dump(data, out)
     new = out.getvalue()
@@ -258,6 +241,7 @@ class Findings:
     repo: str | None = None
     database_user: str | None = None
     database_name: str | None = None
+    app: AppFindings = field(default_factory=AppFindings)
     notes: list[str] = field(default_factory=list)
     legacy: dict[str, Any] | None = None  # the estate's old switch and MCP server (ops/retire.py)
 
@@ -269,6 +253,8 @@ class AdoptResult:
     diff: str
     written: bool
     dry_run: bool
+    values: AppValues = field(default_factory=AppValues)
+    colour_file: str | None = None  # the activeColorFile the live colour was (or would be) written to
 
     @property
     def changed(self) -> bool:
@@ -280,59 +266,56 @@ class AdoptResult:
                 "written": self.written, "diff": self.diff, "liveColor": f.live_color,
                 "liveColorSource": f.live_source, "repo": f.repo, "databaseUser": f.database_user,
                 "databaseName": f.database_name, "containers": f.containers, "notes": f.notes,
+                "deployUser": self.values.app.get("deployUser"), "healthPath": f.app.health_path,
+                "healthStatus": f.app.health_status,
+                # Names only: values may be secrets (and the plain ones are in the diff).
+                "env": sorted({n for h in f.app.hosts.values() for n in (h.env or {})}),
+                "secretFiles": sorted(self.values.secret_files), "colourFile": self.colour_file,
                 "legacyTools": f.legacy}
 
 
 ExecutorFactory = Callable[[Container], Any]
 
 
-def read_live_color(t: Topology, executor: Any) -> tuple[str | None, str]:
-    """HAProxy's live colour (runtime map, else its config's backend), else the journal's `prod`."""
-    try:
-        return hr.live_color(executor, t), "HAProxy runtime map"
-    except BlueGreenError as exc:
-        log.debug("no runtime live colour: %s", exc)
+def read_live_color(t: Topology, executor: Any) -> tuple[str | None, str, str | None]:
+    """HAProxy's live colour (runtime map, else its config's backend), else the journal's `prod`;
+    with where it was read, and the config's text (None when there is none)."""
     lb = t.load_balancer
     try:
-        cfg = executor.get(lb.path(t.haproxy.config_path), step="read haproxy.cfg")
+        data = executor.get(lb.path(t.haproxy.config_path), step="read haproxy.cfg")
     except RemoteError as exc:
         log.debug("cannot read haproxy.cfg: %s", exc)
-        cfg = None
+        data = None
+    cfg = data.decode(errors="replace") if data is not None else None
+    try:
+        return hr.live_color(executor, t), "HAProxy runtime map", cfg
+    except BlueGreenError as exc:
+        log.debug("no runtime live colour: %s", exc)
     if cfg is not None:
-        color = color_from_backend_names(cfg.decode(errors="replace"))
+        color = color_from_backend_names(cfg)
         if color:
-            return color, f"{t.haproxy.config_path} (use_backend)"
+            return color, f"{t.haproxy.config_path} (use_backend)", cfg
     state = executor.get(lb.path(t.journal.path), step="read the journal")
     if state is not None:
         parsed = parse_state(state.decode(errors="replace"), source=t.journal.path,
                              declared_color=t.active_color)
         if parsed.prod in COLORS:
-            return parsed.prod, f"{t.journal.path} (prod)"
-    return None, "nowhere (HAProxy and the journal name no colour)"
+            return parsed.prod, f"{t.journal.path} (prod)", cfg
+    return None, "nowhere (HAProxy and the journal name no colour)", cfg
 
 
-def read_app_host(t: Topology, host: Container, executor: Any) -> tuple[str | None, dict[str, str] | None, str]:
-    """(origin URL, .env values, where .env was) of one app host; either may be None."""
+def read_repo(t: Topology, host: Container, executor: Any) -> str | None:
+    """The origin URL of the working copy (or of the mirror the release layout keeps)."""
     app_dir = host.path(t.app.dir)
     work = host.path(t.app.working_copy) if t.app.working_copy else None
-    repo = None
     for candidate in (*filter(None, [work]), f"{app_dir}/repo.git"):
         quoted = shlex.quote(candidate)
         result = executor.run(f"git -c safe.directory={quoted} -C {quoted} remote get-url origin",
                               step="read the origin URL", check=False)
         if result.ok and result.stdout.strip():
             # A token pasted into the URL stays on the host: the stack gets the URL without it.
-            repo = without_userinfo(result.stdout.strip())
-            break
-    env = None
-    where = ""
-    for path in (*filter(None, [work and f"{work}/.env"]), f"{app_dir}/shared/.env"):
-        data = executor.get(path, step="read the app's .env")
-        if data is not None:
-            env = parse_env(data.decode(errors="replace"))
-            where = path
-            break
-    return repo, env, where
+            return without_userinfo(result.stdout.strip())
+    return None
 
 
 def gather(t: Topology, *, pve: Any, connect: ExecutorFactory, ide_config: Path | None = None) -> Findings:
@@ -347,58 +330,84 @@ def gather(t: Topology, *, pve: Any, connect: ExecutorFactory, ide_config: Path 
                        f"onboot {str(summary['onBoot']).lower()}, startup {summary['startup']}, "
                        f"{'running' if running else 'stopped'}")
     with connect(t.load_balancer) as lb:
-        f.live_color, f.live_source = read_live_color(t, lb)
+        f.live_color, f.live_source, cfg = read_live_color(t, lb)
         legacy = find_legacy_tools(t, lb, ide_config)
     f.notes.append(f"live colour: {f.live_color or 'unknown'} (from {f.live_source})")
     f.legacy = legacy.to_json()
     f.notes += legacy.notes
+    read_load_balancer(t, cfg, f.live_color, f.app)
     for color in COLORS:
         host = t.app_host(color)
         try:
             with connect(host) as ex:
-                repo, env, where = read_app_host(t, host, ex)
+                repo = read_repo(t, host, ex)
+                f.app.hosts[color] = read_app_host(t, host, ex)
         except RemoteError as exc:
             f.notes.append(f"{color}: cannot read the app host ({exc})")
             continue
         if repo and not f.repo:
             f.repo = repo
             f.notes.append(f"repository: {repo} (origin of {host.label}'s working copy)")
+        env = f.app.hosts[color].env
         if env and env.get("DATABASE_URL") and not f.database_user:
             db = parse_database_url(env["DATABASE_URL"])
             f.database_user, f.database_name = db.user, db.name
-            f.notes.append(f"database: user {db.user}, database {db.name} (DATABASE_URL in {where}; "
-                           "password not copied)")
+    f.notes += f.app.notes
     return f
 
 
 def adopt(t: Topology, *, pve: Any, connect: ExecutorFactory, dry_run: bool = False,
           confirm: Callable[[str], None] | None = None, ide_config: Path | None = None) -> AdoptResult:
     """Read the estate, write the stack file (unless `dry_run`); `confirm(diff)` may refuse."""
+    secrets_dir_is_safe(t, t.project_dir)
     f = gather(t, pve=pve, connect=connect, ide_config=ide_config)
-    path = stack_file(t.project_dir, t.stack)
-    text = path.read_text()
+    source = effective_stack_file(t.project_dir, t.stack)
+    path = adopted_stack_file(t.project_dir, t.stack) or source
+    text = source.read_text()
     raw = read_stack_config(t.project_dir, t.stack)
     proxmox = raw.get(f"{NAMESPACE}:proxmox") or {}
     entries = {int(e["id"]): e for e in raw.get(f"{NAMESPACE}:containers") or []
                if isinstance(e, Mapping) and e.get("id") is not None}
     per_container = {vmid: stack_values_for(entries.get(vmid, {}), found, proxmox=proxmox)
                      for vmid, found in f.containers.items()}
+    values = app_values(t, f.app, f.live_color or t.active_color, _declared_secrets(t))
+    f.notes += values.notes
     top = {"activeColor": f.live_color} if f.live_color else {}
-    app = {"repo": f.repo} if f.repo else {}
-    database: dict[str, Any] = {}
-    if f.database_user:
-        database = {"user": f.database_user, "name": f.database_name}
-    new = update_stack_text(text, containers=per_container, top=top, app=app, database=database)
+    app = {**({"repo": f.repo} if f.repo else {}), **values.app}
+    new = update_stack_text(text, containers=per_container, top=top, app=app, database=values.database,
+                            haproxy=values.haproxy, env=values.env)
+    colour_file = t.active_color_file if f.live_color and t.active_color_file else None
     diff = text_diff(text, new, str(path))
+    if colour_file and t.active_color != f.live_color:
+        diff += f"{colour_file}: {t.active_color} -> {f.live_color} (the declared live colour)\n"
     written = False
-    if diff and not dry_run:
-        if confirm is not None:
+    if (diff or (path != source)) and not dry_run:
+        if confirm is not None and diff:
             confirm(diff)
+        values.write_secrets()  # first: the stack file then names only files that exist
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.adopt.tmp")
         tmp.write_text(new)
         os.replace(tmp, path)
+        if colour_file and f.live_color:
+            set_active_color_in_file(t.project_dir, t.stack, f.live_color)
         written = True
-    return AdoptResult(stack_file=str(path), findings=f, diff=diff, written=written, dry_run=dry_run)
+    return AdoptResult(stack_file=str(path), findings=f, diff=diff, written=written, dry_run=dry_run,
+                       values=values, colour_file=colour_file)
+
+
+def _declared_secrets(t: Topology) -> dict[str, Any]:
+    """The `app.env` secrets the stack declares now, resolved where they can be (outside the
+    engine: environment, files); one that cannot be resolved counts as not matching."""
+    declared = [var for var in t.app.env if var.secret is not None]
+    found: dict[str, Any] = {}
+    for var in declared:
+        single = dataclasses.replace(t, app=dataclasses.replace(t.app, env=(var,)))
+        try:
+            found.update(resolve_secrets(single))
+        except ConfigError:
+            continue
+    return found
 
 
 def run_adopt(t: Topology, *, dry_run: bool, confirm: Callable[[str], None] | None = None,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from bluegreen.hosts.executor import Executor
 from bluegreen.model.errors import ConfigError, RemoteError
 from bluegreen.model.topology import Container, Topology
-from bluegreen.render.commands import AppPaths, pm2
+from bluegreen.render.commands import AppPaths, pm2_owner_command
 from bluegreen.render.shell import sh
 
 LEGACY_PM2_RECORD = "legacy-pm2.json"
@@ -104,12 +104,13 @@ def convert_script(t: Topology, paths: AppPaths) -> str:
 def replace_processes_script(t: Topology, paths: AppPaths) -> str:
     """Step 4: the PM2 processes started by hand from the working copy, described in shared/ and
     deleted (run right before the ecosystem starts the release, so a deploy that fails earlier
-    leaves the old process serving the standby as before)."""
+    leaves the old process serving the standby as before). They are looked for in every PM2
+    daemon of the host (`pm2_owner_command`: as root by hand, or as another user), not only in the
+    deploy user's: the estate started them as it did."""
     app, work = paths.app_dir.rstrip("/"), (paths.working_copy or "").rstrip("/")
     if not work:
         return "true\n"  # no working copy: nothing was started by hand from one
     q = shlex.quote
-    jlist = pm2(t, paths, "jlist")
     # PM2 processes whose working directory is the working copy (or a directory in it).
     select = ("import json,sys; work=sys.argv[1]; "
               "procs=json.loads(sys.stdin.read() or '[]'); "
@@ -122,26 +123,31 @@ def replace_processes_script(t: Topology, paths: AppPaths) -> str:
               "('name','pm_cwd','pm_exec_path','args','exec_mode','instances')} for p in procs if "
               "str(p.get('pm2_env',{}).get('pm_cwd','')).rstrip('/') == work or "
               "str(p.get('pm2_env',{}).get('pm_cwd','')).startswith(work+'/')], indent=2))")
-    pid_file = f"{paths.pm2_home}/pm2.pid"
     return "\n".join([
         "set -euo pipefail",
         "changed() { printf 'convert: %s\\n' \"$*\"; }",
         f"APP={q(app)}",
         f"WORK={q(work)}",
-        # 4. the hand-started processes, recorded then deleted.
-        f'if [ -f {q(pid_file)} ] && kill -0 "$(cat {q(pid_file)})" 2>/dev/null; then',
-        f"  procs=$({jlist})",
+        f"LOGIN={q(t.ssh.user)}",
+        'pm2_as() {  # user home args...',
+        '  local user=$1 home=$2; shift 2',
+        '  if [ "$user" = "$LOGIN" ]; then env PM2_HOME="$home" pm2 "$@"',
+        '  else runuser -u "$user" -- env PM2_HOME="$home" pm2 "$@"; fi',
+        "}",
+        f"owners=$({pm2_owner_command(None)})",
+        # 4. the hand-started processes, recorded then deleted, in whichever PM2 runs them.
+        'while read -r user home; do',
+        '  [ -n "$user" ] || continue',
+        '  procs=$(pm2_as "$user" "$home" jlist)',
         f'  ids=$(printf "%s" "$procs" | python3 -c {q(select)} "$WORK")',
-        '  if [ -n "$ids" ]; then',
-        f'    printf "%s" "$procs" | python3 -c {q(record)} "$WORK" > "$APP/shared/{LEGACY_PM2_RECORD}"',
-        "    for id in $ids; do",
-        "      " + pm2(t, paths, "delete", "__ID__").replace("__ID__", '"$id"') + " >/dev/null",
-        "    done",
-        f"    {pm2(t, paths, 'save', '--force')} >/dev/null",
-        f'    changed "replaced the hand-started PM2 process(es) $(echo $ids) (described in'
+        '  [ -n "$ids" ] || continue',
+        f'  printf "%s" "$procs" | python3 -c {q(record)} "$WORK" > "$APP/shared/{LEGACY_PM2_RECORD}"',
+        '  for id in $ids; do pm2_as "$user" "$home" delete "$id" >/dev/null; done',
+        '  pm2_as "$user" "$home" save --force >/dev/null',
+        '  chmod 600 "$home/dump.pm2"',
+        f'  changed "replaced the hand-started PM2 process(es) $(echo $ids) of $user ($home) (described in'
         f' $APP/shared/{LEGACY_PM2_RECORD})"',
-        "  fi",
-        "fi",
+        'done <<< "$owners"',
     ]) + "\n"
 
 

@@ -152,7 +152,8 @@ class DeployRun:
         name = cmd.release_name(sha, utcnow())
         self.release = paths.release(name)
         r.release = name
-        ex.run(cmd.export_release(paths, self.release, sha, self.ref), step="export release")
+        ex.run(cmd.export_release(paths, self.release, sha, self.ref, owner=cmd.other_owner(t)),
+               step="export release")
         return sha
 
     def _ensure_working_copy(self, ex: Executor) -> None:

@@ -303,7 +303,8 @@ def _record(t: Topology, lb: Any, before: _Before, entry: dict[str, Any], timing
         state = parse_state(body if status.strip() == "present" else None,
                             source=f"{lb.host}:{t.load_balancer.path(t.journal.path)}",
                             declared_color=before.live)
-        journal_text = with_entry(state, entry, t.journal.history_keep).to_json()
+        # Nothing is trimmed here (this shell cannot archive): the next normal write archives.
+        journal_text = with_entry(state, entry, None).to_json()
     except BlueGreenError as exc:
         journal_problem = str(exc)
         side_line = json.dumps(entry, separators=(",", ":"))

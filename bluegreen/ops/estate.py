@@ -140,8 +140,8 @@ class Estate:
     def read_state(self, lb: Executor) -> State:
         return self.journal(lb).read()
 
-    def write_state(self, lb: Executor, state: State, live: str) -> None:
-        self.journal(lb).write(state, live=live)
+    def write_state(self, lb: Executor, state: State, live: str) -> State:
+        return self.journal(lb).write(state, live=live)
 
     def live_color(self, lb: Executor) -> str:
         return haproxy.live_color(lb, self.t)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
@@ -42,9 +42,9 @@ from bluegreen.model.ctinputs import REBUILD_ENV, RELEASE, REPLACE
 from bluegreen.model.errors import BlueGreenError, ConfigError, PulumiError, SwitchError
 from bluegreen.model.resources import (
     TEMPLATE_FILE_TYPE,
+    container_resources,
     container_urn,
     host_resource_urn,
-    host_resources,
     template_name,
     template_urns,
 )
@@ -112,7 +112,7 @@ def standby_targets(t: Topology, project: str, host: Container, deployment: Mapp
     (a targeted update creates only what it targets: step_generator.go, "Case 4", skipped creates).
     Never `--target-dependents`: the load balancer depends on both colours, and would come along."""
     targets = [container_urn_]
-    for resource in host_resources(t, host):
+    for resource in container_resources(t, host):
         targets.append(find_urn(deployment, resource.type, resource.name)
                        or host_resource_urn(t, project, resource))
     if created and t.proxmox.template.url and find_urn(deployment, TEMPLATE_FILE_TYPE, template_name(t)) is None:
@@ -216,7 +216,7 @@ def record_rebuild(state: Any, result: RebuildResult, *, who: str, when: str, ke
              "release": result.release, "sha": result.sha,
              "hostKey": result.host_key.to_json() if result.host_key else None,
              "durationMs": int(result.duration_s * 1000), "error": error}
-    return replace(state, history=((entry, *state.history))[:keep])
+    return state.with_entry_on_top(entry, keep=keep)
 
 
 def rebuild_standby(estate: Estate, backend: ContainerBackend | None = None, secrets: Secrets | None = None, *,

@@ -380,8 +380,8 @@ def _configure(estate: Estate, backend: ContainerBackend, live: str, secrets: Se
         _offsite_and_tls(estate, result)
         with progress.step("configure every host", long=True):
             result.configured += apply_estate(first, secrets.db_password)
-            content = render_env(t, secrets.db_password, secrets.app)
             for host in t.app_hosts.values():
+                content = render_env(t, host, secrets.db_password, secrets.app)
                 with estate.on(host) as ex:
                     result.configured += [f"{host.label}: {c}" for c in apply_env(ex, t, host, content)]
         return

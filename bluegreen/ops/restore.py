@@ -153,7 +153,7 @@ def _record(estate: Estate, lb: Executor, result: RestoreResult) -> None:
                  "migrationsBefore": result.migrations_before, "migrationsAfter": result.migrations_after,
                  "durationMs": int(result.window_s * 1000)}
         keep = estate.t.journal.history_keep
-        state = dataclasses.replace(state, history=((entry, *state.history))[:keep])
+        state = state.with_entry_on_top(entry, keep=keep)
         estate.write_state(lb, state, estate.live_color(lb))
     except BlueGreenError as exc:
         log.error("could not record the restore in the journal: %s", exc)

@@ -207,7 +207,7 @@ def history(estate: Estate, limit: int = 20) -> list[dict[str, Any]]:
     if limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
     with estate.on(estate.t.load_balancer) as lb:
-        return estate.read_state(lb).recent(limit)
+        return estate.journal(lb).recent(limit)
 
 
 def lock_status(estate: Estate) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ import shlex
 from bluegreen.model.errors import ConfigError
 from bluegreen.model.topology import Container, Topology
 from bluegreen.render import GENERATED_BY
+from bluegreen.render.commands import default_pm2_home
 from bluegreen.render.monitoring import (
     NODE_EXPORTER,
     NODE_EXPORTER_DEFAULTS,
@@ -182,6 +183,12 @@ def _app(t: Topology, host: Container) -> list[str]:
         f"  ensure_dir {_q(host.path(app_dir + '/shared'))} {_q(user)} 0750",
         f"  ensure_dir {_q(host.path(app_dir + '/logs'))} {_q(user)} 0755",
         "fi",
+        # PM2's home holds its dump (the processes' environment: DATABASE_URL and the secrets):
+        # the deploy user's own, closed to everyone else.
+        f"ensure_dir {_q(host.path(default_pm2_home(t)))} {_q(user)} 0700",
+        f"for f in {_q(host.path(default_pm2_home(t)))}/dump.pm2 {_q(host.path(default_pm2_home(t)))}/dump.pm2.bak; do",
+        '  if [ -f "$f" ] && [ "$(stat -c %a "$f")" != 600 ]; then chmod 600 "$f"; changed "set 0600 on $f"; fi',
+        "done",
         # Only a host booted by systemd can resurrect PM2 at boot; elsewhere (the lab) a no-op.
         "if [ -d /run/systemd/system ]; then",
         f"  if ! systemctl is-enabled --quiet {_q(service)} 2>/dev/null; then",

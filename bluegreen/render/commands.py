@@ -46,11 +46,10 @@ class AppPaths:
     @classmethod
     def of(cls, t: Topology, host: Container) -> AppPaths:
         app_dir = host.path(t.app.dir)
-        home = t.app.pm2_home or f"{deploy_home(t)}/.pm2"
         return cls(app_dir=app_dir, releases=f"{app_dir}/releases", current=f"{app_dir}/current",
                    shared=f"{app_dir}/shared", env_file=f"{app_dir}/shared/.env",
                    mirror=f"{app_dir}/repo.git", ecosystem=f"{app_dir}/ecosystem.config.js",
-                   fault_file=f"{app_dir}/shared/fault", pm2_home=host.path(home),
+                   fault_file=f"{app_dir}/shared/fault", pm2_home=host.path(default_pm2_home(t)),
                    working_copy=host.path(t.app.working_copy) if t.app.working_copy else None,
                    git_credentials=host.path(git_credentials_path(t)))
 
@@ -62,6 +61,16 @@ def deploy_home(t: Topology) -> str:
     """The deploy user's home (unrooted), as Debian's adduser makes it."""
     user = t.app.deploy_user or t.ssh.user
     return "/root" if user == "root" else f"/home/{user}"
+
+
+def default_pm2_home(t: Topology) -> str:
+    """PM2's home on an app host (unrooted): `app.pm2Home`, else the deploy user's `~/.pm2`."""
+    if t.app.pm2_home:
+        return t.app.pm2_home
+    if not t.app.deploy_user:
+        raise ConfigError("app.deployUser is not set: the user that runs the app's PM2 "
+                          "(`bluegreen adopt` reads it from the estate)")
+    return f"{deploy_home(t)}/.pm2"
 
 
 def git_credentials_path(t: Topology) -> str:
@@ -81,11 +90,18 @@ def release_name(sha: str, now: datetime) -> str:
     return f"{now.strftime('%Y%m%d%H%M%S')}-{sha[:7]}"
 
 
+# Where the login user keeps its caches and settings: not passed on to the deploy user, whose own
+# (under its HOME, which runuser sets) it must use and own.
+LOGIN_USER_DIRS = ("NPM_CONFIG_CACHE", "npm_config_cache", "NPM_CONFIG_USERCONFIG", "npm_config_userconfig",
+                   "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME")
+
+
 def as_deploy_user(t: Topology, command: str) -> str:
     """Run as the deploy user when we log in as someone else (root in the containers)."""
     if t.app.deploy_user in ("", t.ssh.user):
         return command
-    return sh("runuser", "-u", t.app.deploy_user, "--", "bash", "-c", command)
+    unset = [arg for name in LOGIN_USER_DIRS for arg in ("-u", name)]
+    return sh("runuser", "-u", t.app.deploy_user, "--", "env", *unset, "bash", "-c", command)
 
 
 def fetch_ref(t: Topology, paths: AppPaths, ref: str) -> str:
@@ -112,15 +128,22 @@ def fetch_ref(t: Topology, paths: AppPaths, ref: str) -> str:
     return f"set -e; {hand_over}{as_deploy_user(t, fetch)}"
 
 
-def export_release(paths: AppPaths, release: str, sha: str, ref: str) -> str:
-    """Unpack one commit into a new release directory (no .git: a release never changes)."""
+def export_release(paths: AppPaths, release: str, sha: str, ref: str, owner: str | None = None) -> str:
+    """Unpack one commit into a new release directory (no .git: a release never changes), owned
+    by `owner` (the deploy user, who installs and builds in it) when that is not who logs in."""
+    chown = f"; chown -hR {sh(owner)}:\"$(id -gn {sh(owner)})\" {sh(release)}" if owner else ""
     return (
         f"set -e; mkdir -p {sh(release)}; "
-        f"git --git-dir={sh(paths.mirror)} archive --format=tar {sh(sha)} | tar -x -C {sh(release)}; "
+        f"git --git-dir={sh(paths.mirror)} archive --format=tar {sh(sha)} | tar -x --no-same-owner -C {sh(release)}; "
         f"printf '%s\\n' {sh(sha)} > {sh(release + '/REVISION')}; "
         f"printf '%s\\n' {sh(ref)} > {sh(release + '/REF')}; "
-        f"ln -sfn {sh(paths.env_file)} {sh(release + '/.env')}"
+        f"ln -sfn {sh(paths.env_file)} {sh(release + '/.env')}{chown}"
     )
+
+
+def other_owner(t: Topology) -> str | None:
+    """The deploy user when commands run as someone else (root logs in), else None."""
+    return t.app.deploy_user if t.app.deploy_user not in ("", t.ssh.user) else None
 
 
 def read_current(paths: AppPaths) -> str:
@@ -227,14 +250,21 @@ def pm2(t: Topology, paths: AppPaths, *args: str) -> str:
     return pm2_invocation(args, pm2_home=paths.pm2_home, run_as=t.app.deploy_user, login_user=t.ssh.user)
 
 
+def pm2_save(t: Topology, paths: AppPaths) -> str:
+    """`pm2 save`, its dump (every process's environment, secrets included) left 0600."""
+    return (f"{pm2(t, paths, 'save', '--force')} && "
+            f"chmod 600 {sh(paths.pm2_home + '/dump.pm2')} && {{ chmod 600 {sh(paths.pm2_home + '/dump.pm2.bak')}"
+            " 2>/dev/null || true; }")
+
+
 def pm2_reload(t: Topology, paths: AppPaths) -> str:
     return (f"cd {sh(paths.app_dir)} && {pm2(t, paths, 'startOrReload', paths.ecosystem, '--update-env')}"
-            f" && {pm2(t, paths, 'save', '--force')}")
+            f" && {pm2_save(t, paths)}")
 
 
 def pm2_stop(t: Topology, paths: AppPaths) -> str:
     """Used when a first deploy fails: no previous release to go back to, so nothing runs."""
-    return f"{pm2(t, paths, 'delete', t.app.name)} >/dev/null 2>&1 || true; {pm2(t, paths, 'save', '--force')}"
+    return f"{pm2(t, paths, 'delete', t.app.name)} >/dev/null 2>&1 || true; {pm2_save(t, paths)}"
 
 
 def pm2_jlist(t: Topology, paths: AppPaths) -> str:
@@ -315,3 +345,50 @@ def deploy_plan(t: Topology, host: Container) -> list[tuple[str, str]]:
         ("reload PM2", pm2_reload(t, paths)),
         ("prune old releases", prune_releases(paths, t.app.keep_releases, [release, previous])),
     ]
+
+
+def pm2_owner_command(app_dir: str | None) -> str:
+    """Print `<user> <PM2 home>` of every PM2 daemon on this host (its mount namespace: a lab world
+    sees no other world's) that runs a process from `app_dir` or its working copy set aside, or of
+    every one when `app_dir` is None. Who runs the app's PM2, as it was started (by hand, by a
+    unit); reads /proc only: the owner of each `PM2 vX: God Daemon` process, its PM2_HOME (else
+    the owner's ~/.pm2), and the working directory of its children."""
+    lines = [
+        'ns=$(readlink /proc/self/ns/mnt)',
+        "declare -A daemons=()",
+        "for d in /proc/[0-9]*; do",
+        '  cmd=$(tr "\\0" " " 2>/dev/null < "$d/cmdline") || continue',
+        '  case "$cmd" in "PM2 v"*": God Daemon"*) ;; *) continue ;; esac',
+        '  [ "$(readlink "$d/ns/mnt" 2>/dev/null)" = "$ns" ] && daemons[${d#/proc/}]=1',
+        "done",
+        'owner() {  # pid: "user home" of that daemon',
+        '  local user home',
+        '  user=$(stat -c %U "/proc/$1" 2>/dev/null) || return 0',
+        '  home=$(tr "\\0" "\\n" 2>/dev/null < "/proc/$1/environ" | sed -n "s/^PM2_HOME=//p" | head -n 1)',
+        '  [ -n "$home" ] || home="$(getent passwd "$user" | cut -d: -f6)/.pm2"',
+        '  printf "%s %s\\n" "$user" "$home"',
+        "}",
+    ]
+    if app_dir is None:
+        return "\n".join([*lines, 'for pid in "${!daemons[@]}"; do owner "$pid"; done | sort -u'])
+    app = sh(app_dir.rstrip("/"))
+    return "\n".join([
+        f"app=$(readlink -f {app} 2>/dev/null || printf %s {app})",
+        *lines,
+        "for d in /proc/[0-9]*; do",
+        '  ppid=$(sed -n "s/^PPid:[[:space:]]*//p" 2>/dev/null < "$d/status") || continue',
+        '  [ -n "$ppid" ] && [ -n "${daemons[$ppid]:-}" ] || continue',
+        '  cwd=$(readlink -f "$d/cwd" 2>/dev/null) || continue',
+        '  case "$cwd/" in "$app"/*|"$app".working-copy/*) owner "$ppid" ;; esac',
+        "done | sort -u",
+    ])
+
+
+def parse_pm2_owners(stdout: str) -> list[tuple[str, str]]:
+    """(user, PM2 home) pairs `pm2_owner_command` printed."""
+    pairs = []
+    for line in stdout.splitlines():
+        user, _, home = line.strip().partition(" ")
+        if user and home.startswith("/"):
+            pairs.append((user, home))
+    return pairs

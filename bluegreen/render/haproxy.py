@@ -101,11 +101,32 @@ def render_haproxy_cfg(t: Topology) -> str:
             "",
             f"backend {backend_name(color)}",
             f"    option httpchk GET {health}",
-            f"    http-check expect status {t.app.health_status}",
+            f"    http-check expect status {_statuses(t)}",
             f"    http-response set-header X-Served-By {color}",
             f"    server {color} {host.ip}:{t.app.port} check",
         ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _other_sites(t)
+
+
+def _statuses(t: Topology) -> str:
+    """The statuses the tool's own probes accept, in HAProxy's list-of-codes-or-ranges spelling."""
+    text = str(t.app.health_status)
+    if not text.replace(",", "").replace("-", "").isdigit():
+        raise ConfigError(f"app.healthStatus: {text!r} is not a list of HTTP statuses")
+    return text
+
+
+OTHER_SITES_HEADER = ("# Other sites on this load balancer, carried over verbatim from the hand-written "
+                      "haproxy.cfg\n# (haproxy.extraConfig in the stack file, written by `bluegreen adopt`).")
+
+
+def _other_sites(t: Topology) -> str:
+    """`haproxy.extraConfig` after everything of ours: a `defaults` section in it applies only to
+    the sections that follow it, so ours keep their own defaults."""
+    extra = t.haproxy.extra_config.strip("\n")
+    if not extra.strip():
+        return ""
+    return f"\n{OTHER_SITES_HEADER}\n{extra}\n"
 
 
 # ------------------------------------------------------------------- HTTPS (issue 10)

@@ -4,6 +4,7 @@ stand-in app server that answers 200 with HTTP/1.1 keep-alive."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -155,3 +156,32 @@ def wait_backends_up(t: Topology, colors: tuple[str, ...] = ("blue", "green"), t
                 return
             assert time.monotonic() < deadline, f"HAProxy still sees {down} after {timeout:g}s"
             time.sleep(0.5)
+
+
+# ---------------------------------------------------------------- a clean checkout
+
+REPO = Path(__file__).resolve().parents[2]
+_SKIP = {".venv", ".git", "node_modules"}
+
+
+def git(cwd: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def clone_of_the_working_tree(dest: Path) -> Path:
+    """The files git would commit from this working tree (tracked and new, not ignored), committed
+    in a new repository: what a fresh clone of this branch looks like."""
+    listed = git(REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if not source.is_file() or set(Path(name).parts) & _SKIP:
+            continue
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    git(dest, "init", "-q")
+    git(dest, "add", "-A")
+    git(dest, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "clone")
+    return dest

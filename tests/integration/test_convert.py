@@ -154,3 +154,13 @@ def test_a_working_copy_an_earlier_version_moved_aside_is_named(legacy_host: Hos
     with pytest.raises(ConfigError, match="moved the working copy aside"):
         convert_host(t, t.app_host("green"), LocalExecutor(host="green"), live_color="blue")
     assert (aside / ".git").is_dir()
+def test_the_hand_started_process_is_found_whoever_runs_it(legacy_host: Host) -> None:
+    """PM2 was started by hand as root; the stack names another deploy user (and PM2 home): the
+    process is still found in root's PM2 and replaced, so the ecosystem's can take its port."""
+    t = dataclasses.replace(legacy_host.t, app=dataclasses.replace(legacy_host.t.app, deploy_user="nobody",
+                                                                   pm2_home="/home/nobody/.pm2"))
+    green = t.app_host("green")
+    assert convert_host(t, green, LocalExecutor(host="green"), live_color="blue").converted
+    replaced = replace_hand_started(t, green, LocalExecutor(host="green"))
+    assert _processes(legacy_host) == []
+    assert any(f"of root ({legacy_host.root}/root/.pm2)" in line for line in replaced), replaced

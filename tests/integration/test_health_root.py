@@ -13,7 +13,7 @@ from bluegreen.hosts.health import COMMIT_NOT_REPORTED, http_probe
 from bluegreen.hosts.hostconfig import apply_haproxy_config
 from bluegreen.lab.lab import Lab
 from bluegreen.model.stackfile import load_stack
-from bluegreen.model.topology import Topology, other_color
+from bluegreen.model.topology import HealthStatuses, Topology, other_color
 from bluegreen.ops.deploy import deploy
 from bluegreen.ops.estate import Estate
 from bluegreen.ops.status import status
@@ -39,7 +39,8 @@ def root_health(lab: Lab) -> Iterator[tuple[Topology, str]]:
     """The lab with health on `/`: HAProxy checks `/`, the standby's app answers no /api/health.
     Afterwards the stack's own config and a standby with its health route are put back."""
     stack = load_stack(lab.project_dir, "lab")
-    t = dataclasses.replace(stack, app=dataclasses.replace(stack.app, health_path="/", health_status=200))
+    t = dataclasses.replace(stack, app=dataclasses.replace(stack.app, health_path="/",
+                                                                    health_status=HealthStatuses(((200, 200),))))
     with lab.executor(stack.load_balancer) as lb:
         standby = other_color(haproxy.live_color(lb, stack))
     env = Path(stack.app_host(standby).path(f"{stack.app.dir}/shared/.env"))

@@ -15,12 +15,14 @@ import pytest
 
 from bluegreen.hosts.health import http_probe, visitor
 from bluegreen.lab.lab import Lab
-from bluegreen.lab.legacy import BRANCH, CT_NOTES, DB_USER, HISTORY, STATE_SCRIPT, SWITCH_COUNT, LegacyLab
+from bluegreen.lab.legacy import BRANCH, CT_NOTES, DB_USER, HISTORY, STATE_SCRIPT, SWITCH_COUNT, WIKI, LegacyLab
 from bluegreen.lab.services import LabError
+from bluegreen.model.dotenv import parse_env
 from bluegreen.model.stackfile import load_stack
 from bluegreen.model.topology import Topology
 from bluegreen.ops.estate import Estate
 from bluegreen.ops.status import history, status
+from bluegreen.render.commands import pm2_owner_command
 
 pytestmark = pytest.mark.integration
 
@@ -103,12 +105,25 @@ def test_the_estate_is_built_as_the_operators_describe_it(legacy: LegacyLab) -> 
         work = host.path(t.app.working_copy)
         assert _sh("git", "-C", work, "rev-parse", "--abbrev-ref", "HEAD") == BRANCH
         assert _sh("git", "-C", work, "remote", "get-url", "origin") == str(legacy.paths.sample_repo)
-        dotenv = Path(work, ".env").read_text()
-        assert f"postgresql://{DB_USER}:" in dotenv and f"/{t.database.name}\n" in dotenv
+        env = parse_env(Path(work, ".env").read_text())
+        assert env["DATABASE_URL"].startswith(f"postgresql://{DB_USER}:")
+        assert env["DATABASE_URL"].endswith(f"/{t.database.name}?schema=public&connection_limit=5")
+        assert len(env) >= 12 and {"NEXTAUTH_SECRET", "EMAIL_SERVER_PASSWORD", "JWT_SIGNING_KEY"} <= set(env)
+        assert env["EMAIL_FROM"] == "JW Attendant Scheduler <scheduler@attendant.invalid>"
         assert http_probe(f"http://{host.ip}:{t.app.port}/api/health").status == 404
-        assert http_probe(f"http://{host.ip}:{t.app.port}/").status == 200
-    # HTTPS through the hand-written config, verified against the lab CA.
-    assert http_probe(f"{t.public_url}/", **visitor(t)).status == 200
+        # Signed out, the home page sends visitors to the sign-in page, as NextAuth does.
+        home = http_probe(f"http://{host.ip}:{t.app.port}/")
+        assert home.status == 307
+        assert http_probe(f"http://{host.ip}:{t.app.port}/api/auth/signin").status == 200
+        # PM2 started by hand, as root, from the working copy.
+        owners = subprocess.run(["bash", "-c", pm2_owner_command(work)], capture_output=True, text=True,
+                                timeout=60).stdout.split()
+        assert owners == ["root", host.path("/root/.pm2")]
+    # HTTPS through the hand-written config, verified against the lab CA: HAProxy's httpchk
+    # counts the redirect as up (2xx and 3xx by default), so the estate serves.
+    assert http_probe(f"{t.public_url}/", **visitor(t)).status == 307
+    # The second site on the load balancer answers too.
+    assert "Circuit wiki" in http_probe(f"http://{t.load_balancer.ip}:{WIKI[0]}/", expect_status=200).body
     # The containers as built by hand: a description, on-boot on some, nesting on, no start-up order.
     from proxmoxer import ProxmoxAPI
 

@@ -25,7 +25,7 @@ from bluegreen.hosts.pve import PveClient
 from bluegreen.lab.legacy import LegacyLab
 from bluegreen.lab.pve import InProcessPve, serve_fakepve
 from bluegreen.model.resources import CONTAINER_TYPE, DYNAMIC_PREFIX
-from bluegreen.model.stackfile import load_stack
+from bluegreen.model.stackfile import effective_stack_file, load_stack
 from bluegreen.model.topology import Topology
 from bluegreen.ops.adopt import AdoptResult, adopt
 from components import hostconfig
@@ -62,7 +62,7 @@ class AdoptedEstate:
 
     def config(self) -> dict[str, Any]:
         """The stack config as the CLI hands it to the program, with the secrets."""
-        data = yaml.safe_load((self.project / "stacks/Pulumi.lab.yaml").read_text())
+        data = yaml.safe_load(effective_stack_file(self.project, "lab").read_text())
         return {**data["config"], **SECRETS}
 
     def digests(self) -> dict[int, str]:
@@ -85,8 +85,10 @@ def _project(tmp: Path, public_key: str) -> Path:
     text = (PROJECT_DIR / "stacks/Pulumi.lab.yaml").read_text().replace("/var/tmp/jw-lab", str(tmp / "lab"))
     data = yaml.safe_load(text)
     data["config"]["bluegreen:ssh"]["publicKeys"] = [f"file:{public_key}"]  # not the running lab's own key
-    # Stack config the Automation API edits (`pulumi config set`) has no activeColorFile overlay.
+    # Stack config the Automation API edits (`pulumi config set`) has no activeColorFile overlay,
+    # and the engine reads the stack file itself: no adoptedStackFile copy beside it.
     data["config"].pop("bluegreen:activeColorFile")
+    data["config"].pop("bluegreen:adoptedStackFile")
     (project / "stacks/Pulumi.lab.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return project
 
@@ -123,7 +125,7 @@ def legacy_estate(tmp: Path, public_key: str, *, run_adopt: bool = True) -> Iter
         else:
             mark_existing(project)
         # The program connects to the node through the stack's endpoint: point it at this one.
-        path = project / "stacks/Pulumi.lab.yaml"
+        path = effective_stack_file(project, "lab")  # adopt wrote the adopted copy
         data = yaml.safe_load(path.read_text())
         data["config"]["proxmoxve:endpoint"] = pve.endpoint
         path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -151,9 +151,8 @@ TEST_DB_PASSWORD = "db-pass-for-mock-tests-only"
 
 # What `bluegreen adopt` writes into the prod stack from the estate (and the one value the operator
 # names): the shipped file leaves them out, and the program refuses to run without them.
-PROD_FILLED = {"bluegreen:app": {"repo": "git@example.invalid:org/app.git"},
-               "bluegreen:database": {"user": "jw_reader"},
-               "bluegreen:haproxy": {"privateAddress": "10.92.9.26"}}
+PROD_FILLED = {"bluegreen:app": {"repo": "git@example.invalid:org/app.git", "deployUser": "root"},
+               "bluegreen:database": {"user": "jw_reader"}}
 
 
 def stack_config(stack: str, *, filled: bool = True) -> dict[str, Any]:
@@ -267,3 +266,8 @@ def lab_key(tmp_path: Path) -> str:
     path = tmp_path / "id_ed25519.pub"
     path.write_text(key + "\n")
     return str(path)
+
+
+@pytest.fixture(autouse=True)
+def _tracked_stacks(tracked_stacks_only: None) -> None:
+    """The program runs on the repository's stacks as tracked (see `tracked_stacks_only`)."""

@@ -23,7 +23,7 @@ import yaml
 
 from bluegreen.hosts.executor import LocalExecutor
 from bluegreen.lab.pve import serve_fakepve
-from bluegreen.model.stackfile import load_stack
+from bluegreen.model.stackfile import effective_stack_file, load_stack, stack_file
 from bluegreen.ops.adopt import adopt
 
 from .conftest import PROJECT_DIR, PulumiHarness
@@ -130,6 +130,10 @@ def adopted_lab(tmp_path: Path) -> Any:
     (project / "stacks").mkdir(parents=True)
     text = (PROJECT_DIR / "stacks/Pulumi.lab.yaml").read_text()
     text = text.replace("/var/tmp/jw-lab/ct", f"{tmp_path}/estate/ct")
+    # Nothing of this test in the running lab's directory: its declared colour, adopted stack and
+    # secrets go to the test's own (adopt writes all three there otherwise).
+    for key in ("active-color", "adopted/Pulumi.lab.yaml", "secrets"):
+        text = text.replace(f"/var/tmp/jw-lab/{key}", f"{tmp_path}/lab/{key}")
     (project / "stacks/Pulumi.lab.yaml").write_text(text)
     _estate_files(tmp_path / "estate")
     t = load_stack(project, "lab")
@@ -149,11 +153,19 @@ def adopted_lab(tmp_path: Path) -> Any:
         first = adopt(t, pve=client, connect=connect)
         second = adopt(load_stack(project, "lab"), pve=client, connect=connect)
     yield project, first, second, pve_configs
+    # The lab writes its adopted stack beside itself, never into the tracked file.
+    assert (tmp_path / "lab/adopted/Pulumi.lab.yaml").is_file()
+    assert (tmp_path / "lab/secrets/database-password").read_text() == PASSWORD + "\n"
+
+
+def adopted_text(project: Path) -> str:
+    return effective_stack_file(project, "lab").read_text()
 
 
 def test_adopt_reads_the_estate_and_writes_no_secret(adopted_lab: Any) -> None:
     project, first, second, _ = adopted_lab
-    text = (project / "stacks/Pulumi.lab.yaml").read_text()
+    text = adopted_text(project)
+    assert effective_stack_file(project, "lab") != stack_file(project, "lab")
     assert first.written and first.diff
     assert first.findings.live_color == "green" and "use_backend" in str(first.findings.live_source)
     assert first.findings.repo == "git@github.com:cloudigan/jw-attendant-scheduler.git"
@@ -171,7 +183,7 @@ def test_adopt_reads_the_estate_and_writes_no_secret(adopted_lab: Any) -> None:
 def test_adopted_stack_registers_imports_equal_to_what_pve_reports(
         adopted_lab: Any, pulumi_harness: PulumiHarness, lab_key: str) -> None:
     project, _, _, pve_configs = adopted_lab
-    config = dict(yaml.safe_load((project / "stacks/Pulumi.lab.yaml").read_text())["config"])
+    config = dict(yaml.safe_load(adopted_text(project))["config"])
     config["proxmoxve:apiToken"] = "root@pam!deploy=mock-token-secret"
     config["bluegreen:ssh"]["publicKeys"] = [f"file:{lab_key}"]  # not the running lab's own key
     run = pulumi_harness.run("lab", config, secret_keys=("proxmoxve:apiToken",))

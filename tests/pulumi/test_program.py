@@ -201,7 +201,7 @@ def test_prod_stack_outputs(pulumi_harness: PulumiHarness, prod_config: dict[str
         "liveColor": "blue",
         "standbyColor": "green",
         "publicEndpoint": "https://10.92.3.26:443",
-        "previewEndpoint": "https://10.92.9.26:8080",
+        "previewEndpoint": "https://10.92.3.26:8080",  # privateAddress defaults to the LB's own
         "databaseAddress": "10.92.3.21:5432",
     }
 
@@ -457,6 +457,6 @@ def test_prod_as_shipped_asks_for_each_missing_value_before_any_resource(
     config["proxmoxve:apiToken"] = PROD_TOKEN
     run = pulumi_harness.run("prod", config, secret_keys=SECRETS)
     assert run.error is not None
-    for key in ("app.repo", "database.user", "haproxy.privateAddress"):
+    for key in ("app.repo", "app.deployUser", "database.user"):
         assert f"set {key}: " in str(run.error)
     assert_nothing_registered(run)

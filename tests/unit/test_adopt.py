@@ -12,16 +12,16 @@ from bluegreen.hosts.haproxy_cfg import color_from_backend_names
 from bluegreen.model.config import from_config
 from bluegreen.model.ctread import size_in_gb
 from bluegreen.model.ctsettings import size_text
+from bluegreen.model.dotenv import parse_env
 from bluegreen.model.errors import ConfigError
 from bluegreen.ops.adopt import (
     REMOVE,
     container_values,
-    parse_database_url,
-    parse_env,
     stack_values_for,
     text_diff,
     update_stack_text,
 )
+from bluegreen.ops.adopt_app import parse_database_url
 
 HAND_BUILT: dict[str, Any] = {
     "hostname": "jw-blue", "cores": 4, "memory": 4096, "swap": 1024,
@@ -269,3 +269,147 @@ def test_written_values_are_read_back_by_the_topology() -> None:
     assert s.startup is not None and (s.startup.order, s.startup.up_delay) == (2, 10)
     assert s.mount_points[0].volume == "local-zfs:subvol-132-disk-1"
     assert t.container(131).settings.on_boot is None  # not given: the default applies
+
+
+# --------------------------------------------------------------------------- the app and its load balancer
+
+
+def lab_topology(tmp_path: Any, **app: Any) -> Any:
+    import copy
+    from pathlib import Path
+
+    from bluegreen.model.config import config_getter
+
+    project = Path(__file__).resolve().parents[2]
+    config = copy.deepcopy(dict(yaml.safe_load((project / "stacks/Pulumi.lab.yaml").read_text())["config"]))
+    config["bluegreen:secretsDir"] = str(tmp_path / "secrets")
+    config["bluegreen:database"]["passwordFile"] = str(tmp_path / "secrets" / "db_password")
+    config["bluegreen:app"].update(app)
+    config["bluegreen:activeColorFile"] = str(tmp_path / "active-color")
+    return from_config(config_getter(config), stack="lab", project_dir=project)
+
+
+ESTATE_ENV = {
+    "DATABASE_URL": "postgresql://jw_scheduler:s3cr%40t@127.0.3.21:5432/jw_db?schema=public&connection_limit=5",
+    "PORT": "3000", "HOSTNAME": "127.0.3.22", "NODE_ENV": "production", "NO_HEALTH_ROUTE": "1",
+    "NEXTAUTH_URL": "https://attendant.lab", "NEXTAUTH_SECRET": "nx", "EMAIL_SERVER_PASSWORD": "two words",
+    "EMAIL_FROM": "Scheduler <s@a.invalid>", "TZ": "America/Chicago",
+}
+
+
+def test_every_env_variable_goes_into_the_stack_secrets_as_files(tmp_path: Any) -> None:
+    from bluegreen.ops.adopt_app import AppFindings, AppHostFindings, app_values
+
+    t = lab_topology(tmp_path)
+    f = AppFindings(hosts={
+        "blue": AppHostFindings("blue", dict(ESTATE_ENV), owners=[("root", "/root/.pm2")]),
+        "green": AppHostFindings("green", {**ESTATE_ENV, "HOSTNAME": "127.0.3.24", "ONLY_GREEN": "x"}),
+    })
+    v = app_values(t, f, "blue", declared={})
+    assert v.database == {"user": "jw_scheduler", "name": "jw_db", "urlQuery": "schema=public&connection_limit=5",
+                          "passwordFile": str(tmp_path / "secrets" / "database-password")}
+    assert v.app == {"deployUser": "root", "pm2Home": "/root/.pm2", "port": 3000, "nodeEnv": "production"}
+    assert v.env == {
+        "NO_HEALTH_ROUTE": "1", "NEXTAUTH_URL": "https://attendant.lab",
+        "NEXTAUTH_SECRET": {"secret": "nextauthSecret", "file": str(tmp_path / "secrets/app-env/NEXTAUTH_SECRET")},
+        "EMAIL_SERVER_PASSWORD": {"secret": "emailServerPassword",
+                                  "file": str(tmp_path / "secrets/app-env/EMAIL_SERVER_PASSWORD")},
+        "EMAIL_FROM": "Scheduler <s@a.invalid>", "TZ": "America/Chicago", "ONLY_GREEN": "x"}
+    assert {k: s.reveal() for k, s in v.secret_files.items()} == {
+        str(tmp_path / "secrets/database-password"): "s3cr@t",
+        str(tmp_path / "secrets/app-env/NEXTAUTH_SECRET"): "nx",
+        str(tmp_path / "secrets/app-env/EMAIL_SERVER_PASSWORD"): "two words"}
+    assert not any("s3cr" in note or "two words" in note for note in v.notes)
+    # Written, then adopted again: the files resolve to the estate's values, so nothing changes.
+    v.write_secrets()
+    assert oct((tmp_path / "secrets/app-env/NEXTAUTH_SECRET").stat().st_mode & 0o777) == "0o600"
+    assert oct((tmp_path / "secrets/app-env").stat().st_mode & 0o777) == "0o700"
+    from pathlib import Path
+
+    from bluegreen.model.config import config_getter
+    from bluegreen.model.secrets import resolve_secrets
+
+    text = Path(t.project_dir, "stacks/Pulumi.lab.yaml").read_text()
+    again = yaml.safe_load(update_stack_text(text, containers={}, top={}, app=v.app, database=v.database,
+                                             env=v.env))["config"]
+    again["bluegreen:secretsDir"] = str(tmp_path / "secrets")
+    again["bluegreen:activeColorFile"] = str(tmp_path / "active-color")
+    t2 = from_config(config_getter(again), stack="lab", project_dir=t.project_dir)
+    second = app_values(t2, f, "blue", declared=resolve_secrets(t2, environ={}))
+    assert second.env == {} and second.secret_files == {}
+
+
+def test_the_user_that_runs_pm2_is_written_never_invented(tmp_path: Any) -> None:
+    from bluegreen.ops.adopt_app import AppFindings, AppHostFindings, app_values
+
+    t = lab_topology(tmp_path)
+    none = app_values(t, AppFindings(hosts={"blue": AppHostFindings("blue")}), "blue", {})
+    assert "deployUser" not in none.app and any("no PM2 runs the app" in n for n in none.notes)
+    other = app_values(t, AppFindings(hosts={"blue": AppHostFindings("blue", owners=[("jw", "/srv/jw/.pm2")])}),
+                       "blue", {})
+    assert other.app == {"deployUser": "jw", "pm2Home": "/srv/jw/.pm2"}
+
+
+HAND_WRITTEN = """global
+    log /dev/log local0
+    tune.ssl.default-dh-param 2048
+
+defaults
+    mode http
+    timeout client 30s
+
+frontend https_front
+    bind 10.92.3.26:80
+    bind 10.92.3.26:443 ssl crt /etc/haproxy/certs/site.pem
+    use_backend blue_servers
+
+backend blue_servers
+    option httpchk GET /
+    server blue1 10.92.3.22:3000 check
+
+backend green_servers
+    option httpchk GET /
+    http-check expect status 200-399
+    server green1 10.92.3.24:3000 check
+
+listen stats
+    bind *:8404
+    stats enable
+
+# The circuit's wiki (hand-added)
+frontend wiki_front
+    bind 10.92.3.26:8081
+    default_backend wiki_servers   # its own container
+
+backend wiki_servers
+    server wiki1 10.92.3.28:8000 check
+"""
+
+
+def test_a_hand_written_config_gives_its_health_check_and_its_other_sites() -> None:
+    from pathlib import Path
+
+    from bluegreen.hosts.haproxy_cfg import health_check, other_sites
+    from bluegreen.model.stackfile import load_stack
+
+    t = load_stack(Path(__file__).resolve().parents[2], "prod")
+    assert health_check(HAND_WRITTEN, t, "blue").path == "/"
+    assert health_check(HAND_WRITTEN, t, "blue").statuses is None  # HAProxy's default: 2xx and 3xx
+    assert health_check(HAND_WRITTEN, t, "green").statuses == "200-399"
+    sites = other_sites(HAND_WRITTEN, t)
+    # attendant's frontend and colour backends, and a stats listener on our stats port, are ours now
+    assert sites.carried == ["frontend wiki_front", "backend wiki_servers"]
+    assert sites.text == ("\ndefaults\n    mode http\n    timeout client 30s\n\n# The circuit's wiki (hand-added)\n"
+                          "frontend wiki_front\n    bind 10.92.3.26:8081\n    default_backend wiki_servers   # its own "
+                          "container\n\nbackend wiki_servers\n    server wiki1 10.92.3.28:8000 check\n")
+
+
+def test_secrets_never_go_into_the_project(tmp_path: Any) -> None:
+    import dataclasses
+
+    from bluegreen.ops.adopt_app import secrets_dir_is_safe
+
+    t = lab_topology(tmp_path)
+    with pytest.raises(ConfigError, match="secretsDir"):
+        secrets_dir_is_safe(dataclasses.replace(t, secrets_dir=f"{t.project_dir}/secrets"), t.project_dir)
+    secrets_dir_is_safe(t, t.project_dir)

@@ -149,7 +149,13 @@ def test_list_migrations_only_dirs_with_sql(tmp_path: Path, topo, ex) -> None:
 def test_as_deploy_user_wraps_only_other_users(topo) -> None:
     assert cmd.as_deploy_user(topo, "echo hi") == "echo hi"
     other = dataclasses.replace(topo, app=dataclasses.replace(topo.app, deploy_user="jwapp"))
-    assert cmd.as_deploy_user(other, "echo hi") == "runuser -u jwapp -- bash -c 'echo hi'"
+    wrapped = cmd.as_deploy_user(other, "echo hi")
+    assert wrapped.startswith("runuser -u jwapp -- env -u NPM_CONFIG_CACHE ") and wrapped.endswith(" bash -c 'echo hi'")
+    # The deploy user's own caches, not the login user's (npm would write root's, or fail on it).
+    as_user = wrapped.replace("runuser -u jwapp -- ", "").replace("echo hi", "echo $NPM_CONFIG_CACHE")
+    out = subprocess.run(["bash", "-c", as_user], env={"PATH": "/usr/bin:/bin", "NPM_CONFIG_CACHE": "/root/.npm"},
+                         capture_output=True, text=True)
+    assert out.stdout.strip() == ""
 
 
 def test_prune_backups_keeps_the_newest(tmp_path: Path, topo, ex) -> None:

@@ -70,6 +70,28 @@ def test_ssh_options_pin_host_keys_and_never_add_them(tmp_path: Path, monkeypatc
     assert aliased[-1] == "jw-haproxy" and "-p" not in aliased  # ~/.ssh/config decides, as with paramiko
 
 
+def test_the_emergency_connection_uses_the_stacks_alias_and_ssh_config(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sshAlias: haproxy` and `ssh.configFile`, as every other connection uses them (OPERATIONS.md, step 1)."""
+    import dataclasses
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = tmp_path / "estate_ssh_config"
+    config.write_text("Host haproxy\n  HostName 127.0.3.26\n  Port 2200\n  User admin\n")
+    t = load_stack(PROJECT_DIR, "lab")
+    lb = dataclasses.replace(t.load_balancer, settings=dataclasses.replace(t.load_balancer.settings,
+                                                                           ssh_alias="haproxy"))
+    t = dataclasses.replace(t, ssh=dataclasses.replace(t.ssh, config_file=str(config)),
+                            containers=tuple(lb if c.vmid == lb.vmid else c for c in t.containers))
+    argv = openssh.ssh_argv(t, t.load_balancer)
+    assert argv[-3:] == ["-F", str(config), "haproxy"] and "-p" not in argv and "-l" not in argv
+    assert "StrictHostKeyChecking=yes" in " ".join(argv)
+    # A config file that names neither alias nor address still applies, with the stack's options.
+    config.write_text("Host *\n  ServerAliveInterval 9\n")
+    plain = openssh.ssh_argv(t, t.load_balancer)
+    assert plain[-1] == "127.0.3.26" and ["-F", str(config)] == plain[plain.index("-F"):plain.index("-F") + 2]
+
+
 # --------------------------------------------------------------------------- journal, side file
 
 

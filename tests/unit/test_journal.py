@@ -18,7 +18,16 @@ from bluegreen.hosts.executor import Executor, LocalExecutor
 from bluegreen.hosts.journal import JournalStore
 from bluegreen.hosts.lock import LockManager, create_exclusive_command
 from bluegreen.model.errors import ConfigError, LockedError, RemoteError, ValidationError
-from bluegreen.model.journal import DeployRecord, State, SwitchRecord, parse_state
+from bluegreen.model.journal import (
+    DeployRecord,
+    State,
+    SwitchRecord,
+    archive_lines,
+    archive_path,
+    parse_archive,
+    parse_state,
+    with_entry,
+)
 from bluegreen.model.lock import LockInfo, lock_status
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "state.seed.json"
@@ -46,7 +55,7 @@ def local(host: str = "haproxy") -> Executor:
 def test_seed_reads_as_is_and_old_entries_are_switches() -> None:
     state = parse_state(seed_text())
     assert (state.prod, state.standby, state.switch_count) == ("blue", "green", 7)
-    assert state.last_switch == "2025-09-14T21:03:11Z"
+    assert state.last_switch == "2025-09-14T21:03:11Z"  # read as the file has it
     records = state.records()
     assert len(records) == 3 and all(isinstance(r, SwitchRecord) for r in records)
     first = records[0]
@@ -76,9 +85,9 @@ def test_switch_flips_colours_counts_and_prepends_an_extended_record() -> None:
     state = parse_state(seed_text()).with_switch("green", when=T0 + 3600, who="bob@desk",
                                                  reason="release v2", emergency=True, duration_ms=412)
     assert (state.prod, state.standby, state.switch_count) == ("green", "blue", 8)
-    assert state.last_switch == "2025-09-14T22:03:11Z"
+    assert state.last_switch == "2025-09-14T22:03:11.000Z"
     newest = state.to_dict()["history"][0]
-    assert newest == {"type": "switch", "from": "blue", "to": "green", "timestamp": "2025-09-14T22:03:11Z",
+    assert newest == {"type": "switch", "from": "blue", "to": "green", "timestamp": "2025-09-14T22:03:11.000Z",
                       "reason": "release v2", "who": "bob@desk", "emergency": True, "durationMs": 412}
     # The old entries are not rewritten into the new shape.
     assert "type" not in state.to_dict()["history"][1]
@@ -107,8 +116,9 @@ def test_deploys_are_recorded_and_the_last_one_per_colour_is_found() -> None:
     assert state.deploy_totals() == {"green": {"ok": 1, "failed": 1}}
 
 
-def test_history_keeps_only_the_newest_entries_but_totals_keep_counting() -> None:
-    state = parse_state(seed_text())
+def test_history_keeps_the_newest_entries_and_moves_older_ones_to_the_archive() -> None:
+    seed = parse_state(seed_text())
+    state = seed
     for i in range(5):
         state = state.with_deploy_record(deploy("blue", sha=f"{i}" * 40), keep=4)
     assert len(state.history) == 4
@@ -116,6 +126,22 @@ def test_history_keeps_only_the_newest_entries_but_totals_keep_counting() -> Non
     assert state.deploy_totals() == {"blue": {"ok": 5}}
     reread = parse_state(state.to_json())
     assert reread.deploy_totals() == {"blue": {"ok": 5}}
+    assert "archived" not in state.to_json() and reread.archived == ()
+    # Nothing is dropped: every entry that left the file is in `archived`, oldest first, and the
+    # archive's text reads back newest first, so history + archive is the whole story in order.
+    archive = parse_archive(archive_lines(state.archived))
+    assert [*state.recent(100), *archive] == [
+        *[deploy("blue", sha=f"{i}" * 40).to_dict() for i in range(4, -1, -1)], *seed.recent(100)]
+    assert next(json.loads(line) for line in archive_lines(state.archived).splitlines()) == seed.recent(100)[-1]
+    assert archive_path("/var/lib/jw-deployment/state.json") == "/var/lib/jw-deployment/state.archive.jsonl"
+
+
+def test_an_emergency_entry_trims_nothing_when_asked() -> None:
+    seed = parse_state(seed_text())
+    entry = {"type": "switch", "from": "blue", "to": "green", "timestamp": "2025-09-16T10:00:00.000Z", "id": "x"}
+    kept = with_entry(seed, entry, None)
+    assert len(kept.history) == len(seed.history) + 1 and kept.archived == ()
+    assert with_entry(seed, entry, 1).archived == tuple(reversed(seed.history))
 
 
 def test_totals_of_a_journal_without_counts_come_from_its_history() -> None:
@@ -130,14 +156,14 @@ def test_with_deploy_takes_plain_fields_and_normalises_the_timestamp() -> None:
         color="green", ref="main", sha=None, release=None, who="mcp:alice", when="2025-09-15T12:00:00+00:00",
         duration_ms=900, result="failed", failed_step="fetch", error="git: unknown ref")
     entry = state.recent(1)[0]
-    assert (entry["when"], entry["sha"], entry["release"]) == ("2025-09-15T12:00:00Z", None, None)
+    assert (entry["when"], entry["sha"], entry["release"]) == ("2025-09-15T12:00:00.000Z", None, None)
     again = parse_state(state.to_json()).last_deploy("green")
     assert again is not None and again.sha is None and again.failed_step == "fetch" and not again.ok
 
 
 def test_switch_times_may_be_iso_text_but_must_parse() -> None:
     state = State.fresh("blue").with_switch("green", when="2025-09-15T12:00:00.250Z", who="x")
-    assert state.last_switch == "2025-09-15T12:00:00Z"
+    assert state.last_switch == "2025-09-15T12:00:00.250Z"  # the estate's shape, milliseconds kept
     with pytest.raises(ConfigError, match="expected an ISO timestamp, got 'soon'"):
         State.fresh("blue").with_switch("green", when="soon", who="x")
 
@@ -258,7 +284,7 @@ def test_acquire_writes_who_what_and_when(tmp_path: Path) -> None:
     assert on_disk == info
     assert (info.holder, info.pid, info.operation, info.started) == ("alice@laptop", os.getpid(),
                                                                        "deploy green v2", T0)
-    assert json.loads(lock.read_text())["startedAt"] == "2025-09-14T21:03:11Z"
+    assert json.loads(lock.read_text())["startedAt"] == "2025-09-14T21:03:11.000Z"
 
 
 def test_the_caller_can_name_the_holder_and_status_is_json_ready(tmp_path: Path) -> None:
@@ -271,7 +297,7 @@ def test_the_caller_can_name_the_holder_and_status_is_json_ready(tmp_path: Path)
     assert json.loads(json.dumps(data)) == data
     assert (data["holder"], data["operation"], data["stale"], data["staleReason"]) == (
         "mcp:alice@laptop", "switch", False, None)
-    assert data["startedAt"] == "2025-09-14T21:03:11Z"
+    assert data["startedAt"] == "2025-09-14T21:03:11.000Z"
     assert mgr.release() is True
 
 
@@ -281,7 +307,7 @@ def test_a_second_operation_is_refused_with_a_message_naming_the_holder(tmp_path
     with pytest.raises(LockedError) as err:
         manager(lock, holder="bob@desk").acquire("switch")
     message = str(err.value)
-    for part in ("alice@laptop", socket.gethostname(), "deploy green v2", "2025-09-14T21:03:11Z",
+    for part in ("alice@laptop", socket.gethostname(), "deploy green v2", "2025-09-14T21:03:11.000Z",
                  "looks alive", "bluegreen lock release --force"):
         assert part in message
     assert "STALE" not in message

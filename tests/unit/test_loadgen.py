@@ -1,7 +1,8 @@
-"""The request loop counts what a visitor would see, and retries exactly what RFC 9112 (9.3.1) lets
-a client retry: a GET on a reused connection that closed before any byte of the status line.
-Everything else on a reused connection (a reset mid-answer, a timeout, a 5xx) and anything on a
-fresh connection is a failure, never retried."""
+"""The request loop counts what a visitor would see. A keep-alive client does not reuse an idle
+connection the server already closed (a connection pool looks first); once a request is sent, it
+retries exactly what RFC 9112 (9.3.1) lets a client retry: a GET on a reused connection that closed
+before any byte of the status line. Everything else on a reused connection (a reset mid-answer, a
+timeout, a 5xx) and anything on a fresh connection is a failure, never retried."""
 
 from __future__ import annotations
 
@@ -95,19 +96,20 @@ def server(request: pytest.FixtureRequest) -> Iterator[str]:
     listener.close()
 
 
-def _run(url: str, requests: int, *, retry: bool = True) -> RequestLoop:
+def _run(url: str, requests: int, *, retry: bool = True, pause: float = 0.0) -> RequestLoop:
     # One keep-alive client: every request after the first reuses its connection.
-    with RequestLoop(url, clients=1, max_requests=requests, timeout=1, retry=retry) as loop:
+    with RequestLoop(url, clients=1, max_requests=requests, timeout=1, retry=retry, pause=pause) as loop:
         loop.wait_for(requests, timeout=20)
     return loop
 
 
 @pytest.mark.parametrize("server", ["close-after-answer"], indirect=True)
-def test_an_idle_connection_closed_by_the_server_is_retried_once(server: str) -> None:
-    report = _run(server, 6).report
-    assert report.total == 6 and report.failures == []
-    assert report.retried == 5  # every request after the first found its connection closed
-    assert "5 retried on a closed idle connection" in report.summary()
+def test_an_idle_connection_closed_by_the_server_is_replaced_before_reuse(server: str) -> None:
+    # The client pauses between requests: the server's close has arrived before the next one.
+    report = _run(server, 6, pause=0.05).report
+    assert report.total == 6 and report.failures == [] and report.retried == 0
+    assert report.closed_idle == 5  # every request after the first found its connection closed
+    assert "5 idle connections closed by the server and replaced before reuse" in report.summary()
 
 
 @pytest.mark.parametrize("server", ["reset-before-answer"], indirect=True)

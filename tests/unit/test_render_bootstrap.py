@@ -19,7 +19,12 @@ CASES = [(name, vmid) for name in ("prod", "lab") for vmid in (131, 132, 134, 13
 
 
 def stack(name: str) -> Topology:
-    return load_stack(PROJECT, name)
+    """The stack; prod with a deploy user of its own (as if adopted from an estate that runs
+    PM2 as `jwapp`), the path every root-run test would miss."""
+    t = load_stack(PROJECT, name)
+    if name == "prod":
+        t = dataclasses.replace(t, app=dataclasses.replace(t.app, deploy_user="jwapp"))
+    return t
 
 
 def calls(script: str, function: str) -> list[list[str]]:
@@ -76,8 +81,11 @@ def test_app_host_gets_its_release_layout_owned_by_the_deploy_user() -> None:
         "/opt/jw-attendant-scheduler-deploy/releases": ("jwapp", "0755"),
         "/opt/jw-attendant-scheduler-deploy/shared": ("jwapp", "0750"),
         "/opt/jw-attendant-scheduler-deploy/logs": ("jwapp", "0755"),
+        # PM2's home holds its dump, with every secret of the app's environment.
+        "/home/jwapp/.pm2": ("jwapp", "0700"),
         "/var/lib/prometheus/node-exporter": (),
     }
+    assert 'chmod 600 "$f"' in script
 
 
 def test_pm2_startup_runs_only_under_systemd() -> None:

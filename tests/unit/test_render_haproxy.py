@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,10 +54,47 @@ def test_one_backend_per_colour_with_health_check_and_served_by(name: str) -> No
         body = s[f"backend bk_{color}"]
         host = t.app_host(color)
         assert f"option httpchk GET {t.app.health_path}" in body
-        assert "http-check expect status 200" in body
+        # What the tool's own probes accept (default 2xx and 3xx: a home page behind a sign-in redirects).
+        assert f"http-check expect status {t.app.health_status}" in body
+        assert "http-check expect status 200-399" in body
         assert f"http-response set-header X-Served-By {color}" in body
         servers = [line for line in body if line.startswith("server ")]
         assert servers == [f"server {color} {host.ip}:{t.app.port} check"]
+
+
+@pytest.mark.parametrize(("configured", "expect"), [
+    (200, "200"), ("200-399", "200-399"), ([200, "301-308"], "200,301-308"), ("204, 302", "204,302")])
+def test_health_statuses_are_what_haproxy_and_the_probes_accept(configured: object, expect: str) -> None:
+    from bluegreen.model.config import config_getter, from_config
+
+    config = _lab_config()
+    config["bluegreen:app"]["healthStatus"] = configured
+    t = from_config(config_getter(config), stack="lab", project_dir=PROJECT)
+    assert f"    http-check expect status {expect}\n" in render_haproxy_cfg(t)
+    low, high = t.app.health_status.ranges[0]
+    assert t.app.health_status.accepts(low) and t.app.health_status.accepts(high)
+    assert not t.app.health_status.accepts(404) and not t.app.health_status.accepts(None)
+
+
+def _lab_config() -> dict[str, Any]:
+    import copy
+
+    import yaml
+
+    return copy.deepcopy(dict(yaml.safe_load((PROJECT / "stacks" / "Pulumi.lab.yaml").read_text())["config"]))
+
+
+def test_other_sites_are_carried_over_verbatim_after_ours() -> None:
+    t = stack("lab")
+    extra = ("defaults\n    mode http\n    timeout client 9s\n\nfrontend wiki_front\n    bind 127.0.3.26:8081\n"
+             "    default_backend wiki_servers   # the congregation wiki\n\nbackend wiki_servers\n"
+             "    server wiki1 127.0.3.28:8000 check\n")
+    t = dataclasses.replace(t, haproxy=dataclasses.replace(t.haproxy, extra_config=extra))
+    cfg = render_haproxy_cfg(t)
+    assert cfg.endswith(extra)  # byte for byte, comments included
+    # After every section of ours: their `defaults` applies only to the sections that follow it.
+    assert cfg.index("backend bk_green") < cfg.index("defaults\n    mode http\n    timeout client 9s")
+    assert render_haproxy_cfg(stack("lab")).count("frontend ") == 3
 
 
 @pytest.mark.parametrize("name", STACKS)

@@ -126,7 +126,7 @@ BAD: list[tuple[str, Mutation, list[tuple[str, str]]]] = [
     ("activeColor missing", lambda c: c.pop("bluegreen:activeColor"),
      [("activeColor", "is required")]),
     ("bad healthStatus", lambda c: c["bluegreen:app"].update(healthStatus=42),
-     [("app.healthStatus", "expected an HTTP status")]),
+     [("app.healthStatus", "expected HTTP statuses")]),
     ("relative tlsCert", lambda c: c["bluegreen:haproxy"].update(tlsCert="certs/x.pem"),
      [("haproxy.tlsCert", "expected an absolute path")]),
     ("bad privateAddress", lambda c: c["bluegreen:haproxy"].update(privateAddress="internal"),
