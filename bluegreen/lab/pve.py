@@ -78,6 +78,14 @@ def server_argv(lab_dir: Path, t: Topology, *, time_scale: float | None = None) 
     return argv
 
 
+def _containers_lost(lab_dir: Path, t: Topology) -> bool:
+    try:
+        states = lab_client(lab_dir, t, timeout=5.0).statuses([c.vmid for c in t.containers])
+    except BlueGreenError:
+        return False  # not answering yet: wait_ready says what is wrong
+    return any(s.status == "missing" for s in states.values())
+
+
 def lab_client(lab_dir: Path, t: Topology, *, timeout: float = DEFAULT_TIMEOUT) -> PveClient:
     """A client of the lab node that verifies its certificate and reads the token from its file."""
     token_id, secret = read_token(t, environ={})
@@ -95,6 +103,12 @@ def start_fakepve(lab_dir: Path, topology: Topology, *, timeout: float = START_T
     argv = server_argv(lab_dir, topology, time_scale=time_scale)
     process = ManagedProcess(NAME, pid_file(lab_dir))
     already = process.alive()
+    if already and _containers_lost(lab_dir, topology):
+        # `lose-node` leaves the node's API running without the containers; the server creates
+        # what the stack declares when it starts, so a restart brings them back.
+        log.warning("the lab node runs without some of its containers (a lost node): restarting it")
+        process.stop()
+        already = False
     if not already:
         log.info("starting fakepve on %s", topology.proxmox.endpoint)
         # The state dir tells this lab's server apart from any other one (tests run their own).

@@ -22,7 +22,7 @@ from bluegreen.lab.lab import Lab
 from bluegreen.lab.loss import lose_node
 from bluegreen.lab.pve import lab_client
 from bluegreen.model.journal import State, parse_state
-from bluegreen.model.offsite import history_kept
+from bluegreen.model.offsite import history_kept, release_to_restore
 from bluegreen.model.progress import RecordingProgress
 from bluegreen.model.stackfile import load_stack
 from bluegreen.model.topology import Topology, other_color
@@ -66,12 +66,16 @@ def release(t: Topology, color: str) -> str | None:
 
 
 def both_colours_serving(project: Path) -> None:
-    """Both colours on a release and a switch in the history (a fresh world has neither)."""
+    """Both colours on a release the journal records as deployed, and a switch in the history (a
+    fresh world has neither; an earlier file may have left the lab's own unrecorded release live)."""
+    def recorded(t: Topology, color: str) -> bool:
+        return release(t, color) is not None and release_to_restore(parse_journal(t), color) is not None
+
     t = load_stack(project, LAB_STACK)
-    if release(t, other_color(live_color(t))) is None:
+    if not recorded(t, other_color(live_color(t))):
         assert retry_locked(lambda: deploy(service(project), "v1", migrate=True, snapshot=False)).ok
     t = load_stack(project, LAB_STACK)
-    if release(t, live_color(t)) is None or not parse_journal(t).history:
+    if not recorded(t, live_color(t)) or not parse_journal(t).history:
         assert retry_locked(lambda: switch(service(project), watch=False)).ok
         assert retry_locked(lambda: deploy(service(project), "v1", migrate=True, snapshot=False)).ok
 

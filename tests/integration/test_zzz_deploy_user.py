@@ -57,6 +57,11 @@ def user_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, st
     subprocess.run(["useradd", "--system", "--create-home", "--home-dir", f"/home/{user}", "--shell", "/bin/bash",
                     user], check=True, capture_output=True)
     home = Path(f"/home/{user}")
+    # The lab's repository is a local directory owned by root (the estate's is a remote): git
+    # refuses another user's repository unless that user declares it safe, as a real one would.
+    repo = str(load_stack(clone, "lab").app.repo)
+    subprocess.run(["runuser", "-u", user, "--", "git", "config", "--global", "--add", "safe.directory", repo],
+                   check=True, capture_output=True)
     if Path("/root/.npm/_cacache").is_dir():
         shutil.copytree("/root/.npm/_cacache", home / ".npm/_cacache")
         subprocess.run(["chown", "-R", f"{user}:", str(home / ".npm")], check=True)
