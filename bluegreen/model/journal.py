@@ -394,7 +394,8 @@ def parse_side(text: str) -> list[dict[str, Any]]:
         except ValueError:
             log.warning("side journal line %d is not JSON; skipped", n)
             continue
-        if isinstance(entry, dict) and entry.get("to") in COLORS and entry.get("from") in COLORS:
+        if isinstance(entry, dict) and ((entry.get("to") in COLORS and entry.get("from") in COLORS)
+                                        or (entry_type(entry) == "deploy" and entry.get("color") in COLORS)):
             entries.append(entry)
     return entries
 
@@ -403,8 +404,16 @@ def fold(state: State, entries: list[dict[str, Any]], keep: int) -> State:
     """The journal with side-file entries it does not hold yet (by id) added, oldest first."""
     known = {e.get("id") for e in state.history if isinstance(e, Mapping) and e.get("id")}
     for entry in entries:
-        if entry.get("id") not in known:
-            state = with_entry(state, entry, keep)
+        if entry.get("id") in known:
+            continue
+        if entry_type(entry) == "deploy":
+            # A deploy that lost its lock records here instead of writing the journal.
+            record = DeployRecord.from_dict(entry)
+            if record is not None:
+                state = state.with_deploy_record(record, keep=keep)
+                state = replace(state, history=({**entry, **state.history[0]}, *state.history[1:]))
+            continue
+        state = with_entry(state, entry, keep)
     return state
 
 
