@@ -73,6 +73,8 @@ def cmd_deploy(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProg
     finally:
         if not o.as_json:
             o.say(p.summary())
+    if result.error:  # deployed, but the record went elsewhere (or nowhere): said, not hidden
+        o.say(f"warning: {result.error}")
     o.result(result.to_json(), f"deployed {result.ref} ({(result.sha or '')[:7]}) to {result.color} "
              f"as release {result.release}; dependencies {result.dependencies}. "
              + (f"Database dumped to {result.backup} ({result.backup_bytes} bytes) before migrating "
