@@ -66,6 +66,14 @@ def render_haproxy_cfg(t: Topology) -> str:
         # connection under a client that is about to reuse it.
         "    option http-keep-alive",
         "    option idle-close-on-response",
+        # Idle server connections are shared between clients ("safe": a client's first request
+        # always gets a connection of its own). The app keeps an idle connection open far longer
+        # (render/pm2.py APP_KEEP_ALIVE_TIMEOUT_MS) than HAProxy keeps it in its idle pool, so it
+        # is HAProxy that closes idle connections, never the app under a request being sent.
+        # Should one still close empty, an idempotent request is retried on a new connection;
+        # others are not (each backend disables it: a POST is never sent twice).
+        "    http-reuse safe",
+        "    retry-on conn-failure empty-response",
         "    option redispatch",
         "    retries 2",
         "    timeout connect 5s",
@@ -103,6 +111,7 @@ def render_haproxy_cfg(t: Topology) -> str:
             f"    option httpchk GET {health}",
             f"    http-check expect status {t.app.health_status}",
             f"    http-response set-header X-Served-By {color}",
+            "    http-request disable-l7-retry unless METH_GET",
             f"    server {color} {host.ip}:{t.app.port} check",
         ]
     return "\n".join(lines) + "\n"
