@@ -266,10 +266,10 @@ def _flip_or_find_out(estate: Estate, lb: Executor, plan: SwitchPlan, where: _Tr
     except BlueGreenError as exc:
         log.error("after the flip failed (%s), the live colour cannot be read: %s", failure, exc)
         where.maybe = plan.to_color
-        raise SwitchError(f"the switch to {plan.to_color} was cut off: {failure}") from None
+        raise failure from None  # its own type and words; the caller adds where traffic may be
     where.known = live
     if live != plan.to_color:
-        raise SwitchError(f"the switch to {plan.to_color} failed: {failure}") from None
+        raise failure from None
     log.warning("the flip to %s reported %s, but HAProxy routes to it: carrying on", plan.to_color, failure)
     if plan.path != "automation":
         set_active_color_in_file(estate.t.project_dir, estate.t.stack, plan.to_color)
