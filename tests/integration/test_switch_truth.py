@@ -409,11 +409,13 @@ def test_an_emergency_during_a_deploys_pm2_reload_leaves_the_now_live_colour_alo
 
 
 @contextlib.contextmanager
-def full_filesystem(folder: Path) -> Iterator[Path]:
-    """A tmpfs over `folder` with copies of its files, filled up to its last page, then one page
-    given back: the lock (one small file) still fits, a journal write does not."""
+def full_filesystem(folder: Path, *, room_for: int = 1) -> Iterator[Path]:
+    """A tmpfs over `folder` holding copies of its files, full: its blocks filled but for two
+    pages, and no inode left but `room_for` (the one new small file the lock needs). Every other
+    file created there fails with ENOSPC ("No space left on device"), exactly: block counts on
+    tmpfs allow a little slack, inode counts do not."""
     existing = {p.name: (p.read_bytes(), p.stat().st_mode & 0o777) for p in folder.iterdir() if p.is_file()}
-    size = sum(len(b) + 4096 for b, _ in existing.values()) + 64 * 4096
+    size = sum(len(b) + 4096 for b, _ in existing.values()) + 256 * 4096
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "bluegreen-full",
                               str(folder)], capture_output=True, text=True)
     if mounted.returncode != 0:
@@ -422,25 +424,20 @@ def full_filesystem(folder: Path) -> Iterator[Path]:
         for name, (data, mode) in existing.items():
             (folder / name).write_bytes(data)
             os.chmod(folder / name, mode)
-        fillers = 0
-        while True:
-            try:
-                fd = os.open(folder / f".filler{fillers}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-                break
-            try:
-                written = os.write(fd, b"\0" * 4096)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-                written = 0
-            finally:
-                os.close(fd)
-            if written < 4096:
-                os.unlink(folder / f".filler{fillers}")
-                break
-            fillers += 1
-        os.unlink(folder / f".filler{fillers - 1}")  # one page free: enough for the lock alone
+        for name in ("state.lock", "lock.json.mutex"):  # the flocks' files: opened, never created
+            (folder / name).touch()
+        fd = os.open(folder / ".filler", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+        finally:
+            os.close(fd)
+        filler = folder / ".filler"
+        os.truncate(filler, max(0, filler.stat().st_size - 2 * 4096))
+        inodes = len(list(folder.iterdir())) + 1 + room_for  # the entries, the directory, the room
+        subprocess.run(["mount", "-o", f"remount,nr_inodes={inodes}", str(folder)], check=True)
         yield folder
     finally:
         for attempt in range(20):
@@ -462,7 +459,7 @@ def test_an_emergency_on_a_full_journal_filesystem_moves_traffic_releases_the_lo
     with full_filesystem(journal_path.parent):
         done = cli(estate, "switch", "--emergency", "--yes", "--json")
         assert "Traceback" not in done.stderr
-        assert done.returncode == 1, done.stderr
+        assert done.returncode == 1, (done.stderr, done.stdout)
         data = json.loads(done.stdout)
         assert data["colour"] == new and data["ok"] is False and data["recordedIn"] is None, data
         assert "recording the switch failed" in data["error"] and "No space left" in data["error"], data
@@ -499,6 +496,8 @@ def test_status_with_a_hung_postgresql_answers_within_seconds_and_sigterm_ends_i
     wait_free(topology(estate))
     t = topology(estate)
     live = live_color(t)
+    if journal(t).prod != live:  # an earlier failure left the journal behind: settle it first
+        settle_with_switch_to(estate, live)
     with hung_postgres(lab):
         started = time.monotonic()
         code, report = status_json(estate)
