@@ -6,13 +6,20 @@ API, no SSH to the app hosts, no readable journal, no free lock. One run:
 
 1. one round trip: HAProxy's backends and live map, the deployment lock taken over (whoever held
    it is recorded, and its next compare-and-swap or step-boundary check finds the lock is no
-   longer its own, so it stops and restores), the journal's text;
-2. one round trip: `show map; set map live; set map preview; show map` on one admin-socket
-   connection, and the map file rewritten in the same shell, so a reload keeps the flip;
-3. the public frontend asked until the new colour answers (X-Served-By);
-4. one round trip: the switch recorded in the journal if it parsed, otherwise appended to a side
-   file beside it (`<journal>.pending`, JSON lines) that the next normal command folds in; the
-   lock released (only if it is still ours).
+   longer its own, so it stops, and leaves a colour that became live as it is), the journal's
+   digest and text and the side file's;
+2. the target: `--to COLOUR`, else for a rollback the colour live before the last RECORDED
+   switch, else the other colour. Already live: nothing moves (an emergency that took effect is
+   safe to repeat), and a flip the journal does not know yet is recorded;
+3. one round trip: the one-step flip every path uses (`haproxy_cli.flip_script`: runtime map and
+   map file together, SIGHUP ignored, so a cut connection cannot split them); a lost answer is
+   followed by one more look at the map, and the error says whether traffic moved;
+4. the public frontend asked until the new colour answers (X-Served-By);
+5. one round trip, each part run whatever the others did: the journal (0600, under the old
+   tool's flock, a compare-and-swap against what step 1 read, only while the lock is ours),
+   else a line appended to the side file (`<journal>.pending`) that the next normal command
+   folds in; then the lock released. Whatever fails is said beside the flip, with how to
+   release the lock by hand when it could not be.
 
 The SSH connection is the OpenSSH client running one remote shell for the whole command (one TCP
 connection, one key exchange, one session; each step is a script sent down that session), host
