@@ -529,8 +529,52 @@ def ensure_next_app(bench: Bench) -> None:
         when_unlocked(lambda: switch(bench.service(), watch=False))
 
 
+BEFORE_FIX_LINES = ("http-reuse safe", "retry-on conn-failure empty-response",
+                    "http-request disable-l7-retry unless METH_GET")
+
+
+@contextlib.contextmanager
+def configured_as_before(bench: Bench) -> Iterator[None]:
+    """The lab as it was before issue 21's fix, for comparison: the app's idle keep-alive back to
+    Node's default 5 s (KEEP_ALIVE_TIMEOUT in each colour's ecosystem, PM2 reloaded before any
+    load runs) and HAProxy without the reuse and retry lines. Put back afterwards."""
+    from bluegreen.model.topology import COLORS
+
+    t = bench.topology()
+    saved: dict[str, tuple[Any, str, bytes]] = {}
+    config_path = t.load_balancer.path(t.haproxy.config_path)
+    with bench.executor(t.load_balancer) as lb:
+        config = lb.get(config_path, step="read haproxy.cfg") or b""
+        saved["lb"] = (t.load_balancer, config_path, config)
+        lines = [line for line in config.decode().splitlines() if line.strip() not in BEFORE_FIX_LINES]
+        lb.put(config_path, "\n".join(lines) + "\n", step="haproxy.cfg as before")
+        haproxy.reload(lb, t)
+    for color in COLORS:
+        host = t.app_host(color)
+        paths = cmd.AppPaths.of(t, host)
+        with bench.executor(host) as ex:
+            eco = ex.get(paths.ecosystem, step="read the ecosystem") or b""
+            saved[color] = (host, paths.ecosystem, eco)
+            before = eco.decode().replace('"KEEP_ALIVE_TIMEOUT": "65000"', '"KEEP_ALIVE_TIMEOUT": "5000"')
+            if before == eco.decode():
+                raise BenchError(f"{color}'s ecosystem does not set KEEP_ALIVE_TIMEOUT 65000")
+            ex.put(paths.ecosystem, before, step="ecosystem as before")
+            ex.run(cmd.pm2_reload(t, paths), step="pm2 reload")
+    time.sleep(5)
+    try:
+        yield
+    finally:
+        for key, (host, path, content) in saved.items():
+            with bench.executor(host) as ex:
+                ex.put(path, content, step="put back")
+                if key == "lb":
+                    haproxy.reload(ex, t)
+                else:
+                    ex.run(cmd.pm2_reload(t, cmd.AppPaths.of(t, host)), step="pm2 reload")
+
+
 def run_next(bench: Bench, *, switches: int = 100, gets: int = 8, posts: int = 4, pause: float = 0.02,
-             deploy_app: bool = True) -> Section:
+             deploy_app: bool = True, label: str = "") -> Section:
     """100 switches (half normal, half emergency) of the real app under keep-alive GETs and
     Server Action POSTs, no client retry: every request that fails is counted."""
     from bluegreen.lab.nextapp import render_form
@@ -543,8 +587,8 @@ def run_next(bench: Bench, *, switches: int = 100, gets: int = 8, posts: int = 4
     shape = LoadShape(gets + posts, pause)
     results = []
     kinds_by_run: list[list[str]] = []
-    for key, name, emergency in (("next-normal", "real app: switch (normal path, direct)", False),
-                                 ("next-emergency", "real app: switch --emergency", True)):
+    for key, name, emergency in (("next-normal", f"real app{label}: switch (normal path, direct)", False),
+                                 ("next-emergency", f"real app{label}: switch --emergency", True)):
         load = NextLoadProcess(public, gets=gets, posts=posts, pause=pause, action_id=form.action_id,
                                ca_file=t.haproxy.ca_file, server_name=t.tls_server_name)
         run = drive(bench, key, name, public, ours(bench, emergency=emergency), switches // 2, shape,
@@ -574,7 +618,8 @@ def run_next(bench: Bench, *, switches: int = 100, gets: int = 8, posts: int = 4
         f"{pause * 1000:g} ms between requests, no client retry of any kind.", "",
         *(f"- {line}" for line in lines), "",
         render(results, shape)])
-    return Section("Cutover under load, real Next.js app (issue 21)", markdown, data=data, headline=lines)
+    return Section(f"Cutover under load, real Next.js app (issue 21){label}", markdown, data=data,
+                   headline=lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -589,14 +634,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: the real Next.js app, keep-alive GETs and Server Action POSTs, no retry")
     parser.add_argument("--no-deploy", action="store_true", help="with --next: both colours already serve it")
     parser.add_argument("--results", metavar="FILE", help="with --next: add the section's data to this results.json")
+    parser.add_argument("--before-fix", type=int, default=0, metavar="N",
+                        help="with --next: first N switches with the settings before issue 21's fix, to compare")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     if args.next:
+        sections = []
         with open_bench() as bench:
-            section = run_next(bench, switches=args.switches if args.switches != 50 else 100,
-                               deploy_app=not args.no_deploy)
-        print(f"## {section.title}\n\n{section.markdown}")
-        if args.results:
+            if not args.no_deploy:
+                ensure_next_app(bench)
+            if args.before_fix:
+                with configured_as_before(bench):
+                    sections.append(run_next(bench, switches=args.before_fix, deploy_app=False,
+                                             label=" before the fix"))
+            sections.append(run_next(bench, switches=args.switches if args.switches != 50 else 100,
+                                     deploy_app=False))
+        for section in sections:
+            print(f"## {section.title}\n\n{section.markdown}\n")
+        for section in sections if args.results else []:
             path = Path(args.results)
             results = json.loads(path.read_text()) if path.exists() else {"sections": {}}
             results.setdefault("sections", {})[section.title] = {**section.data, "markdown": section.markdown,
