@@ -230,7 +230,7 @@ def lab_haproxy_reloads(bench: Bench) -> int:
 
 def drive(bench: Bench, key: str, name: str, url: str, cutover: Callable[[], Cutover], count: int,
           shape: LoadShape, notes: list[str] | None = None,
-          load_process: Callable[[], Any] | None = None) -> MethodRun:
+          load_process: Callable[[], Any] | None = None, gaps: tuple[float, ...] = (GAP_S,)) -> MethodRun:
     say(f"-- {name}: {count} cutovers under {shape.clients} clients on {url}")
     notes = list(notes or [])
     reloads_before = lab_haproxy_reloads(bench)
@@ -253,7 +253,7 @@ def drive(bench: Bench, key: str, name: str, url: str, cutover: Callable[[], Cut
                 errors.append(FailedCutover(called, time.monotonic(), str(exc)))
             if (i + 1) % 10 == 0:
                 say(f"   {i + 1}/{count}")
-            time.sleep(GAP_S)
+            time.sleep(gaps[i % len(gaps)])
         time.sleep(TAIL_S)
         end = time.monotonic()
         samples = load.stop()
@@ -467,6 +467,9 @@ def render(results: list[dict[str, Any]], shape: LoadShape) -> str:
 # --------------------------------------------------------------------------- the real app (issue 21)
 
 NEXT_REF = "next-v2"
+# Quiet time after each switch, cycling: with the switch call itself, a colour sits idle from about
+# 2 to 8 s between two switches, across the app's old 5 s keep-alive (a fixed cadence could miss it).
+NEXT_GAPS_S = (0.3, 1.5, 2.5, 3.0, 3.5, 4.0, 5.0)
 
 
 class NextLoadProcess:
@@ -592,7 +595,7 @@ def run_next(bench: Bench, *, switches: int = 100, gets: int = 8, posts: int = 4
         load = NextLoadProcess(public, gets=gets, posts=posts, pause=pause, action_id=form.action_id,
                                ca_file=t.haproxy.ca_file, server_name=t.tls_server_name)
         run = drive(bench, key, name, public, ours(bench, emergency=emergency), switches // 2, shape,
-                    load_process=_given(load))
+                    load_process=_given(load), gaps=NEXT_GAPS_S)
         result = analyze(run)
         by_kind: dict[str, dict[str, int]] = {}
         window_start = run.events[0].called if run.events else run.baseline[1]
@@ -615,7 +618,10 @@ def run_next(bench: Bench, *, switches: int = 100, gets: int = 8, posts: int = 4
     markdown = "\n".join([
         f"{gets} keep-alive GET clients and {posts} keep-alive Server Action POST clients on the real Next.js "
         f"app ({NEXT_REF} on both colours, `next start` under PM2), each on one persistent connection, "
-        f"{pause * 1000:g} ms between requests, no client retry of any kind.", "",
+        f"{pause * 1000:g} ms between requests, no client retry of any kind; half the GET clients load the "
+        f"home page, half /api/health. After each switch a pause cycling through "
+        f"{', '.join(f'{g:g}' for g in NEXT_GAPS_S)} s, so each colour sits idle for every length from about "
+        "2 to 8 s between switches.", "",
         *(f"- {line}" for line in lines), "",
         render(results, shape)])
     return Section(f"Cutover under load, real Next.js app (issue 21){label}", markdown, data=data,

@@ -2,14 +2,16 @@
 
     python benchmarks/nextload.py URL GET_CLIENTS POST_CLIENTS PAUSE MAX_SECONDS OUT_FILE ACTION_ID [CA SERVER_NAME]
 
-GET clients load the home page; POST clients submit its Server Action the way the browser does
-with JavaScript on (`Next-Action: <id>`, the FormData encoded as React's `encodeReply` writes it,
-see `bluegreen.lab.nextapp.submit`), each writing one row. Every client keeps ONE connection open
-across its requests (HTTP/1.1 keep-alive, honouring `Connection: close` and chunked bodies, which
-http.client does) and never retries: a request whose connection closed before an answer is a
-failure, as it is for a browser's POST. Prints `ready` once each kind has answered, runs until a
-line arrives on stdin (or MAX_SECONDS pass), then writes every sample as JSON rows
-`[started, latency_ms, status, served_by, error, kind]` to OUT_FILE.
+GET clients load the home page (server-rendered, chunked) or, every other one, the light health
+route (many more requests, so many more reused connections); POST clients submit the page's
+Server Action the way the browser does with JavaScript on (`Next-Action: <id>`, the FormData
+encoded as React's `encodeReply` writes it, see `bluegreen.lab.nextapp.submit`), each writing one
+row. Every client keeps ONE connection open across its requests (HTTP/1.1 keep-alive, honouring
+`Connection: close` and chunked bodies, which http.client does) and never retries: a request
+whose connection closed before an answer is a failure, as it is for a browser's POST. Prints
+`ready` once each kind has answered, runs until a line arrives on stdin (or MAX_SECONDS pass),
+then writes every sample as JSON rows `[started, latency_ms, status, served_by, error, kind]` to
+OUT_FILE.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from bluegreen.hosts import health
 from bluegreen.lab.loadgen import _require_loopback, _TlsConnection
 
 BOUNDARY = "----bluegreen-bench-boundary"
+HEALTH_PATH = "/api/health"
 
 
 def _form_body(values: dict[str, str]) -> bytes:
@@ -77,7 +80,7 @@ class Clients:
     def _request(self, conn: http.client.HTTPConnection, kind: str, n: int, client: int) -> http.client.HTTPResponse:
         headers = {"Host": self.server_name} if self.server_name else {}
         if kind == "GET":
-            conn.request("GET", self.path, headers=headers)
+            conn.request("GET", self.path if client % 2 == 0 else HEALTH_PATH, headers=headers)
         else:
             body = _form_body({"name": f"bench {client}-{n}", "post": f"cutover-{uuid.uuid4().hex[:8]}"})
             conn.request("POST", self.path, body=body, headers={
