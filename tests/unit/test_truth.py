@@ -123,3 +123,19 @@ def test_a_failing_lock_release_is_reported_beside_the_operations_own_error(tmp_
     with pytest.raises(RemoteError) as released, manager.hold("deploy"):
         pass
     assert "'deploy' itself finished" in str(released.value) and "lock release --force" in str(released.value)
+
+
+def test_a_deploy_recorded_in_the_side_file_is_folded_in_once() -> None:
+    """A deploy that lost its lock appends its record to the side file; the next read folds it."""
+    from bluegreen.model.journal import DeployRecord, fold, parse_side
+
+    record = DeployRecord(color="green", ref="main", sha="a" * 40, release="20260101000000-aaaaaaa", who="ops",
+                          when="2026-01-01T00:00:00Z", duration_ms=5, result="failed", failed_step="health",
+                          error="pre-empted; left green as it is")
+    line = '{"id": "d1", ' + __import__("json").dumps(record.to_dict())[1:]
+    entries = parse_side(line + "\nnot json\n")
+    assert len(entries) == 1
+    state = fold(State.fresh("blue"), entries, keep=200)
+    assert state.last_deploy("green") == record and state.history[0]["id"] == "d1"
+    assert fold(state, entries, keep=200) == state  # folded once
+    assert state.deploy_totals() == {"green": {"failed": 1}}
