@@ -20,10 +20,14 @@ def rollback(estate: Estate, *, emergency: bool = False, direct: bool = False, w
     if emergency:
         return emergency_switch(estate, rollback=True, to_color=None)  # needs no readable journal
     with estate.pooled(), estate.on(estate.t.load_balancer) as lb:
-        live = estate.live_color(lb)
-        # From the journal, not from HAProxy: a rollback that moved traffic but was cut off before
-        # its record is, when repeated, a no-op (its target is live) rather than a flip back.
-        previous = rollback_target(estate.read_state(lb), live)
+        try:
+            live = estate.live_color(lb)
+            # From the journal, not from HAProxy: a rollback that moved traffic but was cut off before
+            # its record is, when repeated, a no-op (its target is live) rather than a flip back.
+            previous = rollback_target(estate.read_state(lb), live)
+        except BlueGreenError as exc:
+            exc.args = (f"{exc}. Traffic did not move",)
+            raise
         return switch(estate, direct=direct, watch=watch, to_color=previous, reason="rollback")
 
 
