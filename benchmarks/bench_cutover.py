@@ -608,24 +608,42 @@ def run_next(bench: Bench, *, switches: int = 100, gets: int = 8, posts: int = 4
         result["byKind"] = by_kind
         results.append(result)
         kinds_by_run.append(load.kinds)
-    data = {"gets": gets, "posts": posts, "pause": pause, "retries": 0, "methods": results}
+    data = {"gets": gets, "posts": posts, "pause": pause, "retries": 0, "gapsSeconds": list(NEXT_GAPS_S),
+            "beforeFix": bool(label), "methods": results}
+    markdown, lines = next_markdown(data)
+    return Section(f"Cutover under load, real Next.js app (issue 21){label}", markdown, data=data,
+                   headline=lines)
+
+
+def next_markdown(data: dict[str, Any]) -> tuple[str, list[str]]:
+    """The section's text and headline lines from its data (results.json can be re-rendered)."""
+    results = data["methods"]
     lines = [f"{r['method']}: {r['failed']} failed of {r['requests']} requests over {r['cutovers']} switches "
              f"(GET {r['byKind'].get('GET', {}).get('failed', 0)}/{r['byKind'].get('GET', {}).get('requests', 0)}, "
              f"Server Action POST {r['byKind'].get('POST', {}).get('failed', 0)}/"
              f"{r['byKind'].get('POST', {}).get('requests', 0)} failed)"
              + (f"; {len(r['cutoverErrors'])} switch calls failed" if r["cutoverErrors"] else "")
              for r in results]
+    gaps = ", ".join(f"{g:g}" for g in data.get("gapsSeconds", NEXT_GAPS_S))
+    shape = LoadShape(data["gets"] + data["posts"], data["pause"])
+    # The generic table's first paragraph describes the other load (half new connections): not this one.
+    tables = render(results, shape).split("\n\n", 1)[1]
     markdown = "\n".join([
-        f"{gets} keep-alive GET clients and {posts} keep-alive Server Action POST clients on the real Next.js "
-        f"app ({NEXT_REF} on both colours, `next start` under PM2), each on one persistent connection, "
-        f"{pause * 1000:g} ms between requests, no client retry of any kind; half the GET clients load the "
-        f"home page, half /api/health. After each switch a pause cycling through "
-        f"{', '.join(f'{g:g}' for g in NEXT_GAPS_S)} s, so each colour sits idle for every length from about "
-        "2 to 8 s between switches.", "",
-        *(f"- {line}" for line in lines), "",
-        render(results, shape)])
-    return Section(f"Cutover under load, real Next.js app (issue 21){label}", markdown, data=data,
-                   headline=lines)
+        f"{data['gets']} keep-alive GET clients and {data['posts']} keep-alive Server Action POST clients on the "
+        f"real Next.js app ({NEXT_REF} on both colours, `next start` under PM2), each on ONE persistent "
+        f"connection, {data['pause'] * 1000:g} ms between its requests, no client retry of any kind (a "
+        "connection closed without an answer is a failed request); half the GET clients load the home page, "
+        f"half /api/health. After each switch a pause cycling through {gaps} s, so a colour sits idle for "
+        "every length from about 2 to 8 s between switches. Switch calls as in the section above "
+        "(`switch.mode: direct`, no watch). \"During\" runs from the first switch call to the last one's "
+        "return; \"old colour after return\" counts answers from the previous colour to requests sent after "
+        "the call returned."
+        + (" Run with the settings from before issue 21's fix (`configured_as_before`): the app's idle "
+           "keep-alive at Node's default 5 s, HAProxy without `http-reuse safe`, `retry-on` and "
+           "`disable-l7-retry`; the failures are connections closed with no byte of an answer "
+           "(`RemoteDisconnected`)." if data.get("beforeFix") else ""), "",
+        *(f"- {line}" for line in lines), "", tables])
+    return markdown, lines
 
 
 def main(argv: list[str] | None = None) -> int:
