@@ -14,6 +14,7 @@ from bluegreen.hosts.haproxy_cfg import backend_colors, color_from_config, serve
 from bluegreen.hosts.haproxy_cli import (
     FLIP_SOCKET_TIMEOUT,
     LIVE_KEY,
+    MAP_FILE_OK,
     MAP_FILE_WRITTEN,
     MISSING_BACKEND_EXIT,
     NO_ANSWER_EXIT,
@@ -194,8 +195,8 @@ def set_live_color(executor: Executor, paths: HaproxyPaths, live_color: str, map
     it, even when this client loses the connection half way.
 
     Refuses, before changing anything, when the running HAProxy lacks either colour backend: a
-    map value naming a missing backend answers every request with 503. `file_changed` is True
-    whenever the file was (re)written.
+    map value naming a missing backend answers every request with 503. A map file that already
+    says it is not touched (`file_changed` False).
     """
     wanted = routing_entries(live_color)
     step = f"route traffic to {live_color}"
@@ -219,7 +220,7 @@ def set_live_color(executor: Executor, paths: HaproxyPaths, live_color: str, map
         moved = color_of(after.get(LIVE_KEY, "")) if after else None
         raise RemoteError(executor.host, step, f"HAProxy did not take the new map: {refused} (it routes "
                           f"to {moved or 'an unknown backend'}; the map file: {file_state})")
-    if file_state != MAP_FILE_WRITTEN:
+    if file_state not in MAP_FILE_OK:
         raise RemoteError(executor.host, "write the live-colour map file", f"{file_state} (HAProxy already "
                           f"routes to {live_color} in memory; a reload before the file is fixed would undo "
                           "that; `bluegreen switch --to " + live_color + "` rewrites it)")
@@ -227,7 +228,8 @@ def set_live_color(executor: Executor, paths: HaproxyPaths, live_color: str, map
     if runtime_changed:
         log.info("%s: live colour is now %s (was %s)", executor.host, live_color,
                  color_of(before.get(LIVE_KEY, "")) or before.get(LIVE_KEY))
-    return FlipResult(previous=before, current=after, runtime_changed=runtime_changed, file_changed=True)
+    return FlipResult(previous=before, current=after, runtime_changed=runtime_changed,
+                      file_changed=file_state == MAP_FILE_WRITTEN)
 
 
 def read_map_file(executor: Executor, paths: HaproxyPaths) -> dict[str, str] | None:

@@ -401,6 +401,8 @@ NO_ANSWER_EXIT = 4
 REFUSED_EXIT = 5
 FLIP_SOCKET_TIMEOUT = 5.0
 MAP_FILE_WRITTEN = "file written"
+MAP_FILE_UNCHANGED = "file unchanged"
+MAP_FILE_OK = (MAP_FILE_WRITTEN, MAP_FILE_UNCHANGED)
 
 
 def _has_entries(entries: Mapping[str, str]) -> str:
@@ -451,7 +453,10 @@ def flip_script(socket_path: str, map_path: str, wanted: Mapping[str, str], map_
         "elif printf '%s\\n' \"$after\" | awk '$2==\"live\"{f=1} END{exit !f}'; then "
         "body=$(printf '%s\\n' \"$after\" | awk 'NF==3{print $2\" \"$3}'); "
         "body=\"$body\"$'\\n'; else body=''; fi",
-        "if [ -n \"$body\" ]; then if t=$(mktemp -- \"$M.XXXXXXXX\") && printf '%s' \"$body\" > \"$t\" "
+        # A file that already says it is left alone (its mtime too: nothing changed).
+        "cur=$(cat -- \"$M\" 2>/dev/null; printf x)",
+        f"if [ -n \"$body\" ] && [ \"$cur\" = \"${{body}}x\" ]; then file='{MAP_FILE_UNCHANGED}'; "
+        "elif [ -n \"$body\" ]; then if t=$(mktemp -- \"$M.XXXXXXXX\") && printf '%s' \"$body\" > \"$t\" "
         f"&& chmod 644 -- \"$t\" && mv -f -- \"$t\" \"$M\"; then file='{MAP_FILE_WRITTEN}'; "
         "else rm -f -- \"$t\"; file='file write failed'; fi; fi",
         f"printf '%s\\n' \"$before\" {RESPONSE_END} \"$after\" {RESPONSE_END} \"$file\" {RESPONSE_END}",

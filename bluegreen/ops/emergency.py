@@ -43,7 +43,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from bluegreen.hosts.haproxy_cli import (
-    MAP_FILE_WRITTEN,
+    MAP_FILE_OK,
     HaproxyPaths,
     flip_script,
     routing_entries,
@@ -250,7 +250,7 @@ def _run(t: Topology, lb: Any, *, rollback: bool, who: str, to_color: str | None
                          duration_ms=int(flip_ms), preempted=before.preempted, path="emergency")
     entry["verified"] = verified
     recorded_in, errors = _record(t, lb, before, state, entry, timings, progress)
-    if map_file != MAP_FILE_WRITTEN:
+    if map_file not in MAP_FILE_OK:
         errors.append(f"HAProxy routes to {target} in memory, but the map file: {map_file} (a reload before it "
                       f"is fixed would undo the flip; `bluegreen switch --to {target}` rewrites it)")
     if not verified:

@@ -385,3 +385,15 @@ def test_a_refused_flip_still_leaves_the_file_saying_what_haproxy_routes_by(tmp_
                         refuse="preview bk_blue")
     assert refused.returncode == REFUSED_EXIT and "Refused by the test" in refused.stderr
     assert (tmp_path / "live.map").read_text() == "live bk_green\npreview bk_green\n"
+
+
+def test_a_flip_to_the_live_colour_leaves_a_map_file_that_says_it_alone(tmp_path: Path) -> None:
+    from bluegreen.hosts.haproxy_cli import MAP_FILE_UNCHANGED
+
+    map_file = tmp_path / "live.map"
+    map_file.write_text("live bk_green\npreview bk_blue\n")
+    before = map_file.stat().st_mtime_ns
+    again = _run_flip(tmp_path, backends="bk_blue\nbk_green", state="live bk_green\npreview bk_blue\n")
+    assert again.returncode == 0, again.stderr
+    assert haproxy_cli.split_answers(again.stdout)[2] == MAP_FILE_UNCHANGED
+    assert map_file.stat().st_mtime_ns == before
