@@ -76,6 +76,8 @@ def _operation_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="run only the plan written by `plan --deploy --json` (same commit and migrations)")
 
     s = sub.add_parser("switch", parents=[common], help="move live traffic to the standby colour")
+    s.add_argument("--to", metavar="COLOUR", choices=["blue", "green"], dest="to_color",
+                   help="the colour to make live; already live: a no-op that says so (safe to repeat)")
     s.add_argument("--emergency", action="store_true", help="skip the checks; flip at runtime directly")
     s.add_argument("--direct", action="store_true", help="flip through the HAProxy runtime API, not `pulumi up`")
     s.add_argument("--no-watch", action="store_true", help="do not watch the new colour afterwards")

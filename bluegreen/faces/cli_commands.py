@@ -56,7 +56,8 @@ def cmd_status(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProg
     o.result(data, text)
     # The full report is always printed; the exit code tells scripts whether production is served.
     live_ok = report.live is not None and report.colors[report.live].healthy
-    return 0 if live_ok else 1
+    consistent = not (report.truth or {}).get("mismatches")
+    return 0 if live_ok and consistent else 1
 
 
 def cmd_deploy(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
@@ -73,6 +74,8 @@ def cmd_deploy(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProg
     finally:
         if not o.as_json:
             o.say(p.summary())
+    if result.error:  # deployed, but the record went elsewhere (or nowhere): said, not hidden
+        o.say(f"warning: {result.error}")
     o.result(result.to_json(), f"deployed {result.ref} ({(result.sha or '')[:7]}) to {result.color} "
              f"as release {result.release}; dependencies {result.dependencies}. "
              + (f"Database dumped to {result.backup} ({result.backup_bytes} bytes) before migrating "
@@ -86,24 +89,30 @@ def cmd_switch(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProg
         return cmd_emergency(args, t, o, p, rollback=False)
     estate = cli_estate(t, p)
     with estate.pooled():  # one SSH connection per host for the plan and the switch
-        plan = plan_switch(estate, emergency=args.emergency, direct=args.direct)
-        o.say(f"switch live traffic {plan.from_color} -> {plan.to_color} (release {plan.release}, "
-              f"path {plan.path})")
-        confirm(f"switch to {plan.to_color}?", yes=args.yes, stdin=sys.stdin, err=o.err)
-        result = switch(estate, emergency=args.emergency, direct=args.direct, watch=not args.no_watch)
+        plan = plan_switch(estate, emergency=args.emergency, direct=args.direct, to_color=args.to_color)
+        if not plan.noop:  # a no-op moves nothing: no question to ask
+            o.say(f"switch live traffic {plan.from_color} -> {plan.to_color} (release {plan.release}, "
+                  f"path {plan.path})")
+            confirm(f"switch to {plan.to_color}?", yes=args.yes, stdin=sys.stdin, err=o.err)
+        result = switch(estate, emergency=args.emergency, direct=args.direct, watch=not args.no_watch,
+                        to_color=args.to_color or plan.to_color)
     return _switch_result(result, o)
 
 
 def _switch_result(result: Any, o: Output) -> int:
     data = result.to_json()
+    if result.noop:
+        o.result(data, "; ".join(result.notes) or f"{result.color} is already live: nothing to switch")
+        return 0
     if result.ok:
         o.result(data, f"{result.color} is live (flip {result.flip_ms:.0f} ms via {result.path}; "
                  f"verified {result.verified}; watched {result.watched_s:.0f}s)")
         return 0
     if not result.rolled_back and result.verified:
-        o.result(data, f"{result.color} is live, but: {result.error}")  # e.g. the journal write failed
+        o.result(data, f"traffic moved: {result.color} is live, but: {result.error}")  # e.g. the journal write
         return 1
-    o.result(data, f"switch failed: {result.error}")
+    o.result(data, f"switch failed: {result.error} (traffic is back on {result.from_color})"
+             if result.rolled_back else f"switch failed: {result.error}")
     return 1
 
 

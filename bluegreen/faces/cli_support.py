@@ -56,6 +56,11 @@ def format_status(data: dict[str, Any]) -> str:
              + ("  ** DRIFT: HAProxy and stack config disagree **" if data["drift"] else "")]
     if data.get("reconcile"):
         lines.append(f"  reconcile the declared colour with: {data['reconcile']}")
+    truth = data.get("liveTruth") or {}
+    for mismatch in truth.get("mismatches") or []:
+        lines.append(f"  ** MISMATCH: {mismatch} **")
+    if truth.get("resolve"):
+        lines.append(f"  resolve with: {truth['resolve']}")
     lines.append(f"  {'colour':<7} {'host':<12} {'health':<14} {'release':<24} {'sha':<8} {'pm2':<16} haproxy")
     for color, c in data["colors"].items():
         health = f"{c['statusCode'] or '-'} {c['latencyMs'] or 0:.0f}ms" if c["healthy"] else \

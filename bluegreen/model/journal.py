@@ -196,7 +196,7 @@ class State:
                          database=database),
             keep=keep)
 
-    def with_deploy_record(self, record: DeployRecord, *, keep: int = DEFAULT_HISTORY_KEEP) -> State:
+    def with_deploy_record(self, record: DeployRecord, *, keep: int | None = DEFAULT_HISTORY_KEEP) -> State:
         counts = {c: dict(r) for c, r in self.deploy_totals().items()}
         counts.setdefault(record.color, {})
         counts[record.color][record.result] = counts[record.color].get(record.result, 0) + 1
@@ -439,7 +439,8 @@ def parse_side(text: str) -> list[dict[str, Any]]:
         except ValueError:
             log.warning("side journal line %d is not JSON; skipped", n)
             continue
-        if isinstance(entry, dict) and entry.get("to") in COLORS and entry.get("from") in COLORS:
+        if isinstance(entry, dict) and ((entry.get("to") in COLORS and entry.get("from") in COLORS)
+                                        or (entry_type(entry) == "deploy" and entry.get("color") in COLORS)):
             entries.append(entry)
     return entries
 
@@ -448,8 +449,16 @@ def fold(state: State, entries: list[dict[str, Any]], keep: int | None) -> State
     """The journal with side-file entries it does not hold yet (by id) added, oldest first."""
     known = {e.get("id") for e in state.history if isinstance(e, Mapping) and e.get("id")}
     for entry in entries:
-        if entry.get("id") not in known:
-            state = with_entry(state, entry, keep)
+        if entry.get("id") in known:
+            continue
+        if entry_type(entry) == "deploy":
+            # A deploy that lost its lock records here instead of writing the journal.
+            record = DeployRecord.from_dict(entry)
+            if record is not None:
+                state = state.with_deploy_record(record, keep=keep)
+                state = replace(state, history=({**entry, **state.history[0]}, *state.history[1:]))
+            continue
+        state = with_entry(state, entry, keep)
     return state
 
 
@@ -460,8 +469,6 @@ def unfinished_release(state: State, color: str, release: str) -> str | None:
     record names that is newer than the colour's newest good deploy (a deploy killed before it
     could record anything). Older unrecorded releases (an old tool, trimmed history) pass.
     """
-    pass
-
     deploys = [r for r in state.records() if isinstance(r, DeployRecord) and r.color == color]
     named = next((r for r in deploys if r.release == release), None)
     if named is not None:

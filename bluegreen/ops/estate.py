@@ -17,7 +17,7 @@ from typing import Any
 
 from bluegreen.hosts import haproxy
 from bluegreen.hosts.executor import Executor, connect
-from bluegreen.hosts.journal import EstateJournal
+from bluegreen.hosts.journal import EstateJournal, JournalNotOurs, LockOwner
 from bluegreen.hosts.lock import LockManager
 from bluegreen.hosts.metrics import LOCK_METRICS_OPERATIONS, write_lock_metrics
 from bluegreen.hosts.openssh import OpenSshExecutor
@@ -142,6 +142,21 @@ class Estate:
 
     def write_state(self, lb: Executor, state: State, live: str) -> State:
         return self.journal(lb).write(state, live=live)
+
+    def update_state(self, lb: Executor, change: Callable[[State], State], live: str) -> State:
+        """The journal changed as a compare-and-swap against what was read, under the old tool's
+        flock, and (inside `holding`) only while this run still holds the deployment lock
+        (JournalNotOurs otherwise: an operation that lost its lock never writes the journal)."""
+        return self.journal(lb).update(change, live=live, owner=self.owner())
+
+    def owner(self) -> LockOwner | None:
+        """Who may write the journal: this run's lock token (None outside `holding`)."""
+        if self._lease is None:
+            return None
+        held = self._lease.held
+        if held is None or not held.token:
+            raise JournalNotOurs(self._lease.lost or "the deployment lock is no longer held by this run")
+        return LockOwner(self._lease.path, held.token)
 
     def live_color(self, lb: Executor) -> str:
         return haproxy.live_color(lb, self.t)

@@ -292,9 +292,16 @@ def remove_release(release: str) -> str:
 # ---------------------------------------------------------------- database host
 
 
-def psql(t: Topology, db_host: Container, sql: str, *, database: str | None = None) -> str:
+def psql(t: Topology, db_host: Container, sql: str, *, database: str | None = None,
+         timeout_s: int | None = None) -> str:
+    """psql as postgres over the unix socket; with `timeout_s`, libpq's connect timeout and the
+    server's statement timeout, and `timeout` around it all (a stopped server hangs a connect)."""
     socket_dir = db_host.path("/var/run/postgresql")
-    return sh("runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+    bounded: list[str] = []
+    if timeout_s is not None:
+        bounded = ["timeout", "-k", "1", str(2 * timeout_s + 2), "env", f"PGCONNECT_TIMEOUT={timeout_s}",
+                   f"PGOPTIONS=-c statement_timeout={timeout_s * 1000}"]
+    return sh("runuser", "-u", "postgres", "--", *bounded, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
               "-h", socket_dir, "-p", str(t.database.port), "-d", database or t.database.name,
               "-At", "-F", "\x1f", "-c", sql)
 
