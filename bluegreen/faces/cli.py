@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
-from bluegreen.faces.cli_support import DEFAULT_STACK_ENV, Output, stack_name
+from bluegreen.faces.cli_support import DEFAULT_STACK_ENV, Output, RedactingStream, redact_logs, stack_name
 from bluegreen.faces.terminal import TerminalProgress
 from bluegreen.model.errors import BlueGreenError, ConfigError
-from bluegreen.model.sensitive import redact
+from bluegreen.model.sensitive import SecretSet, redact
 from bluegreen.model.stackfile import load_stack
 from bluegreen.model.topology import Topology
 from bluegreen.ops.signals import raise_on_sigterm
@@ -177,34 +177,48 @@ def handler_for(args: argparse.Namespace) -> Handler:
     return handler
 
 
+def _with_secrets(t: Topology, secrets: SecretSet) -> Topology:
+    """Every secret the stack knows, for scrubbing everything this run writes (`stack_secrets`)."""
+    from bluegreen.model.secrets import stack_secrets
+
+    secrets.add(*stack_secrets(t))
+    return t
+
+
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
+    secrets = SecretSet()
+    # Everything written to stdout and stderr (results, progress, logs, errors) goes through the
+    # run's secrets: by value once the stack is loaded, by shape from the start.
+    out = RedactingStream(out or sys.stdout, secrets)  # type: ignore[assignment]
+    err = RedactingStream(err or sys.stderr, secrets)  # type: ignore[assignment]
+    assert out is not None and err is not None
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=err,
                         format="%(levelname)s %(name)s: %(message)s")
-    o = Output(args.json, out, err)
+    redact_logs(secrets)
+    o = Output(args.json, out, err, secrets)
     raise_on_sigterm()  # SIGTERM runs the same restore paths as Ctrl-C
     try:
         if args.command == "approve":  # needs only the stack name, not the project
             from bluegreen.faces.approve import cmd_approve
 
             return cmd_approve(args, o)
-        return handler_for(args)(args, _load(args), o, TerminalProgress(err))
+        return handler_for(args)(args, _with_secrets(_load(args), secrets), o, TerminalProgress(err))
     except BlueGreenError as exc:
+        message = redact(str(exc), secrets)
         if args.json:
-            out.write(json.dumps({"ok": False, "error": str(exc), "kind": type(exc).__name__}) + "\n")
-        err.write(f"bluegreen: {exc}\n")
+            out.write(json.dumps({"ok": False, "error": message, "kind": type(exc).__name__}) + "\n")
+        err.write(f"bluegreen: {message}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         err.write("bluegreen: interrupted\n")
         return 130
     except Exception as exc:  # a bug, not a foreseeable failure: one line, details with --verbose
         logging.getLogger("bluegreen").debug("internal error", exc_info=True)
-        message = redact(f"internal error: {type(exc).__name__}: {exc}")
+        message = redact(f"internal error: {type(exc).__name__}: {exc}", secrets)
         if args.json:
             out.write(json.dumps({"ok": False, "error": message, "kind": "InternalError"}) + "\n")
         err.write(f"bluegreen: {message} (run with --verbose for the traceback)\n")

@@ -46,7 +46,7 @@ def cmd_config_check(args: argparse.Namespace, t: Topology, o: Output, _p: Termi
 
 
 def cmd_status(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
-    report = status(cli_estate(t, p))
+    report = status(cli_estate(t, p, o))
     data = report.to_json()
     text = format_status(data)
     table = None if o.as_json else status_table(data, o.err)  # rich on a terminal, else plain lines
@@ -59,7 +59,7 @@ def cmd_status(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProg
 
 
 def cmd_deploy(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
-    estate = cli_estate(t, p)
+    estate = cli_estate(t, p, o)
     approved = cli_db.load_approved_plan(args.approved_plan, args) if args.approved_plan else None
     plan = plan_deploy(estate, args.ref, migrate=args.migrate, allow_destructive=args.allow_destructive)
     for line in cli_db.plan_lines(plan):
@@ -83,7 +83,7 @@ def cmd_deploy(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProg
 def cmd_switch(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
     if args.emergency:
         return cmd_emergency(args, t, o, p, rollback=False)
-    estate = cli_estate(t, p)
+    estate = cli_estate(t, p, o)
     with estate.pooled():  # one SSH connection per host for the plan and the switch
         plan = plan_switch(estate, emergency=args.emergency, direct=args.direct)
         o.say(f"switch live traffic {plan.from_color} -> {plan.to_color} (release {plan.release}, "
@@ -109,7 +109,7 @@ def _switch_result(result: Any, o: Output) -> int:
 def cmd_rollback(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
     if args.with_database:
         return cli_db.cmd_rollback_with_database(args, t, o, p)
-    estate = cli_estate(t, p)
+    estate = cli_estate(t, p, o)
     if args.snapshot:
         confirm("restore the standby container from its last snapshot?", yes=args.yes,
                 stdin=sys.stdin, err=o.err)
@@ -123,7 +123,7 @@ def cmd_rollback(args: argparse.Namespace, t: Topology, o: Output, p: TerminalPr
 
 
 def cmd_rebuild(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
-    estate = cli_estate(t, p)
+    estate = cli_estate(t, p, o)
     confirm("destroy and rebuild the standby container?", yes=args.yes, stdin=sys.stdin, err=o.err)
     data = rebuild_standby(estate).to_json()
     key = data.get("hostKey") or {}
@@ -133,7 +133,7 @@ def cmd_rebuild(args: argparse.Namespace, t: Topology, o: Output, p: TerminalPro
 
 
 def cmd_history(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
-    entries = history(cli_estate(t, p), args.limit)
+    entries = history(cli_estate(t, p, o), args.limit)
     lines = []
     for e in entries:
         when = e.get("timestamp") or e.get("when") or "?"
@@ -154,7 +154,7 @@ def cmd_history(args: argparse.Namespace, t: Topology, o: Output, p: TerminalPro
 
 
 def cmd_lock(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
-    estate = cli_estate(t, p)
+    estate = cli_estate(t, p, o)
     if args.lock_command == "status":
         lock = lock_status(estate)
         o.result({"lock": lock}, "lock: free" if not lock else

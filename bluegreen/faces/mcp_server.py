@@ -20,7 +20,7 @@ import math
 import os
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -39,8 +39,9 @@ from bluegreen.model.deploy_pin import DeployPin
 from bluegreen.model.errors import BlueGreenError, ConfigError
 from bluegreen.model.progress import RecordingProgress, StepRecord
 from bluegreen.model.secrets import SECRET_ENVS as SECRET_ENVS
-from bluegreen.model.secrets import known_secrets
-from bluegreen.model.sensitive import Sensitive, redact
+from bluegreen.model.secrets import stack_secrets
+from bluegreen.model.sensitive import SecretSet, Sensitive, as_secret_set, redact
+from bluegreen.model.sensitive import redact_tree as redact_tree
 from bluegreen.model.topology import Topology
 from bluegreen.ops.deploy import deploy, plan_deploy
 from bluegreen.ops.estate import Estate
@@ -135,26 +136,15 @@ def progress_message(event: str, record: StepRecord) -> str:
     return record.name
 
 
-def redact_tree(value: Any, secrets: Sequence[Sensitive]) -> Any:
-    """Every string inside `value` redacted; keys and structure untouched, so JSON stays valid."""
-    if isinstance(value, str):
-        return redact(value, secrets)
-    if isinstance(value, Mapping):
-        return {key: redact_tree(item, secrets) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact_tree(item, secrets) for item in value]
-    return value
-
-
-def ok_result(data: dict[str, Any], summary: str | None = None, *, secrets: Sequence[Sensitive] = (),
+def ok_result(data: dict[str, Any], summary: str | None = None, *, secrets: Iterable[Sensitive] = (),
               is_error: bool = False) -> CallToolResult:
     """A result as text (for the model) and structured content (for programs), secrets scrubbed.
 
     Host output inside results (status errors, failed steps) can quote anything, credentials too,
     and text an outsider wrote: it is quoted as untrusted, with a note saying what that means.
     """
-    marked = mark_tree(redact_tree(data, secrets))
-    text = json.dumps(marked, indent=2, default=str)
+    marked = mark_tree(redact_tree(json.loads(json.dumps(data, default=str)), secrets))
+    text = redact(json.dumps(marked, indent=2), secrets)  # a second pass over the JSON as sent
     summary = redact(summary, secrets) if summary else None
     content: list[ContentBlock] = [TextContent(type="text", text=summary)] if summary else []
     content.append(TextContent(type="text", text=text))
@@ -164,7 +154,8 @@ def ok_result(data: dict[str, Any], summary: str | None = None, *, secrets: Sequ
     return CallToolResult(content=content, structured_content=json.loads(text), is_error=is_error)
 
 
-def error_result(message: str) -> CallToolResult:
+def error_result(message: str, secrets: Iterable[Sensitive] = ()) -> CallToolResult:
+    message = redact(message, secrets)
     content: list[ContentBlock] = [TextContent(type="text", text=message)]
     if is_marked(message):
         content.append(TextContent(type="text", text=NOTE))
@@ -201,12 +192,14 @@ class DeployTools:
 
     def __init__(self, topology: Topology, *, store: ApprovalStore, ttl: float = DEFAULT_TTL_SECONDS,
                  estate_factory: EstateFactory | None = None, ops: Operations | None = None,
-                 secrets: list[Sensitive] | None = None,
+                 secrets: SecretSet | list[Sensitive] | None = None,
                  elicitation: bool = True, poll_seconds: float = 1.0) -> None:
         self.t = topology
         self.store = store
         self.ttl = ttl
-        self.secrets = list(secrets or [])
+        # `stack_secrets`, shared with every estate this server opens: what one call learns from
+        # the hosts is scrubbed from every later result too.
+        self.secrets: SecretSet = as_secret_set(secrets)
         self.elicitation = elicitation
         self.poll_seconds = poll_seconds
         self._factory = estate_factory or self._default_estate
@@ -508,7 +501,7 @@ class DeployTools:
         except BlueGreenError as exc:
             message = redact(error_message(exc), self.secrets)
             log.warning("%s: %s", tool, message)
-            return error_result(message)
+            return error_result(message, self.secrets)
         except Exception as exc:
             log.error("%s: internal error: %s: %s", tool, type(exc).__name__, redact(str(exc), self.secrets))
             if log.isEnabledFor(logging.DEBUG):
@@ -548,6 +541,6 @@ def serve(topology: Topology, *, environ: Mapping[str, str] | None = None) -> No
     store = ApprovalStore(default_root(env, topology.stack), topology.stack)
     store.ensure()
     tools = DeployTools(topology, store=store, ttl=ttl,
-                        secrets=known_secrets(topology, env), elicitation=elicitation_enabled(env))
+                        secrets=stack_secrets(topology, env), elicitation=elicitation_enabled(env))
     log.info("MCP server for stack %s on stdio", topology.stack)
     build_server(tools).run("stdio")

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 from bluegreen.model.errors import HostKeyError, RemoteError
-from bluegreen.model.sensitive import Sensitive, redact
+from bluegreen.model.sensitive import SecretSet, Sensitive, as_secret_set, redact
 from bluegreen.render.shell import env_prefix, sh
 
 if TYPE_CHECKING:
@@ -69,8 +69,12 @@ class Executor(Protocol):
 @dataclass
 class _Base:
     host: str
-    secrets: list[Sensitive] = field(default_factory=list)
+    # A shared `SecretSet` stays shared (values the estate learns later are scrubbed too).
+    secrets: Iterable[Sensitive] = field(default_factory=SecretSet)
     command_timeout: float = 900.0
+
+    def __post_init__(self) -> None:
+        self.secrets = as_secret_set(self.secrets)
 
     def _clean(self, text: str) -> str:
         return redact(text, self.secrets)
@@ -348,7 +352,7 @@ def ssh_target(topology: Topology, container: Container) -> SshTarget:
 def connect(topology: Topology, container: Container,
             secrets: Iterable[Sensitive] = ()) -> SshExecutor:
     """An executor for one host of the estate (not yet connected: it connects on first use)."""
-    return SshExecutor(host=container.label, secrets=list(secrets),
+    return SshExecutor(host=container.label, secrets=as_secret_set(secrets),
                        command_timeout=topology.ssh.command_timeout,
                        target=ssh_target(topology, container))
 

@@ -27,7 +27,7 @@ from bluegreen.hosts.hostconfig import (
     sql_secrets,
 )
 from bluegreen.model.errors import ConfigError
-from bluegreen.model.sensitive import Sensitive
+from bluegreen.model.sensitive import SecretSet, Sensitive
 from bluegreen.model.topology import COLORS, Container, Topology
 from bluegreen.render.bootstrap import render_bootstrap
 from bluegreen.render.haproxy import render_haproxy_cfg, render_live_map
@@ -81,7 +81,7 @@ def executor_from_props(props: Mapping[str, Any], secrets: Iterable[Sensitive] =
         connect_timeout=_number(conn.get("connect_timeout") or 10, "connect_timeout"),
         ssh_config=str(conn.get("ssh_config") or "~/.ssh/config"),
     )
-    return SshExecutor(host=str(conn.get("host") or target.address), secrets=list(secrets),
+    return SshExecutor(host=str(conn.get("host") or target.address), secrets=SecretSet(secrets),
                        command_timeout=_number(conn.get("command_timeout") or 900, "command_timeout"),
                        target=target)
 

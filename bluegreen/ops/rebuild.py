@@ -165,9 +165,10 @@ def _replace_and_serve(estate: Estate, backend: ContainerBackend, host: Containe
                                              progress=progress)
     if not backend.configures_hosts:
         assert secrets is not None
-        # An executor that redacts the secrets it writes.
+        # The secrets it writes join what every output of this run is scrubbed of.
+        estate.secrets.add(*secrets.all())
         with progress.step(f"configure {host.label}", long=True), \
-                connect(t, host, secrets=[*estate.secrets, *secrets.all()]) as ex:
+                connect(t, host, secrets=estate.secrets) as ex:
             result.configured = configure_app_host(t, host, ex, secrets)
     deployed = deploy(estate, sha, migrate=False, snapshot=False)
     result.release, result.sha = deployed.release, deployed.sha
