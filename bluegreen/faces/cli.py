@@ -128,8 +128,12 @@ def _estate_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
     sub.add_parser("mcp", parents=[common], help="run the MCP server on stdio")
     ap = sub.add_parser("approve", parents=[common],
-                        help="approve a deploy, switch or rollback the MCP server is waiting for")
+                        help="approve a deploy, switch or rollback the MCP server is waiting for "
+                             "(as the approver account: sudo -u <approver> bluegreen approve CODE)")
     ap.add_argument("code", help="the approval code the assistant showed you, e.g. K7QF-3MXD")
+    ap.add_argument("--approvals-dir", metavar="DIR",
+                    help="the shared approvals directory (default: $BLUEGREEN_APPROVALS_DIR or "
+                         "/var/lib/bluegreen/approvals)")
     ad = sub.add_parser("adopt", parents=[common],
                         help="write the running estate (PVE settings, live colour, repo, db user) into the stack file")
     ad.add_argument("--dry-run", action="store_true", help="show the stack file diff, write nothing")

@@ -33,7 +33,14 @@ from mcp.types import CallToolResult, ContentBlock, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from bluegreen.faces.approval import DEFAULT_TTL_SECONDS, ApprovalError, canonical
-from bluegreen.faces.approval_store import ApprovalStore, Request, default_root, request_digest
+from bluegreen.faces.approval_store import (
+    ApprovalStore,
+    Grant,
+    Request,
+    approver_from,
+    default_root,
+    request_digest,
+)
 from bluegreen.faces.exposure import NOTE, error_message, is_marked, mark_tree, quote_untrusted
 from bluegreen.model.deploy_pin import DeployPin
 from bluegreen.model.errors import BlueGreenError, ConfigError
@@ -176,6 +183,11 @@ def whoami() -> str:
     from bluegreen.model.lock import default_holder
 
     return default_holder()
+
+
+def approved_holder(tool: str, request: Request, grant: Grant) -> str:
+    """Who runs an approved call, as the lock and the journal record it."""
+    return f"{whoami()} via MCP {tool}, approved by {grant.who()} ({grant.via}, code {request.code})"
 
 
 class Confirmation(BaseModel):
@@ -324,14 +336,17 @@ class DeployTools:
             store.discard(named.code)
             note = (f"Approval code {named.code} was for an older plan (the estate or inputs changed); "
                     "it was withdrawn. This is a new plan with a new code.")
-        if waiting is None and self._can_elicit(ctx):
+        can_elicit = self._can_elicit(ctx)
+        if waiting is None and can_elicit:
             asked = await self._ask_person(ctx, tool, args, planned, facts, plan=plan, run=run)
             if asked is not None:
                 return asked
+        if waiting is None and not store.terminal_approval:
+            return self._unapprovable(tool, args, planned, facts)
         request = waiting or store.create(tool, args, planned, facts, describe_plan(tool, planned), self.ttl)
         if waiting is None:
-            log.info("%s: approval %s requested (valid %gs); approve with `bluegreen approve %s "
-                     "--stack %s`", tool, request.code, self.ttl, request.code, self.t.stack)
+            log.info("%s: approval %s requested (valid %gs); approve with `%s`", tool, request.code,
+                     self.ttl, store.approve_command(request.code))
         if wait_seconds > 0:
             approved = await self._wait_for_grant(ctx, request, wait_seconds)
             if approved:
@@ -339,26 +354,37 @@ class DeployTools:
                 return await self._redeem_and_run(ctx, tool, request, replanned, refacts, run)
         return self._awaiting(tool, args, request, again=waiting is not None, note=note)
 
+    def _unapprovable(self, tool: str, args: dict[str, Any], planned: dict[str, Any],
+                      facts: dict[str, Any]) -> CallToolResult:
+        """No way for a person to approve here: no dialog in this client, no approver account."""
+        why = ("Nothing was changed, and nothing can approve it from here: this MCP client shows no "
+               "approval dialog (elicitation), and no approver account is configured for terminal "
+               "approvals (BLUEGREEN_APPROVER, see docs/MCP.md). Run it with the bluegreen CLI instead, "
+               "or set up an approver account.")
+        return ok_result({"approved": False, "changed": False, "tool": tool, "arguments": args,
+                          "plan": planned, "estate": facts, "next": why}, why, secrets=self.secrets,
+                         is_error=True)
+
     async def _redeem_and_run(self, ctx: Context, tool: str, request: Request, planned: dict[str, Any],
                               facts: dict[str, Any], run: Callable[[Estate], dict[str, Any]]
                               ) -> CallToolResult:
         grant = self.store.redeem(request, planned, facts)
         log.info("%s: approval %s given by %s (%s) matches the current plan; running",
-                 tool, request.code, grant.approved_by, grant.via)
-        return await self._execute(ctx, tool, run)
+                 tool, request.code, grant.who(), grant.via)
+        return await self._execute(ctx, tool, run, who=approved_holder(tool, request, grant))
 
     async def _wait_for_grant(self, ctx: Context, request: Request, wait_seconds: int) -> bool:
         """Poll the store until the person approves, the request goes, or time is up; report progress."""
         # The store's clock is wall time shared with other processes; the wait itself is monotonic.
         deadline = time.monotonic() + min(wait_seconds, max(0.0, request.expires_at - self.store.clock()))
-        message = (f"waiting for approval {request.code}: run `bluegreen approve {request.code} "
-                   f"--stack {self.t.stack}` in a terminal")
+        message = (f"waiting for approval {request.code}: the person runs `"
+                   f"{self.store.approve_command(request.code)}` in a terminal")
         count = 0
         while time.monotonic() < deadline:
+            if self.store.grant(request.code) is not None:  # a declined one raises: the call ends
+                return True
             try:
-                if self.store.grant(request.code) is not None:
-                    return True
-                self.store.get(request.code)  # declined, expired or withdrawn: stop waiting
+                self.store.get(request.code)  # expired or withdrawn: stop waiting
             except ApprovalError:
                 return False
             count += 1
@@ -370,18 +396,19 @@ class DeployTools:
     def _awaiting(self, tool: str, args: dict[str, Any], request: Request, *, again: bool,
                   note: str | None) -> CallToolResult:
         remaining = max(0, round(request.expires_at - self.store.clock()))
-        command = f"bluegreen approve {request.code} --stack {self.t.stack}"
+        command = self.store.approve_command(request.code)
         data = {"approved": False, "changed": False, "tool": tool, "arguments": args,
                 "plan": request.plan, "estate": request.estate,
                 "approval": {"code": request.code, "status": "waiting for a person",
                              "expiresInSeconds": remaining, "approveInTerminal": command},
                 "next": (f"Nothing was changed. The approval code does nothing by itself and you "
                          f"cannot approve it. Show the person this plan and the code; they approve it "
-                         f"themselves in a terminal with `{command}`, which shows them the plan. After "
-                         f"they have approved it, call {tool} again with the same arguments "
-                         f"(approval_code={request.code!r}), within {remaining} seconds.")}
-        if note:
-            data["note"] = note
+                         f"themselves in a terminal with `{command}` (it asks for their password and "
+                         f"shows them the plan). After they have approved it, call {tool} again with "
+                         f"the same arguments (approval_code={request.code!r}), within {remaining} seconds.")}
+        ignored = self.store.ignored.get(request.code)
+        if ignored or note:
+            data["note"] = " ".join(filter(None, [note, ignored]))
         lead = "Still waiting for approval." if again else "Approval needed."
         summary = (f"{lead} {describe_plan(tool, request.plan)}\n\nApproval code: {request.code} "
                    f"(approve in a terminal: {command})")
@@ -400,9 +427,9 @@ class DeployTools:
             redact_tree(planned, self.secrets), redact_tree(facts, self.secrets))
         return result
 
-    async def _execute(self, ctx: Context, tool: str, run: Callable[[Estate], dict[str, Any]]
-                       ) -> CallToolResult:
-        result = await self._in_thread(ctx, run)
+    async def _execute(self, ctx: Context, tool: str, run: Callable[[Estate], dict[str, Any]], *,
+                       who: str | None = None) -> CallToolResult:
+        result = await self._in_thread(ctx, run, who=who)
         if result.get("ok", True):
             return ok_result(result, secrets=self.secrets)
         # A switch that ran but was undone (the watch failed) is reported, not raised.
@@ -445,13 +472,13 @@ class DeployTools:
             return ok_result({"approved": False, "changed": False, "tool": tool, "arguments": args,
                               "plan": planned, "estate": facts, "answer": answer.action},
                              f"Not approved ({answer.action}): nothing was changed.", secrets=self.secrets)
-        self.store.approve(request, approved_by=f"{whoami()} in the MCP client", via="elicitation")
+        self.store.approve_in_dialog(request, approved_by=f"the person at the MCP client of {whoami()}")
         replanned, refacts = await self._plan(ctx, plan)
         return await self._redeem_and_run(ctx, tool, request, replanned, refacts, run)
 
     # -- plumbing -------------------------------------------------------------------
 
-    async def _in_thread(self, ctx: Context, work: Callable[[Estate], T]) -> T:
+    async def _in_thread(self, ctx: Context, work: Callable[[Estate], T], *, who: str | None = None) -> T:
         """Run `work` on a fresh estate handle in a worker thread; forward its progress as notifications.
 
         The worker never waits for the client: events go into an unbounded queue that a task
@@ -478,6 +505,8 @@ class DeployTools:
                         log.debug("progress notification not sent: %s", type(exc).__name__)
 
         estate = self._factory(RecordingProgress(listener=listener))
+        if who is not None:
+            estate.who = who  # the journal and the lock name who approved the run
         failure: Exception | None = None
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(forward)
@@ -538,8 +567,14 @@ def serve(topology: Topology, *, environ: Mapping[str, str] | None = None) -> No
     """Run the MCP server on stdio until the client closes it."""
     env = os.environ if environ is None else environ
     ttl = approval_ttl(env)
-    store = ApprovalStore(default_root(env, topology.stack), topology.stack)
+    store = ApprovalStore(default_root(env, topology.stack), topology.stack, approver=approver_from(env))
     store.ensure()
+    if os.getuid() == 0:
+        log.warning("the MCP server runs as root: anything else running as root can write approvals "
+                    "and use the estate's keys; run it as an ordinary user (docs/MCP.md)")
+    if store.approver is None:
+        log.warning("no approver account (%s): only the MCP client's own dialog can approve a deploy, "
+                    "switch or rollback", "BLUEGREEN_APPROVER")
     tools = DeployTools(topology, store=store, ttl=ttl,
                         secrets=stack_secrets(topology, env), elicitation=elicitation_enabled(env))
     log.info("MCP server for stack %s on stdio", topology.stack)
