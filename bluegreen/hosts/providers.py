@@ -206,6 +206,11 @@ class BootstrapProvider(HostProvider):
     kind = "bootstrap"
     required = ("script", "script_path")
     inputs = ("script", "script_path")
+    # A new address is an update, never a replace: a replace would trust on first use whatever key
+    # answers there. The update connects strictly, so a moved host's key is shown and must be
+    # pinned (`bluegreen trust`) first. A container the program re-creates still replaces its
+    # bootstrap (`replace_with`), and only then is its brand-new key trusted.
+    replace_on: ClassVar[tuple[str, ...]] = ()
 
     def identity(self, props: Mapping[str, Any]) -> str:
         return f"bootstrap:{_lookup(props, 'connection.address')}:{props['script_path']}"
