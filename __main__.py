@@ -17,6 +17,7 @@ from bluegreen.model.config import from_config, pulumi_getter, read_public_keys
 from bluegreen.model.errors import BlueGreenError, ConfigError
 from bluegreen.model.placeholders import require_complete
 from bluegreen.model.secrets import TOKEN_ENV, read_token
+from bluegreen.model.tlspin import bundle_covers, provider_trust_bundle
 from bluegreen.model.topology import Topology
 from components.estate import build_estate, stack_outputs
 from components.hostconfig import app_env_secrets, configure_hosts, database_password
@@ -45,6 +46,28 @@ def api_token(topology: Topology) -> pulumi.Output[str]:
     return pulumi.Output.secret(f"{token_id}={secret.reveal()}")
 
 
+def provider_insecure(topology: Topology) -> bool:
+    """The provider verifies the node's certificate unless the stack explicitly says not to.
+
+    The provider (Go) has no fingerprint pin or CA option: it trusts what Go trusts, the system CAs
+    or the PEM bundle named by SSL_CERT_FILE in the environment of `pulumi` (which this program and
+    the provider share). `bluegreen trust --proxmox` writes the node's certificate for exactly that
+    (see docs/SECURITY.md); the automation sets SSL_CERT_FILE itself.
+    """
+    configured = pulumi.Config("proxmoxve").get_bool("insecure")
+    insecure = topology.proxmox.insecure if configured is None else configured
+    if insecure:
+        pulumi.log.warn(f"INSECURE: TLS verification of the Proxmox API {topology.proxmox.endpoint} is OFF "
+                        "(proxmox.insecure / proxmoxve:insecure): anyone on the path can read the API token. "
+                        "Pin the node with `bluegreen trust --proxmox` and remove the setting.")
+        return True
+    bundle = provider_trust_bundle(topology)
+    if bundle and not bundle_covers(os.environ.get("SSL_CERT_FILE"), bundle):
+        pulumi.log.warn(f"the Proxmox provider verifies {topology.proxmox.endpoint} with the system CAs only; "
+                        f"run pulumi with SSL_CERT_FILE={bundle} so that it trusts the node's certificate")
+    return False
+
+
 def main() -> None:
     try:
         topology = load_topology()
@@ -56,11 +79,10 @@ def main() -> None:
     except BlueGreenError as err:
         raise pulumi.RunError(str(err)) from None
 
-    configured_insecure = pulumi.Config("proxmoxve").get_bool("insecure")
     provider = proxmoxve.Provider(
         "proxmoxve",
         endpoint=topology.proxmox.endpoint,
-        insecure=topology.proxmox.insecure if configured_insecure is None else configured_insecure,
+        insecure=provider_insecure(topology),
         api_token=token,
     )
     estate = build_estate(topology, provider, public_keys=public_keys)

@@ -120,11 +120,15 @@ def _estate_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     pl.add_argument("--changes", action="store_true",
                     help="instead: compare each container with Proxmox; say what reboots or replaces it")
 
-    tr = sub.add_parser("trust", parents=[common], help="pin the SSH host keys of the estate's hosts")
+    tr = sub.add_parser("trust", parents=[common],
+                        help="pin the SSH host keys of the estate's hosts, or the Proxmox certificate")
     tr.add_argument("hosts", nargs="*", help="vmid, name, colour or role (default: every host)")
     tr.add_argument("--fingerprint", action="append", default=[], metavar="SHA256:...",
-                    help="accept only a key with this fingerprint (repeatable); no prompt")
+                    help="accept only a key (or with --proxmox a certificate) with this fingerprint "
+                         "(repeatable); no prompt")
     tr.add_argument("--yes", "-y", action="store_true", help="pin without asking (trust on first use)")
+    tr.add_argument("--proxmox", action="store_true",
+                    help="instead: show and pin the Proxmox node's TLS certificate (proxmox.fingerprint)")
 
     sub.add_parser("mcp", parents=[common], help="run the MCP server on stdio")
     ap = sub.add_parser("approve", parents=[common],

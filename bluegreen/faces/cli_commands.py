@@ -30,10 +30,12 @@ def cmd_config_check(args: argparse.Namespace, t: Topology, o: Output, _p: Termi
     estate = [{"vmid": c.vmid, "name": c.name, "role": c.role, "color": c.color, "ip": str(c.interface),
                "cores": c.cores, "memoryMb": c.memory, "diskGb": c.disk, "existing": c.existing}
               for c in t.containers]
+    tls = proxmox_tls(t)
     data = {"ok": True, "stack": t.stack, "activeColor": t.active_color, "node": t.proxmox.node,
-            "endpoint": t.proxmox.endpoint, "switchMode": t.switch.mode, "containers": estate,
-            "endpoints": {"public": t.public_url, "preview": t.preview_url}}
+            "endpoint": t.proxmox.endpoint, "proxmoxTls": tls, "switchMode": t.switch.mode,
+            "containers": estate, "endpoints": {"public": t.public_url, "preview": t.preview_url}}
     lines = [f"stack {t.stack}: valid. Proxmox node {t.proxmox.node} at {t.proxmox.endpoint}",
+             f"proxmox TLS: {tls}",
              f"live colour (declared): {t.active_color}; switch path: {t.switch.mode}", ""]
     lines.append(f"  {'ct':>5}  {'name':<14} {'role':<13} {'address':<18} {'cores':>5} {'mem':>6} {'disk':>5}  adopt")
     for c in t.containers:
@@ -43,6 +45,19 @@ def cmd_config_check(args: argparse.Namespace, t: Topology, o: Output, _p: Termi
     lines += ["", f"public  {t.public_url}", f"preview {t.preview_url}"]
     o.result(data, "\n".join(lines))
     return 0
+
+
+def proxmox_tls(t: Topology) -> str:
+    from bluegreen.model.tlspin import show_fingerprint
+
+    if t.proxmox.fingerprint:
+        return f"verified: certificate pinned ({show_fingerprint(t.proxmox.fingerprint)})"
+    if t.proxmox.insecure:
+        return ("NOT VERIFIED (proxmox.insecure: true): anyone on the path can read the API token; "
+                "pin the node with `bluegreen trust --proxmox`")
+    if t.proxmox.ca_file:
+        return f"verified against {t.proxmox.ca_file}"
+    return "verified against the system CAs (a self-signed node: `bluegreen trust --proxmox`)"
 
 
 def cmd_status(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
@@ -215,6 +230,10 @@ def _plan_changes(t: Topology, o: Output) -> int:
 
 
 def cmd_trust(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
+    if getattr(args, "proxmox", False):
+        from bluegreen.faces.trust_proxmox import trust_proxmox
+
+        return trust_proxmox(args, t, o)
     from bluegreen.hosts.executor import fetch_host_key, fingerprint, resolve_target, ssh_target, trust_host
 
     hosts = [t.find_host(h) for h in args.hosts] if args.hosts else list(t.containers)

@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from bluegreen.hosts.executor import connect
 from bluegreen.hosts.hostkeys import HostKey, trust_created_host
-from bluegreen.hosts.pulumi import PulumiSeam
+from bluegreen.hosts.pulumi import PulumiSeam, provider_tls_env
 from bluegreen.model.errors import BlueGreenError, SwitchError
 from bluegreen.model.secrets import Secrets, secrets_from_environment
 from bluegreen.model.timestamps import iso, utcnow
@@ -76,9 +76,10 @@ class PulumiBackend:
     pulumi_command: Any = None
     name: str = "pulumi"
     configures_hosts: bool = True
+    env: dict[str, str] | None = None  # for the CLI: SSL_CERT_FILE (`provider_tls_env`)
 
     def replace(self, host: Container) -> None:
-        seam = PulumiSeam(self.project_dir, self.stack, pulumi_command=self.pulumi_command)
+        seam = PulumiSeam(self.project_dir, self.stack, pulumi_command=self.pulumi_command, env=self.env)
         seam.replace_container(host.vmid, on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
 
 
@@ -184,4 +185,4 @@ def backend_for(t: Topology, pulumi_command: Any = None) -> ContainerBackend:
     for entry in entry_points(group=BACKENDS_GROUP, name=t.environment):
         factory: Callable[[Topology], ContainerBackend] = entry.load()
         return factory(t)
-    return PulumiBackend(t.project_dir, t.stack, pulumi_command)
+    return PulumiBackend(t.project_dir, t.stack, pulumi_command, env=provider_tls_env(t))
