@@ -69,7 +69,8 @@ def apply_estate(t: Topology, db_password: Sensitive, *,
         for container in t.containers:
             props = bootstrap_props(t, container)
             record(container, "bootstrap",
-                   apply_bootstrap(on(container), props["script"], props["script_path"]))
+                   apply_bootstrap(on(container), props["script"], props["script_path"],
+                                   secret_modes=props["secret_modes"]))
         db = t.database_host
         pg = postgres_props(t, db_password)
         record(db, "postgres", apply_postgres(on(db), sql=pg["sql"], hba_block=pg["hba"],

@@ -21,6 +21,7 @@ from bluegreen.render.monitoring import (
     render_node_exporter_defaults,
     textfile_dir,
 )
+from bluegreen.render.secretfiles import render_secret_modes
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_SOCKET_DIR = "/var/run/postgresql"
@@ -177,7 +178,7 @@ def _app(t: Topology, host: Container) -> list[str]:
         f"  ensure_dir {_q(host.path(app_dir))} {_q(user)} 0755",
         f"  ensure_dir {_q(host.path(app_dir + '/releases'))} {_q(user)} 0755",
         # shared/ holds .env with the database password.
-        f"  ensure_dir {_q(host.path(app_dir + '/shared'))} {_q(user)} 0750",
+        f"  ensure_dir {_q(host.path(app_dir + '/shared'))} {_q(user)} 0700",
         f"  ensure_dir {_q(host.path(app_dir + '/logs'))} {_q(user)} 0755",
         "fi",
         # Only a host booted by systemd can resurrect PM2 at boot; elsewhere (the lab) a no-op.
@@ -287,5 +288,9 @@ def render_bootstrap(t: Topology, container: Container) -> str:
         f"ensure_packages {packages}",
         *_ROLES[container.role](t, container),
         *_node_exporter(t, container),
+        # The files that hold secrets: 0600 in 0700 directories (also checked on every `up`).
+        "bash <<'BLUEGREEN_SECRET_MODES'",
+        render_secret_modes(t, container).rstrip("\n"),
+        "BLUEGREEN_SECRET_MODES",
     ]
     return "\n".join(lines) + "\n"

@@ -74,7 +74,7 @@ def test_app_host_gets_its_release_layout_owned_by_the_deploy_user() -> None:
     assert dirs_of(script) == {
         "/opt/jw-attendant-scheduler": ("jwapp", "0755"),
         "/opt/jw-attendant-scheduler/releases": ("jwapp", "0755"),
-        "/opt/jw-attendant-scheduler/shared": ("jwapp", "0750"),
+        "/opt/jw-attendant-scheduler/shared": ("jwapp", "0700"),
         "/opt/jw-attendant-scheduler/logs": ("jwapp", "0755"),
         "/var/lib/prometheus/node-exporter": (),
     }

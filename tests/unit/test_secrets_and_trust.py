@@ -306,3 +306,70 @@ def test_a_pinned_node_is_used_and_another_certificate_gets_nothing(tls_server: 
     with pytest.raises(ProxmoxError, match="trust --proxmox"):
         unpinned.version()
     assert tls_server.received == b""
+
+
+# ------------------------------------------------------------------------ secret files on the hosts
+
+
+def test_secret_files_are_tightened_and_drift_is_found_without_changing_anything(tmp_path: Path) -> None:
+    import os
+    import stat
+    import subprocess
+
+    from bluegreen.render.secretfiles import render_secret_modes
+
+    prod = load_stack(REPO, "prod")  # deploy user jwapp, PM2 home /home/jwapp/.pm2
+    host = dataclasses.replace(prod.app_host("green"), root=str(tmp_path))
+    files = {"home/jwapp/.pm2": 0o755, "home/jwapp/.pm2/dump.pm2": 0o644,
+             "opt/jw-attendant-scheduler/shared": 0o750, "opt/jw-attendant-scheduler/shared/.env": 0o640}
+    for rel, mode in files.items():
+        path = tmp_path / rel
+        if rel.endswith((".pm2", "shared")):
+            path.mkdir(parents=True)
+        else:
+            path.write_text("DATABASE_URL=postgresql://u:pw@h/d\n")
+        path.chmod(mode)
+    script = render_secret_modes(prod, host)
+    me = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    script = script.replace(" jwapp\n", f" {me}\n")  # the files belong to whoever runs the test
+
+    def run(**env: str) -> list[str]:
+        done = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True, check=True,
+                              env={**os.environ, **env})
+        return done.stdout.splitlines()
+
+    drift = run(BLUEGREEN_CHECK_ONLY="1")
+    assert len(drift) == 4 and all(line.startswith("bootstrap: would set") for line in drift)
+    assert {rel: stat.S_IMODE((tmp_path / rel).stat().st_mode) for rel in files} == files  # untouched
+    assert len(run()) == 4
+    assert {rel: stat.S_IMODE((tmp_path / rel).stat().st_mode) for rel in files} == {
+        "home/jwapp/.pm2": 0o700, "home/jwapp/.pm2/dump.pm2": 0o600,
+        "opt/jw-attendant-scheduler/shared": 0o700, "opt/jw-attendant-scheduler/shared/.env": 0o600}
+    assert run() == [] and run(BLUEGREEN_CHECK_ONLY="1") == []
+
+
+def test_a_secret_file_its_reader_does_not_own_is_reported_not_locked(tmp_path: Path) -> None:
+    import subprocess
+
+    from bluegreen.render.secretfiles import render_secret_modes
+
+    prod = load_stack(REPO, "prod")
+    host = dataclasses.replace(prod.app_host("green"), root=str(tmp_path))
+    env_file = tmp_path / "opt/jw-attendant-scheduler/.env"
+    env_file.parent.mkdir(parents=True)
+    env_file.write_text("DATABASE_URL=x\n")
+    env_file.chmod(0o644)
+    out = subprocess.run(["bash", "-s"], input=render_secret_modes(prod, host), capture_output=True,
+                         text=True, check=True).stdout
+    assert "NOT APPLIED" in out and "not jwapp: chown jwapp and chmod 600 it" in out
+    assert env_file.stat().st_mode & 0o777 == 0o644
+
+
+def test_pm2_save_and_dumps_leave_private_files() -> None:
+    from bluegreen.render import commands as cmd
+
+    t = load_stack(REPO, "prod")
+    paths = cmd.AppPaths.of(t, t.app_host("green"))
+    assert "chmod 700 /home/jwapp/.pm2 && for f in /home/jwapp/.pm2/dump.pm2" in cmd.pm2_reload(t, paths)
+    dump = cmd.dump_database(t, t.database_host, "/var/backups/jw-attendant/x.dump")
+    assert "umask 077" in dump and "-m 0700" in dump and "chmod 600" in dump
