@@ -14,6 +14,7 @@ import fcntl
 import os
 import secrets
 import select
+import shlex
 import shutil
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def python_argv(*args: str) -> list[str]:
 def write_bluegreen_wrapper(path: Path) -> Path:
     """A root-owned `bluegreen` for the approver's sudo rule (it and its directories root's alone)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    argv = " ".join(f"'{a}'" for a in python_argv()[:4])
+    argv = " ".join(shlex.quote(a) for a in python_argv())
     path.write_text(f"#!/bin/sh\nexec {argv} \"$@\"\n")
     path.chmod(0o755)
     return path
