@@ -1,11 +1,13 @@
 """MCP server on stdio: the deploy operations as tools for an AI assistant, over `bluegreen.ops`.
 
 stdout is the protocol; every log line goes to stderr. Reading tools run directly. Mutating tools
-are gated, and nothing the model receives can approve them: called, they change nothing and
-return the plan with a short approval code that only names a pending request in the local
-approvals store (`approval_store.py`). A person approves it: in the client's own dialog where it
-supports elicitation, or in a terminal with `bluegreen approve CODE`. Called again after that,
-the tool re-plans and runs only if the plan and estate are exactly what the person approved.
+are gated, and nothing the model receives, nor anything it can do as the server's OS user, can
+approve them: called, they change nothing and return the plan with a short approval code that
+only names a request the server holds in memory with a nonce the model never sees
+(`approval_store.py`). A person approves it: in the client's own dialog where it supports
+elicitation, or in a terminal as the approver account (`sudo -u <approver> bluegreen approve
+CODE`), which alone can write the grants the server trusts. Called again after that, the tool
+re-plans and runs only if the plan and estate are exactly what the person approved.
 
 The operations are synchronous: each call runs in a worker thread, and its progress events cross
 back to the event loop to become `notifications/progress` for clients that sent a progressToken.
