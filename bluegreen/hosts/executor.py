@@ -221,7 +221,8 @@ class SshExecutor(_Base):
                     f"the host key of {hostname}:{port} is unknown (not in {known_hosts}): it presents "
                     f"{exc.key_type} {exc.fingerprint}; refusing to connect. If that is the host's key "
                     f"(check it on the host: ssh-keygen -lf /etc/ssh/ssh_host_{exc.key_type.removeprefix('ssh-')}"
-                    f"_key.pub), pin it with `bluegreen trust {self.host} --fingerprint {exc.fingerprint}`") from None
+                    f"_key.pub), pin it with `bluegreen trust {self.host.split(' ', 1)[0]} --fingerprint "
+                    f"{exc.fingerprint}`") from None
             except paramiko.SSHException as exc:
                 client.close()
                 if isinstance(exc, paramiko.AuthenticationException):
