@@ -327,12 +327,12 @@ class DeployTools:
             candidates = [named]
         else:
             candidates = store.pending(tool, args)
-        granted = next((r for r in candidates if store.grant(r.code) is not None), None)
+        granted, declined = self._approved(candidates, named is not None)
         if granted is not None:
             return await self._redeem_and_run(ctx, tool, granted, planned, facts, run)
         current = request_digest(tool, args, planned, facts)
-        waiting = next((r for r in candidates if r.digest == current), None)
-        note = None
+        waiting = next((r for r in candidates if r.digest == current and r.code not in declined), None)
+        note = "; ".join(declined.values()) + ". This is a new plan with a new code." if declined else None
         if waiting is None and named is not None:
             # Never approved, and the plan it showed no longer exists: it can never run.
             store.discard(named.code)
@@ -355,6 +355,20 @@ class DeployTools:
                 replanned, refacts = await self._plan(ctx, plan)
                 return await self._redeem_and_run(ctx, tool, request, replanned, refacts, run)
         return self._awaiting(tool, args, request, again=waiting is not None, note=note)
+
+    def _approved(self, candidates: list[Request], named: bool) -> tuple[Request | None, dict[str, str]]:
+        """The first candidate a person approved, and the ones they declined (withdrawn). A code
+        the call named that was declined is the call's answer: an error."""
+        declined: dict[str, str] = {}
+        for request in candidates:
+            try:
+                if self.store.grant(request.code) is not None:
+                    return request, declined
+            except ApprovalError as exc:
+                if named:
+                    raise
+                declined[request.code] = str(exc).removesuffix("; nothing was changed")
+        return None, declined
 
     def _unapprovable(self, tool: str, args: dict[str, Any], planned: dict[str, Any],
                       facts: dict[str, Any]) -> CallToolResult:

@@ -267,7 +267,8 @@ def test_gated_calls_change_nothing_and_return_plan_and_code(estate: Topology, e
     assert deploy["plan"]["ref"] == "v2" and deploy["plan"]["migrate"] is True
     assert any("migration" in step for step in deploy["plan"]["steps"])
     assert deploy["approval"]["expiresInSeconds"] == 300
-    assert deploy["approval"]["approveInTerminal"] == f"bluegreen approve {code_of(deploy)} --stack lab"
+    assert deploy["approval"]["approveInTerminal"] == (
+        f"sudo -u {APPROVER} bluegreen approve {code_of(deploy)} --stack lab --approvals-dir {approvals.parent}")
     switch = answers["switch"]
     assert (switch["plan"]["from"], switch["plan"]["colour"]) == (live, standby)
     assert switch["plan"]["sha"] == before["colours"][standby][1]

@@ -791,3 +791,18 @@ def test_an_approved_deploy_runs_pinned_to_the_commit_and_migrations_the_person_
     assert estate.deploys == ["main"]
     pin = estate.pins[0]
     assert (pin.ref, pin.sha, pin.pending) == ("main", "1" * 40, (("20250101000000_add", "ab" * 32),))
+
+
+@needs_root
+def test_a_declined_code_gives_way_to_a_new_plan_or_answers_the_call_that_names_it(store: ApprovalStore) -> None:
+    estate = Estate()
+    tools = _tools(store, estate)
+    code = _data(_call(tools, "switch_traffic"))["approval"]["code"]
+    as_approver(store, store.get(code), approved=False)
+    fresh = _data(_call(tools, "switch_traffic"))
+    assert fresh["approval"]["code"] != code and f"approval code {code} was declined by ops" in fresh["note"]
+    named = _data(_call(tools, "switch_traffic"))["approval"]["code"]
+    as_approver(store, store.get(named), approved=False)
+    refused = _call(tools, "switch_traffic", approval_code=named)
+    assert refused.is_error and f"approval code {named} was declined" in _text(refused)
+    assert estate.switches == 0
