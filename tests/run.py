@@ -188,10 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     servers_get_default_signals()
     signal.signal(signal.SIGTERM, _interrupt)  # a CI time-out stops the worlds like Ctrl-C does
     why_not = can_make_worlds()
-    # Chosen files always run in a world of their own (even one): never in the shared root lab.
-    if (args.worlds > 1 or args.files) and not why_not and not pytest_args:
+    if args.worlds > 1 and not why_not and not pytest_args:
         try:
-            return run_in_worlds(max(args.worlds, 1), only=args.files, unit=not args.no_unit)
+            return run_in_worlds(args.worlds, only=args.files, unit=not args.no_unit)
         except WorldsUnavailable as exc:
             why_not = str(exc)
     if why_not and args.worlds > 1:
