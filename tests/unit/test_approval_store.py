@@ -550,6 +550,7 @@ def test_tool_calls_alone_never_switch(store: ApprovalStore) -> None:
     data = _data(first)
     code = data["approval"]["code"]
     assert (data["approved"], data["changed"]) == (False, False)
+    assert store.get(code).nonce not in _text(first) + json.dumps(first.structured_content)
     assert f"sudo -u nobody bluegreen approve {code} --stack lab" in data["next"]
     # Everything the model was given, fed back every way the tool accepts it.
     attempts = [{}, {"approval_code": code}, {"approval_code": code.lower()},
