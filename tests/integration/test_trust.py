@@ -85,3 +85,29 @@ def test_a_host_without_a_pin_is_refused_with_its_key_shown_by_the_bootstrap(lab
     assert f"it presents {key_type} {fingerprint(key_b64)}" in message
     assert f"bluegreen trust green --fingerprint {fingerprint(key_b64)}" in message
     assert known.read_text() == "".join(f"{line}\n" for line in kept)
+
+
+def test_every_up_finds_a_loosened_secret_file_and_the_update_tightens_it(lab: Lab) -> None:
+    """The bootstrap provider's diff (run on every `up`) checks the host's secret files read-only;
+    drift becomes an update, which tightens them."""
+    import stat
+
+    from bluegreen.render.secretfiles import pm2_home_of
+
+    t = lab.topology
+    host = t.app_host("green")
+    props = bootstrap_props(t, host)
+    dump = Path(pm2_home_of(t, host)) / "dump.pm2"
+    assert dump.exists(), "no PM2 dump on green: was anything deployed there?"
+    provider = BootstrapProvider()
+    assert not provider.diff("id", props, props).changes
+    dump.chmod(0o644)  # `pm2 save` by hand, with the default umask
+    try:
+        drift = provider.diff("id", props, props)
+        assert drift.changes and drift.changed == ["secret_modes"] and drift.replaces == []
+        assert stat.S_IMODE(dump.stat().st_mode) == 0o644  # the diff changed nothing
+        provider.update("id", props, props)
+        assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+        assert not provider.diff("id", props, props).changes
+    finally:
+        dump.chmod(0o600)
