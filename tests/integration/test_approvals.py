@@ -49,6 +49,7 @@ from tests.integration.accounts import (
     setup_approvals,
     write_bluegreen_wrapper,
 )
+from tests.integration.support import live_color
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(accounts_available() is not None, reason=str(accounts_available()))]
@@ -86,7 +87,10 @@ def person_project(lab: Lab, home: Path) -> Path:
     keep.mkdir(mode=0o700)
     stack = (REPO / "stacks" / "Pulumi.lab.yaml").read_text()
     for source, name in LAB_FILES.items():
-        shutil.copy(source, keep / name)
+        if name == "active-color":  # the colour HAProxy serves (a fresh lab has no such file yet)
+            (keep / name).write_text(live_color(lab.topology) + "\n")
+        else:
+            shutil.copy(source, keep / name)
         stack = stack.replace(source, str(keep / name))
     shutil.copy("/var/tmp/jw-lab/ssh/id_ed25519.pub", keep / "id_ed25519.pub")
     project = home / "project"
