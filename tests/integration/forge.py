@@ -67,7 +67,7 @@ def main() -> int:
         attempt("spent request put back", lambda: write(request_file, request))
 
     def run(argv: list[str], stdin: str = "y\n") -> str:
-        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=20)
         return f"exit {done.returncode}: {(done.stderr or done.stdout).strip()[-300:]}"
 
     approve = [bluegreen, "approve", code, "--stack", stack, "--approvals-dir", approvals]
