@@ -253,7 +253,7 @@ class PveClient:
         self.task_timeout = task_timeout
         self.fingerprint = normalize_fingerprint(fingerprint) if fingerprint else None
         if verify is False and self.fingerprint is None:
-            log.warning("INSECURE: TLS verification of %s is OFF (proxmox.insecure: true): anyone on the "
+            log.warning("INSECURE: TLS verification of %s is off (proxmox.insecure: true): anyone on the "
                         "path can read the API token and act as the node. Pin the node instead: "
                         "`bluegreen trust --proxmox`", endpoint)
         user, _, token_name = token_id.partition("!")
