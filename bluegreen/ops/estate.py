@@ -104,8 +104,9 @@ class Estate:
                     raise
                 log.debug("%s: %s not read: %s", host.label, path, exc)  # the operation goes on
                 break
-            if raw is not None:
+            if raw is not None:  # the release layout's, else the working copy's (an estate kept by hand)
                 self.secrets.add(*secrets_in_env_text(raw.decode(errors="replace"), self.t))
+                break
 
     def learn_secrets(self) -> None:
         """Read every app host's secrets now (before showing text the hosts wrote earlier, such as
