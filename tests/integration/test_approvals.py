@@ -125,9 +125,16 @@ def ready(world: World) -> World:
     service = Estate(world.t)
     while lock_status(service) is not None:
         anyio.run(anyio.sleep, 1)
-    report = status(service)
-    if not (report.colors[report.standby].healthy and report.colors[report.standby].release):
-        deploy(service, "v1", migrate=True)
+    for _ in range(2):
+        report = status(service)
+        standby = report.colors[report.standby]
+        if not (standby.healthy and standby.release):
+            deploy(service, "v1", migrate=True)
+        live = report.colors[report.live or report.declared]
+        if live.healthy and live.release:
+            break
+        # The live colour has nothing to serve: move traffic, then give the other colour a release.
+        switch(service, watch=False, emergency=not live.healthy)
     return world
 
 
