@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the lab and the tests need, skipping what is already there (safe to re-run).
 # Debian packages: haproxy, openssh-server, socat, PostgreSQL 15, Node.js, git, sudo (the approval
-# tests), iproute2 (the test
-# worlds), prometheus (with promtool),
+# tests), iproute2 (the test worlds), prometheus (with promtool),
 # prometheus-node-exporter and prometheus-blackbox-exporter (the lab's monitoring); PM2 from npm;
 # the Python venv with the project and its test dependencies.
 set -euo pipefail
