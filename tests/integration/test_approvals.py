@@ -187,7 +187,8 @@ def approve_with_sudo(world: World, code: str) -> tuple[int, str]:
     return on_terminal(["runuser", "-u", PERSON, "--", "sudo", "-u", APPROVER, str(world.bluegreen), "approve",
                         code, "--stack", "lab", "--approvals-dir", str(world.approvals)],
                        [(b"password for", world.person.password.encode()), (b"[y/N]", b"y")],
-                       env={"PATH": "/usr/bin:/bin", "HOME": str(world.person.home), "TERM": "dumb"}, cwd="/")
+                       env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(world.person.home), "TERM": "dumb"},
+                       cwd="/")
 
 
 def test_the_assistant_cannot_approve_only_the_person_can(ready: World, tmp_path: Path) -> None:
