@@ -356,6 +356,30 @@ class ApprovalStore:
                                 "ask for a new plan")
         return request
 
+    def keep_request_file(self, code: str) -> bool:
+        """Write the request file again if anyone changed or removed it (True then). Nothing the
+        server checks comes from it, but the approver shows it: a rewritten one would only make
+        the person's approval miss (its nonce or digest would not match)."""
+        live = self._live.get(normalize_code(code))
+        if live is None or self.approver is None:
+            return False
+        path = self._request_file(live.request.code)
+        try:
+            if read_json_file(path, max_bytes=4 * 1024 * 1024) == json.loads(json.dumps(
+                    live.request.to_file(), default=str)):
+                return False
+        except ApprovalError:
+            pass
+        with contextlib.suppress(OSError):
+            path.unlink()
+        try:
+            write_exclusive(path, live.request.to_file(), 0o640)
+        except OSError as exc:
+            log.warning("cannot write the approval request %s again: %s", path, exc)
+            return False
+        log.warning("the approval request file %s had been changed by someone else; written again", path)
+        return True
+
     def pending(self, tool: str, args: Mapping[str, Any]) -> list[Request]:
         """Live requests for exactly this call, newest first."""
         found = []

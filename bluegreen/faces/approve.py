@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from bluegreen.faces.approval import ApprovalError
+from bluegreen.faces.approval import ApprovalError, describe_plan  # the same words the MCP client saw
 from bluegreen.faces.approval_store import (
     APPROVALS_DIR_ENV,
     Grant,
@@ -45,7 +45,6 @@ def printable(text: str) -> str:
 
 
 def render_request(request: Request, now: float) -> str:
-    from bluegreen.faces.mcp_server import describe_plan  # the same words the MCP client saw
 
     body = json.dumps({"tool": request.tool, "arguments": dict(request.args), "plan": request.plan,
                        "estate": request.estate}, indent=2, sort_keys=True)

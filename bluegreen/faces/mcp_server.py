@@ -35,6 +35,8 @@ from mcp.types import CallToolResult, ContentBlock, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from bluegreen.faces.approval import DEFAULT_TTL_SECONDS, ApprovalError, canonical
+from bluegreen.faces.approval import describe_plan as describe_plan
+from bluegreen.faces.approval import estate_facts as estate_facts
 from bluegreen.faces.approval_store import (
     ApprovalStore,
     Grant,
@@ -105,36 +107,6 @@ def elicitation_enabled(environ: Mapping[str, str]) -> bool:
     if raw in ("off", "0", "false", "no"):
         return False
     raise ConfigError(f"{ELICITATION_ENV}={raw!r}: expected on or off")
-
-
-def estate_facts(status: Mapping[str, Any], last_entry: Mapping[str, Any] | None) -> dict[str, Any]:
-    """What an approval is bound to besides the plan: what would make the plan mean something else.
-
-    From `status().to_json()`; volatile readings (latency, uptime, pm2 pids) stay out, or every
-    token would go stale by itself.
-    """
-    standby = status.get("standby")
-    color = (status.get("colors") or {}).get(standby) or {}
-    return {"live": status.get("live"), "standby": standby, "standbyRelease": color.get("release"),
-            "standbySha": color.get("sha"), "switchCount": status.get("switchCount"),
-            "lastHistoryEntry": dict(last_entry) if last_entry else None}
-
-
-def describe_plan(tool: str, plan: Mapping[str, Any]) -> str:
-    """The plan in words, for the person approving it."""
-    if tool == "deploy_to_standby":
-        lines = [f"Deploy {plan.get('ref')} to the standby colour {plan.get('colour')} "
-                 f"({plan.get('host')}); {plan.get('live')} stays live and untouched."]
-        lines += [f"  - {step}" for step in plan.get("steps") or []]
-        return "\n".join(lines)
-    verb = "Roll back" if tool == "rollback" else "Switch"
-    sha = str(plan.get("sha") or "")[:7] or "unknown"
-    emergency = " EMERGENCY: checks skipped." if plan.get("emergency") else ""
-    lines = [f"{verb} live traffic from {plan.get('from')} to {plan.get('colour')} "
-             f"(release {plan.get('release') or 'none'}, commit {sha}, via {plan.get('path')}).{emergency}"]
-    lines += [f"  check: {check}" for check in plan.get("checks") or []]
-    lines += [f"  PROBLEM: {problem}" for problem in plan.get("problems") or []]
-    return "\n".join(lines)
 
 
 def progress_message(event: str, record: StepRecord) -> str:
@@ -346,6 +318,9 @@ class DeployTools:
         if waiting is None and not store.terminal_approval:
             return self._unapprovable(tool, args, planned, facts)
         request = waiting or store.create(tool, args, planned, facts, describe_plan(tool, planned), self.ttl)
+        if store.keep_request_file(request.code):
+            note = " ".join(filter(None, [note, "The request file had been changed by someone else and "
+                                                 "was written again; an approval given meanwhile does not count."]))
         if waiting is None:
             log.info("%s: approval %s requested (valid %gs); approve with `%s`", tool, request.code,
                      self.ttl, store.approve_command(request.code))
@@ -399,6 +374,7 @@ class DeployTools:
         while time.monotonic() < deadline:
             if self.store.grant(request.code) is not None:  # a declined one raises: the call ends
                 return True
+            self.store.keep_request_file(request.code)
             try:
                 self.store.get(request.code)  # expired or withdrawn: stop waiting
             except ApprovalError:

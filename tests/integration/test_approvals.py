@@ -234,6 +234,8 @@ def test_the_assistant_cannot_approve_only_the_person_can(ready: World, tmp_path
     assert not forged["script + sudo"].startswith("done: exit 0")
     for result in out["after forgery"]:
         assert result.is_error or data_of(result)["changed"] is False, result
+    # The rewritten request file (what the approver shows) was noticed and written again.
+    assert "written again" in json.dumps(data_of(out["after forgery"][0]))
     assert out["traffic after forgery"] == (live, live, count)
     # The person, with sudo and their password: exactly one switch, recorded with who approved where.
     code_run, printed = out["approved"]

@@ -807,3 +807,18 @@ def test_a_declined_code_gives_way_to_a_new_plan_or_answers_the_call_that_names_
     refused = _call(tools, "switch_traffic", approval_code=named)
     assert refused.is_error and f"approval code {named} was declined" in _text(refused)
     assert estate.switches == 0
+
+
+@needs_root
+def test_a_rewritten_request_file_is_written_again_and_an_approval_of_it_misses(store: ApprovalStore) -> None:
+    estate = Estate()
+    tools = _tools(store, estate)
+    code = _data(_call(tools, "switch_traffic"))["approval"]["code"]
+    path = store.requests_dir / f"{code}.request.json"
+    tampered = {**json.loads(path.read_text()), "nonce": "f" * 32, "description": "harmless"}
+    path.write_text(json.dumps(tampered))
+    as_approver(store, Request.from_file(tampered))  # the person approved what the file showed
+    again = _data(_call(tools, "switch_traffic", approval_code=code))
+    assert again["changed"] is False and "written again" in again["note"] and "was ignored" in again["note"]
+    assert json.loads(path.read_text())["nonce"] == store.get(code).nonce
+    assert estate.switches == 0
