@@ -289,7 +289,7 @@ def render_bootstrap(t: Topology, container: Container) -> str:
         *_ROLES[container.role](t, container),
         *_node_exporter(t, container),
         # The files that hold secrets: 0600 in 0700 directories (also checked on every `up`).
-        "bash <<'BLUEGREEN_SECRET_MODES'",
+        "\"$BASH\" <<'BLUEGREEN_SECRET_MODES'",
         render_secret_modes(t, container).rstrip("\n"),
         "BLUEGREEN_SECRET_MODES",
     ]

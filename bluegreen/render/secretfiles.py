@@ -60,7 +60,7 @@ def pm2_home_of(t: Topology, host: Container) -> str:
 
 
 def secret_paths(t: Topology, host: Container) -> list[tuple[str, str, str, bool]]:
-    """(path or directory, mode, owner, is a glob over the directory's `*.dump*`) for `host`."""
+    """(path or directory, mode, owner, is a glob over the directory's dumps) for `host`."""
     if host.role == "app":
         user = t.app.deploy_user or "root"
         home = pm2_home_of(t, host)
@@ -72,7 +72,7 @@ def secret_paths(t: Topology, host: Container) -> list[tuple[str, str, str, bool
                 (host.path(f"{app_dir}/.env"), "600", user, False)]
     if host.role == "database":
         folder = host.path(t.database.backup_dir)
-        return [(folder, "700", "postgres", False), (folder, "600", "postgres", True)]
+        return [(folder, "700", "postgres", False), (folder, "600", "postgres", True)]  # not the sidecars
     journal = host.path(t.journal.path)
     return [(posixpath.dirname(journal), "700", "root", False), (journal, "600", "root", False),
             (host.path(t.journal.lock_path), "600", "root", False)]
@@ -84,7 +84,8 @@ def render_secret_modes(t: Topology, host: Container) -> str:
              "set -uo pipefail", _FUNCTIONS.strip()]
     for path, mode, owner, glob in secret_paths(t, host):
         if glob:
-            lines.append(f"secure_glob {_q(path)} '*.dump*' {mode} {_q(owner)}")
+            lines += [f"secure_glob {_q(path)} '*.dump' {mode} {_q(owner)}",
+                      f"secure_glob {_q(path)} '*.dump.partial' {mode} {_q(owner)}"]
         else:
             lines.append(f"secure_path {_q(path)} {mode} {_q(owner)}")
     lines.append("exit 0")
