@@ -61,10 +61,12 @@ class RedactingFilter(logging.Filter):
 
 
 def redact_logs(secrets: SecretSet) -> None:
-    """Every handler of the root logger scrubs what it writes (idempotent)."""
+    """Every handler of the root logger scrubs what it writes with this run's secrets (a filter
+    an earlier run in the same process left is replaced, not stacked)."""
     for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RedactingFilter) and f.secrets is secrets for f in handler.filters):
-            handler.addFilter(RedactingFilter(secrets))
+        for old in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
+            handler.removeFilter(old)
+        handler.addFilter(RedactingFilter(secrets))
 
 
 class Output:
