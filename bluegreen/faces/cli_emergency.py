@@ -30,7 +30,8 @@ def cmd_emergency(args: argparse.Namespace, t: Topology, o: Output, p: TerminalP
         from bluegreen.hosts.events import publish, switch_event, switch_kind
 
         publish(t, switch_event(switch_kind(emergency=True, reason="rollback" if rollback else "switch"), t,
-                                default_holder(), started, time.time(), emergency=True, result=result))
+                                default_holder(), started, time.time(), emergency=True, result=result),
+                o.secrets)
     data = result.to_json()
     if result.reconcile:
         o.say(f"the stack still declares {result.declared}; reconcile with: {result.reconcile}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,7 +27,7 @@ from bluegreen.model.errors import (
     ValidationError,
 )
 from bluegreen.model.lock import LockInfo
-from bluegreen.model.sensitive import redact
+from bluegreen.model.sensitive import redact_tree
 from bluegreen.model.timestamps import iso_utc, parse_iso
 from bluegreen.model.topology import COLORS, other_color
 
@@ -381,14 +381,15 @@ def _json_kind(value: Any) -> str:
     return names.get(type(value), f"the number {value!r}" if isinstance(value, (int, float)) else repr(value))
 
 
-def scrub_errors(state: State, secrets: list[Any]) -> State:
-    """Every history entry's `error` (remote stderr) redacted before it is stored."""
-    def scrub(entry: Mapping[str, Any]) -> Mapping[str, Any]:
-        error = entry.get("error") if isinstance(entry, Mapping) else None
-        return {**entry, "error": redact(error, secrets)} if isinstance(error, str) else entry
-
-    return replace(state, history=tuple(scrub(e) for e in state.history),
-                   archived=tuple(scrub(e) for e in state.archived))
+def scrub_errors(state: State, secrets: Iterable[Any]) -> State:
+    """Every string of every history entry, archived ones included (an `error` quotes remote
+    output, a `reason` what a person typed), redacted before it is stored: by the values given,
+    then by shape."""
+    values = list(secrets)
+    return replace(state, history=tuple(redact_tree(e, values) if isinstance(e, Mapping) else e
+                                        for e in state.history),
+                   archived=tuple(redact_tree(e, values) if isinstance(e, Mapping) else e
+                                  for e in state.archived))
 
 
 SIDE_SUFFIX = ".pending"

@@ -295,6 +295,8 @@ def proxmox_status(estate: Estate) -> dict[str, Any] | None:
 def history(estate: Estate, limit: int = 20) -> list[dict[str, Any]]:
     if limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
+    # Entries quote what hosts printed, maybe before their secrets were scrubbed at write time.
+    estate.learn_secrets()
     with estate.on(estate.t.load_balancer) as lb:
         return estate.journal(lb).recent(limit)
 

@@ -19,7 +19,7 @@ from typing import Any
 from bluegreen.hosts import haproxy, health
 from bluegreen.hosts.executor import Executor
 from bluegreen.hosts.journal import append_side_command
-from bluegreen.hosts.pulumi import PulumiSeam
+from bluegreen.hosts.pulumi import PulumiSeam, provider_tls_env
 from bluegreen.model.errors import BlueGreenError, ConfigError, RemoteError, SwitchError
 from bluegreen.model.journal import State, side_path, switch_entry, unfinished_release
 from bluegreen.model.stackfile import set_active_color_in_file
@@ -374,7 +374,8 @@ def _flip_through_pulumi(estate: Estate, lb: Executor, color: str) -> None:
     `PulumiSeam.switch_to`). The program it runs knows this switch holds the project lock.
     """
     t = estate.t
-    seam = PulumiSeam(t.project_dir, t.stack, pulumi_command=estate.pulumi_command, lock_token=estate.lock_token)
+    seam = PulumiSeam(t.project_dir, t.stack, pulumi_command=estate.pulumi_command, lock_token=estate.lock_token,
+                      env=provider_tls_env(t))
     try:
         seam.switch_to(color, on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
         live = estate.live_color(lb)
