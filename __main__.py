@@ -19,6 +19,7 @@ from bluegreen.model.ctinputs import REBUILD_ENV, lifecycle, parse_rebuild
 from bluegreen.model.errors import BlueGreenError, ConfigError
 from bluegreen.model.placeholders import require_complete
 from bluegreen.model.secrets import TOKEN_ENV, read_token
+from bluegreen.model.tlspin import bundle_covers, provider_trust_bundle
 from bluegreen.model.topology import Topology
 from components import live as live_estate
 from components.estate import build_estate, stack_outputs
@@ -59,6 +60,26 @@ def read_estate(topology: Topology) -> live_estate.LiveEstate:
         pulumi.log.warn(f"HAProxy serves {found.live_color} but bluegreen:activeColor declares "
                         f"{topology.active_color}: {found.live_color} is protected as the serving colour")
     return found
+def provider_insecure(topology: Topology) -> bool:
+    """The provider verifies the node's certificate unless the stack explicitly says not to.
+
+    The provider (Go) has no fingerprint pin or CA option: it trusts what Go trusts, the system CAs
+    or the PEM bundle named by SSL_CERT_FILE in the environment of `pulumi` (which this program and
+    the provider share). `bluegreen trust --proxmox` writes the node's certificate for exactly that
+    (see docs/SECURITY.md); the automation sets SSL_CERT_FILE itself.
+    """
+    configured = pulumi.Config("proxmoxve").get_bool("insecure")
+    insecure = topology.proxmox.insecure if configured is None else configured
+    if insecure:
+        pulumi.log.warn(f"INSECURE: TLS verification of the Proxmox API {topology.proxmox.endpoint} is OFF "
+                        "(proxmox.insecure / proxmoxve:insecure): anyone on the path can read the API token. "
+                        "Pin the node with `bluegreen trust --proxmox` and remove the setting.")
+        return True
+    bundle = provider_trust_bundle(topology)
+    if bundle and not bundle_covers(os.environ.get("SSL_CERT_FILE"), bundle):
+        pulumi.log.warn(f"the Proxmox provider verifies {topology.proxmox.endpoint} with the system CAs only; "
+                        f"run pulumi with SSL_CERT_FILE={bundle} so that it trusts the node's certificate")
+    return False
 
 
 def main() -> None:
@@ -78,11 +99,10 @@ def main() -> None:
     except BlueGreenError as err:
         raise pulumi.RunError(str(err)) from None
 
-    configured_insecure = pulumi.Config("proxmoxve").get_bool("insecure")
     provider = proxmoxve.Provider(
         "proxmoxve",
         endpoint=topology.proxmox.endpoint,
-        insecure=topology.proxmox.insecure if configured_insecure is None else configured_insecure,
+        insecure=provider_insecure(topology),
         api_token=token,
     )
     estate = build_estate(topology, provider, public_keys=public_keys, live=found.live_color,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -228,13 +229,15 @@ def lab_haproxy_reloads(bench: Bench) -> int:
 
 
 def drive(bench: Bench, key: str, name: str, url: str, cutover: Callable[[], Cutover], count: int,
-          shape: LoadShape, notes: list[str] | None = None) -> MethodRun:
+          shape: LoadShape, notes: list[str] | None = None,
+          load_process: Callable[[], Any] | None = None, gaps: tuple[float, ...] = (GAP_S,)) -> MethodRun:
     say(f"-- {name}: {count} cutovers under {shape.clients} clients on {url}")
     notes = list(notes or [])
     reloads_before = lab_haproxy_reloads(bench)
     t = bench.topology()
-    with LoadProcess(url, clients=shape.clients, pause=shape.pause, ca_file=t.haproxy.ca_file,
-                     server_name=t.tls_server_name) as load:
+    process = load_process() if load_process else LoadProcess(
+        url, clients=shape.clients, pause=shape.pause, ca_file=t.haproxy.ca_file, server_name=t.tls_server_name)
+    with process as load:
         begin = time.monotonic()
         time.sleep(BASELINE_S)
         baseline = (begin, time.monotonic())
@@ -250,7 +253,7 @@ def drive(bench: Bench, key: str, name: str, url: str, cutover: Callable[[], Cut
                 errors.append(FailedCutover(called, time.monotonic(), str(exc)))
             if (i + 1) % 10 == 0:
                 say(f"   {i + 1}/{count}")
-            time.sleep(GAP_S)
+            time.sleep(gaps[i % len(gaps)])
         time.sleep(TAIL_S)
         end = time.monotonic()
         samples = load.stop()
@@ -461,6 +464,188 @@ def render(results: list[dict[str, Any]], shape: LoadShape) -> str:
     ]).strip()
 
 
+# --------------------------------------------------------------------------- the real app (issue 21)
+
+NEXT_REF = "next-v2"
+# Quiet time after each switch, cycling: with the switch call itself, a colour sits idle from about
+# 2 to 8 s between two switches, across the app's old 5 s keep-alive (a fixed cadence could miss it).
+NEXT_GAPS_S = (0.3, 1.5, 2.5, 3.0, 3.5, 4.0, 5.0)
+
+
+class NextLoadProcess:
+    """`nextload.py` in its own process: keep-alive GET clients and Server Action POST clients on
+    the real Next.js app, no retry at all. Samples carry their kind (GET or POST)."""
+
+    def __init__(self, url: str, *, gets: int, posts: int, pause: float, action_id: str,
+                 ca_file: str | None, server_name: str | None) -> None:
+        import tempfile
+
+        self.argv = [sys.executable, str(Path(__file__).with_name("nextload.py")), url, str(gets), str(posts),
+                     str(pause), "1800", "", action_id,
+                     *([ca_file or "", server_name or ""] if url.startswith("https:") else [])]
+        self._dir = tempfile.TemporaryDirectory(prefix="bluegreen-nextload-")
+        self.out = Path(self._dir.name) / "samples.json"
+        self.argv[7] = str(self.out)
+        self.proc: Any = None
+        self.kinds: list[str] = []
+
+    def __enter__(self) -> NextLoadProcess:
+        import subprocess
+
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     cwd=Path(__file__).resolve().parents[1])
+        line = self.proc.stdout.readline().strip()
+        if line != "ready":
+            self.proc.kill()
+            self.proc.wait()
+            raise BenchError(f"the Next.js load did not start (said {line!r})")
+        return self
+
+    def stop(self) -> list[Sample]:
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.write("stop\n")
+            self.proc.stdin.close()
+        self.proc.wait(timeout=120)
+        rows = json.loads(self.out.read_text())
+        self.kinds = [r[5] for r in rows]
+        return [Sample(started=r[0], latency_ms=r[1], status=r[2], served_by=r[3], error=r[4]) for r in rows]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._dir.cleanup()
+
+
+def _given(load: NextLoadProcess) -> Callable[[], NextLoadProcess]:
+    return lambda: load
+
+
+def ensure_next_app(bench: Bench) -> None:
+    """Both colours serve the real Next.js app, built with the same Server Actions key."""
+    from bluegreen.ops.deploy import deploy
+
+    for _ in range(2):
+        standby = other_color(bench.live_color())
+        say(f"   deploying {NEXT_REF} to {standby}")
+        when_unlocked(lambda: deploy(bench.service(), NEXT_REF, migrate=True, snapshot=False))
+        when_unlocked(lambda: switch(bench.service(), watch=False))
+
+
+BEFORE_FIX_LINES = ("http-reuse safe", "retry-on conn-failure empty-response",
+                    "http-request disable-l7-retry unless METH_GET")
+
+
+@contextlib.contextmanager
+def configured_as_before(bench: Bench) -> Iterator[None]:
+    """The lab as it was before issue 21's fix, for comparison: the app's idle keep-alive back to
+    Node's default 5 s (KEEP_ALIVE_TIMEOUT in each colour's ecosystem, PM2 reloaded before any
+    load runs) and HAProxy without the reuse and retry lines. Put back afterwards."""
+    from bluegreen.model.topology import COLORS
+
+    t = bench.topology()
+    saved: dict[str, tuple[Any, str, bytes]] = {}
+    config_path = t.load_balancer.path(t.haproxy.config_path)
+    with bench.executor(t.load_balancer) as lb:
+        config = lb.get(config_path, step="read haproxy.cfg") or b""
+        saved["lb"] = (t.load_balancer, config_path, config)
+        lines = [line for line in config.decode().splitlines() if line.strip() not in BEFORE_FIX_LINES]
+        lb.put(config_path, "\n".join(lines) + "\n", step="haproxy.cfg as before")
+        haproxy.reload(lb, t)
+    for color in COLORS:
+        host = t.app_host(color)
+        paths = cmd.AppPaths.of(t, host)
+        with bench.executor(host) as ex:
+            eco = ex.get(paths.ecosystem, step="read the ecosystem") or b""
+            saved[color] = (host, paths.ecosystem, eco)
+            before = eco.decode().replace('"KEEP_ALIVE_TIMEOUT": "65000"', '"KEEP_ALIVE_TIMEOUT": "5000"')
+            if before == eco.decode():
+                raise BenchError(f"{color}'s ecosystem does not set KEEP_ALIVE_TIMEOUT 65000")
+            ex.put(paths.ecosystem, before, step="ecosystem as before")
+            ex.run(cmd.pm2_reload(t, paths), step="pm2 reload")
+    time.sleep(5)
+    try:
+        yield
+    finally:
+        for key, (host, path, content) in saved.items():
+            with bench.executor(host) as ex:
+                ex.put(path, content, step="put back")
+                if key == "lb":
+                    haproxy.reload(ex, t)
+                else:
+                    ex.run(cmd.pm2_reload(t, cmd.AppPaths.of(t, host)), step="pm2 reload")
+
+
+def run_next(bench: Bench, *, switches: int = 100, gets: int = 8, posts: int = 4, pause: float = 0.02,
+             deploy_app: bool = True, label: str = "") -> Section:
+    """100 switches (half normal, half emergency) of the real app under keep-alive GETs and
+    Server Action POSTs, no client retry: every request that fails is counted."""
+    from bluegreen.lab.nextapp import render_form
+
+    if deploy_app:
+        ensure_next_app(bench)
+    t = bench.topology()
+    public = f"{t.public_url}/"
+    form = render_form(public, ca_file=t.haproxy.ca_file, server_name=t.tls_server_name)
+    shape = LoadShape(gets + posts, pause)
+    results = []
+    kinds_by_run: list[list[str]] = []
+    for key, name, emergency in (("next-normal", f"real app{label}: switch (normal path, direct)", False),
+                                 ("next-emergency", f"real app{label}: switch --emergency", True)):
+        load = NextLoadProcess(public, gets=gets, posts=posts, pause=pause, action_id=form.action_id,
+                               ca_file=t.haproxy.ca_file, server_name=t.tls_server_name)
+        run = drive(bench, key, name, public, ours(bench, emergency=emergency), switches // 2, shape,
+                    load_process=_given(load), gaps=NEXT_GAPS_S)
+        result = analyze(run)
+        by_kind: dict[str, dict[str, int]] = {}
+        window_start = run.events[0].called if run.events else run.baseline[1]
+        for sample, kind in zip(run.samples, load.kinds, strict=True):
+            if sample.started < window_start:
+                continue
+            entry = by_kind.setdefault(kind, {"requests": 0, "failed": 0})
+            entry["requests"] += 1
+            entry["failed"] += 0 if sample.ok else 1
+        result["byKind"] = by_kind
+        results.append(result)
+        kinds_by_run.append(load.kinds)
+    data = {"gets": gets, "posts": posts, "pause": pause, "retries": 0, "gapsSeconds": list(NEXT_GAPS_S),
+            "beforeFix": bool(label), "methods": results}
+    markdown, lines = next_markdown(data)
+    return Section(f"Cutover under load, real Next.js app (issue 21){label}", markdown, data=data,
+                   headline=lines)
+
+
+def next_markdown(data: dict[str, Any]) -> tuple[str, list[str]]:
+    """The section's text and headline lines from its data (results.json can be re-rendered)."""
+    results = data["methods"]
+    lines = [f"{r['method']}: {r['failed']} failed of {r['requests']} requests over {r['cutovers']} switches "
+             f"(GET {r['byKind'].get('GET', {}).get('failed', 0)}/{r['byKind'].get('GET', {}).get('requests', 0)}, "
+             f"Server Action POST {r['byKind'].get('POST', {}).get('failed', 0)}/"
+             f"{r['byKind'].get('POST', {}).get('requests', 0)} failed)"
+             + (f"; {len(r['cutoverErrors'])} switch calls failed" if r["cutoverErrors"] else "")
+             for r in results]
+    gaps = ", ".join(f"{g:g}" for g in data.get("gapsSeconds", NEXT_GAPS_S))
+    shape = LoadShape(data["gets"] + data["posts"], data["pause"])
+    # The generic table's first paragraph describes the other load (half new connections): not this one.
+    tables = render(results, shape).split("\n\n", 1)[1]
+    markdown = "\n".join([
+        f"{data['gets']} keep-alive GET clients and {data['posts']} keep-alive Server Action POST clients on the "
+        f"real Next.js app ({NEXT_REF} on both colours, `next start` under PM2), each on ONE persistent "
+        f"connection, {data['pause'] * 1000:g} ms between its requests, no client retry of any kind (a "
+        "connection closed without an answer is a failed request); half the GET clients load the home page, "
+        f"half /api/health. After each switch a pause cycling through {gaps} s, so a colour sits idle for "
+        "every length from about 2 to 8 s between switches. Switch calls as in the section above "
+        "(`switch.mode: direct`, no watch). \"During\" runs from the first switch call to the last one's "
+        "return; \"old colour after return\" counts answers from the previous colour to requests sent after "
+        "the call returned."
+        + (" Run with the settings from before issue 21's fix (`configured_as_before`): the app's idle "
+           "keep-alive at Node's default 5 s, HAProxy without `http-reuse safe`, `retry-on` and "
+           "`disable-l7-retry`; the failures are connections closed with no byte of an answer "
+           "(`RemoteDisconnected`)." if data.get("beforeFix") else ""), "",
+        *(f"- {line}" for line in lines), "", tables])
+    return markdown, lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = arg_parser(__doc__)
     parser.add_argument("--switches", type=int, default=50, help="cutovers per switching method (even)")
@@ -469,8 +654,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--pause", type=float, default=0.02, help="each client's think time (s)")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--next", action="store_true",
+                        help="instead: the real Next.js app, keep-alive GETs and Server Action POSTs, no retry")
+    parser.add_argument("--no-deploy", action="store_true", help="with --next: both colours already serve it")
+    parser.add_argument("--results", metavar="FILE", help="with --next: add the section's data to this results.json")
+    parser.add_argument("--before-fix", type=int, default=0, metavar="N",
+                        help="with --next: first N switches with the settings before issue 21's fix, to compare")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    if args.next:
+        sections = []
+        with open_bench() as bench:
+            if not args.no_deploy:
+                ensure_next_app(bench)
+            if args.before_fix:
+                with configured_as_before(bench):
+                    sections.append(run_next(bench, switches=args.before_fix, deploy_app=False,
+                                             label=" before the fix"))
+            sections.append(run_next(bench, switches=args.switches if args.switches != 50 else 100,
+                                     deploy_app=False))
+        for section in sections:
+            print(f"## {section.title}\n\n{section.markdown}\n")
+        for section in sections if args.results else []:
+            path = Path(args.results)
+            results = json.loads(path.read_text()) if path.exists() else {"sections": {}}
+            results.setdefault("sections", {})[section.title] = {**section.data, "markdown": section.markdown,
+                                                                 "headline": section.headline}
+            path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        return 0
     with open_bench() as bench:
         section = run(bench, switches=args.switches, config_reloads=args.config_reloads,
                       pm2_reloads=args.pm2_reloads,

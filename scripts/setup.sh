@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Install everything the lab and the tests need, skipping what is already there (safe to re-run).
-# Debian packages: haproxy, openssh-server, socat, PostgreSQL 15, Node.js, git, iproute2 (the test
-# worlds), prometheus (with promtool),
+# Debian packages: haproxy, openssh-server, socat, PostgreSQL 15, Node.js, git, sudo (the approval
+# tests), iproute2 (the test worlds), prometheus (with promtool),
 # prometheus-node-exporter and prometheus-blackbox-exporter (the lab's monitoring); PM2 from npm;
 # the Python venv with the project and its test dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in haproxy:haproxy sshd:openssh-server socat:socat git:git node:nodejs npm:npm ssh-keygen:openssh-client jq:jq flock:util-linux ip:iproute2 \
+for pair in haproxy:haproxy sshd:openssh-server socat:socat git:git node:nodejs npm:npm ssh-keygen:openssh-client jq:jq flock:util-linux ip:iproute2 sudo:sudo \
             prometheus:prometheus promtool:prometheus prometheus-node-exporter:prometheus-node-exporter \
             prometheus-blackbox-exporter:prometheus-blackbox-exporter; do
   cmd=${pair%%:*}; pkg=${pair#*:}

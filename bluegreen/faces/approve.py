@@ -1,8 +1,11 @@
-"""`bluegreen approve CODE`: a person at a terminal approves one pending MCP request.
+"""`bluegreen approve CODE`: a person approves one pending MCP request, as the approver account.
 
-Shows the request's plan exactly as it will be checked (the whole plan and estate JSON, not only
-the summary), asks y/N, and only on a TTY; without one it refuses, so a program piping `y` into
-it approves nothing. The grant it writes is bound to the digest of what was shown.
+Run through `sudo -u <approver> bluegreen approve CODE --stack S`: sudo asks for the person's own
+password, which the assistant does not have, and only the approver account can write the grants
+directory the server trusts. Run as anyone else it refuses and says how to run it. It shows the
+request's plan exactly as it will be checked (the whole plan and estate JSON, not only the
+summary), asks y/N on a terminal, and writes a grant bound to the digest and nonce of what was
+shown, naming the person (sudo's `SUDO_USER`) and the terminal; any answer but `y` declines it.
 """
 
 from __future__ import annotations
@@ -10,16 +13,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
 import re
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
-from bluegreen.faces.approval import ApprovalError
-from bluegreen.faces.approval_store import ApprovalStore, Request, default_root
+from bluegreen.faces.approval import ApprovalError, describe_plan  # the same words the MCP client saw
+from bluegreen.faces.approval_store import (
+    APPROVALS_DIR_ENV,
+    Grant,
+    Request,
+    approver_grants_dir,
+    default_root,
+    person_at_terminal,
+    read_request,
+    sweep_grants,
+    write_grant,
+)
 from bluegreen.faces.cli_support import Output, stack_name
 from bluegreen.model.errors import ConfigError
-from bluegreen.model.lock import default_holder
 from bluegreen.model.timestamps import iso_utc
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -31,7 +45,6 @@ def printable(text: str) -> str:
 
 
 def render_request(request: Request, now: float) -> str:
-    from bluegreen.faces.mcp_server import describe_plan  # the same words the MCP client saw
 
     body = json.dumps({"tool": request.tool, "arguments": dict(request.args), "plan": request.plan,
                        "estate": request.estate}, indent=2, sort_keys=True)
@@ -47,37 +60,55 @@ def render_request(request: Request, now: float) -> str:
     ])
 
 
+def _terminal(stdin: TextIO) -> str | None:
+    try:
+        return os.ttyname(stdin.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def approve(code: str, stack: str, *, environ: Mapping[str, str], stdin: TextIO, err: TextIO,
-            store: ApprovalStore | None = None) -> dict[str, Any]:
-    store = store or ApprovalStore(default_root(environ, stack), stack)
-    store.ensure()
-    request = store.get(code)
-    if store.grant(request.code) is not None:
-        raise ApprovalError(f"approval code {request.code} is already approved; call the tool again "
+            root: Path | None = None, now: float | None = None) -> dict[str, Any]:
+    import time
+
+    root = root or default_root(environ, stack)
+    clock = time.time() if now is None else now
+    grants = approver_grants_dir(root)  # refuses unless this is the approver account
+    sweep_grants(grants, clock)
+    request = read_request(root, code, stack, clock)
+    if (grants / f"{request.code}.grant.json").exists():
+        raise ApprovalError(f"approval code {request.code} was already answered; call the tool again "
                             "in the MCP client")
-    err.write(render_request(request, store.clock()) + "\n\n")
+    err.write(render_request(request, clock) + "\n\n")
     if not stdin.isatty():
         raise ConfigError("bluegreen approve needs a person at a terminal (stdin is not a TTY); "
                           "nothing was approved")
     err.write(f"Approve {request.code} ({request.tool}) and let the MCP client run it? [y/N] ")
     err.flush()
-    if stdin.readline().strip().lower() not in ("y", "yes"):
-        store.discard(request.code)
-        raise ConfigError(f"not approved: approval code {request.code} withdrawn, nothing will run")
+    yes = stdin.readline().strip().lower() in ("y", "yes")
     # Re-read: it may have expired or been withdrawn while the person read the plan.
-    current = store.get(request.code)
-    if current.digest != request.digest:
+    current = read_request(root, request.code, stack, time.time() if now is None else now)
+    if current.digest != request.digest or current.nonce != request.nonce:
         raise ApprovalError(f"approval request {request.code} changed while it was shown; nothing was "
                             "approved")
-    grant = store.approve(request, approved_by=f"{default_holder()} at a terminal", via="terminal")
+    approver = pwd.getpwuid(os.getuid()).pw_name
+    grant = Grant(code=request.code, digest=request.digest, nonce=request.nonce, approved=yes,
+                  approved_by=person_at_terminal(environ, approver), terminal=_terminal(stdin),
+                  approved_at=time.time() if now is None else now, via="terminal")
+    write_grant(grants, grant)
+    if not yes:
+        raise ConfigError(f"not approved: approval code {request.code} declined, nothing will run")
     return {"ok": True, "code": grant.code, "tool": request.tool, "arguments": dict(request.args),
-            "approvedBy": grant.approved_by, "expiresInSeconds": max(0, round(request.expires_at
-                                                                          - store.clock()))}
+            "approvedBy": grant.approved_by, "terminal": grant.terminal,
+            "expiresInSeconds": max(0, round(request.expires_at - grant.approved_at))}
 
 
 def cmd_approve(args: argparse.Namespace, o: Output) -> int:
     """`bluegreen approve CODE`: needs only the stack's name, not the project."""
-    done = approve(args.code, stack_name(args), environ=os.environ, stdin=sys.stdin, err=o.err)
+    environ = dict(os.environ)
+    if args.approvals_dir:
+        environ[APPROVALS_DIR_ENV] = args.approvals_dir
+    done = approve(args.code, stack_name(args), environ=environ, stdin=sys.stdin, err=o.err)
     o.result(done, f"approved {done['code']}: call {done['tool']} again in the MCP client within "
              f"{done['expiresInSeconds']}s")
     return 0

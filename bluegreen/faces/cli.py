@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
-from bluegreen.faces.cli_support import DEFAULT_STACK_ENV, Output, stack_name
+from bluegreen.faces.cli_support import DEFAULT_STACK_ENV, Output, RedactingStream, redact_logs, stack_name
 from bluegreen.faces.terminal import TerminalProgress
 from bluegreen.model.errors import BlueGreenError, ConfigError
-from bluegreen.model.sensitive import redact
+from bluegreen.model.sensitive import SecretSet, redact
 from bluegreen.model.stackfile import load_stack
 from bluegreen.model.topology import Topology
 from bluegreen.ops.signals import raise_on_sigterm
@@ -76,6 +76,8 @@ def _operation_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="run only the plan written by `plan --deploy --json` (same commit and migrations)")
 
     s = sub.add_parser("switch", parents=[common], help="move live traffic to the standby colour")
+    s.add_argument("--to", metavar="COLOUR", choices=["blue", "green"], dest="to_color",
+                   help="the colour to make live; already live: a no-op that says so (safe to repeat)")
     s.add_argument("--emergency", action="store_true", help="skip the checks; flip at runtime directly")
     s.add_argument("--direct", action="store_true", help="flip through the HAProxy runtime API, not `pulumi up`")
     s.add_argument("--no-watch", action="store_true", help="do not watch the new colour afterwards")
@@ -129,17 +131,25 @@ def _estate_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     pl.add_argument("--changes", action="store_true",
                     help="instead: compare each container with Proxmox; say what reboots or replaces it")
 
-    tr = sub.add_parser("trust", parents=[common], help="pin the SSH host keys of the estate's hosts")
+    tr = sub.add_parser("trust", parents=[common],
+                        help="pin the SSH host keys of the estate's hosts, or the Proxmox certificate")
     tr.add_argument("hosts", nargs="*",
                     help="vmid, name, colour, role or `backup` (default: every host and the backup host)")
     tr.add_argument("--fingerprint", action="append", default=[], metavar="SHA256:...",
-                    help="accept only a key with this fingerprint (repeatable); no prompt")
+                    help="accept only a key (or with --proxmox a certificate) with this fingerprint "
+                         "(repeatable); no prompt")
     tr.add_argument("--yes", "-y", action="store_true", help="pin without asking (trust on first use)")
+    tr.add_argument("--proxmox", action="store_true",
+                    help="instead: show and pin the Proxmox node's TLS certificate (proxmox.fingerprint)")
 
     sub.add_parser("mcp", parents=[common], help="run the MCP server on stdio")
     ap = sub.add_parser("approve", parents=[common],
-                        help="approve a deploy, switch or rollback the MCP server is waiting for")
+                        help="approve a deploy, switch or rollback the MCP server is waiting for "
+                             "(as the approver account: sudo -u <approver> bluegreen approve CODE)")
     ap.add_argument("code", help="the approval code the assistant showed you, e.g. K7QF-3MXD")
+    ap.add_argument("--approvals-dir", metavar="DIR",
+                    help="the shared approvals directory (default: $BLUEGREEN_APPROVALS_DIR or "
+                         "/var/lib/bluegreen/approvals)")
     ad = sub.add_parser("adopt", parents=[common],
                         help="write the running estate (PVE settings, live colour, repo, db user) into the stack file")
     ad.add_argument("--dry-run", action="store_true", help="show the stack file diff, write nothing")
@@ -202,34 +212,48 @@ def handler_for(args: argparse.Namespace) -> Handler:
     return handler
 
 
+def _with_secrets(t: Topology, secrets: SecretSet) -> Topology:
+    """Every secret the stack knows, for scrubbing everything this run writes (`stack_secrets`)."""
+    from bluegreen.model.secrets import stack_secrets
+
+    secrets.add(*stack_secrets(t))
+    return t
+
+
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
+    secrets = SecretSet()
+    # Everything written to stdout and stderr (results, progress, logs, errors) goes through the
+    # run's secrets: by value once the stack is loaded, by shape from the start.
+    out = RedactingStream(out or sys.stdout, secrets)  # type: ignore[assignment]
+    err = RedactingStream(err or sys.stderr, secrets)  # type: ignore[assignment]
+    assert out is not None and err is not None
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=err,
                         format="%(levelname)s %(name)s: %(message)s")
-    o = Output(args.json, out, err)
+    redact_logs(secrets)
+    o = Output(args.json, out, err, secrets)
     raise_on_sigterm()  # SIGTERM runs the same restore paths as Ctrl-C
     try:
         if args.command == "approve":  # needs only the stack name, not the project
             from bluegreen.faces.approve import cmd_approve
 
             return cmd_approve(args, o)
-        return handler_for(args)(args, _load(args), o, TerminalProgress(err))
+        return handler_for(args)(args, _with_secrets(_load(args), secrets), o, TerminalProgress(err))
     except BlueGreenError as exc:
+        message = redact(str(exc), secrets)
         if args.json:
-            out.write(json.dumps({"ok": False, "error": str(exc), "kind": type(exc).__name__}) + "\n")
-        err.write(f"bluegreen: {exc}\n")
+            out.write(json.dumps({"ok": False, "error": message, "kind": type(exc).__name__}) + "\n")
+        err.write(f"bluegreen: {message}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         err.write("bluegreen: interrupted\n")
         return 130
     except Exception as exc:  # a bug, not a foreseeable failure: one line, details with --verbose
         logging.getLogger("bluegreen").debug("internal error", exc_info=True)
-        message = redact(f"internal error: {type(exc).__name__}: {exc}")
+        message = redact(f"internal error: {type(exc).__name__}: {exc}", secrets)
         if args.json:
             out.write(json.dumps({"ok": False, "error": message, "kind": "InternalError"}) + "\n")
         err.write(f"bluegreen: {message} (run with --verbose for the traceback)\n")

@@ -31,10 +31,12 @@ def cmd_config_check(args: argparse.Namespace, t: Topology, o: Output, _p: Termi
     estate = [{"vmid": c.vmid, "name": c.name, "role": c.role, "color": c.color, "ip": str(c.interface),
                "cores": c.cores, "memoryMb": c.memory, "diskGb": c.disk, "existing": c.existing}
               for c in t.containers]
+    tls = proxmox_tls(t)
     data = {"ok": True, "stack": t.stack, "activeColor": t.active_color, "node": t.proxmox.node,
-            "endpoint": t.proxmox.endpoint, "switchMode": t.switch.mode, "containers": estate,
-            "endpoints": {"public": t.public_url, "preview": t.preview_url}}
+            "endpoint": t.proxmox.endpoint, "proxmoxTls": tls, "switchMode": t.switch.mode,
+            "containers": estate, "endpoints": {"public": t.public_url, "preview": t.preview_url}}
     lines = [f"stack {t.stack}: valid. Proxmox node {t.proxmox.node} at {t.proxmox.endpoint}",
+             f"proxmox TLS: {tls}",
              f"live colour (declared): {t.active_color}; switch path: {t.switch.mode}", ""]
     lines.append(f"  {'ct':>5}  {'name':<14} {'role':<13} {'address':<18} {'cores':>5} {'mem':>6} {'disk':>5}  adopt")
     for c in t.containers:
@@ -46,8 +48,21 @@ def cmd_config_check(args: argparse.Namespace, t: Topology, o: Output, _p: Termi
     return 0
 
 
+def proxmox_tls(t: Topology) -> str:
+    from bluegreen.model.tlspin import show_fingerprint
+
+    if t.proxmox.fingerprint:
+        return f"verified: certificate pinned ({show_fingerprint(t.proxmox.fingerprint)})"
+    if t.proxmox.insecure:
+        return ("NOT VERIFIED (proxmox.insecure: true): anyone on the path can read the API token; "
+                "pin the node with `bluegreen trust --proxmox`")
+    if t.proxmox.ca_file:
+        return f"verified against {t.proxmox.ca_file}"
+    return "verified against the system CAs (a self-signed node: `bluegreen trust --proxmox`)"
+
+
 def cmd_status(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
-    report = status(cli_estate(t, p))
+    report = status(cli_estate(t, p, o))
     data = report.to_json()
     text = format_status(data)
     table = None if o.as_json else status_table(data, o.err)  # rich on a terminal, else plain lines
@@ -56,11 +71,12 @@ def cmd_status(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProg
     o.result(data, text)
     # The full report is always printed; the exit code tells scripts whether production is served.
     live_ok = report.live is not None and report.colors[report.live].healthy
-    return 0 if live_ok else 1
+    consistent = not (report.truth or {}).get("mismatches")
+    return 0 if live_ok and consistent else 1
 
 
 def cmd_deploy(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
-    estate = cli_estate(t, p)
+    estate = cli_estate(t, p, o)
     approved = cli_db.load_approved_plan(args.approved_plan, args) if args.approved_plan else None
     plan = plan_deploy(estate, args.ref, migrate=args.migrate, allow_destructive=args.allow_destructive)
     for line in cli_db.plan_lines(plan):
@@ -73,6 +89,8 @@ def cmd_deploy(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProg
     finally:
         if not o.as_json:
             o.say(p.summary())
+    if result.error:  # deployed, but the record went elsewhere (or nowhere): said, not hidden
+        o.say(f"warning: {result.error}")
     o.result(result.to_json(), f"deployed {result.ref} ({(result.sha or '')[:7]}) to {result.color} "
              f"as release {result.release}; dependencies {result.dependencies}. "
              + (f"Database dumped to {result.backup} ({result.backup_bytes} bytes) before migrating "
@@ -84,33 +102,39 @@ def cmd_deploy(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProg
 def cmd_switch(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
     if args.emergency:
         return cmd_emergency(args, t, o, p, rollback=False)
-    estate = cli_estate(t, p)
+    estate = cli_estate(t, p, o)
     with estate.pooled():  # one SSH connection per host for the plan and the switch
-        plan = plan_switch(estate, emergency=args.emergency, direct=args.direct)
-        o.say(f"switch live traffic {plan.from_color} -> {plan.to_color} (release {plan.release}, "
-              f"path {plan.path})")
-        confirm(f"switch to {plan.to_color}?", yes=args.yes, stdin=sys.stdin, err=o.err)
-        result = switch(estate, emergency=args.emergency, direct=args.direct, watch=not args.no_watch)
+        plan = plan_switch(estate, emergency=args.emergency, direct=args.direct, to_color=args.to_color)
+        if not plan.noop:  # a no-op moves nothing: no question to ask
+            o.say(f"switch live traffic {plan.from_color} -> {plan.to_color} (release {plan.release}, "
+                  f"path {plan.path})")
+            confirm(f"switch to {plan.to_color}?", yes=args.yes, stdin=sys.stdin, err=o.err)
+        result = switch(estate, emergency=args.emergency, direct=args.direct, watch=not args.no_watch,
+                        to_color=args.to_color or plan.to_color)
     return _switch_result(result, o)
 
 
 def _switch_result(result: Any, o: Output) -> int:
     data = result.to_json()
+    if result.noop:
+        o.result(data, "; ".join(result.notes) or f"{result.color} is already live: nothing to switch")
+        return 0
     if result.ok:
         o.result(data, f"{result.color} is live (flip {result.flip_ms:.0f} ms via {result.path}; "
                  f"verified {result.verified}; watched {result.watched_s:.0f}s)")
         return 0
     if not result.rolled_back and result.verified:
-        o.result(data, f"{result.color} is live, but: {result.error}")  # e.g. the journal write failed
+        o.result(data, f"traffic moved: {result.color} is live, but: {result.error}")  # e.g. the journal write
         return 1
-    o.result(data, f"switch failed: {result.error}")
+    o.result(data, f"switch failed: {result.error} (traffic is back on {result.from_color})"
+             if result.rolled_back else f"switch failed: {result.error}")
     return 1
 
 
 def cmd_rollback(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
     if args.with_database:
         return cli_db.cmd_rollback_with_database(args, t, o, p)
-    estate = cli_estate(t, p)
+    estate = cli_estate(t, p, o)
     if args.snapshot:
         confirm("restore the standby container from its last snapshot?", yes=args.yes,
                 stdin=sys.stdin, err=o.err)
@@ -130,7 +154,7 @@ def cmd_rebuild(args: argparse.Namespace, t: Topology, o: Output, p: TerminalPro
         return cmd_rebuild_estate(args, t, o, p)
     if args.backup or args.replace or args.ref:
         raise ConfigError("--backup, --replace and --ref are options of `rebuild estate`")
-    estate = cli_estate(t, p)
+    estate = cli_estate(t, p, o)
     confirm("destroy and rebuild the standby container?", yes=args.yes, stdin=sys.stdin, err=o.err)
     data = rebuild_standby(estate, discard_working_copy=args.discard_working_copy).to_json()
     key = data.get("hostKey") or {}
@@ -141,7 +165,7 @@ def cmd_rebuild(args: argparse.Namespace, t: Topology, o: Output, p: TerminalPro
 
 
 def cmd_history(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
-    entries = history(cli_estate(t, p), args.limit)
+    entries = history(cli_estate(t, p, o), args.limit)
     lines = []
     for e in entries:
         when = e.get("timestamp") or e.get("when") or "?"
@@ -167,7 +191,7 @@ def cmd_history(args: argparse.Namespace, t: Topology, o: Output, p: TerminalPro
 
 
 def cmd_lock(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
-    estate = cli_estate(t, p)
+    estate = cli_estate(t, p, o)
     if args.lock_command == "status":
         lock = lock_status(estate)
         o.result({"lock": lock}, "lock: free" if not lock else
@@ -233,6 +257,10 @@ def _plan_changes(t: Topology, o: Output) -> int:
 
 
 def cmd_trust(args: argparse.Namespace, t: Topology, o: Output, _p: TerminalProgress) -> int:
+    if getattr(args, "proxmox", False):
+        from bluegreen.faces.trust_proxmox import trust_proxmox
+
+        return trust_proxmox(args, t, o)
     from bluegreen.hosts.executor import fetch_host_key, fingerprint, resolve_target, ssh_target, trust_host
     from bluegreen.hosts.offsite import backup_target
 

@@ -22,7 +22,7 @@ from bluegreen.ops.deploy import DeployPlan, plan_deploy
 
 
 def cmd_db(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
-    estate = cli_estate(t, p)
+    estate = cli_estate(t, p, o)
     if args.db_command == "backups":
         report = backup_ops.list_backups(estate, verify=args.verify)
         o.result(report.to_json(), format_backups(report, t))
@@ -36,6 +36,7 @@ def cmd_db(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress
         changes = backup_ops.setup_offsite(estate)
         o.result({"ok": True, "changes": changes}, "\n".join(changes) or "nothing to change")
         return 0
+    estate.learn_secrets()  # a restore quotes what pg_restore and the hosts print
     backups = restore.list_dumps(estate)
     chosen = dumps.pick_backup(backups, args.backup)
     o.say(f"restore {chosen.file} ({dumps.human_bytes(chosen.bytes)}, taken {chosen.created}"
@@ -107,7 +108,7 @@ def format_restore(data: dict[str, Any]) -> str:
 
 
 def cmd_rollback_with_database(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
-    estate = cli_estate(t, p)
+    estate = cli_estate(t, p, o)
     plan = rollback.plan_rollback_with_database(estate)
     o.say(f"rollback with the database: {plan.from_color} -> {plan.to_color}, in this order:")
     for step in plan.steps:
@@ -138,7 +139,7 @@ def plan_lines(plan: DeployPlan) -> list[str]:
 
 
 def cmd_plan_deploy(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
-    plan = plan_deploy(cli_estate(t, p), args.ref, migrate=args.migrate, allow_destructive=args.allow_destructive)
+    plan = plan_deploy(cli_estate(t, p, o), args.ref, migrate=args.migrate, allow_destructive=args.allow_destructive)
     o.result(plan.to_json(), "\n".join(plan_lines(plan)) + "\n\nSave it with --json and run it with "
              "`bluegreen deploy --approved-plan FILE`: any other commit or migration is refused.")
     return 0

@@ -14,7 +14,7 @@ from bluegreen.ops.retire import replacement_json, retire_legacy
 
 def cmd_retire_legacy(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
     ide = Path(args.ide_config).expanduser() if args.ide_config else None
-    estate = cli_estate(t, p)
+    estate = cli_estate(t, p, o)
     if not args.dry_run:
         preview = retire_legacy(estate, ide_config=ide, dry_run=True)
         for line in [*preview.found.notes, *(f"will {c}" for c in preview.changes)]:

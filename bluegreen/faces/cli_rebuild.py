@@ -15,7 +15,7 @@ from bluegreen.ops.rebuild_estate import RebuildRefused, plan_rebuild_estate, re
 
 
 def cmd_rebuild_estate(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProgress) -> int:
-    estate = cli_estate(t, p)
+    estate = cli_estate(t, p, o)
     replace = [name for item in args.replace for name in item.split(",") if name]
     plan = plan_rebuild_estate(estate, backup=args.backup, replace=replace, ref=args.ref)
     o.say(format_plan(plan.to_json()))

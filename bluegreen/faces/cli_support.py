@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from typing import TYPE_CHECKING, Any, TextIO
 
 from bluegreen.faces.terminal import TerminalProgress
 from bluegreen.model.errors import ConfigError
-from bluegreen.model.secrets import known_secrets
+from bluegreen.model.sensitive import SecretSet, redact, redact_tree
 from bluegreen.model.topology import Topology
 
 if TYPE_CHECKING:
@@ -23,20 +24,69 @@ def stack_name(args: argparse.Namespace) -> str:
     return args.stack or os.environ.get(DEFAULT_STACK_ENV) or "prod"
 
 
+class RedactingStream:
+    """A text stream that scrubs every write of the run's secrets (by value, then by shape) before
+    it reaches the real stream: results, progress, log lines and error messages alike."""
+
+    def __init__(self, stream: TextIO, secrets: SecretSet) -> None:
+        self.stream = stream
+        self.secrets = secrets
+
+    def write(self, text: str) -> int:
+        self.stream.write(redact(text, self.secrets))
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, flush, fileno, encoding, ...
+        return getattr(self.stream, name)
+
+
+class RedactingFilter(logging.Filter):
+    """Log records scrubbed of the run's secrets whatever handler writes them."""
+
+    def __init__(self, secrets: SecretSet) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage(), self.secrets)
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info), self.secrets)
+            record.exc_info = None
+        return True
+
+
+def redact_logs(secrets: SecretSet) -> None:
+    """Every handler of the root logger scrubs what it writes with this run's secrets (a filter
+    an earlier run in the same process left is replaced, not stacked)."""
+    for handler in logging.getLogger().handlers:
+        for old in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
+            handler.removeFilter(old)
+        handler.addFilter(RedactingFilter(secrets))
+
+
 class Output:
-    def __init__(self, as_json: bool, out: TextIO, err: TextIO) -> None:
+    def __init__(self, as_json: bool, out: TextIO, err: TextIO, secrets: SecretSet | None = None) -> None:
         self.as_json = as_json
+        # Every secret the run knows (`model.secrets.stack_secrets`, then what the estate learns
+        # from the hosts): scrubbed from everything written to out and err.
+        self.secrets = secrets if secrets is not None else SecretSet()
         self.out = out
         self.err = err
 
     def result(self, data: Any, human: str) -> None:
         if self.as_json:
-            self.out.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+            data = redact_tree(json.loads(json.dumps(data, default=str)), self.secrets)
+            self.out.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
         else:
-            self.err.write(human.rstrip() + "\n")
+            self.err.write(redact(human.rstrip(), self.secrets) + "\n")
 
     def say(self, text: str) -> None:
-        self.err.write(text.rstrip() + "\n")
+        self.err.write(redact(text.rstrip(), self.secrets) + "\n")
 
 
 def confirm(question: str, *, yes: bool, stdin: TextIO, err: TextIO) -> None:
@@ -56,6 +106,11 @@ def format_status(data: dict[str, Any]) -> str:
              + ("  ** DRIFT: HAProxy and stack config disagree **" if data["drift"] else "")]
     if data.get("reconcile"):
         lines.append(f"  reconcile the declared colour with: {data['reconcile']}")
+    truth = data.get("liveTruth") or {}
+    for mismatch in truth.get("mismatches") or []:
+        lines.append(f"  ** MISMATCH: {mismatch} **")
+    if truth.get("resolve"):
+        lines.append(f"  resolve with: {truth['resolve']}")
     lines.append(f"  {'colour':<7} {'host':<12} {'health':<14} {'release':<24} {'sha':<8} {'pm2':<16} haproxy")
     for color, c in data["colors"].items():
         health = f"{c['statusCode'] or '-'} {c['latencyMs'] or 0:.0f}ms" if c["healthy"] else \
@@ -98,8 +153,9 @@ def format_status(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cli_estate(t: Topology, progress: TerminalProgress) -> Estate:
-    """The handle a command runs on: every secret the stack knows is scrubbed from its output."""
+def cli_estate(t: Topology, progress: TerminalProgress, o: Output) -> Estate:
+    """The handle a command runs on. It shares the output's secrets (`stack_secrets`, filled in by
+    `main` once the stack is loaded): what it learns from the hosts is scrubbed from the output too."""
     from bluegreen.ops.estate import Estate  # here, not at the top: the emergency path never needs it
 
-    return Estate(t, progress=progress, secrets=known_secrets(t, os.environ))
+    return Estate(t, progress=progress, secrets=o.secrets)

@@ -1,11 +1,13 @@
 """MCP server on stdio: the deploy operations as tools for an AI assistant, over `bluegreen.ops`.
 
 stdout is the protocol; every log line goes to stderr. Reading tools run directly. Mutating tools
-are gated, and nothing the model receives can approve them: called, they change nothing and
-return the plan with a short approval code that only names a pending request in the local
-approvals store (`approval_store.py`). A person approves it: in the client's own dialog where it
-supports elicitation, or in a terminal with `bluegreen approve CODE`. Called again after that,
-the tool re-plans and runs only if the plan and estate are exactly what the person approved.
+are gated, and nothing the model receives, nor anything it can do as the server's OS user, can
+approve them: called, they change nothing and return the plan with a short approval code that
+only names a request the server holds in memory with a nonce the model never sees
+(`approval_store.py`). A person approves it: in the client's own dialog where it supports
+elicitation, or in a terminal as the approver account (`sudo -u <approver> bluegreen approve
+CODE`), which alone can write the grants the server trusts. Called again after that, the tool
+re-plans and runs only if the plan and estate are exactly what the person approved.
 
 The operations are synchronous: each call runs in a worker thread, and its progress events cross
 back to the event loop to become `notifications/progress` for clients that sent a progressToken.
@@ -20,7 +22,7 @@ import math
 import os
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -33,14 +35,24 @@ from mcp.types import CallToolResult, ContentBlock, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from bluegreen.faces.approval import DEFAULT_TTL_SECONDS, ApprovalError, canonical
-from bluegreen.faces.approval_store import ApprovalStore, Request, default_root, request_digest
+from bluegreen.faces.approval import describe_plan as describe_plan
+from bluegreen.faces.approval import estate_facts as estate_facts
+from bluegreen.faces.approval_store import (
+    ApprovalStore,
+    Grant,
+    Request,
+    approver_from,
+    default_root,
+    request_digest,
+)
 from bluegreen.faces.exposure import NOTE, error_message, is_marked, mark_tree, quote_untrusted
 from bluegreen.model.deploy_pin import DeployPin
 from bluegreen.model.errors import BlueGreenError, ConfigError
 from bluegreen.model.progress import RecordingProgress, StepRecord
 from bluegreen.model.secrets import SECRET_ENVS as SECRET_ENVS
-from bluegreen.model.secrets import known_secrets
-from bluegreen.model.sensitive import Sensitive, redact
+from bluegreen.model.secrets import stack_secrets
+from bluegreen.model.sensitive import SecretSet, Sensitive, as_secret_set, redact
+from bluegreen.model.sensitive import redact_tree as redact_tree
 from bluegreen.model.topology import Topology
 from bluegreen.ops.deploy import deploy, plan_deploy
 from bluegreen.ops.estate import Estate
@@ -97,36 +109,6 @@ def elicitation_enabled(environ: Mapping[str, str]) -> bool:
     raise ConfigError(f"{ELICITATION_ENV}={raw!r}: expected on or off")
 
 
-def estate_facts(status: Mapping[str, Any], last_entry: Mapping[str, Any] | None) -> dict[str, Any]:
-    """What an approval is bound to besides the plan: what would make the plan mean something else.
-
-    From `status().to_json()`; volatile readings (latency, uptime, pm2 pids) stay out, or every
-    token would go stale by itself.
-    """
-    standby = status.get("standby")
-    color = (status.get("colors") or {}).get(standby) or {}
-    return {"live": status.get("live"), "standby": standby, "standbyRelease": color.get("release"),
-            "standbySha": color.get("sha"), "switchCount": status.get("switchCount"),
-            "lastHistoryEntry": dict(last_entry) if last_entry else None}
-
-
-def describe_plan(tool: str, plan: Mapping[str, Any]) -> str:
-    """The plan in words, for the person approving it."""
-    if tool == "deploy_to_standby":
-        lines = [f"Deploy {plan.get('ref')} to the standby colour {plan.get('colour')} "
-                 f"({plan.get('host')}); {plan.get('live')} stays live and untouched."]
-        lines += [f"  - {step}" for step in plan.get("steps") or []]
-        return "\n".join(lines)
-    verb = "Roll back" if tool == "rollback" else "Switch"
-    sha = str(plan.get("sha") or "")[:7] or "unknown"
-    emergency = " EMERGENCY: checks skipped." if plan.get("emergency") else ""
-    lines = [f"{verb} live traffic from {plan.get('from')} to {plan.get('colour')} "
-             f"(release {plan.get('release') or 'none'}, commit {sha}, via {plan.get('path')}).{emergency}"]
-    lines += [f"  check: {check}" for check in plan.get("checks") or []]
-    lines += [f"  PROBLEM: {problem}" for problem in plan.get("problems") or []]
-    return "\n".join(lines)
-
-
 def progress_message(event: str, record: StepRecord) -> str:
     if event == "start":
         return f"{record.name} ..."
@@ -135,26 +117,15 @@ def progress_message(event: str, record: StepRecord) -> str:
     return record.name
 
 
-def redact_tree(value: Any, secrets: Sequence[Sensitive]) -> Any:
-    """Every string inside `value` redacted; keys and structure untouched, so JSON stays valid."""
-    if isinstance(value, str):
-        return redact(value, secrets)
-    if isinstance(value, Mapping):
-        return {key: redact_tree(item, secrets) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact_tree(item, secrets) for item in value]
-    return value
-
-
-def ok_result(data: dict[str, Any], summary: str | None = None, *, secrets: Sequence[Sensitive] = (),
+def ok_result(data: dict[str, Any], summary: str | None = None, *, secrets: Iterable[Sensitive] = (),
               is_error: bool = False) -> CallToolResult:
     """A result as text (for the model) and structured content (for programs), secrets scrubbed.
 
     Host output inside results (status errors, failed steps) can quote anything, credentials too,
     and text an outsider wrote: it is quoted as untrusted, with a note saying what that means.
     """
-    marked = mark_tree(redact_tree(data, secrets))
-    text = json.dumps(marked, indent=2, default=str)
+    marked = mark_tree(redact_tree(json.loads(json.dumps(data, default=str)), secrets))
+    text = redact(json.dumps(marked, indent=2), secrets)  # a second pass over the JSON as sent
     summary = redact(summary, secrets) if summary else None
     content: list[ContentBlock] = [TextContent(type="text", text=summary)] if summary else []
     content.append(TextContent(type="text", text=text))
@@ -164,7 +135,8 @@ def ok_result(data: dict[str, Any], summary: str | None = None, *, secrets: Sequ
     return CallToolResult(content=content, structured_content=json.loads(text), is_error=is_error)
 
 
-def error_result(message: str) -> CallToolResult:
+def error_result(message: str, secrets: Iterable[Sensitive] = ()) -> CallToolResult:
+    message = redact(message, secrets)
     content: list[ContentBlock] = [TextContent(type="text", text=message)]
     if is_marked(message):
         content.append(TextContent(type="text", text=NOTE))
@@ -187,6 +159,11 @@ def whoami() -> str:
     return default_holder()
 
 
+def approved_holder(tool: str, request: Request, grant: Grant) -> str:
+    """Who runs an approved call, as the lock and the journal record it."""
+    return f"{whoami()} via MCP {tool}, approved by {grant.who()} ({grant.via}, code {request.code})"
+
+
 class Confirmation(BaseModel):
     """The form shown to the person by clients that support elicitation."""
 
@@ -201,12 +178,14 @@ class DeployTools:
 
     def __init__(self, topology: Topology, *, store: ApprovalStore, ttl: float = DEFAULT_TTL_SECONDS,
                  estate_factory: EstateFactory | None = None, ops: Operations | None = None,
-                 secrets: list[Sensitive] | None = None,
+                 secrets: SecretSet | list[Sensitive] | None = None,
                  elicitation: bool = True, poll_seconds: float = 1.0) -> None:
         self.t = topology
         self.store = store
         self.ttl = ttl
-        self.secrets = list(secrets or [])
+        # `stack_secrets`, shared with every estate this server opens: what one call learns from
+        # the hosts is scrubbed from every later result too.
+        self.secrets: SecretSet = as_secret_set(secrets)
         self.elicitation = elicitation
         self.poll_seconds = poll_seconds
         self._factory = estate_factory or self._default_estate
@@ -320,25 +299,31 @@ class DeployTools:
             candidates = [named]
         else:
             candidates = store.pending(tool, args)
-        granted = next((r for r in candidates if store.grant(r.code) is not None), None)
+        granted, declined = self._approved(candidates, named is not None)
         if granted is not None:
             return await self._redeem_and_run(ctx, tool, granted, planned, facts, run)
         current = request_digest(tool, args, planned, facts)
-        waiting = next((r for r in candidates if r.digest == current), None)
-        note = None
+        waiting = next((r for r in candidates if r.digest == current and r.code not in declined), None)
+        note = "; ".join(declined.values()) + ". This is a new plan with a new code." if declined else None
         if waiting is None and named is not None:
             # Never approved, and the plan it showed no longer exists: it can never run.
             store.discard(named.code)
             note = (f"Approval code {named.code} was for an older plan (the estate or inputs changed); "
                     "it was withdrawn. This is a new plan with a new code.")
-        if waiting is None and self._can_elicit(ctx):
+        can_elicit = self._can_elicit(ctx)
+        if waiting is None and can_elicit:
             asked = await self._ask_person(ctx, tool, args, planned, facts, plan=plan, run=run)
             if asked is not None:
                 return asked
+        if waiting is None and not store.terminal_approval:
+            return self._unapprovable(tool, args, planned, facts)
         request = waiting or store.create(tool, args, planned, facts, describe_plan(tool, planned), self.ttl)
+        if store.keep_request_file(request.code):
+            note = " ".join(filter(None, [note, "The request file had been changed by someone else and "
+                                                 "was written again; an approval given meanwhile does not count."]))
         if waiting is None:
-            log.info("%s: approval %s requested (valid %gs); approve with `bluegreen approve %s "
-                     "--stack %s`", tool, request.code, self.ttl, request.code, self.t.stack)
+            log.info("%s: approval %s requested (valid %gs); approve with `%s`", tool, request.code,
+                     self.ttl, store.approve_command(request.code))
         if wait_seconds > 0:
             approved = await self._wait_for_grant(ctx, request, wait_seconds)
             if approved:
@@ -346,26 +331,52 @@ class DeployTools:
                 return await self._redeem_and_run(ctx, tool, request, replanned, refacts, run)
         return self._awaiting(tool, args, request, again=waiting is not None, note=note)
 
+    def _approved(self, candidates: list[Request], named: bool) -> tuple[Request | None, dict[str, str]]:
+        """The first candidate a person approved, and the ones they declined (withdrawn). A code
+        the call named that was declined is the call's answer: an error."""
+        declined: dict[str, str] = {}
+        for request in candidates:
+            try:
+                if self.store.grant(request.code) is not None:
+                    return request, declined
+            except ApprovalError as exc:
+                if named:
+                    raise
+                declined[request.code] = str(exc).removesuffix("; nothing was changed")
+        return None, declined
+
+    def _unapprovable(self, tool: str, args: dict[str, Any], planned: dict[str, Any],
+                      facts: dict[str, Any]) -> CallToolResult:
+        """No way for a person to approve here: no dialog in this client, no approver account."""
+        why = ("Nothing was changed, and nothing can approve it from here: this MCP client shows no "
+               "approval dialog (elicitation), and no approver account is configured for terminal "
+               "approvals (BLUEGREEN_APPROVER, see docs/MCP.md). Run it with the bluegreen CLI instead, "
+               "or set up an approver account.")
+        return ok_result({"approved": False, "changed": False, "tool": tool, "arguments": args,
+                          "plan": planned, "estate": facts, "next": why}, why, secrets=self.secrets,
+                         is_error=True)
+
     async def _redeem_and_run(self, ctx: Context, tool: str, request: Request, planned: dict[str, Any],
                               facts: dict[str, Any], run: Callable[[Estate], dict[str, Any]]
                               ) -> CallToolResult:
         grant = self.store.redeem(request, planned, facts)
         log.info("%s: approval %s given by %s (%s) matches the current plan; running",
-                 tool, request.code, grant.approved_by, grant.via)
-        return await self._execute(ctx, tool, run)
+                 tool, request.code, grant.who(), grant.via)
+        return await self._execute(ctx, tool, run, who=approved_holder(tool, request, grant))
 
     async def _wait_for_grant(self, ctx: Context, request: Request, wait_seconds: int) -> bool:
         """Poll the store until the person approves, the request goes, or time is up; report progress."""
         # The store's clock is wall time shared with other processes; the wait itself is monotonic.
         deadline = time.monotonic() + min(wait_seconds, max(0.0, request.expires_at - self.store.clock()))
-        message = (f"waiting for approval {request.code}: run `bluegreen approve {request.code} "
-                   f"--stack {self.t.stack}` in a terminal")
+        message = (f"waiting for approval {request.code}: the person runs `"
+                   f"{self.store.approve_command(request.code)}` in a terminal")
         count = 0
         while time.monotonic() < deadline:
+            if self.store.grant(request.code) is not None:  # a declined one raises: the call ends
+                return True
+            self.store.keep_request_file(request.code)
             try:
-                if self.store.grant(request.code) is not None:
-                    return True
-                self.store.get(request.code)  # declined, expired or withdrawn: stop waiting
+                self.store.get(request.code)  # expired or withdrawn: stop waiting
             except ApprovalError:
                 return False
             count += 1
@@ -377,18 +388,19 @@ class DeployTools:
     def _awaiting(self, tool: str, args: dict[str, Any], request: Request, *, again: bool,
                   note: str | None) -> CallToolResult:
         remaining = max(0, round(request.expires_at - self.store.clock()))
-        command = f"bluegreen approve {request.code} --stack {self.t.stack}"
+        command = self.store.approve_command(request.code)
         data = {"approved": False, "changed": False, "tool": tool, "arguments": args,
                 "plan": request.plan, "estate": request.estate,
                 "approval": {"code": request.code, "status": "waiting for a person",
                              "expiresInSeconds": remaining, "approveInTerminal": command},
                 "next": (f"Nothing was changed. The approval code does nothing by itself and you "
                          f"cannot approve it. Show the person this plan and the code; they approve it "
-                         f"themselves in a terminal with `{command}`, which shows them the plan. After "
-                         f"they have approved it, call {tool} again with the same arguments "
-                         f"(approval_code={request.code!r}), within {remaining} seconds.")}
-        if note:
-            data["note"] = note
+                         f"themselves in a terminal with `{command}` (it asks for their password and "
+                         f"shows them the plan). After they have approved it, call {tool} again with "
+                         f"the same arguments (approval_code={request.code!r}), within {remaining} seconds.")}
+        ignored = self.store.ignored.get(request.code)
+        if ignored or note:
+            data["note"] = " ".join(filter(None, [note, ignored]))
         lead = "Still waiting for approval." if again else "Approval needed."
         summary = (f"{lead} {describe_plan(tool, request.plan)}\n\nApproval code: {request.code} "
                    f"(approve in a terminal: {command})")
@@ -407,9 +419,9 @@ class DeployTools:
             redact_tree(planned, self.secrets), redact_tree(facts, self.secrets))
         return result
 
-    async def _execute(self, ctx: Context, tool: str, run: Callable[[Estate], dict[str, Any]]
-                       ) -> CallToolResult:
-        result = await self._in_thread(ctx, run)
+    async def _execute(self, ctx: Context, tool: str, run: Callable[[Estate], dict[str, Any]], *,
+                       who: str | None = None) -> CallToolResult:
+        result = await self._in_thread(ctx, run, who=who)
         if result.get("ok", True):
             return ok_result(result, secrets=self.secrets)
         # A switch that ran but was undone (the watch failed) is reported, not raised.
@@ -452,13 +464,13 @@ class DeployTools:
             return ok_result({"approved": False, "changed": False, "tool": tool, "arguments": args,
                               "plan": planned, "estate": facts, "answer": answer.action},
                              f"Not approved ({answer.action}): nothing was changed.", secrets=self.secrets)
-        self.store.approve(request, approved_by=f"{whoami()} in the MCP client", via="elicitation")
+        self.store.approve_in_dialog(request, approved_by=f"the person at the MCP client of {whoami()}")
         replanned, refacts = await self._plan(ctx, plan)
         return await self._redeem_and_run(ctx, tool, request, replanned, refacts, run)
 
     # -- plumbing -------------------------------------------------------------------
 
-    async def _in_thread(self, ctx: Context, work: Callable[[Estate], T]) -> T:
+    async def _in_thread(self, ctx: Context, work: Callable[[Estate], T], *, who: str | None = None) -> T:
         """Run `work` on a fresh estate handle in a worker thread; forward its progress as notifications.
 
         The worker never waits for the client: events go into an unbounded queue that a task
@@ -485,6 +497,8 @@ class DeployTools:
                         log.debug("progress notification not sent: %s", type(exc).__name__)
 
         estate = self._factory(RecordingProgress(listener=listener))
+        if who is not None:
+            estate.who = who  # the journal and the lock name who approved the run
         failure: Exception | None = None
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(forward)
@@ -508,7 +522,7 @@ class DeployTools:
         except BlueGreenError as exc:
             message = redact(error_message(exc), self.secrets)
             log.warning("%s: %s", tool, message)
-            return error_result(message)
+            return error_result(message, self.secrets)
         except Exception as exc:
             log.error("%s: internal error: %s: %s", tool, type(exc).__name__, redact(str(exc), self.secrets))
             if log.isEnabledFor(logging.DEBUG):
@@ -545,9 +559,15 @@ def serve(topology: Topology, *, environ: Mapping[str, str] | None = None) -> No
     """Run the MCP server on stdio until the client closes it."""
     env = os.environ if environ is None else environ
     ttl = approval_ttl(env)
-    store = ApprovalStore(default_root(env, topology.stack), topology.stack)
+    store = ApprovalStore(default_root(env, topology.stack), topology.stack, approver=approver_from(env))
     store.ensure()
+    if os.getuid() == 0:
+        log.warning("the MCP server runs as root: anything else running as root can write approvals "
+                    "and use the estate's keys; run it as an ordinary user (docs/MCP.md)")
+    if store.approver is None:
+        log.warning("no approver account (%s): only the MCP client's own dialog can approve a deploy, "
+                    "switch or rollback", "BLUEGREEN_APPROVER")
     tools = DeployTools(topology, store=store, ttl=ttl,
-                        secrets=known_secrets(topology, env), elicitation=elicitation_enabled(env))
+                        secrets=stack_secrets(topology, env), elicitation=elicitation_enabled(env))
     log.info("MCP server for stack %s on stdio", topology.stack)
     build_server(tools).run("stdio")

@@ -157,8 +157,10 @@ def last_good_summary(t: Topology, db: Executor) -> dict[str, Any] | None:
                                       "colour": good.meta.color if good.meta else None}
 
 
-def applied_rows(t: Topology, db: Executor) -> list[migrations.AppliedRow]:
-    """The rows of Prisma's `_prisma_migrations` table (none when it does not exist yet)."""
-    result = db.run(cmd.psql(t, t.database_host, migrations.applied_rows_query()),
-                    step="read applied migrations", check=False)
+def applied_rows(t: Topology, db: Executor, *, timeout_s: int | None = None) -> list[migrations.AppliedRow]:
+    """The rows of Prisma's `_prisma_migrations` table (none when it does not exist yet). With
+    `timeout_s`, a hung PostgreSQL costs at most that to connect and that for the query."""
+    result = db.run(cmd.psql(t, t.database_host, migrations.applied_rows_query(), timeout_s=timeout_s),
+                    step="read applied migrations", check=False,
+                    timeout=None if timeout_s is None else 2 * timeout_s + 5)
     return migrations.parse_applied(result.stdout, result.stderr, result.exit_code)

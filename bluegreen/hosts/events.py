@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -31,7 +31,7 @@ from typing import Any, cast
 import httpx
 
 from bluegreen.model.errors import ConfigError, DeployError
-from bluegreen.model.sensitive import Sensitive, redact
+from bluegreen.model.sensitive import Sensitive, redact, redact_tree
 from bluegreen.model.topology import Topology
 
 log = logging.getLogger("bluegreen.events")
@@ -161,11 +161,13 @@ def deliver(event: Mapping[str, Any], targets: list[tuple[str, str]], *, timeout
     return outcome
 
 
-def publish(t: Topology, event: dict[str, Any]) -> subprocess.Popen[bytes] | None:
-    """Hand `event` to a detached delivery process and return at once (None: no webhooks).
-    Never raises for delivery problems: an operation's result must not depend on a receiver."""
+def publish(t: Topology, event: dict[str, Any], secrets: Iterable[Sensitive] = ()) -> subprocess.Popen[bytes] | None:
+    """Hand `event`, scrubbed of `secrets` (and of anything shaped like one), to a detached
+    delivery process and return at once (None: no webhooks). Never raises for delivery
+    problems: an operation's result must not depend on a receiver."""
     if not t.events.webhooks:
         return None
+    event = redact_tree(event, secrets)
     try:
         targets = [(name, url.reveal()) for name, url in resolve_webhooks(t)]
     except ConfigError as exc:
@@ -205,8 +207,11 @@ def hook_env(t: Topology, kind: str, fields: Mapping[str, Any]) -> dict[str, str
     return env
 
 
-def run_hook(t: Topology, path: str, kind: str, fields: Mapping[str, Any]) -> None:
-    """Run a local hook script; HookError (naming it, with its last output) if it fails."""
+def run_hook(t: Topology, path: str, kind: str, fields: Mapping[str, Any],
+             secrets: Iterable[Sensitive] = ()) -> None:
+    """Run a local hook script (given `fields` scrubbed of `secrets`); HookError (naming it, with
+    its last output) if it fails."""
+    fields = redact_tree(dict(fields), secrets)
     env = {**os.environ, **hook_env(t, kind, fields)}
     try:
         proc = subprocess.run([path], input=json.dumps(dict(fields)), capture_output=True, text=True,

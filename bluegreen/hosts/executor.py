@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 from bluegreen.model.errors import HostKeyError, RemoteError
-from bluegreen.model.sensitive import Sensitive, redact
+from bluegreen.model.sensitive import SecretSet, Sensitive, as_secret_set, redact
 from bluegreen.render.shell import env_prefix, sh
 
 if TYPE_CHECKING:
@@ -69,8 +69,12 @@ class Executor(Protocol):
 @dataclass
 class _Base:
     host: str
-    secrets: list[Sensitive] = field(default_factory=list)
+    # A shared `SecretSet` stays shared (values the estate learns later are scrubbed too).
+    secrets: Iterable[Sensitive] = field(default_factory=SecretSet)
     command_timeout: float = 900.0
+
+    def __post_init__(self) -> None:
+        self.secrets = as_secret_set(self.secrets)
 
     def _clean(self, text: str) -> str:
         return redact(text, self.secrets)
@@ -191,7 +195,7 @@ class SshExecutor(_Base):
         last: Exception | None = None
         for attempt in range(1, self.target.connect_attempts + 1):
             client = paramiko.SSHClient()
-            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            client.set_missing_host_key_policy(_reject_showing_key())
             if os.path.exists(known_hosts):
                 client.load_host_keys(known_hosts)
             try:
@@ -205,17 +209,22 @@ class SshExecutor(_Base):
                 client.close()
                 raise HostKeyError(
                     self.host, "connect",
-                    f"the host key of {hostname}:{port} has CHANGED (got {exc.key.get_name()} "
-                    f"{exc.key.get_fingerprint().hex()}); refusing to connect. If the host was "
-                    f"rebuilt, remove its line from {known_hosts} and trust it again") from None
+                    f"the host key of {hostname}:{port} has CHANGED (it now presents {exc.key.get_name()} "
+                    f"{fingerprint(exc.key.get_base64())}, pinned is {exc.expected_key.get_name()} "
+                    f"{fingerprint(exc.expected_key.get_base64())}); refusing to connect. If the host "
+                    f"was rebuilt, check the new fingerprint, remove its line from {known_hosts} and "
+                    f"pin it with `bluegreen trust --fingerprint ...`") from None
+            except _UnknownHostKey as exc:
+                client.close()
+                raise HostKeyError(
+                    self.host, "connect",
+                    f"the host key of {hostname}:{port} is unknown (not in {known_hosts}): it presents "
+                    f"{exc.key_type} {exc.fingerprint}; refusing to connect. If that is the host's key "
+                    f"(check it on the host: ssh-keygen -lf /etc/ssh/ssh_host_{exc.key_type.removeprefix('ssh-')}"
+                    f"_key.pub), pin it with `bluegreen trust {self.host.split(' ', 1)[0]} --fingerprint "
+                    f"{exc.fingerprint}`") from None
             except paramiko.SSHException as exc:
                 client.close()
-                if "not found in known_hosts" in str(exc):
-                    raise HostKeyError(
-                        self.host, "connect",
-                        f"the host key of {hostname}:{port} is unknown (not in {known_hosts}); "
-                        f"refusing to connect. Check its fingerprint, then add it with "
-                        f"`bluegreen trust` or ssh-keyscan") from None
                 if isinstance(exc, paramiko.AuthenticationException):
                     raise RemoteError(self.host, "connect",
                                       f"authentication as {user}@{hostname}:{port} failed: {exc}") from None
@@ -337,6 +346,24 @@ def _drain(channel: paramiko.Channel, limit: float, started: float) -> tuple[byt
     return bytes(out), bytes(err)
 
 
+class _UnknownHostKey(Exception):
+    def __init__(self, key_type: str, key_base64: str) -> None:
+        super().__init__(key_type)
+        self.key_type = key_type
+        self.fingerprint = fingerprint(key_base64)
+
+
+def _reject_showing_key() -> paramiko.MissingHostKeyPolicy:
+    """paramiko's RejectPolicy, keeping the key it refused so the message can show its fingerprint."""
+    import paramiko
+
+    class RejectShowingKey(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+            raise _UnknownHostKey(key.get_name(), key.get_base64())
+
+    return RejectShowingKey()
+
+
 def ssh_target(topology: Topology, container: Container) -> SshTarget:
     ssh = topology.ssh
     return SshTarget(address=container.ip, port=ssh.port, user=ssh.user,
@@ -348,7 +375,7 @@ def ssh_target(topology: Topology, container: Container) -> SshTarget:
 def connect(topology: Topology, container: Container,
             secrets: Iterable[Sensitive] = ()) -> SshExecutor:
     """An executor for one host of the estate (not yet connected: it connects on first use)."""
-    return SshExecutor(host=container.label, secrets=list(secrets),
+    return SshExecutor(host=container.label, secrets=as_secret_set(secrets),
                        command_timeout=topology.ssh.command_timeout,
                        target=ssh_target(topology, container))
 

@@ -12,8 +12,12 @@ from typing import Any
 from bluegreen.hosts.executor import Executor
 from bluegreen.hosts.haproxy_cfg import backend_colors, color_from_config, served_color
 from bluegreen.hosts.haproxy_cli import (
+    FLIP_SOCKET_TIMEOUT,
     LIVE_KEY,
+    MAP_FILE_OK,
+    MAP_FILE_WRITTEN,
     MISSING_BACKEND_EXIT,
+    NO_ANSWER_EXIT,
     RELOAD,
     RELOAD_TIMEOUT,
     SHOW_PROC,
@@ -26,12 +30,11 @@ from bluegreen.hosts.haproxy_cli import (
     ProcTable,
     StatSnapshot,
     UnexpectedAnswer,
-    add_map,
     backend_for,
     check_config_command,
     color_of,
     config_errors,
-    guarded_flip_command,
+    flip_script,
     parse_servers_state,
     parse_show_map,
     parse_show_proc,
@@ -187,51 +190,59 @@ class FlipResult:
 
 
 def set_live_color(executor: Executor, paths: HaproxyPaths, live_color: str, map_text: str) -> FlipResult:
-    """Route `live_color` in memory (no reload), then make the map file say the same.
+    """Route `live_color` in memory (no reload) and make the map file say the same, in ONE remote
+    step (`flip_script`): the file always ends up saying what HAProxy routes by, so a reload keeps
+    it, even when this client loses the connection half way.
 
     Refuses, before changing anything, when the running HAProxy lacks either colour backend: a
-    map value naming a missing backend answers every request with 503.
+    map value naming a missing backend answers every request with 503. A map file that already
+    says it is not touched (`file_changed` False).
     """
     wanted = routing_entries(live_color)
     step = f"route traffic to {live_color}"
-    result = executor.run(guarded_flip_command(paths.admin_socket, paths.map, wanted), step=step,
-                          check=False, timeout=SOCKET_TIMEOUT * (len(wanted) + 3) + 10)
+    result = executor.run(flip_script(paths.admin_socket, paths.map, wanted, map_text), step=step,
+                          check=False, timeout=FLIP_SOCKET_TIMEOUT * (len(wanted) + 3) + 10)
+    last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.exit_code}"
     if result.exit_code == MISSING_BACKEND_EXIT:
-        missing = result.stderr.strip().splitlines()[-1].removeprefix("missing backend ")
-        raise RemoteError(executor.host, step, f"the running HAProxy has no backend {missing}; "
-                          "apply the HAProxy configuration first")
+        raise RemoteError(executor.host, step, f"the running HAProxy has no backend "
+                          f"{last.removeprefix('missing backend ')}; apply the HAProxy configuration first")
+    if result.exit_code == NO_ANSWER_EXIT and "no answer" in last:
+        raise HaproxyUnavailable(executor.host, step, re.sub(r"\S*socat\[\d+\] E ", "", last))
     answers = split_answers(result.stdout)
-    if not result.ok or len(answers) != len(wanted) + 2:
-        why = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.exit_code}"
-        why = re.sub(r"^\S*socat\[\d+\] E ", "", why)
-        raise HaproxyUnavailable(executor.host, step, f"no answer from HAProxy on {paths.admin_socket}: {why}")
+    if len(answers) != 3:
+        raise RemoteError(executor.host, step, f"unexpected answer from the flip ({last})")
     before: dict[str, str] = _parse(executor, step, parse_show_map, answers[0])
-    refused = [a.strip() for a in answers[1:-1] if a.strip()]
-    after: dict[str, str] = _parse(executor, step, parse_show_map, answers[-1])
-    if refused and any(k not in before for k in wanted):
-        # `set map` only changes existing keys: a map file missing one gets it added.
-        adds = [add_map(paths.map, k, v) for k, v in wanted.items() if k not in before]
-        answers = ask(executor, paths.admin_socket, [*adds, show_map(paths.map)], step=step)
-        refused = [a.strip() for a in answers[:-1] if a.strip()]
-        after = _parse(executor, step, parse_show_map, answers[-1])
-    if refused or any(after.get(k) != v for k, v in wanted.items()):
-        raise RemoteError(executor.host, step, "HAProxy did not take the new map: "
-                          + ("; ".join(refused) or f"it now holds {after}"))
+    after: dict[str, str] = _parse(executor, step, parse_show_map, answers[1]) if answers[1].strip() else {}
+    file_state = answers[2].strip()
+    if result.exit_code != 0 or any(after.get(k) != v for k, v in wanted.items()):
+        refused = "; ".join(line.removeprefix("refused: ") for line in result.stderr.splitlines()
+                            if line.startswith("refused: ")) or last
+        moved = color_of(after.get(LIVE_KEY, "")) if after else None
+        raise RemoteError(executor.host, step, f"HAProxy did not take the new map: {refused} (it routes "
+                          f"to {moved or 'an unknown backend'}; the map file: {file_state})")
+    if file_state not in MAP_FILE_OK:
+        raise RemoteError(executor.host, "write the live-colour map file", f"{file_state} (HAProxy already "
+                          f"routes to {live_color} in memory; a reload before the file is fixed would undo "
+                          "that; `bluegreen switch --to " + live_color + "` rewrites it)")
     runtime_changed = any(before.get(k) != v for k, v in wanted.items())
     if runtime_changed:
         log.info("%s: live colour is now %s (was %s)", executor.host, live_color,
                  color_of(before.get(LIVE_KEY, "")) or before.get(LIVE_KEY))
-    file_changed = False
-    existing = executor.get(paths.map, step=step)
-    if existing is None or existing.decode(errors="replace") != map_text:
-        try:
-            executor.put(paths.map, map_text, step="write the live-colour map file")
-        except RemoteError as exc:
-            raise RemoteError(exc.host, exc.step, f"{exc.detail} (HAProxy already routes to {live_color} "
-                              "in memory; a reload before this file is fixed would undo that)") from None
-        file_changed = True
     return FlipResult(previous=before, current=after, runtime_changed=runtime_changed,
-                      file_changed=file_changed)
+                      file_changed=file_state == MAP_FILE_WRITTEN)
+
+
+def read_map_file(executor: Executor, paths: HaproxyPaths) -> dict[str, str] | None:
+    """The map file's entries (what a reload would route by); None when there is no file."""
+    raw = executor.get(paths.map, step="read the live-colour map file")
+    if raw is None:
+        return None
+    entries: dict[str, str] = {}
+    for line in raw.decode(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and not parts[0].startswith("#"):
+            entries[parts[0]] = parts[1]
+    return entries
 
 
 def flip(executor: Executor, t: Topology, live_color: str) -> FlipResult:
@@ -282,6 +293,7 @@ def reload(executor: Executor, where: Topology | HaproxyPaths, *,
     """
     paths = _paths(where)
     validate_config(executor, paths.config)
+    keep_runtime_routing(executor, paths)
     before = show_proc(executor, paths)
     step = "reload HAProxy"
     sent = executor.run(runtime_command(paths.master_socket, [RELOAD]), step=step, check=False,
@@ -306,6 +318,26 @@ def reload(executor: Executor, where: Topology | HaproxyPaths, *,
             raise RemoteError(executor.host, step, f"no new worker within {timeout:g}s after `reload` "
                               f"(master said: {said})")
         time.sleep(_POLL_INTERVAL)
+
+
+def keep_runtime_routing(executor: Executor, paths: HaproxyPaths) -> bool:
+    """Before a reload: a map file that disagrees with what HAProxy routes by in memory would move
+    traffic when the new worker loads it. Rewrite it to the runtime's entries (what serves now);
+    True when it had to. Nothing to do where HAProxy has no such map (a hand-written config)."""
+    try:
+        runtime = read_map(executor, paths)
+    except RemoteError as exc:
+        if "Unknown map identifier" in exc.detail:
+            return False
+        raise
+    on_disk = read_map_file(executor, paths)
+    if not runtime or (on_disk is not None and all(on_disk.get(k) == v for k, v in runtime.items())):
+        return False
+    log.warning("%s: the map file %s says %s but HAProxy routes by %s: rewriting the file before the "
+                "reload, so the reload keeps the live colour", executor.host, paths.map, on_disk, runtime)
+    executor.put(paths.map, "".join(f"{k} {v}\n" for k, v in runtime.items()),
+                 step="keep the live colour across the reload")
+    return True
 
 
 def master_answers(executor: Executor, where: Topology | HaproxyPaths) -> ProcTable | None:

@@ -435,18 +435,68 @@ def config_errors(output: str) -> str:
 
 
 MISSING_BACKEND_EXIT = 3
+NO_ANSWER_EXIT = 4
+REFUSED_EXIT = 5
+FLIP_SOCKET_TIMEOUT = 5.0
+MAP_FILE_WRITTEN = "file written"
+MAP_FILE_UNCHANGED = "file unchanged"
+MAP_FILE_OK = (MAP_FILE_WRITTEN, MAP_FILE_UNCHANGED)
 
 
-def guarded_flip_command(socket_path: str, map_path: str, wanted: Mapping[str, str]) -> str:
-    """One shell line: refuse (exit 3) unless HAProxy has every backend `wanted` names, then
-    answer `show map`, the `set map`s and `show map` again.
+def _has_entries(entries: Mapping[str, str]) -> str:
+    """An awk program exiting 0 when a `show map` answer holds every (key, value) of `entries`."""
+    checks = " && ".join(f"s{i}" for i in range(len(entries))) or "1"
+    sets = " ".join(f'$2=="{k}" && $3=="{v}" {{s{i}=1}}' for i, (k, v) in enumerate(entries.items()))
+    return shlex.quote(f"{sets} END {{exit !({checks})}}")
 
-    One SSH round trip from the decision to the flip: traffic moves as soon as this runs.
+
+def flip_script(socket_path: str, map_path: str, wanted: Mapping[str, str], map_text: str) -> str:
+    """ONE remote step for a flip: refuse (exit 3) unless HAProxy has every backend `wanted`
+    names; `show map`; `set map` (`add map` for a key the map lacks) of each entry; `show map`;
+    then the map file rewritten to what HAProxy now routes by (`map_text` when it took the new
+    entries, else its own entries): the runtime and the file never disagree past this step, so a
+    reload keeps whatever HAProxy serves. SIGHUP and SIGPIPE are ignored: a client that loses the
+    connection half way does not stop the script between the runtime flip and the file.
+
+    Prints the answers of the two `show map`s and the file's fate, each followed by RESPONSE_END;
+    refusals go to stderr. Exit 0, or 3 (missing backend), 4 (no answer), 5 (refused).
     """
-    check = runtime_command(socket_path, [SHOW_BACKEND])
+    for key, value in wanted.items():
+        _word(key, "map key")
+        _word(value, "map value")
+    if not _SOCKET_PATH.match(socket_path):
+        raise ConfigError(f"socket path {socket_path!r}: expected an absolute path of letters, digits "
+                          "and _ . / @ + - only")
+    timeout = f"{FLIP_SOCKET_TIMEOUT:g}"
     needed = " ".join(shlex.quote(b) for b in sorted(set(wanted.values())))
-    guard = (f"backends=$({check}) || exit 4; for b in {needed}; do "
-             f"printf '%s\\n' \"$backends\" | grep -qxF \"$b\" || "
-             f"{{ echo \"missing backend $b\" >&2; exit {MISSING_BACKEND_EXIT}; }}; done")
-    commands = [show_map(map_path), *(set_map(map_path, k, v) for k, v in wanted.items()), show_map(map_path)]
-    return f"{guard}; {runtime_command(socket_path, commands)}"
+    entries = " ".join(shlex.quote(f"{k} {v}") for k, v in wanted.items())
+    m = shlex.quote(_word(map_path, "map path"))
+    return "\n".join([
+        "trap '' HUP PIPE",
+        f"S={shlex.quote('UNIX-CONNECT:' + socket_path)}; M={m}",
+        f"ask() {{ printf '%s\\n' \"$1\" | socat -T {timeout} -t {timeout} - \"$S\"; }}",
+        f"backends=$(ask 'show backend') || {{ echo \"no answer from HAProxy on $S\" >&2; exit {NO_ANSWER_EXIT}; }}",
+        f"for b in {needed}; do printf '%s\\n' \"$backends\" | grep -qxF \"$b\" || "
+        f"{{ echo \"missing backend $b\" >&2; exit {MISSING_BACKEND_EXIT}; }}; done",
+        f"before=$(ask \"show map $M\") || {{ echo \"no answer from HAProxy on $S\" >&2; exit {NO_ANSWER_EXIT}; }}",
+        "rc=0",
+        f"for kv in {entries}; do k=${{kv%% *}}; verb=add; "
+        "printf '%s\\n' \"$before\" | awk -v k=\"$k\" '$2==k{f=1} END{exit !f}' && verb=set; "
+        f"out=$(ask \"$verb map $M $kv\") || rc={NO_ANSWER_EXIT}; "
+        f"if [ -n \"$out\" ]; then printf 'refused: %s\\n' \"$out\" >&2; rc={REFUSED_EXIT}; fi; done",
+        "after=$(ask \"show map $M\") || after=''",
+        "file='file unwritten'",
+        f"if printf '%s\\n' \"$after\" | awk {_has_entries(wanted)}; then "
+        f"body={shlex.quote(map_text)}; "
+        "elif printf '%s\\n' \"$after\" | awk '$2==\"live\"{f=1} END{exit !f}'; then "
+        "body=$(printf '%s\\n' \"$after\" | awk 'NF==3{print $2\" \"$3}'); "
+        "body=\"$body\"$'\\n'; else body=''; fi",
+        # A file that already says it is left alone (its mtime too: nothing changed).
+        "cur=$(cat -- \"$M\" 2>/dev/null; printf x)",
+        f"if [ -n \"$body\" ] && [ \"$cur\" = \"${{body}}x\" ]; then file='{MAP_FILE_UNCHANGED}'; "
+        "elif [ -n \"$body\" ]; then if t=$(mktemp -- \"$M.XXXXXXXX\") && printf '%s' \"$body\" > \"$t\" "
+        f"&& chmod 644 -- \"$t\" && mv -f -- \"$t\" \"$M\"; then file='{MAP_FILE_WRITTEN}'; "
+        "else rm -f -- \"$t\"; file='file write failed'; fi; fi",
+        f"printf '%s\\n' \"$before\" {RESPONSE_END} \"$after\" {RESPONSE_END} \"$file\" {RESPONSE_END}",
+        "exit $rc",
+    ])

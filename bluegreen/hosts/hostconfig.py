@@ -34,6 +34,7 @@ from bluegreen.model.sensitive import Sensitive, redact
 from bluegreen.model.topology import Container, Topology
 from bluegreen.render.commands import default_pm2_home, pm2_invocation
 from bluegreen.render.postgres import merge_managed_block
+from bluegreen.render.secretfiles import CHECK_ONLY_ENV
 from bluegreen.render.shell import sh
 
 log = logging.getLogger("bluegreen.hostconfig")
@@ -68,14 +69,27 @@ def bootstrap_command(script_path: str) -> str:
     return sh("bash", script_path)
 
 
-def apply_bootstrap(executor: Executor, script: str, script_path: str) -> list[str]:
-    """Run the bootstrap script unless the host records that it already ran this exact script.
+def secret_modes_drift(executor: Executor, secret_modes: str) -> list[str]:
+    """What the secret-modes script would change on the host (`render.secretfiles`), changing nothing."""
+    result = executor.run(sh("bash", "-s"), step="check the modes of secret files",
+                          input=secret_modes, env={CHECK_ONLY_ENV: "1"})
+    return [line for line in result.stdout.splitlines() if line.startswith("bootstrap: ")]
+
+
+def apply_bootstrap(executor: Executor, script: str, script_path: str, *,
+                    secret_modes: str | None = None) -> list[str]:
+    """Run the bootstrap script unless the host records that it already ran this exact script;
+    then, every time, keep the files that hold secrets 0600 in 0700 directories.
 
     The record is the script itself at `script_path`, moved there only after a successful run,
     so a run that failed half-way is retried next time.
     """
     if read_text(executor, script_path, "read the bootstrap record") == script:
-        return []
+        if not secret_modes:
+            return []
+        result = executor.run(sh("bash", "-s"), step="secure the secret files", input=secret_modes)
+        return [line.removeprefix("bootstrap: ") for line in result.stdout.splitlines()
+                if line.startswith("bootstrap: ")]
     pending = f"{script_path}.pending"
     executor.put(pending, script, step="upload the bootstrap script", mode=0o700)
     result = executor.run(bootstrap_command(pending), step="bootstrap")

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import PurePosixPath
 
 from bluegreen.hosts.executor import Executor
-from bluegreen.model.errors import BlueGreenError, ConfigError, LockedError, RemoteError
+from bluegreen.model.errors import BlueGreenError, ConfigError, LockedError, RemoteError, add_problem
 from bluegreen.model.lock import UNREADABLE_LOCK, LockInfo, LockStatus, default_holder, describe_locked, lock_status
 
 log = logging.getLogger("bluegreen.lock")
@@ -63,8 +63,13 @@ def _mutex(path: str) -> str:
             f"flock -w 10 9 || exit {LOCK_CREATE_FAILED}; ")
 
 
+def token_line(token: str) -> str:
+    """The text a lock file carrying `token` holds (as its to_file() writes it)."""
+    return json.dumps({"token": token})[1:-1]
+
+
 def _token_line(token: str) -> str:
-    return shlex.quote(json.dumps({"token": token})[1:-1])
+    return shlex.quote(token_line(token))
 
 
 def replace_if_owner_command(path: str, token: str) -> str:
@@ -264,10 +269,26 @@ class LockManager:
         beat.start()
         try:
             yield info
-        finally:
+        except BaseException as exc:
             stop.set()
             beat.join()
+            try:
+                self.release()
+            except BlueGreenError as failed:
+                # Beside the operation's own error, never instead of it.
+                log.error("%s", failed)
+                add_problem(exc, f"the deployment lock could not be released ({failed}); once nothing "
+                                 f"runs, check `bluegreen lock status` and release it with "
+                                 f"`bluegreen lock release --force`")
+            raise
+        stop.set()
+        beat.join()
+        try:
             self.release()
+        except RemoteError as failed:
+            raise RemoteError(failed.host, failed.step, f"{failed.detail} ('{operation}' itself finished; "
+                              "the lock stays on the load balancer: once nothing runs, release it with "
+                              "`bluegreen lock release --force`)") from None
 
     def _heartbeat_loop(self, stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_every):

@@ -27,7 +27,7 @@ from bluegreen.model.offsite import (
     parse_offsite_listing,
     parse_sync_report,
 )
-from bluegreen.model.sensitive import Sensitive
+from bluegreen.model.sensitive import Sensitive, as_secret_set
 from bluegreen.model.topology import BackupSettings, Container, Topology
 from bluegreen.render import offsite as render
 from bluegreen.render.shell import sh
@@ -65,7 +65,7 @@ def backup_target(t: Topology) -> SshTarget:
 def backup_executor(t: Topology, secrets: Iterable[Sensitive] = ()) -> SshExecutor:
     """The operator's connection to the backup host (not yet connected)."""
     b = render.require_backup(t)
-    return SshExecutor(host=b.label, secrets=list(secrets), command_timeout=t.ssh.command_timeout,
+    return SshExecutor(host=b.label, secrets=as_secret_set(secrets), command_timeout=t.ssh.command_timeout,
                        target=backup_target(t))
 
 

@@ -13,12 +13,12 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from bluegreen.hosts.executor import CommandResult
 from bluegreen.model.errors import ConfigError, RemoteError
-from bluegreen.model.sensitive import Sensitive, redact
+from bluegreen.model.sensitive import Sensitive, as_secret_set, redact
 from bluegreen.model.topology import Container, Topology
 from bluegreen.render.shell import atomic_write_command, env_prefix, read_file_command
 
@@ -74,12 +74,12 @@ class OpenSshExecutor:
     """
 
     def __init__(self, t: Topology, host: Container, *, command_timeout: float | None = None,
-                 secrets: Sequence[Sensitive] = ()) -> None:
+                 secrets: Iterable[Sensitive] = ()) -> None:
         if shutil.which("ssh") is None:
             raise ConfigError("the OpenSSH client (`ssh`) is not installed; install openssh-client")
         self.host = host.label
         self.command_timeout = command_timeout or t.ssh.command_timeout
-        self.secrets = list(secrets)
+        self.secrets = as_secret_set(secrets)  # shared with the estate: it keeps growing
         self._mutex = threading.Lock()  # one script at a time down the one session
         self._argv = ssh_argv(t, host)
         self._marker = f"--bluegreen-{uuid.uuid4().hex}--"
@@ -140,9 +140,7 @@ class OpenSshExecutor:
             try:
                 return self._run(command, step=step, check=check, timeout=timeout, input=input, env=env)
             except RemoteError as exc:
-                if not self.secrets:
-                    raise
-                raise RemoteError(exc.host, exc.step, redact(exc.detail, self.secrets)) from None
+                raise type(exc)(exc.host, exc.step, redact(exc.detail, self.secrets)) from None
 
     def _run(self, command: str, *, step: str, check: bool, timeout: float | None,
              input: str | bytes | None, env: Mapping[str, str] | None) -> CommandResult:

@@ -23,18 +23,20 @@ from bluegreen.hosts.hostconfig import (
     hba_block_present,
     pm2_home,
     read_text,
+    secret_modes_drift,
     sha256_of,
     sql_secrets,
 )
 from bluegreen.model.dotenv import parse_env
-from bluegreen.model.errors import ConfigError
-from bluegreen.model.sensitive import Sensitive
+from bluegreen.model.errors import BlueGreenError, ConfigError
+from bluegreen.model.sensitive import SecretSet, Sensitive
 from bluegreen.model.topology import COLORS, Container, Topology
 from bluegreen.render.appenv import env_path, secret_names, secret_values
 from bluegreen.render.bootstrap import render_bootstrap
 from bluegreen.render.haproxy import render_haproxy_cfg, render_live_map
 from bluegreen.render.pm2 import render_ecosystem
 from bluegreen.render.postgres import render_database_sql, render_pg_hba
+from bluegreen.render.secretfiles import render_secret_modes
 
 log = logging.getLogger("bluegreen.providers")
 DEFAULT_KNOWN_HOSTS = "~/.config/bluegreen/known_hosts"
@@ -83,7 +85,7 @@ def executor_from_props(props: Mapping[str, Any], secrets: Iterable[Sensitive] =
         connect_timeout=_number(conn.get("connect_timeout") or 10, "connect_timeout"),
         ssh_config=str(conn.get("ssh_config") or "~/.ssh/config"),
     )
-    return SshExecutor(host=str(conn.get("host") or target.address), secrets=list(secrets),
+    return SshExecutor(host=str(conn.get("host") or target.address), secrets=SecretSet(secrets),
                        command_timeout=_number(conn.get("command_timeout") or 900, "command_timeout"),
                        target=target)
 
@@ -217,15 +219,40 @@ class BootstrapProvider(HostProvider):
     kind = "bootstrap"
     required = ("script", "script_path")
     inputs = ("script", "script_path")
+    # A new address is an update, never a replace: a replace would trust on first use whatever key
+    # answers there. The update connects strictly, so a moved host's key is shown and must be
+    # pinned (`bluegreen trust`) first. A container the program re-creates still replaces its
+    # bootstrap (`replace_with`), and only then is its brand-new key trusted.
+    replace_on: ClassVar[tuple[str, ...]] = ()
 
     def identity(self, props: Mapping[str, Any]) -> str:
         return f"bootstrap:{_lookup(props, 'connection.address')}:{props['script_path']}"
 
     def configure(self, executor: Executor, props: Mapping[str, Any]) -> list[str]:
-        return apply_bootstrap(executor, str(props["script"]), str(props["script_path"]))
+        return apply_bootstrap(executor, str(props["script"]), str(props["script_path"]),
+                               secret_modes=props.get("secret_modes"))
 
     def outputs(self, props: Mapping[str, Any]) -> dict[str, Any]:
         return {"script_sha256": sha256_of(str(props["script"]))}
+
+    def diff(self, id_: str, olds: Mapping[str, Any], news: Mapping[str, Any]) -> DiffReport:
+        """As any host resource, and on every `up`: have the host's secret files drifted from 0600
+        in 0700 directories (a `pm2 save` by hand, a dump, an edited .env)? Then update, which
+        tightens them. An unreachable host is not a change (its own steps will say why)."""
+        report = super().diff(id_, olds, news)
+        if report.changes or not news.get("secret_modes"):
+            return report
+        try:
+            with executor_from_props(news) as executor:
+                drift = secret_modes_drift(executor, str(news["secret_modes"]))
+        except BlueGreenError as exc:
+            log.warning("%s: secret file modes not checked: %s", _lookup(news, "connection.host"), exc)
+            return report
+        if not drift:
+            return report
+        for line in drift:
+            log.info("%s: %s", _lookup(news, "connection.host"), line)
+        return DiffReport(changes=True, replaces=[], changed=["secret_modes"])
 
     def create(self, props: Mapping[str, Any]) -> Created:
         """A bootstrap is created with its container (first `up`, or a replace: `replace_with`):
@@ -403,7 +430,8 @@ class PostgresDatabaseProvider(HostProvider):
 
 def bootstrap_props(t: Topology, container: Container) -> dict[str, Any]:
     return {"connection": connection_props(t, container), "script": render_bootstrap(t, container),
-            "script_path": container.path(BOOTSTRAP_SCRIPT_PATH)}
+            "script_path": container.path(BOOTSTRAP_SCRIPT_PATH),
+            "secret_modes": render_secret_modes(t, container)}
 
 
 def postgres_props(t: Topology, password: Sensitive) -> dict[str, Any]:

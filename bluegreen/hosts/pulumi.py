@@ -26,7 +26,7 @@ from bluegreen.model.errors import ConfigError, PulumiError
 from bluegreen.model.resources import CONTAINER_TYPE, ROUTING_RESOURCE_NAME, ROUTING_TYPE, bare_stack
 from bluegreen.model.resources import routing_urn as _routing_urn
 from bluegreen.model.sensitive import Sensitive, redact
-from bluegreen.model.topology import COLORS
+from bluegreen.model.topology import COLORS, Topology
 
 if TYPE_CHECKING:
     from pulumi.automation import PulumiCommand, Stack
@@ -163,6 +163,18 @@ def _cli_message(text: str) -> str:
 class UpdateOutcome:
     changes: dict[str, int] = field(default_factory=dict)  # e.g. {"update": 1, "same": 14}
     outputs: dict[str, Any] = field(default_factory=dict)  # secret outputs are Sensitive
+
+
+def provider_tls_env(t: Topology) -> dict[str, str]:
+    """SSL_CERT_FILE for the `pulumi` CLI the seam runs, so that the Proxmox provider (which has no
+    pin or CA option of its own) verifies the node against its pinned certificate or caFile; an
+    SSL_CERT_FILE the person exported is left alone."""
+    from bluegreen.model.tlspin import provider_trust_bundle
+
+    bundle = provider_trust_bundle(t)
+    if not bundle or os.environ.get("SSL_CERT_FILE"):
+        return {}
+    return {"SSL_CERT_FILE": bundle}
 
 
 class PulumiSeam:

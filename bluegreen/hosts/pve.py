@@ -1,16 +1,22 @@
 """The Proxmox VE API as the automation needs it: container status and LXC snapshots.
 
 Authenticates with an API token (`user@realm!name` plus a secret held as `Sensitive`) over
-proxmoxer's HTTPS backend. TLS is verified against the system CAs or a given CA bundle; only
-`proxmox.insecure: true` in stack config turns verification off. Every request has a timeout,
+proxmoxer's HTTPS backend. TLS is always verified: against the node's pinned certificate
+fingerprint (`proxmox.fingerprint`, which `bluegreen trust --proxmox` shows and pins, checked in
+the handshake before any request, the token included, is sent), or a CA bundle
+(`proxmox.caFile`), or the system CAs. Only an explicit `proxmox.insecure: true` turns it off,
+with a warning on every use. Every request has a timeout,
 every long operation waits for its PVE task, and every failure becomes a `ProxmoxError` that
 says what was being done followed by PVE's own words, with the token secret scrubbed out.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -21,10 +27,12 @@ from urllib.parse import urlsplit
 
 import requests
 from proxmoxer import ProxmoxAPI, ResourceException
+from requests.adapters import HTTPAdapter
 
 from bluegreen.model.errors import ConfigError, ProxmoxError
 from bluegreen.model.secrets import check_token_id, read_token
 from bluegreen.model.sensitive import Sensitive, redact
+from bluegreen.model.tlspin import normalize_fingerprint
 
 if TYPE_CHECKING:
     from bluegreen.model.topology import Topology
@@ -98,6 +106,41 @@ def parse_endpoint(endpoint: str) -> tuple[str, int]:
     if parts.path.rstrip("/") not in ("", "/api2/json") or parts.query or parts.fragment:
         raise ConfigError(f"proxmox endpoint {endpoint!r}: expected no path beyond /api2/json")
     return parts.hostname, port or DEFAULT_PORT
+
+
+def fetch_certificate(endpoint: str, *, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+    """The certificate the node presents (DER), from the TLS handshake alone: nothing is sent over
+    the connection, no token, no request. Nothing is trusted here; the caller shows it to a person."""
+    host, port = parse_endpoint(endpoint)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError) as exc:
+        raise ProxmoxError(f"reading the certificate of {endpoint}: {exc}") from None
+    if not der:
+        raise ProxmoxError(f"reading the certificate of {endpoint}: the node presented none")
+    return der
+
+
+def certificate_fingerprint(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+class PinnedCertificate(HTTPAdapter):
+    """Connections whose certificate must have this SHA-256 fingerprint, checked by urllib3 in the
+    handshake (before the request and its token go out); chain and name are not what is trusted."""
+
+    def __init__(self, fingerprint: str) -> None:
+        self.fingerprint = fingerprint
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["assert_fingerprint"] = self.fingerprint
+        super().init_poolmanager(*args, **kwargs)
 
 
 def check_snapshot_name(name: str) -> None:
@@ -193,7 +236,7 @@ class PveClient:
 
     def __init__(self, endpoint: str, node: str, token_id: str, token_secret: Sensitive, *,
                  verify: bool | str = True, timeout: float = DEFAULT_TIMEOUT,
-                 task_timeout: float = DEFAULT_TASK_TIMEOUT) -> None:
+                 task_timeout: float = DEFAULT_TASK_TIMEOUT, fingerprint: str | None = None) -> None:
         check_token_id(token_id, source="proxmox token id")
         if not isinstance(token_secret, Sensitive) or not token_secret:
             raise ConfigError("proxmox token secret: expected a non-empty Sensitive value")
@@ -208,12 +251,19 @@ class PveClient:
         self._secret = token_secret
         self.timeout = timeout
         self.task_timeout = task_timeout
-        if verify is False:
-            log.warning("TLS verification of %s is off (proxmox.insecure: true): anyone on the path "
-                        "can read the API token", endpoint)
+        self.fingerprint = normalize_fingerprint(fingerprint) if fingerprint else None
+        if verify is False and self.fingerprint is None:
+            log.warning("INSECURE: TLS verification of %s is off (proxmox.insecure: true): anyone on the "
+                        "path can read the API token and act as the node. Pin the node instead: "
+                        "`bluegreen trust --proxmox`", endpoint)
         user, _, token_name = token_id.partition("!")
+        # With a pin, the pin is what is checked (PVE's own certificate is self-signed by its cluster CA).
         self._api = ProxmoxAPI(host, port=port, user=user, token_name=token_name,
-                               token_value=token_secret.reveal(), verify_ssl=verify, timeout=timeout)
+                               token_value=token_secret.reveal(),
+                               verify_ssl=False if self.fingerprint else verify, timeout=timeout)
+        if self.fingerprint:
+            # proxmoxer keeps its requests session in `_store`; every URL of the node goes through the pin.
+            self._api._store["session"].mount(f"https://{host}:{port}/", PinnedCertificate(self.fingerprint))
 
     @classmethod
     def from_topology(cls, t: Topology, *, environ: Mapping[str, str] | None = None,
@@ -349,9 +399,12 @@ class PveClient:
                 detail += f" (the API token {self.token_id} was refused)"
             raise self._error(what, detail) from None
         except requests.exceptions.SSLError as exc:
-            hint = "give the node's CA bundle as proxmox.caFile, or set proxmox.insecure: true"
+            hint = ("the certificate is not the one pinned in proxmox.fingerprint: check it, then pin "
+                    "the new one with `bluegreen trust --proxmox`" if self.fingerprint else
+                    "pin the node's certificate with `bluegreen trust --proxmox`, or give its CA bundle as "
+                    "proxmox.caFile")
             raise self._error(what, f"TLS verification of {self.endpoint} failed: {_root_cause(exc)} "
-                                    f"({hint})") from None
+                                    f"({hint}); nothing was sent") from None
         except requests.exceptions.Timeout:
             raise self._error(what, f"no answer from {self.endpoint} within {self.timeout:g}s") from None
         except requests.exceptions.ConnectionError as exc:
@@ -420,10 +473,11 @@ def _root_cause(exc: BaseException) -> str:
 
 
 def verify_setting(t: Topology, ca_file: str | None = None) -> bool | str:
-    """False only when the stack says `insecure: true`; else the CA bundle if one is set, else True."""
-    if t.proxmox.insecure:
+    """False only when the stack says `insecure: true` (and pins nothing); else the CA bundle if
+    one is set, else True (the system CAs). A pinned fingerprint is checked on top of this."""
+    if t.proxmox.insecure and not t.proxmox.fingerprint:
         return False
-    bundle = ca_file or getattr(t.proxmox, "ca_file", None)
+    bundle = ca_file or t.proxmox.ca_file
     return str(bundle) if bundle else True
 
 
@@ -432,4 +486,5 @@ def from_topology(t: Topology, *, environ: Mapping[str, str] | None = None, ca_f
                   task_timeout: float = DEFAULT_TASK_TIMEOUT) -> PveClient:
     token_id, secret = read_token(t, environ)
     return PveClient(t.proxmox.endpoint, t.proxmox.node, token_id, secret,
-                     verify=verify_setting(t, ca_file), timeout=timeout, task_timeout=task_timeout)
+                     verify=verify_setting(t, ca_file), timeout=timeout, task_timeout=task_timeout,
+                     fingerprint=t.proxmox.fingerprint)

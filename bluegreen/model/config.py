@@ -14,6 +14,7 @@ from bluegreen.model.config_containers import read_containers
 from bluegreen.model.errors import ConfigError, ValidationError
 from bluegreen.model.offsite import read_backup
 from bluegreen.model.reader import Reader, json_kind
+from bluegreen.model.tlspin import normalize_fingerprint
 from bluegreen.model.topology import (
     COLORS,
     DISRUPTION_SCOPES,
@@ -85,7 +86,6 @@ def from_config(get: ConfigGetter, *, stack: str, project_dir: str | os.PathLike
 
 Resolve = Callable[[str | None], str | None]
 
-
 def _read_proxmox(r: Reader, get: ConfigGetter,
                   resolve: Resolve) -> tuple[ProxmoxSettings, ipaddress.IPv4Address | None]:
     px = r.obj(get("proxmox"), "proxmox")
@@ -105,6 +105,17 @@ def _read_proxmox(r: Reader, get: ConfigGetter,
     elif template.checksum_algorithm is not None and template.checksum_algorithm not in algorithms:
         r.problem("proxmox.template.checksumAlgorithm",
                   f"expected one of {', '.join(algorithms)}, got {template.checksum_algorithm!r}")
+    if template.url is not None:
+        # The node downloads it and every new container runs it as root: only over https, and only
+        # the file whose checksum the stack names.
+        if not template.url.lower().startswith("https://"):
+            r.problem("proxmox.template.url", f"must be an https:// URL, got {template.url!r}")
+        if template.checksum is None:
+            r.problem("proxmox.template.checksum",
+                      "is required with url (the SHA-256 the distributor publishes; checksumAlgorithm: sha256)")
+        elif template.checksum_algorithm in ("md5", "sha1"):
+            r.problem("proxmox.template.checksumAlgorithm",
+                      f"{template.checksum_algorithm} is broken for this purpose: use sha256 or stronger")
     endpoint = get("endpoint@proxmoxve") or r.str_(px, "endpoint", "proxmox", required=True)
     gateway = r.str_(px, "gateway", "proxmox", required=True)
     proxmox = ProxmoxSettings(
@@ -121,6 +132,7 @@ def _read_proxmox(r: Reader, get: ConfigGetter,
         token_file=resolve(r.opt_str(px, "tokenFile", "proxmox")),
         snapshot_keep=r.num(px, "snapshotKeep", "proxmox", 3),
         ca_file=resolve(r.opt_str(px, "caFile", "proxmox")),
+        fingerprint=_read_fingerprint(r, px),
     )
     try:
         gateway_ip: ipaddress.IPv4Address | None = ipaddress.IPv4Address(gateway) if gateway else None
@@ -128,6 +140,17 @@ def _read_proxmox(r: Reader, get: ConfigGetter,
         r.problem("proxmox.gateway", f"expected an IPv4 address, got {gateway!r}")
         gateway_ip = None
     return proxmox, gateway_ip
+
+
+def _read_fingerprint(r: Reader, px: Mapping[str, Any]) -> str | None:
+    raw = r.opt_str(px, "fingerprint", "proxmox")
+    if raw is None:
+        return None
+    try:
+        return normalize_fingerprint(raw)
+    except ConfigError as exc:
+        r.problem("proxmox.fingerprint", str(exc).removeprefix("proxmox.fingerprint: "))
+        return None
 
 
 def _read_ssh(r: Reader, raw: Any, resolve: Resolve) -> SshSettings:

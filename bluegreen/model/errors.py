@@ -12,6 +12,16 @@ class BlueGreenError(Exception):
     exit_code = 1
 
 
+def add_problem(error: BaseException, problem: str) -> BaseException:
+    """Report `problem` (a lock release or a journal write that failed on the way out) beside
+    `error`, never instead of it: the message gains it; the type and exit code stay the error's."""
+    if isinstance(error, BlueGreenError):
+        error.args = (f"{error}; and {problem}",)
+    else:
+        error.add_note(problem)
+    return error
+
+
 class ConfigError(BlueGreenError):
     """Bad input: a malformed stack file, an unknown stack, a bad argument. Exit code 2."""
 

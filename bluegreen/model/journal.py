@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,7 +27,7 @@ from bluegreen.model.errors import (
     ValidationError,
 )
 from bluegreen.model.lock import LockInfo
-from bluegreen.model.sensitive import redact
+from bluegreen.model.sensitive import redact_tree
 from bluegreen.model.timestamps import iso_utc, parse_iso
 from bluegreen.model.topology import COLORS, other_color
 
@@ -196,7 +196,7 @@ class State:
                          database=database),
             keep=keep)
 
-    def with_deploy_record(self, record: DeployRecord, *, keep: int = DEFAULT_HISTORY_KEEP) -> State:
+    def with_deploy_record(self, record: DeployRecord, *, keep: int | None = DEFAULT_HISTORY_KEEP) -> State:
         counts = {c: dict(r) for c, r in self.deploy_totals().items()}
         counts.setdefault(record.color, {})
         counts[record.color][record.result] = counts[record.color].get(record.result, 0) + 1
@@ -381,14 +381,15 @@ def _json_kind(value: Any) -> str:
     return names.get(type(value), f"the number {value!r}" if isinstance(value, (int, float)) else repr(value))
 
 
-def scrub_errors(state: State, secrets: list[Any]) -> State:
-    """Every history entry's `error` (remote stderr) redacted before it is stored."""
-    def scrub(entry: Mapping[str, Any]) -> Mapping[str, Any]:
-        error = entry.get("error") if isinstance(entry, Mapping) else None
-        return {**entry, "error": redact(error, secrets)} if isinstance(error, str) else entry
-
-    return replace(state, history=tuple(scrub(e) for e in state.history),
-                   archived=tuple(scrub(e) for e in state.archived))
+def scrub_errors(state: State, secrets: Iterable[Any]) -> State:
+    """Every string of every history entry, archived ones included (an `error` quotes remote
+    output, a `reason` what a person typed), redacted before it is stored: by the values given,
+    then by shape."""
+    values = list(secrets)
+    return replace(state, history=tuple(redact_tree(e, values) if isinstance(e, Mapping) else e
+                                        for e in state.history),
+                   archived=tuple(redact_tree(e, values) if isinstance(e, Mapping) else e
+                                  for e in state.archived))
 
 
 SIDE_SUFFIX = ".pending"
@@ -439,7 +440,8 @@ def parse_side(text: str) -> list[dict[str, Any]]:
         except ValueError:
             log.warning("side journal line %d is not JSON; skipped", n)
             continue
-        if isinstance(entry, dict) and entry.get("to") in COLORS and entry.get("from") in COLORS:
+        if isinstance(entry, dict) and ((entry.get("to") in COLORS and entry.get("from") in COLORS)
+                                        or (entry_type(entry) == "deploy" and entry.get("color") in COLORS)):
             entries.append(entry)
     return entries
 
@@ -448,8 +450,16 @@ def fold(state: State, entries: list[dict[str, Any]], keep: int | None) -> State
     """The journal with side-file entries it does not hold yet (by id) added, oldest first."""
     known = {e.get("id") for e in state.history if isinstance(e, Mapping) and e.get("id")}
     for entry in entries:
-        if entry.get("id") not in known:
-            state = with_entry(state, entry, keep)
+        if entry.get("id") in known:
+            continue
+        if entry_type(entry) == "deploy":
+            # A deploy that lost its lock records here instead of writing the journal.
+            record = DeployRecord.from_dict(entry)
+            if record is not None:
+                state = state.with_deploy_record(record, keep=keep)
+                state = replace(state, history=({**entry, **state.history[0]}, *state.history[1:]))
+            continue
+        state = with_entry(state, entry, keep)
     return state
 
 
@@ -460,8 +470,6 @@ def unfinished_release(state: State, color: str, release: str) -> str | None:
     record names that is newer than the colour's newest good deploy (a deploy killed before it
     could record anything). Older unrecorded releases (an old tool, trimmed history) pass.
     """
-    pass
-
     deploys = [r for r in state.records() if isinstance(r, DeployRecord) and r.color == color]
     named = next((r for r in deploys if r.release == release), None)
     if named is not None:

@@ -36,14 +36,16 @@ class LockInfo:
         return (self.holder, self.pid, self.started) == (other.holder, other.pid, other.started)
 
     def to_json(self) -> dict[str, Any]:
-        # Epoch floats compare exactly (the ownership token); the ISO copies are for people.
+        """What status, `lock status` and the MCP tools show: never the token, which lets its
+        bearer refresh or release the lock as if it held it."""
+        # Epoch floats compare exactly; the ISO copies are for people.
         return {"holder": self.holder, "host": self.host, "pid": self.pid, "operation": self.operation,
                 "started": self.started, "heartbeat": self.heartbeat,
-                "startedAt": iso_utc(self.started), "heartbeatAt": iso_utc(self.heartbeat),
-                **({"token": self.token} if self.token else {})}
+                "startedAt": iso_utc(self.started), "heartbeatAt": iso_utc(self.heartbeat)}
 
     def to_file(self) -> str:
-        return json.dumps(self.to_json(), indent=2) + "\n"
+        """The lock file's text (0600 on the load balancer): with the token."""
+        return json.dumps({**self.to_json(), **({"token": self.token} if self.token else {})}, indent=2) + "\n"
 
     @classmethod
     def from_file(cls, text: str, *, source: str = "lock file") -> LockInfo:

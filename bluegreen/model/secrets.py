@@ -10,9 +10,10 @@ import secrets as random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from bluegreen.model.errors import BlueGreenError, ConfigError
-from bluegreen.model.sensitive import Sensitive
+from bluegreen.model.sensitive import SecretSet, Sensitive
 from bluegreen.model.topology import AppEnvVar, Topology
 
 SecretLookup = Callable[[str], str | None]
@@ -58,6 +59,11 @@ def _from_file(var: AppEnvVar) -> str | None:
     return read_secret_file(var.file, f"app.env.{var.name}.file")
 
 
+def _lookup(var: AppEnvVar, env: Mapping[str, str]) -> str | None:
+    """An `app.env` secret outside the engine: its variable, else its file."""
+    return env.get(var.env or default_secret_env(var.secret or "")) or _from_file(var)
+
+
 def resolve_secrets(t: Topology, *, environ: Mapping[str, str] | None = None,
                     config_secret: SecretLookup | None = None) -> dict[str, Sensitive]:
     """Every secret of `app.env`, by variable name; a missing one names its key and where it looked."""
@@ -68,7 +74,7 @@ def resolve_secrets(t: Topology, *, environ: Mapping[str, str] | None = None,
         if var.secret is None:
             continue
         variable = var.env or default_secret_env(var.secret)
-        value = (config_secret(var.secret) if config_secret else None) or env.get(variable) or _from_file(var)
+        value = (config_secret(var.secret) if config_secret else None) or _lookup(var, env)
         if value:
             found[var.name] = Sensitive(value)
             continue
@@ -101,19 +107,101 @@ def ensure_secret_files(t: Topology) -> list[str]:
 
 # Values of these variables are secrets wherever they appear in a message.
 SECRET_ENVS = ("PROXMOX_VE_API_TOKEN", "PULUMI_CONFIG_PASSPHRASE", "PGPASSWORD")
+# A variable of an app's .env whose name says it holds a secret (DATABASE_URL's password is
+# taken from the URL).
+_SECRET_NAME = re.compile(r"(^|_)(KEY|SECRET|TOKEN|PASS|PWD|CREDENTIALS?|PRIVATE|AUTH|SALT)(_|$)"
+                          r"|PASSW(OR)?D|SECRET|TOKEN|APIKEY", re.I)
+_ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+
+
+def stack_secrets(topology: Topology, environ: Mapping[str, str] | None = None) -> SecretSet:
+    """Every secret value this machine knows for the stack, to scrub from every output: THE one
+    place that gathers them (the CLI, the MCP server and the operations all start from it).
+
+    The values of `SECRET_ENVS` and `database.passwordEnv` (or `passwordFile`), every `app.env` secret found outside
+    the engine (its variable or file), the Proxmox API token, and each webhook URL read from a
+    variable or file (with its password and token-like parts). Nothing missing is an error here:
+    what is not configured cannot leak. The estate adds what the hosts hold (`secrets_in_env_text`
+    of each app host's `.env`) once it reads it.
+    """
+    env = os.environ if environ is None else environ
+    found = SecretSet()
+    names = [*SECRET_ENVS, topology.database.password_env]
+    found.add(*(env.get(name) for name in dict.fromkeys(names)))
+    with contextlib.suppress(BlueGreenError):
+        found.add(read_secret_file(topology.database.password_file, "database.passwordFile"))
+    for var in topology.app.env:
+        if var.secret is not None:
+            with contextlib.suppress(BlueGreenError):
+                found.add(_lookup(var, env))
+    with contextlib.suppress(BlueGreenError):  # no token configured: nothing of it to leak either
+        token_id, secret = read_token(topology, env)
+        found.add(secret, f"{token_id}={secret.reveal()}")
+    for url in _webhook_urls(topology, env):
+        found.add(*url_secrets(url))
+    return found
 
 
 def known_secrets(topology: Topology, environ: Mapping[str, str]) -> list[Sensitive]:
-    """Secret values to scrub from every message, besides what `redact` recognises by shape."""
-    names = [*SECRET_ENVS, topology.database.password_env]
-    found = [Sensitive(environ[name]) for name in dict.fromkeys(names) if environ.get(name)]
-    with contextlib.suppress(BlueGreenError):
-        kept = read_secret_file(topology.database.password_file, "database.passwordFile")
-        if kept:
-            found.append(Sensitive(kept))
-    with contextlib.suppress(BlueGreenError):  # no token configured: nothing of it to leak either
-        found.append(read_token(topology, environ)[1])
+    """`stack_secrets` as a list (kept for callers that want one)."""
+    return list(stack_secrets(topology, environ))
+
+
+def url_secrets(url: str) -> list[str]:
+    """A secret URL, and the parts of it a receiver or an error may print alone: the password of
+    its userinfo, long query values, and a long last path segment (`/hooks/<token>`)."""
+    parts = urlsplit(url.strip())
+    found = [url.strip()]
+    if parts.password:
+        found.append(unquote(parts.password))
+    found += [value for _, value in parse_qsl(parts.query) if len(value) >= 8]
+    last = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    if len(last) >= 16:
+        found.append(last)
     return found
+
+
+def _webhook_urls(topology: Topology, env: Mapping[str, str]) -> list[str]:
+    urls = []
+    for hook in topology.events.webhooks:
+        if hook.url_env:
+            urls.append(env.get(hook.url_env, "").strip())
+        elif hook.url_file:
+            with contextlib.suppress(OSError):
+                urls.append(Path(hook.url_file).read_text().strip())
+    return [u for u in urls if u]
+
+
+def secrets_in_env_text(text: str, topology: Topology | None = None) -> list[str]:
+    """The secret values of an app's `.env` (`KEY=value` lines): every variable `app.env` declares
+    secret, every variable whose name says secret (`*_KEY`, `*_SECRET`, `*_TOKEN`, `*PASSWORD*`,
+    ...), and the password inside any URL (`DATABASE_URL`). Pure; what a build or a migration on
+    that host can print, so the estate scrubs these once it has read the file."""
+    declared = {var.name for var in topology.app.env if var.secret is not None} if topology else set()
+    found: list[str] = []
+    for line in text.splitlines():
+        match = _ENV_LINE.match(line)
+        if not match or line.lstrip().startswith("#"):
+            continue
+        name, value = match.group(1), _unquote_env(match.group(2))
+        if not value:
+            continue
+        if name in declared or _SECRET_NAME.search(name):
+            found.append(value)
+        if "://" in value:
+            password = urlsplit(value).password
+            if password:
+                found.append(unquote(password))
+    return found
+
+
+def _unquote_env(raw: str) -> str:
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
+        inner = raw[1:-1]
+        if raw[0] == "'":
+            return inner
+        return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), inner)
+    return raw.split(" #", 1)[0].strip()
 
 
 # --------------------------------------------------------------------------- configuring a host

@@ -155,6 +155,32 @@ def set_container_existing(project_dir: str | os.PathLike[str], stack: str, vmid
     os.replace(tmp, path)
 
 
+def set_proxmox_fingerprint_in_file(project_dir: str | os.PathLike[str], stack: str, fingerprint: str) -> Path:
+    """Pin the node certificate: `bluegreen:proxmox.fingerprint` set (round trip, comments kept).
+    An `insecure: true` beside it goes: the pin is what is checked from now on."""
+    path = stack_file(project_dir, stack)
+    key = f"{NAMESPACE}:proxmox"
+    rt = _round_trip_yaml()
+    try:
+        data = rt.load(path.read_text())
+    except (OSError, RuamelYAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read it to pin the Proxmox certificate: {exc}") from None
+    config = data.get("config") if isinstance(data, Mapping) else None
+    proxmox = config.get(key) if isinstance(config, MutableMapping) else None
+    if not isinstance(proxmox, MutableMapping):
+        raise ConfigError(f"{path}: no '{key}' mapping to pin the certificate in")
+    proxmox["fingerprint"] = fingerprint
+    proxmox.pop("insecure", None)
+    if isinstance(config, MutableMapping):
+        config.pop("proxmoxve:insecure", None)
+    out = io.StringIO()
+    rt.dump(data, out)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(out.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
 def _round_trip_yaml() -> YAML:
     rt = YAML(typ="rt")
     rt.preserve_quotes = True

@@ -90,6 +90,8 @@ class ProxmoxSettings:
     token_file: str | None
     snapshot_keep: int
     ca_file: str | None = None
+    # The node certificate's SHA-256 (64 lowercase hex digits), pinned by `bluegreen trust --proxmox`.
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from bluegreen.hosts import haproxy_cli as hr
@@ -60,7 +60,7 @@ def apply_estate(t: Topology, db_password: Sensitive, *, executor_for: ExecutorS
 
 
 def configure_offsite(t: Topology, pushers: list[tuple[Container, Executor]], *,
-                      secrets: list[Sensitive]) -> list[str]:
+                      secrets: Iterable[Sensitive]) -> list[str]:
     """The cross-host part of the off-host copies (`bluegreen:backup`): the backup host's receive
     script, the pushing hosts' keys authorized there, its key pinned on them. Nothing without one."""
     if t.backup is None:

@@ -7,14 +7,18 @@ the journal gets one deploy entry whatever happens.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from bluegreen.hosts.executor import Executor
+from bluegreen.hosts.journal import JournalNotOurs, append_side_command
 from bluegreen.model.deploy_pin import DeployPin, PendingMigration, describe_pending
 from bluegreen.model.errors import BlueGreenError, ConfigError, DeployError
+from bluegreen.model.journal import DeployRecord, side_path
 from bluegreen.model.placeholders import require_complete
 from bluegreen.model.sensitive import redact
 from bluegreen.model.timestamps import iso, utcnow
@@ -24,6 +28,7 @@ from bluegreen.ops.estate import Estate
 from bluegreen.ops.gitaccess import git_access_all
 from bluegreen.ops.migrate import failure_note, inspect_ref
 from bluegreen.ops.notify import emits_deploy
+from bluegreen.ops.reconcile import reconcile
 from bluegreen.ops.signals import signals_deferred
 from bluegreen.render import commands as cmd
 from bluegreen.render.gitaccess import describe_problems
@@ -112,6 +117,7 @@ def deploy(estate: Estate, ref: str | None = None, *, migrate: bool = False, all
     ref = cmd.validate_ref(ref or t.app.branch)
     started = time.monotonic()
     with estate.holding("deploy"), estate.on(t.load_balancer) as lb:
+        _reconcile_quietly(estate, lb)
         live = estate.live_color(lb)
         standby = other_color(live)
         result = DeployResult(ok=False, color=standby, ref=ref)
@@ -151,15 +157,39 @@ def _restore_after_failure(estate: Estate, run: DeployRun, error: str) -> None:
         result.error = f"{result.error}\n{result.database}"
 
 
-def _record_deploy(estate: Estate, lb: Executor, result: DeployResult, live: str) -> None:
+def _reconcile_quietly(estate: Estate, lb: Executor) -> None:
+    """A flip cut off before its record is recorded first (the deploy goes to the standby of what
+    HAProxy really serves either way); a failure here is logged, never fatal to the deploy."""
     try:
-        state = estate.read_state(lb).with_deploy(
-            color=result.color, ref=result.ref, sha=result.sha, release=result.release,
-            who=estate.who, when=iso(utcnow()), duration_ms=int(result.duration_s * 1000),
-            result="ok" if result.ok else "failed", failed_step=result.failed_step,
-            error=result.error, keep=estate.t.journal.history_keep, backup=result.backup,
-            backup_bytes=result.backup_bytes, migrations=result.migrations_applied,
-            database=result.database)
-        estate.write_state(lb, state, live)
+        reconcile(estate, lb)
     except BlueGreenError as exc:
-        log.error("could not record the deploy in the journal: %s", exc)
+        log.warning("could not compare the live colour with the map file and the journal: %s", exc)
+
+
+def _record_deploy(estate: Estate, lb: Executor, result: DeployResult, live: str) -> None:
+    """One deploy entry, written as a compare-and-swap while the lock is ours; a deploy that lost
+    its lock (pre-empted) appends it to the side file instead, which the next command folds in.
+    A record that cannot be written is reported beside the deploy's own result."""
+    record = DeployRecord(
+        color=result.color, ref=result.ref, sha=result.sha, release=result.release, who=estate.who,
+        when=iso(utcnow()), duration_ms=int(result.duration_s * 1000), result="ok" if result.ok else "failed",
+        failed_step=result.failed_step, error=redact(result.error, estate.secrets) if result.error else None,
+        backup=result.backup, backup_bytes=result.backup_bytes, migrations=tuple(result.migrations_applied),
+        database=result.database)
+    keep = estate.t.journal.history_keep
+    try:
+        estate.update_state(lb, lambda s: s.with_deploy_record(record, keep=keep), live)
+        return
+    except JournalNotOurs as exc:
+        problem = f"the journal was not written: {exc}"
+    except BlueGreenError as exc:
+        problem = f"recording the deploy in the journal failed: {exc}"
+    journal = estate.t.load_balancer.path(estate.t.journal.path)
+    line = json.dumps({**record.to_dict(), "id": uuid.uuid4().hex}, separators=(",", ":"))
+    try:
+        lb.run(append_side_command(journal, line), step="record the deploy in the side journal")
+        problem += f"; recorded in {side_path(journal)} instead (folded in by the next command)"
+    except BlueGreenError as exc:
+        problem += f"; the side journal could not take it either: {exc}"
+    log.error("%s", problem)
+    result.error = f"{result.error}; {problem}" if result.error else problem

@@ -53,10 +53,11 @@ class DeployResult:
     database: str | None = None  # what happened to the database when the deploy failed after its dump
     migrations_edited: list[str] = field(default_factory=list)
     working_copy: str | None = None  # what the deploy did about the host's working copy, if anything
+    left: str | None = None  # a pre-empted deploy's standby that became live: what was left there
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "colour": self.color, "ref": self.ref, "sha": self.sha,
-                "migrationsEdited": self.migrations_edited, "workingCopy": self.working_copy,
+                "migrationsEdited": self.migrations_edited, "workingCopy": self.working_copy, "left": self.left,
                 "release": self.release, "previousRelease": self.previous_release,
                 "dependencies": self.dependencies, "migrationsApplied": self.migrations_applied,
                 "backup": self.backup, "snapshot": self.snapshot,
@@ -219,8 +220,13 @@ class DeployRun:
                               f"{self.color} at {sha[:7]}: {result.error or result.status}", color=self.color)
 
     def restore(self) -> None:
-        """Put the standby back on its previous release; the live colour was never touched."""
+        """Put the standby back on its previous release, unless it became live meanwhile (an
+        emergency switch pre-empted this deploy): a live colour is never touched, only described."""
         t, paths = self.t, self.paths
+        live = self._live_now()
+        if live != other_color(self.color):
+            self._leave_as_is(live)
+            return
         try:
             with self.estate.on(self.host) as ex:
                 if self.pointed:
@@ -238,3 +244,25 @@ class DeployRun:
         except BlueGreenError as exc:
             log.error("could not fully restore %s: %s", self.host.label, exc)
             self.result.error = f"{self.result.error}; restoring the previous release also failed: {exc}"
+
+    def _live_now(self) -> str | None:
+        """The live colour as HAProxy routes it now (None when it cannot be asked)."""
+        try:
+            with self.estate.on(self.t.load_balancer) as lb:
+                return self.estate.live_color(lb)
+        except BlueGreenError as exc:
+            log.error("cannot read the live colour before restoring %s: %s", self.host.label, exc)
+            return None
+
+    def _leave_as_is(self, live: str | None) -> None:
+        why = (f"{self.color} became live during the deploy" if live == self.color
+               else f"whether {self.color} is live could not be told")
+        release = self.release.rsplit("/", 1)[-1] if self.release else None
+        previous = self.previous.rsplit("/", 1)[-1] if self.previous else None
+        current = release if self.pointed else previous
+        left = (f"{why}: left {self.color} as it is (current -> {current or 'nothing'}, PM2 "
+                f"{'reloaded with ' + str(release) if self.reloaded else 'not reloaded by this deploy'}"
+                f"{', release ' + str(release) + ' kept' if release else ''}); nothing was restored")
+        log.warning("%s", left)
+        self.result.left = left
+        self.result.error = f"{self.result.error}; {left}" if self.result.error else left

@@ -6,13 +6,20 @@ API, no SSH to the app hosts, no readable journal, no free lock. One run:
 
 1. one round trip: HAProxy's backends and live map, the deployment lock taken over (whoever held
    it is recorded, and its next compare-and-swap or step-boundary check finds the lock is no
-   longer its own, so it stops and restores), the journal's text;
-2. one round trip: `show map; set map live; set map preview; show map` on one admin-socket
-   connection, and the map file rewritten in the same shell, so a reload keeps the flip;
-3. the public frontend asked until the new colour answers (X-Served-By);
-4. one round trip: the switch recorded in the journal if it parsed, otherwise appended to a side
-   file beside it (`<journal>.pending`, JSON lines) that the next normal command folds in; the
-   lock released (only if it is still ours).
+   longer its own, so it stops, and leaves a colour that became live as it is), the journal's
+   digest and text and the side file's;
+2. the target: `--to COLOUR`, else for a rollback the colour live before the last RECORDED
+   switch, else the other colour. Already live: nothing moves (an emergency that took effect is
+   safe to repeat), and a flip the journal does not know yet is recorded;
+3. one round trip: the one-step flip every path uses (`haproxy_cli.flip_script`: runtime map and
+   map file together, SIGHUP ignored, so a cut connection cannot split them); a lost answer is
+   followed by one more look at the map, and the error says whether traffic moved;
+4. the public frontend asked until the new colour answers (X-Served-By);
+5. one round trip, each part run whatever the others did: the journal (0600, under the old
+   tool's flock, a compare-and-swap against what step 1 read, only while the lock is ours),
+   else a line appended to the side file (`<journal>.pending`) that the next normal command
+   folds in; then the lock released. Whatever fails is said beside the flip, with how to
+   release the lock by hand when it could not be.
 
 The SSH connection is the OpenSSH client running one remote shell for the whole command (one TCP
 connection, one key exchange, one session; each step is a script sent down that session), host
@@ -26,28 +33,43 @@ SIGINT/SIGTERM are held back from the take-over to the record, so a flip is alwa
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
-from bluegreen.hosts.haproxy_cli import HaproxyPaths, routing_entries, set_map, show_map
-from bluegreen.hosts.journal import append_side_command
+from bluegreen.hosts.haproxy_cli import (
+    MAP_FILE_OK,
+    HaproxyPaths,
+    flip_script,
+    routing_entries,
+    show_map,
+    split_answers,
+)
+from bluegreen.hosts.journal import (
+    ABSENT,
+    CAS_CONFLICT,
+    JOURNAL_NOT_OURS,
+    LockOwner,
+    append_side_command,
+    install_state_command,
+    state_lock_path,
+)
 from bluegreen.hosts.lock import LOCK_NOT_OURS, remove_if_owner_command, take_over_command
 from bluegreen.hosts.openssh import OpenSshExecutor
 from bluegreen.hosts.visitor import verify, verify_url, warm_connection
-from bluegreen.model.errors import BlueGreenError, ConfigError, RemoteError, SwitchError
-from bluegreen.model.journal import parse_state, side_path, switch_entry, with_entry
+from bluegreen.model.errors import BlueGreenError, ConfigError, RemoteError, add_problem
+from bluegreen.model.journal import State, fold, parse_side, parse_state, side_path, switch_entry, with_entry
 from bluegreen.model.lock import UNREADABLE_LOCK, LockInfo, default_holder
 from bluegreen.model.stackfile import set_active_color_in_file
 from bluegreen.model.topology import COLORS, Topology, other_color
+from bluegreen.model.truth import FOUND_REASON, rollback_target, with_found_switch
 from bluegreen.ops.signals import signals_deferred
 from bluegreen.render.haproxy import render_live_map
-from bluegreen.render.shell import atomic_write_command
 
 PART = "--bluegreen-part--"
 
@@ -73,11 +95,12 @@ class EmergencyResult:
     watched_s: float = 0.0
     rolled_back: bool = False
     release: str | None = None
+    noop: bool = False  # the colour asked for was already live: nothing moved
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "colour": self.color, "from": self.from_color, "release": self.release,
                 "path": self.path, "flipMs": round(self.flip_ms, 1), "verified": self.verified,
-                "watchedSeconds": 0.0, "rolledBack": False, "reason": self.reason,
+                "watchedSeconds": 0.0, "rolledBack": False, "reason": self.reason, "noop": self.noop,
                 "preempted": self.preempted, "recordedIn": self.recorded_in, "declared": self.declared,
                 "reconcile": self.reconcile, "error": self.error,
                 "timingsMs": {k: round(v, 1) for k, v in self.timings_ms.items()}}
@@ -120,46 +143,55 @@ def _socat(socket_path: str, line: str) -> str:
 
 def prepare_command(t: Topology) -> str:
     """Round trip 1: backends and map (one socket connection); the lock taken over (stdin is the
-    new lock); the journal's text. Parts are separated by PART lines."""
+    new lock); the journal's digest and text; the side file's text. Parts are separated by PART
+    lines."""
     paths = HaproxyPaths.from_topology(t)
     lb = t.load_balancer
-    journal = lb.path(t.journal.path)
+    journal = shlex.quote(lb.path(t.journal.path))
+    side = shlex.quote(side_path(lb.path(t.journal.path)))
     return "; ".join([
         _socat(paths.admin_socket, f"show backend;{show_map(paths.map)}"),
         f"echo {PART}",
         f"( {take_over_command(lb.path(t.journal.lock_path))} ) || echo '(lock not taken)' >&2",
         f"echo {PART}",
-        f"if [ -e {shlex.quote(journal)} ]; then echo present; cat -- {shlex.quote(journal)}; "
-        f"else echo absent; fi",
+        f"if [ -e {journal} ]; then echo \"present $(sha256sum < {journal} | cut -d' ' -f1)\"; "
+        f"cat -- {journal}; else echo absent; fi",
+        f"echo {PART}",
+        f"cat -- {side} 2>/dev/null; true",
     ])
 
 
 def flip_command(t: Topology, color: str) -> str:
-    """Round trip 2: show map, both `set map`s and show map on one socket connection, then the
-    map file written (stdin is its text) so a reload keeps the flip."""
+    """Round trip 2: the one-step flip every path uses (`haproxy_cli.flip_script`): runtime map
+    and map file together, so a reload keeps the flip even if this connection dies half way."""
     paths = HaproxyPaths.from_topology(t)
-    sets = [set_map(paths.map, k, v) for k, v in routing_entries(color).items()]
-    line = ";".join([show_map(paths.map), *sets, show_map(paths.map)])
-    return (f"{_socat(paths.admin_socket, line)} || exit 7; echo {PART}; "
-            + atomic_write_command(paths.map))
+    return flip_script(paths.admin_socket, paths.map, routing_entries(color), render_live_map(t, color))
 
 
-def record_command(t: Topology, token: str | None, *, journal_text: str | None, side_line: str | None) -> str:
-    """Round trip 3: the journal (or a line appended to the side file), then the lock released
-    if it still carries our token."""
+def record_command(t: Topology, token: str | None, *, journal_text: str | None, side_line: str | None,
+                   expected: str | None = None) -> str:
+    """Round trip 3, every part run whatever the others did: the journal (stdin is its text;
+    0600, under the old tool's flock, a compare-and-swap against `expected` and only while the
+    lock still carries `token`); if that did not happen, a line appended to the side file; the
+    lock released if it still carries our token. Prints `journal=N side=N lock=N` exit codes
+    (`-` for a part not run)."""
     lb = t.load_balancer
     journal = lb.path(t.journal.path)
-    parts = []
+    parts = ["jr=-; sr=-; lr=-"]
     if journal_text is not None:
-        parts.append(f"printf %s {shlex.quote(journal_text)} | {{ {atomic_write_command(journal)}; }} "
-                     f"|| {{ echo 'journal write failed' >&2; exit 6; }}")
+        tmp = f"{journal}.{(token or 'emergency')[:12]}.tmp"
+        owner = LockOwner(lb.path(t.journal.lock_path), token) if token else None
+        install = install_state_command(journal, tmp, state_lock_path(journal), expected, owner)
+        parts.append(f"{{ ( umask 077; mkdir -p -- {shlex.quote(str(PurePosixPath(journal).parent))} && "
+                     f"cat > {shlex.quote(tmp)} ) && {install}; }}; jr=$?; "
+                     f"[ $jr = 0 ] || rm -f -- {shlex.quote(tmp)}")
     if side_line is not None:
-        parts.append(f"{{ {append_side_command(journal, side_line)}; }} "
-                     f"|| {{ echo 'side file write failed' >&2; exit 6; }}")
+        guard = 'if [ "$jr" != 0 ]; then ' if journal_text is not None else "if true; then "
+        parts.append(f"{guard}{{ {append_side_command(journal, side_line)}; }}; sr=$?; fi")
     if token:
-        parts.append(f"( {remove_if_owner_command(lb.path(t.journal.lock_path), token)} ) || "
-                     f"[ $? -eq {LOCK_NOT_OURS} ]")
-    return "; ".join(parts) or "true"
+        parts.append(f"( {remove_if_owner_command(lb.path(t.journal.lock_path), token)} ); lr=$?")
+    parts.append('echo "journal=$jr side=$sr lock=$lr"')
+    return "; ".join(parts)
 
 
 def reconcile_command(t: Topology, live: str) -> str:
@@ -198,22 +230,29 @@ def _run(t: Topology, lb: Any, *, rollback: bool, who: str, to_color: str | None
     now = time.time()
     ours = LockInfo(holder=who, host=default_holder().split("@", 1)[-1], pid=os.getpid(),
                     operation=reason, started=now, heartbeat=now, token=uuid.uuid4().hex)
-    before = _prepare(t, lb, ours, timings, progress)
-    target = to_color or other_color(before.live)
+    try:
+        before = _prepare(t, lb, ours, timings, progress)
+    except BlueGreenError as exc:
+        # The lock is taken in the same round trip: whatever happened, give it back.
+        raise _with_release(lb, t, ours.token, exc, "Traffic did not move") from None
+    state = before.journal_state(t)
+    target = to_color or (rollback_target(state, before.live) if rollback else other_color(before.live))
     if target == before.live:
-        _release(lb, t, before.token)
-        raise SwitchError(f"{target} is already live")
+        return _noop(t, lb, before, state, target, who=who, reason=reason, timings=timings, started=started,
+                     progress=progress)
     missing = [b for b in (f"bk_{target}", f"bk_{before.live}") if b not in before.backends]
     if missing:
-        _release(lb, t, before.token)
-        raise RemoteError(lb.host, "route traffic", f"the running HAProxy has no backend {missing[0]}")
-    map_file_ok, verified, problem, flip_ms = _flip(t, lb, before, target, timings)
+        raise _with_release(lb, t, before.token, RemoteError(
+            lb.host, "route traffic", f"the running HAProxy has no backend {missing[0]}"),
+            f"Traffic did not move ({before.live} is live)")
+    map_file, verified, problem, flip_ms = _flip(t, lb, before, target, timings)
     entry = switch_entry(from_color=before.live, to_color=target, when=time.time(), who=who, reason=reason,
                          duration_ms=int(flip_ms), preempted=before.preempted, path="emergency")
-    recorded_in, errors = _record(t, lb, before, entry, timings, progress)
-    if not map_file_ok:
-        errors.append("HAProxy routes to the new colour in memory, but writing the map file failed: "
-                      "a reload before it is fixed would undo the flip")
+    entry["verified"] = verified
+    recorded_in, errors = _record(t, lb, before, state, entry, timings, progress)
+    if map_file not in MAP_FILE_OK:
+        errors.append(f"HAProxy routes to {target} in memory, but the map file: {map_file} (a reload before it "
+                      f"is fixed would undo the flip; `bluegreen switch --to {target}` rewrites it)")
     if not verified:
         errors.append(f"the public frontend did not answer from {target}: {problem}")
     declared, reconcile = _declare(t, target, progress)
@@ -222,6 +261,32 @@ def _run(t: Topology, lb: Any, *, rollback: bool, who: str, to_color: str | None
                            flip_ms=flip_ms, verified=verified, reason=reason,
                            preempted=_lock_json(before.preempted), recorded_in=recorded_in, declared=declared,
                            reconcile=reconcile, error="; ".join(errors) or None, timings_ms=timings)
+
+
+def _noop(t: Topology, lb: Any, before: _Before, state: State | None, target: str, *, who: str, reason: str,
+          timings: dict[str, float], started: float, progress: Any) -> EmergencyResult:
+    """The colour asked for is already live (a repeated emergency that took effect): nothing
+    moves. A flip that was not recorded (the journal still names the other colour) is recorded."""
+    _note(progress, f"{target} is already live: nothing to switch")
+    verified, problem, _ = verify(t, target)
+    errors: list[str] = []
+    recorded_in = None
+    if (state is not None and state.prod != target) or before.journal_unreadable:
+        entry = switch_entry(from_color=state.prod if state else other_color(target), to_color=target,
+                             when=time.time(), who=who, reason=FOUND_REASON, duration_ms=0,
+                             preempted=None, path="emergency")
+        entry.update({"found": True, "verified": verified, "emergency": False})
+        recorded_in, errors = _record(t, lb, before, state, entry, timings, progress)
+    else:
+        errors = _release_problems(lb, t, before.token)
+    if not verified:
+        errors.append(f"the public frontend did not answer from {target}: {problem}")
+    declared, reconcile = _declare(t, target, progress)
+    timings["total"] = (time.perf_counter() - started) * 1000
+    return EmergencyResult(ok=not errors, color=target, from_color=before.live, path="emergency", flip_ms=0.0,
+                           verified=verified, reason=reason, preempted=_lock_json(before.preempted),
+                           recorded_in=recorded_in, declared=declared, reconcile=reconcile,
+                           error="; ".join(errors) or None, timings_ms=timings, noop=True)
 
 
 @dataclass(frozen=True)
@@ -233,6 +298,32 @@ class _Before:
     preempted: LockInfo | None
     token: str | None  # ours, when the lock was taken
     journal_part: str
+    side_part: str = ""
+
+    @property
+    def journal_digest(self) -> str:
+        status = self.journal_part.partition("\n")[0].split()
+        return status[1] if len(status) == 2 and status[0] == "present" else ABSENT
+
+    @property
+    def journal_unreadable(self) -> bool:
+        return self._parsed()[1] is not None
+
+    def _parsed(self) -> tuple[State | None, str | None]:
+        status, _, body = self.journal_part.partition("\n")
+        try:
+            return parse_state(body if status.startswith("present") else None, source="the journal",
+                               declared_color=self.live), None
+        except BlueGreenError as exc:
+            return None, str(exc)
+
+    def journal_state(self, t: Topology) -> State | None:
+        """The journal as read (None when it does not parse), side-file entries folded in."""
+        state, _ = self._parsed()
+        if state is None:
+            return None
+        # keep=None: this path cannot archive what a trim would move (the next normal write does).
+        return fold(state, parse_side(self.side_part), None)
 
 
 def _prepare(t: Topology, lb: Any, ours: LockInfo, timings: dict[str, float], progress: Any) -> _Before:
@@ -241,7 +332,7 @@ def _prepare(t: Topology, lb: Any, ours: LockInfo, timings: dict[str, float], pr
     out = lb.run(prepare_command(t), step="read HAProxy, take over the lock, read the journal",
                  check=False, input=ours.to_file())
     timings["prepare"] = (time.perf_counter() - mark) * 1000
-    cli, lock_text, journal_part = split_parts(out.stdout, 3)
+    cli, lock_text, journal_part, side_part = split_parts(out.stdout, 4)
     answers = split_cli_answers(cli)
     if len(answers) < 2 or not answers[1].strip():
         why = (out.stderr.strip().splitlines() or [f"exit code {out.exit_code}"])[-1]
@@ -264,64 +355,140 @@ def _prepare(t: Topology, lb: Any, ours: LockInfo, timings: dict[str, float], pr
     if not taken:
         _note(progress, "could not take the deployment lock; flipping anyway")
     return _Before(live=live, backends=backends, preempted=preempted, token=ours.token if taken else None,
-                   journal_part=journal_part)
+                   journal_part=journal_part, side_part=side_part)
 
 
 def _flip(t: Topology, lb: Any, before: _Before, target: str,
-          timings: dict[str, float]) -> tuple[bool, bool, str | None, float]:
+          timings: dict[str, float]) -> tuple[str, bool, str | None, float]:
     """Round trip 2, then the public frontend asked (over a connection opened before the flip):
-    (map file written, verified, the last problem, ms from the flip to the first answer)."""
+    (the map file's fate, verified, the last problem, ms from the flip to the first answer)."""
     warm = warm_connection(verify_url(t), ca_file=t.haproxy.ca_file, server_name=t.tls_server_name)
     flip_started = time.perf_counter()
-    flipped = lb.run(flip_command(t, target), step=f"route traffic to {target}", check=False,
-                     input=render_live_map(t, target))
-    timings["flip_round_trip"] = (time.perf_counter() - flip_started) * 1000
-    flip_answers = split_cli_answers(split_parts(flipped.stdout, 2)[0])
-    after = parse_map(next((a for a in reversed(flip_answers) if a.strip()), ""))
-    if after.get("live") != f"bk_{target}":
+    try:
+        flipped = lb.run(flip_command(t, target), step=f"route traffic to {target}", check=False)
+    except BlueGreenError as exc:
         if warm is not None:
             warm.close()
-        _release(lb, t, before.token)
-        raise RemoteError(lb.host, f"route traffic to {target}", "HAProxy did not take the new map: "
-                          f"{flipped.stderr.strip()[-300:] or flip_answers}")
-    verified, problem, first_answer_ms = verify(t, target, warm=warm)
+        flipped = None
+        after = _live_after_cut(lb, t)
+        if after != target:
+            raise _with_release(lb, t, before.token, exc, _where(after, before.live, target)) from None
+        map_file = "not confirmed (the connection was lost; the flip writes it in the same remote step)"
+    timings["flip_round_trip"] = (time.perf_counter() - flip_started) * 1000
+    if flipped is not None:
+        answers = split_answers(flipped.stdout)
+        after_map = parse_map(answers[1]) if len(answers) == 3 else {}
+        map_file = answers[2].strip() if len(answers) == 3 else "unknown"
+        if after_map.get("live") != f"bk_{target}":
+            if warm is not None:
+                warm.close()
+            moved = next((c for c in COLORS if after_map.get("live") == f"bk_{c}"), None)
+            raise _with_release(lb, t, before.token, RemoteError(
+                lb.host, f"route traffic to {target}", "HAProxy did not take the new map: "
+                f"{flipped.stderr.strip()[-300:] or answers}"), _where(moved, before.live, target))
+        warm_ok = warm
+    else:
+        warm_ok = None
+    verified, problem, first_answer_ms = verify(t, target, warm=warm_ok)
     timings["verify"] = first_answer_ms
     flip_ms = (time.perf_counter() - flip_started) * 1000
     timings["flip_to_first_answer"] = flip_ms
-    return flipped.exit_code == 0, verified, problem, flip_ms
+    return map_file, verified, problem, flip_ms
 
 
-def _record(t: Topology, lb: Any, before: _Before, entry: dict[str, Any], timings: dict[str, float],
-            progress: Any) -> tuple[str | None, list[str]]:
-    """Round trip 3: the journal if it parsed, else the side file; the lock released if still ours.
-    (where it was recorded, what went wrong)."""
-    journal_text: str | None = None
-    side_line: str | None = None
-    journal_problem: str | None = None
-    status, _, body = before.journal_part.partition("\n")
+def _live_after_cut(lb: Any, t: Topology) -> str | None:
+    """After a flip whose answer was lost: the live colour, asked once more (a new session)."""
+    paths = HaproxyPaths.from_topology(t)
     try:
-        state = parse_state(body if status.strip() == "present" else None,
-                            source=f"{lb.host}:{t.load_balancer.path(t.journal.path)}",
-                            declared_color=before.live)
+        out = lb.run(_socat(paths.admin_socket, show_map(paths.map)), step="read the live colour again",
+                     check=False, timeout=15)
+    except BlueGreenError:
+        return None
+    backend = parse_map(out.stdout).get("live", "")
+    return next((c for c in COLORS if backend == f"bk_{c}"), None)
+
+
+def _where(live: str | None, before: str, target: str) -> str:
+    if live is None:
+        return (f"Traffic MAY have moved to {target}: HAProxy cannot be asked. Repeating "
+                f"`bluegreen switch --emergency --to {target}` is safe (a no-op if it moved); "
+                "`bluegreen status` shows where it is")
+    if live == before:
+        return f"Traffic did not move ({before} is live)"
+    return f"Traffic moved: {live} is live"
+
+
+def _record(t: Topology, lb: Any, before: _Before, state: State | None, entry: dict[str, Any],
+            timings: dict[str, float], progress: Any) -> tuple[str | None, list[str]]:
+    """Round trip 3: the journal if it parsed and the lock is ours, else the side file; the lock
+    released if still ours, whatever happened to the record. (where it was recorded, problems)."""
+    journal = t.load_balancer.path(t.journal.path)
+    journal_text: str | None = None
+    if state is not None and before.token:
         # Nothing is trimmed here (this shell cannot archive): the next normal write archives.
-        journal_text = with_entry(state, entry, None).to_json()
-    except BlueGreenError as exc:
-        journal_problem = str(exc)
-        side_line = json.dumps(entry, separators=(",", ":"))
+        updated = state
+        if state.prod != entry["from"]:  # a flip nobody recorded came first
+            updated = with_found_switch(state, str(entry["from"]), who=entry.get("who"),
+                                        when=str(entry["timestamp"]), keep=None)
+        journal_text = with_entry(updated, entry, None).to_json()
+    side_line = json.dumps(entry, separators=(",", ":"))
     mark = time.perf_counter()
-    recorded = lb.run(record_command(t, before.token, journal_text=journal_text, side_line=side_line),
-                      step="record the switch", check=False)
-    timings["record"] = (time.perf_counter() - mark) * 1000
-    recorded_in: str | None = "journal" if journal_text is not None else \
-        side_path(t.load_balancer.path(t.journal.path))
     errors: list[str] = []
-    if recorded.exit_code != 0:
-        errors.append(f"recording the switch failed: {recorded.stderr.strip()[-300:] or recorded.exit_code}")
-        recorded_in = None
-    if journal_problem:
-        _note(progress, f"the journal is unreadable ({journal_problem.splitlines()[0]}); recorded in the "
-                        f"side file {recorded_in}, folded in by the next normal command")
+    try:
+        out = lb.run(record_command(t, before.token, journal_text=journal_text, side_line=side_line,
+                                    expected=before.journal_digest), step="record the switch", check=False,
+                     input=journal_text)
+    except BlueGreenError as exc:
+        lock = (f"; the lock this emergency took stays at {t.load_balancer.path(t.journal.lock_path)}: "
+                "release it with `bluegreen lock release --force`") if before.token else ""
+        return None, [f"recording the switch failed ({exc}): the next command finds HAProxy serving "
+                      f"{entry['to']} and records it{lock}"]
+    timings["record"] = (time.perf_counter() - mark) * 1000
+    codes = dict(part.split("=", 1) for part in (out.stdout.strip().splitlines() or [""])[-1].split() if "=" in part)
+    said = out.stderr.strip()[-300:]
+    recorded_in: str | None = None
+    if codes.get("journal") == "0":
+        recorded_in = "journal"
+    elif codes.get("side") == "0":
+        recorded_in = side_path(journal)
+        why = {"-": "it does not parse" if state is None else "the lock is not this run's",
+               str(CAS_CONFLICT): "another command wrote it meanwhile",
+               str(JOURNAL_NOT_OURS): "the lock is no longer this run's"}.get(codes.get("journal", "-"), said)
+        _note(progress, f"the journal was not written ({why}); recorded in the side file {recorded_in}, "
+                        "folded in by the next normal command")
+    else:
+        errors.append(f"recording the switch failed ({said or out.exit_code}): the next command finds HAProxy "
+                      f"serving {entry['to']} and records it")
+    errors += _lock_problems(t, before.token, codes.get("lock", "-"), said)
     return recorded_in, errors
+
+
+def _lock_problems(t: Topology, token: str | None, code: str, said: str) -> list[str]:
+    if not token or code in ("0", str(LOCK_NOT_OURS)):
+        return []
+    return [f"the lock this emergency took could not be released ({said or 'exit ' + code}); it stays at "
+            f"{t.load_balancer.path(t.journal.lock_path)}: release it with `bluegreen lock release --force`"]
+
+
+def _release_problems(lb: Any, t: Topology, token: str | None) -> list[str]:
+    """Release our lock; what went wrong, in words that say how to release it by hand."""
+    if not token:
+        return []
+    try:
+        out = lb.run(record_command(t, token, journal_text=None, side_line=None), step="release the lock",
+                     check=False)
+    except BlueGreenError as exc:
+        return _lock_problems(t, token, "?", str(exc))
+    code = (out.stdout.strip().splitlines() or ["lock=?"])[-1].rpartition("lock=")[2]
+    return _lock_problems(t, token, code, out.stderr.strip()[-300:])
+
+
+def _with_release(lb: Any, t: Topology, token: str | None, error: BlueGreenError, where: str) -> BlueGreenError:
+    """`error`, saying where traffic is, and the lock this run took released (or why not, and how)."""
+    for problem in _release_problems(lb, t, token):
+        add_problem(error, problem)
+    error.args = (f"{error}. {where}",)
+    return error
 
 
 def _declare(t: Topology, target: str, progress: Any) -> tuple[str, str | None]:
@@ -340,10 +507,3 @@ def _lock_json(info: LockInfo | None) -> dict[str, Any] | None:
     if info is None:
         return None
     return {"holder": info.holder, "host": info.host, "pid": info.pid, "operation": info.operation}
-
-
-def _release(lb: Any, t: Topology, token: str | None) -> None:
-    if token:
-        with contextlib.suppress(BlueGreenError):
-            lb.run(record_command(t, token, journal_text=None, side_line=None), step="release the lock",
-                   check=False)

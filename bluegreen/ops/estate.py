@@ -11,35 +11,44 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from bluegreen.hosts import haproxy
 from bluegreen.hosts.executor import Executor, connect
-from bluegreen.hosts.journal import EstateJournal
+from bluegreen.hosts.journal import EstateJournal, JournalNotOurs, LockOwner
 from bluegreen.hosts.lock import LockManager
 from bluegreen.hosts.metrics import LOCK_METRICS_OPERATIONS, write_lock_metrics
 from bluegreen.hosts.openssh import OpenSshExecutor
 from bluegreen.hosts.pve import PveClient
+from bluegreen.model.errors import BlueGreenError, RemoteError
 from bluegreen.model.journal import State
 from bluegreen.model.lock import default_holder
 from bluegreen.model.progress import NullProgress, Progress
-from bluegreen.model.sensitive import Sensitive
+from bluegreen.model.secrets import secrets_in_env_text
+from bluegreen.model.sensitive import SecretSet, Sensitive, as_secret_set
 from bluegreen.model.topology import Container, Topology
+from bluegreen.render.appenv import env_path
 
 ExecutorFactory = Callable[[Container], Executor]
+log = logging.getLogger("bluegreen.estate")
 
 
 class Estate:
     """One run's handle on the estate. `t` follows the declared colour as switches change it."""
 
     def __init__(self, topology: Topology, *, progress: Progress | None = None,
-                 secrets: Sequence[Sensitive] = (), who: str | None = None, pulumi_command: Any = None,
+                 secrets: Iterable[Sensitive] = (), who: str | None = None, pulumi_command: Any = None,
                  executor_factory: ExecutorFactory | None = None) -> None:
         self.t = topology
         self.progress: Progress = progress or NullProgress()
-        self.secrets = list(secrets)
+        # Shared with every executor, the journal and the events: what `learn_secrets` adds later
+        # is scrubbed by all of them. Faces start it from `model.secrets.stack_secrets`.
+        self.secrets: SecretSet = as_secret_set(secrets)
+        self._learned: set[int] = set()
+        self._learn_mutex = threading.Lock()
         self.who = who or default_holder()
         self.pulumi_command = pulumi_command
         self._factory = executor_factory
@@ -64,13 +73,52 @@ class Estate:
                 ex = self._pool.get(host.vmid)
                 if ex is None:
                     ex = self._pool[host.vmid] = self._session(host)
+            self._learn(host, ex)
             yield ex
             return
         ex = self.connect(host)
         try:
+            self._learn(host, ex)
             yield ex
         finally:
             ex.close()
+
+    # -- secrets --------------------------------------------------------------------------
+
+    def _learn(self, host: Container, ex: Executor) -> None:
+        """The first time this run reaches an app host: the secrets of its `.env` (the values a
+        build or a migration there can print) join the set every output is scrubbed of."""
+        if host.role != "app":
+            return
+        with self._learn_mutex:
+            if host.vmid in self._learned:
+                return
+            self._learned.add(host.vmid)
+        for path in (env_path(self.t, host), host.path(f"{self.t.app.dir}/.env")):
+            try:
+                raw = ex.get(path, step="read the secrets to scrub from output")
+            except RemoteError as exc:
+                if exc.step == "connect":  # what the caller's first command would meet: raise it once
+                    with self._learn_mutex:
+                        self._learned.discard(host.vmid)
+                    raise
+                log.debug("%s: %s not read: %s", host.label, path, exc)  # the operation goes on
+                break
+            if raw is not None:  # the release layout's, else the working copy's (an estate kept by hand)
+                self.secrets.add(*secrets_in_env_text(raw.decode(errors="replace"), self.t))
+                break
+
+    def learn_secrets(self) -> None:
+        """Read every app host's secrets now (before showing text the hosts wrote earlier, such as
+        the journal); an unreachable host is skipped."""
+        for host in self.t.app_hosts.values():
+            if host.vmid in self._learned:
+                continue
+            try:
+                with self.on(host):
+                    pass
+            except BlueGreenError as exc:
+                log.debug("%s: secrets not read: %s", host.label, exc)
 
     @contextlib.contextmanager
     def pooled(self) -> Iterator[None]:
@@ -142,6 +190,21 @@ class Estate:
 
     def write_state(self, lb: Executor, state: State, live: str) -> State:
         return self.journal(lb).write(state, live=live)
+
+    def update_state(self, lb: Executor, change: Callable[[State], State], live: str) -> State:
+        """The journal changed as a compare-and-swap against what was read, under the old tool's
+        flock, and (inside `holding`) only while this run still holds the deployment lock
+        (JournalNotOurs otherwise: an operation that lost its lock never writes the journal)."""
+        return self.journal(lb).update(change, live=live, owner=self.owner())
+
+    def owner(self) -> LockOwner | None:
+        """Who may write the journal: this run's lock token (None outside `holding`)."""
+        if self._lease is None:
+            return None
+        held = self._lease.held
+        if held is None or not held.token:
+            raise JournalNotOurs(self._lease.lost or "the deployment lock is no longer held by this run")
+        return LockOwner(self._lease.path, held.token)
 
     def live_color(self, lb: Executor) -> str:
         return haproxy.live_color(lb, self.t)

@@ -30,15 +30,16 @@ def emits_deploy(method: F) -> F:
         ref_name = ref or t.app.branch
         try:
             if t.events.pre_deploy:
-                run_hook(t, t.events.pre_deploy, "pre-deploy", {"ref": ref_name, "who": estate.who})
+                run_hook(t, t.events.pre_deploy, "pre-deploy", {"ref": ref_name, "who": estate.who},
+                         estate.secrets)
             result = method(estate, ref, *args, **kwargs)
         except BaseException as exc:
             step = exc.step if isinstance(exc, DeployError) else None
             error = redact(str(exc), estate.secrets) if isinstance(exc, BlueGreenError) else type(exc).__name__
             publish(t, deploy_event(t, estate.who, started, time.time(), ref=ref_name, error=error,
-                                    failed_step=step, color=getattr(exc, "color", None)))
+                                    failed_step=step, color=getattr(exc, "color", None)), estate.secrets)
             raise
-        publish(t, deploy_event(estate.t, estate.who, started, time.time(), result=result))
+        publish(t, deploy_event(estate.t, estate.who, started, time.time(), result=result), estate.secrets)
         return result
 
     return cast(F, wrapper)
@@ -59,14 +60,14 @@ def emits_switch(method: F) -> F:
         except BaseException as exc:
             error = redact(str(exc), estate.secrets) if isinstance(exc, BlueGreenError) else type(exc).__name__
             publish(t, switch_event(kind, t, estate.who, started, time.time(), emergency=emergency,
-                                    error=error, to_color=kwargs.get("to_color")))
+                                    error=error, to_color=kwargs.get("to_color")), estate.secrets)
             raise
         event = switch_event(kind, estate.t, estate.who, started, time.time(), emergency=emergency,
                              result=result)
-        publish(estate.t, event)
+        publish(estate.t, event, estate.secrets)
         if estate.t.events.post_switch:
             try:
-                run_hook(estate.t, estate.t.events.post_switch, "post-switch", event)
+                run_hook(estate.t, estate.t.events.post_switch, "post-switch", event, estate.secrets)
             except HookError as exc:
                 log.warning("%s", exc)
                 estate.progress.note(f"post-switch hook failed: {exc}")
@@ -81,4 +82,5 @@ def switch_back(estate: Estate, *, from_color: str, to_color: str, why: str, sta
     t: Topology = estate.t
     publish(t, make_event("switch-back", stack=t.stack, who=estate.who, ok=True, started=started,
                           finished=time.time(), **{"from": from_color}, to=to_color, release=None, sha=None,
-                          emergency=emergency, path="direct", reason=redact(why, estate.secrets), error=None))
+                          emergency=emergency, path="direct", reason=redact(why, estate.secrets), error=None),
+            estate.secrets)

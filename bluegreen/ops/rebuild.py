@@ -37,7 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from bluegreen.hosts.executor import connect
 from bluegreen.hosts.hostkeys import HostKey, trust_created_host
-from bluegreen.hosts.pulumi import PulumiSeam, find_container, find_urn
+from bluegreen.hosts.pulumi import PulumiSeam, find_container, find_urn, provider_tls_env
 from bluegreen.model.ctinputs import REBUILD_ENV, RELEASE, REPLACE
 from bluegreen.model.errors import BlueGreenError, ConfigError, PulumiError, SwitchError
 from bluegreen.model.resources import (
@@ -97,11 +97,12 @@ class PulumiBackend:
     configures_hosts: bool = True
     topology: Topology | None = None
     lock_token: str | None = None  # the project lock the rebuild holds (rebuild_standby sets it)
+    env: dict[str, str] | None = None  # for the CLI: SSL_CERT_FILE (`provider_tls_env`)
 
     def replace(self, host: Container) -> None:
         t = self.topology or load_stack(self.project_dir, self.stack)
         seam = PulumiSeam(self.project_dir, self.stack, pulumi_command=self.pulumi_command,
-                          lock_token=self.lock_token)
+                          lock_token=self.lock_token, env=self.env)
         replace_through_pulumi(seam, t, host, on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
 
 
@@ -178,7 +179,7 @@ def replace_through_pulumi(seam: PulumiSeam, t: Topology, host: Container, *,
             if host.existing:
                 set_container_existing(self.project_dir, self.stack, host.vmid, False)
         seam = PulumiSeam(self.project_dir, self.stack, pulumi_command=self.pulumi_command,
-                          lock_token=self.lock_token)
+                          lock_token=self.lock_token, env=self.env)
         seam.recreate_estate([h.vmid for h in replace],
                              on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
 
@@ -274,9 +275,10 @@ def _replace_and_serve(estate: Estate, backend: ContainerBackend, host: Containe
                                              progress=progress)
     if not backend.configures_hosts:
         assert secrets is not None
-        # An executor that redacts the secrets it writes.
+        # The secrets it writes join what every output of this run is scrubbed of.
+        estate.secrets.add(*secrets.all())
         with progress.step(f"configure {host.label}", long=True), \
-                connect(t, host, secrets=[*estate.secrets, *secrets.all()]) as ex:
+                connect(t, host, secrets=estate.secrets) as ex:
             result.configured = configure_app_host(t, host, ex, secrets)
     deployed = deploy(estate, sha, migrate=False, snapshot=False)
     result.release, result.sha = deployed.release, deployed.sha
@@ -321,4 +323,4 @@ def backend_for(t: Topology, pulumi_command: Any = None) -> ContainerBackend:
     for entry in entry_points(group=BACKENDS_GROUP, name=t.environment):
         factory: Callable[[Topology], ContainerBackend] = entry.load()
         return factory(t)
-    return PulumiBackend(t.project_dir, t.stack, pulumi_command, topology=t)
+    return PulumiBackend(t.project_dir, t.stack, pulumi_command, topology=t, env=provider_tls_env(t))

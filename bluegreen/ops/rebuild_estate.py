@@ -482,7 +482,7 @@ def _record(estate: Estate, plan: EstatePlan, result: EstateRebuildResult) -> No
         with estate.on(t.load_balancer) as lb:
             journal = estate.journal(lb)
             state = journal.read()
-            state = dataclasses.replace(state, history=((entry, *state.history))[:t.journal.history_keep])
+            state = state.with_entry_on_top(entry, keep=t.journal.history_keep)
             journal.write(state, live=result.live)
     except BlueGreenError as exc:
         log.error("could not record the rebuild in the journal: %s", exc)

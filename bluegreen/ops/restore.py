@@ -146,14 +146,12 @@ def restore(estate: Estate, backup: str | None = None, *, check_live: bool = Tru
 
 def _record(estate: Estate, lb: Executor, result: RestoreResult) -> None:
     try:
-        state = estate.read_state(lb)
         entry = {"type": "restore", "timestamp": iso(utcnow()), "who": estate.who, "reason": result.reason,
                  "restored": result.restored.get("file"), "undo": (result.undo or {}).get("file"),
                  "undoCommand": result.undo_command, "dropped": result.dropped,
                  "migrationsBefore": result.migrations_before, "migrationsAfter": result.migrations_after,
                  "durationMs": int(result.window_s * 1000)}
         keep = estate.t.journal.history_keep
-        state = state.with_entry_on_top(entry, keep=keep)
-        estate.write_state(lb, state, estate.live_color(lb))
+        estate.update_state(lb, lambda state: state.with_entry_on_top(entry, keep=keep), estate.live_color(lb))
     except BlueGreenError as exc:
         log.error("could not record the restore in the journal: %s", exc)

@@ -7,8 +7,9 @@ from typing import Any
 
 from bluegreen.hosts.database import migrations_in_dump, read_backups
 from bluegreen.model.dumps import RestoreRefused, dump_before_release, human_bytes
-from bluegreen.model.errors import BlueGreenError, ProxmoxError, SwitchError
+from bluegreen.model.errors import BlueGreenError, ProxmoxError
 from bluegreen.model.topology import other_color
+from bluegreen.model.truth import rollback_target
 from bluegreen.ops.estate import Estate
 from bluegreen.ops.restore import applied_names, live_release_migrations, restore
 from bluegreen.ops.switch import SwitchResult, emergency_switch, switch
@@ -19,11 +20,14 @@ def rollback(estate: Estate, *, emergency: bool = False, direct: bool = False, w
     if emergency:
         return emergency_switch(estate, rollback=True, to_color=None)  # needs no readable journal
     with estate.pooled(), estate.on(estate.t.load_balancer) as lb:
-        live = estate.live_color(lb)
-        state = estate.read_state(lb)
-        previous = state.previous_live(live) or other_color(live)
-        if previous == live:
-            raise SwitchError(f"nothing to roll back to: {live} is live and was live before")
+        try:
+            live = estate.live_color(lb)
+            # From the journal, not from HAProxy: a rollback that moved traffic but was cut off before
+            # its record is, when repeated, a no-op (its target is live) rather than a flip back.
+            previous = rollback_target(estate.read_state(lb), live)
+        except BlueGreenError as exc:
+            exc.args = (f"{exc}. Traffic did not move",)
+            raise
         return switch(estate, direct=direct, watch=watch, to_color=previous, reason="rollback")
 
 

@@ -8,18 +8,22 @@ raised, so the report is always whole.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bluegreen.hosts import haproxy, health
 from bluegreen.hosts.database import applied_rows, last_good_summary
+from bluegreen.hosts.executor import CommandResult, Executor
 from bluegreen.model import migrations
 from bluegreen.model.errors import BlueGreenError, ConfigError
 from bluegreen.model.journal import State
 from bluegreen.model.topology import other_color
 from bluegreen.ops.emergency import reconcile_command
 from bluegreen.ops.estate import Estate
+from bluegreen.ops.reconcile import read_truth
 from bluegreen.render import commands as cmd
 from bluegreen.render import workingcopy
 
@@ -77,11 +81,13 @@ class StatusReport:
         return self.live is not None and self.live != self.declared
 
     reconcile: str | None = None  # with drift: the one command that makes the declared colour true
+    truth: dict[str, Any] | None = None  # runtime map vs map file vs journal (model.truth)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "stack": self.stack, "live": self.live, "declared": self.declared,
             "standby": self.standby, "drift": self.drift, "reconcile": self.reconcile,
+            "liveTruth": self.truth,
             "colors": {c: s.to_json() for c, s in self.colors.items()},
             "database": self.database, "lastSwitch": self.last_switch,
             "switchCount": self.switch_count, "lock": self.lock, "endpoints": self.endpoints,
@@ -89,17 +95,64 @@ class StatusReport:
         }
 
 
-def status(estate: Estate) -> StatusReport:
+# Every probe is bounded: one command on a host gets PROBE_TIMEOUT_S, PostgreSQL a connect and
+# a statement timeout of DB_TIMEOUT_S, and the whole report STATUS_DEADLINE_S: a part that has
+# not answered by then is reported as such, and its thread (a daemon) is left behind.
+PROBE_TIMEOUT_S = 5.0
+DB_TIMEOUT_S = 3
+STATUS_DEADLINE_S = 10.0
+
+
+class _Part:
+    """One part of the report, read on a daemon thread: a hung host never holds the report (or
+    the process: SIGINT/SIGTERM end `status` at once) past the deadline."""
+
+    def __init__(self, name: str, read: Callable[[], Any]) -> None:
+        self.name = name
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(read,), daemon=True, name=f"status-{name}")
+        self.thread.start()
+
+    def _run(self, read: Callable[[], Any]) -> None:
+        try:
+            self.value = read()
+        except BaseException as exc:  # reported in the result, like every part's failure
+            self.error = exc
+
+    def result(self, deadline: float, fallback: Callable[[str], Any]) -> Any:
+        while self.thread.is_alive() and time.monotonic() < deadline:
+            self.thread.join(0.1)
+        if self.thread.is_alive():
+            return fallback(f"{self.name}: no answer within {STATUS_DEADLINE_S:g}s")
+        if self.error is not None:
+            return fallback(f"{self.name}: {self.error}")
+        return self.value
+
+
+def _reader(read: Callable[[Estate, str], Any], estate: Estate, color: str) -> Callable[[], Any]:
+    return lambda: read(estate, color)
+
+
+def _unanswered_color(estate: Estate, color: str) -> Callable[[str], ColorStatus]:
+    host = estate.t.app_host(color)
+    return lambda why: ColorStatus(color=color, host=host.ip, vmid=host.vmid, errors=[why])
+
+
+def status(estate: Estate, *, deadline_s: float = STATUS_DEADLINE_S) -> StatusReport:
     t = estate.t
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        lb_future = pool.submit(load_balancer_status, estate)
-        color_futures = {c: pool.submit(color_status, estate, c) for c in t.app_hosts}
-        db_future = pool.submit(database_status, estate)
-        pve_future = pool.submit(proxmox_status, estate)
-        lb = lb_future.result()
-        colors = {c: f.result() for c, f in color_futures.items()}
-        database = db_future.result()
-        proxmox = pve_future.result()
+    deadline = time.monotonic() + deadline_s
+    lb_part = _Part("load balancer", lambda: load_balancer_status(estate))
+    color_parts = {c: _Part(f"{c} app host", _reader(color_status, estate, c)) for c in t.app_hosts}
+    db_part = _Part("database", lambda: database_status(estate))
+    pve_part = _Part("Proxmox", lambda: proxmox_status(estate))
+    lb = lb_part.result(deadline, lambda why: {"live": None, "servers": {}, "state": None, "lock": None,
+                                               "truth": None, "errors": [why]})
+    colors: dict[str, ColorStatus] = {c: part.result(deadline, _unanswered_color(estate, c))
+                                      for c, part in color_parts.items()}
+    database = db_part.result(deadline, lambda why: {"host": t.database_host.ip, "reachable": False,
+                                                     "applied": 0, "pending": [], "failed": [], "error": why})
+    proxmox = pve_part.result(deadline, lambda why: {"error": why, "containers": {}})
     errors = list(lb["errors"])
     for state in colors.values():
         state.haproxy = lb["servers"].get(state.color)
@@ -111,7 +164,7 @@ def status(estate: Estate) -> StatusReport:
         last_switch=journal.last_switch if journal else None,
         switch_count=journal.switch_count if journal else 0,
         lock=lb["lock"], endpoints={"public": t.public_url, "preview": t.preview_url},
-        proxmox=proxmox, errors=errors,
+        proxmox=proxmox, errors=errors, truth=lb.get("truth"),
     )
     if report.drift and report.live:
         report.reconcile = reconcile_command(t, report.live)
@@ -120,10 +173,14 @@ def status(estate: Estate) -> StatusReport:
 
 def load_balancer_status(estate: Estate) -> dict[str, Any]:
     """The live colour, each colour backend's state, the journal and the lock, from HAProxy's host."""
-    out: dict[str, Any] = {"live": None, "servers": {}, "state": None, "lock": None, "errors": []}
+    out: dict[str, Any] = {"live": None, "servers": {}, "state": None, "lock": None, "truth": None,
+                           "errors": []}
     try:
         with estate.on(estate.t.load_balancer) as lb:
-            out["live"] = estate.live_color(lb)
+            lb = _Bounded(lb)
+            truth = read_truth(estate, lb)
+            out["live"] = truth.runtime
+            out["truth"] = truth.to_json(estate.t.stack)
             out["servers"].update(haproxy.backend_states(lb, estate.t))
             out["state"] = estate.read_state(lb)
             lock = estate.lock(lb).status()
@@ -131,6 +188,35 @@ def load_balancer_status(estate: Estate) -> dict[str, Any]:
     except BlueGreenError as exc:
         out["errors"].append(str(exc))
     return out
+
+
+class _Bounded:
+    """An executor whose every command gets PROBE_TIMEOUT_S (status never waits longer on one)."""
+
+    def __init__(self, inner: Executor) -> None:
+        self.inner = inner
+        self.host = inner.host
+
+    def run(self, command: str, *, step: str, check: bool = True, timeout: float | None = None,
+            input: str | None = None, env: Mapping[str, str] | None = None) -> CommandResult:
+        return self.inner.run(command, step=step, check=check, timeout=min(timeout or PROBE_TIMEOUT_S,
+                                                                             PROBE_TIMEOUT_S),
+                              input=input, env=env)
+
+    def put(self, path: str, content: str | bytes, *, step: str, mode: int = 0o644) -> None:
+        self.inner.put(path, content, step=step, mode=mode)
+
+    def get(self, path: str, *, step: str) -> bytes | None:
+        return self.inner.get(path, step=step)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> _Bounded:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def color_status(estate: Estate, color: str) -> ColorStatus:
@@ -148,12 +234,13 @@ def color_status(estate: Estate, color: str) -> ColorStatus:
         result.errors.append(f"health: {probe.error}")
     paths = cmd.AppPaths.of(t, host)
     try:
-        with estate.on(host) as ex:
+        with estate.on(host) as raw:
+            ex = _Bounded(raw)
             current = cmd.parse_current(ex.run(cmd.read_current(paths), step="read release").stdout)
             result.reachable = True
             result.release, result.sha, result.ref = current.name, current.sha, current.ref
-            raw = ex.run(cmd.pm2_jlist(t, paths), step="pm2 jlist", check=False).stdout
-            result.pm2 = pm2_summary(raw)
+            jlist = ex.run(cmd.pm2_jlist(t, paths), step="pm2 jlist", check=False).stdout
+            result.pm2 = pm2_summary(jlist)
             result.working_copy = read_working_copy(ex, paths)
     except BlueGreenError as exc:
         result.errors.append(str(exc))
@@ -177,14 +264,16 @@ def database_status(estate: Estate) -> dict[str, Any]:
     out: dict[str, Any] = {"host": t.database_host.ip, "reachable": False, "applied": 0, "pending": [],
                            "failed": [], "error": None}
     try:
-        with estate.on(t.database_host) as ex:
-            rows = applied_rows(t, ex)
+        with estate.on(t.database_host) as raw:
+            ex = _Bounded(raw)
+            rows = applied_rows(t, ex, timeout_s=DB_TIMEOUT_S)
             out["reachable"] = True
             out["applied"] = len([r for r in rows if r.finished_at])
             out["failed"] = [r.name for r in migrations.failed(rows)]
             out["lastGoodDump"] = last_good_summary(t, ex)
         live_host = t.app_host(t.active_color)
-        with estate.on(live_host) as ex:
+        with estate.on(live_host) as raw:
+            ex = _Bounded(raw)
             paths = cmd.AppPaths.of(t, live_host)
             names = ex.run(cmd.list_migrations(paths.current), step="list migrations").stdout.split()
         out["pending"] = migrations.pending(names, rows)
@@ -206,6 +295,8 @@ def proxmox_status(estate: Estate) -> dict[str, Any] | None:
 def history(estate: Estate, limit: int = 20) -> list[dict[str, Any]]:
     if limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
+    # Entries quote what hosts printed, maybe before their secrets were scrubbed at write time.
+    estate.learn_secrets()
     with estate.on(estate.t.load_balancer) as lb:
         return estate.journal(lb).recent(limit)
 

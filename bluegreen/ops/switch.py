@@ -13,21 +13,23 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bluegreen.hosts import haproxy, health
 from bluegreen.hosts.executor import Executor
 from bluegreen.hosts.journal import append_side_command
-from bluegreen.hosts.pulumi import PulumiSeam
+from bluegreen.hosts.pulumi import PulumiSeam, provider_tls_env
 from bluegreen.model.errors import BlueGreenError, ConfigError, RemoteError, SwitchError
-from bluegreen.model.journal import side_path, switch_entry, unfinished_release
+from bluegreen.model.journal import State, side_path, switch_entry, unfinished_release
 from bluegreen.model.stackfile import set_active_color_in_file
 from bluegreen.model.timestamps import iso, utcnow
 from bluegreen.model.topology import other_color
+from bluegreen.model.truth import with_fields, with_found_switch
 from bluegreen.ops.emergency import run as emergency_run
 from bluegreen.ops.estate import Estate
 from bluegreen.ops.notify import emits_switch, switch_back
+from bluegreen.ops.reconcile import reconcile
 from bluegreen.ops.signals import signals_deferred
 from bluegreen.render import commands as cmd
 
@@ -44,11 +46,12 @@ class SwitchPlan:
     path: str
     checks: list[str]
     problems: list[str]
+    noop: bool = False  # the target is already live: nothing will move
 
     def to_json(self) -> dict[str, Any]:
         return {"from": self.from_color, "colour": self.to_color, "release": self.release,
                 "sha": self.sha, "emergency": self.emergency, "path": self.path,
-                "checks": self.checks, "problems": self.problems}
+                "checks": self.checks, "problems": self.problems, "noop": self.noop}
 
 
 @dataclass
@@ -65,12 +68,15 @@ class SwitchResult:
     reason: str | None = None
     error: str | None = None
     sha: str | None = None
+    noop: bool = False  # the colour asked for was already live: no flip
+    notes: list[str] = field(default_factory=list)  # what was reconciled first (ops.reconcile)
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "colour": self.color, "from": self.from_color,
                 "release": self.release, "path": self.path, "flipMs": round(self.flip_ms, 1),
                 "verified": self.verified, "watchedSeconds": round(self.watched_s, 1),
-                "rolledBack": self.rolled_back, "reason": self.reason, "error": self.error}
+                "rolledBack": self.rolled_back, "reason": self.reason, "error": self.error,
+                "noop": self.noop, "notes": self.notes}
 
 
 def switch_path(estate: Estate, emergency_: bool, direct: bool) -> str:
@@ -92,7 +98,8 @@ def _plan(estate: Estate, lb: Executor, *, emergency: bool, direct: bool, to_col
     live = estate.live_color(lb)
     target = to_color or other_color(live)
     if target == live:
-        raise SwitchError(f"{target} is already live")
+        return SwitchPlan(from_color=live, to_color=target, release=None, sha=None, emergency=emergency,
+                          path=switch_path(estate, emergency, direct), checks=[], problems=[], noop=True)
     host = t.app_host(target)
     release = sha = None
     problems: list[str] = []
@@ -139,48 +146,134 @@ def _standby_problems(estate: Estate, lb: Executor, target: str, release: str | 
 @emits_switch
 def switch(estate: Estate, *, emergency: bool = False, direct: bool = False, watch: bool = True,
            to_color: str | None = None, reason: str = "switch") -> SwitchResult:
-    t = estate.t
+    """Live traffic to `to_color` (default: the other colour). Asking for the colour that is
+    already live is a no-op that says so (and records a flip that was cut off before its record)."""
     if emergency:
         # The load balancer only: no lock wait, no app hosts, no journal needed (ops/emergency.py).
         return emergency_switch(estate, rollback=reason == "rollback", to_color=to_color)
-    with estate.pooled(), estate.holding(reason), estate.on(t.load_balancer) as lb:
-        with estate.progress.step("pre-switch checks"):
-            plan = _plan(estate, lb, emergency=False, direct=direct, to_color=to_color)
-            if plan.problems:
-                raise SwitchError(
-                    f"refusing to switch to {plan.to_color}: " + "; ".join(plan.problems)
-                    + ". Fix the standby (or use --emergency to skip the checks).")
-        estate.check_lock()
-        result = SwitchResult(ok=True, color=plan.to_color, from_color=plan.from_color, release=plan.release,
-                              path=plan.path, flip_ms=0.0, verified=False, reason=reason, sha=plan.sha)
-        recorded = False
-        try:
-            flip_started = time.monotonic()
-            with estate.progress.step(f"flip live traffic to {plan.to_color} ({plan.path})"):
-                flip(estate, lb, plan.to_color, plan.path)
-            result.flip_ms = (time.monotonic() - flip_started) * 1000
-            with estate.progress.step("verify new requests reach the new colour"):
-                result.verified = _verify_serving(estate, plan.to_color)
-            why: str | None = None
-            if not result.verified:
-                # Back at once: every moment here serves users from a colour that is not answering.
-                why = f"new requests were not served by {plan.to_color}"
-                _switch_back(estate, lb, plan, why, result)
+    where = _Traffic()
+    try:
+        with estate.pooled(), estate.holding(reason), estate.on(estate.t.load_balancer) as lb:
+            return _switch(estate, lb, direct=direct, watch=watch, to_color=to_color, reason=reason, where=where)
+    except BlueGreenError as exc:
+        exc.args = (f"{exc}. {where.say()}",)
+        raise
+
+
+@dataclass
+class _Traffic:
+    """Where live traffic is, as far as this run knows: every error says it."""
+
+    known: str | None = None
+    before: str | None = None
+    maybe: str | None = None
+
+    def say(self) -> str:
+        if self.maybe:
+            return (f"Traffic MAY have moved to {self.maybe}: the load balancer could not be asked. "
+                    f"`bluegreen status` shows where it is; `bluegreen switch --to {self.maybe}` (or --to "
+                    f"{self.before}) settles it, a no-op for the traffic if it is already there")
+        if self.known is None or self.known == self.before:
+            return f"Traffic did not move{f' ({self.before} is live)' if self.before else ''}"
+        return f"Traffic moved: {self.known} is live"
+
+
+def _switch(estate: Estate, lb: Executor, *, direct: bool, watch: bool, to_color: str | None, reason: str,
+            where: _Traffic) -> SwitchResult:
+    t = estate.t
+    served = _already_served(estate, lb, to_color)
+    notes = reconcile(estate, lb, verified=served)
+    with estate.progress.step("pre-switch checks"):
+        plan = _plan(estate, lb, emergency=False, direct=direct, to_color=to_color)
+        where.before = where.known = plan.from_color
+        if plan.noop:
+            return _noop(estate, plan, reason, notes, served)
+        if plan.problems:
+            raise SwitchError(
+                f"refusing to switch to {plan.to_color}: " + "; ".join(plan.problems)
+                + ". Fix the standby (or use --emergency to skip the checks).")
+    estate.check_lock()
+    result = SwitchResult(ok=True, color=plan.to_color, from_color=plan.from_color, release=plan.release,
+                          path=plan.path, flip_ms=0.0, verified=False, reason=reason, sha=plan.sha, notes=notes)
+    recorded = False
+    try:
+        flip_started = time.monotonic()
+        with estate.progress.step(f"flip live traffic to {plan.to_color} ({plan.path})"):
+            _flip_or_find_out(estate, lb, plan, where)
+        result.flip_ms = (time.monotonic() - flip_started) * 1000
+        with estate.progress.step("verify new requests reach the new colour"):
+            result.verified = _verify_serving(estate, plan.to_color)
+        why: str | None = None
+        if not result.verified:
+            # Back at once: every moment here serves users from a colour that is not answering.
+            why = f"new requests were not served by {plan.to_color}"
             _record_safely(estate, lb, plan.from_color, plan.to_color, reason, False, int(result.flip_ms), result)
             recorded = True
-            if why is None and watch and t.switch.watch_seconds > 0:
-                why = _watch(estate, lb, plan.to_color, result)
-                if why:
-                    _switch_back(estate, lb, plan, why, result)
-            if why is not None:
-                _record_safely(estate, lb, plan.to_color, plan.from_color, f"automatic switch back: {why}",
-                               True, 0, result)
-        except KeyboardInterrupt:
-            # SIGINT/SIGTERM: the restore path of a failed step (back to the old colour), recorded.
-            with signals_deferred():
-                _interrupted(estate, lb, plan, result, reason, recorded)
-            raise
-        return result
+            _switch_back(estate, lb, plan, why, result)
+            where.known = plan.from_color
+        else:
+            _record_safely(estate, lb, plan.from_color, plan.to_color, reason, False, int(result.flip_ms), result)
+            recorded = True
+        if why is None and watch and t.switch.watch_seconds > 0:
+            why = _watch(estate, lb, plan.to_color, result)
+            if why:
+                _switch_back(estate, lb, plan, why, result)
+                where.known = plan.from_color
+        if why is not None:
+            _record_safely(estate, lb, plan.to_color, plan.from_color, f"automatic switch back: {why}",
+                           True, 0, result)
+    except KeyboardInterrupt:
+        # SIGINT/SIGTERM: the restore path of a failed step (back to the old colour), recorded.
+        with signals_deferred():
+            _interrupted(estate, lb, plan, result, reason, recorded)
+        raise
+    return result
+
+
+def _already_served(estate: Estate, lb: Executor, to_color: str | None) -> bool:
+    """For a `--to` colour HAProxy already routes to: does the public frontend answer from it?
+    (A flip found unrecorded is recorded `verified` only then.)"""
+    if to_color is None:
+        return False
+    try:
+        live = estate.live_color(lb)
+    except BlueGreenError:
+        return False
+    return live == to_color and _verify_serving(estate, to_color)
+
+
+def _noop(estate: Estate, plan: SwitchPlan, reason: str, notes: list[str], served: bool) -> SwitchResult:
+    said = f"{plan.to_color} is already live: nothing to switch"
+    estate.progress.note(said)
+    return SwitchResult(ok=True, color=plan.to_color, from_color=plan.from_color, release=None, path=plan.path,
+                        flip_ms=0.0, verified=served or _verify_serving(estate, plan.to_color), reason=reason,
+                        noop=True, notes=[said, *notes])
+
+
+def _flip_or_find_out(estate: Estate, lb: Executor, plan: SwitchPlan, where: _Traffic) -> None:
+    """The flip; when it fails, HAProxy is asked where traffic is. Moved: carry on (verify, record,
+    watch). Not moved: the error says so. Cannot ask: the error says traffic MAY have moved."""
+    try:
+        flip(estate, lb, plan.to_color, plan.path)
+        where.known = plan.to_color
+        return
+    except SwitchError:
+        raise
+    except BlueGreenError as exc:
+        failure = exc
+    try:
+        live = estate.live_color(lb)
+    except BlueGreenError as exc:
+        log.error("after the flip failed (%s), the live colour cannot be read: %s", failure, exc)
+        where.maybe = plan.to_color
+        raise failure from None  # its own type and words; the caller adds where traffic may be
+    where.known = live
+    if live != plan.to_color:
+        raise failure from None
+    log.warning("the flip to %s reported %s, but HAProxy routes to it: carrying on", plan.to_color, failure)
+    if plan.path != "automation":
+        set_active_color_in_file(estate.t.project_dir, estate.t.stack, plan.to_color)
+        estate.declare(plan.to_color)
 
 
 def emergency_switch(estate: Estate, *, rollback: bool, to_color: str | None) -> SwitchResult:
@@ -215,11 +308,17 @@ def _record_safely(estate: Estate, lb: Executor, from_color: str, to_color: str,
                    duration_ms: int, result: SwitchResult) -> None:
     """Record a flip that happened; if the journal cannot take it, the side file does (the next
     normal command folds it in) and the result says so: the flip stands, the error is real."""
-    try:
-        state = estate.read_state(lb).with_switch(
+    def change(state: State) -> State:
+        if state.prod != from_color:  # a flip nobody recorded came first: keep the history whole
+            state = with_found_switch(state, from_color, who=estate.who, when=iso(utcnow()),
+                                      keep=estate.t.journal.history_keep)
+        recorded = state.with_switch(
             from_color=from_color, to_color=to_color, who=estate.who, when=iso(utcnow()), reason=reason,
             emergency=emergency_, duration_ms=duration_ms, keep=estate.t.journal.history_keep)
-        estate.write_state(lb, state, to_color)
+        return recorded if emergency_ else with_fields(recorded, verified=result.verified)
+
+    try:
+        estate.update_state(lb, change, to_color)
         return
     except BlueGreenError as exc:
         problem = f"the switch to {to_color} happened but the journal write failed: {exc}"
@@ -275,7 +374,8 @@ def _flip_through_pulumi(estate: Estate, lb: Executor, color: str) -> None:
     `PulumiSeam.switch_to`). The program it runs knows this switch holds the project lock.
     """
     t = estate.t
-    seam = PulumiSeam(t.project_dir, t.stack, pulumi_command=estate.pulumi_command, lock_token=estate.lock_token)
+    seam = PulumiSeam(t.project_dir, t.stack, pulumi_command=estate.pulumi_command, lock_token=estate.lock_token,
+                      env=provider_tls_env(t))
     try:
         seam.switch_to(color, on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
         live = estate.live_color(lb)

@@ -23,6 +23,7 @@ from bluegreen.render.monitoring import (
     textfile_dir,
 )
 from bluegreen.render.offsite import bootstrap_lines as offsite_lines
+from bluegreen.render.secretfiles import render_secret_modes
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_SOCKET_DIR = "/var/run/postgresql"
@@ -180,7 +181,7 @@ def _app(t: Topology, host: Container) -> list[str]:
         f"  ensure_dir {_q(host.path(app_dir))} {_q(user)} 0755",
         f"  ensure_dir {_q(host.path(app_dir + '/releases'))} {_q(user)} 0755",
         # shared/ holds .env with the database password.
-        f"  ensure_dir {_q(host.path(app_dir + '/shared'))} {_q(user)} 0750",
+        f"  ensure_dir {_q(host.path(app_dir + '/shared'))} {_q(user)} 0700",
         f"  ensure_dir {_q(host.path(app_dir + '/logs'))} {_q(user)} 0755",
         "fi",
         # PM2's home holds its dump (the processes' environment: DATABASE_URL and the secrets):
@@ -301,5 +302,9 @@ def render_bootstrap(t: Topology, container: Container) -> str:
         *_ROLES[container.role](t, container),
         *_node_exporter(t, container),
         *offsite_lines(t, container),
+        # The files that hold secrets: 0600 in 0700 directories (also checked on every `up`).
+        "\"$BASH\" <<'BLUEGREEN_SECRET_MODES'",
+        render_secret_modes(t, container).rstrip("\n"),
+        "BLUEGREEN_SECRET_MODES",
     ]
     return "\n".join(lines) + "\n"

@@ -240,10 +240,22 @@ def point_current(paths: AppPaths, release: str) -> str:
 def pm2_invocation(args: Iterable[str], *, pm2_home: str, run_as: str, login_user: str) -> str:
     """`pm2 ...` with its home, as the deploy user. The scheduling policy only matters to a daemon
     started by this call: the OS, not round-robin, spreads connections so draining works."""
+    args = list(args)
     command = sh("env", f"PM2_HOME={pm2_home}", "NODE_CLUSTER_SCHED_POLICY=none", "pm2", *args)
     if run_as and run_as != login_user:
         command = sh("runuser", "-u", run_as, "--") + " " + command
+    if args[:1] == ["save"]:
+        # The dump holds every process's environment (DATABASE_URL, the Server Actions key).
+        command = f"{command} && {secure_pm2_home(pm2_home)}"
     return command
+
+
+def secure_pm2_home(pm2_home: str) -> str:
+    """PM2's home 0700 (its logs quote what the app prints) and its dumps 0600: `pm2 save`
+    writes them with the default umask."""
+    home = sh(pm2_home)
+    return (f"chmod 700 {home} && for f in {home}/dump.pm2 {home}/dump.pm2.bak; do "
+            f'if [ -f "$f" ]; then chmod 600 "$f"; fi; done')
 
 
 def pm2(t: Topology, paths: AppPaths, *args: str) -> str:
@@ -251,10 +263,9 @@ def pm2(t: Topology, paths: AppPaths, *args: str) -> str:
 
 
 def pm2_save(t: Topology, paths: AppPaths) -> str:
-    """`pm2 save`, its dump (every process's environment, secrets included) left 0600."""
-    return (f"{pm2(t, paths, 'save', '--force')} && "
-            f"chmod 600 {sh(paths.pm2_home + '/dump.pm2')} && {{ chmod 600 {sh(paths.pm2_home + '/dump.pm2.bak')}"
-            " 2>/dev/null || true; }")
+    """`pm2 save`, its dump (every process's environment, secrets included) left 0600
+    (`pm2_invocation` adds `secure_pm2_home` to every save)."""
+    return pm2(t, paths, 'save', '--force')
 
 
 def pm2_reload(t: Topology, paths: AppPaths) -> str:
@@ -292,9 +303,16 @@ def remove_release(release: str) -> str:
 # ---------------------------------------------------------------- database host
 
 
-def psql(t: Topology, db_host: Container, sql: str, *, database: str | None = None) -> str:
+def psql(t: Topology, db_host: Container, sql: str, *, database: str | None = None,
+         timeout_s: int | None = None) -> str:
+    """psql as postgres over the unix socket; with `timeout_s`, libpq's connect timeout and the
+    server's statement timeout, and `timeout` around it all (a stopped server hangs a connect)."""
     socket_dir = db_host.path("/var/run/postgresql")
-    return sh("runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+    bounded: list[str] = []
+    if timeout_s is not None:
+        bounded = ["timeout", "-k", "1", str(2 * timeout_s + 2), "env", f"PGCONNECT_TIMEOUT={timeout_s}",
+                   f"PGOPTIONS=-c statement_timeout={timeout_s * 1000}"]
+    return sh("runuser", "-u", "postgres", "--", *bounded, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
               "-h", socket_dir, "-p", str(t.database.port), "-d", database or t.database.name,
               "-At", "-F", "\x1f", "-c", sql)
 
@@ -311,8 +329,9 @@ def dump_database(t: Topology, db_host: Container, target: str) -> str:
     tmp = f"{target}.partial"
     dump = sh("runuser", "-u", "postgres", "--", "pg_dump", "-Fc", "-h", socket_dir,
               "-p", str(t.database.port), "-f", tmp, t.database.name)
-    return (f"set -e; install -d -o postgres -g postgres -m 0750 {sh(folder)}; "
-            f"if ! {dump}; then rm -f {sh(tmp)}; exit 1; fi; mv {sh(tmp)} {sh(target)}")
+    # 0600 in a 0700 directory: a dump holds every row (and the password hashes of the roles).
+    return (f"set -e; umask 077; install -d -o postgres -g postgres -m 0700 {sh(folder)}; "
+            f"if ! {dump}; then rm -f {sh(tmp)}; exit 1; fi; chmod 600 {sh(tmp)}; mv {sh(tmp)} {sh(target)}")
 
 
 def prune_backups(t: Topology, db_host: Container) -> str:

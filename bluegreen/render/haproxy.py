@@ -14,6 +14,23 @@ from bluegreen.render import GENERATED_BY, http_path, plain_path, plain_word
 # reload would add one more; five minutes is far beyond any request the app serves.
 HARD_STOP_AFTER = "5m"
 MAP_KEYS = ("live", "preview")
+KEEP_ALIVE = (
+    # Keep-alive on both sides: http-server-close would buy nothing for reloads (it only closes
+    # the server side) and cost a new connection to Node per request. What keeps keep-alive
+    # clients safe across a reload is idle-close-on-response: the old worker answers in-flight
+    # requests with `Connection: close` instead of dropping the idle connection under a client
+    # that is about to reuse it.
+    "    option http-keep-alive",
+    "    option idle-close-on-response",
+    # Idle server connections are shared between clients ("safe": a client's first request always
+    # gets a connection of its own). The app keeps an idle connection open far longer
+    # (render/pm2.py APP_KEEP_ALIVE_TIMEOUT_MS) than HAProxy keeps it in its idle pool, so it is
+    # HAProxy that closes idle connections, never the app under a request being sent (issue 21).
+    # Should one still close empty, an idempotent request is retried on a new connection; others
+    # are not (each backend disables it: a POST is never sent twice).
+    "    http-reuse safe",
+    "    retry-on conn-failure empty-response",
+)
 
 
 def backend_name(color: str) -> str:
@@ -59,13 +76,7 @@ def render_haproxy_cfg(t: Topology) -> str:
         "    option httplog",
         "    option dontlognull",
         "    option forwardfor",
-        # Keep-alive on both sides: http-server-close would buy nothing for reloads (it only
-        # closes the server side) and cost a new connection to Node per request. What keeps
-        # keep-alive clients safe across a reload is idle-close-on-response: the old worker
-        # answers in-flight requests with `Connection: close` instead of dropping the idle
-        # connection under a client that is about to reuse it.
-        "    option http-keep-alive",
-        "    option idle-close-on-response",
+        *KEEP_ALIVE,
         "    option redispatch",
         "    retries 2",
         "    timeout connect 5s",
@@ -103,6 +114,7 @@ def render_haproxy_cfg(t: Topology) -> str:
             f"    option httpchk GET {health}",
             f"    http-check expect status {_statuses(t)}",
             f"    http-response set-header X-Served-By {color}",
+            "    http-request disable-l7-retry unless METH_GET",
             f"    server {color} {host.ip}:{t.app.port} check",
         ]
     return "\n".join(lines) + "\n" + _other_sites(t)

@@ -20,6 +20,14 @@ LISTEN_TIMEOUT_MS = 10_000
 # Next.js drains in-flight requests on SIGINT with no deadline of its own; PM2 sends SIGKILL after
 # this. HAProxy gives up on a response after 30 s, so nothing worth waiting for outlives it.
 KILL_TIMEOUT_MS = 35_000
+# How long the app keeps an idle keep-alive connection open. Node's default (5 s) is shorter than
+# HAProxy may keep an idle server connection in its pool for reuse: the app then closes one at
+# the instant HAProxy sends a request on it, and the client sees its connection closed with
+# nothing (a browser retries a GET, never a Server Action's POST). 65 s outlasts HAProxy's pool
+# (idle connections beyond the need are purged by halves every 5 s) by far, so HAProxy is always
+# the one that closes.
+APP_KEEP_ALIVE_TIMEOUT_MS = 65_000
+KEEP_ALIVE_FLAG = "--keepAliveTimeout"
 
 # A small dotenv reader: `KEY=VALUE`, optional `export `, # comments, single or double quotes
 # (\n and \" inside double quotes). No ${VAR} expansion: the values PM2 passes win over Next's
@@ -54,6 +62,15 @@ _ENV_READER = r"""function readEnvFile(path) {
 }"""
 
 
+def keep_alive_args(script: str, args: list[str]) -> list[str]:
+    """`next start` (the stack's default script, Next's own CLI) with the keep-alive timeout
+    flag unless the stack's args already set one; any other script reads KEEP_ALIVE_TIMEOUT."""
+    is_next_cli = script.rstrip("/").rsplit("/", 1)[-1] == "next" and args[:1] == ["start"]
+    if not is_next_cli or any(a == KEEP_ALIVE_FLAG or a.startswith(KEEP_ALIVE_FLAG + "=") for a in args):
+        return args
+    return [*args, KEEP_ALIVE_FLAG, str(APP_KEEP_ALIVE_TIMEOUT_MS)]
+
+
 def env_file_path(t: Topology, color: str) -> str:
     return t.app_host(color).path(f"{t.app.dir}/shared/.env")
 
@@ -73,7 +90,7 @@ def render_ecosystem(t: Topology, color: str) -> str:
         "name": name,
         "cwd": host.path(f"{app_dir}/current"),
         "script": t.app.start_script,
-        "args": args,
+        "args": keep_alive_args(t.app.start_script, args),
         "exec_mode": "cluster",
         "instances": t.app.instances,
         "wait_ready": True,
@@ -92,6 +109,8 @@ def render_ecosystem(t: Topology, color: str) -> str:
         "PORT": str(t.app.port),
         "HOSTNAME": host.ip,
         "BLUEGREEN_COLOR": color,
+        # Read by Next's standalone server.js (and the lab's apps); `next start` gets the flag.
+        "KEEP_ALIVE_TIMEOUT": str(APP_KEEP_ALIVE_TIMEOUT_MS),
     }
     return "\n".join([
         f"// {GENERATED_BY}",

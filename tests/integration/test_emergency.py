@@ -405,12 +405,12 @@ class _InterruptingRecord(Estate):
 
     fired = False
 
-    def write_state(self, lb: Any, state: State, live: str) -> State:
+    def update_state(self, lb: Any, change: Any, live: str) -> State:
         if not self.fired:
             self.fired = True
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)
-        return super().write_state(lb, state, live)
+        return super().update_state(lb, change, live)
 
 
 def test_sigterm_between_the_flip_and_the_journal_write_switches_back_and_records_both(estate: Path) -> None:

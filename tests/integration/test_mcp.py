@@ -6,8 +6,10 @@ server claims is checked against the estate itself: the CLI's status, the hosts'
 endpoints, the public frontend's `X-Served-By` header, the journal.
 
 Approvals are given the two ways a person gives them: through the client's elicitation dialog
-(the SDK client's callback), or with `bluegreen approve CODE` run in a pseudo-terminal. Each test
-has its own approvals directory, shared by its server and its `bluegreen approve`.
+(the SDK client's callback), or with `bluegreen approve CODE` run as the approver account (made
+for this module) in a pseudo-terminal. Each test has its own shared approvals directory, made by
+scripts/approver-setup.sh. Forgery by an assistant running as the server's own user, with sudo
+and a password, is tests/integration/test_approvals.py.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
+import shutil
 import stat
 import subprocess
+import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -40,8 +43,11 @@ from bluegreen.ops.deploy import deploy
 from bluegreen.ops.estate import Estate
 from bluegreen.ops.status import history, lock_status, status
 from bluegreen.ops.switch import switch
+from tests.integration.accounts import accounts, accounts_available, on_terminal, python_argv, setup_approvals
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(accounts_available() is not None, reason=str(accounts_available()))]
+APPROVER = f"bgp{os.getpid()}"
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = REPO / ".venv" / "bin" / "python"
@@ -57,7 +63,8 @@ async def mcp_session(errlog: TextIO, *, approvals: Path, env: dict[str, str] | 
                       elicitation: ElicitationFnT | None = None) -> AsyncIterator[ClientSession]:
     params = StdioServerParameters(
         command=str(PYTHON), args=["-m", "bluegreen", "mcp", "--stack", "lab", "--cwd", str(REPO)],
-        env={"BLUEGREEN_APPROVALS_DIR": str(approvals), **(env or {})}, cwd=str(REPO))
+        env={"BLUEGREEN_APPROVALS_DIR": str(approvals.parent), "BLUEGREEN_APPROVER": APPROVER, **(env or {})},
+        cwd=str(REPO))
     async with stdio_client(params, errlog=errlog) as (read, write), \
             ClientSession(read, write, elicitation_callback=elicitation) as session:
         await session.initialize()
@@ -106,37 +113,11 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 def approve_in_terminal(code: str, approvals: Path, answer: str = "y") -> tuple[int, str]:
-    """`bluegreen approve CODE` on a pseudo-terminal, answering the y/N question as a person would."""
-    master, slave = os.openpty()
-    proc = subprocess.Popen([str(BLUEGREEN), "approve", code, "--stack", "lab"],
-                            stdin=slave, stdout=slave, stderr=slave, cwd=str(REPO),
-                            env={**os.environ, "BLUEGREEN_APPROVALS_DIR": str(approvals)})
-    os.close(slave)
-    seen = b""
-    answered = False
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                seen += chunk
-            if not answered and b"[y/N]" in seen:
-                os.write(master, answer.encode() + b"\n")
-                answered = True
-            if proc.poll() is not None and not ready:
-                break
-        return proc.wait(timeout=30), seen.decode(errors="replace")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
+    """`bluegreen approve CODE` as the approver account on a pseudo-terminal, answering y/N as a
+    person would (root enters the account with runuser; the sudo path is test_approvals.py)."""
+    return on_terminal(["runuser", "-u", APPROVER, "--", *python_argv(
+        "approve", code, "--stack", "lab", "--approvals-dir", str(approvals.parent))],
+        [(b"[y/N]", answer.encode())], cwd="/")
 
 
 def code_of(data: dict[str, Any]) -> str:
@@ -183,9 +164,21 @@ def errlog(tmp_path: Path) -> TextIO:
     return (tmp_path / "server-stderr.log").open("w+")
 
 
+@pytest.fixture(scope="module")
+def approver() -> Iterator[str]:
+    with accounts(APPROVER):
+        yield APPROVER
+
+
 @pytest.fixture
-def approvals(tmp_path: Path) -> Path:
-    return tmp_path / "approvals"
+def approvals(approver: str) -> Iterator[Path]:
+    """A fresh shared approvals directory (root: the server's user; the approver's grants)."""
+    folder = Path(tempfile.mkdtemp(prefix="bg-approvals-", dir="/var/tmp"))
+    folder.chmod(0o755)
+    try:
+        yield setup_approvals(approver, "root", "lab", folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------ tests
@@ -215,7 +208,7 @@ def test_tools_and_their_input_schemas(errlog: TextIO, approvals: Path) -> None:
         annotations = tools[name].annotations
         assert annotations is not None and annotations.destructive_hint is True
     assert "bluegreen approve CODE" in (tools["deploy_to_standby"].description or "")
-    assert stat.S_IMODE((approvals / "lab").stat().st_mode) == 0o700
+    assert stat.S_IMODE((approvals / "grants").stat().st_mode) == 0o2750
 
 
 def test_status_is_the_cli_status(estate: Topology, errlog: TextIO, approvals: Path) -> None:
@@ -274,7 +267,8 @@ def test_gated_calls_change_nothing_and_return_plan_and_code(estate: Topology, e
     assert deploy["plan"]["ref"] == "v2" and deploy["plan"]["migrate"] is True
     assert any("migration" in step for step in deploy["plan"]["steps"])
     assert deploy["approval"]["expiresInSeconds"] == 300
-    assert deploy["approval"]["approveInTerminal"] == f"bluegreen approve {code_of(deploy)} --stack lab"
+    assert deploy["approval"]["approveInTerminal"] == (
+        f"sudo -u {APPROVER} bluegreen approve {code_of(deploy)} --stack lab --approvals-dir {approvals.parent}")
     switch = answers["switch"]
     assert (switch["plan"]["from"], switch["plan"]["colour"]) == (live, standby)
     assert switch["plan"]["sha"] == before["colours"][standby][1]
@@ -283,10 +277,11 @@ def test_gated_calls_change_nothing_and_return_plan_and_code(estate: Topology, e
     assert answers["rollback"]["plan"]["colour"] == standby
     codes = {code_of(a) for a in answers.values()}
     assert len(codes) == 3
-    # The store holds one pending request per code, private to the user, and no grant.
-    files = sorted(p.name for p in (approvals / "lab").iterdir())
+    # One pending request per code, readable by the approver only, and no grant.
+    files = sorted(p.name for p in (approvals / "requests").iterdir())
     assert files == sorted(f"{c}.request.json" for c in codes)
-    assert all(stat.S_IMODE((approvals / "lab" / f).stat().st_mode) == 0o600 for f in files)
+    assert all(stat.S_IMODE((approvals / "requests" / f).stat().st_mode) == 0o640 for f in files)
+    assert not list((approvals / "grants").iterdir())
 
 
 def test_a_switch_cannot_happen_from_tool_calls_alone(estate: Topology, errlog: TextIO,
@@ -317,7 +312,7 @@ def test_a_switch_cannot_happen_from_tool_calls_alone(estate: Topology, errlog: 
     assert served_by(estate) == before["live"]
     for result in results:
         assert result.is_error or data_of(result)["changed"] is False
-    assert not list((approvals / "lab").glob("*.grant.json"))
+    assert not list((approvals / "grants").iterdir())
 
 
 def test_approved_deploy_runs_for_real_with_progress(estate: Topology, errlog: TextIO, approvals: Path) -> None:
@@ -378,8 +373,8 @@ def test_terminal_approval_then_the_next_call_switches_and_elicitation_rolls_bac
                                 tuple[int, str], tuple[int, str]]:
         async with mcp_session(errlog, approvals=approvals) as session:
             code = code_of(data_of(await session.call_tool("switch_traffic", {})))
-            piped = await anyio.to_thread.run_sync(lambda: cli("approve", code, env={
-                "BLUEGREEN_APPROVALS_DIR": str(approvals)}))
+            piped = await anyio.to_thread.run_sync(lambda: cli(
+                "approve", code, "--approvals-dir", str(approvals.parent)))
             still = data_of(await session.call_tool("switch_traffic", {}))
             assert still["changed"] is False and code_of(still) == code
             declined = await anyio.to_thread.run_sync(lambda: approve_in_terminal(code, approvals, "n"))
@@ -390,11 +385,13 @@ def test_terminal_approval_then_the_next_call_switches_and_elicitation_rolls_bac
             return code, done, again, (piped.returncode, piped.stderr), declined, approved
 
     code, done, again, piped, declined, approved = anyio.run(switch)
-    # Without a terminal nothing is approved; "n" withdraws the code.
-    assert piped[0] == 2 and "needs a person at a terminal" in piped[1]
+    # As the server's own user nothing is approved; the approver's "n" declines the code.
+    assert piped[0] == 2 and f"given by the account that owns {approvals / 'grants'} ({APPROVER})" in piped[1]
     assert declined[0] == 2 and "not approved" in declined[1]
     assert approved[0] == 0, approved[1]
     assert f"Switch live traffic from {old} to {new}" in approved[1]
+    assert f"approved by unknown (not started with sudo) (as {APPROVER})" in str(
+        history(Estate(estate), 1)[0].get("who"))
     assert done["ok"] is True and (done["from"], done["colour"]) == (old, new)
     assert done["verified"] is True and done["rolledBack"] is False
     assert served_by(estate) == new
@@ -428,7 +425,7 @@ def test_declined_elicitation_changes_nothing(estate: Topology, errlog: TextIO, 
     assert (answer["approved"], answer["changed"], answer["answer"]) == (False, False, "decline")
     assert "approval" not in answer
     assert fingerprint(estate) == before
-    assert list((approvals / "lab").iterdir()) == []
+    assert list((approvals / "requests").iterdir()) == []
 
 
 def test_a_switch_approval_does_not_approve_a_deploy(estate: Topology, errlog: TextIO,
@@ -475,7 +472,7 @@ def test_an_approval_goes_stale_when_the_standby_release_changes(estate: Topolog
     assert text_of(refused).startswith(f"stale: approval {code} no longer matches: standbyRelease: "
                                        f"{before['colours'][standby][0]} -> {after['colours'][standby][0]}")
     assert after["live"] == live and served_by(estate) == live
-    assert not list((approvals / "lab").glob(f"{code}.*"))
+    assert not list((approvals / "requests").glob(f"{code}.*"))
 
 
 def test_planted_secrets_never_leave_and_remote_output_is_marked(lab: Lab, estate: Topology,
@@ -527,7 +524,7 @@ def test_planted_secrets_never_leave_and_remote_output_is_marked(lab: Lab, estat
     assert "the database secret is [REDACTED]" in state.read_text()
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
     assert stat.S_IMODE(state.parent.stat().st_mode) == 0o700
-    for path in (approvals / "lab").iterdir():
+    for path in [*(approvals / "requests").iterdir(), *(approvals / "grants").iterdir()]:
         assert password not in path.read_text()
     errlog.seek(0)
     assert password not in errlog.read()

@@ -335,8 +335,11 @@ def test_bootstrap_runs_once_per_script_version(estate: Estate) -> None:
     provider.delete(created.id, outs(updated))
     assert runs.read_text() == "v1\nv2\n"
 
+    # A new address updates (strict host keys: its key must be pinned first), never replaces
+    # (which would trust whatever key answers there).
     moved = {**changed, "connection": {**changed["connection"], "address": f"{NET}.99"}}
-    assert provider.diff(created.id, outs(updated), moved).replaces == ["connection.address"]
+    diff = provider.diff(created.id, outs(updated), moved)
+    assert diff.changes and diff.replaces == []
 
 
 def test_failed_bootstrap_names_host_and_step_and_is_retried(estate: Estate) -> None:

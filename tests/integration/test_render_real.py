@@ -325,10 +325,10 @@ def test_bootstrap_of_each_lab_role_is_idempotent(vmid: int, tmp_path: Path) -> 
     expected = {
         131: {"/var/backups/jw-attendant": ("postgres", "postgres", "0700"),
               "/var/run/postgresql": ("postgres", "postgres", "2775")},
-        132: {f"{t.app.dir}/{d}": ("root", "root", "0750" if d == "shared" else "0755")
+        132: {f"{t.app.dir}/{d}": ("root", "root", "0700" if d == "shared" else "0755")
               for d in ("releases", "shared", "logs")},
         136: {"/etc/haproxy": ("root", "root", "0755"), "/run/haproxy": ("root", "root", "0755"),
-              "/var/lib/jw-deployment": ("root", "root", "0755"),
+              "/var/lib/jw-deployment": ("root", "root", "0700"),  # the journal and the lock: secrets
               "/var/lib/prometheus/node-exporter": ("root", "root", "0755")},
     }
     expected[134] = expected[132]
@@ -392,7 +392,7 @@ def test_bootstrap_creates_a_missing_deploy_user_once(tmp_path: Path) -> None:
         assert first.returncode == 0, first.stderr
         assert f"bootstrap: created user {user}" in first.stdout.splitlines()
         assert pwd.getpwnam(user).pw_dir == f"/home/{user}"
-        assert owner_mode(host.path(f"{t.app.dir}/shared")) == (user, user, "0750")
+        assert owner_mode(host.path(f"{t.app.dir}/shared")) == (user, user, "0700")
         second = bootstrap(script)
         assert (second.returncode, second.stdout) == (0, "")
     finally:

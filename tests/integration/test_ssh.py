@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from bluegreen.hosts.executor import SshExecutor, SshTarget, trust_host
+from bluegreen.hosts.executor import SshExecutor, SshTarget, fingerprint, trust_host
 from bluegreen.lab.services import ManagedProcess, host_public_key, start_sshd
 from bluegreen.model.errors import HostKeyError, RemoteError
 
@@ -94,6 +95,9 @@ def test_unknown_host_key_is_refused_with_a_clear_message(ssh_host: SshHost) -> 
     message = str(err.value)
     assert "unknown" in message and "refusing to connect" in message
     assert f"{ADDRESS}:{PORT}" in message
+    # The key it presents, as `ssh-keygen -lf` prints it, and the command that pins exactly it.
+    shown = fingerprint(host_public_key(ssh_host.host_key_dir).split()[1])
+    assert f"it presents ssh-ed25519 {shown}" in message and f"--fingerprint {shown}" in message
     assert empty.read_text() == "", "an unknown key must never be added silently"
 
 
@@ -106,6 +110,11 @@ def test_changed_host_key_is_refused(ssh_host: SshHost) -> None:
     with pytest.raises(HostKeyError) as err, closing(ssh_host.executor(known_hosts=str(wrong))) as ex:
         ex.run("true", step="should not run")
     assert "CHANGED" in str(err.value) and "refusing to connect" in str(err.value)
+    # SHA256, as `trust` prints it; never the MD5 hex paramiko offers.
+    real = fingerprint(host_public_key(ssh_host.host_key_dir).split()[1])
+    pinned = fingerprint(other.with_suffix(".pub").read_text().split()[1])
+    assert f"it now presents ssh-ed25519 {real}, pinned is ssh-ed25519 {pinned}" in str(err.value)
+    assert not re.search(r"\b[0-9a-f]{32}\b", str(err.value))
     assert wrong.read_text() == before
 
 

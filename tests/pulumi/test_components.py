@@ -19,7 +19,12 @@ KEYS = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBfakeKeyForComponentTests000000000
 
 @pytest.fixture
 def prod() -> Topology:
-    return load_stack(PROJECT_DIR, "prod")
+    """The prod stack, with the template download a stack may add (https and a checksum)."""
+    t = load_stack(PROJECT_DIR, "prod")
+    template = dataclasses.replace(
+        t.proxmox.template, url=f"https://download.proxmox.com/images/system/{t.proxmox.template.file}",
+        checksum="ab" * 64, checksum_algorithm="sha512")
+    return dataclasses.replace(t, proxmox=dataclasses.replace(t.proxmox, template=template))
 
 
 def all_new(t: Topology) -> Topology:

@@ -66,6 +66,10 @@ def test_the_rebuilds_two_runs_declare_release_then_replace(pulumi_harness: Pulu
                                                             prod_config: dict[str, Any],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     config = rebuilding(prod_config)
+    # A stack that downloads its template (prod's is already on the node: it names no URL).
+    config["bluegreen:proxmox"]["template"].update(
+        url="https://download.proxmox.com/images/system/debian-12-standard_12.7-1_amd64.tar.zst",
+        checksum="ab" * 64, checksumAlgorithm="sha512")
     monkeypatch.setenv("BLUEGREEN_REBUILD", "134:release")
     run = pulumi_harness.run("prod", config, secret_keys=SECRETS)
     assert run.error is None, run.error
@@ -81,7 +85,7 @@ def test_the_rebuilds_two_runs_declare_release_then_replace(pulumi_harness: Pulu
     assert run.error is None, run.error
     green = run.containers()[134]
     # Replace: no import (an imported resource that still declares it may not be replaced), the
-    # template (downloaded, prod names its URL) and keys declared, nothing ignored (the standby).
+    # template (downloaded: this stack names its URL) and keys declared, nothing ignored (the standby).
     assert (green.import_id, green.retain_on_delete, green.ignore_changes) == ("", False, [])
     assert green.inputs["operatingSystem"]["templateFileId"].startswith("local:vztmpl/")
     assert run.of_type("proxmoxve:download/file:File")

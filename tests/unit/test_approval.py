@@ -165,7 +165,7 @@ def test_results_are_scrubbed_and_stay_valid_json() -> None:
     assert texts[2] == NOTE
     assert result.structured_content == mark_tree(redact_tree(data, [secret]))
     assert result.structured_content["errors"] == [
-        '[untrusted-output]psql: password=[REDACTED]" rejected[/untrusted-output]',
+        '[untrusted-output]psql: password="[REDACTED]" rejected[/untrusted-output]',
         "[untrusted-output]fine[/untrusted-output]"]
     assert result.structured_content["nested"]["count"] == 3
     assert result.structured_content["nested"]["url"] == "postgresql://jw:[REDACTED]@db/x"

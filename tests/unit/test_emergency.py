@@ -46,13 +46,15 @@ def test_answers_of_one_connection_split_at_empty_lines() -> None:
     assert emergency.parse_map("entry not found.") == {}
 
 
-def test_the_flip_is_one_socket_connection_and_writes_the_map_file() -> None:
+def test_the_emergency_flips_with_the_same_one_step_script_as_every_switch() -> None:
+    """Runtime map and map file in one remote step, for the emergency as for the normal path."""
+    from bluegreen.hosts.haproxy_cli import HaproxyPaths, flip_script, routing_entries
+    from bluegreen.render.haproxy import render_live_map
+
     t = load_stack(PROJECT_DIR, "lab")
-    command = emergency.flip_command(t, "green")
-    assert command.count("socat") == 1
-    assert "set map /var/tmp/jw-lab/ct136/etc/haproxy/live-color.map live bk_green" in command
-    assert "set map /var/tmp/jw-lab/ct136/etc/haproxy/live-color.map preview bk_blue" in command
-    assert "mv -f" in command  # the map file, atomically, in the same round trip
+    paths = HaproxyPaths.from_topology(t)
+    assert emergency.flip_command(t, "green") == flip_script(
+        paths.admin_socket, paths.map, routing_entries("green"), render_live_map(t, "green"))
 
 
 def test_ssh_options_pin_host_keys_and_never_add_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,26 +136,76 @@ def test_side_file_is_folded_by_reads_and_cleared_after_a_write(tmp_path: Path) 
     assert not Path(journal_model.side_path(journal)).exists()
 
 
-def test_record_writes_the_journal_or_the_side_file_and_releases_only_our_lock(tmp_path: Path) -> None:
+def _lab_rooted_at(tmp_path: Path, journal: str | None = None) -> Any:
     t = load_stack(PROJECT_DIR, "lab")
     root = tmp_path / "ct136"
     t = t.__class__(**{**t.__dict__, "containers": tuple(
         c.__class__(**{**c.__dict__, "root": str(root)}) if c.role == "loadbalancer" else c
         for c in t.containers)})
+    if journal is not None:
+        t = t.__class__(**{**t.__dict__, "journal": t.journal.__class__(**{**t.journal.__dict__, "path": journal})})
+    return t
+
+
+def _codes(out: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in out.strip().splitlines()[-1].split())
+
+
+def test_record_writes_the_journal_or_the_side_file_and_releases_only_our_lock(tmp_path: Path) -> None:
+    t = _lab_rooted_at(tmp_path)
     journal = Path(t.load_balancer.path(t.journal.path))
     lock = Path(t.load_balancer.path(t.journal.lock_path))
     mine = LockManager(LocalExecutor(), str(lock), holder="ops@laptop")
     mine.take_over("emergency rollback")
     assert mine.held is not None
     ex = LocalExecutor()
-    ex.run(emergency.record_command(t, mine.held.token, journal_text=State.fresh("green").to_json(), side_line=None),
-           step="t")
+    text = State.fresh("green").to_json()
+    out = ex.run(emergency.record_command(t, mine.held.token, journal_text=text, side_line='{"x":1}',
+                                          expected="absent"), step="t", input=text)
+    assert _codes(out.stdout) == {"journal": "0", "side": "-", "lock": "0"}
     assert parse_state(journal.read_text()).prod == "green" and not lock.exists()
+    assert journal.stat().st_mode & 0o777 == 0o600
     other = LockManager(LocalExecutor(), str(lock), holder="bob@desk")
     other.acquire("deploy")
-    ex.run(emergency.record_command(t, mine.held.token, journal_text=None, side_line='{"x":1}'), step="t")
+    # The lock is bob's now: the journal is not ours to write, the line goes to the side file.
+    out = ex.run(emergency.record_command(t, mine.held.token, journal_text=text, side_line='{"x":1}',
+                                          expected=None), step="t", input=text)
+    assert _codes(out.stdout) == {"journal": "5", "side": "0", "lock": "5"}
     assert lock.exists() and LockInfo.from_file(lock.read_text()).holder == "bob@desk"
     assert Path(journal_model.side_path(str(journal))).read_text() == '{"x":1}\n'
+
+
+def test_a_journal_changed_since_it_was_read_is_not_overwritten(tmp_path: Path) -> None:
+    """Compare-and-swap: the emergency's journal write loses to a write it did not read."""
+    t = _lab_rooted_at(tmp_path)
+    journal = Path(t.load_balancer.path(t.journal.path))
+    journal.parent.mkdir(parents=True)
+    journal.write_text(State.fresh("blue").to_json())
+    read_digest = __import__("hashlib").sha256(journal.read_bytes()).hexdigest()
+    journal.write_text(State.fresh("blue").with_switch("green", when=time.time(), who="x").to_json())
+    text = State.fresh("blue").with_switch("green", when=time.time(), who="emergency").to_json()
+    out = LocalExecutor().run(emergency.record_command(t, None, journal_text=text, side_line='{"y":2}',
+                                                       expected=read_digest), step="t", input=text)
+    assert _codes(out.stdout)["journal"] == "3" and _codes(out.stdout)["side"] == "0"
+    assert parse_state(journal.read_text()).history[0]["who"] == "x"
+
+
+def test_a_journal_that_cannot_be_written_still_releases_the_lock(tmp_path: Path) -> None:
+    """Journal and side file both fail (here: their directory is a file; on the lab, a full disk):
+    the lock is released all the same, and the codes say what failed."""
+    (tmp_path / "not-a-dir").write_text("")
+    t = _lab_rooted_at(tmp_path, journal="/../not-a-dir/state.json")
+    lock = Path(t.load_balancer.path(t.journal.lock_path))
+    mine = LockManager(LocalExecutor(), str(lock), holder="ops@laptop")
+    mine.take_over("emergency switch")
+    assert mine.held is not None
+    text = State.fresh("green").to_json()
+    out = LocalExecutor().run(emergency.record_command(t, mine.held.token, journal_text=text,
+                                                       side_line='{"z":3}', expected="absent"),
+                              step="t", input=text, check=False)
+    codes = _codes(out.stdout)
+    assert codes["journal"] not in ("0", "-") and codes["side"] not in ("0", "-") and codes["lock"] == "0"
+    assert not lock.exists()
 
 
 # --------------------------------------------------------------------------- lock CAS, pre-emption

@@ -332,29 +332,93 @@ def test_port_check_of_a_wildcard_listener_sees_any_address() -> None:
     assert free.returncode != 0
 
 
-def test_guarded_flip_refuses_a_missing_backend_before_touching_the_map(tmp_path) -> None:
-    """The one-round-trip flip script, run by bash against a fake socat that plays HAProxy."""
+# A fake socat playing HAProxy's admin socket: `show backend` from $BACKENDS, a map kept in
+# $STATE (one `key value` per line), `set map` answers nothing (or "entry not found."),
+# `show map` answers `0x.. key value` lines then an empty line, as HAProxy 2.6 does.
+FAKE_SOCAT = r"""#!/bin/bash
+read -r cmd
+echo "$cmd" >> "$LOG"
+if [ -n "$REFUSE" ] && [[ "$cmd" == *"$REFUSE"* ]]; then printf 'Refused by the test.\n\n'; exit 0; fi
+case "$cmd" in
+  'show backend') printf '%s\n\n' "$BACKENDS";;
+  'show map '*) awk '{printf "0x55d5c0e3f0a0 %s %s\n", $1, $2} END {print ""}' "$STATE";;
+  'set map '*) set -- $cmd
+     if grep -q "^$4 " "$STATE"; then sed -i "s/^$4 .*/$4 $5/" "$STATE"; echo; else printf 'entry not found.\n\n'; fi;;
+  'add map '*) set -- $cmd; echo "$4 $5" >> "$STATE"; echo;;
+esac
+"""
+
+
+def _run_flip(tmp_path: Path, *, backends: str, state: str, color: str = "green",
+              refuse: str = "") -> subprocess.CompletedProcess[str]:
     import os
     import stat
-    import subprocess
 
-    from bluegreen.hosts.haproxy_cli import MISSING_BACKEND_EXIT, guarded_flip_command, routing_entries
+    from bluegreen.hosts.haproxy_cli import flip_script, routing_entries
 
-    log = tmp_path / "sent"
     fake = tmp_path / "socat"
-    fake.write_text("#!/bin/sh\nread cmd\necho \"$cmd\" >> " + str(log) + "\n"
-                    "case \"$cmd\" in 'show backend') printf '%s\\n' \"$BACKENDS\";; esac\n")
+    fake.write_text(FAKE_SOCAT)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    script = guarded_flip_command("/run/haproxy/admin.sock", "/etc/haproxy/live.map", routing_entries("green"))
-    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
-    missing = subprocess.run(["bash", "-c", script], env={**env, "BACKENDS": "# name\nbk_blue"},
-                             capture_output=True, text=True)
+    (tmp_path / "state").write_text(state)
+    map_file = tmp_path / "live.map"
+    script = flip_script("/run/haproxy/admin.sock", str(map_file), routing_entries(color),
+                         f"live bk_{color}\npreview bk_{'blue' if color == 'green' else 'green'}\n")
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "BACKENDS": backends,
+           "STATE": str(tmp_path / "state"), "LOG": str(tmp_path / "sent"), "REFUSE": refuse}
+    return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_the_flip_refuses_a_missing_backend_before_touching_the_map(tmp_path: Path) -> None:
+    from bluegreen.hosts.haproxy_cli import MISSING_BACKEND_EXIT
+
+    missing = _run_flip(tmp_path, backends="# name\nbk_blue", state="live bk_blue\npreview bk_green\n")
     assert missing.returncode == MISSING_BACKEND_EXIT and "missing backend bk_green" in missing.stderr
-    assert log.read_text().splitlines() == ["show backend"]  # nothing was set
-    log.unlink()
-    ok = subprocess.run(["bash", "-c", script], env={**env, "BACKENDS": "# name\nbk_blue\nbk_green"},
-                        capture_output=True, text=True)
+    assert (tmp_path / "sent").read_text().splitlines() == ["show backend"]  # nothing was set
+    assert not (tmp_path / "live.map").exists()
+
+
+def test_the_flip_and_the_map_file_are_one_step(tmp_path: Path) -> None:
+    """Runtime and file change in the same script: the file says what HAProxy then routes by."""
+    from bluegreen.hosts.haproxy_cli import MAP_FILE_WRITTEN
+
+    map_file = tmp_path / "live.map"
+    ok = _run_flip(tmp_path, backends="# name\nbk_blue\nbk_green", state="live bk_blue\npreview bk_green\n")
     assert ok.returncode == 0, ok.stderr
-    assert log.read_text().splitlines() == [
-        "show backend", "show map /etc/haproxy/live.map", "set map /etc/haproxy/live.map live bk_green",
-        "set map /etc/haproxy/live.map preview bk_blue", "show map /etc/haproxy/live.map"]
+    assert (tmp_path / "sent").read_text().splitlines() == [
+        "show backend", f"show map {map_file}", f"set map {map_file} live bk_green",
+        f"set map {map_file} preview bk_blue", f"show map {map_file}"]
+    assert map_file.read_text() == "live bk_green\npreview bk_blue\n"
+    answers = haproxy_cli.split_answers(ok.stdout)
+    assert haproxy_cli.parse_show_map(answers[0]) == {"live": "bk_blue", "preview": "bk_green"}
+    assert haproxy_cli.parse_show_map(answers[1]) == {"live": "bk_green", "preview": "bk_blue"}
+    assert answers[2] == MAP_FILE_WRITTEN
+
+
+def test_the_flip_adds_a_key_the_map_lacks(tmp_path: Path) -> None:
+    ok = _run_flip(tmp_path, backends="bk_blue\nbk_green", state="live bk_blue\n")
+    assert ok.returncode == 0, ok.stderr
+    assert f"add map {tmp_path / 'live.map'} preview bk_blue" in (tmp_path / "sent").read_text()
+    assert (tmp_path / "live.map").read_text() == "live bk_green\npreview bk_blue\n"
+
+
+def test_a_refused_flip_still_leaves_the_file_saying_what_haproxy_routes_by(tmp_path: Path) -> None:
+    """A half-taken flip (live set, preview refused): the file follows the runtime, never the wish."""
+    from bluegreen.hosts.haproxy_cli import REFUSED_EXIT
+
+    (tmp_path / "live.map").write_text("live bk_blue\npreview bk_green\n")
+    refused = _run_flip(tmp_path, backends="bk_blue\nbk_green", state="live bk_blue\npreview bk_green\n",
+                        refuse="preview bk_blue")
+    assert refused.returncode == REFUSED_EXIT and "Refused by the test" in refused.stderr
+    assert (tmp_path / "live.map").read_text() == "live bk_green\npreview bk_green\n"
+
+
+def test_a_flip_to_the_live_colour_leaves_a_map_file_that_says_it_alone(tmp_path: Path) -> None:
+    from bluegreen.hosts.haproxy_cli import MAP_FILE_UNCHANGED
+
+    map_file = tmp_path / "live.map"
+    map_file.write_text("live bk_green\npreview bk_blue\n")
+    before = map_file.stat().st_mtime_ns
+    again = _run_flip(tmp_path, backends="bk_blue\nbk_green", state="live bk_green\npreview bk_blue\n")
+    assert again.returncode == 0, again.stderr
+    assert haproxy_cli.split_answers(again.stdout)[2] == MAP_FILE_UNCHANGED
+    assert map_file.stat().st_mtime_ns == before

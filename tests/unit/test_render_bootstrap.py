@@ -79,7 +79,7 @@ def test_app_host_gets_its_release_layout_owned_by_the_deploy_user() -> None:
     assert dirs_of(script) == {
         "/opt/jw-attendant-scheduler-deploy": ("jwapp", "0755"),
         "/opt/jw-attendant-scheduler-deploy/releases": ("jwapp", "0755"),
-        "/opt/jw-attendant-scheduler-deploy/shared": ("jwapp", "0750"),
+        "/opt/jw-attendant-scheduler-deploy/shared": ("jwapp", "0700"),
         "/opt/jw-attendant-scheduler-deploy/logs": ("jwapp", "0755"),
         # PM2's home holds its dump, with every secret of the app's environment.
         "/home/jwapp/.pm2": ("jwapp", "0700"),

@@ -203,3 +203,15 @@ def test_map_backends_exist_in_config() -> None:
         values = {line.split()[1] for line in render_live_map(t, live).splitlines()}
         assert values == backends
     assert backend_name("green") == "bk_green"
+
+
+def test_idle_connections_are_reused_safely_and_only_idempotent_requests_retried() -> None:
+    """Issue 21: HAProxy reuses idle app connections, the app keeps them open longer than HAProxy
+    does (render/pm2.py), a GET that still meets a closed one is retried, a POST never is."""
+    cfg = render_haproxy_cfg(stack("prod"))
+    defaults = cfg.split("\ndefaults\n", 1)[1].split("\n\n", 1)[0]
+    assert "    http-reuse safe" in defaults.splitlines()
+    assert "    retry-on conn-failure empty-response" in defaults.splitlines()
+    for color in ("blue", "green"):
+        backend = cfg.split(f"\nbackend bk_{color}\n", 1)[1].split("\n\n", 1)[0]
+        assert "    http-request disable-l7-retry unless METH_GET" in backend.splitlines()

@@ -11,7 +11,7 @@ import pytest
 from bluegreen.model.errors import ConfigError
 from bluegreen.model.stackfile import load_stack
 from bluegreen.model.topology import Topology
-from bluegreen.render.pm2 import KILL_TIMEOUT_MS, render_ecosystem
+from bluegreen.render.pm2 import APP_KEEP_ALIVE_TIMEOUT_MS, KILL_TIMEOUT_MS, keep_alive_args, render_ecosystem
 
 PROJECT = Path(__file__).resolve().parents[2]
 CASES = [(name, color) for name in ("prod", "lab") for color in ("blue", "green")]
@@ -37,7 +37,7 @@ def test_app_definition_follows_the_topology(name: str, color: str) -> None:
     assert app["name"] == t.app.name
     assert app["cwd"] == host.path(f"{t.app.dir}/current")
     assert app["script"] == t.app.start_script
-    assert app["args"] == t.app.start_args.split()
+    assert app["args"][:len(t.app.start_args.split())] == t.app.start_args.split()
     assert app["exec_mode"] == "cluster"
     assert app["instances"] == t.app.instances
     assert app["wait_ready"] is True
@@ -48,7 +48,7 @@ def test_app_definition_follows_the_topology(name: str, color: str) -> None:
         assert app[key].startswith(host.path(f"{t.app.dir}/logs/"))
     assert env_file == host.path(f"{t.app.dir}/shared/.env")
     assert env == {"NODE_ENV": t.app.node_env, "PORT": str(t.app.port), "HOSTNAME": host.ip,
-                   "BLUEGREEN_COLOR": color}
+                   "BLUEGREEN_COLOR": color, "KEEP_ALIVE_TIMEOUT": str(APP_KEEP_ALIVE_TIMEOUT_MS)}
 
 
 def test_lab_paths_are_rooted_per_host() -> None:
@@ -60,9 +60,24 @@ def test_lab_paths_are_rooted_per_host() -> None:
     assert green_env_file == "/var/tmp/jw-lab/ct134/opt/jw-attendant-scheduler-deploy/shared/.env"
 
 
-def test_prod_runs_next_in_cluster_mode() -> None:
+def test_prod_runs_next_in_cluster_mode_keeping_idle_connections_longer_than_haproxy() -> None:
     app, _, _ = parts(render_ecosystem(stack("prod"), "blue"))
-    assert (app["script"], app["args"]) == ("node_modules/next/dist/bin/next", ["start"])
+    assert (app["script"], app["args"]) == ("node_modules/next/dist/bin/next",
+                                            ["start", "--keepAliveTimeout", str(APP_KEEP_ALIVE_TIMEOUT_MS)])
+
+
+@pytest.mark.parametrize(("script", "args", "expected"), [
+    ("node_modules/next/dist/bin/next", ["start"], ["start", "--keepAliveTimeout", "65000"]),
+    ("node_modules/.bin/next", ["start", "-p", "3000"], ["start", "-p", "3000", "--keepAliveTimeout", "65000"]),
+    ("node_modules/next/dist/bin/next", ["start", "--keepAliveTimeout", "90000"],
+     ["start", "--keepAliveTimeout", "90000"]),  # the stack's own value stays
+    ("node_modules/next/dist/bin/next", ["start", "--keepAliveTimeout=90000"], ["start", "--keepAliveTimeout=90000"]),
+    ("server.js", [], []),  # reads KEEP_ALIVE_TIMEOUT from the env
+    ("node_modules/next/dist/bin/next", ["dev"], ["dev"]),
+])
+def test_next_start_gets_the_keep_alive_flag(script: str, args: list[str], expected: list[str]) -> None:
+    assert APP_KEEP_ALIVE_TIMEOUT_MS == 65_000
+    assert keep_alive_args(script, args) == expected
 
 
 def test_lab_start_args_empty_means_no_args() -> None:
