@@ -15,6 +15,8 @@ _NOBODY_THERE = re.compile(r"cannot reach|Connection refused|Unable to connect|E
 # ... and what one that cannot get there at all looks like (no route from this machine).
 _NO_WAY_THERE = re.compile(r"Network is unreachable|No route to host|timed out|Errno 101|Errno 113|"
                            r"cannot reach", re.I)
+# ... and a stack file that still lacks what only the estate can tell (`config check`, adopt).
+_INCOMPLETE = re.compile(r"\bset [a-z]+\.[A-Za-z]+: |is not set\b")
 LAB_ENVIRONMENT = "lab"
 
 
@@ -30,8 +32,9 @@ def next_step(s: Situation) -> str | None:
     if s.environment == LAB_ENVIRONMENT and (_NOBODY_THERE.search(s.text) or "No such file" in s.text):
         return (f"the lab is not running (nothing answers on its loopback addresses): start it with "
                 f"`make lab-up`, or run `make demo` for the whole story; then `bluegreen status --stack {s.stack}`")
-    if not s.stack_given and _NO_WAY_THERE.search(s.text):
+    if not s.stack_given and (_NO_WAY_THERE.search(s.text) or _INCOMPLETE.search(s.text)):
+        why = ("whose hosts cannot be reached from here" if _NO_WAY_THERE.search(s.text)
+               else "whose stack file is not complete yet")
         return (f"no --stack was given, so this ran on stack {s.stack} (the default; $BLUEGREEN_STACK is not "
-                "set), whose hosts cannot be reached from here. On the local lab: add `--stack lab`, or "
-                "`export BLUEGREEN_STACK=lab` once")
+                f"set), {why}. On the local lab: add `--stack lab`, or `export BLUEGREEN_STACK=lab` once")
     return None

@@ -145,7 +145,7 @@ def _report(story: Story, report: dict[str, Any], load: LoadReport, lab_dir: Any
     if t.monitoring.prometheus:  # what the lab's Prometheus saw of the cutover
         prometheus = f"http://{t.monitoring.prometheus}"
         # Debian's Prometheus 2.42 serves its alerts and targets pages under /classic/ only.
-        out.write(f"\nMonitoring (docs/MONITORING.md): Prometheus {prometheus}/graph (graph "
+        out.write(f"\nMonitoring (docs/MONITORING.md): Prometheus {prometheus}/classic/graph (graph "
                   f"`max by (color) (bluegreen_live_color)` to see the cutover), alerts {prometheus}/classic/alerts, "
                   f"targets {prometheus}/classic/targets; dashboard monitoring/dashboards/bluegreen.json (with "
                   f"monitoring/rules/ loaded); deployment events received in {lab_dir}/monitoring/events.jsonl\n")

@@ -35,6 +35,9 @@ TOKEN_GONE = "proxmox.tokenFile: cannot read /var/tmp/jw-lab/pve/token: No such 
     (Situation("prod", False, None, PROD_AWAY), "this ran on stack prod (the default"),
     (Situation("prod", True, "production", PROD_AWAY), None),  # prod named on purpose: its own error says it
     (Situation("prod", False, "production", "the deployment lock (x) is held by y"), None),
+    (Situation("prod", False, "production", "stack prod is not complete:\n  - set app.repo: the URL"),
+     "whose stack file is not complete yet. On the local lab: add `--stack lab`"),
+    (Situation("prod", True, "production", "stack prod is not complete:\n  - set app.repo: the URL"), None),
 ])
 def test_the_next_step_after_a_failure(situation: Situation, says: str | None) -> None:
     hint = next_step(situation)
@@ -157,3 +160,17 @@ def test_lab_up_legacy_says_what_it_found_and_what_moves_on(was: str, reset: boo
     s = found.legacy_summary(was, Path("/x/Pulumi.lab.yaml"), reset=reset)
     assert now_says in s.state and next_says in s.next_step, s
     assert found.FOUND[was] in s.found
+
+
+def test_advice_survives_the_scrubbing_of_the_output() -> None:
+    """Output is scrubbed of anything shaped like a credential; advice must not be shaped like one
+    (it used to read `[REDACTED] PROXMOX_VE_API_TOKEN=[REDACTED] or ...`)."""
+    from bluegreen.model.secrets import read_token
+    from bluegreen.model.sensitive import SecretSet, redact
+
+    prod = load_stack(REPO, "prod")
+    assert prod.proxmox.token_file is None
+    with pytest.raises(ConfigError) as err:
+        read_token(prod, environ={})
+    assert redact(str(err.value), SecretSet()) == str(err.value)
+    assert "PROXMOX_VE_API_TOKEN" in str(err.value) and "proxmox.tokenFile" in str(err.value)
