@@ -323,7 +323,7 @@ class Lab:
         if live is None or live == t.active_color:
             return t
         log.info("the lab serves %s while %s declares %s: kept %s (`bluegreen switch` moves it)",
-                 live, f"stacks/Pulumi.{t.stack}.yaml", t.active_color, live)
+                 live, t.active_color_file or f"stacks/Pulumi.{t.stack}.yaml", t.active_color, live)
         if t.active_color_file:  # the lab's own declared colour (outside the repo) follows it
             set_active_color_in_file(t.project_dir, t.stack, live)
         return dataclasses.replace(t, active_color=live)
