@@ -117,7 +117,8 @@ def working_copies(t: Topology) -> dict[str, dict[str, str]]:
 
         out[color] = {"branch": git("rev-parse", "--abbrev-ref", "HEAD"), "head": git("rev-parse", "HEAD"),
                       "origin": git("remote", "get-url", "origin"), "status": git("status", "--porcelain"),
-                      "env": Path(work, ".env").read_text()}
+                      # A working copy made again (a rebuilt host) has none: settings live in shared/.env.
+                      "env": Path(work, ".env").read_text() if Path(work, ".env").exists() else None}
     return out
 
 
