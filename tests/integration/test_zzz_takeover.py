@@ -104,7 +104,7 @@ def env_values(t: Topology, color: str) -> dict[str, str]:
     raise AssertionError(f"no .env on {color}")
 
 
-def working_copies(t: Topology) -> dict[str, dict[str, str | None]]:
+def working_copies(t: Topology) -> dict[str, dict[str, Any]]:
     """Each app host's working copy as the team sees it: branch, commit, origin, status, .env."""
     out = {}
     for color in ("blue", "green"):
