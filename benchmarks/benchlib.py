@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bluegreen.hosts import haproxy as haproxy_runtime
-from bluegreen.hosts.executor import CommandResult, Executor
+from bluegreen.hosts.executor import CommandResult, DelegatingExecutor, Executor
 from bluegreen.hosts.openssh import OpenSshExecutor
 from bluegreen.lab.lab import Lab
 from bluegreen.model.errors import BlueGreenError, LockedError
@@ -208,13 +208,12 @@ def cli(bench: Bench, *args: str, timeout: float = 900.0, check: bool = True) ->
 # --------------------------------------------------------------------------- observing an executor
 
 
-class StepClock:
+class StepClock(DelegatingExecutor):
     """An executor that notes when each command of a step was sent (time.monotonic()), then hands
     it to the real one unchanged: the moment a flip or a reload command leaves, seen from outside."""
 
     def __init__(self, inner: Executor) -> None:
-        self.inner = inner
-        self.host = inner.host
+        super().__init__(inner)
         self.sent: list[tuple[str, float]] = []
 
     def first(self, prefix: str, since: float = 0.0) -> float | None:
@@ -228,18 +227,6 @@ class StepClock:
     def put(self, path: str, content: str | bytes, *, step: str, mode: int = 0o644) -> None:
         self.sent.append((step, time.monotonic()))
         self.inner.put(path, content, step=step, mode=mode)
-
-    def get(self, path: str, *, step: str) -> bytes | None:
-        return self.inner.get(path, step=step)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __enter__(self) -> StepClock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # --------------------------------------------------------------------------- numbers
