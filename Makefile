@@ -33,5 +33,7 @@ lint:
 	.venv/bin/ruff check .
 	.venv/bin/mypy bluegreen components __main__.py tests benchmarks
 
+# One run of every benchmark (about 15 minutes on 2 cores) in a private lab world: writes
+# benchmarks/results.json and renders benchmarks/RESULTS.md from it. `make bench BENCH_ARGS=--quick` to check it works.
 bench: setup
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)

@@ -1,11 +1,11 @@
 """Emergency rollback with the event receiver up versus stopped (a dead webhook must cost nothing).
 
-Alternates `Service.rollback(emergency=True)` with the lab's webhook receiver running and with it
+Alternates `ops.rollback.rollback(emergency=True)` with the lab's webhook receiver running and with it
 stopped, in pairs (so load drifts hit both sides alike), and reports both medians and their ratio.
 A third column times the same rollback with no webhooks configured at all: the baseline of what
 publishing an event (one detached process spawn) adds.
 
-    labns iNN .venv/bin/python benchmarks/bench_events.py --pairs 8
+    .venv/bin/python benchmarks/bench_events.py --pairs 8     (not part of `make bench`)
 """
 
 from __future__ import annotations
@@ -14,31 +14,21 @@ import dataclasses
 import sys
 import time
 
-from benchlib import (
-    Bench,
-    BenchError,
-    Section,
-    ensure_deployed,
-    fmt_ms,
-    md_table,
-    median,
-    run_standalone,
-    say,
-    when_unlocked,
-)
+from benchlib import Bench, BenchError, arg_parser, median, open_bench, say, setup_logging, when_unlocked
+from render import md_table, ms
 
 from bluegreen.hosts import events
 from bluegreen.lab.monitoring import start_monitoring, stop_receiver
 from bluegreen.model.topology import EventSettings
-from bluegreen.ops.estate import Estate
 from bluegreen.ops.rollback import rollback
+from bluegreen.ops.status import status
 
 
 def _rollback(bench: Bench, *, webhooks: bool) -> float:
     t = bench.topology()
     if not webhooks:
         t = dataclasses.replace(t, events=EventSettings())
-    service = Estate(t)
+    service = bench.estate(topology=t)
     started = time.perf_counter()
     result = when_unlocked(lambda: rollback(service, emergency=True))
     wall = time.perf_counter() - started
@@ -61,8 +51,9 @@ def _publish_cost(bench: Bench, repeats: int) -> list[float]:
     return costs
 
 
-def run(bench: Bench, *, pairs: int = 8) -> Section:
-    ensure_deployed(bench)
+def run(bench: Bench, *, pairs: int = 8) -> str:
+    if status(bench.estate()).live is None:
+        raise BenchError("the lab's live colour cannot be read: deploy and switch first")
     lab = bench.lab
     start_monitoring(lab.paths.root, lab.topology, lab.project_dir)
     publish_up = _publish_cost(bench, 10)
@@ -83,9 +74,9 @@ def run(bench: Bench, *, pairs: int = 8) -> Section:
         start_monitoring(lab.paths.root, lab.topology, lab.project_dir)
     m_up, m_down, m_none = median(up), median(down), median(none)
     ratio = (m_down or 0) / (m_up or 1)
-    rows = [["receiver up", fmt_ms(m_up, 0), fmt_ms(max(up), 0)],
-            ["receiver stopped", fmt_ms(m_down, 0), fmt_ms(max(down), 0)],
-            ["no webhooks configured", fmt_ms(m_none, 0), fmt_ms(max(none), 0)]]
+    rows = [["receiver up", ms(m_up, 0), ms(max(up), 0)],
+            ["receiver stopped", ms(m_down, 0), ms(max(down), 0)],
+            ["no webhooks configured", ms(m_none, 0), ms(max(none), 0)]]
     text = "\n\n".join([
         f"`rollback --emergency` in process, {pairs} runs of each, interleaved.",
         md_table(["webhook receiver", "median", "max"], rows),
@@ -93,18 +84,21 @@ def run(bench: Bench, *, pairs: int = 8) -> Section:
         "What publishing costs the operation itself (the hand-over to the detached delivery process, "
         "10 events each):",
         md_table(["webhook receiver", "median", "max"],
-                 [["up", fmt_ms(median(publish_up), 1), fmt_ms(max(publish_up), 1)],
-                  ["stopped", fmt_ms(median(publish_down), 1), fmt_ms(max(publish_down), 1)]]),
+                 [["up", ms(median(publish_up), 1), ms(max(publish_up), 1)],
+                  ["stopped", ms(median(publish_down), 1), ms(max(publish_down), 1)]]),
     ])
-    return Section("Emergency rollback and a dead webhook receiver", text,
-                   data={"up": up, "down": down, "none": none, "ratioDownUp": ratio,
-                         "publishUp": publish_up, "publishDown": publish_down},
-                   headline=[f"emergency rollback: {fmt_ms(m_up, 0)} with the receiver up, "
-                             f"{fmt_ms(m_down, 0)} with it stopped ({ratio:.2f}x)"])
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_standalone(__doc__, run, {"pairs": 8}, argv)
+    parser = arg_parser(__doc__)
+    parser.add_argument("--pairs", type=int, default=8)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    with open_bench() as bench:
+        print(run(bench, pairs=args.pairs))
+    return 0
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ the journal says). Two figures: visitors served again (the public URL answers fr
 colour, before the standby is rebuilt) and both colours back (the whole run). The rows written
 before the loss are checked to be back.
 
-Results go to `benchmarks/results-rebuild.json` and stdout (a markdown table); RESULTS.md is left
-to the script that regenerates it.
+Not part of `make bench` (one run takes minutes of builds): it prints a markdown table and the
+run's data as JSON on stdout, and writes no file.
 """
 
 from __future__ import annotations
@@ -24,18 +24,9 @@ import sys
 import time
 from typing import Any
 
-from benchlib import (
-    BENCH_DIR,
-    Bench,
-    arg_parser,
-    load_average,
-    machine_info,
-    md_table,
-    open_bench,
-    say,
-    setup_logging,
-    when_unlocked,
-)
+from benchlib import Bench, arg_parser, open_bench, say, setup_logging, when_unlocked
+from machine import facts, load_average
+from render import md_table
 
 from bluegreen.hosts import health, offsite
 from bluegreen.hosts.executor import connect
@@ -53,10 +44,9 @@ REFS = {"next": "next-v1", "light": "v1"}
 
 def serve_everywhere(bench: Bench, ref: str) -> str:
     """Both colours on `ref` (deploy the standby, switch, deploy the other); the sha."""
-    first = when_unlocked(lambda: deploy(bench.service(), ref, migrate=True, snapshot=False))
-    when_unlocked(lambda: switch(bench.service(), watch=False))
-    bench.sync_declared_color()
-    second = when_unlocked(lambda: deploy(bench.service(), ref, migrate=True, snapshot=False))
+    first = when_unlocked(lambda: deploy(bench.estate(), ref, migrate=True, snapshot=False))
+    when_unlocked(lambda: switch(bench.estate(), watch=False))
+    second = when_unlocked(lambda: deploy(bench.estate(), ref, migrate=True, snapshot=False))
     assert first.sha == second.sha
     return first.sha or ""
 
@@ -84,17 +74,17 @@ def one_run(bench: Bench, ref: str) -> dict[str, Any]:
     t = bench.topology()
     marker = f"bench-rebuild-{int(time.time())}"
     psql(t, f"INSERT INTO \"Attendant\" (name) VALUES ('{marker}')")
-    dumped = backup_now(bench.service())
+    dumped = backup_now(bench.estate())
     journal_current(t)
     say(f"-- losing the node (dump {dumped.file})")
     lose_node(bench.lab)
     started = time.monotonic()
     progress = RecordingProgress()
-    plan = plan_rebuild_estate(bench.service(progress=progress))
+    plan = plan_rebuild_estate(bench.estate(progress=progress))
     started_run = time.monotonic()
     if plan.problems:
         raise SystemExit("rebuild refused: " + "; ".join(plan.problems))
-    result = rebuild_estate(bench.service(progress=progress), plan)
+    result = rebuild_estate(bench.estate(progress=progress), plan)
     url = f"{t.public_url}{t.app.health_path}"
     answer = health.poll(lambda: health.http_probe(url, **health.visitor(t)), deadline_s=60)
     recovery = time.monotonic() - started
@@ -129,9 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.runs):
             say(f"-- run {i + 1} of {args.runs}: {REFS[args.app]}")
             runs.append(one_run(bench, REFS[args.app]))
-    (BENCH_DIR / "results-rebuild.json").write_text(json.dumps({"machine": machine_info(), "runs": runs},
-                                                               indent=2) + "\n")
     print(render(runs))
+    print(json.dumps({"machine": facts(), "runs": runs}, indent=2))
     return 0 if all(r["answered"] and r["rowsBack"] for r in runs) else 1
 
 

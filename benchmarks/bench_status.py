@@ -1,9 +1,10 @@
 """`status` wall time against its slowest single probe.
 
-`Service.status()` asks the load balancer (live map, backend states, journal, lock), each colour
+`ops.status.status` asks the load balancer (live map, backend states, journal, lock), each colour
 (health over HTTP, release and PM2 over SSH), the database (applied and pending migrations) and
-Proxmox, in parallel. Each probe is also timed alone; if the parallelism works, the whole takes
-about as long as the slowest probe, not their sum.
+Proxmox, in parallel, on an `Estate` built as the CLI builds it. Each probe is also timed alone,
+right after: if the parallelism works, the whole takes about as long as the slowest probe, not
+their sum.
 """
 
 from __future__ import annotations
@@ -13,17 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchlib import (
-    Bench,
-    BenchError,
-    Section,
-    ensure_deployed,
-    fmt_ms,
-    md_table,
-    median,
-    run_standalone,
-    say,
-)
+from benchlib import Bench, BenchError, Knobs, median, open_bench, say, setup_logging
 
 from bluegreen.ops.estate import Estate
 from bluegreen.ops.status import color_status, database_status, load_balancer_status, proxmox_status, status
@@ -39,45 +30,39 @@ def probes(estate: Estate) -> dict[str, Callable[[], object]]:
     return found
 
 
-def run(bench: Bench, *, repeats: int = 10) -> Section:
-    ensure_deployed(bench)
+def run(bench: Bench, knobs: Knobs) -> dict[str, Any]:
     walls: list[float] = []
     alone: dict[str, list[float]] = {}
-    say(f"-- status, {repeats} times, and each of its probes alone")
-    for _ in range(repeats):
-        service = bench.service()
+    say(f"-- status, {knobs.status_repeats} times, and each of its probes alone")
+    for _ in range(knobs.status_repeats):
         started = time.perf_counter()
-        report = status(service)
+        report = status(bench.estate())
         walls.append(time.perf_counter() - started)
         if report.live is None:
             raise BenchError(f"status could not read the live colour: {report.errors}")
-        for name, probe in probes(bench.service()).items():
+        for name, probe in probes(bench.estate()).items():
             started = time.perf_counter()
             probe()
             alone.setdefault(name, []).append(time.perf_counter() - started)
     medians = {name: median(values) for name, values in alone.items()}
     slowest = max(medians.items(), key=lambda kv: kv[1] or 0.0)
-    total = sum(v or 0.0 for v in medians.values())
-    wall = median(walls)
-    data: dict[str, Any] = {"wallMedian": wall, "wallMax": max(walls), "probesMedian": medians,
-                            "slowest": slowest[0], "slowestMedian": slowest[1], "sumOfProbes": total}
-    rows = [[name, fmt_ms(v, 0)] for name, v in sorted(medians.items(), key=lambda kv: -(kv[1] or 0.0))]
-    text = "\n\n".join([
-        f"`Service.status()` {repeats} times; after each, every probe alone (medians).",
-        md_table(["", "median"], [["status, whole", fmt_ms(wall, 0)], ["slowest probe: " + slowest[0],
-                                                                      fmt_ms(slowest[1], 0)],
-                                  ["sum of all probes (if run one after another)", fmt_ms(total, 0)]]),
-        md_table(["probe alone", "median"], rows),
-        f"status takes {(wall or 0) / (slowest[1] or 1):.2f}x its slowest probe "
-        f"({(wall or 0) / (total or 1):.2f}x the sum of all probes).",
-    ])
-    return Section("Status", text, data=data,
-                   headline=[f"status: {fmt_ms(wall, 0)}, slowest probe ({slowest[0]}) "
-                             f"{fmt_ms(slowest[1], 0)}, all probes in a row {fmt_ms(total, 0)}"])
+    return {"repeats": knobs.status_repeats, "wallMedian": median(walls), "wallMax": max(walls),
+            "probesMedian": medians, "slowest": slowest[0], "slowestMedian": slowest[1],
+            "sumOfProbes": sum(v or 0.0 for v in medians.values())}
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_standalone(__doc__, run, {"repeats": 10}, argv)
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=Knobs().status_repeats)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    with open_bench() as bench:
+        print(json.dumps(run(bench, Knobs(status_repeats=args.repeats)), indent=2))
+    return 0
 
 
 if __name__ == "__main__":

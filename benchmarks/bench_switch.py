@@ -1,175 +1,266 @@
-"""Switch and rollback latency, end to end, and where the time goes.
+"""Switch and rollback speed against a bare flip, run in turns so each sees the same machine.
 
-In process: `Service.switch(emergency=True)` then `Service.rollback()` (the CLI's default: with
-checks), repeated, each with a `RecordingProgress` (its steps' durations) and executors that time
-every SSH call (connect, each command, each file read or write, by step). From the command line:
-`bluegreen switch --emergency` and `bluegreen rollback`, wall time of the whole process
-(interpreter start and imports included), next to the bare start-up cost of the CLI.
+Each round, in this order:
+- the baseline, a bare flip there and back: `ssh <lb> 'echo "set map <map> live bk_<c>" | socat
+  stdio <admin socket>'` as a process (its wall time: the floor of any command that flips over a
+  new SSH connection), then the same `set map` back over an OpenSSH session already open, from
+  the command sent to the first answer from the new colour through the public frontend (asked
+  over a connection opened before, as our flip asks; `hosts.visitor.verify`);
+- the CLI as a person runs it (`python -m bluegreen ... --yes --json`, process start to exit):
+  `switch --emergency`, `rollback --emergency`, `switch --no-watch` (checks on) and `rollback`
+  (checks on; its watch, a step of its own in the CLI's progress, is taken out);
+- in the same process, both on an `ops.estate.Estate` as the CLI builds it: `switch` through
+  `switch.mode: direct` and through `switch.mode: automation` (prod's: stack config and a
+  targeted `pulumi up` of the routing resource through the Automation API). There is no Pulumi
+  engine here: the automation talks to the recording stand-in of tests/pulumi (`EngineCli`: the
+  real program under Pulumi's mocks, the engine stand-in, the real routing provider flipping
+  HAProxy over SSH). The stand-in's own time (program and engine bookkeeping, the provider's
+  work not included) is measured and EXCLUDED from "ours"; a real `pulumi up` costs what the
+  engine costs on top (process start, language host, plugins), which this machine cannot say.
+
+The emergency figures carry the product's own flip timing (`timingsMs.flip_to_first_answer`:
+the flip command sent to the first answer from the new colour), the same interval the baseline's
+session flip measures. Targets (issue 12): emergency end to end <= 1 s, that flip <= 20 ms, the
+normal switch without its watch <= 1 s.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import shlex
 import subprocess
 import sys
+import tempfile
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import yaml
 from benchlib import (
-    PROJECT_DIR,
     Bench,
     BenchError,
-    CallRecord,
-    Section,
-    ensure_deployed,
-    fmt_ms,
-    generic_step,
-    md_table,
+    Knobs,
+    cli,
+    copy_project,
     median,
-    run_standalone,
+    open_bench,
+    rounded,
     say,
-    timing_factory,
+    setup_logging,
     when_unlocked,
 )
 
-from bluegreen.model.progress import RecordingProgress
-from bluegreen.ops.rollback import rollback
+from bluegreen.hosts import visitor
+from bluegreen.hosts.haproxy_cli import HaproxyPaths, backend_for, set_map
+from bluegreen.hosts.openssh import OpenSshExecutor, ssh_argv
+from bluegreen.model.stackfile import load_stack, set_active_color_in_file
+from bluegreen.model.topology import Topology, other_color
 from bluegreen.ops.switch import switch
 
-BLUEGREEN = PROJECT_DIR / ".venv" / "bin" / "bluegreen"
+TARGETS = {"emergencySeconds": 1.0, "flipMs": 20.0, "normalSeconds": 1.0}
+SECRETS = {"proxmoxve:apiToken": "root@pam!deploy=not-used-by-the-stand-in",
+           "bluegreen:databasePassword": "not-used: the database resource is recorded",
+           "bluegreen:nextServerActionsKey": "not-used: the app env resource is recorded"}
 
 
-@dataclass
-class Timing:
-    wall: float
-    steps: dict[str, float]
-    calls: list[CallRecord]
-    flip_ms: float
+# --------------------------------------------------------------------------- the bare flip
 
 
-@dataclass
-class OperationTimings:
-    name: str
-    runs: list[Timing] = field(default_factory=list)
-    cli: list[float] = field(default_factory=list)
+def _bare(t: Topology, color: str) -> str:
+    paths = HaproxyPaths.from_topology(t)
+    return (f"echo {shlex.quote(set_map(paths.map, 'live', backend_for(color)))} | "
+            f"socat stdio {shlex.quote('UNIX-CONNECT:' + paths.admin_socket)}")
 
 
-def _timed(bench: Bench, operation: str) -> Timing:
-    progress = RecordingProgress()
-    calls: list[CallRecord] = []
-    service = bench.service(progress=progress, executor_factory=timing_factory(bench.topology(), calls))
+def baseline(bench: Bench) -> tuple[float, float]:
+    """(seconds of the bare flip process, ms from the bare `set map` sent over an open session to the
+    first answer from the colour it routes to). Ends where it started: the estate is unchanged."""
+    t = bench.topology()
+    live = bench.live_color()
+    target = other_color(live)
     started = time.perf_counter()
-    if operation == "switch":
-        result = when_unlocked(lambda: switch(service, emergency=True, watch=False))
+    proc = subprocess.run([*ssh_argv(t, t.load_balancer), _bare(t, target)], capture_output=True, text=True,
+                          timeout=60)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise BenchError(f"the bare flip failed: {proc.stderr.strip()[-300:]}")
+    ok, problem, _ = visitor.verify(t, target)
+    if not ok:
+        raise BenchError(f"the bare flip did not move traffic to {target}: {problem}")
+    with OpenSshExecutor(t, t.load_balancer) as lb:
+        lb.run("true", step="open the session")
+        warm = visitor.warm_connection(visitor.verify_url(t), ca_file=t.haproxy.ca_file,
+                                       server_name=t.tls_server_name)
+        sent = time.perf_counter()
+        lb.run(_bare(t, live), step="bare flip back")
+        ok, problem, _ = visitor.verify(t, live, warm=warm)
+        flip_ms = (time.perf_counter() - sent) * 1000
+    if not ok:
+        raise BenchError(f"the bare flip back did not move traffic to {live}: {problem}")
+    return wall, flip_ms
+
+
+# --------------------------------------------------------------------------- the automation stand-in
+
+
+def automation_project(bench: Bench, dest: Path) -> Path:
+    """The lab's stack as prod has it: switch through Pulumi, the declared colour in the stack file,
+    every container adopted with the settings the lab gave it (the first `up` changes nothing)."""
+    copy = copy_project(dest, bench.project)
+    path = copy / "stacks" / f"Pulumi.{bench.stack}.yaml"
+    data = yaml.safe_load(path.read_text())
+    config = data["config"]
+    config.pop("bluegreen:activeColorFile", None)
+    config["bluegreen:activeColor"] = bench.live_color()
+    config["bluegreen:switch"]["mode"] = "automation"
+    config["bluegreen:switch"]["watchSeconds"] = 0
+    for entry in config["bluegreen:containers"]:
+        entry.update({"existing": True, "onBoot": True, "startup": "none", "protection": False})
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return copy
+
+
+@dataclasses.dataclass
+class StandIn:
+    project: Path
+    command: Any  # tests.pulumi.cli.EngineCli, timed
+    timer: dict[str, float]
+
+
+@contextmanager
+def pulumi_stand_in(bench: Bench) -> Iterator[StandIn]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bluegreen.hosts.pve import PveClient
+    from bluegreen.model.resources import CONTAINER_TYPE, DYNAMIC_PREFIX
+    from components import hostconfig
+    from tests.pulumi.bpg import ContainerProvider, DynamicProvider
+    from tests.pulumi.cli import EngineCli
+    from tests.pulumi.conftest import REAL, pulumi_session
+    from tests.pulumi.engine import Engine
+
+    timer = {"engine": 0.0, "provider": 0.0, "calls": 0.0}
+
+    class TimedProvider(DynamicProvider):
+        def read(self, id_: str, inputs: Mapping[str, Any] | None) -> Any:
+            started = time.perf_counter()
+            try:
+                return super().read(id_, inputs)
+            finally:
+                timer["provider"] += time.perf_counter() - started
+
+        def update(self, id_: str, old_outputs: Mapping[str, Any], new_inputs: Mapping[str, Any]) -> Any:
+            started = time.perf_counter()
+            try:
+                return super().update(id_, old_outputs, new_inputs)
+            finally:
+                timer["provider"] += time.perf_counter() - started
+
+    class TimedCli(EngineCli):
+        def run(self, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return super().run(*args, **kwargs)
+            finally:
+                timer["engine"] += time.perf_counter() - started
+                timer["calls"] += 1
+
+    with tempfile.TemporaryDirectory(prefix="bluegreen-bench-auto-") as tmp, pulumi_session() as harness:
+        project = automation_project(bench, Path(tmp) / "project")
+        t = load_stack(project, bench.stack)
+        providers: dict[str, Any] = {CONTAINER_TYPE: ContainerProvider(PveClient.from_topology(t))}
+        for name in ("Bootstrap", "PostgresDatabase", "HaproxyConfig", "Pm2Ecosystem", "AppEnv"):
+            providers[DYNAMIC_PREFIX + name] = DynamicProvider(getattr(hostconfig, f"{name}DynamicProvider")())
+        providers[DYNAMIC_PREFIX + "LiveColorRouting"] = TimedProvider(hostconfig.LiveColorRoutingDynamicProvider(),
+                                                                       real=True)
+        engine = Engine(providers)
+        command = TimedCli(harness, engine, project, secrets=SECRETS, live=lambda: REAL)
+        engine.up(command.program(bench.stack))  # the first `pulumi up`: imports, records the routing
+        yield StandIn(project, command, timer)
+
+
+# --------------------------------------------------------------------------- one round
+
+
+def _in_process(bench: Bench, *, stand_in: StandIn | None) -> dict[str, float]:
+    if stand_in is None:
+        estate = bench.estate()
     else:
-        result = when_unlocked(lambda: rollback(service))
-    wall = time.perf_counter() - started
-    if not result.ok:
-        raise BenchError(f"{operation} failed: {result.error}")
-    steps: dict[str, float] = defaultdict(float)
-    for step in progress.steps:
-        steps[generic_step(step.name)] += step.seconds
-    return Timing(wall=wall, steps=dict(steps), calls=calls, flip_ms=result.flip_ms)
-
-
-def _cli(bench: Bench, args: list[str]) -> float:
-    argv = [str(BLUEGREEN), *args, "--stack", bench.stack, "--cwd", str(bench.project), "--json"]
+        live = bench.live_color()
+        set_active_color_in_file(stand_in.project, bench.stack, live)  # a consistent estate to start from
+        estate = bench.estate(topology=load_stack(stand_in.project, bench.stack), pulumi_command=stand_in.command)
+        before = dict(stand_in.timer)
     started = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    result = when_unlocked(lambda: switch(estate, watch=False))
     wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise BenchError(f"`bluegreen {' '.join(args)}` failed (exit {proc.returncode}): "
-                         f"{proc.stderr.strip()[-500:]}")
-    return wall
+    if not result.ok or result.noop:
+        raise BenchError(f"the in-process switch ({'automation' if stand_in else 'direct'}) did not switch: "
+                         f"{result.error or 'noop'}")
+    if stand_in is None:
+        return {"wall": wall}
+    set_active_color_in_file(bench.project, bench.stack, result.color)  # the lab's declared colour follows
+    engine = stand_in.timer["engine"] - before["engine"]
+    provider = stand_in.timer["provider"] - before["provider"]
+    return {"wall": wall, "standIn": engine - provider, "provider": provider,
+            "calls": stand_in.timer["calls"] - before["calls"]}
 
 
-def _cli_startup() -> float:
-    started = time.perf_counter()
-    proc = subprocess.run([str(BLUEGREEN), "--help"], capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        raise BenchError(f"`bluegreen --help` failed: {proc.stderr.strip()[-300:]}")
-    return time.perf_counter() - started
+def _watch_seconds(run: Any) -> float:
+    return sum(s.seconds or 0.0 for s in run.steps if s.depth == 0 and s.name.startswith("watch "))
 
 
-def summarize(op: OperationTimings) -> dict[str, Any]:
-    step_names = list(dict.fromkeys(name for r in op.runs for name in r.steps))
-    steps = {name: median(r.steps.get(name, 0.0) for r in op.runs) for name in step_names}
-    by_call: dict[str, list[float]] = defaultdict(list)
-    for r in op.runs:
-        per_run: dict[str, float] = defaultdict(float)
-        for c in r.calls:
-            per_run[f"{c.kind}: {generic_step(c.step)}"] += c.seconds
-        for key, seconds in per_run.items():
-            by_call[key].append(seconds)
-    calls = {key: median(values) for key, values in by_call.items()}
-    ssh_total = median(sum(c.seconds for c in r.calls) for r in op.runs)
-    connects = median(float(sum(1 for c in r.calls if c.kind == "connect")) for r in op.runs)
-    commands = median(float(sum(1 for c in r.calls if c.kind != "connect")) for r in op.runs)
-    return {
-        "operation": op.name, "runs": len(op.runs),
-        "wallMedian": median(r.wall for r in op.runs),
-        "wallMax": max((r.wall for r in op.runs), default=None),
-        "flipMsMedian": median(r.flip_ms for r in op.runs),
-        "steps": steps, "sshCalls": calls, "sshTotalMedian": ssh_total,
-        "connectsMedian": connects, "commandsMedian": commands,
-        "cliWallMedian": median(op.cli), "cliRuns": len(op.cli),
-    }
-
-
-def run(bench: Bench, *, repeats: int = 10, cli_repeats: int = 5) -> Section:
-    ensure_deployed(bench)
-    switch = OperationTimings("switch --emergency")
-    rollback = OperationTimings("rollback")
-    say(f"-- switch --emergency and rollback, {repeats} times each in process")
-    for _ in range(repeats):
-        switch.runs.append(_timed(bench, "switch"))
-        rollback.runs.append(_timed(bench, "rollback"))
-    say(f"-- the same through the CLI, {cli_repeats} times each")
-    for _ in range(cli_repeats):
-        switch.cli.append(when_unlocked(lambda: _cli(bench, ["switch", "--emergency", "--yes",
-                                                             "--no-watch"])))
-        rollback.cli.append(when_unlocked(lambda: _cli(bench, ["rollback", "--yes"])))
-    startup = median(_cli_startup() for _ in range(3))
-    summaries = [summarize(switch), summarize(rollback)]
-    return Section("Switch and rollback latency", render(summaries, startup),
-                   data={"operations": summaries, "cliStartupMedian": startup},
-                   headline=[f"{s['operation']}: {fmt_ms(s['wallMedian'], 0)} end to end in process "
-                             f"(flip {s['flipMsMedian']:.0f} ms), {fmt_ms(s['cliWallMedian'], 0)} as a "
-                             "CLI command" for s in summaries])
-
-
-def render(summaries: list[dict[str, Any]], startup: float | None) -> str:
-    overview = md_table(
-        ["operation", "runs", "in process (median / max)", "flip (median)", "SSH time (median)",
-         "SSH connects / calls", "CLI wall (median)"],
-        [[s["operation"], s["runs"], f"{fmt_ms(s['wallMedian'], 0)} / {fmt_ms(s['wallMax'], 0)}",
-          f"{s['flipMsMedian']:.0f} ms", fmt_ms(s["sshTotalMedian"], 0),
-          f"{s['connectsMedian']:.0f} / {s['commandsMedian']:.0f}", fmt_ms(s["cliWallMedian"], 0)]
-         for s in summaries])
-    parts = [
-        "In process: `Service.switch(emergency=True, watch=False)` and `Service.rollback()` (checks "
-        "on, no watch, as the CLI runs it). CLI: `bluegreen switch --emergency --yes --no-watch` and "
-        f"`bluegreen rollback --yes`; `bluegreen --help` alone takes {fmt_ms(startup, 0)} (interpreter "
-        "and imports), which every CLI figure includes.",
-        overview,
-    ]
-    for s in summaries:
-        accounted = sum(v or 0.0 for v in s["steps"].values())
-        steps = [[name, fmt_ms(v)] for name, v in s["steps"].items()]
-        steps.append(["(outside the steps: connect to the LB, lock, journal, metrics, release)",
-                      fmt_ms((s["wallMedian"] or 0.0) - accounted)])
-        calls = sorted(s["sshCalls"].items(), key=lambda kv: -(kv[1] or 0.0))
-        parts += [f"Where `{s['operation']}` goes, by progress step (medians):",
-                  md_table(["step", "time"], steps),
-                  f"`{s['operation']}` by SSH call (medians, summed per run):",
-                  md_table(["call: step", "time"], [[k, fmt_ms(v)] for k, v in calls])]
-    return "\n\n".join(parts)
+def run(bench: Bench, knobs: Knobs) -> dict[str, Any]:
+    series: dict[str, list[float]] = {k: [] for k in (
+        "bareProcess", "bareFlipMs", "emergencySwitch", "emergencyRollback", "emergencyFlipMs", "normalSwitch",
+        "normalRollback", "rollbackWatch", "direct", "automation", "automationStandIn", "automationProvider")}
+    calls: list[float] = []
+    say(f"-- switch and rollback against a bare flip, {knobs.switch_rounds} rounds")
+    with pulumi_stand_in(bench) as stand_in:
+        for i in range(knobs.switch_rounds):
+            wall, flip_ms = baseline(bench)
+            series["bareProcess"].append(wall)
+            series["bareFlipMs"].append(flip_ms)
+            for key, args in (("emergencySwitch", ("switch", "--emergency", "--yes")),
+                              ("emergencyRollback", ("rollback", "--emergency", "--yes"))):
+                done = when_unlocked(lambda args=args: cli(bench, *args))  # type: ignore[misc]
+                series[key].append(done.wall)
+                series["emergencyFlipMs"].append(float(done.data["timingsMs"]["flip_to_first_answer"]))
+            done = when_unlocked(lambda: cli(bench, "switch", "--yes", "--no-watch"))
+            series["normalSwitch"].append(done.wall)
+            done = when_unlocked(lambda: cli(bench, "rollback", "--yes"))
+            watched = _watch_seconds(done)
+            series["normalRollback"].append(done.wall - watched)
+            series["rollbackWatch"].append(watched)
+            series["direct"].append(_in_process(bench, stand_in=None)["wall"])
+            auto = _in_process(bench, stand_in=stand_in)
+            series["automation"].append(auto["wall"])
+            series["automationStandIn"].append(auto["standIn"])
+            series["automationProvider"].append(auto["provider"])
+            calls.append(auto["calls"])
+            say(f"   round {i + 1}/{knobs.switch_rounds}")
+    return {"rounds": knobs.switch_rounds, "targets": TARGETS,
+            "seconds": {k: rounded(v) for k, v in series.items() if not k.endswith("Ms")},
+            "ms": {k: rounded(v, 1) for k, v in series.items() if k.endswith("Ms")},
+            "medians": {k: median(v) for k, v in series.items()},
+            "automationPulumiCallsMedian": median(calls)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_standalone(__doc__, run, {"repeats": 10, "cli_repeats": 5}, argv)
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=Knobs().switch_rounds)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    with open_bench() as bench:
+        print(json.dumps(run(bench, Knobs(switch_rounds=args.rounds)), indent=2))
+    return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+

@@ -1,10 +1,12 @@
-"""What every benchmark shares: the lab, a private copy of the project, timed executors, the
-request loop in a process of its own, percentiles, tables and a description of the machine.
+"""What every benchmark shares: the lab through a private copy of the project, the CLI run as a
+user runs it (with its progress lines read as they come), an executor that notes when a step's
+command was sent, and percentiles.
 
-Benchmarks work on a copy of `Pulumi.yaml` and `stacks/` (switches record the live colour in the
-stack file, and the repository's copy must not change under other people's feet). The lab itself
-is shared: `open_bench()` joins it through `Lab.session()`, so a lab someone else started keeps
-running and one started here is stopped again at the end.
+Benchmarks work on a copy of `Pulumi.yaml` and `stacks/`: switches record the declared colour,
+and the repository's files must not change under other people's feet. Every operation goes
+through the product's own paths: the CLI (`python -m bluegreen ...`) or an `ops` function on an
+`ops.estate.Estate` built as the CLI builds it (pooled OpenSSH sessions for a switch, the same
+executor for everything else). Nothing here times a private SSH path of its own.
 """
 
 from __future__ import annotations
@@ -13,33 +15,28 @@ import argparse
 import contextlib
 import json
 import logging
-import os
-import platform
 import re
-import select
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bluegreen.hosts import haproxy as haproxy_runtime
-from bluegreen.hosts.executor import CommandResult, Executor, SshExecutor, connect
+from bluegreen.hosts.executor import CommandResult, DelegatingExecutor, Executor
+from bluegreen.hosts.openssh import OpenSshExecutor
 from bluegreen.lab.lab import Lab
-from bluegreen.lab.loadgen import Sample
 from bluegreen.model.errors import BlueGreenError, LockedError
-from bluegreen.model.progress import Progress, RecordingProgress, StepRecord
-from bluegreen.model.stackfile import load_stack, set_active_color_in_file
-from bluegreen.model.topology import Container, Topology, other_color
-from bluegreen.ops.deploy import deploy
+from bluegreen.model.progress import Progress
+from bluegreen.model.secrets import stack_secrets
+from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import Topology
 from bluegreen.ops.estate import Estate
-from bluegreen.ops.status import status
-from bluegreen.ops.switch import switch
 
 log = logging.getLogger("bluegreen.bench")
 
@@ -74,39 +71,32 @@ class Bench:
     stack: str = STACK
 
     def topology(self) -> Topology:
-        # Read again every time: each switch records the new live colour in the stack file.
+        # Read again every time: each switch records the new live colour.
         return load_stack(self.project, self.stack)
 
-    def service(self, *, progress: Progress | None = None,
-                executor_factory: Callable[[Container], Executor] | None = None) -> Estate:
-        return Estate(self.topology(), progress=progress, executor_factory=executor_factory)
-
-    def executor(self, host: Container) -> SshExecutor:
-        return connect(self.topology(), host)
+    def estate(self, *, progress: Progress | None = None, topology: Topology | None = None,
+               pulumi_command: Any = None) -> Estate:
+        """The handle the CLI builds (`faces.cli_support.cli_estate`): the stack's secrets, default
+        executors (pooled OpenSSH sessions inside `pooled()`)."""
+        t = topology or self.topology()
+        return Estate(t, progress=progress, secrets=stack_secrets(t), pulumi_command=pulumi_command)
 
     def live_color(self) -> str:
         t = self.topology()
-        with self.executor(t.load_balancer) as lb:
+        with OpenSshExecutor(t, t.load_balancer) as lb:
             return haproxy_runtime.live_color(lb, t)
-
-    def sync_declared_color(self) -> str:
-        """Make the copy's declared colour the one HAProxy really routes to (no drift to start from)."""
-        live = self.live_color()
-        set_active_color_in_file(self.project, self.stack, live)
-        return live
 
 
 @contextlib.contextmanager
 def open_bench() -> Iterator[Bench]:
+    """The lab (started if nothing runs, stopped again at the end if this started it)."""
     lab = Lab()
     with lab.session(), tempfile.TemporaryDirectory(prefix="bluegreen-bench-") as tmp:
-        bench = Bench(lab=lab, project=copy_project(Path(tmp) / "project"))
-        bench.sync_declared_color()
-        yield bench
+        yield Bench(lab=lab, project=copy_project(Path(tmp) / "project"))
 
 
 def when_unlocked(action: Callable[[], T], *, wait_s: float = LOCK_WAIT_S) -> T:
-    """Run `action`, waiting while someone else (a test session on the same lab) holds the lock."""
+    """Run `action`, waiting while someone else holds the lock (a shared lab only)."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -117,166 +107,129 @@ def when_unlocked(action: Callable[[], T], *, wait_s: float = LOCK_WAIT_S) -> T:
             time.sleep(1.0)
 
 
-def ensure_deployed(bench: Bench, progress: Progress | None = None) -> dict[str, str | None]:
-    """Both colours serve a release and the live one is healthy, deploying what is missing.
-
-    Returns {colour: ref served}. A cutover can only be measured between two working colours.
-    """
-    report = status(bench.service(progress=progress))
-    if report.live is None:
-        raise BenchError(f"cannot tell the live colour: {'; '.join(report.errors) or 'HAProxy did not say'}")
-    if not report.colors[report.live].healthy:
-        log.info("the live colour %s serves nothing: deploying v1 to the standby and switching", report.live)
-        when_unlocked(lambda: deploy(bench.service(progress=progress), "v1", migrate=True))
-        when_unlocked(lambda: switch(bench.service(progress=progress), watch=False))
-        report = status(bench.service(progress=progress))
-    standby = other_color(report.live or report.declared)
-    if not report.colors[standby].release or not report.colors[standby].healthy:
-        log.info("the standby %s serves nothing: deploying main to it", standby)
-        when_unlocked(lambda: deploy(bench.service(progress=progress), "main", migrate=True))
-        report = status(bench.service(progress=progress))
-    broken = [c for c, s in report.colors.items() if not s.healthy or not s.release]
-    if broken:
-        raise BenchError(f"colour(s) {', '.join(broken)} still not serving after deploying: "
-                         + "; ".join(e for c in broken for e in report.colors[c].errors))
-    return {c: s.ref for c, s in report.colors.items()}
+# --------------------------------------------------------------------------- the CLI
 
 
-# --------------------------------------------------------------------------- timed executors
+# What TerminalProgress writes when stderr is not a terminal (faces/terminal.py).
+_START = re.compile(r"^  \.\. (?P<name>.+)$")
+_END = re.compile(r"^ *(?P<mark>ok|FAILED) (?P<name>.+) \((?P<seconds>\d+(?:\.\d+)?)s\)$")
 
 
-@dataclass(frozen=True)
-class CallRecord:
-    host: str
-    step: str
-    kind: str  # connect, run, put, get
-    seconds: float
+@dataclass
+class Step:
+    """One progress step of a CLI run: the product's own duration, and when its lines arrived."""
+
+    name: str
+    depth: int
+    seconds: float | None = None  # as the CLI printed it (0.1 s resolution)
+    ok: bool | None = None
+    started: float | None = None  # time.monotonic() when the start line arrived
+    ended: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "depth": self.depth, "seconds": self.seconds, "ok": self.ok}
 
 
-class TimingExecutor:
-    """An executor that records how long each call took, by host and step, then delegates."""
+def parse_progress(lines: Iterable[tuple[float, str]]) -> list[Step]:
+    """Steps from the CLI's progress lines (`  .. name` at the start, `      ok name (1.2s)` at the
+    end), nested as they ran: a step started inside another has a greater depth."""
+    steps: list[Step] = []
+    open_steps: list[Step] = []
+    for moment, line in lines:
+        line = line.rstrip("\n")
+        started = _START.match(line)
+        if started:
+            step = Step(started["name"], depth=len(open_steps), started=moment)
+            steps.append(step)
+            open_steps.append(step)
+            continue
+        ended = _END.match(line)
+        if not ended:
+            continue
+        for i in range(len(open_steps) - 1, -1, -1):
+            if open_steps[i].name == ended["name"]:
+                step = open_steps.pop(i)
+                step.seconds, step.ok, step.ended = float(ended["seconds"]), ended["mark"] == "ok", moment
+                break
+    return steps
 
-    def __init__(self, inner: Executor, records: list[CallRecord]) -> None:
-        self.inner = inner
-        self.host = inner.host
-        self.records = records
 
-    def _timed(self, kind: str, step: str, call: Callable[[], T]) -> T:
-        started = time.perf_counter()
-        try:
-            return call()
-        finally:
-            self.records.append(CallRecord(self.host, step, kind, time.perf_counter() - started))
+@dataclass
+class CliRun:
+    argv: list[str]
+    code: int
+    wall: float
+    started: float
+    data: Any
+    steps: list[Step]
+    stderr: str
+
+    def top_level_seconds(self) -> float:
+        return sum(s.seconds or 0.0 for s in self.steps if s.depth == 0)
+
+
+def cli(bench: Bench, *args: str, timeout: float = 900.0, check: bool = True) -> CliRun:
+    """`python -m bluegreen ARGS --json --stack lab --cwd <copy>`, as a user runs it: wall time
+    from process start to exit, the JSON result, and the progress steps as they were printed."""
+    argv = [sys.executable, "-m", "bluegreen", *args, "--json", "--stack", bench.stack, "--cwd", str(bench.project)]
+    lines: list[tuple[float, str]] = []
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            text=True, cwd=bench.project)
+    assert proc.stderr is not None and proc.stdout is not None
+    err_stream = proc.stderr
+
+    def read_stderr() -> None:
+        for line in err_stream:
+            lines.append((time.monotonic(), line))
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        out = proc.stdout.read()
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise BenchError(f"`bluegreen {' '.join(args)}` did not finish within {timeout:g} s") from None
+    wall = time.monotonic() - started
+    reader.join(10)
+    stderr = "".join(line for _, line in lines)
+    try:
+        data = json.loads(out) if out.strip() else None
+    except ValueError:
+        data = None
+    if check and proc.returncode != 0:
+        raise BenchError(f"`bluegreen {' '.join(args)}` failed (exit {proc.returncode}): {stderr.strip()[-800:]}")
+    return CliRun(argv=argv, code=proc.returncode, wall=wall, started=started, data=data,
+                  steps=parse_progress(lines), stderr=stderr)
+
+
+# --------------------------------------------------------------------------- observing an executor
+
+
+class StepClock(DelegatingExecutor):
+    """An executor that notes when each command of a step was sent (time.monotonic()), then hands
+    it to the real one unchanged: the moment a flip or a reload command leaves, seen from outside."""
+
+    def __init__(self, inner: Executor) -> None:
+        super().__init__(inner)
+        self.sent: list[tuple[str, float]] = []
+
+    def first(self, prefix: str, since: float = 0.0) -> float | None:
+        return next((when for step, when in self.sent if step.startswith(prefix) and when >= since), None)
 
     def run(self, command: str, *, step: str, check: bool = True, timeout: float | None = None,
             input: str | None = None, env: Mapping[str, str] | None = None) -> CommandResult:
-        return self._timed("run", step, lambda: self.inner.run(command, step=step, check=check,
-                                                                timeout=timeout, input=input, env=env))
+        self.sent.append((step, time.monotonic()))
+        return self.inner.run(command, step=step, check=check, timeout=timeout, input=input, env=env)
 
     def put(self, path: str, content: str | bytes, *, step: str, mode: int = 0o644) -> None:
-        self._timed("put", step, lambda: self.inner.put(path, content, step=step, mode=mode))
-
-    def get(self, path: str, *, step: str) -> bytes | None:
-        return self._timed("get", step, lambda: self.inner.get(path, step=step))
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __enter__(self) -> TimingExecutor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.sent.append((step, time.monotonic()))
+        self.inner.put(path, content, step=step, mode=mode)
 
 
-def timing_factory(t: Topology, records: list[CallRecord]) -> Callable[[Container], Executor]:
-    """Executors that connect eagerly (so the SSH handshake is its own record) and time each call."""
-
-    def make(container: Container) -> Executor:
-        inner = connect(t, container)
-        started = time.perf_counter()
-        inner.connect()
-        records.append(CallRecord(inner.host, "ssh connect", "connect", time.perf_counter() - started))
-        return TimingExecutor(inner, records)
-
-    return make
-
-
-# --------------------------------------------------------------------------- request loop process
-
-
-class LoadProcess:
-    """`bluegreen.loadgen.RequestLoop` in its own process (`loadworker.py`).
-
-    In a process of its own the clients do not share a GIL with the SSH work of the benchmark,
-    so what they measure is the proxy and the app, not paramiko. Sample times are
-    `time.monotonic()`, one clock for every process on the machine, so they line up with the
-    moments the benchmark records. Stopped by closing its stdin; killed by its pid if it hangs.
-    """
-
-    def __init__(self, url: str, *, clients: int = 16, pause: float = 0.0, max_seconds: float = 900.0,
-                 warmup_requests: int = 200, ca_file: str | None = None,
-                 server_name: str | None = None) -> None:
-        self.url = url
-        # https as a visitor: verified against ca_file for server_name (never unverified)
-        self.tls_args = [ca_file or "", server_name or ""] if url.startswith("https:") else []
-        self.clients = clients
-        self.pause = pause
-        self.max_seconds = max_seconds
-        self.warmup = warmup_requests
-        self._dir = tempfile.TemporaryDirectory(prefix="bluegreen-load-")
-        self.out = Path(self._dir.name) / "samples.json"
-        self.proc: subprocess.Popen[str] | None = None
-
-    def __enter__(self) -> LoadProcess:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(BENCH_DIR / "loadworker.py"), self.url, str(self.clients),
-             str(self.pause), str(self.max_seconds), str(self.warmup), str(self.out), *self.tls_args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=PROJECT_DIR)
-        line = self._readline(timeout=60.0)
-        if line != "ready":
-            self._kill()
-            raise BenchError(f"the request loop on {self.url} did not start (said {line!r})")
-        return self
-
-    def _readline(self, timeout: float) -> str:
-        assert self.proc is not None and self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        return self.proc.stdout.readline().strip() if ready else ""
-
-    def stop(self) -> list[Sample]:
-        """Stop the clients and return every sample, oldest first."""
-        assert self.proc is not None and self.proc.stdin is not None
-        with contextlib.suppress(BrokenPipeError):
-            self.proc.stdin.write("stop\n")
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self._kill()
-            raise BenchError(f"the request loop on {self.url} did not stop; killed pid {self.proc.pid}") \
-                from None
-        if self.proc.returncode != 0:
-            raise BenchError(f"the request loop on {self.url} failed (exit {self.proc.returncode})")
-        rows = json.loads(self.out.read_text())
-        return [Sample(started=r[0], latency_ms=r[1], status=r[2], served_by=r[3], error=r[4]) for r in rows]
-
-    def _kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def __exit__(self, *exc: object) -> None:
-        self._kill()
-        if self.proc is not None:
-            for stream in (self.proc.stdin, self.proc.stdout):
-                if stream is not None:
-                    with contextlib.suppress(OSError):
-                        stream.close()
-        self._dir.cleanup()
-
-
-# --------------------------------------------------------------------------- numbers and tables
+# --------------------------------------------------------------------------- numbers
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:
@@ -292,164 +245,41 @@ def median(values: Iterable[float]) -> float | None:
     return percentile(values, 50)
 
 
-def fmt_ms(seconds: float | None, digits: int = 1) -> str:
-    return "n/a" if seconds is None else f"{seconds * 1000:.{digits}f} ms"
-
-
-def fmt_num(value: float | None, digits: int = 1, unit: str = "") -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}{unit}"
-
-
-def md_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+def rounded(values: Iterable[float], digits: int = 4) -> list[float]:
+    return [round(v, digits) for v in values]
 
 
 _COLOUR_WORD = re.compile(r"\b(blue|green)\b")
 
 
 def generic_step(name: str) -> str:
-    """A step name with the colour taken out, so steps of switches both ways group together."""
+    """A step name with the colour taken out, so steps of runs both ways group together."""
     return _COLOUR_WORD.sub("<colour>", name)
 
 
-class StepTree:
-    """A RecordingProgress that also knows which steps ran inside another one (a deploy's backup
-    runs inside its "migrations" step), so top-level durations add up without double counting."""
-
-    def __init__(self) -> None:
-        self.progress = RecordingProgress(listener=self._on)
-        self._depth: dict[int, int] = {}
-        self._open = 0
-
-    def _on(self, event: str, record: StepRecord) -> None:
-        if event == "start":
-            self._depth[id(record)] = self._open
-            self._open += 1
-        elif event == "end":
-            self._open -= 1
-
-    def top_level(self) -> list[StepRecord]:
-        return [s for s in self.progress.steps if self._depth.get(id(s)) == 0]
-
-
 @dataclass
-class Section:
-    """One benchmark's contribution to RESULTS.md: prose and tables, plus the raw figures."""
+class Knobs:
+    """How much each benchmark repeats (run_all.py's options)."""
 
-    title: str
-    markdown: str
-    data: dict[str, Any] = field(default_factory=dict)
-    headline: list[str] = field(default_factory=list)
+    cutover_rounds: int = 10
+    switch_rounds: int = 8
+    migrate_pairs: int = 3
+    status_repeats: int = 5
+    warm_push: bool = True
+    gets: int = 4
+    posts: int = 2
+    pause: float = 0.02
+    extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def quick(cls) -> Knobs:
+        return cls(cutover_rounds=2, switch_rounds=2, migrate_pairs=1, status_repeats=2, warm_push=False)
 
-# --------------------------------------------------------------------------- the machine
-
-
-def _first_line(argv: Sequence[str]) -> str:
-    try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unknown ({exc})"
-    text = (proc.stdout or proc.stderr).strip()
-    return text.splitlines()[0] if text else "unknown"
-
-
-def _pm2_version() -> str:
-    # `pm2 --version` would start a daemon; the package file says the same without one.
-    root = _first_line(["npm", "root", "-g"])
-    try:
-        return str(json.loads((Path(root) / "pm2" / "package.json").read_text())["version"])
-    except (OSError, ValueError, KeyError):
-        return "unknown"
-
-
-def _meminfo_total() -> str:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    except OSError:
-        pass
-    return "unknown"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    """The 1/5/15-minute load: other work on the machine skews every latency measured here."""
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
-
-
-def machine_info() -> dict[str, str]:
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpus": str(os.cpu_count()),
-        "cpu": _cpu_model(),
-        "memory": _meminfo_total(),
-        "kernel": platform.release(),
-        "os": _first_line(["sh", "-c", ". /etc/os-release && echo \"$PRETTY_NAME\""]),
-        "haproxy": _first_line(["haproxy", "-v"]),
-        "node": _first_line(["node", "--version"]),
-        "pm2": _pm2_version(),
-        "python": platform.python_version(),
-        "postgresql": _first_line(["/usr/lib/postgresql/15/bin/postgres", "--version"]),
-        "openssh": _first_line(["ssh", "-V"]),
-    }
-
-
-def ssh_command_cost(bench: Bench, repeats: int = 10) -> dict[str, str]:
-    """What one command over SSH costs here, and how much of it is the remote login shell's rc file.
-
-    sshd runs every command through the user's shell, and Debian's bash reads ~/.bashrc when sshd
-    starts it. The lab's hosts share this machine's root account, so they pay for whatever that
-    file does (here: pyenv initialisation); a stock container does not.
-    """
-    t = bench.topology()
-    with bench.executor(t.load_balancer) as lb:
-        lb.run("true", step="warm up")
-        runs = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            lb.run("true", step="measure")
-            runs.append(time.perf_counter() - started)
-    rc = []
-    for _ in range(5):
-        started = time.perf_counter()
-        subprocess.run(["bash", "-c", ". ~/.bashrc"], capture_output=True, timeout=60)
-        rc.append(time.perf_counter() - started)
-    return {"one SSH command (`true`) on an open connection, median": fmt_ms(median(runs), 0),
-            "of which root's ~/.bashrc, which bash runs for each command sshd starts": fmt_ms(median(rc), 0)}
-
-
-def machine_table(info: Mapping[str, str]) -> str:
-    return md_table(["", ""], [(k, v) for k, v in info.items()])
-
-
-def run_standalone(doc: str | None, run: Callable[..., Section], counts: dict[str, int],
-                   argv: list[str] | None = None) -> int:
-    """`python benchmarks/bench_X.py`: one benchmark on the lab, its section printed as markdown.
-    `counts` are its repetition options (`{"normal_repeats": 5}` gives `--normal-repeats 5`)."""
-    parser = arg_parser(doc)
-    for name, default in counts.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=default)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    with open_bench() as bench:
-        section = run(bench, **{name: getattr(args, name) for name in counts})
-    print(f"## {section.title}\n\n{section.markdown}")
-    return 0
+    def to_json(self) -> dict[str, Any]:
+        return {"cutoverRounds": self.cutover_rounds, "switchRounds": self.switch_rounds,
+                "migratePairs": self.migrate_pairs, "statusRepeats": self.status_repeats,
+                "warmPush": self.warm_push, "getClients": self.gets, "postClients": self.posts,
+                "pauseSeconds": self.pause}
 
 
 def arg_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -463,6 +293,6 @@ def setup_logging(verbose: bool) -> None:
 
 
 def say(text: str) -> None:
-    """Benchmark progress for the person watching (stderr; the figures go to stdout)."""
+    """Benchmark progress for the person watching (stderr)."""
     sys.stderr.write(text.rstrip() + "\n")
     sys.stderr.flush()

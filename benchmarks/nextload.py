@@ -10,8 +10,8 @@ row. Every client keeps ONE connection open across its requests (HTTP/1.1 keep-a
 `Connection: close` and chunked bodies, which http.client does) and never retries: a request
 whose connection closed before an answer is a failure, as it is for a browser's POST. Prints
 `ready` once each kind has answered, runs until a line arrives on stdin (or MAX_SECONDS pass),
-then writes every sample as JSON rows `[started, latency_ms, status, served_by, error, kind]` to
-OUT_FILE.
+then writes every sample as JSON rows `[started, latency_ms, status, served_by, error, kind, attempts]`
+to OUT_FILE (`attempts`: how many times the request was sent; 1, since nothing is ever sent again).
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ class Clients:
             served = error = None
             current = conn or self._connection()
             conn = current
+            attempts = 1  # one send per request, whatever happens to it
             try:
                 response = self._request(current, kind, n, client)
                 response.read()
@@ -112,7 +113,8 @@ class Clients:
                 current.close()
                 conn = None
             with self._lock:
-                self.samples.append([started, (time.monotonic() - started) * 1000, status, served, error, kind])
+                self.samples.append([started, (time.monotonic() - started) * 1000, status, served, error, kind,
+                                     attempts])
                 if error is None:
                     self.answered[kind] += 1
             if self.pause:

@@ -1,176 +1,224 @@
-"""Run every benchmark on the local lab and rewrite benchmarks/RESULTS.md with the figures.
+"""`make bench`: every benchmark in ONE run, results.json written, RESULTS.md rendered from it.
 
-    .venv/bin/python benchmarks/run_all.py            # the full run (about 12 minutes on 2 cores)
-    .venv/bin/python benchmarks/run_all.py --quick    # fewer repetitions, to check it works
+    .venv/bin/python benchmarks/run_all.py            # the full run (about 15 minutes on 2 cores)
+    .venv/bin/python benchmarks/run_all.py --quick    # fewer repetitions: checks the run works
 
-Joins the lab (starting it if nothing runs, stopping it again afterwards), works on a private
-copy of the project, deploys what both colours need first, then runs the cutover, switch and
-rollback, emergency-versus-bare-flip, deploy and status benchmarks in turn. Progress on stderr;
-RESULTS.md and results.json are written only after every benchmark finished.
+As root (with `ip`, `unshare`, `nsenter`), the run gets a private lab world of its own, as the
+test runner's worlds are made (tests/run.py: its own network namespace, so its own 127.0.3.x,
+and its own /var/tmp/jw-lab): nothing it does touches a lab anyone else uses. The world's lab is
+started on a fresh directory (`$JW_BENCH_WORLD_NAME`, default `bench`: /var/tmp/jw-lab-bench0),
+and destroyed again at the end (servers stopped by their pids, files removed). Without root it
+uses the shared lab (/var/tmp/jw-lab), joining it through `Lab.session()`.
+
+In the world, in order: push to live of the real Next.js app (three pushes, which leave both
+colours serving it), cutover under load, switch and rollback speed (the automation mode through
+the recording Pulumi stand-in), the migration step against Prisma's own, status. Meanwhile this
+process, outside the world, samples the machine (machine.Census): load, other lab worlds, CPU
+used by everything else. A benchmark that fails is recorded as failed (the page says so) and the
+others still run. Then results.json, then RESULTS.md from it (render.py). Progress on stderr.
+
+Defaults (full run): 3 pushes, 10 cutover rounds (40 cutovers), 8 switch rounds, 3 migration
+pairs, 5 status runs, 4 GET + 2 POST clients per frontend. --quick: 2 pushes, 2 cutover rounds,
+2 switch rounds, 1 migration pair, 2 status runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
+import os
+import subprocess
 import sys
+import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import bench_cutover
-import bench_deploy
-import bench_emergency
+import bench_migrate
+import bench_push
 import bench_status
 import bench_switch
-from benchlib import (
-    BENCH_DIR,
-    Section,
-    arg_parser,
-    ensure_deployed,
-    load_average,
-    machine_info,
-    machine_table,
-    open_bench,
-    say,
-    setup_logging,
-    ssh_command_cost,
+import machine
+import render
+from benchlib import BENCH_DIR, PROJECT_DIR, Bench, Knobs, open_bench, say, setup_logging
+
+log = logging.getLogger("bluegreen.bench")
+
+SECTIONS: tuple[tuple[str, Callable[[Bench, Knobs], dict[str, Any]]], ...] = (
+    ("push", bench_push.run),
+    ("cutover", bench_cutover.run),
+    ("switch", bench_switch.run),
+    ("migrate", bench_migrate.run),
+    ("status", bench_status.run),
 )
 
-from bluegreen.model.errors import BlueGreenError
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions: checks the run works")
+    defaults = Knobs()
+    parser.add_argument("--cutover-rounds", type=int, help=f"rounds of 4 cutovers (default {defaults.cutover_rounds})")
+    parser.add_argument("--switch-rounds", type=int, help=f"default {defaults.switch_rounds}")
+    parser.add_argument("--migrate-pairs", type=int, help=f"default {defaults.migrate_pairs}")
+    parser.add_argument("--status-repeats", type=int, help=f"default {defaults.status_repeats}")
+    parser.add_argument("--no-warm-push", action="store_true", help="leave out the third push")
+    parser.add_argument("--only", nargs="+", choices=[key for key, _ in SECTIONS],
+                        help="only these benchmarks (push is needed by the others on a fresh lab)")
+    parser.add_argument("--results", type=Path, default=BENCH_DIR / "results.json")
+    parser.add_argument("--page", type=Path, default=BENCH_DIR / "RESULTS.md")
+    parser.add_argument("--shared-lab", action="store_true", help="use /var/tmp/jw-lab, not a private world")
+    parser.add_argument("--inside", type=Path, help=argparse.SUPPRESS)  # the run inside the world writes here
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser.parse_args(argv)
 
 
-def _ms(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds * 1000:.0f} ms"
+def knobs_of(args: argparse.Namespace) -> Knobs:
+    knobs = Knobs.quick() if args.quick else Knobs()
+    for name in ("cutover_rounds", "switch_rounds", "migrate_pairs", "status_repeats"):
+        if getattr(args, name) is not None:
+            setattr(knobs, name, getattr(args, name))
+    if args.no_warm_push:
+        knobs.warm_push = False
+    return knobs
 
 
-def reading(sections: list[Section], info: dict[str, str]) -> str:
-    """What the figures say, computed from them (so it stays true when the run is repeated)."""
-    data = {s.title: s.data for s in sections}
-    lines = []
-    methods = data.get("Cutover under load", {}).get("methods", [])
-    if len(methods) >= 2:
-        ours, emergency, others = methods[0], methods[1], methods[2:]
-        lines.append(
-            f"- Our switch moved live traffic {ours['cutovers'] + emergency['cutovers']} times "
-            f"({ours['cutovers']} normal, {emergency['cutovers']} emergency) under "
-            f"{ours['requests'] + emergency['requests']} requests: {ours['failed'] + emergency['failed']} "
-            f"failed, {(ours['oldColourAfterReturn'] or 0) + (emergency['oldColourAfterReturn'] or 0)} "
-            f"answers from the old colour once the call had returned; p99 latency "
-            f"{_ms(ours['p99Before'])} before and {_ms(ours['p99During'])} while switching.")
-        noisy = [m["method"] for m in methods
-                 if m["p99Before"] is not None and m["p99During"] is not None and m["p99Before"] > m["p99During"]]
-        if noisy:
-            lines.append(
-                f"- For {', '.join(noisy)} the p99 before cutting over was higher than during it: other "
-                "work on this shared machine (see the load average) moved the tail more than the "
-                "cutovers did. Compare failures first; compare latencies only where before < during.")
-        for other in others:
-            per = other["failedPer1000"] or 0.0
-            lines.append(
-                f"- {other['method']}: {other['failed']} failed in {other['cutovers']} cutovers "
-                f"({per:.2f} per 1000 requests, about {other['failed'] / max(other['cutovers'], 1):.1f} "
-                f"per cutover); p99 while cutting over {_ms(other['p99During'])} against ours "
-                f"{_ms(ours['p99During'])}"
-                + (f"; the new colour answered {_ms(other['toNewMedian'])} after the start (ours "
-                   f"{_ms(ours['toNewMedian'])})." if other["toNewMedian"] is not None else "."))
-    operations = data.get("Switch and rollback latency", {}).get("operations", [])
-    for op in operations:
-        if not op["connectsMedian"]:
-            lines.append(
-                f"- `{op['operation']}` talks to the load balancer over its own OpenSSH session "
-                "(bluegreen/emergency.py), which this benchmark's timed paramiko executors do not see; "
-                "the issue-12 section below measures it against a bare flip.")
-            continue
-        lines.append(
-            f"- `{op['operation']}` runs about {op['commandsMedian']:.0f} SSH commands and file transfers "
-            f"over {op['connectsMedian']:.0f} connections, one after another; they take "
-            f"{_ms(op['sshTotalMedian'])} of its {_ms(op['wallMedian'])}.")
-    ssh_cost = info.get("one SSH command (`true`) on an open connection, median")
-    rc_cost = info.get("of which root's ~/.bashrc, which bash runs for each command sshd starts")
-    if operations and ssh_cost:
-        lines.append(
-            f"- One SSH command costs {ssh_cost} here, about {rc_cost} of it in this machine's root "
-            "~/.bashrc, which bash runs for every command sshd starts (the lab's hosts share this "
-            "machine's root account); a container with a stock ~/.bashrc spends next to nothing there. "
-            "The tool's wall times are these round trips: the routing change itself is one runtime "
-            "`set map` inside HAProxy.")
-    status = data.get("Status", {})
-    if status:
-        lines.append(
-            f"- `status` asks its probes in parallel: {_ms(status['wallMedian'])}, against "
-            f"{_ms(status['sumOfProbes'])} for all probes one after another and "
-            f"{_ms(status['slowestMedian'])} for the slowest alone; the probes' SSH sessions, each "
-            f"starting a remote shell, share the machine's {info.get('cpus', '?')} CPUs.")
-    lines.append(
-        "- This run shared the machine's 2 CPU cores with 7 other labs busy with their own tests (see "
-        "the load averages under Machine): absolute times carry that contention; ratios against a "
-        "baseline run side by side are the fairer reading.")
-    return "\n".join(lines)
+def passed_on(args: argparse.Namespace) -> list[str]:
+    """The options the run inside the world gets (the same knobs)."""
+    out = ["--quick"] if args.quick else []
+    for name in ("cutover_rounds", "switch_rounds", "migrate_pairs", "status_repeats"):
+        if getattr(args, name) is not None:
+            out += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    if args.no_warm_push:
+        out.append("--no-warm-push")
+    if args.only:
+        out += ["--only", *args.only]
+    if args.verbose:
+        out.append("-v")
+    return out
 
 
-def write_results(sections: list[Section], info: dict[str, str], seconds: float, command: str,
-                  out: Path) -> None:
-    headline = "\n".join(f"- {line}" for s in sections for line in s.headline)
-    body = "\n\n".join(f"## {s.title}\n\n{s.markdown}" for s in sections)
-    out.write_text(
-        "# Benchmark results\n\n"
-        f"Written by `{command}` from one run on the local lab ({seconds / 60:.1f} minutes, "
-        f"{info['date']}). Every figure below comes from that run; rerun the command to refresh them.\n\n"
-        f"## Headline\n\n{headline}\n\n"
-        f"## Reading the figures\n\n{reading(sections, info)}\n\n"
-        f"## Machine\n\n{machine_table(info)}\n\n"
-        "All servers are real and local (loopback addresses): HAProxy, sshd per host, PostgreSQL, "
-        "PM2 with the sample app, fakepve for the Proxmox API.\n\n"
-        f"{body}\n")
-    (out.parent / "results.json").write_text(json.dumps(
-        {"machine": info, "seconds": seconds, "sections": {s.title: s.data for s in sections}},
-        indent=2, default=str) + "\n")
+def run_benchmarks(out: Path, knobs: Knobs, only: list[str] | None) -> None:
+    """Every benchmark on the lab, each one's data (or its failure) written to `out` as it ends."""
+    data: dict[str, Any] = {"sections": {}, "errors": {}, "sectionSeconds": {}}
+    with open_bench() as bench:
+        for key, bench_run in SECTIONS:
+            if only and key not in only:
+                continue
+            say(f"== {key}")
+            started = time.monotonic()
+            try:
+                data["sections"][key] = bench_run(bench, knobs)
+            except Exception as exc:
+                say(f"== {key} FAILED: {type(exc).__name__}: {exc}")
+                traceback.print_exc()
+                data["errors"][key] = f"{type(exc).__name__}: {exc}"
+            data["sectionSeconds"][key] = round(time.monotonic() - started, 1)
+            out.write_text(json.dumps(data, indent=2, default=str))
+
+
+class World:
+    """A private lab world for the run: tests/run.py's World (network and mount namespaces), its
+    lab destroyed by the lab's own code at the end."""
+
+    def __init__(self) -> None:
+        os.environ["JW_TEST_WORLD_NAME"] = os.environ.get("JW_BENCH_WORLD_NAME", "bench")
+        sys.path.insert(0, str(PROJECT_DIR))
+        from tests.run import World as TestWorld
+
+        self.world = TestWorld(0, f"bench{os.getpid()}")
+        self.log = Path(tempfile.gettempdir()) / f"jw-bench-world-{os.getpid()}.log"
+
+    @staticmethod
+    def why_not() -> str | None:
+        sys.path.insert(0, str(PROJECT_DIR))
+        from tests.run import can_make_worlds
+
+        return can_make_worlds()
+
+    @property
+    def lab_dir(self) -> Path:
+        return self.world.lab_dir
+
+    def net_ns(self) -> str:
+        return f"net:[{os.stat(f'/run/netns/{self.world.netns}').st_ino}]"
+
+    def __enter__(self) -> World:
+        self.world.create(self.log)
+        return self
+
+    def run(self, argv: list[str]) -> int:
+        from tests.run import stop_group
+
+        proc = subprocess.Popen(self.world.argv(*argv), cwd=PROJECT_DIR, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            say("interrupted: stopping the benchmarks in the world")
+            stop_group(proc)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            code = self.world.run([sys.executable, "-m", "bluegreen.lab", "destroy"], self.log, timeout=600)
+            if code != 0:
+                say(f"the world's lab was not destroyed cleanly (exit {code}); see {self.log}")
+        finally:
+            self.world.destroy()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = arg_parser(__doc__)
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer repetitions: checks the run works; not for RESULTS.md")
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--pause", type=float, default=0.02, help="each client's think time (s)")
-    parser.add_argument("--output", type=Path, default=BENCH_DIR / "RESULTS.md")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
+    args = parse(argv)
     setup_logging(args.verbose)
-    switches, config_reloads, pm2_reloads, repeats, cli_repeats = (
-        (10, 4, 2, 3, 2) if args.quick else (50, 20, 10, 10, 5))
+    knobs = knobs_of(args)
+    if args.inside is not None:
+        run_benchmarks(args.inside, knobs, args.only)
+        return 0
+    command = "make bench" if os.environ.get("MAKELEVEL") else "python benchmarks/run_all.py"
+    command += "".join(f" {a}" for a in passed_on(args) if a != "-v")
+    results: dict[str, Any] = {"command": command, "quick": args.quick, "knobs": knobs.to_json(),
+                               "git": machine.git_commit(PROJECT_DIR), "started": machine.now_iso(),
+                               "machine": machine.facts()}
     started = time.monotonic()
-    try:
-        info = machine_info()
-        info["load average (1/5/15 min) at start"] = load_average()
-        with open_bench() as bench:
-            say("== making sure both colours serve a release")
-            ensure_deployed(bench)
-            info.update(ssh_command_cost(bench))
-            say("== cutover under load")
-            shape = bench_cutover.LoadShape(args.clients, args.pause)
-            sections = [bench_cutover.run(bench, switches=switches, config_reloads=config_reloads,
-                                          pm2_reloads=pm2_reloads, shape=shape)]
-            say("== switch and rollback latency")
-            sections.append(bench_switch.run(bench, repeats=repeats, cli_repeats=cli_repeats))
-            say("== emergency and switch speed against a bare flip (issue 12)")
-            sections.append(bench_emergency.run(bench, repeats=repeats, normal_repeats=cli_repeats))
-            say("== deploy")
-            sections.append(bench_deploy.run(bench))
-            say("== status")
-            sections.append(bench_status.run(bench, repeats=repeats))
-    except BlueGreenError as exc:
-        say(f"benchmark failed: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        say("interrupted; RESULTS.md was not changed")
-        return 130
-    info["load average (1/5/15 min) at end"] = load_average()
-    command = "python benchmarks/run_all.py" + (" --quick" if args.quick else "")
-    write_results(sections, info, time.monotonic() - started, command, args.output)
-    for section in sections:
-        print(f"## {section.title}\n\n{section.markdown}\n")
-    say(f"wrote {args.output}")
-    return 0
+    why_not = None if not args.shared_lab else "--shared-lab"
+    why_not = why_not or World.why_not()
+    with tempfile.TemporaryDirectory(prefix="bluegreen-bench-") as tmp:
+        out = Path(tmp) / "sections.json"
+        try:
+            if why_not is None:
+                world = World()
+                say(f"== a private lab world for this run ({world.lab_dir})")
+                census = machine.Census(exclude_labs=[world.lab_dir])
+                with world:
+                    census.ours_ns = world.net_ns()
+                    census.start()
+                    code = world.run([sys.executable, str(Path(__file__).resolve()), "--inside", str(out),
+                                      *passed_on(args)])
+                results["world"] = {"private": True, "labDir": str(world.lab_dir)}
+            else:
+                say(f"== the shared lab (no private world: {why_not})")
+                census = machine.Census().start()
+                run_benchmarks(out, knobs, args.only)
+                code = 0
+                results["world"] = {"private": False, "why": why_not}
+        except KeyboardInterrupt:
+            say("interrupted; results.json and RESULTS.md were not changed")
+            return 130
+        results["load"] = census.stop()
+        if not out.exists():
+            say(f"the benchmarks wrote nothing (exit {code}); results.json and RESULTS.md were not changed")
+            return 1
+        results.update(json.loads(out.read_text()))
+    results["finished"] = machine.now_iso()
+    results["seconds"] = round(time.monotonic() - started, 1)
+    args.results.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    args.page.write_text(render.render(results))
+    say(f"wrote {args.results} and {args.page} ({results['seconds'] / 60:.1f} minutes)")
+    return 0 if code == 0 and not results.get("errors") else 1
 
 
 if __name__ == "__main__":

@@ -94,7 +94,10 @@ class Output:
     def result(self, data: Any, human: str) -> None:
         if self.as_json:
             data = redact_tree(json.loads(json.dumps(data, default=str)), self.secrets)
-            self.out.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+            # Scrubbed value by value above; the redacting stream must not scrub the document's
+            # text again (a secret that equals a JSON token would break the document).
+            raw = self.out.stream if isinstance(self.out, RedactingStream) else self.out
+            raw.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
         else:
             self.err.write(redact(human.rstrip(), self.secrets) + "\n")
 

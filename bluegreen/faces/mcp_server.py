@@ -117,6 +117,14 @@ def progress_message(event: str, record: StepRecord) -> str:
     return record.name
 
 
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
 def ok_result(data: dict[str, Any], summary: str | None = None, *, secrets: Iterable[Sensitive] = (),
               is_error: bool = False) -> CallToolResult:
     """A result as text (for the model) and structured content (for programs), secrets scrubbed.
@@ -125,7 +133,10 @@ def ok_result(data: dict[str, Any], summary: str | None = None, *, secrets: Iter
     and text an outsider wrote: it is quoted as untrusted, with a note saying what that means.
     """
     marked = mark_tree(redact_tree(json.loads(json.dumps(data, default=str)), secrets))
-    text = redact(json.dumps(marked, indent=2), secrets)  # a second pass over the JSON as sent
+    text = json.dumps(marked, indent=2)
+    second = redact(text, secrets)  # a second pass over the JSON as sent
+    if second != text and _is_json(second):
+        text = second  # (never a mask over a JSON token: every value was scrubbed above)
     summary = redact(summary, secrets) if summary else None
     content: list[ContentBlock] = [TextContent(type="text", text=summary)] if summary else []
     content.append(TextContent(type="text", text=text))

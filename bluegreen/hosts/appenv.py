@@ -4,6 +4,8 @@ the deploy user."""
 
 from __future__ import annotations
 
+import posixpath
+
 from bluegreen.hosts.executor import Executor
 from bluegreen.model.sensitive import Sensitive
 from bluegreen.model.topology import Container, Topology
@@ -23,8 +25,9 @@ def working_copy_of(t: Topology, host: Container) -> str | None:
 
 def settings_path(executor: Executor, path: str, working_copy: str | None) -> str:
     """Where the app's settings are now: the working copy's `.env` while the host has not been
-    converted yet (no shared/.env beside the releases: the app still runs from the working copy,
-    and its first deploy copies that file, byte for byte, to shared/.env), else `path`."""
+    converted yet (no shared/.env beside the releases: the app still runs from the working copy),
+    else `path`. Only ever read there: the team's working copy is theirs, and the first write
+    goes to `path`, starting from that file (convert then finds shared/.env in place)."""
     if working_copy and executor.run(
             f"[ ! -e {sh(path)} ] && [ -e {sh(working_copy + '/.env')} ]", step="look for the old layout",
             check=False).ok:
@@ -39,20 +42,25 @@ def read_env_file(executor: Executor, path: str) -> str | None:
 
 def write_env_file(executor: Executor, path: str, managed: Sensitive, owner: str, *,
                    working_copy: str | None = None) -> list[str]:
-    """Merge `managed` into the file and write it if that changes it, mode 0600, owned by `owner`
-    (on a host in the old layout, the working copy's `.env`: `settings_path`). Returns what
-    changed, never the content."""
-    path = settings_path(executor, path, working_copy)
-    current = read_env_file(executor, path)
+    """Merge `managed` into the file and write it to `path` if that changes it, mode 0600, owned
+    by `owner`. On a host not converted yet the current settings are the working copy's `.env`
+    (`settings_path`): read there, written to `path`, the working copy's file untouched. Returns
+    what changed, never the content."""
+    source = settings_path(executor, path, working_copy)
+    current = read_env_file(executor, source)
     merged = merge_env(current, managed.reveal())
-    if current is not None and current == merged:
+    if source == path and current is not None and current == merged:
         executor.run(sh("chmod", "600", path), step="app settings mode")
         return []
+    folder = posixpath.dirname(path)
+    executor.run(f"[ -d {sh(folder)} ] || " + sh("install", "-d", "-m", "700", "-o", owner, folder),
+                 step="app settings folder")
     executor.put(path, merged, step="write the app settings", mode=ENV_FILE_MODE)
     executor.run(sh("chown", owner, path) + " && " + sh("chmod", "600", path),
                  step="app settings owner and mode")
     kept = "" if current is None else " (every variable the stack does not manage kept)"
-    return [f"wrote {path} (mode 0600){kept}"]
+    started = "" if source == path else f", starting from {source} (left as it is)"
+    return [f"wrote {path} (mode 0600){kept}{started}"]
 
 
 def observe_env_file(executor: Executor, path: str, managed: str, *, working_copy: str | None = None) -> str:

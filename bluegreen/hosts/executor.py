@@ -66,6 +66,34 @@ class Executor(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+class DelegatingExecutor:
+    """An executor that hands everything to `inner`: subclasses change what they need (a time
+    limit on each command, a hook before each step) and keep the rest."""
+
+    def __init__(self, inner: Executor) -> None:
+        self.inner = inner
+        self.host = inner.host
+
+    def run(self, command: str, *, step: str, check: bool = True, timeout: float | None = None,
+            input: str | None = None, env: Mapping[str, str] | None = None) -> CommandResult:
+        return self.inner.run(command, step=step, check=check, timeout=timeout, input=input, env=env)
+
+    def put(self, path: str, content: str | bytes, *, step: str, mode: int = 0o644) -> None:
+        self.inner.put(path, content, step=step, mode=mode)
+
+    def get(self, path: str, *, step: str) -> bytes | None:
+        return self.inner.get(path, step=step)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @dataclass
 class _Base:
     host: str

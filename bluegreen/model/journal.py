@@ -295,8 +295,8 @@ def archive_lines(entries: Sequence[Mapping[str, Any]]) -> str:
     return "".join(json.dumps(dict(e), ensure_ascii=False, separators=(",", ":")) + "\n" for e in entries)
 
 
-def parse_archive(text: str) -> list[dict[str, Any]]:
-    """The archive's entries, newest first (as history is); a damaged line is skipped and logged."""
+def json_lines(text: str, what: str) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file, in file order; a damaged line is skipped and logged."""
     entries = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -304,11 +304,16 @@ def parse_archive(text: str) -> list[dict[str, Any]]:
         try:
             entry = json.loads(line)
         except ValueError:
-            log.warning("journal archive line %d is not JSON; skipped", n)
+            log.warning("%s line %d is not JSON; skipped", what, n)
             continue
         if isinstance(entry, dict):
             entries.append(entry)
-    return entries[::-1]
+    return entries
+
+
+def parse_archive(text: str) -> list[dict[str, Any]]:
+    """The archive's entries, newest first (as history is); a damaged line is skipped and logged."""
+    return json_lines(text, "journal archive")[::-1]
 
 
 def parse_state(text: str | None, *, source: str = "state.json", declared_color: str = "blue") -> State:
@@ -431,19 +436,9 @@ def with_entry(state: State, entry: Mapping[str, Any], keep: int | None) -> Stat
 
 def parse_side(text: str) -> list[dict[str, Any]]:
     """Side-file lines, oldest first; a line that does not parse is skipped (and logged)."""
-    entries = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            log.warning("side journal line %d is not JSON; skipped", n)
-            continue
-        if isinstance(entry, dict) and ((entry.get("to") in COLORS and entry.get("from") in COLORS)
-                                        or (entry_type(entry) == "deploy" and entry.get("color") in COLORS)):
-            entries.append(entry)
-    return entries
+    return [entry for entry in json_lines(text, "side journal")
+            if (entry.get("to") in COLORS and entry.get("from") in COLORS)
+            or (entry_type(entry) == "deploy" and entry.get("color") in COLORS)]
 
 
 def fold(state: State, entries: list[dict[str, Any]], keep: int | None) -> State:

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from bluegreen.model.errors import BlueGreenError, ConfigError
-from bluegreen.model.sensitive import SecretSet, Sensitive
+from bluegreen.model.sensitive import MIN_SECRET_LENGTH, NOT_SECRETS, SecretSet, Sensitive
 from bluegreen.model.topology import AppEnvVar, Topology
 
 SecretLookup = Callable[[str], str | None]
@@ -186,13 +186,22 @@ def secrets_in_env_text(text: str, topology: Topology | None = None) -> list[str
         name, value = match.group(1), _unquote_env(match.group(2))
         if not value:
             continue
-        if name in declared or _SECRET_NAME.search(name):
+        if name in declared or (_SECRET_NAME.search(name) and _could_be_secret(value)):
             found.append(value)
         if "://" in value:
             password = urlsplit(value).password
             if password:
                 found.append(unquote(password))
     return found
+
+
+def _could_be_secret(value: str) -> bool:
+    """A value a variable named like a secret may really hold: not a flag or a number
+    (`AUTH_TRUST_HOST=true`, `TOKEN_TTL=3600`), not a URL without a password in it."""
+    plain = value.strip()
+    if plain.lower() in NOT_SECRETS or (plain.isdigit() and len(plain) < 8) or len(plain) < MIN_SECRET_LENGTH:
+        return False
+    return not ("://" in plain and not urlsplit(plain).password)
 
 
 def _unquote_env(raw: str) -> str:

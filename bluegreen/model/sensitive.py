@@ -19,6 +19,9 @@ from urllib.parse import quote
 MASK = "[REDACTED]"
 # Shorter values are not scrubbed by value: "1", "on" or "jw" would mask half of every message.
 MIN_SECRET_LENGTH = 4
+# Never secrets by value, whatever a variable's name says: masking them would break every JSON
+# document and sentence they appear in (`AUTH_TRUST_HOST=true` is a setting, not a secret).
+NOT_SECRETS = frozenset({"true", "false", "null", "none", "yes", "no", "on", "off"})
 
 
 class Sensitive:
@@ -77,7 +80,7 @@ class SecretSet:
             before = len(self._values)
             for item in values:
                 value = item.reveal() if isinstance(item, Sensitive) else item
-                if value and len(value.strip()) >= MIN_SECRET_LENGTH:
+                if value and len(value.strip()) >= MIN_SECRET_LENGTH and value.strip().lower() not in NOT_SECRETS:
                     self._values.setdefault(value, None)
             if len(self._values) != before:
                 forms = {form for value in self._values for form in spellings(value)}
@@ -149,9 +152,12 @@ def redact(text: str, secrets: Iterable[Sensitive | str] = ()) -> str:
 
 
 def redact_tree(value: Any, secrets: Iterable[Sensitive | str] = ()) -> Any:
-    """Every string inside `value` (keys too) redacted; the structure untouched, so JSON stays valid."""
+    """Every string inside `value` (keys too) redacted; the structure untouched, so JSON stays valid
+    (a number that is a secret's value becomes the mask, a string)."""
     if isinstance(value, str):
         return redact(value, secrets)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return MASK if redact(str(value), secrets) != str(value) else value
     if isinstance(value, Mapping):
         return {redact(key, secrets) if isinstance(key, str) else key: redact_tree(item, secrets)
                 for key, item in value.items()}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -103,24 +103,17 @@ def set_active_color_in_file(project_dir: str | os.PathLike[str], stack: str, co
         tmp_overlay.write_text(color + "\n")
         os.replace(tmp_overlay, target)
         return
-    path = effective_stack_file(project_dir, stack)
     key = f"{NAMESPACE}:activeColor"
-    rt = _round_trip_yaml()
-    try:
-        data = rt.load(path.read_text())
-    except (OSError, RuamelYAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read it to record the live colour: {exc}") from None
-    config = data.get("config") if isinstance(data, Mapping) else None
-    if not isinstance(config, MutableMapping) or key not in config:
-        raise ConfigError(f"{path}: no '{key}' line to update")
-    if config[key] == color:
-        return
-    config[key] = color
-    out = io.StringIO()
-    rt.dump(data, out)
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(out.getvalue())
-    os.replace(tmp, path)
+
+    def change(path: Path, config: MutableMapping[str, Any]) -> bool:
+        if key not in config:
+            raise ConfigError(f"{path}: no '{key}' line to update")
+        if config[key] == color:
+            return False
+        config[key] = color
+        return True
+
+    _edit_stack(project_dir, stack, "record the live colour", change)
 
 
 def set_container_existing(project_dir: str | os.PathLike[str], stack: str, vmid: int,
@@ -128,51 +121,55 @@ def set_container_existing(project_dir: str | os.PathLike[str], stack: str, vmid
     """Set `existing` of one container's entry (`True`, `"rebuilding"`, or `False`, which removes the
     key: a container the program owns), through a round-trip YAML edit that keeps everything else,
     written atomically. Used by `bluegreen rebuild standby` to move an adopted container to owned."""
-    path = effective_stack_file(project_dir, stack)
-    rt = _round_trip_yaml()
-    try:
-        data = rt.load(path.read_text())
-    except (OSError, RuamelYAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read it to record CT {vmid} as {value!r}: {exc}") from None
-    config = data.get("config") if isinstance(data, Mapping) else None
-    entries = config.get(f"{NAMESPACE}:containers") if isinstance(config, Mapping) else None
-    entry = next((e for e in entries or [] if isinstance(e, MutableMapping) and str(e.get("id")) == str(vmid)),
-                 None)
-    if entry is None:
-        raise ConfigError(f"{path}: no container with id {vmid} in {NAMESPACE}:containers")
-    if value is False:
-        if "existing" not in entry:
-            return
-        del entry["existing"]
-    else:
+    def change(path: Path, config: MutableMapping[str, Any]) -> bool:
+        entries = config.get(f"{NAMESPACE}:containers")
+        entry = next((e for e in entries or [] if isinstance(e, MutableMapping) and str(e.get("id")) == str(vmid)),
+                     None)
+        if entry is None:
+            raise ConfigError(f"{path}: no container with id {vmid} in {NAMESPACE}:containers")
+        if value is False:
+            return entry.pop("existing", None) is not None
         if entry.get("existing") == value:
-            return
+            return False
         entry["existing"] = value
-    out = io.StringIO()
-    rt.dump(data, out)
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(out.getvalue())
-    os.replace(tmp, path)
+        return True
+
+    _edit_stack(project_dir, stack, f"record CT {vmid} as {value!r}", change)
 
 
 def set_proxmox_fingerprint_in_file(project_dir: str | os.PathLike[str], stack: str, fingerprint: str) -> Path:
     """Pin the node certificate: `bluegreen:proxmox.fingerprint` set (round trip, comments kept).
     An `insecure: true` beside it goes: the pin is what is checked from now on."""
-    path = stack_file(project_dir, stack)
     key = f"{NAMESPACE}:proxmox"
+
+    def change(path: Path, config: MutableMapping[str, Any]) -> bool:
+        proxmox = config.get(key)
+        if not isinstance(proxmox, MutableMapping):
+            raise ConfigError(f"{path}: no '{key}' mapping to pin the certificate in")
+        proxmox["fingerprint"] = fingerprint
+        proxmox.pop("insecure", None)
+        config.pop("proxmoxve:insecure", None)
+        return True
+
+    return _edit_stack(project_dir, stack, "pin the Proxmox certificate", change)
+
+
+def _edit_stack(project_dir: str | os.PathLike[str], stack: str, why: str,
+                change: Callable[[Path, MutableMapping[str, Any]], bool]) -> Path:
+    """A round-trip YAML edit of the stack file in effect (the adopted copy once there is one):
+    `change` edits its config mapping and says whether it changed anything; comments, key order
+    and quoting elsewhere stay as they were; written atomically, and only when changed."""
+    path = effective_stack_file(project_dir, stack)
     rt = _round_trip_yaml()
     try:
         data = rt.load(path.read_text())
     except (OSError, RuamelYAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read it to pin the Proxmox certificate: {exc}") from None
+        raise ConfigError(f"{path}: cannot read it to {why}: {exc}") from None
     config = data.get("config") if isinstance(data, Mapping) else None
-    proxmox = config.get(key) if isinstance(config, MutableMapping) else None
-    if not isinstance(proxmox, MutableMapping):
-        raise ConfigError(f"{path}: no '{key}' mapping to pin the certificate in")
-    proxmox["fingerprint"] = fingerprint
-    proxmox.pop("insecure", None)
-    if isinstance(config, MutableMapping):
-        config.pop("proxmoxve:insecure", None)
+    if not isinstance(config, MutableMapping):
+        raise ConfigError(f"{path}: no 'config' mapping to {why} in")
+    if not change(path, config):
+        return path
     out = io.StringIO()
     rt.dump(data, out)
     tmp = path.with_suffix(".yaml.tmp")

@@ -24,6 +24,16 @@ REBUILDING = "rebuilding"
 SWITCH_MODES = ("automation", "direct")
 
 
+def rooted(root: str, path: str) -> str:
+    """`path` (absolute) under `root`: a host's own root, "/" on a real host."""
+    rel = PurePosixPath(path)
+    if not rel.is_absolute():
+        raise ValueError(f"expected an absolute path, got {path!r}")
+    if root == "/":
+        return str(rel)
+    return str(PurePosixPath(root) / rel.relative_to("/"))
+
+
 @dataclass(frozen=True)
 class Container:
     vmid: int
@@ -54,12 +64,7 @@ class Container:
 
     def path(self, path: str) -> str:
         """An absolute path on this host, under its root (the lab gives each host its own root)."""
-        rel = PurePosixPath(path)
-        if not rel.is_absolute():
-            raise ValueError(f"expected an absolute path, got {path!r}")
-        if self.root == "/":
-            return str(rel)
-        return str(PurePosixPath(self.root) / rel.relative_to("/"))
+        return rooted(self.root, path)
 
 
 @dataclass(frozen=True)
@@ -279,12 +284,7 @@ class BackupSettings:
         return f"backup host ({self.address})"
 
     def path(self, path: str) -> str:
-        rel = PurePosixPath(path)
-        if not rel.is_absolute():
-            raise ValueError(f"expected an absolute path, got {path!r}")
-        if self.root == "/":
-            return str(rel)
-        return str(PurePosixPath(self.root) / rel.relative_to("/"))
+        return rooted(self.root, path)
 
 
 @dataclass(frozen=True)

@@ -239,6 +239,7 @@ class Findings:
     live_color: str | None = None
     live_source: str | None = None
     repo: str | None = None
+    branch: str | None = None  # the live colour's working copy's branch: what deploys default to
     database_user: str | None = None
     database_name: str | None = None
     app: AppFindings = field(default_factory=AppFindings)
@@ -264,7 +265,7 @@ class AdoptResult:
         f = self.findings
         return {"ok": True, "stackFile": self.stack_file, "dryRun": self.dry_run, "changed": self.changed,
                 "written": self.written, "diff": self.diff, "liveColor": f.live_color,
-                "liveColorSource": f.live_source, "repo": f.repo, "databaseUser": f.database_user,
+                "liveColorSource": f.live_source, "repo": f.repo, "branch": f.branch, "databaseUser": f.database_user,
                 "databaseName": f.database_name, "containers": f.containers, "notes": f.notes,
                 "deployUser": self.values.app.get("deployUser"), "healthPath": f.app.health_path,
                 "healthStatus": f.app.health_status,
@@ -318,6 +319,27 @@ def read_repo(t: Topology, host: Container, executor: Any) -> str | None:
     return None
 
 
+def read_branch(t: Topology, host: Container, executor: Any) -> str | None:
+    """The branch the team's working copy is on (None: no working copy, or a detached HEAD)."""
+    if not t.app.working_copy:
+        return None
+    quoted = shlex.quote(host.path(t.app.working_copy))
+    result = executor.run(f"git -c safe.directory={quoted} -C {quoted} symbolic-ref --quiet --short HEAD",
+                          step="read the working copy's branch", check=False)
+    return result.stdout.strip() or None if result.ok else None
+
+
+def _note_branch(f: Findings, branches: dict[str, str | None], live: str | None) -> None:
+    found = {c: b for c, b in branches.items() if b}
+    if not found:
+        return
+    color = live if live in found else sorted(found)[0]
+    f.branch = found[color]
+    others = {c: b for c, b in found.items() if b != f.branch}
+    f.notes.append(f"branch: {f.branch} ({color}'s working copy; deploys default to it)"
+                   + "".join(f"; {c}'s working copy is on {b}" for c, b in sorted(others.items())))
+
+
 def gather(t: Topology, *, pve: Any, connect: ExecutorFactory, ide_config: Path | None = None) -> Findings:
     f = Findings()
     for c in t.containers:
@@ -336,11 +358,13 @@ def gather(t: Topology, *, pve: Any, connect: ExecutorFactory, ide_config: Path 
     f.legacy = legacy.to_json()
     f.notes += legacy.notes
     read_load_balancer(t, cfg, f.live_color, f.app)
+    branches: dict[str, str | None] = {}
     for color in COLORS:
         host = t.app_host(color)
         try:
             with connect(host) as ex:
                 repo = read_repo(t, host, ex)
+                branches[color] = read_branch(t, host, ex)
                 f.app.hosts[color] = read_app_host(t, host, ex)
         except RemoteError as exc:
             f.notes.append(f"{color}: cannot read the app host ({exc})")
@@ -352,6 +376,7 @@ def gather(t: Topology, *, pve: Any, connect: ExecutorFactory, ide_config: Path 
         if env and env.get("DATABASE_URL") and not f.database_user:
             db = parse_database_url(env["DATABASE_URL"])
             f.database_user, f.database_name = db.user, db.name
+    _note_branch(f, branches, f.live_color)
     f.notes += f.app.notes
     return f
 
@@ -373,7 +398,7 @@ def adopt(t: Topology, *, pve: Any, connect: ExecutorFactory, dry_run: bool = Fa
     values = app_values(t, f.app, f.live_color or t.active_color, _declared_secrets(t))
     f.notes += values.notes
     top = {"activeColor": f.live_color} if f.live_color else {}
-    app = {**({"repo": f.repo} if f.repo else {}), **values.app}
+    app = {**({"repo": f.repo} if f.repo else {}), **({"branch": f.branch} if f.branch else {}), **values.app}
     new = update_stack_text(text, containers=per_container, top=top, app=app, database=values.database,
                             haproxy=values.haproxy, env=values.env)
     colour_file = t.active_color_file if f.live_color and t.active_color_file else None

@@ -111,13 +111,16 @@ def _preflight(estate: Estate, standby: str) -> str:
 
 @emits_deploy
 def deploy(estate: Estate, ref: str | None = None, *, migrate: bool = False, allow_destructive: bool = False,
-           snapshot: bool = True, approved: DeployPin | None = None) -> DeployResult:
+           snapshot: bool = True, approved: DeployPin | None = None, reconcile_first: bool = True) -> DeployResult:
+    """`reconcile_first=False`: HAProxy's routing differs from the journal on purpose (`rebuild
+    estate` routes to the colour it deploys second); nothing is recorded as a cut-off switch."""
     t = estate.t
     require_complete(t)  # "set app.repo: ..." before anything is touched
     ref = cmd.validate_ref(ref or t.app.branch)
     started = time.monotonic()
     with estate.holding("deploy"), estate.on(t.load_balancer) as lb:
-        _reconcile_quietly(estate, lb)
+        if reconcile_first:
+            _reconcile_quietly(estate, lb)
         live = estate.live_color(lb)
         standby = other_color(live)
         result = DeployResult(ok=False, color=standby, ref=ref)

@@ -299,7 +299,8 @@ def rebuild_estate(estate: Estate, plan: EstatePlan, backend: ContainerBackend |
                 _verify_public(estate, plan.live, result)
                 result.serving_s = time.monotonic() - started  # visitors are served again from here
             with _phase(result, phase := "deploy standby"):
-                second = deploy(estate, plan.ref, migrate=True, allow_destructive=True, snapshot=False)
+                second = deploy(estate, plan.ref, migrate=True, allow_destructive=True, snapshot=False,
+                                reconcile_first=False)
                 result.deploys.append(second.to_json())
             _verify_public(estate, plan.live, result)
             result.ok = True
@@ -444,7 +445,7 @@ def _deploy_live(estate: Estate, live: str, ref: str, result: EstateRebuildResul
     """The release onto the colour that was live (HAProxy routes to the other one meanwhile:
     the deploy's smoke test goes through the preview frontend), then traffic moved there."""
     t = estate.t
-    first = deploy(estate, ref, migrate=True, allow_destructive=True, snapshot=False)
+    first = deploy(estate, ref, migrate=True, allow_destructive=True, snapshot=False, reconcile_first=False)
     result.deploys.append(first.to_json())
     if first.color != live:
         raise RebuildFailed(f"the first deploy went to {first.color}, expected {live}")

@@ -16,7 +16,7 @@ from typing import Any
 
 from bluegreen.hosts import haproxy, health
 from bluegreen.hosts.database import applied_rows, last_good_summary
-from bluegreen.hosts.executor import CommandResult, Executor
+from bluegreen.hosts.executor import CommandResult, DelegatingExecutor
 from bluegreen.model import migrations
 from bluegreen.model.errors import BlueGreenError, ConfigError
 from bluegreen.model.journal import State
@@ -190,33 +190,14 @@ def load_balancer_status(estate: Estate) -> dict[str, Any]:
     return out
 
 
-class _Bounded:
+class _Bounded(DelegatingExecutor):
     """An executor whose every command gets PROBE_TIMEOUT_S (status never waits longer on one)."""
-
-    def __init__(self, inner: Executor) -> None:
-        self.inner = inner
-        self.host = inner.host
 
     def run(self, command: str, *, step: str, check: bool = True, timeout: float | None = None,
             input: str | None = None, env: Mapping[str, str] | None = None) -> CommandResult:
         return self.inner.run(command, step=step, check=check, timeout=min(timeout or PROBE_TIMEOUT_S,
                                                                              PROBE_TIMEOUT_S),
                               input=input, env=env)
-
-    def put(self, path: str, content: str | bytes, *, step: str, mode: int = 0o644) -> None:
-        self.inner.put(path, content, step=step, mode=mode)
-
-    def get(self, path: str, *, step: str) -> bytes | None:
-        return self.inner.get(path, step=step)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __enter__(self) -> _Bounded:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def color_status(estate: Estate, color: str) -> ColorStatus:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bluegreen.hosts import haproxy as haproxy_runtime
-from bluegreen.hosts.executor import CommandResult, SshExecutor, connect
+from bluegreen.hosts.executor import CommandResult, DelegatingExecutor, SshExecutor, connect
 from bluegreen.model.config import config_getter, from_config
 from bluegreen.model.errors import LockedError
 from bluegreen.model.stackfile import load_stack, set_active_color_in_file
@@ -109,13 +109,14 @@ def retry_locked(action: Callable[[], Any]) -> Any:
             time.sleep(1.0)
 
 
-class InterceptingExecutor:
+class InterceptingExecutor(DelegatingExecutor):
     """An SSH executor that calls `before(step, operation)` ahead of each command, write or read:
     the hook of a fault test (drop the connection, fail a write) with the rest delegated."""
 
+    inner: SshExecutor
+
     def __init__(self, inner: SshExecutor) -> None:
-        self.inner = inner
-        self.host = inner.host
+        super().__init__(inner)
 
     def before(self, step: str, operation: str) -> None:
         """Override: `operation` is "run", "put" or "get"."""
@@ -123,24 +124,15 @@ class InterceptingExecutor:
     def run(self, command: str, *, step: str, check: bool = True, timeout: float | None = None,
             input: str | None = None, env: Mapping[str, str] | None = None) -> CommandResult:
         self.before(step, "run")
-        return self.inner.run(command, step=step, check=check, timeout=timeout, input=input, env=env)
+        return super().run(command, step=step, check=check, timeout=timeout, input=input, env=env)
 
     def put(self, path: str, content: str | bytes, *, step: str, mode: int = 0o644) -> None:
         self.before(step, "put")
-        self.inner.put(path, content, step=step, mode=mode)
+        super().put(path, content, step=step, mode=mode)
 
     def get(self, path: str, *, step: str) -> bytes | None:
         self.before(step, "get")
-        return self.inner.get(path, step=step)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __enter__(self) -> InterceptingExecutor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return super().get(path, step=step)
 
 
 def wait_backends_up(t: Topology, colors: tuple[str, ...] = ("blue", "green"), timeout: float = 60.0) -> None:

@@ -106,10 +106,10 @@ def test_a_non_root_deploy_user_runs_everything_it_owns(user_lab: tuple[Lab, str
                                    check=True).stdout.split()
         assert strangers == [], strangers[:5]
         assert (release / "node_modules" / "pg").is_dir()
-        # Settings: 0600, the user's; shared/ closed to others.
+        # Settings: 0600, the user's; shared/ 0700, closed to others.
         env = Path(paths.env_file)
         assert (_owner(env), _mode(env)) == (user, "0o600")
-        assert (_owner(Path(paths.shared)), _mode(Path(paths.shared))) == (user, "0o750")
+        assert (_owner(Path(paths.shared)), _mode(Path(paths.shared))) == (user, "0o700")
         # PM2's home and dump hold every secret of the app's environment: the user's alone.
         pm2_home = Path(paths.pm2_home)
         assert pm2_home == Path(host.path(f"/home/{user}/.pm2"))

@@ -212,3 +212,28 @@ def test_an_adopted_stack_file_is_the_stack_once_it_exists(tmp_path: Path) -> No
     assert (tmp_path / "colour").read_text() == "green\n"
     assert stack_file(project, "lab").read_text() == text
     assert load_stack(project, "lab").active_color == "green"
+
+
+def test_the_first_write_on_an_unconverted_host_starts_from_the_working_copy_and_leaves_it(tmp_path: Path) -> None:
+    """The estate's app runs from the team's working copy and its `.env`: the stack's variables go
+    to shared/.env beside the releases, laid over that file; the working copy's file is untouched."""
+    import getpass
+
+    from bluegreen.hosts.appenv import observe_env_file, write_env_file
+    from bluegreen.hosts.executor import LocalExecutor
+
+    work = tmp_path / "opt/jw-attendant-scheduler"
+    work.mkdir(parents=True)
+    team = "# the team's settings\nDATABASE_URL=postgresql://u:pw@db/x\nTZ=America/Chicago\n"
+    (work / ".env").write_text(team)
+    shared = tmp_path / "opt/jw-attendant-scheduler-deploy/shared/.env"
+    managed = f"{HEADER}\nPORT=3000\nNODE_ENV=production\n"
+    ex = LocalExecutor(host="green")
+    done = write_env_file(ex, str(shared), Sensitive(managed), getpass.getuser(), working_copy=str(work))
+    assert (work / ".env").read_text() == team
+    assert parse_env(shared.read_text()) == {**parse_env(team), "PORT": "3000", "NODE_ENV": "production"}
+    assert oct(shared.stat().st_mode & 0o777) == "0o600" and oct(shared.parent.stat().st_mode & 0o777) == "0o700"
+    assert done and "starting from" in done[0]
+    assert observe_env_file(ex, str(shared), managed, working_copy=str(work)) == managed
+    # Converted now: the next write reads and writes shared/.env alone, and changes nothing.
+    assert write_env_file(ex, str(shared), Sensitive(managed), getpass.getuser(), working_copy=str(work)) == []

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 import pytest
 
@@ -123,12 +123,31 @@ def test_stack_secrets_never_fail_for_what_is_missing() -> None:
 def test_an_env_file_gives_its_secret_values(tmp_path: Path) -> None:
     text = (f"# Written by bluegreen\nDATABASE_URL=postgresql://jw_app:db-pw%2Fx@127.0.3.21:5432/db\n"
             f'NEXT_SERVER_ACTIONS_ENCRYPTION_KEY="{KEY}"\nNODE_ENV=production\nPORT=3000\n'
-            "export SESSION_SECRET='s3ss10n secret'\nCUSTOM=declared-secret-value\n")
+            "export SESSION_SECRET='s3ss10n secret'\nCUSTOM=declared-secret-value\n"
+            # Named like secrets, holding settings: the estate's .env has them (never masked).
+            "AUTH_TRUST_HOST=true\nAUTH_URL=https://jw.example.org/auth\nTOKEN_TTL=3600\nAPI_KEY=off\n")
     t = lab_with_secrets(tmp_path)
     custom = AppEnvVar(name="CUSTOM", secret="c")
     t = dataclasses.replace(t, app=dataclasses.replace(t.app, env=(*t.app.env, custom)))
     found = secrets_in_env_text(text, t)
     assert set(found) == {"db-pw/x", KEY, "s3ss10n secret", "declared-secret-value"}
+
+
+@pytest.mark.parametrize("value", ["true", "False", "null", "on", "no"])
+def test_a_flag_is_never_a_secret_by_value(value: str) -> None:
+    secrets = SecretSet([value])
+    assert len(secrets) == 0
+    assert redact('{"ok": true, "noop": false, "error": null}', secrets) == '{"ok": true, "noop": false, "error": null}'
+
+
+def test_a_json_result_stays_json_whatever_the_secrets_are() -> None:
+    from bluegreen.faces.cli_support import Output, RedactingStream
+
+    secrets = SecretSet(["20261206", "colour-secret"])
+    out = io.StringIO()
+    o = Output(True, cast(TextIO, RedactingStream(out, secrets)), io.StringIO(), secrets)
+    o.result({"ok": True, "release": 20261206, "note": "colour-secret here", "count": 3}, "human")
+    assert json.loads(out.getvalue()) == {"ok": True, "release": MASK, "note": f"{MASK} here", "count": 3}
 
 
 # ------------------------------------------------------------------------ the CLI scrubs everything
