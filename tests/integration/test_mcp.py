@@ -208,7 +208,7 @@ def test_tools_and_their_input_schemas(errlog: TextIO, approvals: Path) -> None:
     for name in ("switch_traffic", "rollback"):
         annotations = tools[name].annotations
         assert annotations is not None and annotations.destructive_hint is True
-    assert "bluegreen approve CODE" in (tools["deploy_to_standby"].description or "")
+    assert "approval.approveInTerminal" in (tools["deploy_to_standby"].description or "")
     assert stat.S_IMODE((approvals / "grants").stat().st_mode) == 0o2750
 
 
