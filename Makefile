@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` (the whole story on the local lab) and `make test`.
 PY := .venv/bin/python
 
-.PHONY: setup demo test lab-up lab-legacy lab-down lab-status lint bench
+.PHONY: setup demo test lab-up lab-legacy lab-down lab-reset lab-status lint bench
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,10 @@ lab-legacy: setup
 
 lab-down:
 	@if [ -x $(PY) ]; then $(PY) -m bluegreen.lab down; fi
+
+# Any lab state (the legacy estate, adopted or not, after lose-node, after the demo) back to a new lab.
+lab-reset: setup
+	$(PY) -m bluegreen.lab reset
 
 lab-status:
 	$(PY) -m bluegreen.lab status

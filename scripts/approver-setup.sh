@@ -68,4 +68,8 @@ if [ -n "$bluegreen" ]; then
   install -o root -g root -m 0440 "$tmp" "$rule"
   rm -f "$tmp"
   echo "approver-setup: $rule: $user may run '$bluegreen approve ...' as $approver, with their password"
+  # The MCP server names this program (by its absolute path) in the command it shows the person.
+  printf '%s\n' "$bluegreen" > "$dir/$stack/approve-with.tmp"
+  chown root:root "$dir/$stack/approve-with.tmp" && chmod 0644 "$dir/$stack/approve-with.tmp"
+  mv "$dir/$stack/approve-with.tmp" "$dir/$stack/approve-with"
 fi

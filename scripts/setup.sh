@@ -1,25 +1,48 @@
 #!/usr/bin/env bash
 # Install everything the lab and the tests need, skipping what is already there (safe to re-run).
-# Debian packages: haproxy, openssh-server, socat, PostgreSQL 15, Node.js, git, sudo (the approval
-# tests), iproute2 (the test worlds), prometheus (with promtool),
-# prometheus-node-exporter and prometheus-blackbox-exporter (the lab's monitoring); PM2 from npm;
-# the Python venv with the project and its test dependencies.
+#
+#   bash scripts/setup.sh            install what is missing (Debian packages need root)
+#   bash scripts/setup.sh --check    only say what is missing; exit 1 if anything is
+#
+# Debian packages: make and python3-venv (a bare Debian 12 has neither), curl and ca-certificates,
+# haproxy, openssh-server, socat, PostgreSQL 15, Node.js and npm, git, jq, sudo (the approval
+# tests), iproute2 (the test worlds), prometheus (with promtool), prometheus-node-exporter and
+# prometheus-blackbox-exporter (the lab's monitoring); PM2 from npm; the Python venv with the
+# project and its test dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+check_only=false
+[ "${1:-}" = "--check" ] && check_only=true
 
 need=()
-for pair in haproxy:haproxy sshd:openssh-server socat:socat git:git node:nodejs npm:npm ssh-keygen:openssh-client jq:jq flock:util-linux ip:iproute2 sudo:sudo \
+for pair in make:make python3:python3 curl:curl haproxy:haproxy sshd:openssh-server socat:socat git:git \
+            node:nodejs npm:npm ssh-keygen:openssh-client jq:jq flock:util-linux ip:iproute2 sudo:sudo \
             prometheus:prometheus promtool:prometheus prometheus-node-exporter:prometheus-node-exporter \
             prometheus-blackbox-exporter:prometheus-blackbox-exporter; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done
+# `python3 -m venv` needs ensurepip, which Debian ships apart from python3 (python3-venv).
+if command -v python3 >/dev/null 2>&1 && ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
+  need+=(python3-venv)
+fi
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)  # npm and pip over HTTPS
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15 postgresql-client-15)
+mapfile -t need < <(printf '%s\n' ${need[@]+"${need[@]}"} | awk 'NF && !seen[$0]++')
 if [ ${#need[@]} -gt 0 ]; then
+  if $check_only || [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing Debian packages: ${need[*]}" >&2
+    echo "setup: install them as root: apt-get install --no-install-recommends ${need[*]}" >&2
+    exit 1
+  fi
   echo "setup: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if $check_only; then
+  echo "setup: every Debian package is there" >&2
+  exit 0
 fi
 
 if ! command -v pm2 >/dev/null 2>&1; then

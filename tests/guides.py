@@ -1,7 +1,10 @@
-"""Reading docs/QUICK_REFERENCE.md and docs/TROUBLESHOOTING.md as tests see them (pure).
+"""Reading the README and docs/*.md as tests see them (pure).
 
-- `sh` fenced blocks are commands a user is told to run; `text` blocks need values only the user
-  has and are not run.
+- `sh` fenced blocks are commands a user is told to run; tests/integration/test_zzz_docs.py runs
+  them on the lab, word for word, in the order written (`doc_order`). `sh prod` blocks need the
+  real estate: not run there (those of docs/QUICK_REFERENCE.md and docs/TROUBLESHOOTING.md are run
+  by tests/integration/test_guides.py, translated to the lab). `text` blocks need values only the
+  user has and are not run; a block without a language is output.
 - A troubleshooting entry is a `###` section; its `Message: `...`` lines quote what the tool
   prints, `<...>` standing for what varies.
 - `printed_by_the_code` checks a quoted message against the string literals of the product
@@ -19,10 +22,12 @@ from functools import lru_cache
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
+README = PROJECT / "README.md"
 QUICK_REFERENCE = PROJECT / "docs/QUICK_REFERENCE.md"
 TROUBLESHOOTING = PROJECT / "docs/TROUBLESHOOTING.md"
 PLACEHOLDER = re.compile(r"<[^<>]+>")
-_FENCE = re.compile(r"^```(\w*)\s*$")
+_FENCE = re.compile(r"^```(\w*)((?:[ \t]+[\w-]+)*)\s*$")
+PROD = "prod"  # the flag of a block that needs the real estate
 
 
 @dataclass
@@ -31,6 +36,29 @@ class Block:
     section: str
     lang: str
     lines: list[str]
+    flags: frozenset[str] = frozenset()
+    line: int = 0  # where its opening fence is (1-based)
+
+    @property
+    def prod(self) -> bool:
+        return PROD in self.flags
+
+    @property
+    def shell_lines(self) -> list[str]:
+        """Its command lines as written (trailing comments kept: the shell ignores them), a line
+        ending in `\\` joined with the next, blank and comment-only lines left out."""
+        out: list[str] = []
+        pending = ""
+        for line in self.lines:
+            if pending:
+                line = pending + line.lstrip()
+                pending = ""
+            if line.rstrip().endswith("\\"):
+                pending = line.rstrip()[:-1] + " "
+                continue
+            if line.strip() and not line.strip().startswith("#"):
+                out.append(line.strip())
+        return out
 
     @property
     def commands(self) -> list[str]:
@@ -55,7 +83,7 @@ def blocks(path: Path) -> list[Block]:
     found: list[Block] = []
     section = ""
     current: Block | None = None
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text().splitlines(), 1):
         fence = _FENCE.match(line)
         if current is not None:
             if line.strip() == "```":
@@ -64,9 +92,55 @@ def blocks(path: Path) -> list[Block]:
             else:
                 current.lines.append(line)
         elif fence:
-            current = Block(path.name, section, fence.group(1) or "text", [])
+            current = Block(path.name, section, fence.group(1) or "", [], frozenset(fence.group(2).split()),
+                            number)
         elif line.startswith("#"):
             section = line.lstrip("#").strip()
+    return found
+
+
+def doc_order() -> list[Path]:
+    """The README, then docs/*.md in the order the README first links them, then the others by
+    name: the order a newcomer reads them in."""
+    docs = sorted((PROJECT / "docs").glob("*.md"))
+    linked = []
+    for name in re.findall(r"\(docs/([A-Za-z_]+\.md)[)#]", README.read_text()):
+        path = PROJECT / "docs" / name
+        if path in docs and path not in linked:
+            linked.append(path)
+    return [README, *linked, *(d for d in docs if d not in linked)]
+
+
+COMMAND_WORDS = ("bluegreen", "python", "make", "source", "curl", "ssh", "ssh-keygen", "pulumi", "promtool",
+                 "sudo", "export", "bash", ".venv/bin/")
+
+
+def looks_like_a_command(line: str) -> bool:
+    word = line.strip().split(" ", 1)[0] if line.strip() else ""
+    return word in COMMAND_WORDS or word.startswith(".venv/bin/") or bool(re.match(r"^[A-Z_]+=\S+ \w", line.strip()))
+
+
+def unmarked_commands(path: Path) -> list[tuple[int, str]]:
+    """Commands outside an `sh` block (an indented code block, or a fence without `sh`): a user is
+    told to run them, but no test would. (line number, line)."""
+    found: list[tuple[int, str]] = []
+    lines = path.read_text().splitlines()
+    in_fence, lang = False, ""
+    for number, line in enumerate(lines, 1):
+        fence = _FENCE.match(line)
+        if fence and not in_fence:
+            in_fence, lang = True, fence.group(1)
+            continue
+        if line.strip() == "```" and in_fence:
+            in_fence = False
+            continue
+        if in_fence:
+            if lang == "" and looks_like_a_command(line):  # `text`: values only the user has
+                found.append((number, line))
+            continue
+        previous = lines[number - 2] if number > 1 else ""
+        if line.startswith("    ") and not previous.strip() and looks_like_a_command(line):
+            found.append((number, line))
     return found
 
 

@@ -46,7 +46,8 @@ PYTEST = (PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE")
 # Seconds each file took in a CI-like run (three worlds on a 2-core machine): the longest go first,
 # so that no world is left with a long file at the end. Files not listed count as a minute.
 WEIGHTS = {
-    "test_dbsafety.py": 300, "test_demo.py": 280, "test_sample_app.py": 165, "test_faults.py": 160,
+    "test_zzz_docs.py": 900, "test_dbsafety.py": 300, "test_zzz_lab_reset.py": 240, "test_sample_app.py": 165,
+    "test_faults.py": 160,
     "test_emergency.py": 155, "test_deploy.py": 130, "test_mcp.py": 125, "test_next_app.py": 115,
     "test_providers.py": 110,
     "test_prisma_real.py": 75, "test_monitoring.py": 70, "test_zzz_takeover.py": 70, "test_clean_repo.py": 50,

@@ -39,6 +39,7 @@ import pwd
 import re
 import secrets
 import stat
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -284,7 +285,7 @@ class ApprovalStore:
         if self.approver is None:
             return None
         extra = f" --approvals-dir {self.root.parent}" if self.root.parent != SHARED_ROOT else ""
-        return f"sudo -u {self.approver} bluegreen approve {code} --stack {self.stack}{extra}"
+        return f"sudo -u {self.approver} {approver_program(self.root)} approve {code} --stack {self.stack}{extra}"
 
     # -- the shared directories --------------------------------------------------------
 
@@ -496,13 +497,59 @@ def _prefixed(plan: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the approver's side
 
 
-def approver_grants_dir(root: Path) -> Path:
+APPROVER_PROGRAM_FILE = "approve-with"  # written by scripts/approver-setup.sh: the program sudo allows
+
+
+def approver_program(root: Path) -> str:
+    """The absolute `bluegreen` the person runs as the approver: the one approver-setup.sh allowed in
+    sudoers (recorded, root's, beside the stack's requests), else this installation's own. Never a
+    bare name: sudo looks it up in its own secure_path, where a venv's script is not."""
+    recorded = root / APPROVER_PROGRAM_FILE
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        info = recorded.lstat()
+        if stat.S_ISREG(info.st_mode) and info.st_uid == 0 and not info.st_mode & 0o022:
+            program = recorded.read_text().strip()
+            if program.startswith("/") and "\n" not in program:
+                return program
+    own = Path(sys.executable).parent / "bluegreen"
+    return str(own) if own.is_file() else "bluegreen"
+
+
+def pending_codes(base: Path) -> dict[str, list[str]]:
+    """Every stack's pending request codes under the shared approvals directory `base` (by file name:
+    nothing in them is trusted here), for saying where a code the person typed is waiting."""
+    found: dict[str, list[str]] = {}
+    with contextlib.suppress(OSError):
+        for requests in sorted(base.glob("*/requests")):
+            with contextlib.suppress(OSError):
+                codes = sorted(p.name.removesuffix(".request.json") for p in requests.glob("*.request.json"))
+                if codes:
+                    found[requests.parent.name] = codes
+    return found
+
+
+def where_pending(root: Path, code: str) -> str:
+    """What the shared directory holds besides `root` (one stack's): the stack `code` waits in, or
+    every stack's pending codes."""
+    pending = pending_codes(root.parent)
+    elsewhere = [stack for stack, codes in pending.items() if code in codes and stack != root.name]
+    if elsewhere:
+        return (f"it is pending for stack {elsewhere[0]}: `bluegreen approve {code} --stack {elsewhere[0]}` "
+                "(as the approver account)")
+    if not pending:
+        return f"no MCP server is waiting for any approval under {root.parent}"
+    return "pending there: " + "; ".join(f"stack {stack}: {', '.join(codes)}" for stack, codes in pending.items())
+
+
+def approver_grants_dir(root: Path, code: str = "") -> Path:
     """The grants directory, checked to be this account's own (only the approver may write it)."""
     grants = root / "grants"
     try:
         info = grants.lstat()
     except OSError as exc:
-        raise ConfigError(f"approvals directory {grants}: {exc.strerror} (see docs/MCP.md)") from None
+        extra = f"; {where_pending(root, code)}" if code else ""
+        raise ConfigError(f"approvals directory {grants} (stack {root.name}): {exc.strerror}; an approver "
+                          f"is set up per stack with scripts/approver-setup.sh (see docs/MCP.md){extra}") from None
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         raise ConfigError(f"approvals for this stack are given by the account that owns {grants} "
                           f"({_user(info.st_uid)}), not by {_user(os.getuid())}: run `sudo -u "
@@ -519,8 +566,8 @@ def read_request(root: Path, code: str, stack: str, now: float) -> Request:
     except ApprovalError as exc:
         raise ApprovalError(f"approval request {code}: {exc}") from None
     if data is None:
-        raise ApprovalError(f"approval code {code} is unknown: no MCP server for stack {stack} is "
-                            "waiting for it (used, declined, expired, or another stack?)")
+        raise ApprovalError(f"approval code {code} is unknown for stack {stack} (searched {root / 'requests'}): "
+                            f"used, declined or expired; {where_pending(root, code)}")
     request = Request.from_file(data)
     if request.code != code or request.stack != stack:
         raise ApprovalError(f"approval request {code} is damaged (names {request.code}/{request.stack})")

@@ -27,6 +27,7 @@ from bluegreen.faces.approval_store import (
     Request,
     approver_grants_dir,
     default_root,
+    normalize_code,
     person_at_terminal,
     read_request,
     sweep_grants,
@@ -73,7 +74,7 @@ def approve(code: str, stack: str, *, environ: Mapping[str, str], stdin: TextIO,
 
     root = root or default_root(environ, stack)
     clock = time.time() if now is None else now
-    grants = approver_grants_dir(root)  # refuses unless this is the approver account
+    grants = approver_grants_dir(root, normalize_code(code))  # refuses unless this is the approver account
     sweep_grants(grants, clock)
     request = read_request(root, code, stack, clock)
     if (grants / f"{request.code}.grant.json").exists():

@@ -15,7 +15,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
-from bluegreen.faces.cli_support import DEFAULT_STACK_ENV, Output, RedactingStream, redact_logs, stack_name
+from bluegreen.faces.cli_help import document
+from bluegreen.faces.cli_support import (
+    DEFAULT_STACK_ENV,
+    Output,
+    RedactingStream,
+    hint_for,
+    redact_logs,
+    stack_name,
+)
 from bluegreen.faces.terminal import TerminalProgress
 from bluegreen.model.errors import BlueGreenError, ConfigError
 from bluegreen.model.sensitive import SecretSet, redact
@@ -53,12 +61,17 @@ def _global_options(parser: _P, top: bool) -> _P:
 def build_parser() -> argparse.ArgumentParser:
     common = _global_options(_Parser(add_help=False), top=False)
     p = _global_options(_Parser(prog="bluegreen",
-                                description="Blue-green deploys of the JW Attendant Scheduler on Proxmox."),
+                                description="Blue-green deploys of the JW Attendant Scheduler on Proxmox.",
+                                epilog="Example (on the local lab, after `make demo`):\n"
+                                       "  bluegreen status --stack lab\n"
+                                       "`bluegreen COMMAND --help` says what a command does, with an example.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter),
                         top=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _operation_parsers(sub, common)
     _estate_parsers(sub, common)
     _database_parsers(sub, common)
+    document(p)
     return p
 
 
@@ -106,12 +119,12 @@ def _operation_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     rb.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
     h = sub.add_parser("history", parents=[common], help="switches and deploys, newest first")
-    h.add_argument("--limit", "-n", type=int, default=20)
+    h.add_argument("--limit", "-n", type=int, default=20, help="how many entries (default 20)")
 
     lk = sub.add_parser("lock", parents=[common], help="the deployment lock")
     lk_sub = lk.add_subparsers(dest="lock_command", required=True, parser_class=_Parser)
-    lk_sub.add_parser("status", parents=[common])
-    lr = lk_sub.add_parser("release", parents=[common])
+    lk_sub.add_parser("status", parents=[common], help="who holds the lock, for what, since when")
+    lr = lk_sub.add_parser("release", parents=[common], help="break a stale lock")
     lr.add_argument("--force", action="store_true", help="break the lock even if another run holds it")
 
 
@@ -236,17 +249,23 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     redact_logs(secrets)
     o = Output(args.json, out, err, secrets)
     raise_on_sigterm()  # SIGTERM runs the same restore paths as Ctrl-C
+    t: Topology | None = None
     try:
         if args.command == "approve":  # needs only the stack name, not the project
             from bluegreen.faces.approve import cmd_approve
 
             return cmd_approve(args, o)
-        return handler_for(args)(args, _with_secrets(_load(args), secrets), o, TerminalProgress(err))
+        t = _with_secrets(_load(args), secrets)
+        return handler_for(args)(args, t, o, TerminalProgress(err))
     except BlueGreenError as exc:
         message = redact(str(exc), secrets)
+        hint = hint_for(args, t, message)
         if args.json:
-            out.write(json.dumps({"ok": False, "error": message, "kind": type(exc).__name__}) + "\n")
+            out.write(json.dumps({"ok": False, "error": message, "kind": type(exc).__name__,
+                                  **({"next": hint} if hint else {})}) + "\n")
         err.write(f"bluegreen: {message}\n")
+        if hint:
+            err.write(f"bluegreen: next: {hint}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         err.write("bluegreen: interrupted\n")

@@ -13,7 +13,7 @@ from typing import Any
 
 from bluegreen.faces import cli_db
 from bluegreen.faces.cli_emergency import cmd_emergency
-from bluegreen.faces.cli_support import Output, cli_estate, confirm, format_status
+from bluegreen.faces.cli_support import Output, cli_estate, confirm, format_status, hint_for
 from bluegreen.faces.terminal import TerminalProgress, status_table
 from bluegreen.model.errors import BlueGreenError, ConfigError
 from bluegreen.model.topology import Topology
@@ -68,9 +68,14 @@ def cmd_status(args: argparse.Namespace, t: Topology, o: Output, p: TerminalProg
     table = None if o.as_json else status_table(data, o.err)  # rich on a terminal, else plain lines
     if table is not None and "\ndatabase " in text:
         text = table + "\n" + text[text.index("\ndatabase ") + 1:]
-    o.result(data, text)
     # The full report is always printed; the exit code tells scripts whether production is served.
     live_ok = report.live is not None and report.colors[report.live].healthy
+    hint = None if live_ok else hint_for(args, t, "\n".join(
+        [*data.get("errors", []), *(e for c in data["colors"].values() for e in c["errors"])]))
+    if hint:
+        data["next"] = hint
+        text += f"\nnext: {hint}"
+    o.result(data, text)
     consistent = not (report.truth or {}).get("mismatches")
     return 0 if live_ok and consistent else 1
 

@@ -24,6 +24,19 @@ def stack_name(args: argparse.Namespace) -> str:
     return args.stack or os.environ.get(DEFAULT_STACK_ENV) or "prod"
 
 
+def stack_given(args: argparse.Namespace) -> bool:
+    """Was the stack named (`--stack` or $BLUEGREEN_STACK), or is it the default?"""
+    return bool(args.stack or os.environ.get(DEFAULT_STACK_ENV))
+
+
+def hint_for(args: argparse.Namespace, t: Topology | None, text: str) -> str | None:
+    """The next step after a failure whose message does not say it (`faces.hints`)."""
+    from bluegreen.faces.hints import Situation, next_step
+
+    return next_step(Situation(stack=stack_name(args), stack_given=stack_given(args),
+                               environment=t.environment if t is not None else None, text=text))
+
+
 class RedactingStream:
     """A text stream that scrubs every write of the run's secrets (by value, then by shape) before
     it reaches the real stream: results, progress, log lines and error messages alike."""

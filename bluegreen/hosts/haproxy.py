@@ -59,6 +59,15 @@ class HaproxyUnavailable(RemoteError):
     """Nothing answers on a socket: HAProxy (or its master) is not running there."""
 
 
+class MasterNotReady(RemoteError):
+    """The master took the CLI connection and closed it without a word: it is starting, or
+    re-executing itself for a reload (seen under load). It is there; ask again in a moment."""
+
+
+# How long a master may answer nothing before that counts as an error.
+MASTER_SETTLE = 5.0
+
+
 def _paths(where: Topology | HaproxyPaths) -> HaproxyPaths:
     return where if isinstance(where, HaproxyPaths) else HaproxyPaths.from_topology(where)
 
@@ -281,8 +290,24 @@ def check_new_binds_free(executor: Executor, old_config: str, new_config: str) -
 def show_proc(executor: Executor, where: Topology | HaproxyPaths) -> ProcTable:
     step = "ask the HAProxy master"
     (answer,) = ask(executor, _paths(where).master_socket, [SHOW_PROC], step=step)
+    if not answer.strip():
+        raise MasterNotReady(executor.host, step, "the master closed its CLI without an answer "
+                                                  "(starting or re-executing)")
     table: ProcTable = _parse(executor, step, parse_show_proc, answer)
     return table
+
+
+def show_proc_settled(executor: Executor, where: Topology | HaproxyPaths, *,
+                      within: float = MASTER_SETTLE) -> ProcTable:
+    """`show proc`, asked again while the master answers nothing for up to `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return show_proc(executor, where)
+        except MasterNotReady:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(_POLL_INTERVAL)
 
 
 def reload(executor: Executor, where: Topology | HaproxyPaths, *,
@@ -294,7 +319,7 @@ def reload(executor: Executor, where: Topology | HaproxyPaths, *,
     paths = _paths(where)
     validate_config(executor, paths.config)
     keep_runtime_routing(executor, paths)
-    before = show_proc(executor, paths)
+    before = show_proc_settled(executor, paths)
     step = "reload HAProxy"
     sent = executor.run(runtime_command(paths.master_socket, [RELOAD]), step=step, check=False,
                         timeout=SOCKET_TIMEOUT + 10)
@@ -302,7 +327,7 @@ def reload(executor: Executor, where: Topology | HaproxyPaths, *,
     while True:
         try:
             after = show_proc(executor, paths)
-        except HaproxyUnavailable:
+        except (HaproxyUnavailable, MasterNotReady):
             after = None  # the master re-executes itself; its socket is back in a moment
         if after is not None and after.failed_reloads > before.failed_reloads:
             raise RemoteError(executor.host, step, "the master refused the new configuration (show proc "
@@ -342,7 +367,7 @@ def keep_runtime_routing(executor: Executor, paths: HaproxyPaths) -> bool:
 
 def master_answers(executor: Executor, where: Topology | HaproxyPaths) -> ProcTable | None:
     try:
-        return show_proc(executor, where)
+        return show_proc_settled(executor, where)
     except HaproxyUnavailable:
         return None
 

@@ -260,10 +260,13 @@ def refuse_flip(live: str | None, declared: str, *, declared_in: str, source: st
     """A `pulumi up` never moves traffic: declared must equal live, except in `bluegreen switch`."""
     if live is None or live == declared or os.environ.get(SWITCH_ENV) == declared:
         return
+    if declared_in.endswith((".yaml", ".yml")):
+        fix = f"Set `bluegreen:activeColor: {live}` in {declared_in} (`bluegreen adopt` writes it from HAProxy)"
+    else:  # a stack's activeColorFile (the lab's): the file holds the colour alone
+        fix = f"Declare what serves: `echo {live} > {declared_in}`"
     raise ConfigError(
         f"the estate serves {live} (from {source}) but {declared_in} declares "
-        f"bluegreen:activeColor: {declared}; applying it would move live traffic. Set "
-        f"`bluegreen:activeColor: {live}` in {declared_in} (or run `bluegreen adopt`), and move "
+        f"bluegreen:activeColor: {declared}; applying it would move live traffic. {fix}, and move "
         "traffic only with `bluegreen switch`")
 
 

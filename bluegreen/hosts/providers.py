@@ -455,8 +455,9 @@ def app_env_props(t: Topology, color: str, content: Any) -> dict[str, Any]:
 
 
 def declared_in(t: Topology) -> str:
-    """Where the declared live colour is written, as the user finds it."""
-    return f"stacks/Pulumi.{t.stack}.yaml"
+    """Where the declared live colour is written, as the user finds it: the stack's
+    `activeColorFile` when it names one (the lab: a file in its own directory), else the stack file."""
+    return t.active_color_file or f"stacks/Pulumi.{t.stack}.yaml"
 
 
 def routing_props(t: Topology, live_color: str | None = None) -> dict[str, Any]:

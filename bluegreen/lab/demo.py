@@ -143,11 +143,14 @@ def _report(story: Story, report: dict[str, Any], load: LoadReport, lab_dir: Any
         out.write(f"  CT {host.vmid} {host.name:<12} {host.ip:<11} sshd :{t.ssh.port}, {what}, "
                   f"root {host.root}\n")
     if t.monitoring.prometheus:  # what the lab's Prometheus saw of the cutover
-        out.write(f"\nMonitoring (docs/MONITORING.md): Prometheus http://{t.monitoring.prometheus}/ "
-                  f"(graph `max by (color) (bluegreen_live_color)` to see the cutover, alerts at /alerts, "
-                  f"targets at /targets); dashboard monitoring/dashboards/bluegreen.json; deployment events "
-                  f"received in {lab_dir}/monitoring/events.jsonl\n")
-    out.write("\nTry: .venv/bin/bluegreen status --stack lab    |    make lab-down to stop it all\n")
+        prometheus = f"http://{t.monitoring.prometheus}"
+        # Debian's Prometheus 2.42 serves its alerts and targets pages under /classic/ only.
+        out.write(f"\nMonitoring (docs/MONITORING.md): Prometheus {prometheus}/classic/graph (graph "
+                  f"`max by (color) (bluegreen_live_color)` to see the cutover), alerts {prometheus}/classic/alerts, "
+                  f"targets {prometheus}/classic/targets; dashboard monitoring/dashboards/bluegreen.json (with "
+                  f"monitoring/rules/ loaded); deployment events received in {lab_dir}/monitoring/events.jsonl\n")
+    out.write("\nTry (README, after `make demo`): `source .venv/bin/activate`, then `bluegreen status --stack lab`"
+              "    |    `make lab-down` stops it all, `make lab-reset` gives a new lab\n")
 
 
 def _count_shifts(lab: Lab, post: str) -> int:

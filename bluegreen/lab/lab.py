@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 from bluegreen.hosts import haproxy_cli as hr
 from bluegreen.hosts.executor import Executor, SshExecutor, connect, known_hosts_line, trust_host
 from bluegreen.hosts.hostconfig import pm2_home
+from bluegreen.lab import found as here
+from bluegreen.lab.estate_files import remove_estate_files
 from bluegreen.lab.monitoring import start_monitoring
 from bluegreen.lab.offsite import start_backup_host
 from bluegreen.lab.paths import (
@@ -204,7 +206,26 @@ class Lab:
                 self.paths.started_by_session.unlink(missing_ok=True)
             return self._up()
 
-    def _up(self) -> LabInfo:
+    def found(self) -> str:
+        """Which estate the lab's directory holds now (`found.NEW`, `OWN`, `LEGACY`, `ADOPTED`)."""
+        return here.what_is_here(self.paths.root, LEGACY_MARKER,
+                                 adopted_stack_file(self.project_dir, self.topology.stack), self.paths.known_hosts)
+
+    def reset(self) -> LabInfo:
+        """Whatever the lab is now (the legacy estate, adopted or not, half-way through a rehearsal,
+        after `lose-node`, after the demo), a new lab estate: its processes stopped by PID, the
+        estate's files, data, dumps, declared colour and adopted stack removed, then `up`. The
+        lab's keys, CA and secrets stay, so nothing that trusts them has to learn them again."""
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root: it runs an sshd per host, PostgreSQL and HAProxy")
+        with self.exclusive():
+            found = self.found()
+            self.topology = load_stack(self.project_dir, self.topology.stack)
+            self.clear_estate()
+            return self._up(found=found, reset=True)
+
+    def _up(self, *, found: str | None = None, reset: bool = False) -> LabInfo:
+        found = found or self.found()
         # Re-read the stack: a switch since this object was made changed the declared colour, and
         # applying a stale one would flip live traffic back.
         self.topology = load_stack(self.project_dir, self.topology.stack)
@@ -257,8 +278,10 @@ class Lab:
         haproxy_was_running = self.haproxy().alive()
         executors: dict[int, Executor] = {c.vmid: self.executor(c) for c in t.containers}
         try:
-            applied = apply_estate(self._serving(t, executors), password, executor_for=executors)
-            applied += self._resurrect_apps(executors)
+            serving = self._serving(t, executors)
+            applied = apply_estate(serving, password, executor_for=executors)
+            releases = self._releases(executors)
+            applied += self._resurrect_apps(executors, releases)
         finally:
             for executor in executors.values():
                 executor.close()
@@ -275,10 +298,12 @@ class Lab:
             self._register(timers, None)
             note(timers, previous.get(timers.name, False))
         log.info("lab up: %d started, %d reused", len(started), len(reused))
+        summary = here.own_summary(found, releases, serving.active_color, reset=reset)
         return LabInfo(lab_dir=str(p.root), stack=t.stack, public_url=t.public_url,
                        preview_url=t.preview_url, proxmox_endpoint=t.proxmox.endpoint,
                        ssh_hosts=[f"{c.name} {c.ip}:{t.ssh.port}" for c in t.containers],
-                       started=started, reused=reused, applied=list(applied))
+                       started=started, reused=reused, applied=list(applied),
+                       found=summary.found, state=summary.state, next_step=summary.next_step)
 
     @staticmethod
     def _serving(t: Topology, executors: dict[int, Executor]) -> Topology:
@@ -298,7 +323,7 @@ class Lab:
         if live is None or live == t.active_color:
             return t
         log.info("the lab serves %s while %s declares %s: kept %s (`bluegreen switch` moves it)",
-                 live, f"stacks/Pulumi.{t.stack}.yaml", t.active_color, live)
+                 live, t.active_color_file or f"stacks/Pulumi.{t.stack}.yaml", t.active_color, live)
         if t.active_color_file:  # the lab's own declared colour (outside the repo) follows it
             set_active_color_in_file(t.project_dir, t.stack, live)
         return dataclasses.replace(t, active_color=live)
@@ -343,17 +368,26 @@ class Lab:
             for executor in executors.values():
                 executor.close()
 
-    def _resurrect_apps(self, executors: dict[int, Executor]) -> list[str]:
+    def _releases(self, executors: dict[int, Executor]) -> dict[str, str | None]:
+        """The release each colour's `current` points at (None: no release yet)."""
+        t = self.topology
+        found: dict[str, str | None] = {}
+        for color, host in t.app_hosts.items():
+            current = parse_current(executors[host.vmid].run(read_current(AppPaths.of(t, host)),
+                                                             step="read release").stdout)
+            found[color] = Path(current.path).name if current.path else None
+        return found
+
+    def _resurrect_apps(self, executors: dict[int, Executor], releases: dict[str, str | None]) -> list[str]:
         """A lab restart is a reboot of its hosts. On a real host PM2's start-up unit brings back
         the deployed release's app; the lab has no systemd, so it does the same here: any host
         with a release but no app online gets `pm2 startOrReload` (nothing else is touched)."""
         t = self.topology
         done = []
-        for host in t.app_hosts.values():
+        for color, host in t.app_hosts.items():
             ex = executors[host.vmid]
             paths = AppPaths.of(t, host)
-            current = parse_current(ex.run(read_current(paths), step="read release").stdout)
-            if not current.path:
+            if not releases.get(color):
                 continue
             listing = ex.run(pm2_jlist(t, paths), step="pm2 jlist", check=False).stdout
             start = listing.find("[")
@@ -364,7 +398,7 @@ class Lab:
             if any((a.get("pm2_env") or {}).get("status") == "online" for a in apps if isinstance(a, dict)):
                 continue
             ex.run(pm2_reload(t, paths), step="start the deployed release under PM2")
-            done.append(f"{host.label}: started release {current.name} under PM2")
+            done.append(f"{host.label}: started release {releases[color]} under PM2")
         return done
 
     def _ensure_client_key(self) -> None:
@@ -457,22 +491,8 @@ class Lab:
     def clear_estate(self) -> None:
         """Stop the lab and remove the estate's files and data (either kind): the next up builds
         anew. The lab's keys, CA and token stay."""
-        t, p = self.topology, self.paths
         self.stop_processes()
-        (p.root / LEGACY_MARKER).unlink(missing_ok=True)
-        shutil.rmtree(p.root / "operator", ignore_errors=True)  # the legacy estate's operator machine
-        # What was declared or adopted about the estate that goes: the next one starts from the
-        # stack file as the repository has it.
-        for declared in (t.active_color_file, adopted_stack_file(self.project_dir, t.stack)):
-            if declared is not None and Path(declared).is_relative_to(p.root):
-                Path(declared).unlink(missing_ok=True)
-        # fakepve keeps nothing across a restart (containers are provisioned anew); its CA and token
-        # stay, so no client ever meets a certificate it was not given.
-        work = [t.app.working_copy, t.app.working_copy + ".working-copy"] if t.app.working_copy else []
-        for host in t.containers:
-            for rel in (t.app.dir, *work, "/etc/haproxy", "/var/lib/jw-deployment",
-                        "/var/lib/bluegreen", "/var/lib/postgresql", "/root/.pm2", "/usr/local/bin"):
-                shutil.rmtree(host.path(rel), ignore_errors=True)
+        remove_estate_files(self.topology, self.paths, adopted_stack_file(self.project_dir, self.topology.stack))
 
     def destroy(self) -> list[str]:
         """down(), then remove every file of the lab."""

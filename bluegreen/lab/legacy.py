@@ -41,14 +41,17 @@ from pathlib import Path
 from typing import Any
 
 from bluegreen.hosts.hostconfig import pm2_home
+from bluegreen.lab import found as here
+from bluegreen.lab.estate_files import OPERATOR_DIR
 from bluegreen.lab.lab import Lab
+from bluegreen.lab.monitoring import start_receiver
 from bluegreen.lab.paths import LEGACY_MARKER, PM2, LabInfo
 from bluegreen.lab.pve import start_fakepve
 from bluegreen.lab.repo import build_sample_repo
 from bluegreen.lab.services import LabError, host_public_key, spawn, start_postgres, start_sshd, wait_port
 from bluegreen.lab.tls import ensure_lab_tls
 from bluegreen.model.sensitive import Sensitive
-from bluegreen.model.stackfile import load_stack
+from bluegreen.model.stackfile import adopted_stack_file, load_stack
 from bluegreen.model.topology import Container, Topology
 
 log = logging.getLogger("bluegreen.lab.legacy")
@@ -135,7 +138,6 @@ esac
 # The operator's machine, as the seed describes it: Windsurf starts the old Node MCP server
 # (`mcp-blue-green/server.js`), which switches through the script above over SSH. The lab keeps
 # both under <lab>/operator/ (`bluegreen adopt --ide-config <lab>/operator/.codeium/windsurf/mcp_config.json`).
-OPERATOR_DIR = "operator"
 IDE_CONFIG = ".codeium/windsurf/mcp_config.json"
 
 
@@ -231,12 +233,13 @@ class LegacyLab(Lab):
 
     def __init__(self, *args: Any, reset: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.reset = reset
+        self.from_scratch = reset
 
-    def _up(self) -> LabInfo:
+    def _up(self, *, found: str | None = None, reset: bool = False) -> LabInfo:
         t, p = self.topology, self.paths
+        found = found or self.found()
         marker = p.root / LEGACY_MARKER
-        if self.reset or not marker.exists():
+        if self.from_scratch or reset or not marker.exists():
             # Whatever ran here before (the normal lab, an earlier rehearsal) goes: hosts and data,
             # the declared colour and the adopted stack it left in the lab's directory.
             self.clear_estate()
@@ -271,12 +274,17 @@ class LegacyLab(Lab):
         self._wiki()
         self._load_balancer()
         self._operator_machine()
+        receiver = start_receiver(p.root, t)  # the stack's deployment events land somewhere
+        if receiver is not None:
+            self._register(*receiver)
         marker.write_text("built by bluegreen.lab.legacy\n")
+        summary = here.legacy_summary(found, adopted_stack_file(self.project_dir, t.stack), reset=self.from_scratch)
         return LabInfo(lab_dir=str(p.root), stack=t.stack, public_url=t.public_url,
                        preview_url="(none: the legacy estate has no preview frontend)",
                        proxmox_endpoint=t.proxmox.endpoint,
                        ssh_hosts=[f"{c.name} {c.ip}:{t.ssh.port}" for c in t.containers],
-                       started=started, reused=[], applied=["legacy estate built by hand"])
+                       started=started, reused=[], applied=["legacy estate built by hand"],
+                       found=summary.found, state=summary.state, next_step=summary.next_step)
 
     # -- the pieces ---------------------------------------------------------------
 

@@ -138,10 +138,7 @@ def start_monitoring(lab_dir: Path, t: Topology, project_dir: Path) -> list[tupl
                        f"--web.listen-address={prometheus}", "--web.enable-lifecycle"],
         f"--config.file={config}", prometheus)
 
-    token = _receiver_token(lab_dir, t)
-    run(RECEIVER_NAME, [sys.executable, "-m", "bluegreen.lab.receiver", "--listen", receiver_address(t),
-                        "--record", str(events_record(lab_dir)), "--token-file", str(token)],
-        "bluegreen.lab.receiver", receiver_address(t))
+    started.append((*_spawn_receiver(lab_dir, t), *_split(receiver_address(t))))
 
     for process, _address, host_ip, port in started:
         wait_port(host_ip, port, START_TIMEOUT, what=process.name, process=process,
@@ -150,6 +147,30 @@ def start_monitoring(lab_dir: Path, t: Topology, project_dir: Path) -> list[tupl
         log.info("prometheus: configuration changed, reloading")
         _reload_prometheus(prometheus)
     return [(process, address) for process, address, _, _ in started]
+
+
+def _spawn_receiver(lab_dir: Path, t: Topology) -> tuple[ManagedProcess, str]:
+    token = _receiver_token(lab_dir, t)
+    name = RECEIVER_NAME.replace(" ", "-")
+    process = spawn(RECEIVER_NAME, [sys.executable, "-m", "bluegreen.lab.receiver", "--listen", receiver_address(t),
+                                    "--record", str(events_record(lab_dir)), "--token-file", str(token)],
+                    pid_file=lab_dir / "pids" / f"{name}.pid", log_file=lab_dir / "logs" / f"{name}.log",
+                    expect="bluegreen.lab.receiver")
+    return process, receiver_address(t)
+
+
+def start_receiver(lab_dir: Path, t: Topology) -> tuple[ManagedProcess, str] | None:
+    """The webhook receiver alone (the legacy lab: an estate without the lab's monitoring still
+    sends the stack's events somewhere that answers, instead of warning on every operation)."""
+    if t.monitoring.prometheus is None or not t.events.webhooks:
+        return None
+    (lab_dir / "pids").mkdir(parents=True, exist_ok=True)
+    (lab_dir / "logs").mkdir(parents=True, exist_ok=True)
+    process, address = _spawn_receiver(lab_dir, t)
+    host, port = _split(address)
+    wait_port(host, port, START_TIMEOUT, what=process.name, process=process,
+              log_file=lab_dir / "logs" / f"{RECEIVER_NAME.replace(' ', '-')}.log")
+    return process, address
 
 
 def stop_receiver(lab_dir: Path) -> bool:

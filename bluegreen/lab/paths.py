@@ -112,6 +112,9 @@ class LabInfo:
     started: list[str]
     reused: list[str]
     applied: list[str] = field(default_factory=list)
+    found: str = ""  # what `up` found in the lab's directory (lab.found)
+    state: str = ""  # what the lab is now
+    next_step: str = ""  # the command that moves on from there
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -277,8 +277,10 @@ def read_token(t: Topology, environ: Mapping[str, str] | None = None) -> tuple[s
         return token_id, secret
     path = t.proxmox.token_file
     if not path:
-        raise ConfigError(f"no Proxmox API token: set {TOKEN_ENV}=user@realm!tokenid=secret "
-                          "or proxmox.tokenFile in the stack")
+        # Worded so that no part looks like a credential (`TOKEN=...`, `token: ...`): the run's
+        # output is scrubbed by shape, which would blank the very advice.
+        raise ConfigError(f"no Proxmox API token (user@realm!tokenid=<uuid>) found: put it in the environment "
+                          f"variable {TOKEN_ENV}, or in a 0600 file named by proxmox.tokenFile in the stack")
     try:
         text = Path(path).read_text().strip()
     except OSError as exc:

@@ -260,8 +260,9 @@ def _app_env(t: Topology, env: Mapping[str, str], declared: Mapping[str, Sensiti
             if var is not None and var.secret is None and var.value == value:
                 continue
             v.env[name] = value
-    v.notes.append(f".env: {len(plain) + len(secret)} variables into app.env ({len(secret)} secret: "
-                   f"{', '.join(secret) or 'none'}, kept as 0600 files under {t.secrets_dir})")
+    # No `secret: NAME` in the words: the output is scrubbed by shape too, which would blank the name.
+    v.notes.append(f".env: {len(plain) + len(secret)} variables into app.env; {len(secret)} of them secrets "
+                   f"({', '.join(secret) or 'none'}), kept as 0600 files under {t.secrets_dir}")
 
 
 def secrets_dir_is_safe(t: Topology, project_dir: str) -> None:

@@ -19,13 +19,13 @@ from bluegreen.hosts import health
 from bluegreen.hosts.executor import Executor
 from bluegreen.hosts.pve import snapshot_name
 from bluegreen.model.deploy_pin import DeployPin
-from bluegreen.model.errors import BlueGreenError, ConfigError, DeployError, RemoteError
+from bluegreen.model.errors import BlueGreenError, DeployError, RemoteError
 from bluegreen.model.timestamps import utcnow
 from bluegreen.model.topology import other_color
 from bluegreen.ops.convert import convert_host, needs_conversion_command, replace_hand_started
 from bluegreen.ops.estate import Estate
 from bluegreen.ops.gitaccess import require_git_access
-from bluegreen.ops.migrate import check_fetched, migrations_step
+from bluegreen.ops.migrate import check_fetched, migrations_step, unknown_ref
 from bluegreen.render import commands as cmd
 from bluegreen.render import workingcopy
 from bluegreen.render.shell import sh
@@ -142,7 +142,7 @@ class DeployRun:
         if out.exit_code != 0:
             detail = out.stderr.strip()
             if not detail:
-                raise ConfigError(f"unknown git ref {self.ref!r} in {t.app.repo}")
+                raise unknown_ref(t, ex, paths, self.ref)
             raise RemoteError(self.host.label, "fetch", detail)
         sha = out.stdout.strip().splitlines()[-1]
         r.sha = sha

@@ -195,7 +195,13 @@ def record_command(t: Topology, token: str | None, *, journal_text: str | None, 
 
 
 def reconcile_command(t: Topology, live: str) -> str:
-    """The one command that makes the stack's declared colour the live one (automation mode)."""
+    """The one command that makes the stack's declared colour the live one. A stack whose colour
+    lives in an `activeColorFile` (the lab) is not read from Pulumi's config: `switch --to` the
+    live colour records it there (a no-op for traffic)."""
+    if t.active_color_file and t.switch.mode == "direct":
+        return f"bluegreen switch --to {live} --yes --stack {t.stack}  (records {live} in {t.active_color_file})"
+    if t.active_color_file:
+        return f"echo {live} > {shlex.quote(t.active_color_file)}"
     return (f"pulumi config set bluegreen:activeColor {live} --stack {t.stack} --cwd "
             f"{shlex.quote(str(t.project_dir))}")
 

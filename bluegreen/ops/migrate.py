@@ -22,7 +22,7 @@ from bluegreen.model.deploy_pin import DeployPin, PendingMigration, check_pin, m
 from bluegreen.model.dumps import KIND_PRE_MIGRATION, human_bytes, short_error
 from bluegreen.model.errors import BlueGreenError, ConfigError, DeployError
 from bluegreen.model.timestamps import iso, utcnow
-from bluegreen.model.topology import Container
+from bluegreen.model.topology import Container, Topology
 from bluegreen.ops.estate import Estate
 from bluegreen.render import commands as cmd
 from bluegreen.render.dbcommands import git_migrations_command, git_show_command
@@ -68,10 +68,16 @@ def inspect_ref(estate: Estate, color: str, ref: str) -> tuple[str, list[Pending
         out = ex.run(cmd.fetch_ref(t, paths, ref), step="fetch", check=False)
         if out.exit_code != 0:
             if not out.stderr.strip():
-                raise ConfigError(f"unknown git ref {ref!r} in {t.app.repo}")
+                raise unknown_ref(t, ex, paths, ref)
             raise DeployError("plan", f"{host.label}: fetch failed: {short_error(out.stderr)}")
         sha = out.stdout.strip().splitlines()[-1]
         return sha, pending_at(estate, ex, paths, sha)
+
+
+def unknown_ref(t: Topology, ex: Executor, paths: cmd.AppPaths, ref: str) -> ConfigError:
+    """The error for a ref the repository does not have, naming the branches and tags it has."""
+    listing = ex.run(cmd.list_refs(t, paths), step="list the refs", check=False).stdout
+    return ConfigError(cmd.unknown_ref_message(ref, t.app.repo, listing))
 
 
 def pending_at(estate: Estate, ex: Executor, paths: cmd.AppPaths, sha: str) -> list[PendingMigration]:

@@ -93,8 +93,11 @@ def plan_rollback_with_database(estate: Estate) -> RollbackDbPlan:
     else:
         missing = sorted(set(to_needs) - set(in_dump))
         if missing:
+            runs_as_is = set(to_needs) <= set(applied_now)
             problems.append(f"{target}'s release {to_release} itself needs migration(s) the dump predates "
-                            f"({', '.join(missing)}): restoring would break it")
+                            f"({', '.join(missing)}): restoring would break it"
+                            + (f". {target} runs on the database as it is: `bluegreen rollback --stack {t.stack}` "
+                               "switches back without touching it" if runs_as_is else ""))
     steps = [f"switch live traffic {live} -> {target} (release {to_release}, {(to_sha or '')[:7]}); "
              f"{live} keeps running {from_release}"]
     if chosen is not None:

@@ -128,6 +128,25 @@ def fetch_ref(t: Topology, paths: AppPaths, ref: str) -> str:
     return f"set -e; {hand_over}{as_deploy_user(t, fetch)}"
 
 
+def list_refs(t: Topology, paths: AppPaths) -> str:
+    """The mirror's branches and tags (full ref names, one a line), for an unknown ref's message."""
+    return as_deploy_user(t, f"git --git-dir={sh(paths.mirror)} for-each-ref --format='%(refname)' "
+                             "refs/heads refs/tags")
+
+
+def unknown_ref_message(ref: str, repo: str | None, listing: str, most: int = 12) -> str:
+    """`unknown git ref 'x' in REPO; it has branches a, b and tags c, d` from `list_refs` output."""
+    names = [line.strip() for line in listing.splitlines() if line.strip()]
+    kinds = []
+    for prefix, kind in (("refs/heads/", "branches"), ("refs/tags/", "tags")):
+        found = sorted(n[len(prefix):] for n in names if n.startswith(prefix))
+        if found:
+            more = f" and {len(found) - most} more" if len(found) > most else ""
+            kinds.append(f"{kind} {', '.join(found[:most])}{more}")
+    there = f"; it has {' and '.join(kinds)}" if kinds else "; it has no branch or tag yet"
+    return f"unknown git ref {ref!r} in {repo}{there} (or give a commit sha)"
+
+
 def export_release(paths: AppPaths, release: str, sha: str, ref: str, owner: str | None = None) -> str:
     """Unpack one commit into a new release directory (no .git: a release never changes), owned
     by `owner` (the deploy user, who installs and builds in it) when that is not who logs in."""

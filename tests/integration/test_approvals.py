@@ -203,7 +203,9 @@ def test_the_assistant_cannot_approve_only_the_person_can(ready: World, tmp_path
         async with server_as_person(world, errlog) as mcp:
             first = data_of(await mcp.call_tool("switch_traffic", {}))
             code = first["approval"]["code"]
-            assert first["approval"]["approveInTerminal"].startswith(f"sudo -u {APPROVER} bluegreen approve {code}")
+            command = first["approval"]["approveInTerminal"].split()
+            assert command[:3] == ["sudo", "-u", APPROVER] and command[4:6] == ["approve", code], command
+            assert command[3].startswith("/") and command[3].endswith("/bluegreen"), command  # sudo's PATH
             out["forged"] = await anyio.to_thread.run_sync(lambda: forge(world, first))
             attempts: list[dict[str, Any]] = [{}, {"approval_code": code}, {"approval_code": code, "wait_seconds": 2}]
             out["after forgery"] = [await mcp.call_tool("switch_traffic", args) for args in attempts]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -239,9 +240,13 @@ def test_failed_deploy_leaves_live_serving_and_standby_on_previous_release(
 
 def test_unknown_ref_is_bad_input(estate: Lab) -> None:
     live = live_colour(estate)
-    with pytest.raises(ConfigError, match="unknown git ref 'no-such-branch'"):
+    with pytest.raises(ConfigError, match="unknown git ref 'no-such-branch'") as err:
         deploy(service(estate), "no-such-branch")
     assert live_colour(estate) == live
+    # ... naming the refs there are, as the mirror on the host has them.
+    said = str(err.value)
+    branches, _, tags = said.partition("; it has branches ")[2].partition(" and tags ")
+    assert "main" in branches.split(", ") and {"next-v1", "v1", "v2"} <= set(re.split(r", | \(", tags)), said
 
 
 def test_second_deploy_is_refused_while_the_lock_is_held(estate: Lab) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -207,7 +208,7 @@ def test_tools_and_their_input_schemas(errlog: TextIO, approvals: Path) -> None:
     for name in ("switch_traffic", "rollback"):
         annotations = tools[name].annotations
         assert annotations is not None and annotations.destructive_hint is True
-    assert "bluegreen approve CODE" in (tools["deploy_to_standby"].description or "")
+    assert "approval.approveInTerminal" in (tools["deploy_to_standby"].description or "")
     assert stat.S_IMODE((approvals / "grants").stat().st_mode) == 0o2750
 
 
@@ -267,8 +268,10 @@ def test_gated_calls_change_nothing_and_return_plan_and_code(estate: Topology, e
     assert deploy["plan"]["ref"] == "v2" and deploy["plan"]["migrate"] is True
     assert any("migration" in step for step in deploy["plan"]["steps"])
     assert deploy["approval"]["expiresInSeconds"] == 300
-    assert deploy["approval"]["approveInTerminal"] == (
-        f"sudo -u {APPROVER} bluegreen approve {code_of(deploy)} --stack lab --approvals-dir {approvals.parent}")
+    terminal = deploy["approval"]["approveInTerminal"]
+    assert re.fullmatch(rf"sudo -u {APPROVER} (/\S+/bluegreen) approve {code_of(deploy)} --stack lab "
+                        rf"--approvals-dir {re.escape(str(approvals.parent))}", terminal), terminal
+    assert os.access(terminal.split()[3], os.X_OK)  # a program that is there, by its absolute path
     switch = answers["switch"]
     assert (switch["plan"]["from"], switch["plan"]["colour"]) == (live, standby)
     assert switch["plan"]["sha"] == before["colours"][standby][1]

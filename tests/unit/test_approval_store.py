@@ -32,6 +32,7 @@ from bluegreen.faces.approval_store import (
     Grant,
     Request,
     approver_from,
+    approver_program,
     default_root,
     new_code,
     normalize_code,
@@ -551,7 +552,9 @@ def test_tool_calls_alone_never_switch(store: ApprovalStore) -> None:
     code = data["approval"]["code"]
     assert (data["approved"], data["changed"]) == (False, False)
     assert store.get(code).nonce not in _text(first) + json.dumps(first.structured_content)
-    assert f"sudo -u nobody bluegreen approve {code} --stack lab" in data["next"]
+    # The approver's program by its absolute path: sudo's secure_path has no venv on it.
+    assert f"sudo -u nobody {approver_program(store.root)} approve {code} --stack lab" in data["next"]
+    assert approver_program(store.root).startswith("/")
     # Everything the model was given, fed back every way the tool accepts it.
     attempts = [{}, {"approval_code": code}, {"approval_code": code.lower()},
                 {"approval_code": _text(first)[:500]}, {"approval_code": json.dumps(data["approval"])},

@@ -279,6 +279,43 @@ def test_show_proc_without_master_is_an_unexpected_answer() -> None:
         haproxy_cli.parse_show_proc("Unknown command.\n")
 
 
+_LAB_PATHS = haproxy_cli.HaproxyPaths.from_topology(load_stack(PROJECT_DIR, "lab"))
+
+
+class _Master:
+    """A master CLI seen through the executor: the answers `show proc` gets, one per call."""
+
+    host = "lb"
+
+    def __init__(self, answers: list[str]) -> None:
+        self.answers = answers
+        self.asked = 0
+
+    def run(self, command: str, *, step: str, check: bool = True, timeout: float | None = None) -> object:
+        from bluegreen.hosts.executor import CommandResult
+
+        answer = self.answers[min(self.asked, len(self.answers) - 1)]
+        self.asked += 1
+        return CommandResult(command, 0, f"{answer}{haproxy_cli.RESPONSE_END}\n", "", 0.0)
+
+
+@pytest.mark.parametrize(("answers", "asked"), [
+    ([SHOW_PROC], 1),
+    (["", "\n", SHOW_PROC], 3),  # a master re-executing itself closes the CLI without a word
+])
+def test_show_proc_asks_again_while_the_master_answers_nothing(answers: list[str], asked: int) -> None:
+    master = _Master(answers)
+    table = haproxy.show_proc_settled(master, _LAB_PATHS, within=5)  # type: ignore[arg-type]
+    assert table.master.pid == haproxy_cli.parse_show_proc(SHOW_PROC).master.pid and master.asked == asked
+
+
+def test_a_master_silent_past_the_settle_time_is_an_error_that_says_so() -> None:
+    master = _Master([""])
+    with pytest.raises(haproxy.MasterNotReady, match="closed its CLI without an answer"):
+        haproxy.show_proc_settled(master, _LAB_PATHS, within=0.3)  # type: ignore[arg-type]
+    assert master.asked >= 2
+
+
 def test_config_errors_keep_haproxys_alerts_only() -> None:
     message = haproxy_cli.config_errors(HAPROXY_C_REJECTION)
     assert "unknown keyword 'bogus' in 'backend' section" in message

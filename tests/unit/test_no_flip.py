@@ -23,6 +23,16 @@ def test_another_colour_is_refused_naming_the_file_and_the_fix(monkeypatch: pyte
     assert "`bluegreen:activeColor: green`" in text and "bluegreen switch" in text
 
 
+def test_a_lab_stack_is_told_to_fix_its_colour_file_not_the_stack_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SWITCH_ENV, raising=False)
+    with pytest.raises(ConfigError) as err:
+        refuse_flip("green", "blue", declared_in="/var/tmp/jw-lab/active-color")
+    text = str(err.value)
+    assert "/var/tmp/jw-lab/active-color declares bluegreen:activeColor: blue" in text
+    assert "`echo green > /var/tmp/jw-lab/active-color`" in text
+    assert "bluegreen adopt" not in text and "stacks/" not in text
+
+
 def test_only_the_switch_to_that_colour_may_move_traffic(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SWITCH_ENV, "blue")
     refuse_flip("green", "blue", declared_in="f")
