@@ -37,7 +37,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
 from benchlib import (
     Bench,
     BenchError,
@@ -55,6 +54,7 @@ from benchlib import (
 from bluegreen.hosts import visitor
 from bluegreen.hosts.haproxy_cli import HaproxyPaths, backend_for, set_map
 from bluegreen.hosts.openssh import OpenSshExecutor, ssh_argv
+from bluegreen.lab.prodlike import declare_like_prod
 from bluegreen.model.stackfile import load_stack, set_active_color_in_file
 from bluegreen.model.topology import Topology, other_color
 from bluegreen.ops.switch import switch
@@ -109,16 +109,7 @@ def automation_project(bench: Bench, dest: Path) -> Path:
     """The lab's stack as prod has it: switch through Pulumi, the declared colour in the stack file,
     every container adopted with the settings the lab gave it (the first `up` changes nothing)."""
     copy = copy_project(dest, bench.project)
-    path = copy / "stacks" / f"Pulumi.{bench.stack}.yaml"
-    data = yaml.safe_load(path.read_text())
-    config = data["config"]
-    config.pop("bluegreen:activeColorFile", None)
-    config["bluegreen:activeColor"] = bench.live_color()
-    config["bluegreen:switch"]["mode"] = "automation"
-    config["bluegreen:switch"]["watchSeconds"] = 0
-    for entry in config["bluegreen:containers"]:
-        entry.update({"existing": True, "onBoot": True, "startup": "none", "protection": False})
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    declare_like_prod(copy, bench.stack, bench.live_color())
     return copy
 
 

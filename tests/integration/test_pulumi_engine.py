@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from bluegreen.hosts.pulumi import PulumiSeam
 from bluegreen.hosts.pve import PveClient
 from bluegreen.lab.lab import Lab
+from bluegreen.lab.prodlike import declare_like_prod
 from bluegreen.model.errors import SwitchError
 from bluegreen.model.resources import CONTAINER_TYPE, DYNAMIC_PREFIX, ROUTING_RESOURCE_NAME
 from bluegreen.model.stackfile import load_stack
@@ -57,16 +57,7 @@ def automation_copy(serving: Path, dest: Path) -> Path:
     (no activeColorFile), every container adopted with the settings the lab gave it (so the
     first `up` writes nothing to the lab's node)."""
     copy = copy_project(serving, dest)
-    path = copy / "stacks" / f"Pulumi.{STACK}.yaml"
-    data = yaml.safe_load(path.read_text())
-    config = data["config"]
-    config.pop("bluegreen:activeColorFile", None)
-    config["bluegreen:activeColor"] = live_color(load_stack(serving, STACK))
-    config["bluegreen:switch"]["mode"] = "automation"
-    config["bluegreen:switch"]["watchSeconds"] = 0
-    for entry in config["bluegreen:containers"]:
-        entry.update({"existing": True, "onBoot": True, "startup": "none", "protection": False})
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    declare_like_prod(copy, STACK, live_color(load_stack(serving, STACK)))
     return copy
 
 
