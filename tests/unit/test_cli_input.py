@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.project_copy import project_copy
+
 PROJECT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    shutil.copy(PROJECT / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
-    shutil.copytree(PROJECT / "stacks", tmp_path / "stacks")
-    return tmp_path
+    return project_copy(tmp_path)
 
 
 def bluegreen(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from bluegreen.model.placeholders import require_complete, unset
 from bluegreen.model.stackfile import load_stack
 from bluegreen.ops.deploy import deploy, plan_deploy
 from bluegreen.ops.estate import Estate
+from tests.project_copy import project_copy
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -38,9 +38,7 @@ def fill_prod_placeholders(project: Path, *, leave: str | None = None) -> None:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    shutil.copy(PROJECT / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
-    shutil.copytree(PROJECT / "stacks", tmp_path / "stacks")
-    return tmp_path
+    return project_copy(tmp_path)
 
 
 def test_prod_stack_names_the_estate_and_invents_nothing() -> None:
