@@ -24,7 +24,7 @@ from bluegreen.lab.lab import Lab
 from bluegreen.lab.loadgen import RequestLoop
 from bluegreen.lab.repo import publish_variant
 from bluegreen.model.errors import ConfigError, DeployError, LockedError, SwitchError
-from bluegreen.model.journal import parse_state
+from bluegreen.model.journal import parse_state, unfinished_release
 from bluegreen.model.progress import RecordingProgress, StepRecord
 from bluegreen.model.stackfile import load_stack
 from bluegreen.model.topology import Topology, other_color
@@ -73,6 +73,13 @@ def release_of(lab: Lab, color: str) -> tuple[str, str]:
     return current.name or "", current.sha or ""
 
 
+def refused_release(lab: Lab, color: str) -> str | None:
+    """Why a switch would refuse `color`'s release (an earlier fault test cut its deploy), or None."""
+    estate = service(lab)
+    with lab.executor(estate.t.load_balancer) as lb:
+        return unfinished_release(estate.read_state(lb), color, release_of(lab, color)[0])
+
+
 def releases_on(lab: Lab, color: str) -> list[str]:
     t = topology(lab)
     host = t.app_host(color)
@@ -112,7 +119,7 @@ def estate(lab: Lab) -> Iterator[Lab]:
     for _ in range(2):
         live = live_colour(lab)
         standby = other_color(live)
-        if not release_of(lab, standby)[1]:
+        if not release_of(lab, standby)[1] or refused_release(lab, standby):
             deploy(service(lab), "v1", migrate=True)
         if not release_of(lab, live)[1]:
             switch(service(lab), watch=False)
