@@ -12,7 +12,8 @@ uses the shared lab (/var/tmp/jw-lab), joining it through `Lab.session()`.
 
 In the world, in order: push to live of the real Next.js app (three pushes, which leave both
 colours serving it), cutover under load, switch and rollback speed (the automation mode through
-the recording Pulumi stand-in), the migration step against Prisma's own, status. Meanwhile this
+the recording Pulumi stand-in), the migration step against Prisma's own, status, and last the
+estate rebuilt after losing the node (recovery time). Meanwhile this
 process, outside the world, samples the machine (machine.Census): load, other lab worlds, CPU
 used by everything else. A benchmark that fails is recorded as failed (the page says so) and the
 others still run. Then results.json, then RESULTS.md from it (render.py). Progress on stderr.
@@ -40,6 +41,7 @@ from typing import Any
 import bench_cutover
 import bench_migrate
 import bench_push
+import bench_rebuild_estate
 import bench_status
 import bench_switch
 import machine
@@ -54,6 +56,7 @@ SECTIONS: tuple[tuple[str, Callable[[Bench, Knobs], dict[str, Any]]], ...] = (
     ("switch", bench_switch.run),
     ("migrate", bench_migrate.run),
     ("status", bench_status.run),
+    ("rebuild", bench_rebuild_estate.run),  # last: it destroys the lab's containers and brings them back
 )
 
 

@@ -81,6 +81,11 @@ BASE: dict[str, Any] = {
                     "migrateCommand": "npm run --silent migrate"},
         "status": {"repeats": 5, "wallMedian": 1.0, "wallMax": 1.2, "slowest": "database", "slowestMedian": 0.8,
                    "sumOfProbes": 2.5, "probesMedian": {"database": 0.8, "proxmox": 0.01}},
+        "rebuild": {"goalSeconds": 300.0,
+                    "runs": [{"ref": "next-v2", "servingAfterSeconds": 80.4, "recoverySeconds": 133.2,
+                              "rowsBack": True, "phases": {"containers": 2.0, "configure": 10.0, "database": 3.0,
+                                                           "journal": 0.5, "deploy live": 60.0, "verify": 1.0,
+                                                           "deploy standby": 55.0}}]},
     },
 }
 
@@ -117,6 +122,9 @@ CASES = [
         "RemoteDisconnected x6",
         "the stand-in took 250 ms (9 `pulumi` calls): EXCLUDED above",
         "| in process: `switch`, mode automation, the stand-in engine's time EXCLUDED | 650 ms |",
+        "the estate rebuilt after losing the node (next-v2): visitors served again after 80.4 s, both colours "
+        "back after 133.2 s, rows back (goal: both colours within 300 s: met)",
+        "| next-v2 | 80.4 s | 133.2 s | 2.0 s | 10.0 s | 3.0 s | 0.5 s | 60.0 s | 1.0 s | 55.0 s | yes |",
     ], ["NOT met", "busy machine", "NOT MEASURED", "--quick"], id="quiet machine, every target met"),
     pytest.param(results(**{"load.otherLabsDuring": ["jw-lab-full0", "jw-lab-full1"],
                             "load.otherLabsBefore": ["jw-lab-full0", "jw-lab-full1"],
@@ -136,6 +144,10 @@ CASES = [
     ], ["otherwise quiet", "No other lab world"], id="busy machine, targets not met"),
     pytest.param(results(**{"load.cpusUsedByOthers": 0.6}), ["A busy machine"], ["otherwise quiet"],
                  id="busy by CPU alone"),
+    pytest.param(results(**{"sections.rebuild.runs": [{**BASE["sections"]["rebuild"]["runs"][0],
+                                                         "recoverySeconds": 420.0, "rowsBack": False}]}),
+                 ["both colours back after 420.0 s, rows NOT back (goal: both colours within 300 s: NOT met)"],
+                 ["rows back (goal"], id="a rebuild past its goal, rows lost"),
     pytest.param(results(**{"load.otherLabsDuring": ["jw-lab-world0"]}),
                  ["1 other lab world(s) ran on this machine during the run (jw-lab-world0)", "A busy machine"],
                  ["otherwise quiet"], id="busy by another lab alone"),
