@@ -353,10 +353,18 @@ def _paramiko_errors() -> type[Exception]:
     return paramiko.SSHException
 
 
+# sshd may send a command's exit status before the last of its output (what is still in the pipe
+# when the child is reaped): after the status, output is read on until the end-of-file, for at most
+# this long (a command that leaves a daemon holding its stdout never sends one).
+EOF_GRACE_S = 1.0
+
+
 def _drain(channel: paramiko.Channel, limit: float, started: float) -> tuple[bytes, bytes]:
     out, err = bytearray(), bytearray()
+    exited_at: float | None = None
     while True:
-        if time.monotonic() - started > limit:
+        now = time.monotonic()
+        if now - started > limit:
             raise TimeoutError
         progressed = False
         while channel.recv_ready():
@@ -365,10 +373,13 @@ def _drain(channel: paramiko.Channel, limit: float, started: float) -> tuple[byt
         while channel.recv_stderr_ready():
             err += channel.recv_stderr(65536)
             progressed = True
-        if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+        pending = channel.recv_ready() or channel.recv_stderr_ready()
+        if channel.closed and not pending:
             break
-        if channel.closed and not channel.recv_ready() and not channel.recv_stderr_ready():
-            break
+        if channel.exit_status_ready() and not pending:
+            exited_at = now if exited_at is None else exited_at
+            if channel.eof_received or now - exited_at >= EOF_GRACE_S:
+                break
         if not progressed:
             time.sleep(0.005)
     return bytes(out), bytes(err)

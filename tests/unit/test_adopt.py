@@ -334,6 +334,10 @@ def test_every_env_variable_goes_into_the_stack_secrets_as_files(tmp_path: Any) 
                                              env=v.env))["config"]
     again["bluegreen:secretsDir"] = str(tmp_path / "secrets")
     again["bluegreen:activeColorFile"] = str(tmp_path / "active-color")
+    # The lab's generated key lives in the lab's directory: this test must not need a lab.
+    key_file = tmp_path / "next_server_actions_key"
+    key_file.write_text("k" * 44)
+    again["bluegreen:app"]["env"]["NEXT_SERVER_ACTIONS_ENCRYPTION_KEY"]["file"] = str(key_file)
     t2 = from_config(config_getter(again), stack="lab", project_dir=t.project_dir)
     second = app_values(t2, f, "blue", declared=resolve_secrets(t2, environ={}))
     assert second.env == {} and second.secret_files == {}
