@@ -170,9 +170,18 @@ def can_make_worlds() -> str | None:
     return None
 
 
+# pytest's closing line (`1 failed, 5 passed in 58.72s (0:00:58)`), maybe inside `=` rules.
+_CLOSING = re.compile(r"^=*\s*(?:\d+ (?:passed|failed|errors?|skipped|xfailed|xpassed|warnings?|deselected)"
+                      r"(?:, )?)+ in [\d.]+s\b")
+
+
 def last_line(log: Path) -> str:
+    """pytest's closing line: the last line of the log that is one (a warning Python prints at exit,
+    after pytest's summary, must not hide the counts), else the last line of all."""
     lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip("= ") if lines else "(no output)"
+    closing = [line for line in lines if _CLOSING.match(line)]
+    chosen = closing[-1] if closing else (lines[-1] if lines else "(no output)")
+    return chosen.strip("= ")
 
 
 def _interrupt(signum: int, _frame: object) -> None:

@@ -41,6 +41,24 @@ def test_the_closing_line_sums_every_file(runner: ModuleType, summaries: list[st
     assert runner.summary_line(runner.tally(summaries), not_run) == line
 
 
+@pytest.mark.parametrize(("log", "line"), [
+    ("....\n1351 passed in 132.45s (0:02:12)\n", "1351 passed in 132.45s (0:02:12)"),
+    ("F\n===== 1 failed, 4 passed in 66.75s (0:01:06) =====\n", "1 failed, 4 passed in 66.75s (0:01:06)"),
+    # A loop collected at interpreter exit prints its warning after pytest's summary.
+    ("....\n1351 passed in 132.45s (0:02:12)\n/x/unraisableexception.py:63: PytestUnraisableExceptionWarning\n"
+     "ValueError: Invalid file descriptor: -1\n  warnings.warn(pytest.PytestUnraisableExceptionWarning(msg))\n",
+     "1351 passed in 132.45s (0:02:12)"),
+    ("3 passed, 2 warnings in 1.00s\n", "3 passed, 2 warnings in 1.00s"),
+    ("Traceback (most recent call last):\nImportError: no module\n", "ImportError: no module"),
+    ("", "(no output)"),
+])
+def test_the_closing_line_is_pytests_even_with_output_after_it(runner: ModuleType, tmp_path: Path, log: str,
+                                                                line: str) -> None:
+    path = tmp_path / "file.log"
+    path.write_text(log)
+    assert runner.last_line(path) == line
+
+
 def test_chosen_files_must_exist(runner: ModuleType) -> None:
     assert [f.name for f in runner.integration_files(["test_deploy.py"])] == ["test_deploy.py"]
     with pytest.raises(SystemExit, match=r"no integration file test_nope\.py"):
