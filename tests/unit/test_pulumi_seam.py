@@ -194,20 +194,20 @@ class _Mocks(pulumi.runtime.Mocks):
 @pytest.fixture
 def pulumi_mocks() -> Iterator[None]:
     # An earlier asyncio.run() (any test) leaves the main thread without a current loop, and the
-    # Pulumi runtime needs one: give it a fresh one, left in place like Python's implicit loop.
-    policy = asyncio.get_event_loop_policy()
-    try:
-        usable = not policy.get_event_loop().is_closed()
-    except RuntimeError:
-        usable = False
-    if not usable:
-        policy.set_event_loop(policy.new_event_loop())
+    # Pulumi runtime needs one: a fresh one, closed afterwards (a loop left for the garbage
+    # collector complains at interpreter exit, after pytest's summary).
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     settings.ROOT.set(None)
     pulumi.runtime.set_mocks(_Mocks(), project=PROJECT, stack="lab", preview=False)
-    yield
-    # The root stack and config are process-wide: leave nothing for the next test.
-    pulumi.runtime.set_all_config({}, [])
-    settings.ROOT.set(None)
+    try:
+        yield
+    finally:
+        # The root stack and config are process-wide: leave nothing for the next test.
+        pulumi.runtime.set_all_config({}, [])
+        settings.ROOT.set(None)
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 @pulumi.runtime.test
