@@ -50,10 +50,9 @@ from benchlib import (
     Knobs,
     StepClock,
     median,
-    open_bench,
     percentile,
+    run_alone,
     say,
-    setup_logging,
     when_unlocked,
 )
 
@@ -438,16 +437,7 @@ def run(bench: Bench, knobs: Knobs) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=Knobs().cutover_rounds)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    with open_bench() as bench:
-        print(json.dumps(run(bench, Knobs(cutover_rounds=args.rounds)), indent=2))
-    return 0
+    return run_alone(__doc__, run, "--rounds", "cutover_rounds", argv)
 
 
 if __name__ == "__main__":

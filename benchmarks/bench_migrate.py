@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchlib import Bench, BenchError, Knobs, median, open_bench, rounded, say, setup_logging
+from benchlib import Bench, BenchError, Knobs, median, rounded, run_alone, say
 
 from bluegreen.hosts import database
 from bluegreen.hosts.executor import Executor
@@ -159,17 +159,7 @@ def run(bench: Bench, knobs: Knobs) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    with open_bench() as bench:
-        print(json.dumps(run(bench, Knobs(migrate_pairs=args.pairs)), indent=2))
-    return 0
+    return run_alone(__doc__, run, "--pairs", "migrate_pairs", argv)
 
 
 if __name__ == "__main__":

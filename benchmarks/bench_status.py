@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchlib import Bench, BenchError, Knobs, median, open_bench, say, setup_logging
+from benchlib import Bench, BenchError, Knobs, median, run_alone, say
 
 from bluegreen.ops.estate import Estate
 from bluegreen.ops.status import color_status, database_status, load_balancer_status, proxmox_status, status
@@ -52,17 +52,7 @@ def run(bench: Bench, knobs: Knobs) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=Knobs().status_repeats)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    with open_bench() as bench:
-        print(json.dumps(run(bench, Knobs(status_repeats=args.repeats)), indent=2))
-    return 0
+    return run_alone(__doc__, run, "--repeats", "status_repeats", argv)
 
 
 if __name__ == "__main__":

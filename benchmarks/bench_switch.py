@@ -44,10 +44,9 @@ from benchlib import (
     cli,
     copy_project,
     median,
-    open_bench,
     rounded,
+    run_alone,
     say,
-    setup_logging,
     when_unlocked,
 )
 
@@ -238,17 +237,7 @@ def run(bench: Bench, knobs: Knobs) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=Knobs().switch_rounds)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    with open_bench() as bench:
-        print(json.dumps(run(bench, Knobs(switch_rounds=args.rounds)), indent=2))
-    return 0
+    return run_alone(__doc__, run, "--rounds", "switch_rounds", argv)
 
 
 if __name__ == "__main__":

@@ -286,6 +286,20 @@ def arg_parser(doc: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def run_alone(doc: str | None, bench_run: Callable[[Bench, Knobs], dict[str, Any]], option: str, knob: str,
+              argv: list[str] | None = None) -> int:
+    """One benchmark on its own (outside `make bench`): its one repetition knob as `option`, its
+    data as JSON on stdout."""
+    parser = arg_parser(doc)
+    parser.add_argument(option, dest=knob, type=int, default=getattr(Knobs(), knob))
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    with open_bench() as bench:
+        print(json.dumps(bench_run(bench, Knobs(**{knob: getattr(args, knob)})), indent=2))
+    return 0
+
+
 def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
