@@ -16,7 +16,11 @@ from bluegreen.hosts.executor import CommandResult, DelegatingExecutor, SshExecu
 from bluegreen.model.config import config_getter, from_config
 from bluegreen.model.errors import LockedError
 from bluegreen.model.stackfile import load_stack, set_active_color_in_file
-from bluegreen.model.topology import Topology
+from bluegreen.model.topology import Topology, other_color
+from bluegreen.ops.deploy import deploy, plan_deploy
+from bluegreen.ops.estate import Estate
+from bluegreen.ops.status import status
+from bluegreen.ops.switch import switch
 
 SSH_PORT = 2222
 APP_PORT = 3000
@@ -133,6 +137,44 @@ class InterceptingExecutor(DelegatingExecutor):
     def get(self, path: str, *, step: str) -> bytes | None:
         self.before(step, "get")
         return super().get(path, step=step)
+
+
+def serve_both_colours(project: Path, *, direct: bool = False, main_migrated: bool = False) -> None:
+    """Both colours of the project copy's lab stack serve a release and the live one is healthy,
+    whatever earlier tests left: `v1` where the live colour cannot serve (then traffic moves to
+    it), `main` where the standby has nothing. `main_migrated`: the database also has every
+    migration `main` brings (an earlier file may have left it behind, by a restore)."""
+    def estate() -> Estate:
+        return Estate(load_stack(project, LAB_STACK))  # read again: a switch records the colour there
+
+    report = status(estate())
+    assert report.live is not None, f"cannot read the live colour: {report.errors}"
+    if not report.colors[report.live].healthy:
+        retry_locked(lambda: deploy(estate(), "v1", migrate=True, snapshot=False))
+        retry_locked(lambda: switch(estate(), direct=direct, watch=False))
+        report = status(estate())
+    standby = other_color(report.live or report.declared)
+    if not report.colors[standby].release or not report.colors[standby].healthy:
+        retry_locked(lambda: deploy(estate(), "main", migrate=True, snapshot=False))
+    if main_migrated and plan_deploy(estate(), "main").pending:
+        retry_locked(lambda: deploy(estate(), "main", migrate=True, snapshot=False))
+    report = status(estate())
+    broken = {c: s.errors for c, s in report.colors.items() if not (s.healthy and s.release)}
+    assert not broken, f"the lab's colours do not both serve a release: {broken}"
+
+
+def release_on_both_colours(service: Estate) -> None:
+    """Both colours serve a healthy release, so a switch either way is a real one: `v1` to a
+    standby without one; a live colour with nothing to serve hands traffic over first."""
+    for _ in range(2):
+        report = status(service)
+        standby = report.colors[report.standby]
+        if not (standby.healthy and standby.release):
+            deploy(service, "v1", migrate=True)
+        live = report.colors[report.live or report.declared]
+        if live.healthy and live.release:
+            break
+        switch(service, watch=False, emergency=not live.healthy)
 
 
 def wait_backends_up(t: Topology, colors: tuple[str, ...] = ("blue", "green"), timeout: float = 60.0) -> None:

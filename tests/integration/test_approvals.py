@@ -33,7 +33,6 @@ from mcp import types as mcp_types
 from bluegreen.hosts.health import http_probe, visitor
 from bluegreen.lab.lab import Lab
 from bluegreen.model.topology import Topology, other_color
-from bluegreen.ops.deploy import deploy
 from bluegreen.ops.estate import Estate
 from bluegreen.ops.status import history, lock_status, status
 from bluegreen.ops.switch import switch
@@ -49,7 +48,7 @@ from tests.integration.accounts import (
     setup_approvals,
     write_bluegreen_wrapper,
 )
-from tests.integration.support import live_color
+from tests.integration.support import live_color, release_on_both_colours
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(accounts_available() is not None, reason=str(accounts_available()))]
@@ -125,16 +124,7 @@ def ready(world: World) -> World:
     service = Estate(world.t)
     while lock_status(service) is not None:
         anyio.run(anyio.sleep, 1)
-    for _ in range(2):
-        report = status(service)
-        standby = report.colors[report.standby]
-        if not (standby.healthy and standby.release):
-            deploy(service, "v1", migrate=True)
-        live = report.colors[report.live or report.declared]
-        if live.healthy and live.release:
-            break
-        # The live colour has nothing to serve: move traffic, then give the other colour a release.
-        switch(service, watch=False, emergency=not live.healthy)
+    release_on_both_colours(service)
     return world
 
 

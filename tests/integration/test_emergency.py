@@ -37,7 +37,6 @@ from bluegreen.model.lock import LockInfo
 from bluegreen.model.stackfile import load_stack, set_active_color_in_file
 from bluegreen.model.topology import Topology, other_color
 from bluegreen.ops import emergency, signals
-from bluegreen.ops.deploy import deploy, plan_deploy
 from bluegreen.ops.estate import Estate
 from bluegreen.ops.status import history, lock_status, status
 from bluegreen.ops.switch import plan_switch, switch
@@ -46,7 +45,7 @@ from tests.integration.support import (
     InterceptingExecutor,
     copy_project,
     live_color,
-    retry_locked,
+    serve_both_colours,
     wait_backends_up,
 )
 from tests.unit.test_pulumi_seam import DIY_LOCKED, FakePulumi
@@ -68,23 +67,9 @@ def topology(project: Path) -> Topology:
 
 @pytest.fixture(scope="module")
 def estate(project: Path) -> Path:
-    """Both colours serve a release that deployed ok; the live one is healthy."""
-    report = status(Estate(topology(project)))
-    assert report.live is not None, f"cannot read the live colour: {report.errors}"
-    if not report.colors[report.live].healthy:
-        retry_locked(lambda: deploy(Estate(topology(project)), "v1", migrate=True, snapshot=False))
-        retry_locked(lambda: switch(Estate(topology(project)), direct=True, watch=False))
-        report = status(Estate(topology(project)))
-    standby = other_color(report.live or report.declared)
-    if not report.colors[standby].release or not report.colors[standby].healthy:
-        retry_locked(lambda: deploy(Estate(topology(project)), "main", migrate=True, snapshot=False))
-    if plan_deploy(Estate(topology(project)), "main").pending:
-        # An earlier file left the database behind `main` (a restore, a recreated lab): these tests
-        # deploy `main` without --migrate, so bring its migrations in first.
-        retry_locked(lambda: deploy(Estate(topology(project)), "main", migrate=True, snapshot=False))
-    report = status(Estate(topology(project)))
-    broken = {c: s.errors for c, s in report.colors.items() if not (s.healthy and s.release)}
-    assert not broken, f"the lab's colours do not both serve a release: {broken}"
+    """Both colours serve a release that deployed ok; the live one is healthy. These tests deploy
+    `main` without --migrate, so the database gets its migrations first."""
+    serve_both_colours(project, direct=True, main_migrated=True)
     return project
 
 

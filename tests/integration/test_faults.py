@@ -60,7 +60,7 @@ from bluegreen.model.topology import Container, Topology, other_color
 from bluegreen.ops.deploy import deploy
 from bluegreen.ops.estate import Estate
 from bluegreen.ops.rollback import rollback_snapshot
-from bluegreen.ops.status import lock_release, lock_status, status
+from bluegreen.ops.status import lock_release, lock_status
 from bluegreen.ops.switch import switch
 from bluegreen.render import commands as cmd
 from tests.integration.support import (
@@ -68,7 +68,7 @@ from tests.integration.support import (
     InterceptingExecutor,
     copy_project,
     live_color,
-    retry_locked,
+    serve_both_colours,
     wait_backends_up,
 )
 
@@ -114,18 +114,7 @@ def wait_unlocked(t: Topology) -> None:
 @pytest.fixture(scope="module")
 def estate(project: Path) -> Path:
     """Both colours serve a release and the live one is healthy; returns the project copy."""
-    report = status(Estate(topology(project)))
-    assert report.live is not None, f"cannot read the live colour: {report.errors}"
-    if not report.colors[report.live].healthy:
-        retry_locked(lambda: deploy(Estate(topology(project)), "v1", migrate=True, snapshot=False))
-        retry_locked(lambda: switch(Estate(topology(project)), watch=False))
-        report = status(Estate(topology(project)))
-    standby = other_color(report.live or report.declared)
-    if not report.colors[standby].release or not report.colors[standby].healthy:
-        retry_locked(lambda: deploy(Estate(topology(project)), "main", migrate=True, snapshot=False))
-        report = status(Estate(topology(project)))
-    broken = {c: s.errors for c, s in report.colors.items() if not (s.healthy and s.release)}
-    assert not broken, f"the lab's colours do not both serve a release: {broken}"
+    serve_both_colours(project)
     return project
 
 

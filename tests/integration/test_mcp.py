@@ -40,11 +40,10 @@ from bluegreen.hosts.health import http_probe, visitor
 from bluegreen.lab.lab import Lab
 from bluegreen.lab.repo import publish_variant
 from bluegreen.model.topology import Topology, other_color
-from bluegreen.ops.deploy import deploy
 from bluegreen.ops.estate import Estate
 from bluegreen.ops.status import history, lock_status, status
-from bluegreen.ops.switch import switch
 from tests.integration.accounts import accounts, accounts_available, on_terminal, python_argv, setup_approvals
+from tests.integration.support import release_on_both_colours
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(accounts_available() is not None, reason=str(accounts_available()))]
@@ -141,16 +140,7 @@ def estate(lab: Lab) -> Topology:
     t = lab.topology
     service = Estate(t)
     wait_until_unlocked(t)
-    for _ in range(2):
-        report = status(service)
-        standby = report.colors[report.standby]
-        if not (standby.healthy and standby.release):
-            deploy(service, "v1", migrate=True)
-        live = report.colors[report.live or report.declared]
-        if live.healthy and live.release:
-            break
-        # The live colour has nothing to serve: move traffic, then give the other colour a release.
-        switch(service, watch=False, emergency=not live.healthy)
+    release_on_both_colours(service)
     return t
 
 

@@ -42,12 +42,11 @@ from bluegreen.model.journal import side_path
 from bluegreen.model.stackfile import load_stack
 from bluegreen.model.topology import Container, Topology, other_color
 from bluegreen.ops import emergency
-from bluegreen.ops.deploy import deploy
 from bluegreen.ops.estate import Estate
 from bluegreen.ops.status import lock_release, lock_status, status
 from bluegreen.ops.switch import switch
 from bluegreen.render import commands as cmd
-from tests.integration.support import InterceptingExecutor, copy_project, live_color, retry_locked
+from tests.integration.support import InterceptingExecutor, copy_project, live_color, serve_both_colours
 from tests.integration.test_emergency import (
     BLUEGREEN,
     STACK,
@@ -74,18 +73,7 @@ def topology(project: Path) -> Topology:
 @pytest.fixture(scope="module")
 def estate(project: Path) -> Path:
     """Both colours serve a release that deployed ok; the live one is healthy."""
-    report = status(Estate(topology(project)))
-    assert report.live is not None, f"cannot read the live colour: {report.errors}"
-    if not report.colors[report.live].healthy:
-        retry_locked(lambda: deploy(Estate(topology(project)), "v1", migrate=True, snapshot=False))
-        retry_locked(lambda: switch(Estate(topology(project)), direct=True, watch=False))
-        report = status(Estate(topology(project)))
-    standby = other_color(report.live or report.declared)
-    if not report.colors[standby].release or not report.colors[standby].healthy:
-        retry_locked(lambda: deploy(Estate(topology(project)), "main", migrate=True, snapshot=False))
-    report = status(Estate(topology(project)))
-    broken = {c: s.errors for c, s in report.colors.items() if not (s.healthy and s.release)}
-    assert not broken, f"the lab's colours do not both serve a release: {broken}"
+    serve_both_colours(project, direct=True)
     return project
 
 
