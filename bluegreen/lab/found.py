@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from bluegreen.model.topology import other_color
+
 NEW = "new"
 OWN = "own"
 LEGACY = "legacy"
@@ -50,7 +52,7 @@ def own_summary(found: str, releases: dict[str, str | None], live: str, *, reset
     """After `up` (and `reset`): the lab's own estate, serving what its colours run."""
     replaced = found in (LEGACY, ADOPTED) or (reset and found != NEW)
     before = FOUND[found] + (": replaced by a new lab estate" if replaced else "")
-    standby = "green" if live == "blue" else "blue"
+    standby = other_color(live)
     if not any(releases.values()):
         return Summary(before, "no release yet: neither colour runs the app, the public site answers 503",
                        f"`{DEMO}` (the whole story), or `{FIRST_DEPLOY}` then "

@@ -52,7 +52,7 @@ from bluegreen.lab.services import LabError, host_public_key, spawn, start_postg
 from bluegreen.lab.tls import ensure_lab_tls
 from bluegreen.model.sensitive import Sensitive
 from bluegreen.model.stackfile import adopted_stack_file, load_stack
-from bluegreen.model.topology import Container, Topology
+from bluegreen.model.topology import Container, Topology, other_color
 
 log = logging.getLogger("bluegreen.lab.legacy")
 
@@ -94,7 +94,7 @@ CT_NOTES = {
 
 
 def legacy_state() -> dict[str, Any]:
-    return {"prod": LIVE, "standby": "green" if LIVE == "blue" else "blue",
+    return {"prod": LIVE, "standby": other_color(LIVE),
             "lastSwitch": HISTORY[0]["timestamp"], "switchCount": SWITCH_COUNT, "history": HISTORY}
 
 

@@ -46,7 +46,7 @@ from bluegreen.lab.loadgen import RequestLoop
 from bluegreen.model.dotenv import parse_env
 from bluegreen.model.errors import LockedError
 from bluegreen.model.stackfile import load_stack, stack_file
-from bluegreen.model.topology import Topology
+from bluegreen.model.topology import Topology, other_color
 from bluegreen.render.bootstrap import STATE_SCRIPT
 
 from .support import clone_of_the_working_tree, git
@@ -254,7 +254,7 @@ def test_the_old_switch_is_retired_and_an_old_habit_switches_the_new_way(legacy:
 
     with connect(t, lb) as ex:
         live = hr.live_color(ex, t)
-    target = "green" if live == "blue" else "blue"
+    target = other_color(live)
     before = json.loads(state_file.read_text())
     # get, history and set keep working on the journal; set cannot make it lie.
     assert _state_script(t, "get", "prod").stdout.strip() == live == before["prod"]

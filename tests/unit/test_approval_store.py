@@ -47,6 +47,7 @@ from bluegreen.model.journal import State, scrub_errors
 from bluegreen.model.secrets import known_secrets
 from bluegreen.model.sensitive import Sensitive
 from bluegreen.model.stackfile import load_stack
+from bluegreen.model.topology import other_color
 
 REPO = Path(__file__).resolve().parents[2]
 APPROVER = "nobody"
@@ -463,7 +464,7 @@ class Estate:
 
     @property
     def standby(self) -> str:
-        return "green" if self.live == "blue" else "blue"
+        return other_color(self.live)
 
 
 class FakeOps:
